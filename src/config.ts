@@ -1,0 +1,191 @@
+/**
+ * Configuration: read the environment once, validate it with TypeBox, freeze it.
+ *
+ * Bun loads `.env`, `.env.<NODE_ENV>` (`.env.development`, `.env.production`, `.env.test`)
+ * and `.env.local` by itself before any code runs, in that order of precedence
+ * (https://bun.sh/docs/runtime/env), which is exactly how the guide describes its
+ * `.env` files; real environment variables win over all of them.
+ */
+import { Type as T, type Static, type TSchema } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+
+const Int = (opts: { default?: number; minimum?: number; maximum?: number } = {}) =>
+  T.Integer({ minimum: 0, ...opts })
+const Str = (def?: string) => (def === undefined ? T.Optional(T.String()) : T.String({ default: def }))
+const Bool = (def: boolean) => T.Boolean({ default: def })
+
+/** Every variable the server reads, with its default. `.env.example` lists the same. */
+export const EnvSchema = T.Object({
+  PORT: Int({ default: 3001, maximum: 65535 }),
+  HOST: Str('0.0.0.0'),
+  NODE_ENV: T.Union([T.Literal('development'), T.Literal('production'), T.Literal('test')], { default: 'development' }),
+  FRONTEND_URL: Str('http://localhost:5173'),
+
+  JWT_SECRET: Str(),
+  JWT_ACCESS_TTL_SECONDS: Int({ default: 900, minimum: 10 }),
+  JWT_REFRESH_TTL_SECONDS: Int({ default: 30 * 24 * 3600, minimum: 60 }),
+  BCRYPT_ROUNDS: Int({ default: 12, minimum: 4, maximum: 31 }),
+
+  DATABASE_URL: Str(),
+  DATABASE_POOL_MAX: Int({ default: 20, minimum: 1 }),
+  DATA_DIR: Str('./data'),
+
+  REDIS_URL: Str(),
+  DOCKER_HOST: Str(),
+
+  MAX_FILE_SIZE: T.String({ default: '100MB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
+  UPLOAD_DIR: Str('./uploads'),
+
+  OPENAI_API_KEY: Str(),
+  OPENAI_BASE_URL: Str(),
+  OPENAI_MODEL: Str('gpt-4o-mini'),
+
+  SMTP_HOST: Str(),
+  SMTP_PORT: Int({ default: 587, maximum: 65535 }),
+  SMTP_USER: Str(),
+  SMTP_PASS: Str(),
+
+  LOG_LEVEL: T.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => T.Literal(l)), { default: 'info' }),
+  SENTRY_DSN: Str(),
+
+  RATE_LIMIT_WINDOW_MS: Int({ default: 900_000, minimum: 1 }),
+  RATE_LIMIT_MAX_REQUESTS: Int({ default: 100, minimum: 1 }),
+  AUTH_RATE_LIMIT_WINDOW_MS: Int({ default: 900_000, minimum: 1 }),
+  AUTH_RATE_LIMIT_MAX_REQUESTS: Int({ default: 5, minimum: 1 }),
+  LOGIN_LOCKOUT_THRESHOLD: Int({ default: 5, minimum: 1 }),
+  LOGIN_LOCKOUT_MS: Int({ default: 900_000, minimum: 1 }),
+  TRUST_PROXY: Bool(false),
+
+  CORS_ORIGIN: Str('http://localhost:5173'),
+  CACHE_TTL_SECONDS: Int({ default: 300, minimum: 1 }),
+  SHUTDOWN_TIMEOUT_MS: Int({ default: 10_000, minimum: 0 }),
+
+  ADMIN_EMAIL: Str('admin@quadrax.local'),
+  ADMIN_PASSWORD: Str(),
+
+  NODE_ID: Str(),
+  CLUSTER_SHARDS: Int({ default: 64, minimum: 1, maximum: 4096 }),
+  CLUSTER_LEASE_TTL_MS: Int({ default: 5_000, minimum: 500, maximum: 10_000 }),
+})
+export type Env = Static<typeof EnvSchema>
+
+export interface Config {
+  port: number
+  host: string
+  env: Env['NODE_ENV']
+  isProduction: boolean
+  frontendUrl: string
+  jwt: { secret: string | undefined; accessTtlSeconds: number; refreshTtlSeconds: number }
+  bcryptRounds: number
+  databaseUrl: string | undefined
+  databasePoolMax: number
+  dataDir: string
+  redisUrl: string | undefined
+  dockerHost: string | undefined
+  maxFileSize: number
+  uploadDir: string
+  openai: { apiKey: string | undefined; baseUrl: string | undefined; model: string }
+  smtp: { host: string | undefined; port: number; user: string | undefined; pass: string | undefined }
+  logLevel: Env['LOG_LEVEL']
+  sentryDsn: string | undefined
+  rateLimit: { windowMs: number; max: number }
+  authRateLimit: { windowMs: number; max: number }
+  lockout: { threshold: number; windowMs: number }
+  trustProxy: boolean
+  corsOrigins: readonly string[]
+  cacheTtlSeconds: number
+  shutdownTimeoutMs: number
+  admin: { email: string; password: string | undefined }
+  cluster: { nodeId: string | undefined; shards: number; leaseTtlMs: number }
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+const UNITS: Record<string, number> = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 }
+
+/** "100MB" → 104857600. Bare numbers are bytes. */
+export function parseSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB)?\s*$/i.exec(text)
+  if (!m) throw new ConfigError(`not a size: ${text}`)
+  return Math.floor(Number(m[1]) * UNITS[(m[2] ?? 'B').toUpperCase()]!)
+}
+
+function describe(schema: TSchema): string {
+  if (schema.anyOf) return `one of ${schema.anyOf.map((s: TSchema) => JSON.stringify(s.const)).join(', ')}`
+  if (schema.type === 'integer') {
+    const range = [schema.minimum !== undefined && `>= ${schema.minimum}`, schema.maximum !== undefined && `<= ${schema.maximum}`].filter(Boolean)
+    return `an integer${range.length ? ' ' + range.join(' and ') : ''}`
+  }
+  if (schema.type === 'boolean') return 'true or false'
+  if (schema.pattern) return `a value matching ${schema.pattern}`
+  return `a ${schema.type}`
+}
+
+/**
+ * Validate `env` (default: process.env) and return a frozen Config.
+ * A bad value throws a ConfigError naming the variable and what was expected.
+ */
+export function loadConfig(source: Record<string, string | undefined> = process.env): Readonly<Config> {
+  const raw: Record<string, unknown> = {}
+  for (const key of Object.keys(EnvSchema.properties)) {
+    const v = source[key]
+    if (v !== undefined && v !== '') raw[key] = v
+  }
+  const withDefaults = Value.Default(EnvSchema, raw)
+  const converted = Value.Convert(EnvSchema, withDefaults) as Record<string, unknown>
+  for (const [key, schema] of Object.entries(EnvSchema.properties) as [string, TSchema][]) {
+    const v = converted[key]
+    if (v === undefined) continue
+    if (!Value.Check(schema, v)) {
+      throw new ConfigError(`${key}=${JSON.stringify(raw[key])} is invalid: expected ${describe(schema)}`)
+    }
+  }
+  const e = converted as Env
+  const isProduction = e.NODE_ENV === 'production'
+  if (e.JWT_SECRET !== undefined && e.JWT_SECRET.length < 32) {
+    throw new ConfigError('JWT_SECRET is too short: expected at least 32 characters')
+  }
+  if (isProduction && !e.JWT_SECRET) {
+    throw new ConfigError('JWT_SECRET is required when NODE_ENV=production: expected at least 32 characters')
+  }
+  const corsOrigins = (e.CORS_ORIGIN ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+  for (const o of corsOrigins) {
+    if (o !== '*' && !/^https?:\/\/[^/\s]+$/.test(o)) {
+      throw new ConfigError(`CORS_ORIGIN contains ${JSON.stringify(o)}: expected a comma-separated list of origins like https://app.example.com (or *)`)
+    }
+  }
+  if (e.ADMIN_PASSWORD !== undefined && e.ADMIN_PASSWORD.length < 8) {
+    throw new ConfigError('ADMIN_PASSWORD is too short: expected at least 8 characters')
+  }
+  return Object.freeze({
+    port: e.PORT,
+    host: e.HOST!,
+    env: e.NODE_ENV,
+    isProduction,
+    frontendUrl: e.FRONTEND_URL!,
+    jwt: Object.freeze({ secret: e.JWT_SECRET, accessTtlSeconds: e.JWT_ACCESS_TTL_SECONDS, refreshTtlSeconds: e.JWT_REFRESH_TTL_SECONDS }),
+    bcryptRounds: e.BCRYPT_ROUNDS,
+    databaseUrl: e.DATABASE_URL,
+    databasePoolMax: e.DATABASE_POOL_MAX,
+    dataDir: e.DATA_DIR!,
+    redisUrl: e.REDIS_URL,
+    dockerHost: e.DOCKER_HOST,
+    maxFileSize: parseSize(e.MAX_FILE_SIZE),
+    uploadDir: e.UPLOAD_DIR!,
+    openai: Object.freeze({ apiKey: e.OPENAI_API_KEY, baseUrl: e.OPENAI_BASE_URL, model: e.OPENAI_MODEL! }),
+    smtp: Object.freeze({ host: e.SMTP_HOST, port: e.SMTP_PORT, user: e.SMTP_USER, pass: e.SMTP_PASS }),
+    logLevel: e.LOG_LEVEL,
+    sentryDsn: e.SENTRY_DSN,
+    rateLimit: Object.freeze({ windowMs: e.RATE_LIMIT_WINDOW_MS, max: e.RATE_LIMIT_MAX_REQUESTS }),
+    authRateLimit: Object.freeze({ windowMs: e.AUTH_RATE_LIMIT_WINDOW_MS, max: e.AUTH_RATE_LIMIT_MAX_REQUESTS }),
+    lockout: Object.freeze({ threshold: e.LOGIN_LOCKOUT_THRESHOLD, windowMs: e.LOGIN_LOCKOUT_MS }),
+    trustProxy: e.TRUST_PROXY,
+    corsOrigins: Object.freeze(corsOrigins),
+    cacheTtlSeconds: e.CACHE_TTL_SECONDS,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    admin: Object.freeze({ email: e.ADMIN_EMAIL!, password: e.ADMIN_PASSWORD }),
+    cluster: Object.freeze({ nodeId: e.NODE_ID, shards: e.CLUSTER_SHARDS, leaseTtlMs: e.CLUSTER_LEASE_TTL_MS }),
+  })
+}

@@ -1,0 +1,93 @@
+/**
+ * One base error with a snake_case code. Only errors marked `expose` reach the client as
+ * they are; everything else becomes a 500 carrying the request id, logged with its stack.
+ */
+export interface ErrorDetail {
+  field: string
+  message: string
+}
+
+export class AppError extends Error {
+  readonly code: string
+  readonly status: number
+  readonly details: ErrorDetail[]
+  readonly expose: boolean
+  readonly headers: Record<string, string>
+
+  constructor(
+    code: string,
+    message: string,
+    opts: { status?: number; details?: ErrorDetail[]; cause?: unknown; expose?: boolean; headers?: Record<string, string> } = {},
+  ) {
+    super(message, { cause: opts.cause })
+    this.name = new.target.name
+    this.code = code
+    this.status = opts.status ?? 500
+    this.details = opts.details ?? []
+    this.expose = opts.expose ?? this.status < 500 || this.status === 503
+    this.headers = opts.headers ?? {}
+  }
+}
+
+export class ValidationError extends AppError {
+  constructor(message = 'Validation failed', details: ErrorDetail[] = []) {
+    super('validation_failed', message, { status: 400, details })
+  }
+}
+export class UnauthorizedError extends AppError {
+  constructor(message = 'Authentication required') {
+    super('unauthorized', message, { status: 401 })
+  }
+}
+export class ForbiddenError extends AppError {
+  constructor(message = 'You do not have permission to do this') {
+    super('forbidden', message, { status: 403 })
+  }
+}
+export class NotFoundError extends AppError {
+  constructor(what = 'Resource') {
+    super('not_found', `${what} not found`, { status: 404 })
+  }
+}
+export class ConflictError extends AppError {
+  constructor(message: string, details: ErrorDetail[] = []) {
+    super('conflict', message, { status: 409, details })
+  }
+}
+export class PayloadTooLargeError extends AppError {
+  constructor(message = 'Payload too large') {
+    super('payload_too_large', message, { status: 413 })
+  }
+}
+export class UnsupportedMediaTypeError extends AppError {
+  constructor(message: string) {
+    super('unsupported_media_type', message, { status: 415 })
+  }
+}
+export class UnprocessableError extends AppError {
+  constructor(message: string, details: ErrorDetail[] = []) {
+    super('unprocessable', message, { status: 422, details })
+  }
+}
+export class RateLimitedError extends AppError {
+  constructor(message: string, retryAfterSeconds: number, details: ErrorDetail[] = []) {
+    super('rate_limited', message, { status: 429, details, headers: { 'retry-after': String(retryAfterSeconds) } })
+  }
+}
+export class ServiceUnavailableError extends AppError {
+  constructor(message: string) {
+    super('service_unavailable', message, { status: 503 })
+  }
+}
+
+/** PostgreSQL SQLSTATE codes we branch on (postgres.js exposes them as `err.code`). */
+export const PG = {
+  uniqueViolation: '23505',
+  foreignKeyViolation: '23503',
+  serializationFailure: '40001',
+  invalidTextRepresentation: '22P02',
+} as const
+
+export function pgCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined
+}

