@@ -24,7 +24,7 @@ export class AppError extends Error {
     this.code = code
     this.status = opts.status ?? 500
     this.details = opts.details ?? []
-    this.expose = opts.expose ?? this.status < 500 || this.status === 503
+    this.expose = opts.expose ?? (this.status < 500 || this.status === 503)
     this.headers = opts.headers ?? {}
   }
 }

@@ -44,7 +44,7 @@ async function stopOrphan(dataDir: string): Promise<void> {
   while (alive(pid) && Date.now() < deadline) await Bun.sleep(50)
 }
 
-export async function startEmbedded(opts: { dir: string; persistent?: boolean; onLog?: (line: string) => void }): Promise<EmbeddedDatabase> {
+export async function startEmbedded(opts: { dir: string; persistent?: boolean; onLog?: (line: unknown) => void }): Promise<EmbeddedDatabase> {
   const dir = resolve(opts.dir)
   const parent = resolve(dir, '..')
   mkdirSync(parent, { recursive: true })

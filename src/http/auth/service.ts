@@ -1,0 +1,204 @@
+/**
+ * Accounts and logins, with no HTTP in sight: register, login (with lockout), refresh-token
+ * rotation with reuse detection, logout, password change.
+ */
+import type { Config } from '../../config.ts'
+import { ConflictError, PG, pgCode, RateLimitedError, UnauthorizedError, ValidationError } from '../../core/errors.ts'
+import { Jwt } from '../../core/jwt.ts'
+import type { Sql } from '../../store/db.ts'
+import * as sessions from '../../store/sessions.ts'
+import * as users from '../../store/users.ts'
+import type { Principal, SessionRegistry } from './sessions.ts'
+
+export interface PublicUser {
+  id: string
+  email: string
+  firstName: string
+  lastName: string
+  role: users.Role
+}
+
+export interface TokenPair {
+  token: string
+  refreshToken: string
+  expiresIn: number
+  refreshExpiresIn: number
+  tokenType: 'Bearer'
+}
+
+export interface LoginResult extends TokenPair {
+  user: PublicUser
+}
+
+export interface RequestMeta {
+  ip?: string | null
+  userAgent?: string | null
+}
+
+export function publicUser(u: users.UserRow): PublicUser {
+  return { id: u.id, email: u.email, firstName: u.firstName, lastName: u.lastName, role: u.role }
+}
+
+/** Password rules, reported per rule so a client can show them. */
+export function passwordProblems(password: string): string[] {
+  const problems: string[] = []
+  if (password.length < 8) problems.push('at least 8 characters')
+  if (password.length > 128) problems.push('at most 128 characters')
+  if (!/[a-z]/.test(password)) problems.push('a lowercase letter')
+  if (!/[A-Z]/.test(password)) problems.push('an uppercase letter')
+  if (!/[0-9]/.test(password)) problems.push('a digit')
+  if (!/[^A-Za-z0-9]/.test(password)) problems.push('a symbol')
+  return problems
+}
+
+export function assertStrongPassword(password: string, field = 'password') {
+  const p = passwordProblems(password)
+  if (p.length) throw new ValidationError('Validation failed', [{ field, message: `Password must contain ${p.join(', ')}` }])
+}
+
+const sha256 = (text: string) => new Bun.CryptoHasher('sha256').update(text).digest('hex')
+
+export class AuthService {
+  readonly jwt: Jwt
+  /** A bcrypt hash of a random string: verified against when the email is unknown, so timing does not reveal which emails exist. */
+  private dummyHash: Promise<string>
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly config: Pick<Config, 'jwt' | 'bcryptRounds' | 'lockout'> & { jwt: { secret: string } },
+    readonly registry: SessionRegistry,
+    private readonly opts: { refreshReuseGraceMs?: number; onUserChanged?: (userId: string) => Promise<void> | void } = {},
+  ) {
+    this.jwt = new Jwt(config.jwt.secret)
+    this.dummyHash = Bun.password.hash(crypto.randomUUID(), { algorithm: 'bcrypt', cost: config.bcryptRounds })
+  }
+
+  hashPassword(password: string): Promise<string> {
+    return Bun.password.hash(password, { algorithm: 'bcrypt', cost: this.config.bcryptRounds })
+  }
+
+  async register(
+    input: { email: string; password: string; firstName: string; lastName: string; organization?: string | null; role?: users.Role },
+    meta: RequestMeta = {},
+  ): Promise<LoginResult> {
+    assertStrongPassword(input.password)
+    const passwordHash = await this.hashPassword(input.password)
+    let user: users.UserRow
+    try {
+      user = await users.insert(this.sql, { ...input, passwordHash })
+    } catch (err) {
+      if (pgCode(err) === PG.uniqueViolation) {
+        throw new ConflictError('An account with this email already exists', [{ field: 'email', message: 'Email is already registered' }])
+      }
+      throw err
+    }
+    await this.opts.onUserChanged?.(user.id)
+    return { user: publicUser(user), ...(await this.openSession(user, meta)) }
+  }
+
+  async login(email: string, password: string, meta: RequestMeta = {}): Promise<LoginResult> {
+    const user = await users.findSecretByEmail(this.sql, email)
+    if (!user) {
+      await Bun.password.verify(password, await this.dummyHash)
+      throw new UnauthorizedError('Invalid email or password')
+    }
+    if (user.lockedUntil && user.lockedUntil.getTime() > Date.now()) {
+      const wait = Math.ceil((user.lockedUntil.getTime() - Date.now()) / 1000)
+      throw new RateLimitedError('Account temporarily locked after too many failed logins; try again later', wait, [
+        { field: 'email', message: `Locked for another ${wait} s` },
+      ])
+    }
+    const ok = await Bun.password.verify(password, user.passwordHash)
+    if (!ok) {
+      const r = await users.recordFailedLogin(this.sql, user.id, this.config.lockout.threshold, this.config.lockout.windowMs)
+      if (r.lockedUntil) {
+        const wait = Math.ceil((r.lockedUntil.getTime() - Date.now()) / 1000)
+        throw new RateLimitedError('Account temporarily locked after too many failed logins; try again later', wait, [
+          { field: 'email', message: `Locked for another ${wait} s` },
+        ])
+      }
+      throw new UnauthorizedError('Invalid email or password')
+    }
+    if (!user.isActive) throw new UnauthorizedError('This account has been deactivated')
+    await users.recordSuccessfulLogin(this.sql, user.id)
+    return { user: publicUser(user), ...(await this.openSession(user, meta)) }
+  }
+
+  private async openSession(user: users.UserRow, meta: RequestMeta): Promise<TokenPair> {
+    const sessionId = crypto.randomUUID()
+    const expiresAt = new Date(Date.now() + this.config.jwt.refreshTtlSeconds * 1000)
+    const refreshToken = this.refreshToken(user.id, sessionId, 0)
+    await sessions.insert(this.sql, { id: sessionId, userId: user.id, refreshHash: sha256(refreshToken), expiresAt, userAgent: meta.userAgent, ip: meta.ip })
+    this.registry.admit({ userId: user.id, role: user.role, sessionId }, expiresAt)
+    return this.pair(user.id, sessionId, refreshToken)
+  }
+
+  private refreshToken(userId: string, sessionId: string, generation: number): string {
+    return this.jwt.sign({ sub: userId, sid: sessionId, gen: generation, typ: 'refresh', jti: crypto.randomUUID() }, this.config.jwt.refreshTtlSeconds)
+  }
+
+  private pair(userId: string, sessionId: string, refreshToken: string): TokenPair {
+    return {
+      token: this.jwt.sign({ sub: userId, sid: sessionId, typ: 'access' }, this.config.jwt.accessTtlSeconds),
+      refreshToken,
+      expiresIn: this.config.jwt.accessTtlSeconds,
+      refreshExpiresIn: this.config.jwt.refreshTtlSeconds,
+      tokenType: 'Bearer',
+    }
+  }
+
+  /** Verify an access token and its session. Returns null when the token must be refused. */
+  authenticate(token: string): Principal | null | Promise<Principal | null> {
+    const v = this.jwt.verify(token, 'access')
+    if (!v.ok) return null
+    const sid = v.claims.sid
+    if (typeof sid !== 'string') return null
+    return this.registry.resolve(sid)
+  }
+
+  /**
+   * Single-use refresh tokens. A token of the current generation is exchanged for a new
+   * pair, atomically. A token that was already used revokes the whole session (someone
+   * else holds a copy) — except within a short grace period after its own rotation, which
+   * is two tabs refreshing at once rather than theft: that loser just gets a 401.
+   */
+  async refresh(refreshToken: string): Promise<TokenPair> {
+    const v = this.jwt.verify(refreshToken, 'refresh')
+    if (!v.ok) throw new UnauthorizedError('Invalid or expired refresh token')
+    const { sub, sid, gen } = v.claims as unknown as { sub: string; sid: unknown; gen: unknown }
+    if (typeof sid !== 'string' || typeof gen !== 'number') throw new UnauthorizedError('Invalid or expired refresh token')
+    const next = this.refreshToken(sub, sid, gen + 1)
+    if (await sessions.rotate(this.sql, sid, gen, sha256(refreshToken), sha256(next))) {
+      return this.pair(sub, sid, next)
+    }
+    const [row] = await this.sql<{ revoked: boolean; generation: number; lastRefreshedAt: Date | null }[]>`
+      select revoked_at is not null as revoked, refresh_generation as generation, last_refreshed_at as "lastRefreshedAt"
+      from sessions where id = ${sid}`
+    if (row && !row.revoked && row.generation > gen) {
+      const grace = this.opts.refreshReuseGraceMs ?? 2_000
+      const justRotated = row.generation === gen + 1 && row.lastRefreshedAt !== null && Date.now() - row.lastRefreshedAt.getTime() < grace
+      if (!justRotated) await this.registry.revoke(sid, 'refresh_token_reuse')
+      throw new UnauthorizedError('Refresh token already used')
+    }
+    throw new UnauthorizedError('Invalid or expired refresh token')
+  }
+
+  async logout(principal: Principal): Promise<void> {
+    await this.registry.revoke(principal.sessionId, 'logout')
+  }
+
+  /** Change the password, revoke every session of the user, and open a fresh one. */
+  async changePassword(principal: Principal, current: string, next: string, meta: RequestMeta = {}): Promise<LoginResult> {
+    const user = await users.findSecretById(this.sql, principal.userId)
+    if (!user) throw new UnauthorizedError()
+    if (!(await Bun.password.verify(current, user.passwordHash))) {
+      throw new ValidationError('Validation failed', [{ field: 'currentPassword', message: 'Current password is incorrect' }])
+    }
+    assertStrongPassword(next, 'newPassword')
+    if (current === next) throw new ValidationError('Validation failed', [{ field: 'newPassword', message: 'New password must differ from the current one' }])
+    await users.setPassword(this.sql, user.id, await this.hashPassword(next))
+    await this.registry.revokeUser(user.id, 'password_changed')
+    return { user: publicUser(user), ...(await this.openSession(user, meta)) }
+  }
+}
+

@@ -1,0 +1,167 @@
+/**
+ * Which sessions are live, answered from memory.
+ *
+ * Every authenticated request asks `resolve(sessionId)`. The first ask loads the session
+ * (and its user's role and active flag) with one query; later asks are a Map lookup. An
+ * entry is trusted for `ttlMs` at most. Revocations and user changes are applied to the
+ * local map at once and, in a cluster, published on Redis so every node drops its copy;
+ * the TTL bounds the staleness should a node miss a message while reconnecting.
+ */
+import type { Db } from '../../store/db.ts'
+import * as sessions from '../../store/sessions.ts'
+import type { Role } from '../../store/users.ts'
+import type { Redis } from '../../store/redis.ts'
+import type { Logger } from '../../core/logger.ts'
+
+export interface Principal {
+  userId: string
+  role: Role
+  sessionId: string
+}
+
+interface Entry {
+  principal: Principal | null // null: revoked, expired, unknown or user inactive
+  expiresAt: number
+  loadedAt: number
+}
+
+type Invalidation = { kind: 'session'; id: string } | { kind: 'user'; id: string; revoked: boolean }
+
+export type RevocationListener = (sessionIds: string[]) => void
+
+export class SessionRegistry {
+  private readonly entries = new Map<string, Entry>()
+  private readonly byUser = new Map<string, Set<string>>()
+  private readonly loading = new Map<string, Promise<Principal | null>>()
+  private readonly listeners = new Set<RevocationListener>()
+  private readonly channel: string
+
+  constructor(
+    private readonly sql: Db,
+    private readonly opts: { ttlMs?: number; maxEntries?: number; redis?: { pub: Redis; sub: Redis; prefix: string }; logger?: Logger } = {},
+  ) {
+    this.channel = `${opts.redis?.prefix ?? 'quadrax:'}auth:invalidate`
+  }
+
+  async start(): Promise<void> {
+    const r = this.opts.redis
+    if (!r) return
+    await r.sub.subscribe(this.channel)
+    r.sub.on('message', (channel, text) => {
+      if (channel !== this.channel) return
+      try {
+        this.apply(JSON.parse(text) as Invalidation)
+      } catch (err) {
+        this.opts.logger?.warn({ err }, 'bad auth invalidation message')
+      }
+    })
+  }
+
+  /** Called with the ids of sessions revoked on any node (the WebSocket layer closes their sockets). */
+  onRevoked(listener: RevocationListener): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  resolve(sessionId: string): Principal | null | Promise<Principal | null> {
+    const e = this.entries.get(sessionId)
+    const now = Date.now()
+    if (e && now - e.loadedAt < (this.opts.ttlMs ?? 30_000)) {
+      if (e.principal && e.expiresAt <= now) return null
+      return e.principal
+    }
+    let p = this.loading.get(sessionId)
+    if (!p) {
+      p = this.load(sessionId).finally(() => this.loading.delete(sessionId))
+      this.loading.set(sessionId, p)
+    }
+    return p
+  }
+
+  private async load(sessionId: string): Promise<Principal | null> {
+    const row = await sessions.findAuth(this.sql, sessionId)
+    const principal = row && !row.revoked && row.isActive && row.expiresAt.getTime() > Date.now() ? { userId: row.userId, role: row.role, sessionId } : null
+    this.remember(sessionId, principal, row?.expiresAt.getTime() ?? 0, row?.userId)
+    return principal
+  }
+
+  private remember(sessionId: string, principal: Principal | null, expiresAt: number, userId?: string) {
+    const max = this.opts.maxEntries ?? 100_000
+    if (this.entries.size >= max) {
+      let n = Math.ceil(max / 10)
+      for (const k of this.entries.keys()) {
+        this.forget(k)
+        if (--n === 0) break
+      }
+    }
+    this.entries.set(sessionId, { principal, expiresAt, loadedAt: Date.now() })
+    if (userId) {
+      let set = this.byUser.get(userId)
+      if (!set) this.byUser.set(userId, (set = new Set()))
+      set.add(sessionId)
+    }
+  }
+
+  private forget(sessionId: string) {
+    const e = this.entries.get(sessionId)
+    this.entries.delete(sessionId)
+    if (e?.principal) this.byUser.get(e.principal.userId)?.delete(sessionId)
+  }
+
+  /** Mark a newly created session live without a database round trip. */
+  admit(principal: Principal, expiresAt: Date) {
+    this.remember(principal.sessionId, principal, expiresAt.getTime(), principal.userId)
+  }
+
+  private apply(msg: Invalidation) {
+    if (msg.kind === 'session') {
+      const e = this.entries.get(msg.id)
+      this.entries.set(msg.id, { principal: null, expiresAt: 0, loadedAt: Date.now() })
+      if (e?.principal) this.byUser.get(e.principal.userId)?.delete(msg.id)
+      this.emit([msg.id])
+      return
+    }
+    const ids = [...(this.byUser.get(msg.id) ?? [])]
+    for (const id of ids) this.entries.delete(id)
+    this.byUser.delete(msg.id)
+    if (msg.revoked) {
+      for (const id of ids) this.entries.set(id, { principal: null, expiresAt: 0, loadedAt: Date.now() })
+      this.emit(ids)
+    }
+  }
+
+  private emit(ids: string[]) {
+    if (ids.length === 0) return
+    for (const l of this.listeners) {
+      try {
+        l(ids)
+      } catch (err) {
+        this.opts.logger?.error({ err }, 'revocation listener failed')
+      }
+    }
+  }
+
+  private async publish(msg: Invalidation) {
+    this.apply(msg)
+    await this.opts.redis?.pub.publish(this.channel, JSON.stringify(msg))
+  }
+
+  /** Revoke one session everywhere (logout). */
+  async revoke(sessionId: string, reason: string): Promise<void> {
+    await sessions.revoke(this.sql, sessionId, reason)
+    await this.publish({ kind: 'session', id: sessionId })
+  }
+
+  /** Revoke all of a user's sessions everywhere (password change, deactivation). */
+  async revokeUser(userId: string, reason: string): Promise<void> {
+    const ids = await sessions.revokeAllForUser(this.sql, userId, reason)
+    await this.publish({ kind: 'user', id: userId, revoked: true })
+    // Sessions this node never saw are also announced, so sockets elsewhere close.
+    for (const id of ids) await this.publish({ kind: 'session', id })
+  }
+
+  /** The user's role or active flag changed: reload their sessions on next use, everywhere. */
+  async invalidateUser(userId: string): Promise<void> {
+    await this.publish({ kind: 'user', id: userId, revoked: false })
+  }
+}

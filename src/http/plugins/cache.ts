@@ -1,0 +1,69 @@
+/**
+ * The guide's `cacheMiddleware({ ttl })`: list and detail routes opt in by answering through
+ * `cache.serve(...)`. Entries are per viewer and grouped in scopes that writers invalidate
+ * (`user:<id>`, `users`, …) before they answer, so a user never reads stale data right
+ * after their own write. Every cached answer carries an ETag; If-None-Match → 304.
+ */
+import type { Metrics } from '../../core/metrics.ts'
+import type { CacheStore } from '../../store/response-cache.ts'
+import { encode } from './request.ts'
+
+export interface ServeOptions {
+  /** The scope writers invalidate, e.g. `user:<id>`. */
+  scope: string
+  /** Who is looking: entries are never shared between viewers. */
+  viewer: string
+  /** Route label for metrics, e.g. `/api/auth/me`. */
+  route: string
+  ttlSeconds?: number
+}
+
+function etagOf(body: string): string {
+  return `W/"${Bun.hash(body).toString(36)}-${body.length.toString(36)}"`
+}
+
+function matches(ifNoneMatch: string | null, etag: string): boolean {
+  if (!ifNoneMatch) return false
+  if (ifNoneMatch.trim() === '*') return true
+  return ifNoneMatch.split(',').some((t) => t.trim() === etag || t.trim() === etag.slice(2))
+}
+
+export class ResponseCache {
+  constructor(
+    private readonly store: CacheStore,
+    private readonly metrics: Metrics,
+    private readonly defaultTtlSeconds: number,
+  ) {}
+
+  async serve(request: Request, headers: Record<string, string>, opts: ServeOptions, compute: () => Promise<unknown>): Promise<Response> {
+    const url = request.url
+    const key = `${opts.viewer}|${url.slice(url.indexOf('/', 8))}`
+    const { entry, generation } = await this.store.get(opts.scope, key)
+    let body: string
+    let etag: string
+    if (entry) {
+      body = entry.body
+      etag = entry.etag
+      headers['x-cache'] = 'HIT'
+    } else {
+      body = JSON.stringify(await compute())
+      etag = etagOf(body)
+      const ttl = (opts.ttlSeconds ?? this.defaultTtlSeconds) * 1000
+      await this.store.set(opts.scope, key, { body, etag, contentType: 'application/json', expiresAt: Date.now() + ttl }, generation)
+      headers['x-cache'] = 'MISS'
+    }
+    headers.etag = etag
+    headers['cache-control'] = 'private, no-cache'
+    headers['content-type'] = 'application/json'
+    if (matches(request.headers.get('if-none-match'), etag)) {
+      this.metrics.cacheRequests.inc({ route: opts.route, result: 'not_modified' })
+      return new Response(null, { status: 304, headers })
+    }
+    this.metrics.cacheRequests.inc({ route: opts.route, result: entry ? 'hit' : 'miss' })
+    return encode(request, body, 200, headers)
+  }
+
+  invalidate(...scopes: string[]): Promise<void> {
+    return this.store.invalidate(...scopes)
+  }
+}

@@ -1,0 +1,108 @@
+/** /api/users: the admin's list, and self-or-admin reads and edits. */
+import { Elysia, t } from 'elysia'
+import { ForbiddenError, NotFoundError, ValidationError } from '../core/errors.ts'
+import * as users from '../store/users.ts'
+import { AuthModel } from './auth.ts'
+import { bearer, Envelope, errors, ok, requireRole, requireUser, type AppDeps } from './context.ts'
+
+export namespace UserModel {
+  export const role = t.Union([t.Literal('ADMIN'), t.Literal('USER'), t.Literal('VIEWER')])
+  export const user = AuthModel.me
+  /** Everything a PATCH may carry. Which fields a caller may change is checked in the handler. */
+  export const patch = t.Object(
+    {
+      firstName: t.Optional(t.String({ minLength: 1, maxLength: 100, error: 'First name must be 1–100 characters' })),
+      lastName: t.Optional(t.String({ minLength: 1, maxLength: 100, error: 'Last name must be 1–100 characters' })),
+      organization: t.Optional(t.Union([t.String({ maxLength: 200 }), t.Null()], { error: 'Organization must be at most 200 characters' })),
+      role: t.Optional(role),
+      isActive: t.Optional(t.Boolean()),
+    },
+    // Unknown fields (id, email, passwordHash, …) are a 400, never silently applied.
+    { additionalProperties: false, minProperties: 1, error: 'Provide at least one of firstName, lastName, organization, role, isActive' },
+  )
+  export const listQuery = t.Object({ ...Envelope.pageQuery, search: t.Optional(t.String({ maxLength: 100 })), role: t.Optional(role) })
+}
+
+export function serializeUser(u: users.UserRow) {
+  return {
+    id: u.id,
+    email: u.email,
+    firstName: u.firstName,
+    lastName: u.lastName,
+    role: u.role,
+    organization: u.organization,
+    isActive: u.isActive,
+    lastLoginAt: u.lastLoginAt ? u.lastLoginAt.toISOString() : null,
+    createdAt: u.createdAt.toISOString(),
+    updatedAt: u.updatedAt.toISOString(),
+  }
+}
+
+const idParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid user id' }) })
+
+export function userRoutes(deps: AppDeps) {
+  return new Elysia({ prefix: '/api/users' })
+    .get(
+      '/',
+      async ({ request, query, set }) => {
+        const me = await requireRole(deps, request, 'ADMIN')
+        return deps.cache.serve(request, set.headers as Record<string, string>, { scope: 'users', viewer: me.userId, route: '/api/users' }, async () => {
+          const limit = query.limit ?? 20
+          const page = await users.list(deps.sql, { limit, cursor: query.cursor, search: query.search, role: query.role })
+          return ok(page.items.map(serializeUser), { nextCursor: page.nextCursor, limit })
+        })
+      },
+      { query: UserModel.listQuery, response: { 200: Envelope.list(UserModel.user), ...errors(400, 401, 403) }, detail: { summary: 'List users (admin)', tags: ['Users'], security: bearer } },
+    )
+    .get(
+      '/:id',
+      async ({ request, params }) => {
+        const me = await requireUser(deps, request)
+        // A stranger learns nothing, not even that the id exists.
+        if (me.role !== 'ADMIN' && me.userId !== params.id) throw new NotFoundError('User')
+        const u = await users.findById(deps.sql, params.id)
+        if (!u) throw new NotFoundError('User')
+        return ok(serializeUser(u))
+      },
+      { params: idParams, response: { 200: Envelope.data(UserModel.user), ...errors(400, 401, 404) }, detail: { summary: 'A user (self or admin)', tags: ['Users'], security: bearer } },
+    )
+    .patch(
+      '/:id',
+      async ({ request, params, body }) => {
+        const me = await requireUser(deps, request)
+        const isAdmin = me.role === 'ADMIN'
+        if (!isAdmin && me.userId !== params.id) throw new NotFoundError('User')
+        if (!isAdmin && (body.role !== undefined || body.isActive !== undefined)) {
+          throw new ForbiddenError('Only an admin can change roles or deactivate accounts')
+        }
+        if (isAdmin && me.userId === params.id && (body.role !== undefined && body.role !== 'ADMIN' || body.isActive === false)) {
+          throw new ValidationError('Validation failed', [{ field: body.role !== undefined ? 'role' : 'isActive', message: 'Admins cannot demote or deactivate themselves' }])
+        }
+        const u = await users.update(deps.sql, params.id, body)
+        if (!u) throw new NotFoundError('User')
+        if (body.isActive === false) await deps.auth.registry.revokeUser(u.id, 'deactivated')
+        else if (body.role !== undefined || body.isActive !== undefined) await deps.auth.registry.invalidateUser(u.id)
+        await deps.cache.invalidate(`user:${u.id}`, 'users')
+        return ok(serializeUser(u))
+      },
+      {
+        params: idParams,
+        body: UserModel.patch,
+        response: { 200: Envelope.data(UserModel.user), ...errors(400, 401, 403, 404) },
+        detail: { summary: 'Update a user (self: names and organization; admin: also role and isActive)', tags: ['Users'], security: bearer },
+      },
+    )
+    .delete(
+      '/:id',
+      async ({ request, params }) => {
+        const me = await requireRole(deps, request, 'ADMIN')
+        if (me.userId === params.id) throw new ValidationError('Validation failed', [{ field: 'id', message: 'Admins cannot deactivate themselves' }])
+        const u = await users.update(deps.sql, params.id, { isActive: false })
+        if (!u) throw new NotFoundError('User')
+        await deps.auth.registry.revokeUser(u.id, 'deactivated')
+        await deps.cache.invalidate(`user:${u.id}`, 'users')
+        return ok(serializeUser(u))
+      },
+      { params: idParams, response: { 200: Envelope.data(UserModel.user), ...errors(400, 401, 403, 404) }, detail: { summary: 'Deactivate a user and revoke their sessions (admin)', tags: ['Users'], security: bearer } },
+    )
+}
