@@ -1,0 +1,226 @@
+/**
+ * The container engine as the actors see it: a small interface of our own, so that a
+ * second engine (Kubernetes) can plug in beside the Docker one without touching the
+ * workstation, VM or model-run actors.
+ *
+ * Every container belongs to one entity (a workstation, a VM, a training run) and is
+ * addressed by `{ kind, entityId }`: its name is derived from them, so a repeated `ensure`
+ * finds the container it made before instead of making a second one (the actor's side
+ * effects stay idempotent across retries and redelivered messages).
+ *
+ * The engine decides how containers are hardened; callers only choose among what an
+ * administrator allowed (image allow-list, runtimes the engine has) and the resources.
+ * There is deliberately no way to pass raw engine options through.
+ */
+import type { Duplex } from 'node:stream'
+import type { ContainerKind, ContainerResources } from './container-spec.ts'
+
+export { DockerEngine, type DockerEngineOptions } from './docker-engine.ts'
+export { ContainerKind, ContainerResources, containerName, volumeName, LABELS, parseImageList } from './container-spec.ts'
+
+/** Which entity's container. */
+export interface ContainerRef {
+  kind: ContainerKind
+  entityId: string
+}
+
+/** What `ensure` creates when the container does not exist yet. */
+export interface ContainerSpec extends ContainerRef {
+  /** The user who owns the entity (label `quadrax.owner`). */
+  ownerId: string
+  /** Must be on the engine's image allow-list. */
+  image: string
+  /** Engine runtime name (`runc`, `runsc`, `kata-runtime`…); the engine's default when absent. */
+  runtime?: string
+  resources: ContainerResources
+  /** Overrides the image's command; set by our own code, never by a user. */
+  command?: string[]
+  env?: Record<string, string>
+}
+
+/** Lifecycle state as the engine reports it; `missing` when there is no such container. */
+export type ContainerState = 'missing' | 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead'
+
+/** Our own view of an inspected container. */
+export interface ContainerStatus {
+  ref: ContainerRef
+  name: string
+  /** Engine id; null when missing. */
+  id: string | null
+  state: ContainerState
+  running: boolean
+  exitCode: number | null
+  oomKilled: boolean
+  /** A reason a user can act on when the container failed (out of memory, runtime error). */
+  error: string | null
+  startedAt: Date | null
+  finishedAt: Date | null
+  ownerId: string | null
+  image: string | null
+  runtime: string | null
+  limits: { cpu: number; memory: number; pids: number; gpu: boolean } | null
+}
+
+/** One row of `list`: cheaper than an inspect. */
+export interface ContainerSummary {
+  ref: ContainerRef
+  ownerId: string
+  id: string
+  name: string
+  state: ContainerState
+  image: string
+}
+
+export interface EngineInfo {
+  engine: 'docker'
+  version: string
+  os: string
+  kernel: string
+  cpus: number
+  memoryBytes: number
+  /** Runtime names the engine can run containers under. */
+  runtimes: string[]
+  defaultRuntime: string
+  /** True when an NVIDIA runtime is registered, i.e. `gpu: true` can be honoured. */
+  nvidia: boolean
+}
+
+export interface ContainerStats {
+  running: boolean
+  /** Percent of one core, as `docker stats` shows it (200 = two cores busy). */
+  cpuPercent: number
+  /** Cores the container may use (its NanoCpus limit), to read cpuPercent against. */
+  cpuLimit: number
+  memoryUsedBytes: number
+  memoryLimitBytes: number
+  memoryPercent: number
+  pids: number
+  at: Date
+}
+
+export interface LogLine {
+  stream: 'stdout' | 'stderr'
+  line: string
+  /** The engine's timestamp for the line. */
+  at: Date | null
+}
+
+/** A process started inside a running container with a TTY: a terminal. */
+export interface ExecSession {
+  id: string
+  /** Raw TTY bytes both ways: write keyboard input, read screen output. */
+  stream: Duplex
+  resize(cols: number, rows: number): Promise<void>
+  /** Exit code once the process ended, null while it runs. */
+  exitCode(): Promise<number | null>
+  /** Resolves with the exit code when the process ends (or the stream closes). */
+  wait(): Promise<number | null>
+  /** Close our end; the shell sees a hang-up and exits. */
+  close(): void
+}
+
+export interface ExecOptions {
+  cmd: string[]
+  cols?: number
+  rows?: number
+  env?: Record<string, string>
+}
+
+/** A batch job (custom training run): runs to completion, then its container is removed. */
+export interface RunSpec {
+  /** Run id: the container is `quadrax-run-<entityId>`, so a node that restarts mid-run re-attaches. */
+  entityId: string
+  ownerId: string
+  image: string
+  runtime?: string
+  resources: ContainerResources
+  command: string[]
+  env?: Record<string, string>
+  /** Host directory mounted read-only (default at /input). It lives on the engine's host. */
+  input?: { hostPath: string; containerPath?: string }
+  /** Host directory mounted writable (default at /output); must be writable by the container user. */
+  output?: { hostPath: string; containerPath?: string }
+}
+
+export interface RunOptions {
+  /** Called for every complete line the job writes, in order per stream. */
+  onLine?: (line: LogLine) => void
+  /** Abort to cancel: the container is killed and the result says `cancelled`. */
+  signal?: AbortSignal
+  /** Kill the job after this long; the result says `timedOut`. */
+  timeoutMs?: number
+}
+
+export interface RunResult {
+  exitCode: number | null
+  oomKilled: boolean
+  cancelled: boolean
+  timedOut: boolean
+  /** A reason a user can act on when the job failed. */
+  error: string | null
+  durationMs: number
+}
+
+export type ContainerEventAction = 'start' | 'die' | 'stop' | 'destroy' | 'oom'
+
+/** A change the engine reports for one of our containers. */
+export interface ContainerEvent {
+  action: ContainerEventAction
+  ref: ContainerRef
+  ownerId: string | null
+  containerId: string
+  /** For `die`: the process's exit code. */
+  exitCode: number | null
+  at: Date
+}
+
+export interface EventOptions {
+  /** Replay events from this time (resume after a reconnect); default: when events() was called. */
+  since?: Date
+  /** Abort to end the iteration. */
+  signal?: AbortSignal
+}
+
+export interface ListFilter {
+  ownerId?: string
+  kind?: ContainerKind
+  entityId?: string
+}
+
+/**
+ * What workstations, VMs and training runs need from a container engine.
+ *
+ * Errors: an unreachable engine is a ServiceUnavailableError ("container engine
+ * unavailable"); a request the engine cannot honour (image not allowed or missing, runtime
+ * or GPU not available, limits refused) is an UnprocessableError; a container that does
+ * not exist where one is required is a NotFoundError.
+ */
+export interface ContainerEngine {
+  /** Throws ServiceUnavailableError when the engine does not answer. */
+  ping(): Promise<void>
+  info(): Promise<EngineInfo>
+  /** Create the container and its home volume unless they exist; never starts it. */
+  ensure(spec: ContainerSpec): Promise<ContainerStatus>
+  /** Start (a running container is left as it is). */
+  start(ref: ContainerRef): Promise<ContainerStatus>
+  /** Stop, killing after `timeoutSeconds` (a stopped or missing one is left as it is). */
+  stop(ref: ContainerRef, opts?: { timeoutSeconds?: number }): Promise<ContainerStatus>
+  restart(ref: ContainerRef, opts?: { timeoutSeconds?: number }): Promise<ContainerStatus>
+  /** Remove the container and (unless keepVolume) its volume; missing ones are fine. */
+  remove(ref: ContainerRef, opts?: { keepVolume?: boolean }): Promise<void>
+  /** State is `missing` when there is no such container. */
+  inspect(ref: ContainerRef): Promise<ContainerStatus>
+  /** New cpu/memory limits (resize); gpu cannot change on an existing container. */
+  updateLimits(ref: ContainerRef, resources: ContainerResources): Promise<ContainerStatus>
+  logs(ref: ContainerRef, opts?: { tail?: number }): Promise<LogLine[]>
+  /** The last `tail` lines, then new ones as they come, until the container stops or `signal` aborts. */
+  followLogs(ref: ContainerRef, opts?: { tail?: number; signal?: AbortSignal }): AsyncIterable<LogLine>
+  stats(ref: ContainerRef): Promise<ContainerStats>
+  /** A TTY process in a running container (a terminal). */
+  exec(ref: ContainerRef, opts: ExecOptions): Promise<ExecSession>
+  /** Run a batch job to completion (see RunSpec). */
+  run(spec: RunSpec, opts?: RunOptions): Promise<RunResult>
+  list(filter?: ListFilter): Promise<ContainerSummary[]>
+  /** Start/die/stop/destroy/oom of our containers, for reconciliation. */
+  events(opts?: EventOptions): AsyncIterable<ContainerEvent>
+}
