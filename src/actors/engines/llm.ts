@@ -350,10 +350,11 @@ export class OpenAiChatModel implements ChatModel {
       },
     })
 
-    if (stop === 'cancelled') return result('cancelled')
-    // A finish reason means the answer is whole; what broke afterwards (the usage chunk or
-    // [DONE] lost) costs only the exact usage, which we then estimate.
+    // A finish reason means the answer is whole, even if a cancel, a timeout or a broken
+    // connection then lost the usage chunk or [DONE]: that costs only the exact usage,
+    // which we then estimate.
     if (finishReason !== null) return result('completed')
+    if (stop === 'cancelled') return result('cancelled')
     if (stop !== undefined) {
       return content ? result('interrupted', timeoutError(stop, o)) : { kind: 'failed', error: new Stopped(stop), retryable: false, stop }
     }
