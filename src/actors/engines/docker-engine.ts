@@ -267,9 +267,22 @@ export class DockerEngine implements ContainerEngine {
       // 409: another ensure (this node or another) created it first; adopt theirs.
       if (statusOf(err) !== 409) throw mapEngineError(err, 'create', { image: spec.image })
     }
-    const created = await this.inspectRaw(name)
-    if (!created) throw new ServiceUnavailableError(`${ENGINE_UNAVAILABLE}: container ${name} vanished right after it was created`)
-    return this.adopt(created, spec)
+    return this.adopt(await this.awaitCreated(name), spec)
+  }
+
+  /**
+   * Inspect a container that was just created, by us or by a concurrent create that won the
+   * name: the engine reserves the name (our 409) a moment before the winner's container can
+   * be inspected, so a 404 right then is waited out, boundedly.
+   */
+  private async awaitCreated(name: string): Promise<Dockerode.ContainerInspectInfo> {
+    const deadline = Date.now() + 15_000
+    for (;;) {
+      const info = await this.inspectRaw(name)
+      if (info) return info
+      if (Date.now() > deadline) throw new ServiceUnavailableError(`${ENGINE_UNAVAILABLE}: container ${name} did not appear after it was created`)
+      await pause(20)
+    }
   }
 
   /** A container with our name must also carry our labels; anything else is not ours to use. */
@@ -604,8 +617,7 @@ export class DockerEngine implements ContainerEngine {
       } catch (err) {
         if (statusOf(err) !== 409) throw mapEngineError(err, 'create', { image: spec.image })
       }
-      existing = await this.inspectRaw(name)
-      if (!existing) throw new ServiceUnavailableError(`${ENGINE_UNAVAILABLE}: container ${name} vanished right after it was created`)
+      existing = await this.awaitCreated(name)
     }
     if (existing.Config.Labels?.[LABELS.owner] !== spec.ownerId) {
       throw new ConflictError(`a container named ${name} exists but does not belong to this run`)

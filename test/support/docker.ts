@@ -1,0 +1,84 @@
+/**
+ * Docker Engine helpers for tests. The engine is the real one from scripts/docker-up.sh
+ * (DOCKER_HOST); each test file uses its own owner id as a label, so cleanup removes
+ * exactly what that file created, even when other files run against the same engine.
+ *
+ *   const docker = dockerTestEnv(import.meta.file)      // undefined → skip (reason printed)
+ *   afterAll(() => docker?.cleanup())
+ */
+import Dockerode from 'dockerode'
+import { DockerEngine, type DockerEngineOptions } from '../../src/actors/engines/containers.ts'
+import { LABELS } from '../../src/actors/engines/container-spec.ts'
+import { service } from './services.ts'
+
+/** The image docker-up.sh imports from busybox-static. */
+export const TEST_IMAGE = process.env.QUADRAX_TEST_IMAGE ?? 'quadrax/busybox:test'
+
+export interface DockerTestEnv {
+  host: string
+  /** A plain dockerode client: "outside the platform" (docker kill, inspect for asserts). */
+  raw: Dockerode
+  ownerId: string
+  image: string
+  engine(opts?: Partial<DockerEngineOptions>): DockerEngine
+  /** Run a command in a running container without a TTY, collect its output. */
+  exec(container: string, cmd: string[]): Promise<{ exitCode: number | null; stdout: string; stderr: string }>
+  /** Remove every container and volume labelled with this file's owner id. */
+  cleanup(): Promise<void>
+}
+
+function rawClient(host: string): Dockerode {
+  const url = new URL(host)
+  if (url.protocol === 'unix:') return new Dockerode({ socketPath: url.pathname })
+  return new Dockerode({ host: url.hostname, port: Number(url.port || 2375), protocol: 'http' })
+}
+
+export function dockerTestEnv(file: string): DockerTestEnv | undefined {
+  const host = service('docker', file)
+  if (!host) return undefined
+  const raw = rawClient(host)
+  const ownerId = `test-owner-${crypto.randomUUID()}`
+  return {
+    host,
+    raw,
+    ownerId,
+    image: TEST_IMAGE,
+    engine: (opts = {}) => new DockerEngine({ host, images: [TEST_IMAGE], ...opts }),
+    async exec(container, cmd) {
+      const exec = await raw.getContainer(container).exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true })
+      const stream = (await exec.start({})) as NodeJS.ReadableStream
+      const out: Buffer[] = []
+      const err: Buffer[] = []
+      const sink = (to: Buffer[]) => ({ write: (b: Buffer) => (to.push(Buffer.from(b)), true) }) as unknown as NodeJS.WritableStream
+      raw.modem.demuxStream(stream, sink(out), sink(err))
+      await new Promise<void>((resolve, reject) => {
+        stream.on('end', resolve)
+        stream.on('close', resolve)
+        stream.on('error', reject)
+      })
+      const info = await exec.inspect()
+      return { exitCode: info.ExitCode, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }
+    },
+    async cleanup() {
+      const label = [`${LABELS.owner}=${ownerId}`]
+      const containers = await raw.listContainers({ all: true, filters: { label } })
+      await Promise.all(containers.map((c) => raw.getContainer(c.Id).remove({ force: true, v: true }).catch(() => {})))
+      const { Volumes } = await raw.listVolumes({ filters: { label } })
+      await Promise.all((Volumes ?? []).map((v) => raw.getVolume(v.Name).remove().catch(() => {})))
+    },
+  }
+}
+
+/**
+ * Await a condition: calls `probe` until it returns something other than undefined/false,
+ * or fails naming `what` after `timeoutMs`. The short pause only paces the polling.
+ */
+export async function until<T>(probe: () => Promise<T | undefined | false> | T | undefined | false, what: string, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const v = await probe()
+    if (v !== undefined && v !== false) return v
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await Bun.sleep(50)
+  }
+}
