@@ -20,7 +20,9 @@ export interface AppOptions extends RequestFrameOptions {
 }
 
 export function createApp(deps: AppDeps, opts: AppOptions = {}) {
-  const app = new Elysia({ normalize: true })
+  // normalize off: an unknown body field is a 400 (additionalProperties: false), never
+  // silently dropped or applied; responses are serialised explicitly by each module.
+  const app = new Elysia({ normalize: false })
     .use(requestFrame(deps, opts))
     .use(errorHandler(deps))
     .use(apiRateLimit(deps))

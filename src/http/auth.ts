@@ -1,6 +1,6 @@
 /** /api/auth: register, login, refresh, logout, me, change-password. */
 import { Elysia, t } from 'elysia'
-import { bearer, Envelope, errors, ok, requireUser, type AppDeps } from './context.ts'
+import { bearer, documented, Envelope, errors, ok, requireUser, type AppDeps } from './context.ts'
 import { authRateLimit } from './plugins/rate-limit.ts'
 import { clientIp } from './plugins/request.ts'
 import * as users from '../store/users.ts'
@@ -44,7 +44,8 @@ export function authRoutes(deps: AppDeps) {
       '/register',
       async ({ body, request, set }) => {
         await authRateLimit(deps, request, set)
-        const r = await deps.auth.register(body, meta(request))
+        const { email, password, firstName, lastName, organization } = body
+        const r = await deps.auth.register({ email, password, firstName, lastName, organization }, meta(request))
         await deps.cache.invalidate('users')
         set.status = 201
         return ok(r)
@@ -90,7 +91,7 @@ export function authRoutes(deps: AppDeps) {
           return ok(u)
         })
       },
-      { response: { 200: Envelope.data(AuthModel.me), ...errors(401) }, detail: { summary: 'The current user', tags: ['Auth'], security: bearer } },
+      { detail: { summary: 'The current user (cached per user; ETag)', tags: ['Auth'], security: bearer, responses: documented({ 200: Envelope.data(AuthModel.me), ...errors(401) }) } },
     )
     .post(
       '/change-password',

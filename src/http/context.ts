@@ -63,6 +63,16 @@ export namespace Envelope {
 /** The documented error responses, for the OpenAPI document. */
 export const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((s) => [s, Envelope.error]))
 
+/**
+ * OpenAPI responses for routes that answer pre-encoded bodies (the response cache): the same
+ * schemas, documented through `detail.responses` instead of a runtime response validator.
+ */
+export function documented(responses: Record<number, TSchema>) {
+  return Object.fromEntries(
+    Object.entries(responses).map(([status, schema]) => [status, { description: Number(status) < 400 ? 'OK' : 'Error', content: { 'application/json': { schema } } }]),
+  )
+}
+
 export const bearer = [{ bearerAuth: [] as string[] }]
 
 // The authenticated caller of a request, resolved once and remembered for its lifetime.

@@ -3,7 +3,7 @@ import { Elysia, t } from 'elysia'
 import { ForbiddenError, NotFoundError, ValidationError } from '../core/errors.ts'
 import * as users from '../store/users.ts'
 import { AuthModel } from './auth.ts'
-import { bearer, Envelope, errors, ok, requireRole, requireUser, type AppDeps } from './context.ts'
+import { bearer, documented, Envelope, errors, ok, requireRole, requireUser, type AppDeps } from './context.ts'
 
 export namespace UserModel {
   export const role = t.Union([t.Literal('ADMIN'), t.Literal('USER'), t.Literal('VIEWER')])
@@ -52,7 +52,10 @@ export function userRoutes(deps: AppDeps) {
           return ok(page.items.map(serializeUser), { nextCursor: page.nextCursor, limit })
         })
       },
-      { query: UserModel.listQuery, response: { 200: Envelope.list(UserModel.user), ...errors(400, 401, 403) }, detail: { summary: 'List users (admin)', tags: ['Users'], security: bearer } },
+      {
+        query: UserModel.listQuery,
+        detail: { summary: 'List users (admin; search, cursor pagination; cached, ETag)', tags: ['Users'], security: bearer, responses: documented({ 200: Envelope.list(UserModel.user), ...errors(400, 401, 403) }) },
+      },
     )
     .get(
       '/:id',

@@ -5,7 +5,12 @@
 import { ValidationError } from '../core/errors.ts'
 
 export interface Cursor {
-  t: string // created_at, ISO
+  /**
+   * created_at as PostgreSQL prints it (microsecond precision; a JS Date would round to ms).
+   * Compare with `${c.t}::text::timestamptz`: postgres.js turns a parameter it knows to be a
+   * timestamptz into a JS Date first, losing the microseconds.
+   */
+  t: string
   id: string
 }
 
@@ -22,19 +27,22 @@ export function decodeCursor(text: string | undefined): Cursor | undefined {
   if (text === undefined || text === '') return undefined
   try {
     const c = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as Cursor
-    if (typeof c.t === 'string' && typeof c.id === 'string' && !Number.isNaN(Date.parse(c.t))) return c
+    if (typeof c.t === 'string' && typeof c.id === 'string' && /^\d{4}-\d\d-\d\d[ T][\d:.]+([+-]\d\d(:?\d\d)?|Z)$/.test(c.t) && /^[0-9a-f-]{36}$/.test(c.id)) return c
   } catch {
     // fall through to the error below
   }
   throw new ValidationError('Validation failed', [{ field: 'cursor', message: 'Invalid cursor' }])
 }
 
-/** Given `limit + 1` rows ordered by (created_at, id), cut the page and make the next cursor. */
-export function toPage<T extends { createdAt: Date; id: string }>(rows: T[], limit: number): Page<T> {
+/**
+ * Given `limit + 1` rows ordered by (created_at, id), each selected with
+ * `created_at::text as "cursorAt"`, cut the page and make the next cursor.
+ */
+export function toPage<T extends { cursorAt: string; id: string }>(rows: T[], limit: number): Page<Omit<T, 'cursorAt'>> {
   const items = rows.slice(0, limit)
   const last = items[items.length - 1]
   return {
     items,
-    nextCursor: rows.length > limit && last ? encodeCursor({ t: last.createdAt.toISOString(), id: last.id }) : null,
+    nextCursor: rows.length > limit && last ? encodeCursor({ t: last.cursorAt, id: last.id }) : null,
   }
 }

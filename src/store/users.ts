@@ -120,10 +120,10 @@ export async function update(sql: Db, id: string, patch: UserPatch): Promise<Use
 export async function list(sql: Db, opts: { limit: number; cursor?: string; search?: string; role?: Role }): Promise<Page<UserRow>> {
   const c = decodeCursor(opts.cursor)
   const pattern = opts.search ? `%${opts.search.replace(/[\\%_]/g, (m) => '\\' + m)}%` : null
-  const rows = await sql<UserRow[]>`
-    select ${PUBLIC(sql)} from users
+  const rows = await sql<(UserRow & { cursorAt: string })[]>`
+    select ${PUBLIC(sql)}, created_at::text as "cursorAt" from users
     where true
-      ${c ? sql`and (created_at, id) > (${c.t}::timestamptz, ${c.id}::uuid)` : sql``}
+      ${c ? sql`and (created_at, id) > (${c.t}::text::timestamptz, ${c.id}::uuid)` : sql``}
       ${pattern ? sql`and (email ilike ${pattern} or first_name ilike ${pattern} or last_name ilike ${pattern} or organization ilike ${pattern})` : sql``}
       ${opts.role ? sql`and role = ${opts.role}` : sql``}
     order by created_at, id

@@ -6,7 +6,7 @@
  */
 import type { Metrics } from '../../core/metrics.ts'
 import type { CacheStore } from '../../store/response-cache.ts'
-import { encode } from './request.ts'
+import { encodeBody } from './request.ts'
 
 export interface ServeOptions {
   /** The scope writers invalidate, e.g. `user:<id>`. */
@@ -60,7 +60,9 @@ export class ResponseCache {
       return new Response(null, { status: 304, headers })
     }
     this.metrics.cacheRequests.inc({ route: opts.route, result: entry ? 'hit' : 'miss' })
-    return encode(request, body, 200, headers)
+    // Elysia turns a string or bytes into the Response itself, with the headers set above;
+    // typed as Response because that is what the client receives and it keeps route types honest.
+    return encodeBody(request, body, headers) as unknown as Response
   }
 
   invalidate(...scopes: string[]): Promise<void> {

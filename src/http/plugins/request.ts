@@ -10,7 +10,9 @@ import type { AppDeps } from '../context.ts'
 interface RequestMeta {
   id: string
   start: number
-  ip: string
+  /** Resolved on first use: most requests never need it. */
+  ip: string | undefined
+  server: Server<unknown> | null
 }
 
 const metas = new WeakMap<Request, RequestMeta>()
@@ -19,14 +21,26 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 export function requestMeta(request: Request): RequestMeta {
   let m = metas.get(request)
   if (!m) {
-    m = { id: crypto.randomUUID(), start: performance.now(), ip: '127.0.0.1' }
+    m = { id: crypto.randomUUID(), start: performance.now(), ip: '127.0.0.1', server: null }
     metas.set(request, m)
   }
   return m
 }
 
+let trustProxy = false
+
+/** The client's IP: the socket's peer, or the first X-Forwarded-For hop when TRUST_PROXY is set. */
 export function clientIp(request: Request): string {
-  return requestMeta(request).ip
+  const m = requestMeta(request)
+  if (m.ip === undefined) {
+    let ip = m.server?.requestIP(request)?.address ?? '127.0.0.1'
+    if (trustProxy) {
+      const fwd = request.headers.get('x-forwarded-for')
+      if (fwd) ip = fwd.split(',')[0]!.trim() || ip
+    }
+    m.ip = ip
+  }
+  return m.ip
 }
 
 /** The helmet defaults, minus the ones that only matter to HTML pages we do not serve. */
@@ -60,6 +74,15 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
   const origins = new Set(config.corsOrigins)
   const anyOrigin = origins.has('*')
   const uploadPaths = opts.uploadPaths ?? []
+  trustProxy = config.trustProxy
+  // prom-client hashes the label object on every observe; keep one child per label set.
+  const children = new Map<string, ReturnType<typeof metrics.httpDuration.labels>>()
+  const observe = (method: string, route: string, status: number, seconds: number) => {
+    const key = `${method} ${route} ${status}`
+    let c = children.get(key)
+    if (!c) children.set(key, (c = metrics.httpDuration.labels(method, route, String(status))))
+    c.observe(seconds)
+  }
 
   const corsHeaders = (origin: string | null): Record<string, string> | undefined => {
     if (!origin || !(anyOrigin || origins.has(origin))) return undefined
@@ -75,13 +98,7 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
     app
       .onRequest(({ request, set, server }) => {
         const given = request.headers.get('x-request-id')
-        const s = server as Server<unknown> | null
-        let ip = s?.requestIP(request)?.address ?? '127.0.0.1'
-        if (config.trustProxy) {
-          const fwd = request.headers.get('x-forwarded-for')
-          if (fwd) ip = fwd.split(',')[0]!.trim() || ip
-        }
-        const meta: RequestMeta = { id: given && REQUEST_ID.test(given) ? given : crypto.randomUUID(), start: performance.now(), ip }
+        const meta: RequestMeta = { id: given && REQUEST_ID.test(given) ? given : crypto.randomUUID(), start: performance.now(), ip: undefined, server: server as Server<unknown> | null }
         metas.set(request, meta)
         const h = set.headers as Record<string, string>
         Object.assign(h, SECURITY_HEADERS)
@@ -115,12 +132,13 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
         }
       })
       .mapResponse(({ request, responseValue, set }) => {
-        if (responseValue instanceof Response || responseValue === undefined || responseValue === null) return
-        if (typeof responseValue !== 'object' && typeof responseValue !== 'string') return
-        const body = typeof responseValue === 'string' ? responseValue : JSON.stringify(responseValue)
+        // Serialise once here and hand Elysia a string or bytes: it then builds the Response
+        // with set.headers in one go (returning a Response would merge the headers twice).
+        if (responseValue === null || typeof responseValue !== 'object' || responseValue instanceof Response || responseValue instanceof Uint8Array) return
         const h = set.headers as Record<string, string>
-        h['content-type'] ??= typeof responseValue === 'string' ? 'text/plain; charset=utf-8' : 'application/json'
-        return encode(request, body, set.status as number | undefined, h)
+        h['content-type'] = 'application/json'
+        // Elysia's types want a Response here; its runtime maps strings and bytes (compose.mjs).
+        return encodeBody(request, JSON.stringify(responseValue), h) as unknown as Response
       })
       .onAfterResponse(({ request, route, set }) => {
         const meta = metas.get(request)
@@ -128,19 +146,24 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
         const seconds = (performance.now() - meta.start) / 1000
         const status = typeof set.status === 'number' ? set.status : 200
         const r = route || 'unmatched'
-        metrics.httpDuration.observe({ method: request.method, route: r, status: String(status) }, seconds)
+        observe(request.method, r, status, seconds)
         if (logger.isLevelEnabled('info')) {
-          logger.info({ reqId: meta.id, method: request.method, route: r, status, ms: Math.round(seconds * 1e5) / 100, ip: meta.ip }, 'request')
+          logger.info({ reqId: meta.id, method: request.method, route: r, status, ms: Math.round(seconds * 1e5) / 100, ip: clientIp(request) }, 'request')
         }
       })
 }
 
-/** A response for `body`, gzipped when it is large enough and the client accepts gzip. */
-export function encode(request: Request, body: string, status: number | undefined, headers: Record<string, string>): Response {
+/** `body`, gzipped when it is large enough and the client accepts gzip (headers updated to match). */
+export function encodeBody(request: Request, body: string, headers: Record<string, string>): string | Uint8Array {
   if (body.length >= GZIP_MIN && /\bgzip\b/.test(request.headers.get('accept-encoding') ?? '')) {
     headers['content-encoding'] = 'gzip'
     headers.vary = headers.vary ? `${headers.vary}, Accept-Encoding` : 'Accept-Encoding'
-    return new Response(Bun.gzipSync(body), { status: status ?? 200, headers })
+    return Bun.gzipSync(body)
   }
-  return new Response(body, { status: status ?? 200, headers })
+  return body
+}
+
+/** A complete Response (for paths that must build one, e.g. error handlers). */
+export function encode(request: Request, body: string, status: number | undefined, headers: Record<string, string>): Response {
+  return new Response(encodeBody(request, body, headers), { status: status ?? 200, headers })
 }

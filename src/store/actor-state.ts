@@ -1,0 +1,16 @@
+/**
+ * Generic actor state (table actor_state): kinds that define no load/persist of their own
+ * keep their state here as one jsonb document per actor.
+ */
+import type { Db } from './db.ts'
+
+export async function loadActorState(sql: Db, kind: string, actorId: string): Promise<unknown> {
+  const [row] = await sql<{ state: unknown }[]>`select state from actor_state where kind = ${kind} and actor_id = ${actorId}`
+  return row?.state
+}
+
+export async function saveActorState(sql: Db, kind: string, actorId: string, state: unknown): Promise<void> {
+  await sql`
+    insert into actor_state (kind, actor_id, state) values (${kind}, ${actorId}, ${JSON.stringify(state)}::jsonb)
+    on conflict (kind, actor_id) do update set state = excluded.state, updated_at = now()`
+}
