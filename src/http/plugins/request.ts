@@ -126,7 +126,7 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
           const len = Number(request.headers.get('content-length') ?? 0)
           if (len > JSON_BODY_LIMIT) throw new AppError('payload_too_large', `Request body exceeds ${JSON_BODY_LIMIT} bytes`, { status: 413 })
           const type = request.headers.get('content-type')
-          if (len > 0 && type && !type.toLowerCase().startsWith('application/json')) {
+          if (type && !type.toLowerCase().startsWith('application/json')) {
             throw new AppError('unsupported_media_type', 'Content-Type must be application/json', { status: 415 })
           }
         }

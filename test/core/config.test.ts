@@ -1,0 +1,40 @@
+import { describe, expect, test } from 'bun:test'
+import { ConfigError, loadConfig, parseSize } from '../../src/config.ts'
+
+describe('config', () => {
+  test('defaults follow the guide', () => {
+    const c = loadConfig({})
+    expect(c.port).toBe(3001)
+    expect(c.maxFileSize).toBe(100 * 1024 * 1024)
+    expect(c.rateLimit).toEqual({ windowMs: 900_000, max: 100 })
+    expect(c.authRateLimit).toEqual({ windowMs: 900_000, max: 5 })
+    expect(c.lockout).toEqual({ threshold: 5, windowMs: 900_000 })
+    expect(c.corsOrigins).toEqual(['http://localhost:5173'])
+    expect(Object.isFrozen(c)).toBe(true)
+  })
+
+  test('values are converted and validated', () => {
+    const c = loadConfig({ PORT: '8080', TRUST_PROXY: 'true', CORS_ORIGIN: 'http://a.com, https://b.com', MAX_FILE_SIZE: '1.5GB' })
+    expect(c.port).toBe(8080)
+    expect(c.trustProxy).toBe(true)
+    expect(c.corsOrigins).toEqual(['http://a.com', 'https://b.com'])
+    expect(c.maxFileSize).toBe(Math.floor(1.5 * 1024 ** 3))
+    expect(parseSize('512')).toBe(512)
+    expect(parseSize('10kb')).toBe(10240)
+  })
+
+  test('a bad value names the variable and what was expected', () => {
+    expect(() => loadConfig({ PORT: 'abc' })).toThrow('PORT="abc" is invalid: expected an integer >= 0 and <= 65535')
+    expect(() => loadConfig({ NODE_ENV: 'prod' })).toThrow('NODE_ENV="prod" is invalid: expected one of "development", "production", "test"')
+    expect(() => loadConfig({ MAX_FILE_SIZE: 'lots' })).toThrow(/MAX_FILE_SIZE="lots" is invalid/)
+    expect(() => loadConfig({ BCRYPT_ROUNDS: '3' })).toThrow(/BCRYPT_ROUNDS/)
+    expect(() => loadConfig({ TRUST_PROXY: 'maybe' })).toThrow('TRUST_PROXY="maybe" is invalid: expected true or false')
+    expect(() => loadConfig({ CORS_ORIGIN: 'not a url' })).toThrow(/CORS_ORIGIN/)
+  })
+
+  test('production needs a JWT secret of at least 32 characters', () => {
+    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(ConfigError)
+    expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'short' })).toThrow('JWT_SECRET is too short: expected at least 32 characters')
+    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }).isProduction).toBe(true)
+  })
+})

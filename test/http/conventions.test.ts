@@ -1,0 +1,137 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { Elysia } from 'elysia'
+import { testServer, type TestServer } from '../support/app.ts'
+
+let t: TestServer
+let limited: TestServer
+beforeAll(async () => {
+  const boom = () =>
+    new Elysia()
+      .get('/api/test/boom', () => {
+        throw new Error('secret internal detail')
+      })
+      .get('/api/test/big', () => ({ success: true, data: 'x'.repeat(5000) }))
+  t = await testServer({ CORS_ORIGIN: 'https://app.example.com,http://localhost:5173' }, { modules: [boom] })
+  limited = await testServer({ RATE_LIMIT_MAX_REQUESTS: '3', AUTH_RATE_LIMIT_MAX_REQUESTS: '2', TRUST_PROXY: 'true' })
+})
+afterAll(async () => {
+  await t.stop()
+  await limited.stop()
+})
+
+describe('envelope and errors', () => {
+  test('unknown routes are a 404 in the envelope', async () => {
+    const r = await t.json('GET', '/api/nope')
+    expect(r.status).toBe(404)
+    expect(r.body).toEqual({ success: false, error: 'Route not found', details: [] })
+  })
+
+  test('an unexpected error is a 500 with the request id and no internals', async () => {
+    const res = await t.call('GET', '/api/test/boom', { headers: { 'x-request-id': 'req-123' } })
+    expect(res.status).toBe(500)
+    expect(res.headers.get('x-request-id')).toBe('req-123')
+    const body = await res.json()
+    expect(body).toEqual({ success: false, error: 'Internal server error', details: [], requestId: 'req-123' })
+  })
+
+  test('a request id is generated when none (or a bad one) is given', async () => {
+    const a = await t.call('GET', '/health')
+    expect(a.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/)
+    const b = await t.call('GET', '/health', { headers: { 'x-request-id': 'bad id with spaces\n' } })
+    expect(b.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/)
+  })
+
+  test('malformed JSON is a 400, a non-JSON body a 415, an oversized body a 413', async () => {
+    const bad = await t.json('POST', '/api/auth/login', { body: '{"email":', headers: { 'content-type': 'application/json' } })
+    expect(bad.status).toBe(400)
+    expect(bad.body.success).toBe(false)
+    const text = await t.json('POST', '/api/auth/login', { body: 'email=a', headers: { 'content-type': 'text/plain' } })
+    expect(text.status).toBe(415)
+    expect(text.body).toEqual({ success: false, error: 'Content-Type must be application/json', details: [] })
+    const big = await t.json('POST', '/api/auth/login', { body: JSON.stringify({ email: 'a@b.co', password: 'x'.repeat(2 * 1024 * 1024) }) })
+    expect(big.status).toBe(413)
+  })
+
+  test('validation failures list every bad field', async () => {
+    const r = await t.json('POST', '/api/auth/register', { body: { email: 'nope', password: 'SecurePass123!' } })
+    expect(r.status).toBe(400)
+    expect(r.body.error).toBe('Validation failed')
+    const fields = r.body.details.map((d: any) => d.field)
+    expect(fields).toContain('email')
+    expect(fields).toContain('firstName')
+  })
+})
+
+describe('headers', () => {
+  test('security headers are on every response', async () => {
+    const res = await t.call('GET', '/api/nope')
+    expect(res.headers.get('x-content-type-options')).toBe('nosniff')
+    expect(res.headers.get('x-frame-options')).toBe('SAMEORIGIN')
+    expect(res.headers.get('strict-transport-security')).toContain('max-age=')
+    expect(res.headers.get('content-security-policy')).toContain("default-src 'none'")
+    expect(res.headers.get('referrer-policy')).toBe('no-referrer')
+  })
+
+  test('CORS: allowed origins get their headers and preflights; others do not', async () => {
+    const ok = await t.call('GET', '/health', { headers: { origin: 'https://app.example.com' } })
+    expect(ok.headers.get('access-control-allow-origin')).toBe('https://app.example.com')
+    const pre = await t.call('OPTIONS', '/api/auth/login', { headers: { origin: 'http://localhost:5173', 'access-control-request-method': 'POST' } })
+    expect(pre.status).toBe(204)
+    expect(pre.headers.get('access-control-allow-methods')).toContain('POST')
+    const evil = await t.call('GET', '/health', { headers: { origin: 'https://evil.example.com' } })
+    expect(evil.headers.get('access-control-allow-origin')).toBeNull()
+    const evilPre = await t.call('OPTIONS', '/api/auth/login', { headers: { origin: 'https://evil.example.com', 'access-control-request-method': 'POST' } })
+    expect(evilPre.status).toBe(403)
+  })
+
+  test('responses of 1 KB or more are gzipped when the client accepts it', async () => {
+    const raw = await t.call('GET', '/api/test/big')
+    expect(raw.headers.get('content-encoding')).toBeNull()
+    const res = await fetch(`${t.url}/api/test/big`, { headers: { 'accept-encoding': 'gzip' }, decompress: false } as RequestInit)
+    expect(res.headers.get('content-encoding')).toBe('gzip')
+    const bytes = new Uint8Array(await res.arrayBuffer())
+    expect(bytes.length).toBeLessThan(1000)
+    expect(JSON.parse(new TextDecoder().decode(Bun.gunzipSync(bytes)))).toEqual({ success: true, data: 'x'.repeat(5000) })
+    const small = await fetch(`${t.url}/health`, { headers: { 'accept-encoding': 'gzip' }, decompress: false } as RequestInit)
+    expect(small.headers.get('content-encoding')).toBeNull()
+  })
+})
+
+describe('rate limits', () => {
+  test('the API limit counts per user and answers 429 with Retry-After and RateLimit headers', async () => {
+    const u = await limited.user()
+    const codes: number[] = []
+    let last: Response | undefined
+    for (let i = 0; i < 4; i++) {
+      last = await limited.call('GET', '/api/auth/me', { token: u.token })
+      codes.push(last.status)
+    }
+    expect(codes).toEqual([200, 200, 200, 429])
+    expect(Number(last!.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect(last!.headers.get('ratelimit-limit')).toBe('3')
+    expect(last!.headers.get('ratelimit-remaining')).toBe('0')
+    expect((await last!.json()).error).toBe('Too many requests, please try again later')
+  })
+
+  test('the auth limit counts per client IP; X-Forwarded-For is trusted only with TRUST_PROXY', async () => {
+    const ip = (n: number) => ({ 'x-forwarded-for': `203.0.113.${n}` })
+    const body = { email: 'nobody@example.com', password: 'Whatever1!' }
+    const a1 = await limited.call('POST', '/api/auth/login', { body, headers: ip(1) })
+    const a2 = await limited.call('POST', '/api/auth/login', { body, headers: ip(1) })
+    const a3 = await limited.call('POST', '/api/auth/login', { body, headers: ip(1) })
+    expect([a1.status, a2.status, a3.status]).toEqual([401, 401, 429])
+    expect((await limited.call('POST', '/api/auth/login', { body, headers: ip(2) })).status).toBe(401)
+  })
+
+  test('without TRUST_PROXY a forged X-Forwarded-For does not buy new attempts', async () => {
+    const strict = await testServer({ AUTH_RATE_LIMIT_MAX_REQUESTS: '2' })
+    try {
+      const body = { email: 'nobody@example.com', password: 'Whatever1!' }
+      const codes = []
+      for (let i = 0; i < 3; i++) codes.push((await strict.call('POST', '/api/auth/login', { body, headers: { 'x-forwarded-for': `198.51.100.${i}` } })).status)
+      expect(codes).toEqual([401, 401, 429])
+    } finally {
+      await strict.stop()
+    }
+  })
+})

@@ -1,0 +1,74 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { testServer, type TestServer } from '../support/app.ts'
+import { service } from '../support/services.ts'
+
+const redisUrl = service('redis', 'test/http/health.test.ts')
+
+let t: TestServer
+beforeAll(async () => {
+  // No Redis and an engine socket that does not exist: disabled and unhealthy respectively.
+  t = await testServer({ DOCKER_HOST: 'unix:///nonexistent/docker.sock' })
+})
+afterAll(() => t.stop())
+
+describe('health', () => {
+  test('database healthy, redis disabled, docker unhealthy → 503 in the guide shape', async () => {
+    const r = await t.json('GET', '/health')
+    expect(r.status).toBe(503)
+    expect(r.body).toEqual({
+      status: 'unhealthy',
+      timestamp: expect.any(String),
+      uptimeSeconds: expect.any(Number),
+      services: {
+        database: { status: 'healthy', latencyMs: expect.any(Number) },
+        redis: { status: 'disabled' },
+        docker: { status: 'unhealthy', error: expect.any(String) },
+      },
+    })
+  })
+
+  test.if(Boolean(redisUrl))('with Redis configured and no engine configured: 200, redis healthy', async () => {
+    const t2 = await testServer({ REDIS_URL: redisUrl!, DOCKER_HOST: '' })
+    try {
+      const r = await t2.json('GET', '/health')
+      expect(r.body.services.redis.status).toBe('healthy')
+      expect(r.body.services.database.status).toBe('healthy')
+      if (r.body.services.docker.status !== 'unhealthy') expect(r.status).toBe(200)
+    } finally {
+      await t2.stop()
+    }
+  })
+})
+
+describe('metrics and docs', () => {
+  test('/metrics exposes request durations by route and status, DB timings and process metrics', async () => {
+    await t.call('GET', '/api/nope')
+    await t.json('POST', '/api/auth/login', { body: { email: 'nobody@example.com', password: 'Whatever1!' } })
+    // onAfterResponse runs after the response is handed over; wait for the observation.
+    let text = ''
+    for (let i = 0; i < 200 && !text.includes('route="/api/auth/login"'); i++) {
+      text = await (await t.call('GET', '/metrics')).text()
+      if (!text.includes('route="/api/auth/login"')) await new Promise((r) => setImmediate(r))
+    }
+    expect(text).toContain('http_request_duration_seconds_bucket{')
+    expect(text).toMatch(/http_request_duration_seconds_count\{method="POST",route="\/api\/auth\/login",status="401"\} \d+/)
+    expect(text).toContain('process_cpu_seconds_total')
+    expect(text).toContain('http_cache_requests_total')
+  })
+
+  test('/swagger/json documents every route with bearer auth', async () => {
+    const doc = await t.json('GET', '/swagger/json')
+    expect(doc.status).toBe(200)
+    expect(doc.body.openapi).toMatch(/^3\./)
+    const paths = Object.keys(doc.body.paths)
+    for (const p of ['/api/auth/register', '/api/auth/login', '/api/auth/refresh', '/api/auth/logout', '/api/auth/me', '/api/auth/change-password', '/api/users/', '/api/users/{id}', '/health']) {
+      expect(paths).toContain(p)
+    }
+    expect(doc.body.components.securitySchemes.bearerAuth).toEqual({ type: 'http', scheme: 'bearer', bearerFormat: 'JWT' })
+    expect(doc.body.paths['/api/auth/login'].post.requestBody).toBeDefined()
+    expect(doc.body.paths['/api/auth/me'].get.responses['200']).toBeDefined()
+    const ui = await t.call('GET', '/swagger')
+    expect(ui.status).toBe(200)
+    expect(await ui.text()).toContain('swagger')
+  })
+})

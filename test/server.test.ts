@@ -1,0 +1,86 @@
+/** Boot: first admin, JWT secret kept in DATA_DIR, production refusals, several nodes at once. */
+import { afterAll, describe, expect, test } from 'bun:test'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { loadConfig } from '../src/config.ts'
+import { resolveJwtSecret } from '../src/server.ts'
+import { testDatabase } from './support/db.ts'
+
+const dirs: string[] = []
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })))
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'qboot-'))
+  dirs.push(d)
+  return d
+}
+
+async function waitForHealth(url: string, proc: Bun.Subprocess, deadlineMs = 30_000): Promise<void> {
+  const end = Date.now() + deadlineMs
+  while (Date.now() < end) {
+    if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}`)
+    try {
+      const r = await fetch(`${url}/health`)
+      if (r.status === 200) return
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error('server did not become healthy')
+}
+
+async function freePort(): Promise<number> {
+  const s = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+  const p = s.port
+  s.stop(true)
+  return p
+}
+
+describe('boot', () => {
+  test('JWT secret: generated once outside production and kept in DATA_DIR', () => {
+    const dir = tmp()
+    const c = loadConfig({ DATA_DIR: dir })
+    const a = resolveJwtSecret(c)
+    expect(a.length).toBeGreaterThanOrEqual(32)
+    expect(existsSync(join(dir, 'jwt-secret'))).toBe(true)
+    expect(resolveJwtSecret(c)).toBe(a)
+    expect(readFileSync(join(dir, 'jwt-secret'), 'utf8').trim()).toBe(a)
+  })
+
+  test('production without JWT_SECRET stops boot with a clear message', async () => {
+    const proc = Bun.spawn(['bun', 'src/main.ts'], { cwd: join(import.meta.dir, '..'), env: { ...process.env, NODE_ENV: 'production', JWT_SECRET: '' }, stderr: 'pipe', stdout: 'pipe' })
+    expect(await proc.exited).toBe(1)
+    expect(await new Response(proc.stderr).text()).toContain('JWT_SECRET is required when NODE_ENV=production')
+  })
+
+  test('three servers started at once on one database all come up; migrations applied once; one admin', async () => {
+    await using db = await testDatabase({ migrate: false })
+    const dir = tmp()
+    const ports = await Promise.all([freePort(), freePort(), freePort()])
+    const procs = ports.map((port) =>
+      Bun.spawn(['bun', 'src/main.ts'], {
+        cwd: join(import.meta.dir, '..'),
+        env: { ...process.env, NODE_ENV: 'test', DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dir, JWT_SECRET: 'j'.repeat(40), ADMIN_PASSWORD: 'AdminPass123!', BCRYPT_ROUNDS: '4', LOG_LEVEL: 'warn' },
+        stdout: 'pipe',
+        stderr: 'pipe',
+      }),
+    )
+    try {
+      await Promise.all(ports.map((p, i) => waitForHealth(`http://127.0.0.1:${p}`, procs[i]!)))
+      const versions = await db.sql`select version from schema_migrations order by version`
+      expect(versions.map((r) => r.version)).toEqual(versions.map((_, i) => i + 1))
+      const admins = await db.sql`select count(*)::int as n from users where role = 'ADMIN'`
+      expect(admins[0]!.n).toBe(1)
+      // A token from one node works on another (shared secret, shared sessions).
+      const login = await fetch(`http://127.0.0.1:${ports[0]}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'admin@quadrax.local', password: 'AdminPass123!' }) })
+      const { data } = (await login.json()) as { data: { token: string } }
+      const me = await fetch(`http://127.0.0.1:${ports[2]}/api/auth/me`, { headers: { authorization: `Bearer ${data.token}` } })
+      expect(me.status).toBe(200)
+    } finally {
+      for (const p of procs) p.kill('SIGTERM')
+      const codes = await Promise.all(procs.map((p) => p.exited))
+      expect(codes).toEqual([0, 0, 0]) // graceful shutdown on SIGTERM
+    }
+  })
+})
