@@ -102,7 +102,7 @@ export function readFailure(err: unknown, label: string, path: string): AppError
   // JSON reader: `Malformed JSON in file "<dataset>", at byte 26 in line 102: unexpected character.`
   const first = withoutType(message)
     .split(/\n\s*\n|\nLINE \d+:|\nTry /)[0]!
-    .replace(/ in file "<dataset>"/g, '')
+    .replace(/ in file "<dataset>",?/g, '')
     .replace(/"?<dataset>"?/g, 'the file')
     .trim()
   return new DatasetParseError(`The ${label} file could not be read: ${first}`, line)

@@ -6,6 +6,7 @@
  */
 import { open, stat } from 'node:fs/promises'
 import { createReadStream } from 'node:fs'
+import { createInterface } from 'node:readline'
 import { createGunzip } from 'node:zlib'
 import { UnsupportedMediaTypeError } from '../../core/errors.ts'
 
@@ -232,15 +233,20 @@ function classifyText(text: string, truncated: boolean): TextFormat {
   const first = trimmed[0]
   if (first === '[') return 'json'
   if (first === '{') {
-    const line = trimmed.split(/\r?\n/, 1)[0]!
-    try {
-      const v: unknown = JSON.parse(line)
-      if (v !== null && typeof v === 'object' && !Array.isArray(v)) return 'ndjson'
-    } catch {
-      // Not one object per line: a pretty-printed document, which DuckDB's read_json reads
-      // in its auto mode (the 'json' format). If it is not JSON at all, DuckDB says where.
-    }
-    return 'json'
+    // One object per line — judged on most lines, so that one broken line near the top still
+    // makes an NDJSON file NDJSON (and its error names that line). Otherwise a pretty-printed
+    // document, which DuckDB's read_json reads in its auto mode (the 'json' format); if it is
+    // not JSON at all, DuckDB says where.
+    const lines = headLines(trimmed, truncated, 20)
+    const objects = lines.filter((line) => {
+      try {
+        const v: unknown = JSON.parse(line)
+        return v !== null && typeof v === 'object' && !Array.isArray(v)
+      } catch {
+        return false
+      }
+    }).length
+    return objects > 0 && objects >= lines.length / 2 ? 'ndjson' : 'json'
   }
   if (first === '<') reject('HTML or XML markup')
   return detectDelimiter(text, truncated) === '\t' ? 'tsv' : 'csv'
@@ -288,4 +294,39 @@ export async function detectFormat(path: string): Promise<DatasetFormat> {
   const text = decodeText(head, truncated)
   if (text === undefined) reject('binary data or text that is not UTF-8')
   return classifyText(text, truncated)
+}
+
+/**
+ * The 1-based line of an NDJSON file that is not valid JSON, checked around the line DuckDB
+ * reported. DuckDB 1.5's "Malformed JSON … in line N" names the line after the broken one
+ * (a file broken on line 1 is reported as line 2), while its "JSON transform error … in line
+ * N" is exact; reading up to the reported line and parsing the two candidates gives the right
+ * answer whichever way a future DuckDB counts. Returns `reported` when neither fails to parse.
+ */
+export async function confirmNdjsonLine(path: string, gzip: boolean, reported: number): Promise<number> {
+  const source = createReadStream(path)
+  const input = gzip ? source.pipe(createGunzip()) : source
+  const lines = createInterface({ input, crlfDelay: Infinity })
+  const candidates = new Map<number, string>()
+  let n = 0
+  try {
+    for await (const line of lines) {
+      n++
+      if (n >= reported - 1) candidates.set(n, line)
+      if (n >= reported) break
+    }
+  } finally {
+    lines.close()
+    source.destroy()
+  }
+  for (const candidate of [reported - 1, reported]) {
+    const text = candidates.get(candidate)
+    if (text === undefined || text.trim() === '') continue
+    try {
+      JSON.parse(text)
+    } catch {
+      return candidate
+    }
+  }
+  return reported
 }

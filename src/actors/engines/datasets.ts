@@ -22,9 +22,9 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DuckDBInstance, StatementType, type DuckDBConnection } from '@duckdb/node-api'
 import { AppError, UnprocessableError } from '../../core/errors.ts'
-import { readTextHead, splitDelimitedLine, splitFormat, detectDelimiter, type DatasetFormat } from './dataset-format.ts'
+import { confirmNdjsonLine, detectDelimiter, readTextHead, splitDelimitedLine, splitFormat, type DatasetFormat } from './dataset-format.ts'
 import { columnKind, type ColumnProfile, type DatasetProfile, type TopValue } from './dataset-profile.ts'
-import { isCsvSniffFailure, isTypeGuessFailure, queryFailure, QueryTimeoutError, readFailure } from './dataset-errors.ts'
+import { DatasetParseError, isCsvSniffFailure, isTypeGuessFailure, queryFailure, QueryTimeoutError, readFailure } from './dataset-errors.ts'
 import { isoTimestamp, jsonSafeConverter, type JsonValue } from './dataset-values.ts'
 
 export { detectFormat, ACCEPTED_TYPES_TEXT, DATASET_FORMATS, FORMAT_MEDIA_TYPES, type DatasetFormat } from './dataset-format.ts'
@@ -277,6 +277,17 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     }
   }
 
+  /** A malformed-NDJSON failure re-pointed at the line that is really broken (see confirmNdjsonLine). */
+  async #ndjsonLineFixed(err: AppError, src: string, format: DatasetFormat): Promise<AppError> {
+    const { base, gzip } = splitFormat(format)
+    // 'json' too: read_json's auto mode reads one-object-per-line files the same way.
+    if (!(err instanceof DatasetParseError) || err.line === undefined || (base !== 'ndjson' && base !== 'json') || !err.message.includes('Malformed JSON')) {
+      return err
+    }
+    const line = await confirmNdjsonLine(src, gzip, err.line)
+    return line === err.line ? err : new DatasetParseError(err.message.replace(`in line ${err.line}`, `in line ${line}`), line)
+  }
+
   /** COPY the source to a temporary Parquet file next to `dest`, then rename it into place. */
   async #writeParquet(c: DuckDBConnection, src: string, dest: string, format: DatasetFormat): Promise<void> {
     const { base } = splitFormat(format)
@@ -304,7 +315,7 @@ export class DuckDBDatasetEngine implements DatasetEngine {
           } else if (isCsvSniffFailure(message) && (base === 'csv' || base === 'tsv')) {
             throw readFailure((await this.#locateCsvError(c, src, format)) ?? err, label, src)
           } else {
-            throw readFailure(err, label, src)
+            throw await this.#ndjsonLineFixed(readFailure(err, label, src), src, format)
           }
         }
       }
@@ -424,7 +435,13 @@ export class DuckDBDatasetEngine implements DatasetEngine {
         c.interrupt()
       }, timeoutMs)
       try {
-        const statements = await c.extractStatements(sql)
+        const statements = await c.extractStatements(sql).catch((err: unknown) => {
+          // @duckdb/node-api 1.5 rejects text with no statement at all (blank, only `;` or
+          // comments) with this generic message instead of returning a count of 0; syntax
+          // errors come back with DuckDB's own "Parser Error: …".
+          if (err instanceof Error && err.message === 'Error in native callback') throw new UnprocessableError('The query is empty')
+          throw err
+        })
         if (statements.count !== 1) {
           throw new UnprocessableError(
             statements.count === 0 ? 'The query is empty' : `Exactly one statement is allowed; this query has ${statements.count}`,
