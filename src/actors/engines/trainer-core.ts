@@ -3,14 +3,14 @@
  * assemble the artifact. It runs inside the training Worker (trainer-worker.ts); it is a
  * module of its own so the benchmark can also run it on the calling thread.
  *
- * tfjs is used as an autodiff + optimizer engine through `@tensorflow/tfjs-core` and one
- * backend, not the `@tensorflow/tfjs` bundle: the bundle also loads layers, converter,
- * data and WebGL, about 90 ms more per Worker start for nothing we use. The training loop
- * is ours rather than `tf.LayersModel.fit` because fit adds per-batch callback and
- * bookkeeping work; at the batch sizes of tabular training, per-op overhead is most of
- * the cost (measured in bench/models-trainer.ts).
+ * tfjs (`@tensorflow/tfjs`, pure JS, with the WASM or CPU backend) is used as an autodiff
+ * and optimizer engine. The training loop is ours rather than `tf.LayersModel.fit`: fit
+ * adds per-batch callback and bookkeeping work, and at the batch sizes of tabular training
+ * per-op overhead is most of the cost (compared in bench/models-trainer.ts). Weights are
+ * initialised and rows shuffled from our seeded streams (trainer-random.ts), so a run is
+ * reproducible on the same backend.
  */
-import type * as TF from '@tensorflow/tfjs-core'
+import type * as TF from '@tensorflow/tfjs'
 import type { ColumnTable } from './trainer-data.ts'
 import { TrainingDataError } from './trainer-errors.ts'
 import { classificationMetrics, regressionMetrics, type Evaluation } from './trainer-metrics.ts'
@@ -32,9 +32,9 @@ export const DEFAULT_BACKEND: Backend = 'wasm'
 
 /** Load tfjs-core with one backend, ready to train. */
 export async function loadTf(backend: Backend): Promise<TfModule> {
-  const tf = await import('@tensorflow/tfjs-core')
+  // The bundle, not tfjs-core alone: only the bundle registers the gradient functions.
+  const tf = await import('@tensorflow/tfjs')
   if (backend === 'wasm') await import('@tensorflow/tfjs-backend-wasm')
-  else await import('@tensorflow/tfjs-backend-cpu')
   if (!(await tf.setBackend(backend))) throw new Error(`tfjs backend ${backend} failed to initialise`)
   await tf.ready()
   // Production mode skips tfjs's debug checks (e.g. scanning every uploaded tensor for NaN);
@@ -80,7 +80,9 @@ function prepare(job: TrainJob): Prepared {
   const features = s.features ?? table.names.filter((n) => n !== s.target)
   const absent = features.filter((f) => !table.columns[f])
   if (absent.length) {
-    throw new TrainingDataError(`Feature column${absent.length > 1 ? 's' : ''} ${absent.map((f) => `"${f}"`).join(', ')} not in the data (columns: ${table.names.join(', ')})`, [
+    const list = absent.map((f) => `"${f}"`).join(', ')
+    const what = absent.length > 1 ? `Feature columns ${list} are` : `Feature column ${list} is`
+    throw new TrainingDataError(`${what} not in the data (columns: ${table.names.join(', ')})`, [
       { field: 'features', message: `not columns of the data: ${absent.join(', ')}` },
     ])
   }
@@ -240,9 +242,13 @@ export function runTraining(tf: TfModule, job: TrainJob, onEpoch: (p: EpochProgr
     { units: outUnits, activation: kind === 'binary' ? 'sigmoid' : kind === 'multiclass' ? 'softmax' : 'linear' },
   ]
   const sizes = [width, ...layers.map((l) => l.units)]
-  const vars = initialWeights(sizes, p.seed).map((w, i) =>
-    tf.variable(i % 2 === 0 ? tf.tensor2d(w, [sizes[i / 2]!, sizes[i / 2 + 1]!]) : tf.tensor1d(w), true, `w${i}`),
-  )
+  const vars = initialWeights(sizes, p.seed).map((w, i) => {
+    const l = Math.floor(i / 2)
+    const init = i % 2 === 0 ? tf.tensor2d(w, [sizes[l]!, sizes[l + 1]!]) : tf.tensor1d(w)
+    const v = tf.variable(init, true)
+    init.dispose() // the variable holds its own reference to the data
+    return v
+  })
   const optimizer = p.optimizer === 'adam' ? tf.train.adam(p.learningRate) : tf.train.sgd(p.learningRate)
 
   /** Logits for a batch; the output activation lives in the loss (stable) and the predictor. */
@@ -251,8 +257,11 @@ export function runTraining(tf: TfModule, job: TrainJob, onEpoch: (p: EpochProgr
     for (let l = 0; l < layers.length; l++) {
       const last = l === layers.length - 1
       const act = last ? 'linear' : p.activation
-      h = tf.fused.matMul({ a: h, b: vars[2 * l] as TF.Tensor2D, bias: vars[2 * l + 1], activation: act === 'tanh' ? 'linear' : act }) as TF.Tensor2D
-      if (act === 'tanh') h = tf.tanh(h)
+      // Plain ops, not tf.fused.matMul: under a gradient tape tfjs unfuses the activation
+      // anyway, and the fused op's gradient costs more kernels per step (measured).
+      h = tf.add(tf.matMul(h, vars[2 * l] as TF.Tensor2D), vars[2 * l + 1]!)
+      if (act === 'relu') h = tf.relu(h)
+      else if (act === 'tanh') h = tf.tanh(h)
     }
     return h
   }

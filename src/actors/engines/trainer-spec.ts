@@ -76,14 +76,37 @@ const ALGORITHMS: Record<Task, readonly Algorithm[]> = {
   REGRESSION: ['linear_regression', 'dense_network'],
 }
 
-/** TypeBox's messages, made to read as sentences about the field. */
+/** A sentence about what the field must be, from its schema (TypeBox's own messages are terse). */
 function describeError(schema: TSchema | undefined, message: string, value: unknown): string {
   if (message === 'Unexpected property') return 'is not a known field'
   if (value === undefined && message.startsWith('Expected required property')) return 'is required'
-  if (schema?.anyOf && schema.anyOf.every((s: TSchema) => s.const !== undefined)) {
+  if (!schema) return message.replace(/^Expected /, 'must be ')
+  if (schema.anyOf && schema.anyOf.every((s: TSchema) => s.const !== undefined)) {
     return `must be one of ${schema.anyOf.map((s: TSchema) => String(s.const)).join(', ')}`
   }
-  return message.replace(/^Expected /, 'must be ')
+  const range = [
+    schema.minimum !== undefined && `>= ${schema.minimum}`,
+    schema.exclusiveMinimum !== undefined && `> ${schema.exclusiveMinimum}`,
+    schema.maximum !== undefined && `<= ${schema.maximum}`,
+    schema.exclusiveMaximum !== undefined && `< ${schema.exclusiveMaximum}`,
+  ].filter(Boolean)
+  const within = range.length ? ' ' + range.join(' and ') : ''
+  switch (schema.type) {
+    case 'integer':
+      return `must be an integer${within}`
+    case 'number':
+      return `must be a number${within}`
+    case 'string':
+      return 'must be a non-empty string'
+    case 'array': {
+      const size = [schema.minItems !== undefined && `at least ${schema.minItems}`, schema.maxItems !== undefined && `at most ${schema.maxItems}`].filter(Boolean).join(' and ')
+      return `must be a list${size ? ` of ${size} items` : ''}${schema.uniqueItems ? ' without repeats' : ''}`
+    }
+    case 'object':
+      return 'must be an object'
+    default:
+      return message.replace(/^Expected /, 'must be ')
+  }
 }
 
 function schemaAt(root: TSchema, path: string): TSchema | undefined {

@@ -73,19 +73,21 @@ export async function train(spec: TrainSpec, opts: TrainOptions = {}): Promise<T
 
   const worker = new Worker(new URL('./trainer-worker.ts', import.meta.url))
   const { promise, resolve, reject } = Promise.withResolvers<TrainResult>()
-  let settled = false
+  // The outcome is decided by the first of: done, error, abort, crash. It is delivered
+  // once the Worker has exited, so a settled train() never leaves a thread running.
+  let outcome: (() => void) | null = null
   const finish = (settle: () => void) => {
-    if (settled) return
-    settled = true
+    if (outcome) return
+    outcome = settle
     signal?.removeEventListener('abort', onAbort)
     worker.terminate()
-    settle()
   }
   const onAbort = () => finish(() => reject(cancelled(signal!)))
   signal?.addEventListener('abort', onAbort, { once: true })
 
   worker.onmessage = (event: MessageEvent<WorkerReply>) => {
     const msg = event.data
+    if (outcome) return
     switch (msg.type) {
       case 'epoch':
         try {
@@ -108,6 +110,7 @@ export async function train(spec: TrainSpec, opts: TrainOptions = {}): Promise<T
   worker.addEventListener('close', (event: Event) => {
     const code = (event as CloseEvent).code
     finish(() => reject(new TrainingCrashedError(`Training worker exited before finishing (code ${code})`)))
+    outcome!()
   })
   worker.postMessage(request, transferables(table))
   return promise
