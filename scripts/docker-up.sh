@@ -69,10 +69,19 @@ start_engine() {
 }
 JSON
   # A stale pid file or socket from a killed engine would make dockerd refuse to start.
-  if [ -f "$DIR/docker.pid" ] && ! kill -0 "$(cat "$DIR/docker.pid")" 2>/dev/null; then
+  if [ -f "$DIR/docker.pid" ]; then
+    local pid
+    pid="$(cat "$DIR/docker.pid")"
+    if our_dockerd "$pid"; then
+      # Ours, alive, not answering yet: it is still starting; wait for it, never start a second.
+      log "dockerd (pid $pid) is starting; waiting for it"
+      wait_for_engine
+      return 0
+    fi
     rm -f "$DIR/docker.pid"
   fi
-  [ -S "$SOCK" ] && [ ! -f "$DIR/docker.pid" ] && rm -f "$SOCK"
+  [ -S "$SOCK" ] && rm -f "$SOCK"
+  stop_orphan_containerd
   log "starting dockerd ($HOST, data root $DIR/data, log $LOG)"
   # setsid + nohup: the engine must outlive this script and the shell that ran it.
   setsid nohup /usr/sbin/dockerd \
@@ -83,6 +92,44 @@ JSON
     --pidfile "$DIR/docker.pid" \
     --config-file "$DIR/daemon.json" \
     >>"$LOG" 2>&1 </dev/null &
+  wait_for_engine
+}
+
+# A live dockerd process started for this DIR (not a zombie, not a recycled pid).
+our_dockerd() {
+  local pid="$1"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  [ "$(awk '/^State:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)" != Z ] || return 1
+  local cmd
+  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
+  [[ "$cmd" == *dockerd*"--data-root $DIR/data "* ]]
+}
+
+# dockerd runs its own containerd under the exec root. When dockerd was killed, that
+# containerd lives on, and a new dockerd times out waiting for its own to start.
+stop_orphan_containerd() {
+  local pidfile="$DIR/exec/containerd/containerd.pid" pid cmd
+  [ -f "$pidfile" ] || return 0
+  pid="$(cat "$pidfile")"
+  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ]; then
+    cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
+    if [[ "$cmd" == *containerd*"$DIR/exec/"* ]]; then
+      log "stopping containerd (pid $pid) left by a dockerd that was killed"
+      kill -TERM "$pid" 2>/dev/null || true
+      local deadline=$((SECONDS + 10))
+      while [ -r "/proc/$pid/cmdline" ] && [ "$(awk '/^State:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)" != Z ]; do
+        if [ $SECONDS -ge $deadline ]; then
+          kill -KILL "$pid" 2>/dev/null || true
+          break
+        fi
+        sleep 0.2
+      done
+    fi
+  fi
+  rm -f "$pidfile"
+}
+
+wait_for_engine() {
   local deadline=$((SECONDS + TIMEOUT))
   until engine_up; do
     if [ $SECONDS -ge $deadline ]; then
