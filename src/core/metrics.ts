@@ -1,18 +1,87 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics, Gauge } from 'prom-client'
 
+interface Series {
+  labels: Record<string, string>
+  buckets: Float64Array // non-cumulative counts per upper bound
+  sum: number
+  count: number
+}
+
+/**
+ * A histogram for the hottest path (one observation per HTTP request). prom-client hashes the
+ * label object on every observe (about a tenth of a request's CPU in our profile); here the
+ * caller names the series with a string key it already has, and the work per observation is
+ * one Map lookup and a bucket scan. It registers on a prom-client Registry like any metric.
+ */
+export class FastHistogram {
+  private readonly series = new Map<string, Series>()
+  readonly type = 'histogram'
+  readonly aggregator = 'sum'
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly labelNames: readonly string[],
+    private readonly bounds: readonly number[],
+    registry: Registry,
+  ) {
+    registry.registerMetric(this as never)
+  }
+
+  /** `key` must identify `labelValues` (e.g. their join); values are given in labelNames order. */
+  observe(key: string, labelValues: readonly string[], value: number): void {
+    let s = this.series.get(key)
+    if (!s) {
+      const labels: Record<string, string> = {}
+      this.labelNames.forEach((n, i) => (labels[n] = labelValues[i] ?? ''))
+      s = { labels, buckets: new Float64Array(this.bounds.length), sum: 0, count: 0 }
+      this.series.set(key, s)
+    }
+    s.sum += value
+    s.count++
+    const b = this.bounds
+    for (let i = 0; i < b.length; i++) {
+      if (value <= b[i]!) {
+        s.buckets[i]!++
+        break
+      }
+    }
+  }
+
+  /** The shape prom-client's Registry serialises. */
+  get() {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = []
+    for (const s of this.series.values()) {
+      let acc = 0
+      this.bounds.forEach((le, i) => {
+        acc += s.buckets[i]!
+        values.push({ labels: { ...s.labels, le }, value: acc, metricName: `${this.name}_bucket` })
+      })
+      values.push({ labels: { ...s.labels, le: '+Inf' }, value: s.count, metricName: `${this.name}_bucket` })
+      values.push({ labels: s.labels, value: s.sum, metricName: `${this.name}_sum` })
+      values.push({ labels: s.labels, value: s.count, metricName: `${this.name}_count` })
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator }
+  }
+
+  reset() {
+    this.series.clear()
+  }
+}
+
 /**
  * One Prometheus registry per server instance (tests build several apps in one process,
  * so nothing is registered globally). Features add their own metrics to `registry`.
  */
 export class Metrics {
   readonly registry = new Registry()
-  readonly httpDuration = new Histogram({
-    name: 'http_request_duration_seconds',
-    help: 'HTTP request duration by route and status',
-    labelNames: ['method', 'route', 'status'] as const,
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [this.registry],
-  })
+  readonly httpDuration = new FastHistogram(
+    'http_request_duration_seconds',
+    'HTTP request duration by route and status',
+    ['method', 'route', 'status'],
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    this.registry,
+  )
   readonly dbDuration = new Histogram({
     name: 'db_query_duration_seconds',
     help: 'PostgreSQL query duration',

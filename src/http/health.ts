@@ -47,6 +47,7 @@ export function healthRoutes(deps: AppDeps) {
     .get(
       '/metrics',
       async ({ set }) => {
+        deps.cache.flushMetrics()
         set.headers['content-type'] = deps.metrics.registry.contentType
         return new Response(await deps.metrics.registry.metrics(), { headers: set.headers as Record<string, string> })
       },

@@ -47,6 +47,11 @@ export function fence(sql: Db, shards: readonly number[], epochs: readonly numbe
   return sql`select actor_fence(${[...shards]}::int[], ${[...epochs]}::int8[])`
 }
 
+/** Current epochs of `shards`. */
+export async function shardEpochs(sql: Db, shards: readonly number[]): Promise<ShardEpoch[]> {
+  return sql<ShardEpoch[]>`select shard, epoch from actor_shards where shard = any(${[...shards]}::int[])`
+}
+
 export async function listShards(sql: Db): Promise<ShardRow[]> {
   return sql<ShardRow[]>`select shard, epoch, owner, claimed_at as "claimedAt" from actor_shards order by shard`
 }

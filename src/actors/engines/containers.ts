@@ -136,7 +136,7 @@ export interface RunSpec {
   resources: ContainerResources
   command: string[]
   env?: Record<string, string>
-  /** Host directory mounted read-only (default at /input). It lives on the engine's host. */
+  /** Host directory mounted read-only (default at /input); on the engine's host, readable by the container user. */
   input?: { hostPath: string; containerPath?: string }
   /** Host directory mounted writable (default at /output); must be writable by the container user. */
   output?: { hostPath: string; containerPath?: string }
@@ -199,7 +199,11 @@ export interface ContainerEngine {
   /** Throws ServiceUnavailableError when the engine does not answer. */
   ping(): Promise<void>
   info(): Promise<EngineInfo>
-  /** Create the container and its home volume unless they exist; never starts it. */
+  /**
+   * Create the container and its home volume unless they exist; never starts it. An
+   * existing container is returned as it is (a changed image or runtime means remove and
+   * ensure again; changed cpu/memory means updateLimits). Same name but another owner: 409.
+   */
   ensure(spec: ContainerSpec): Promise<ContainerStatus>
   /** Start (a running container is left as it is). */
   start(ref: ContainerRef): Promise<ContainerStatus>

@@ -22,6 +22,8 @@ export interface Envelope {
   origin: 'local' | 'queue' | 'reminder'
   /** For reminders: the row to delete in the turn's transaction. */
   reminderId?: string
+  /** Someone waits for the reply (an ask); a tell is settled as soon as it is handed over. */
+  wantsReply: boolean
   /** Epoch-ms after which nobody waits for the reply any more. */
   deadline: number
   /** Delivery attempts so far (a batch that lost a race is retried a bounded number of times). */

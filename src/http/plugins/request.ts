@@ -75,13 +75,9 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
   const anyOrigin = origins.has('*')
   const uploadPaths = opts.uploadPaths ?? []
   trustProxy = config.trustProxy
-  // prom-client hashes the label object on every observe; keep one child per label set.
-  const children = new Map<string, ReturnType<typeof metrics.httpDuration.labels>>()
   const observe = (method: string, route: string, status: number, seconds: number) => {
-    const key = `${method} ${route} ${status}`
-    let c = children.get(key)
-    if (!c) children.set(key, (c = metrics.httpDuration.labels(method, route, String(status))))
-    c.observe(seconds)
+    const st = String(status)
+    metrics.httpDuration.observe(`${method} ${route} ${st}`, [method, route, st], seconds)
   }
 
   const corsHeaders = (origin: string | null): Record<string, string> | undefined => {
@@ -108,9 +104,7 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
         if (cors) Object.assign(h, cors)
         const url = request.url
         const pathStart = url.indexOf('/', 8)
-        const q = url.indexOf('?', pathStart)
-        const path = q === -1 ? url.slice(pathStart) : url.slice(pathStart, q)
-        if (path.startsWith('/swagger')) h['content-security-policy'] = SWAGGER_CSP
+        if (url.startsWith('/swagger', pathStart)) h['content-security-policy'] = SWAGGER_CSP
 
         if (request.method === 'OPTIONS' && request.headers.has('access-control-request-method')) {
           if (!cors) return new Response(null, { status: 403, headers: h })
@@ -122,7 +116,7 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
 
         const method = request.method
         if (method === 'POST' || method === 'PUT' || method === 'PATCH') {
-          if (uploadPaths.some((p) => path.startsWith(p))) return
+          if (uploadPaths.some((p) => url.startsWith(p, pathStart))) return
           const len = Number(request.headers.get('content-length') ?? 0)
           if (len > JSON_BODY_LIMIT) throw new AppError('payload_too_large', `Request body exceeds ${JSON_BODY_LIMIT} bytes`, { status: 413 })
           const type = request.headers.get('content-type')

@@ -1,0 +1,98 @@
+/**
+ * npm run bench:http — the API server next to a raw Bun.serve baseline, same machine, same
+ * load generator, same connection count, in one invocation. Prints requests/s, p50/p99 and
+ * the ratio to the baseline for GET /health, authenticated GET /api/auth/me and an
+ * authenticated paginated list (GET /api/users as admin).
+ *
+ * Env: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (default 50), DATABASE_URL (a
+ * throw-away database is created there and dropped; unset: embedded PostgreSQL).
+ */
+import postgres from 'postgres'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fmt, freePort, load, loadTool, waitHealthy } from './support/load.ts'
+
+const duration = Number(process.env.BENCH_DURATION ?? 10)
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
+const root = join(import.meta.dir, '..')
+const dataDir = mkdtempSync(join(tmpdir(), 'quadrax-bench-'))
+
+let dbName: string | undefined
+let databaseUrl: string | undefined
+if (process.env.DATABASE_URL) {
+  dbName = `bench_${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`
+  const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`create database ${dbName}`)
+  await admin.end()
+  const u = new URL(process.env.DATABASE_URL)
+  u.pathname = `/${dbName}`
+  databaseUrl = u.toString()
+}
+
+const rawPort = await freePort()
+const raw = Bun.spawn([process.execPath, join(import.meta.dir, 'support/raw-server.ts')], { env: { ...process.env, PORT: String(rawPort) }, stdout: 'ignore', stderr: 'inherit' })
+const apiPort = await freePort()
+const env: Record<string, string> = {
+  ...(process.env as Record<string, string>),
+  NODE_ENV: 'production',
+  PORT: String(apiPort),
+  HOST: '127.0.0.1',
+  DATA_DIR: join(dataDir, 'data'),
+  JWT_SECRET: 'bench-'.padEnd(48, 'x'),
+  ADMIN_EMAIL: 'admin@bench.local',
+  ADMIN_PASSWORD: 'BenchAdmin123!',
+  BCRYPT_ROUNDS: '4',
+  // The guide's production log level; request lines are logged at info.
+  LOG_LEVEL: 'warn',
+  // Rate limits configured out of the way: the benchmark measures serving, not refusing.
+  RATE_LIMIT_MAX_REQUESTS: '1000000000',
+  AUTH_RATE_LIMIT_MAX_REQUESTS: '1000000000',
+}
+delete env.REDIS_URL
+if (databaseUrl) env.DATABASE_URL = databaseUrl
+else delete env.DATABASE_URL
+const api = Bun.spawn([process.execPath, join(root, 'src/main.ts')], { env, stdout: 'ignore', stderr: 'inherit', cwd: dataDir })
+
+try {
+  const base = `http://127.0.0.1:${apiPort}`
+  await Promise.all([waitHealthy(`http://127.0.0.1:${rawPort}/`, raw), waitHealthy(`${base}/health`, api)])
+  const post = (path: string, body: unknown, token?: string) =>
+    fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) }).then((r) => r.json() as Promise<any>)
+  for (let i = 0; i < 60; i++) await post('/api/auth/register', { email: `user${i}@bench.local`, password: 'BenchUser123!', firstName: 'Bench', lastName: `User${i}` })
+  const user = (await post('/api/auth/login', { email: 'user0@bench.local', password: 'BenchUser123!' })).data.token as string
+  const admin = (await post('/api/auth/login', { email: 'admin@bench.local', password: 'BenchAdmin123!' })).data.token as string
+
+  const opts = { connections, durationSeconds: duration }
+  // Warm up every target (JIT, caches), then measure the baseline first and last to bracket drift.
+  for (const u of [`http://127.0.0.1:${rawPort}/`, `${base}/health`]) await load(u, { ...opts, durationSeconds: 2 })
+  await load(`${base}/api/auth/me`, { ...opts, durationSeconds: 2, headers: { authorization: `Bearer ${user}` } })
+
+  const baseline1 = await load(`http://127.0.0.1:${rawPort}/`, opts)
+  const rows: [string, Awaited<ReturnType<typeof load>>][] = []
+  rows.push(['GET /health (checks PostgreSQL)', await load(`${base}/health`, opts)])
+  rows.push(['GET /api/auth/me (authenticated)', await load(`${base}/api/auth/me`, { ...opts, headers: { authorization: `Bearer ${user}` } })])
+  rows.push(['GET /api/users?limit=20 (admin list)', await load(`${base}/api/users?limit=20`, { ...opts, headers: { authorization: `Bearer ${admin}` } })])
+  const baseline2 = await load(`http://127.0.0.1:${rawPort}/`, opts)
+  const baseRps = (baseline1.rps + baseline2.rps) / 2
+
+  console.log(`\nbench:http — ${loadTool}, ${connections} connections, ${duration} s per target; LOG_LEVEL=warn; rate limits raised out of the way`)
+  console.log(`${'target'.padEnd(40)} ${'req/s'.padStart(10)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'non-2xx'.padStart(8)} ${'× raw'.padStart(7)}`)
+  const line = (name: string, r: { rps: number; p50: number; p99: number; non2xx: number }) =>
+    console.log(`${name.padEnd(40)} ${fmt(r.rps).padStart(10)} ${fmt(r.p50, 2).padStart(8)} ${fmt(r.p99, 2).padStart(8)} ${String(r.non2xx).padStart(8)} ${(r.rps / baseRps).toFixed(2).padStart(7)}`)
+  line('raw Bun.serve hello (baseline, before)', baseline1)
+  for (const [name, r] of rows) line(name, r)
+  line('raw Bun.serve hello (baseline, after)', baseline2)
+  const me = rows[1]![1]
+  console.log(`\ntarget: authenticated GET /api/auth/me ≥ 0.50× raw — measured ${(me.rps / baseRps).toFixed(2)}×`)
+} finally {
+  api.kill('SIGTERM')
+  raw.kill()
+  await Promise.all([api.exited, raw.exited])
+  if (dbName && process.env.DATABASE_URL) {
+    const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
+    await admin.unsafe(`drop database if exists ${dbName} with (force)`)
+    await admin.end()
+  }
+  rmSync(dataDir, { recursive: true, force: true })
+}

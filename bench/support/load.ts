@@ -1,0 +1,80 @@
+/**
+ * Shared load-generation for the HTTP benchmarks: wrk when installed (lighter on a 2-core
+ * machine), otherwise autocannon's CLI under Node. Every target is loaded with the same
+ * client, connection count and duration, so ratios compare like with like.
+ */
+import { join } from 'node:path'
+
+export interface LoadResult {
+  rps: number
+  p50: number
+  p99: number
+  non2xx: number
+}
+
+export interface LoadOptions {
+  connections: number
+  durationSeconds: number
+  headers?: Record<string, string>
+}
+
+const wrk = Bun.which('wrk')
+export const loadTool = wrk ? 'wrk' : 'autocannon'
+
+function ms(text: string): number {
+  const m = /([\d.]+)(us|ms|s)/.exec(text)
+  if (!m) return NaN
+  const v = Number(m[1])
+  return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v
+}
+
+export async function load(url: string, opts: LoadOptions): Promise<LoadResult> {
+  if (wrk) {
+    const args = [wrk, '-t2', `-c${opts.connections}`, `-d${opts.durationSeconds}s`, '--latency']
+    for (const [k, v] of Object.entries(opts.headers ?? {})) args.push('-H', `${k}: ${v}`)
+    args.push(url)
+    const p = Bun.spawn(args, { stdout: 'pipe', stderr: 'inherit' })
+    const out = await new Response(p.stdout).text()
+    await p.exited
+    const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN)
+    const p50 = ms(/\s50%\s+(\S+)/.exec(out)?.[1] ?? '')
+    const p99 = ms(/\s99%\s+(\S+)/.exec(out)?.[1] ?? '')
+    const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0)
+    return { rps, p50, p99, non2xx }
+  }
+  const cli = join(import.meta.dir, '../../node_modules/autocannon/autocannon.js')
+  const args = ['node', cli, '--json', '-c', String(opts.connections), '-d', String(opts.durationSeconds)]
+  for (const [k, v] of Object.entries(opts.headers ?? {})) args.push('-H', `${k}=${v}`)
+  args.push(url)
+  const p = Bun.spawn(args, { stdout: 'pipe', stderr: 'ignore' })
+  const out = await new Response(p.stdout).text()
+  await p.exited
+  const j = JSON.parse(out) as { requests: { average: number }; latency: { p50: number; p99: number }; non2xx: number }
+  return { rps: j.requests.average, p50: j.latency.p50, p99: j.latency.p99, non2xx: j.non2xx }
+}
+
+export function fmt(n: number, digits = 0): string {
+  return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+}
+
+/** Wait until `url` answers 200 (or the process dies). */
+export async function waitHealthy(url: string, proc?: Bun.Subprocess, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (Date.now() < end) {
+    if (proc && proc.exitCode !== null) throw new Error(`process exited with ${proc.exitCode}`)
+    try {
+      if ((await fetch(url)).ok) return
+    } catch {
+      // not up yet
+    }
+    await Bun.sleep(100)
+  }
+  throw new Error(`${url} did not become healthy`)
+}
+
+export async function freePort(): Promise<number> {
+  const s = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+  const p = s.port
+  s.stop(true)
+  return p
+}

@@ -1,0 +1,323 @@
+/**
+ * Cluster placement: nodes heartbeat in Redis, each shard is owned through a Redis lease with
+ * a TTL, and shards are spread to a fair share (±1) of the live nodes.
+ *
+ * Every leaseTtl/3 a node runs one Lua script that records its heartbeat, forgets nodes whose
+ * heartbeat expired, renews the leases it holds and returns the live nodes and every shard's
+ * owner (one round trip, and Redis's clock for every node, so clock skew between nodes does
+ * not matter). From that it computes its share: nodes sorted by id, the first
+ * `shards % nodes` take one more. A node above its share, while another is below, hands
+ * shards over: it stops the shard's queue worker (jobs in progress finish), waits for the
+ * shard's actors to finish their queued turns, passivates them and deletes the lease; a node
+ * below its share claims free leases (SET NX PX) and bumps each claimed shard's epoch in
+ * PostgreSQL before running anything. Messages that arrive during a hand-over wait in the
+ * shard's queue for the next owner: nothing is refused or lost.
+ *
+ * A node that stops heartbeating (kill -9, partition, long pause) loses its leases when the
+ * TTL runs out; survivors claim them with a new epoch, and the epoch check in every turn
+ * transaction keeps the old owner, should it come back, from committing anything.
+ */
+import type { Logger } from '../../core/logger.ts'
+import type { Sql } from '../../store/db.ts'
+import { claimShards, listShards, releaseShards } from '../../store/actor-shards.ts'
+import type { RuntimeConfig } from './config.ts'
+import type { Envelope } from './instance.ts'
+import type { RuntimeMetrics } from './metrics.ts'
+import type { ClusterStatus, NodeStatus, Placement } from './placement.ts'
+import type { ShardTransport } from './transport.ts'
+
+export interface ClusterPlacementOptions {
+  sql: Sql
+  transport: ShardTransport
+  config: RuntimeConfig
+  logger: Logger
+  metrics: RuntimeMetrics
+  /** Wait for the shard's actors to be idle, then passivate them. */
+  passivateShard(shard: number): Promise<void>
+  liveActors(): Record<string, number>
+}
+
+interface Owned {
+  epoch: number
+  /** 'draining': being handed over (or lost); only jobs already taken from its queue still run. */
+  status: 'active' | 'draining'
+}
+
+// KEYS: nodes (zset: node id → heartbeat expiry), node info (hash), shard count, then the lease
+// key of every shard. ARGV: node id, ttl, info json, shard count, leaving (1/0), owned shards.
+const HEARTBEAT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local configured = redis.call('GET', KEYS[3])
+if configured and configured ~= ARGV[4] then
+  return redis.error_reply('SHARDS_MISMATCH ' .. configured)
+end
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ttl * 3)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, id in ipairs(dead) do redis.call('HDEL', KEYS[2], id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[5] == '1' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
+local mine = {}
+for i = 6, #ARGV do mine[tonumber(ARGV[i])] = true end
+local owners = {}
+for i = 4, #KEYS do
+  local owner = redis.call('GET', KEYS[i])
+  if owner == ARGV[1] and mine[i - 4] then redis.call('PEXPIRE', KEYS[i], ttl) end
+  owners[#owners + 1] = owner or ''
+end
+return { now, redis.call('ZRANGE', KEYS[1], 0, -1), owners }
+`
+
+const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`
+
+export class ClusterPlacement implements Placement {
+  readonly #o: ClusterPlacementOptions
+  readonly #owned = new Map<number, Owned>()
+  #timer: ReturnType<typeof setInterval> | undefined
+  #ticking: Promise<void> | undefined
+  #again = false
+  #leaving = false
+  readonly #startedAt = new Date().toISOString()
+
+  constructor(opts: ClusterPlacementOptions) {
+    this.#o = opts
+  }
+
+  get #redis() {
+    return this.#o.transport.redis
+  }
+
+  #lease(shard: number): string {
+    return this.#o.transport.key(`lease:${shard}`)
+  }
+
+  async start(): Promise<void> {
+    this.#o.transport.onRebalance = () => void this.tick()
+    await this.tick()
+    this.#timer = setInterval(() => void this.tick(), Math.max(100, Math.floor(this.#o.config.leaseTtlMs / 3)))
+  }
+
+  localEpoch(shard: number, origin: Envelope['origin']): number | undefined {
+    const o = this.#owned.get(shard)
+    if (!o) return undefined
+    if (o.status === 'active' || origin === 'queue') return o.epoch
+    return undefined
+  }
+
+  ownedShards(): number[] {
+    return [...this.#owned].filter(([, o]) => o.status === 'active').map(([s]) => s)
+  }
+
+  fenced(shard: number): void {
+    this.#drop(shard, 'lost')
+  }
+
+  /** One heartbeat and rebalancing step (runs every leaseTtl/3, and when another node asks). */
+  tick(): Promise<void> {
+    if (this.#ticking) {
+      this.#again = true
+      return this.#ticking
+    }
+    this.#ticking = (async () => {
+      try {
+        do {
+          this.#again = false
+          await this.#step()
+        } while (this.#again && !this.#leaving)
+      } catch (err) {
+        this.#o.logger.warn({ err }, 'cluster heartbeat failed')
+      } finally {
+        this.#ticking = undefined
+      }
+    })()
+    return this.#ticking
+  }
+
+  async #heartbeat(): Promise<{ nodes: string[]; owners: string[] }> {
+    const { config, transport } = this.#o
+    const keys = [transport.key('nodes'), transport.key('node-info'), transport.key('shard-count')]
+    for (let s = 0; s < config.shards; s++) keys.push(this.#lease(s))
+    const info = JSON.stringify({ startedAt: this.#startedAt, pid: process.pid, liveActors: this.#o.liveActors() })
+    const args = [config.nodeId, String(config.leaseTtlMs), info, String(config.shards), this.#leaving ? '1' : '0', ...[...this.#owned.keys()].map(String)]
+    let res: [number, string[], string[]]
+    try {
+      res = (await this.#redis.eval(HEARTBEAT, keys.length, ...keys, ...args)) as [number, string[], string[]]
+    } catch (err) {
+      const m = /SHARDS_MISMATCH (\d+)/.exec(String(err))
+      if (m) throw new Error(`CLUSTER_SHARDS is ${config.shards} on node ${config.nodeId} but ${m[1]} on the running nodes: every node must use the same value`)
+      throw err
+    }
+    return { nodes: res[1], owners: res[2] }
+  }
+
+  async #step(): Promise<void> {
+    const { config } = this.#o
+    const me = config.nodeId
+    const { nodes, owners } = await this.#heartbeat()
+    for (const [shard, o] of this.#owned) {
+      if (owners[shard] !== me && o.status === 'active') this.#drop(shard, 'lost')
+    }
+    if (this.#leaving) return
+
+    const live = [...nodes].sort()
+    const n = Math.max(1, live.length)
+    const share = (i: number) => Math.floor(config.shards / n) + (i < config.shards % n ? 1 : 0)
+    const mineIndex = live.indexOf(me)
+    if (mineIndex < 0) return // our heartbeat is not visible yet
+    const target = share(mineIndex)
+    const active = this.ownedShards()
+
+    if (active.length > target) {
+      const counts = new Map<string, number>()
+      for (const owner of owners) if (owner) counts.set(owner, (counts.get(owner) ?? 0) + 1)
+      // Hand over only to someone who is short, so nodes that momentarily see different
+      // node lists do not pass shards back and forth.
+      const someoneShort = live.some((id, i) => id !== me && (counts.get(id) ?? 0) < share(i))
+      if (someoneShort) {
+        for (const shard of active.sort((a, b) => b - a).slice(0, active.length - target)) void this.#release(shard)
+      }
+    } else if (active.length < target) {
+      // Start looking at a different place on every node, so joining nodes rarely race for
+      // the same free lease.
+      const offset = Math.floor((mineIndex * config.shards) / n)
+      const free: number[] = []
+      for (let k = 0; k < config.shards; k++) {
+        const s = (offset + k) % config.shards
+        if (!owners[s] && !this.#owned.has(s)) free.push(s)
+      }
+      await this.#claim(free.slice(0, target - active.length))
+    }
+  }
+
+  async #claim(shards: number[]): Promise<void> {
+    if (shards.length === 0) return
+    const { config, sql, transport, logger, metrics } = this.#o
+    const pipe = this.#redis.pipeline()
+    for (const s of shards) pipe.set(this.#lease(s), config.nodeId, 'PX', config.leaseTtlMs, 'NX')
+    const results = (await pipe.exec()) ?? []
+    const won = shards.filter((_, i) => results[i]?.[1] === 'OK')
+    if (won.length === 0) return
+    let epochs
+    try {
+      epochs = await claimShards(sql, won, config.nodeId)
+    } catch (err) {
+      logger.error({ err, shards: won }, 'could not record shard epochs; giving the leases back')
+      await Promise.all(won.map((s) => this.#redis.eval(RELEASE, 1, this.#lease(s), config.nodeId).catch(() => {})))
+      return
+    }
+    for (const { shard, epoch } of epochs) this.#owned.set(shard, { epoch, status: 'active' })
+    metrics.shardMoves.inc({ direction: 'claimed' }, won.length)
+    metrics.shardsOwned.set(this.ownedShards().length)
+    logger.info({ shards: won }, 'claimed shards')
+    await Promise.all(won.map((s) => transport.startWorker(s).catch((err) => logger.error({ err, shard: s }, 'could not start shard worker'))))
+  }
+
+  /** Hand `shard` over: finish its work here, passivate its actors, delete the lease. */
+  async #release(shard: number): Promise<void> {
+    const o = this.#owned.get(shard)
+    if (!o || o.status !== 'active') return
+    o.status = 'draining'
+    const { config, sql, transport, logger, metrics } = this.#o
+    try {
+      await transport.stopWorker(shard)
+      await this.#o.passivateShard(shard)
+    } catch (err) {
+      logger.error({ err, shard }, 'error while handing a shard over')
+    }
+    try {
+      await this.#redis.eval(RELEASE, 1, this.#lease(shard), config.nodeId)
+      await releaseShards(sql, [shard], config.nodeId)
+    } catch (err) {
+      logger.warn({ err, shard }, 'could not release shard lease (it will expire)')
+    }
+    this.#owned.delete(shard)
+    metrics.shardMoves.inc({ direction: 'released' })
+    metrics.shardsOwned.set(this.ownedShards().length)
+    logger.info({ shard }, 'released shard')
+    transport.notifyRebalance()
+  }
+
+  /** The lease is gone (expired, or taken over): stop running the shard, without releasing. */
+  #drop(shard: number, why: 'lost'): void {
+    const o = this.#owned.get(shard)
+    if (!o || o.status !== 'active') return
+    o.status = 'draining'
+    const { transport, logger, metrics } = this.#o
+    logger.warn({ shard }, 'lost shard lease')
+    metrics.shardMoves.inc({ direction: why })
+    metrics.shardsOwned.set(this.ownedShards().length)
+    void (async () => {
+      try {
+        await transport.stopWorker(shard)
+        await this.#o.passivateShard(shard)
+      } catch (err) {
+        logger.error({ err, shard }, 'error while dropping a lost shard')
+      }
+      if (this.#owned.get(shard) === o) this.#owned.delete(shard)
+    })()
+  }
+
+  async stop(): Promise<void> {
+    // Leave the node list first, so the others count without this node while it drains;
+    // the heartbeat keeps renewing the leases of the shards still draining.
+    this.#leaving = true
+    await this.#ticking
+    await this.tick()
+    this.#o.transport.notifyRebalance()
+    await Promise.all(this.ownedShards().map((s) => this.#release(s)))
+    clearInterval(this.#timer)
+    await this.#ticking
+  }
+
+  async status(liveActors: Record<string, number>): Promise<ClusterStatus> {
+    const { config, transport, sql } = this.#o
+    const leaseKeys = Array.from({ length: config.shards }, (_, s) => this.#lease(s))
+    const [[, scored], [, info], [, owners]] = ((await this.#redis
+      .multi()
+      .zrange(transport.key('nodes'), 0, -1, 'WITHSCORES')
+      .hgetall(transport.key('node-info'))
+      .mget(...leaseKeys)
+      .exec()) ?? []) as [unknown, unknown][] as [[unknown, string[]], [unknown, Record<string, string>], [unknown, (string | null)[]]]
+    const epochs = new Map((await listShards(sql)).map((r) => [r.shard, r.epoch]))
+    const nodes: NodeStatus[] = []
+    const totals: Record<string, number> = {}
+    for (let i = 0; i < scored.length; i += 2) {
+      const id = scored[i]!
+      const expires = Number(scored[i + 1])
+      let live: Record<string, number> = {}
+      if (id === config.nodeId) live = liveActors
+      else {
+        try {
+          live = (JSON.parse(info[id] ?? '{}') as { liveActors?: Record<string, number> }).liveActors ?? {}
+        } catch {
+          live = {}
+        }
+      }
+      for (const [kind, count] of Object.entries(live)) totals[kind] = (totals[kind] ?? 0) + count
+      nodes.push({
+        id,
+        lastHeartbeat: new Date(expires - config.leaseTtlMs).toISOString(),
+        shards: owners.filter((o) => o === id).length,
+        liveActors: live,
+      })
+    }
+    nodes.sort((a, b) => a.id.localeCompare(b.id))
+    return {
+      mode: 'cluster',
+      nodeId: config.nodeId,
+      nodes,
+      shards: owners.map((owner, shard) => ({ shard, owner: owner ?? null, epoch: epochs.get(shard) ?? null })),
+      liveActors: totals,
+    }
+  }
+}

@@ -1,0 +1,530 @@
+/**
+ * The actor system: the registry of kinds, the live activations of this node, routing of
+ * messages (in-process to a local actor, through the shard's BullMQ queue to a remote one),
+ * passivation, reminders, event subscribers and graceful shutdown.
+ */
+import { ValidationError } from '../../core/errors.ts'
+import type { Logger } from '../../core/logger.ts'
+import type { Sql } from '../../store/db.ts'
+import { pruneInbox } from '../../store/actor-inbox.ts'
+import { pruneOutbox, type OutboxEvent } from '../../store/outbox.ts'
+import { insertReminders, type Reminder } from '../../store/reminders.ts'
+import { ClusterPlacement } from './cluster.ts'
+import { resolveConfig, type ActorSystemOptions, type RuntimeConfig } from './config.ts'
+import type { ActorKind, ActorRef, AnyActorKind, AskOptions, TellOptions, TurnContext } from './define.ts'
+import { ActorSystemStoppedError, ActorTimeoutError, FencedError, NotOwnerError, UnknownActorKindError } from './errors.ts'
+import { ActorInstance, actorKey, type Envelope, type Reply } from './instance.ts'
+import { RuntimeMetrics } from './metrics.ts'
+import { TurnCommitter, type TurnEffects, type TurnOutcome, type TurnScope } from './persisted.ts'
+import { LocalPlacement, shardOf, type ClusterStatus, type Placement } from './placement.ts'
+import { ReminderPoller } from './reminders.ts'
+import { ShardTransport } from './transport.ts'
+
+/** An event committed by a turn, as subscribers receive it. */
+export type ActorEvent = OutboxEvent
+
+/** A turn that lost its group for someone else's reason is run again at most this often. */
+const MAX_TURN_RETRIES = 5
+
+export class ActorSystem {
+  readonly config: RuntimeConfig
+  readonly nodeId: string
+  readonly metrics: RuntimeMetrics
+  readonly #sql: Sql
+  readonly #logger: Logger
+  readonly #kinds = new Map<string, AnyActorKind>()
+  /** Live activations, least recently used first (a Map keeps insertion order). */
+  readonly #live = new Map<string, ActorInstance>()
+  readonly #liveByKind = new Map<string, number>()
+  readonly #listeners = new Set<(event: ActorEvent) => void>()
+  readonly #committer: TurnCommitter
+  readonly #placement: Placement
+  readonly #transport: ShardTransport | undefined
+  readonly #reminders: ReminderPoller
+  readonly #background = new AbortController()
+  readonly #backgroundTasks = new Set<Promise<void>>()
+  #state: 'new' | 'running' | 'stopping' | 'stopped' = 'new'
+  #timers: ReturnType<typeof setInterval>[] = []
+
+  constructor(opts: ActorSystemOptions) {
+    this.config = resolveConfig(opts.config)
+    this.nodeId = this.config.nodeId
+    this.#sql = opts.sql
+    this.#logger = opts.logger.child({ component: 'actors', node: this.nodeId })
+    this.metrics = new RuntimeMetrics(opts.metrics)
+    this.#committer = new TurnCommitter(
+      opts.sql,
+      (instance, env, scope) => this.#context(instance, env, scope),
+      { maxBatchTurns: this.config.maxBatchTurns, commitConcurrency: this.config.commitConcurrency },
+      this.metrics,
+      this.#logger,
+    )
+    const onLost = (shard: number) => this.#passivateShard(shard)
+    if (opts.redis !== undefined) {
+      this.#transport = new ShardTransport({
+        redis: opts.redis,
+        prefix: opts.queuePrefix ?? 'quadrax',
+        nodeId: this.nodeId,
+        config: this.config,
+        logger: this.#logger,
+        deliver: (env) => this.#dispatch(env),
+        onEvents: (events) => this.#emitLocal(events),
+      })
+      this.#placement = new ClusterPlacement({
+        sql: opts.sql,
+        transport: this.#transport,
+        config: this.config,
+        logger: this.#logger,
+        metrics: this.metrics,
+        passivateShard: onLost,
+        liveActors: () => this.liveActors(),
+      })
+    } else {
+      this.#placement = new LocalPlacement(opts.sql, this.nodeId, this.config.shards, (shard) => {
+        this.#logger.error({ shard }, 'another node took this shard over: two nodes share the database without REDIS_URL')
+        void onLost(shard)
+      })
+    }
+    this.#reminders = new ReminderPoller(
+      opts.sql,
+      () => this.#placement.ownedShards(),
+      (r, done) => this.#deliverReminder(r, done),
+      this.config.reminderPollMs,
+      this.#logger,
+    )
+  }
+
+  /** Add an actor kind. Every node must register the same kinds before `start()`. */
+  register(kind: AnyActorKind): this {
+    if (this.#kinds.has(kind.kind)) throw new Error(`actor kind "${kind.kind}" is registered twice`)
+    this.#kinds.set(kind.kind, kind)
+    return this
+  }
+
+  /** Claim shards (all of them alone, a fair share in a cluster) and start reminders. */
+  async start(): Promise<void> {
+    if (this.#state !== 'new') throw new Error('actor system already started')
+    this.#state = 'running'
+    await this.#transport?.start()
+    await this.#placement.start()
+    this.#reminders.start()
+    const sweep = Math.min(5_000, Math.max(50, Math.floor(this.config.idleTimeoutMs / 4)))
+    this.#timers.push(setInterval(() => this.#passivateIdle(), sweep))
+    this.#timers.push(setInterval(() => void this.#prune(), Math.min(3600_000, this.config.inboxRetentionMs / 4)))
+    this.#logger.info({ shards: this.#placement.ownedShards().length, cluster: this.#transport !== undefined }, 'actor system started')
+  }
+
+  /** Send `message` to actor (kind, id) and wait for its handler's reply. */
+  ask(kind: string, id: string, message: unknown, opts: AskOptions = {}): Promise<unknown> {
+    const def = this.#kind(kind)
+    const errors = def.validate(message)
+    if (errors.length > 0) return Promise.reject(new ValidationError(`invalid ${kind} message`, errors))
+    const timeout = opts.timeout ?? this.config.askTimeoutMs
+    const { promise, resolve, reject } = Promise.withResolvers<unknown>()
+    let settled = false
+    const timer = setTimeout(() => {
+      if (settled) return
+      settled = true
+      reject(new ActorTimeoutError(kind, id, timeout))
+    }, timeout)
+    this.#dispatch({
+      kind,
+      id,
+      message,
+      messageId: opts.messageId ?? crypto.randomUUID(),
+      dedup: opts.messageId !== undefined,
+      origin: 'local',
+      wantsReply: true,
+      deadline: Date.now() + timeout,
+      attempts: 0,
+      settle: (r) => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        if (r.ok) resolve(r.reply)
+        else reject(r.error)
+      },
+    })
+    return promise
+  }
+
+  /** Send `message` without waiting. A failure is logged. */
+  tell(kind: string, id: string, message: unknown, opts: TellOptions = {}): void {
+    const def = this.#kind(kind)
+    const errors = def.validate(message)
+    if (errors.length > 0) throw new ValidationError(`invalid ${kind} message`, errors)
+    this.#dispatch({
+      kind,
+      id,
+      message,
+      messageId: opts.messageId ?? crypto.randomUUID(),
+      dedup: opts.messageId !== undefined,
+      origin: 'local',
+      wantsReply: false,
+      deadline: Date.now() + this.config.askTimeoutMs,
+      attempts: 0,
+      settle: (r) => {
+        if (!r.ok) this.#logger.warn({ err: r.error, kind, id }, 'told message failed')
+      },
+    })
+  }
+
+  /** A handle on actor (kind, id). */
+  ref<M = unknown>(kind: ActorKind<any, M> | string, id: string): ActorRef<M> {
+    const name = typeof kind === 'string' ? kind : kind.kind
+    return {
+      kind: name,
+      id,
+      tell: (message, opts) => this.tell(name, id, message, opts),
+      ask: (message, opts) => this.ask(name, id, message, opts),
+    }
+  }
+
+  /**
+   * Store a durable reminder: `message` is delivered to actor (kind, id) at least once after
+   * `at`, even across restarts. Returns the reminder's id (also its message id).
+   */
+  async schedule(kind: string, id: string, at: Date, message: unknown): Promise<string> {
+    const reminder = this.#reminder(kind, id, at, message)
+    await insertReminders(this.#sql, [reminder])
+    this.#reminders.poke(at)
+    return reminder.id
+  }
+
+  /** Listen to committed outbox events (of every node, in a cluster). Returns an unsubscribe. */
+  subscribe(listener: (event: ActorEvent) => void): () => void {
+    this.#listeners.add(listener)
+    return () => this.#listeners.delete(listener)
+  }
+
+  /** Nodes, shard owners and live actors per kind (GET /api/admin/cluster). */
+  clusterStatus(): Promise<ClusterStatus> {
+    return this.#placement.status(this.liveActors())
+  }
+
+  /** Live activations on this node, per kind. */
+  liveActors(): Record<string, number> {
+    return Object.fromEntries([...this.#liveByKind].filter(([, n]) => n > 0))
+  }
+
+  /** Turns being run or waiting for a commit on this node (a test and admin aid). */
+  get activeTurns(): number {
+    let n = 0
+    for (const inst of this.#live.values()) if (inst.mailbox.busy) n++
+    return n
+  }
+
+  /**
+   * Graceful stop: take no new messages (in a cluster they go to the shards' next owners),
+   * finish the turns in progress and those already queued, passivate every actor, release the
+   * shards. Background tasks are told to stop through their AbortSignal.
+   */
+  async stop(): Promise<void> {
+    if (this.#state !== 'running') return
+    this.#state = 'stopping'
+    for (const t of this.#timers) clearInterval(t)
+    this.#reminders.stop()
+    const drained = (async () => {
+      await this.#placement.stop()
+      await Promise.all([...this.#live.values()].map((inst) => inst.mailbox.idle()))
+      await this.#committer.idle()
+    })()
+    if ((await within(drained, this.config.shutdownTimeoutMs)) === 'timeout') {
+      this.#logger.warn({ activeTurns: this.activeTurns }, 'actor system stop timed out with turns in progress')
+    }
+    for (const inst of [...this.#live.values()]) this.#passivate(inst, true)
+    this.#background.abort()
+    await within(Promise.allSettled(this.#backgroundTasks), Math.min(1000, this.config.shutdownTimeoutMs))
+    await this.#transport?.stop()
+    this.#state = 'stopped'
+    this.#logger.info('actor system stopped')
+  }
+
+  // ---- routing -------------------------------------------------------------------------
+
+  #kind(kind: string): AnyActorKind {
+    const def = this.#kinds.get(kind)
+    if (!def) throw new UnknownActorKindError(kind)
+    return def
+  }
+
+  #dispatch(env: Envelope): void {
+    const def = this.#kinds.get(env.kind)
+    if (!def) return env.settle({ ok: false, error: new UnknownActorKindError(env.kind) })
+    const shard = shardOf(env.kind, env.id, this.config.shards)
+    const epoch = this.#state === 'stopped' ? undefined : this.#placement.localEpoch(shard, env.origin)
+    if (epoch !== undefined) return this.#deliverLocal(def, shard, epoch, env)
+    if (env.origin === 'reminder') return env.settle({ ok: true, reply: undefined }) // its new owner polls it
+    if (env.origin === 'queue') return env.settle({ ok: false, error: new NotOwnerError(shard, this.nodeId) })
+    if (!this.#transport || this.#state === 'stopped') {
+      const error = this.#state === 'running' ? new FencedError(shard) : new ActorSystemStoppedError()
+      return env.settle({ ok: false, error })
+    }
+    this.#transport.send(shard, env)
+  }
+
+  #deliverLocal(def: AnyActorKind, shard: number, epoch: number, env: Envelope): void {
+    const key = actorKey(env.kind, env.id)
+    let inst = this.#live.get(key)
+    if (inst && inst.epoch !== epoch) {
+      // An activation from an earlier ownership of the shard: its state may be stale.
+      this.#passivate(inst, true)
+      inst = undefined
+    }
+    if (inst) {
+      this.#live.delete(key)
+      this.#live.set(key, inst)
+    } else {
+      inst = new ActorInstance(def, env.id, shard, epoch, (i, e) => this.#run(i, e), (err) => this.#logger.error({ err }, 'mailbox error'))
+      this.#live.set(key, inst)
+      this.#liveByKind.set(def.kind, (this.#liveByKind.get(def.kind) ?? 0) + 1)
+      this.metrics.live.inc({ kind: def.kind })
+      if (this.#live.size > this.config.maxLiveActors) this.#passivateOverCap()
+    }
+    inst.lastUsed = performance.now()
+    this.metrics.mailboxDepth.inc({ kind: def.kind })
+    inst.mailbox.enqueue(env)
+  }
+
+  /** The mailbox's process function: one message, start to finish. */
+  async #run(inst: ActorInstance, env: Envelope): Promise<void> {
+    this.metrics.mailboxDepth.dec({ kind: inst.def.kind })
+    if (inst.closed) return this.#dispatch(env) // dropped while the message waited: route again
+    if (!inst.loaded) {
+      try {
+        inst.state = await inst.def.load(this.#sql, inst.id)
+        inst.loaded = true
+      } catch (error) {
+        return env.settle({ ok: false, error })
+      }
+    }
+    let outcome: TurnOutcome
+    for (;;) {
+      outcome = await this.#committer.submit(inst, env)
+      if (outcome.type !== 'retry' || ++env.attempts >= MAX_TURN_RETRIES) break
+    }
+    inst.lastUsed = performance.now()
+    switch (outcome.type) {
+      case 'applied':
+        if (outcome.stateChanged) inst.state = outcome.state
+        env.settle({ ok: true, reply: outcome.reply })
+        this.#afterCommit(inst, outcome.events, outcome.effects)
+        return
+      case 'duplicate':
+        return env.settle({ ok: true, reply: outcome.reply })
+      case 'failed':
+        if (outcome.reload) inst.loaded = false
+        return env.settle({ ok: false, error: outcome.error })
+      case 'retry':
+        return env.settle({ ok: false, error: outcome.error })
+      case 'fenced': {
+        // Another node owns the shard now: this activation must not run another turn. The
+        // message and those queued behind it are routed again (to the new owner).
+        this.#placement.fenced(inst.shard)
+        const queued = inst.mailbox.takeAll()
+        this.#passivate(inst, true)
+        this.#dispatch(env)
+        for (const e of queued) {
+          this.metrics.mailboxDepth.dec({ kind: inst.def.kind })
+          this.#dispatch(e)
+        }
+        return
+      }
+      default: {
+        const unhandled: never = outcome
+        throw new Error(`unhandled turn outcome ${JSON.stringify(unhandled)}`)
+      }
+    }
+  }
+
+  #afterCommit(inst: ActorInstance, events: OutboxEvent[], effects: TurnEffects): void {
+    if (events.length > 0) {
+      this.#emitLocal(events)
+      this.#transport?.publishEvents(events)
+    }
+    for (const r of effects.reminders) this.#reminders.poke(r.dueAt)
+    for (const s of effects.sends) {
+      try {
+        this.tell(s.kind, s.id, s.message, { messageId: s.messageId })
+      } catch (err) {
+        this.#logger.error({ err, from: inst.key, to: `${s.kind}:${s.id}` }, 'message sent by a turn was refused')
+      }
+    }
+    for (const task of effects.background) this.#startBackground(inst, task)
+  }
+
+  #startBackground(inst: ActorInstance, task: (signal: AbortSignal) => Promise<void>): void {
+    const p = (async () => {
+      try {
+        await task(this.#background.signal)
+      } catch (err) {
+        if (!this.#background.signal.aborted) this.#logger.error({ err, actor: inst.key }, 'background task failed')
+      }
+    })()
+    this.#backgroundTasks.add(p)
+    void p.finally(() => this.#backgroundTasks.delete(p))
+  }
+
+  #emitLocal(events: OutboxEvent[]): void {
+    for (const event of events) {
+      for (const listener of this.#listeners) {
+        try {
+          listener(event)
+        } catch (err) {
+          this.#logger.error({ err, topic: event.topic }, 'event listener threw')
+        }
+      }
+    }
+  }
+
+  // ---- turn context ----------------------------------------------------------------------
+
+  #context(inst: ActorInstance, env: Envelope, scope: TurnScope): TurnContext<unknown> {
+    const system = this
+    const { kind, id } = env
+    const effects = scope.effects
+    const record = (what: string) => {
+      if (!scope.open) throw new Error(`ctx.${what} of ${inst.key} used after its handler returned`)
+    }
+    const self: ActorRef<unknown> = {
+      kind,
+      id,
+      // Inside the handler a tell to itself waits for the commit, like any other effect;
+      // from a background task it goes out at once.
+      tell: (message, opts) => {
+        if (!scope.open) return system.tell(kind, id, message, opts)
+        const errors = inst.def.validate(message)
+        if (errors.length > 0) throw new ValidationError(`invalid ${kind} message`, errors)
+        effects.sends.push({ kind, id, message, messageId: opts?.messageId })
+      },
+      ask: (message, opts) => system.ask(kind, id, message, opts),
+    }
+    return {
+      kind,
+      id,
+      messageId: env.messageId,
+      nodeId: this.nodeId,
+      get tx() {
+        return scope.tx
+      },
+      self,
+      logger: this.#logger,
+      emit(topic, type, data) {
+        record('emit')
+        effects.events.push({ topic, type, data, at: new Date() })
+      },
+      schedule(at, message) {
+        record('schedule')
+        effects.reminders.push(system.#reminder(kind, id, at, message))
+      },
+      send(toKind, toId, message) {
+        record('send')
+        const errors = system.#kind(toKind).validate(message)
+        if (errors.length > 0) throw new ValidationError(`invalid ${toKind} message`, errors)
+        effects.sends.push({ kind: toKind, id: toId, message })
+      },
+      background(task) {
+        record('background')
+        effects.background.push(task)
+      },
+    }
+  }
+
+  #reminder(kind: string, id: string, at: Date, message: unknown): Reminder {
+    const errors = this.#kind(kind).validate(message)
+    if (errors.length > 0) throw new ValidationError(`invalid ${kind} message`, errors)
+    if (!(at instanceof Date) || Number.isNaN(at.getTime())) throw new ValidationError('reminder time is not a valid date')
+    return { id: crypto.randomUUID(), shard: shardOf(kind, id, this.config.shards), kind, actorId: id, dueAt: at, message }
+  }
+
+  #deliverReminder(r: Reminder, done: () => void): void {
+    if (!this.#kinds.has(r.kind)) {
+      this.#logger.error({ kind: r.kind, reminder: r.id }, 'reminder for a kind this node does not know')
+      return done()
+    }
+    this.metrics.remindersFired.inc({ kind: r.kind })
+    this.#dispatch({
+      kind: r.kind,
+      id: r.actorId,
+      message: r.message,
+      messageId: r.id,
+      reminderId: r.id,
+      dedup: true,
+      origin: 'reminder',
+      wantsReply: false,
+      deadline: Date.now() + this.config.askTimeoutMs,
+      attempts: 0,
+      settle: (res: Reply) => {
+        if (!res.ok) this.#logger.warn({ err: res.error, kind: r.kind, id: r.actorId }, 'reminder turn failed')
+        done()
+      },
+    })
+  }
+
+  // ---- passivation ---------------------------------------------------------------------
+
+  #passivate(inst: ActorInstance, force = false): boolean {
+    if (inst.closed) return true
+    if (!force && !inst.idle) return false
+    inst.closed = true
+    if (this.#live.get(inst.key) === inst) this.#live.delete(inst.key)
+    this.#liveByKind.set(inst.def.kind, (this.#liveByKind.get(inst.def.kind) ?? 1) - 1)
+    this.metrics.live.dec({ kind: inst.def.kind })
+    return true
+  }
+
+  #passivateIdle(): void {
+    const cutoff = performance.now() - this.config.idleTimeoutMs
+    for (const inst of [...this.#live.values()]) {
+      if (inst.lastUsed > cutoff) break // the rest were used more recently
+      this.#passivate(inst)
+    }
+  }
+
+  /** Over the cap: passivate idle actors, least recently used first. A busy actor stays. */
+  #passivateOverCap(): void {
+    let excess = this.#live.size - this.config.maxLiveActors
+    for (const inst of [...this.#live.values()]) {
+      if (excess <= 0) break
+      if (this.#passivate(inst)) excess--
+    }
+  }
+
+  /** A shard is leaving this node: wait until its actors are idle, then passivate them. */
+  async #passivateShard(shard: number): Promise<void> {
+    for (;;) {
+      const busy = [...this.#live.values()].filter((i) => i.shard === shard && !i.idle)
+      for (const inst of [...this.#live.values()]) if (inst.shard === shard && inst.idle) this.#passivate(inst)
+      if (busy.length === 0) return
+      await Promise.all(busy.map((i) => i.mailbox.idle()))
+    }
+  }
+
+  /** Drop inbox rows and outbox events past their retention (only the owner of shard 0 does). */
+  async #prune(): Promise<void> {
+    if (!this.#placement.ownedShards().includes(0)) return
+    try {
+      const now = Date.now()
+      while ((await pruneInbox(this.#sql, new Date(now - this.config.inboxRetentionMs))) > 0);
+      while ((await pruneOutbox(this.#sql, new Date(now - this.config.outboxRetentionMs))) > 0);
+    } catch (err) {
+      this.#logger.warn({ err }, 'inbox/outbox pruning failed')
+    }
+  }
+}
+
+/** Wait for `p`, or `ms`, whichever comes first (the timer does not outlive it). */
+async function within(p: Promise<unknown>, ms: number): Promise<'done' | 'timeout'> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), ms)))
+  try {
+    return await Promise.race([p.then(() => 'done' as const), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Build an actor system; `register` its kinds, then `start()` it. */
+export function createActorSystem(opts: ActorSystemOptions): ActorSystem {
+  return new ActorSystem(opts)
+}

@@ -1,0 +1,253 @@
+/**
+ * Messages between nodes: one BullMQ queue per shard, consumed only by the shard's owner (its
+ * worker runs while it owns the shard). The reply is the job's result; the owner also
+ * publishes it on the asking node's Redis channel, which answers the ask without waiting for
+ * BullMQ's completion bookkeeping (the job result stays the record: after a subscriber
+ * reconnect, asks still waiting look their job up). Committed events are fanned out to every
+ * node on one channel.
+ *
+ * Failover: a job taken by a node that dies keeps its lock until lockDuration (the lease TTL)
+ * has passed; the stalled-job check of the shard's next owner then puts it back in the queue
+ * (BullMQ needs two checks, so up to two stalledIntervals more), and the inbox makes the
+ * redelivery apply at most once.
+ */
+import { Queue, Worker, type Job } from 'bullmq'
+import { Redis, type RedisOptions } from 'ioredis'
+import type { Logger } from '../../core/logger.ts'
+import type { OutboxEvent } from '../../store/outbox.ts'
+import type { RuntimeConfig } from './config.ts'
+import { deserializeError, NotOwnerError, serializeError, type SerializedError } from './errors.ts'
+import type { Envelope, Reply } from './instance.ts'
+
+export interface TransportOptions {
+  redis: string | RedisOptions
+  prefix: string
+  nodeId: string
+  config: RuntimeConfig
+  logger: Logger
+  /** Hand a message taken from a shard queue to the local actor. */
+  deliver(env: Envelope): void
+  /** Events committed on another node. */
+  onEvents(events: OutboxEvent[]): void
+}
+
+interface JobData {
+  kind: string
+  id: string
+  message: unknown
+  messageId: string
+  /** The asking node, when it waits for a reply. */
+  replyTo?: string
+}
+
+type WireReply = { ok: true; reply: unknown } | { ok: false; error: SerializedError }
+
+/** Delivery attempts of a job that reaches a node while its shard changes owner. */
+const JOB_ATTEMPTS = 40
+const JOB_RETRY_DELAY_MS = 250
+
+export class ShardTransport {
+  /** Commands: BullMQ queues and workers, leases, publishing. */
+  readonly redis: Redis
+  readonly #sub: Redis
+  readonly #opts: TransportOptions
+  readonly #queues = new Map<number, Queue>()
+  readonly #workers = new Map<number, Worker>()
+  /** Asks waiting for a reply from another node, by job id. */
+  readonly #pending = new Map<string, { env: Envelope; shard: number }>()
+  #sweeper: ReturnType<typeof setInterval> | undefined
+  #wasConnected = false
+  /** Called when another node asks every node to look at the shard map again. */
+  onRebalance: () => void = () => {}
+
+  constructor(opts: TransportOptions) {
+    this.#opts = opts
+    // BullMQ requires maxRetriesPerRequest: null on connections its workers block on.
+    const base = { maxRetriesPerRequest: null, lazyConnect: true, connectionName: `quadrax-${opts.nodeId}` }
+    this.redis = typeof opts.redis === 'string' ? new Redis(opts.redis, base) : new Redis({ ...opts.redis, ...base })
+    this.#sub = this.redis.duplicate()
+  }
+
+  /** A key of this runtime in Redis. */
+  key(name: string): string {
+    return `${this.#opts.prefix}:actors:${name}`
+  }
+
+  get #replyChannel(): string {
+    return this.key(`reply:${this.#opts.nodeId}`)
+  }
+
+  async start(): Promise<void> {
+    await this.redis.connect()
+    await this.#sub.connect()
+    this.#sub.on('message', (channel: string, text: string) => this.#onMessage(channel, text))
+    this.#sub.on('ready', () => {
+      // Pub/sub messages sent while the subscriber was away are lost: look the waiting asks'
+      // jobs up for results that arrived meanwhile.
+      if (this.#wasConnected) void this.#recoverReplies()
+      this.#wasConnected = true
+    })
+    this.#wasConnected = true
+    await this.#sub.subscribe(this.#replyChannel, this.key('events'), this.key('rebalance'))
+    this.#sweeper = setInterval(() => {
+      const now = Date.now()
+      for (const [jobId, p] of this.#pending) if (p.env.deadline < now) this.#pending.delete(jobId)
+    }, 1000)
+  }
+
+  #queue(shard: number): Queue {
+    let q = this.#queues.get(shard)
+    if (!q) {
+      q = new Queue(`actors-${shard}`, {
+        connection: this.redis,
+        prefix: this.#opts.prefix,
+        defaultJobOptions: {
+          attempts: JOB_ATTEMPTS,
+          backoff: { type: 'fixed', delay: JOB_RETRY_DELAY_MS },
+          // Kept a minute: the result of an ask whose pub/sub reply was missed is read here.
+          removeOnComplete: { age: 60, count: 10_000 },
+          removeOnFail: { age: 3600 },
+        },
+      })
+      q.on('error', (err) => this.#opts.logger.warn({ err, shard }, 'shard queue error'))
+      this.#queues.set(shard, q)
+    }
+    return q
+  }
+
+  /** Send `env` to the owner of `shard` through the shard's queue. */
+  send(shard: number, env: Envelope): void {
+    const jobId = crypto.randomUUID()
+    const data: JobData = { kind: env.kind, id: env.id, message: env.message, messageId: env.messageId }
+    const waits = env.wantsReply
+    if (waits) {
+      data.replyTo = this.#opts.nodeId
+      this.#pending.set(jobId, { env, shard })
+    }
+    this.#queue(shard)
+      .add('message', data, { jobId })
+      .then(
+        () => {
+          if (!waits) env.settle({ ok: true, reply: undefined })
+        },
+        (error) => {
+          this.#pending.delete(jobId)
+          env.settle({ ok: false, error })
+        },
+      )
+  }
+
+  /** Start consuming `shard`'s queue (this node now owns the shard). */
+  async startWorker(shard: number): Promise<void> {
+    if (this.#workers.has(shard)) return
+    const { config } = this.#opts
+    const worker = new Worker(`actors-${shard}`, (job: Job<JobData>) => this.#process(job), {
+      connection: this.redis,
+      prefix: this.#opts.prefix,
+      name: this.#opts.nodeId,
+      concurrency: config.queueConcurrency,
+      lockDuration: config.leaseTtlMs,
+      stalledInterval: Math.max(250, Math.floor(config.leaseTtlMs / 2)),
+      // A job caught by several node failures must still be redelivered, not failed.
+      maxStalledCount: 1000,
+      drainDelay: 5,
+    })
+    worker.on('error', (err) => this.#opts.logger.warn({ err, shard }, 'shard worker error'))
+    this.#workers.set(shard, worker)
+    await worker.waitUntilReady()
+  }
+
+  /** Stop consuming `shard`'s queue, after the jobs in progress are done. */
+  async stopWorker(shard: number): Promise<void> {
+    const worker = this.#workers.get(shard)
+    if (!worker) return
+    this.#workers.delete(shard)
+    await worker.close()
+  }
+
+  async #process(job: Job<JobData>): Promise<WireReply> {
+    const d = job.data
+    const reply = await new Promise<Reply>((settle) =>
+      this.#opts.deliver({
+        kind: d.kind,
+        id: d.id,
+        message: d.message,
+        messageId: d.messageId,
+        // A job can be delivered twice (stalled-job recovery after a crash): always check.
+        dedup: true,
+        origin: 'queue',
+        wantsReply: d.replyTo !== undefined,
+        deadline: Date.now() + this.#opts.config.askTimeoutMs,
+        attempts: 0,
+        settle,
+      }),
+    )
+    // Not this node's shard (any more): fail the attempt so the job goes back to the queue
+    // for the shard's owner.
+    if (!reply.ok && reply.error instanceof NotOwnerError) throw reply.error
+    const wire: WireReply = reply.ok ? { ok: true, reply: reply.reply ?? null } : { ok: false, error: serializeError(reply.error) }
+    if (d.replyTo) {
+      this.redis
+        .publish(this.key(`reply:${d.replyTo}`), JSON.stringify({ jobId: job.id, ...wire }))
+        .catch((err) => this.#opts.logger.warn({ err }, 'reply publish failed'))
+    }
+    return wire
+  }
+
+  #onMessage(channel: string, text: string): void {
+    try {
+      if (channel === this.#replyChannel) {
+        const msg = JSON.parse(text) as WireReply & { jobId: string }
+        this.#answer(msg.jobId, msg)
+      } else if (channel === this.key('events')) {
+        const msg = JSON.parse(text) as { from: string; events: (OutboxEvent & { at: string })[] }
+        if (msg.from !== this.#opts.nodeId) this.#opts.onEvents(msg.events.map((e) => ({ ...e, at: new Date(e.at) })))
+      } else if (channel === this.key('rebalance')) {
+        if (text !== this.#opts.nodeId) this.onRebalance()
+      }
+    } catch (err) {
+      this.#opts.logger.warn({ err, channel }, 'bad cluster message')
+    }
+  }
+
+  #answer(jobId: string, wire: WireReply): void {
+    const p = this.#pending.get(jobId)
+    if (!p) return
+    this.#pending.delete(jobId)
+    p.env.settle(wire.ok ? { ok: true, reply: wire.reply } : { ok: false, error: deserializeError(wire.error) })
+  }
+
+  async #recoverReplies(): Promise<void> {
+    for (const [jobId, p] of [...this.#pending]) {
+      try {
+        const job = await this.#queue(p.shard).getJob(jobId)
+        if (job?.finishedOn && job.returnvalue) this.#answer(jobId, job.returnvalue as WireReply)
+      } catch (err) {
+        this.#opts.logger.warn({ err }, 'reply recovery failed')
+      }
+    }
+  }
+
+  /** Fan committed events out to the other nodes. */
+  publishEvents(events: OutboxEvent[]): void {
+    this.redis
+      .publish(this.key('events'), JSON.stringify({ from: this.#opts.nodeId, events }))
+      .catch((err) => this.#opts.logger.warn({ err }, 'event fan-out failed'))
+  }
+
+  /** Ask every other node to look at the shard map now (a shard was freed). */
+  notifyRebalance(): void {
+    this.redis.publish(this.key('rebalance'), this.#opts.nodeId).catch(() => {})
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#sweeper)
+    await Promise.all([...this.#workers.keys()].map((s) => this.stopWorker(s)))
+    await Promise.all([...this.#queues.values()].map((q) => q.close()))
+    this.#queues.clear()
+    for (const p of this.#pending.values()) p.env.settle({ ok: false, error: new Error('actor system stopped before the reply came') })
+    this.#pending.clear()
+    this.#sub.disconnect()
+    await this.redis.quit().catch(() => this.redis.disconnect())
+  }
+}
