@@ -47,8 +47,11 @@ const envelope = (error: string, details: ErrorDetail[], requestId?: string) =>
 
 export function errorHandler(deps: AppDeps) {
   return (app: Elysia) =>
-    app.onError(({ code, error, request, set }) => {
+    app.onError(({ code, error: raised, request, set }) => {
       const meta = requestMeta(request)
+      // Elysia wraps what a body parser throws in a ParseError; our own errors keep their status.
+      const cause = (raised as { cause?: unknown }).cause
+      const error = code === 'PARSE' && cause instanceof AppError ? cause : raised
       const headers = { ...(set.headers as Record<string, string>), 'content-type': 'application/json' }
       let status = 500
       let body: string

@@ -125,6 +125,18 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
           }
         }
       })
+      .onParse(async ({ request, contentType }) => {
+        // JSON bodies are read with a byte limit, so a chunked body without Content-Length
+        // cannot grow past it either (uploads have their own streaming parser).
+        if (!contentType.startsWith('application/json') || !request.body) return
+        const text = await readLimited(request.body, JSON_BODY_LIMIT)
+        if (text === '') return undefined
+        try {
+          return JSON.parse(text)
+        } catch {
+          throw new AppError('malformed_body', 'Malformed request body', { status: 400, details: [{ field: 'body', message: 'Body could not be parsed as JSON' }] })
+        }
+      })
       .mapResponse(({ request, responseValue, set }) => {
         // Serialise once here and hand Elysia a string or bytes: it then builds the Response
         // with set.headers in one go (returning a Response would merge the headers twice).
@@ -145,6 +157,23 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
           logger.info({ reqId: meta.id, method: request.method, route: r, status, ms: Math.round(seconds * 1e5) / 100, ip: clientIp(request) }, 'request')
         }
       })
+}
+
+async function readLimited(body: ReadableStream<Uint8Array>, limit: number): Promise<string> {
+  const reader = body.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > limit) {
+      await reader.cancel()
+      throw new AppError('payload_too_large', `Request body exceeds ${limit} bytes`, { status: 413 })
+    }
+    chunks.push(value)
+  }
+  return Buffer.concat(chunks).toString('utf8')
 }
 
 /** `body`, gzipped when it is large enough and the client accepts gzip (headers updated to match). */
