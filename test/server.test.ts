@@ -49,7 +49,7 @@ describe('boot', () => {
   })
 
   test('production without JWT_SECRET stops boot with a clear message', async () => {
-    const proc = Bun.spawn(['bun', 'src/main.ts'], { cwd: join(import.meta.dir, '..'), env: { ...process.env, NODE_ENV: 'production', JWT_SECRET: '' }, stderr: 'pipe', stdout: 'pipe' })
+    const proc = Bun.spawn([process.execPath, 'src/main.ts'], { cwd: join(import.meta.dir, '..'), env: { ...process.env, NODE_ENV: 'production', JWT_SECRET: '' }, stderr: 'pipe', stdout: 'pipe' })
     expect(await proc.exited).toBe(1)
     expect(await new Response(proc.stderr).text()).toContain('JWT_SECRET is required when NODE_ENV=production')
   })
@@ -59,7 +59,7 @@ describe('boot', () => {
     const dir = tmp()
     const ports = await Promise.all([freePort(), freePort(), freePort()])
     const procs = ports.map((port) =>
-      Bun.spawn(['bun', 'src/main.ts'], {
+      Bun.spawn([process.execPath, 'src/main.ts'], {
         cwd: join(import.meta.dir, '..'),
         env: { ...process.env, NODE_ENV: 'test', DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dir, JWT_SECRET: 'j'.repeat(40), ADMIN_PASSWORD: 'AdminPass123!', BCRYPT_ROUNDS: '4', LOG_LEVEL: 'warn' },
         stdout: 'pipe',
