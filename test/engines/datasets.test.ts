@@ -246,6 +246,17 @@ describe('profile', () => {
     expect((err as DatasetParseError).line).toBe(1)
   })
 
+  test('a corrupt Parquet file (right magic, garbage inside) fails as unreadable, leaving no copy', async () => {
+    const path = dir.file('corrupt-parquet')
+    await Bun.write(path, new Uint8Array([0x50, 0x41, 0x52, 0x31, ...NOT_DATASETS.random.subarray(0, 64), 8, 0, 0, 0, 0x50, 0x41, 0x52, 0x31]))
+    expect(await detectFormat(path)).toBe('parquet')
+    const parquetPath = dir.file('corrupt-parquet.parquet')
+    const err = await rejection(engine.profile(path, 'parquet', { parquetPath }))
+    expect(err).toBeInstanceOf(DatasetParseError)
+    expect(err.message).toStartWith('The Parquet file could not be read: ')
+    expect(existsSync(parquetPath)).toBe(false)
+  })
+
   test('toParquet converts without profiling', async () => {
     const dest = dir.file('converted.parquet')
     await engine.toParquet(files['ndjson.gz'], dest, 'ndjson.gz')
@@ -402,6 +413,19 @@ describe('query sandbox', () => {
       expect(err.message).not.toContain(sampleParquet)
     })
   }
+
+  test('state-changing table functions inside a SELECT cannot write files either', async () => {
+    await engine.query(sampleParquet, `SELECT * FROM enable_logging(level = 'trace', storage = 'file', storage_path = '${outside}/logs')`)
+    await engine.query(sampleParquet, `SELECT * FROM enable_logging(storage = 'file', storage_path = '${sampleParquet}')`)
+    expect(existsSync(`${outside}/logs`)).toBe(false)
+    expect((await engine.preview(sampleParquet, 1, 0)).totalRows).toBe(200)
+  })
+
+  test("the dataset's server path does not leak through catalog functions", async () => {
+    const r = await engine.query(sampleParquet, "SELECT (SELECT sql FROM duckdb_views() WHERE view_name = 'data') AS v, (SELECT value FROM duckdb_settings() WHERE name = 'allowed_paths') AS p")
+    expect(JSON.stringify(r.rows)).not.toContain(sampleParquet)
+    expect(r.rows[0]!.v).toContain("read_parquet('data')")
+  })
 
   test('refused statements had no effect: nothing was written, the dataset is intact', async () => {
     const written = readdirSync(dir.path).filter((f) => /stolen|other\.duckdb|^export$|^x\.csv$|^q\.csv$/.test(f))

@@ -76,14 +76,16 @@ export function isTypeGuessFailure(message: string): boolean {
 
 /**
  * The error to report for a dataset DuckDB failed to read. `label` names the format for the
- * user ("CSV", "JSON"); `path` is redacted from the message.
+ * user ("CSV", "JSON"); `path` is redacted from the message. `ioIsFileFault`: an I/O error
+ * means the file is broken (a Parquet file whose footer points past its end), not the disk.
  */
-export function readFailure(err: unknown, label: string, path: string): AppError {
+export function readFailure(err: unknown, label: string, path: string, opts: { ioIsFileFault?: boolean } = {}): AppError {
   if (err instanceof AppError) return err
   const raw = err instanceof Error ? err.message : String(err)
   const type = duckErrorType(raw)
-  // Interrupts, memory exhaustion and I/O failures are the server's problem, not the file's.
-  if (type === 'INTERRUPT' || type === 'Out of Memory' || type === 'IO' || type === 'Permission' || type === 'Internal' || type === 'FATAL') {
+  const serverSide = ['INTERRUPT', 'Out of Memory', 'Permission', 'Internal', 'FATAL', ...(opts.ioIsFileFault ? [] : ['IO'])]
+  // Interrupts, memory exhaustion and (usually) I/O failures are the server's problem, not the file's.
+  if (type !== undefined && serverSide.includes(type)) {
     return new AppError('dataset_engine_failed', `DuckDB failed while reading the dataset: ${redactPath(raw, path, '<dataset>')}`, { status: 500, cause: err })
   }
   const message = redactPath(raw, path, '<dataset>')
