@@ -11,6 +11,7 @@ import {
   DatasetParseError,
   DuckDBDatasetEngine,
   QueryTimeoutError,
+  consumeFile,
   detectFormat,
   diffProfiles,
   type DatasetFormat,
@@ -497,6 +498,22 @@ describe('exportTo', () => {
     const res = await engine.exportTo(sampleParquet, 'json', out)
     expect(res.contentType).toBe('application/json')
     expect(JSON.parse(await Bun.file(out).text())).toEqual(ROWS)
+  })
+
+  test('consumeFile streams an export and removes it, also when the reader cancels', async () => {
+    const out = dir.file('streamed.json')
+    const res = await engine.exportTo(sampleParquet, 'json', out)
+    const body = await new Response(await consumeFile(out, 1024)).text()
+    expect(body.length).toBe(res.bytes)
+    expect(JSON.parse(body)).toEqual(ROWS)
+    expect(existsSync(out)).toBe(false)
+
+    const out2 = dir.file('cancelled.csv')
+    await engine.exportTo(sampleParquet, 'csv', out2)
+    const reader = (await consumeFile(out2, 64)).getReader()
+    expect((await reader.read()).value!.length).toBe(64)
+    await reader.cancel()
+    expect(existsSync(out2)).toBe(false)
   })
 
   test('Parquet: a readable copy', async () => {

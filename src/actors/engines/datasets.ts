@@ -17,7 +17,7 @@
  * Paths handed to this module are server-generated (UUID names under UPLOAD_DIR); they are
  * still quoted as SQL literals, never spliced raw.
  */
-import { copyFile, mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, open, rename, rm, stat } from 'node:fs/promises'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DuckDBInstance, StatementType, type DuckDBConnection } from '@duckdb/node-api'
@@ -501,8 +501,8 @@ export class DuckDBDatasetEngine implements DatasetEngine {
 
   /**
    * Write the dataset to `dest` as CSV (with header), a JSON array of objects, or Parquet,
-   * atomically; the caller streams the file (e.g. `new Response(Bun.file(dest))`) and removes
-   * it. In CSV, every cell of a non-numeric column that begins with = + - @ TAB or CR gets a
+   * atomically; the caller streams the file and removes it — `consumeFile(dest)` does both
+   * (`new Response(await consumeFile(res.path), { headers: { 'content-length': … } })`). In CSV, every cell of a non-numeric column that begins with = + - @ TAB or CR gets a
    * leading single quote, so a spreadsheet shows it as text instead of evaluating it (OWASP
    * "CSV Injection"); header names are treated the same. Numeric columns are left alone: a
    * number like -5 is data, not a formula.
@@ -538,6 +538,38 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     }
     return { path: dest, bytes: (await stat(dest)).size, contentType: EXPORT_MEDIA_TYPES[format] }
   }
+}
+
+/**
+ * A stream of the file at `path` that owns it: the file is opened and unlinked at once (on
+ * POSIX the open handle keeps the data readable), so it disappears whether the stream is read
+ * to the end, cancelled by a client that went away, or dropped and garbage-collected.
+ */
+export async function consumeFile(path: string, chunkSize = 256 * 1024): Promise<ReadableStream<Uint8Array>> {
+  const fh = await open(path, 'r')
+  await rm(path, { force: true })
+  let closed = false
+  const close = async () => {
+    if (closed) return
+    closed = true
+    await fh.close()
+  }
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const buf = new Uint8Array(chunkSize)
+        const { bytesRead } = await fh.read(buf, 0, chunkSize, null)
+        if (bytesRead === 0) {
+          await close()
+          controller.close()
+        } else controller.enqueue(buf.subarray(0, bytesRead))
+      } catch (err) {
+        await close()
+        controller.error(err)
+      }
+    },
+    cancel: close,
+  })
 }
 
 /** Characters that make a spreadsheet treat a cell as a formula (OWASP CSV injection). */
