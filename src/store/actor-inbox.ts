@@ -3,6 +3,7 @@
  * transaction as the turn, so a redelivered message is recognised and answered with the
  * reply it got the first time instead of being applied again.
  */
+import type postgres from 'postgres'
 import type { Db } from './db.ts'
 
 export interface InboxKey {
@@ -17,20 +18,20 @@ export interface InboxEntry extends InboxKey {
 
 /** The entries among `keys` that were already applied. */
 export function findInbox(sql: Db, keys: readonly InboxKey[]) {
-  const json = JSON.stringify(keys.map((k) => ({ kind: k.kind, actor_id: k.actorId, message_id: k.messageId })))
+  const json = asJson(keys.map((k) => ({ kind: k.kind, actor_id: k.actorId, message_id: k.messageId })))
   return sql<InboxEntry[]>`
     select i.kind, i.actor_id as "actorId", i.message_id as "messageId", i.reply
-    from jsonb_to_recordset(${json}::jsonb) as k (kind text, actor_id text, message_id text)
+    from jsonb_to_recordset(${sql.json(json)}) as k (kind text, actor_id text, message_id text)
     join actor_inbox i on i.kind = k.kind and i.actor_id = k.actor_id and i.message_id = k.message_id`
 }
 
 /** Record applied messages. A duplicate key fails the statement (and so the transaction). */
 export function insertInbox(sql: Db, entries: readonly InboxEntry[]) {
-  const json = JSON.stringify(entries.map((e) => ({ kind: e.kind, actor_id: e.actorId, message_id: e.messageId, reply: e.reply ?? null })))
+  const json = asJson(entries.map((e) => ({ kind: e.kind, actor_id: e.actorId, message_id: e.messageId, reply: e.reply ?? null })))
   return sql`
     insert into actor_inbox (kind, actor_id, message_id, reply)
     select kind, actor_id, message_id, reply
-    from jsonb_to_recordset(${json}::jsonb) as r (kind text, actor_id text, message_id text, reply jsonb)`
+    from jsonb_to_recordset(${sql.json(json)}) as r (kind text, actor_id text, message_id text, reply jsonb)`
 }
 
 /** Delete up to `limit` entries recorded before `before`; returns how many went. */
@@ -38,4 +39,9 @@ export async function pruneInbox(sql: Db, before: Date, limit = 10_000): Promise
   const res = await sql`
     delete from actor_inbox where ctid in (select ctid from actor_inbox where at < ${before} limit ${limit})`
   return res.count
+}
+
+/** Rows travel as one jsonb parameter (expanded with jsonb_to_recordset): one statement for any number of rows. */
+function asJson(rows: object[]): postgres.JSONValue {
+  return rows as postgres.JSONValue
 }

@@ -2,6 +2,7 @@
  * Generic actor state (table actor_state): kinds that define no load/persist of their own
  * keep their state here as one jsonb document per actor.
  */
+import type postgres from 'postgres'
 import type { Db } from './db.ts'
 
 export async function loadActorState(sql: Db, kind: string, actorId: string): Promise<unknown> {
@@ -11,6 +12,6 @@ export async function loadActorState(sql: Db, kind: string, actorId: string): Pr
 
 export async function saveActorState(sql: Db, kind: string, actorId: string, state: unknown): Promise<void> {
   await sql`
-    insert into actor_state (kind, actor_id, state) values (${kind}, ${actorId}, ${JSON.stringify(state)}::jsonb)
+    insert into actor_state (kind, actor_id, state) values (${kind}, ${actorId}, ${sql.json(state as postgres.JSONValue)})
     on conflict (kind, actor_id) do update set state = excluded.state, updated_at = now()`
 }

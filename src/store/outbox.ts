@@ -3,6 +3,7 @@
  * numbered per topic without gaps. Subscribers get them after commit; a subscriber that was
  * away resumes with readOutbox(topic, lastSeqSeen).
  */
+import type postgres from 'postgres'
 import type { Db } from './db.ts'
 
 export interface OutboxEvent {
@@ -22,10 +23,10 @@ export type NewOutboxEvent = Omit<OutboxEvent, 'seq'>
  */
 export async function appendOutbox(sql: Db, events: readonly NewOutboxEvent[]): Promise<OutboxEvent[]> {
   if (events.length === 0) return []
-  const json = JSON.stringify(events.map((e, ord) => ({ topic: e.topic, type: e.type, data: e.data ?? null, at: e.at.toISOString(), ord })))
+  const json = asJson(events.map((e, ord) => ({ topic: e.topic, type: e.type, data: e.data ?? null, at: e.at.toISOString(), ord })))
   const last = await sql<{ topic: string; seq: number }[]>`
     with ev as (
-      select * from jsonb_to_recordset(${json}::jsonb) as e (topic text, type text, data jsonb, at timestamptz, ord int)
+      select * from jsonb_to_recordset(${sql.json(json)}) as e (topic text, type text, data jsonb, at timestamptz, ord int)
     ), counts as (
       select topic, count(*)::int8 as n from ev group by topic
     ), bumped as (
@@ -71,4 +72,9 @@ export async function pruneOutbox(sql: Db, before: Date, limit = 10_000): Promis
   const res = await sql`
     delete from actor_outbox where ctid in (select ctid from actor_outbox where at < ${before} limit ${limit})`
   return res.count
+}
+
+/** Rows travel as one jsonb parameter (expanded with jsonb_to_recordset): one statement for any number of rows. */
+function asJson(rows: object[]): postgres.JSONValue {
+  return rows as postgres.JSONValue
 }

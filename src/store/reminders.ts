@@ -2,6 +2,7 @@
  * Durable reminders (table actor_reminders): a message to deliver to an actor once it is
  * due. The runtime deletes a reminder in the transaction of the turn it triggered.
  */
+import type postgres from 'postgres'
 import type { Db } from './db.ts'
 
 export interface Reminder {
@@ -14,13 +15,13 @@ export interface Reminder {
 }
 
 export function insertReminders(sql: Db, reminders: readonly Reminder[]) {
-  const json = JSON.stringify(
+  const json = asJson(
     reminders.map((r) => ({ id: r.id, shard: r.shard, kind: r.kind, actor_id: r.actorId, due_at: r.dueAt.toISOString(), message: r.message })),
   )
   return sql`
     insert into actor_reminders (id, shard, kind, actor_id, due_at, message)
     select id, shard, kind, actor_id, due_at, message
-    from jsonb_to_recordset(${json}::jsonb) as r (id uuid, shard int, kind text, actor_id text, due_at timestamptz, message jsonb)`
+    from jsonb_to_recordset(${sql.json(json)}) as r (id uuid, shard int, kind text, actor_id text, due_at timestamptz, message jsonb)`
 }
 
 /** Reminders of `shards` that are due, oldest first. */
@@ -49,4 +50,9 @@ export function deleteReminders(sql: Db, ids: readonly string[]) {
 export async function countReminders(sql: Db, kind: string, actorId: string): Promise<number> {
   const [row] = await sql<{ n: number }[]>`select count(*)::int as n from actor_reminders where kind = ${kind} and actor_id = ${actorId}`
   return row!.n
+}
+
+/** Rows travel as one jsonb parameter (expanded with jsonb_to_recordset): one statement for any number of rows. */
+function asJson(rows: object[]): postgres.JSONValue {
+  return rows as postgres.JSONValue
 }

@@ -284,7 +284,7 @@ export class ClusterPlacement implements Placement {
     const leaseKeys = Array.from({ length: config.shards }, (_, s) => this.#lease(s))
     const [[, scored], [, info], [, owners]] = ((await this.#redis
       .multi()
-      .zrange(transport.key('nodes'), 0, -1, 'WITHSCORES')
+      .zrange(transport.key('nodes'), '0', '-1', 'WITHSCORES')
       .hgetall(transport.key('node-info'))
       .mget(...leaseKeys)
       .exec()) ?? []) as [unknown, unknown][] as [[unknown, string[]], [unknown, Record<string, string>], [unknown, (string | null)[]]]

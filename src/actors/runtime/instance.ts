@@ -26,8 +26,6 @@ export interface Envelope {
   wantsReply: boolean
   /** Epoch-ms after which nobody waits for the reply any more. */
   deadline: number
-  /** Delivery attempts so far (a batch that lost a race is retried a bounded number of times). */
-  attempts: number
   settle(reply: Reply): void
 }
 

@@ -1,25 +1,31 @@
 /**
- * Turn transactions, committed in groups.
+ * Turn transactions.
  *
- * A turn is one message applied to one actor: its handler runs inside a transaction that also
- * writes the kind's state, an inbox row keyed by (actor, message id), the outbox events (with
- * per-topic sequence numbers) and the reminders it scheduled; after commit the caller gets the
- * reply and subscribers get the events. Ready turns of different actors share a transaction
- * ("group commit", as PostgreSQL does with WAL flushes): one BEGIN, one fencing check, one
- * multi-row insert per runtime table and one COMMIT for the group, which is how a persisted
- * turn gets cheaper than a bare single-row UPDATE transaction. Isolation between the turns of
- * a group comes from savepoints: a handler that throws, or a turn whose writes fail, is rolled
- * back alone and the others commit.
+ * A turn is one message applied to one actor. Its transaction writes the kind's state, an
+ * inbox row keyed by (actor, message id), the outbox events (numbered per topic) and the
+ * reminders the handler scheduled, after a fencing check of the actor's shard epoch; the
+ * caller gets the reply, and subscribers the events, only after COMMIT.
+ *
+ * Handlers of different actors run concurrently, and outside any transaction until they need
+ * one, so a handler waiting on Docker or an LLM holds no connection and delays nobody else:
+ *
+ * - A handler that never touches `ctx.tx` (the common case: compute the new state, emit,
+ *   reply) leaves its writes to a group commit: turns of different actors that finish at about
+ *   the same time share one transaction — one BEGIN, one fencing check, one multi-row insert
+ *   per runtime table, one COMMIT and one WAL flush for the group (PostgreSQL's own group
+ *   commit, done one level up). A savepoint around the group's writes, and one per turn if
+ *   they fail, rolls back only the turn whose writes fail.
+ * - A handler that uses `ctx.tx` gets a transaction of its own, begun at its first statement;
+ *   the runtime's writes follow in it, and a throw rolls all of it back.
  *
  * Statements are pipelined on a reserved connection (postgres.js sends a query as soon as it
- * is executed, without waiting for the previous one): BEGIN and the fencing check go out
- * before the handlers run, and a lone turn whose writes are single statements sends them
- * together with its COMMIT, so a turn costs one round trip plus the WAL flush.
+ * is executed): a lone turn whose writes are single statements sends BEGIN, the fencing check,
+ * its writes and COMMIT in one flight, so it costs one round trip plus the WAL flush.
  *
  * Duplicates: the inbox row's primary key makes a redelivered message fail its insert, which
  * rolls the turn back; the caller then gets the reply stored by the first application. The
- * handler of a redelivered message may thus run again — the design card requires side effects
- * to be idempotent — but its state, events and reply are the first application's.
+ * handler of a redelivered message may thus run again (the design card requires side effects
+ * to be idempotent), but its state, events and reply are those of the first application.
  */
 import type postgres from 'postgres'
 import type { Logger } from '../../core/logger.ts'
@@ -47,20 +53,17 @@ export type TurnOutcome =
   | { type: 'applied'; state: unknown; stateChanged: boolean; reply: unknown; events: OutboxEvent[]; effects: TurnEffects }
   /** The message had been applied before: this is the reply it got then. */
   | { type: 'duplicate'; reply: unknown }
-  /** The handler threw or the turn's writes failed; nothing of the turn was committed.
-   * `reload`: the connection failed around COMMIT, so the outcome in SQL is unknown and the
-   * in-memory state must be reloaded before the next turn. */
+  /** The handler threw, or the turn's writes failed: nothing of the turn was committed.
+   * `reload`: the connection failed around COMMIT, so whether the turn committed is unknown
+   * and the in-memory state must be reloaded before the next turn. */
   | { type: 'failed'; error: unknown; reload: boolean }
   /** The fencing check refused the turn: another node owns the actor's shard now. */
   | { type: 'fenced' }
-  /** The group was lost for a reason that is not this turn's (another shard was fenced, a
-   * deadlock): nothing was committed, the turn can simply run again. */
-  | { type: 'retry'; error: unknown }
 
 /** The handler's view of its turn, for the context the system builds around it. */
 export interface TurnScope {
   readonly effects: TurnEffects
-  /** The transaction; first use opens the turn's savepoint. */
+  /** The turn's transaction (begun at its first statement). */
   readonly tx: Db
   /** False once the handler has returned: the context refuses to record anything after. */
   readonly open: boolean
@@ -73,30 +76,34 @@ export interface CommitterOptions {
   commitConcurrency: number
 }
 
-interface Pending {
+interface Work {
   instance: ActorInstance
   env: Envelope
-  resolve(outcome: TurnOutcome): void
-}
-
-interface Work extends Pending {
-  status: 'waiting' | 'ok' | 'failed' | 'duplicate'
+  status: 'ok' | 'failed' | 'duplicate'
   hasState: boolean
   state: unknown
   reply: unknown
   error: unknown
   effects: TurnEffects
-  /** Written inside its own savepoint already (the handler used ctx.tx). */
-  written: boolean
   events: OutboxEvent[]
   started: number
+  /** Group commits this turn lost for another turn's reason (a fenced shard, a deadlock). */
+  retries: number
+  resolve(outcome: TurnOutcome): void
 }
+
+/** A group that lost for someone else's reason is committed again at most this often. */
+const MAX_GROUP_RETRIES = 5
 
 const noop = () => {}
 
 /** postgres.js queries are lazy promises with an `execute` method; async functions return plain promises. */
 function isQuery(x: unknown): x is postgres.PendingQuery<any> {
   return x instanceof Promise && typeof (x as { execute?: unknown }).execute === 'function'
+}
+
+function isTemplate(x: unknown): x is TemplateStringsArray {
+  return Array.isArray(x) && Array.isArray((x as unknown as TemplateStringsArray).raw)
 }
 
 function inboxKey(env: Envelope): InboxKey {
@@ -107,9 +114,70 @@ function isInboxDuplicate(err: unknown): boolean {
   return pgCode(err) === PG.uniqueViolation && (err as { constraint_name?: string }).constraint_name === 'actor_inbox_pkey'
 }
 
+function isRetryable(err: unknown): boolean {
+  const code = pgCode(err)
+  return code === '40P01' || code === PG.serializationFailure
+}
+
+/**
+ * The transaction of a turn whose handler uses ctx.tx: begun (with the fencing check) when
+ * the handler's first statement runs. `proxy` is what the handler sees: tagged templates run
+ * on the transaction once it is open; helpers (`tx(row)`, `tx.json(x)`) need no connection.
+ */
+class OwnTransaction {
+  conn: Conn | undefined
+  #opening: Promise<Conn> | undefined
+  #fence: Promise<unknown> | undefined
+  readonly proxy: Db
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly instance: ActorInstance,
+  ) {
+    const self = this
+    const target = function () {} as unknown as Db
+    this.proxy = new Proxy(target, {
+      apply(_t, _this, args: unknown[]) {
+        const [first, ...rest] = args
+        if (isTemplate(first)) return self.#query(first, rest)
+        return (sql as unknown as (...a: unknown[]) => unknown)(first, ...rest)
+      },
+      get(_t, prop) {
+        const value = (sql as unknown as Record<PropertyKey, unknown>)[prop]
+        return typeof value === 'function' ? value.bind(sql) : value
+      },
+    })
+  }
+
+  get opened(): boolean {
+    return this.#opening !== undefined
+  }
+
+  open(): Promise<Conn> {
+    return (this.#opening ??= (async () => {
+      const conn = await this.sql.reserve()
+      this.conn = conn
+      conn`begin`.catch(noop)
+      this.#fence = fence(conn, [this.instance.shard], [this.instance.epoch]).then(noop, (err: unknown) => err)
+      return conn
+    })())
+  }
+
+  /** The fencing check's error, if it failed. */
+  async fenceError(): Promise<unknown> {
+    return this.#fence ? await this.#fence : undefined
+  }
+
+  async #query(strings: TemplateStringsArray, args: unknown[]): Promise<unknown> {
+    const conn = await this.open()
+    return await (conn as unknown as (s: TemplateStringsArray, ...a: unknown[]) => Promise<unknown>)(strings, ...args)
+  }
+}
+
 export class TurnCommitter {
-  #pending: Pending[] = []
+  #ready: Work[] = []
   #running = 0
+  #inFlight = 0
   #scheduled = false
   #idle: PromiseWithResolvers<void> | undefined
 
@@ -121,111 +189,221 @@ export class TurnCommitter {
     private readonly logger: Logger,
   ) {}
 
-  /** Run one turn of `instance` for `env`; resolves once it is committed or rolled back. */
-  submit(instance: ActorInstance, env: Envelope): Promise<TurnOutcome> {
-    const { promise, resolve } = Promise.withResolvers<TurnOutcome>()
-    this.#pending.push({ instance, env, resolve })
-    // Turns that become ready in the same tick (typically: the callers a previous group
-    // answered, asking again) join one group.
-    if (!this.#scheduled) {
-      this.#scheduled = true
-      queueMicrotask(() => this.#flush())
+  /** Run one turn of `instance` for `env`: the handler, then the commit. */
+  async run(instance: ActorInstance, env: Envelope): Promise<TurnOutcome> {
+    this.#inFlight++
+    try {
+      return await this.#turn(instance, env)
+    } finally {
+      if (--this.#inFlight === 0) {
+        this.#idle?.resolve()
+        this.#idle = undefined
+      }
     }
-    return promise
   }
 
-  /** Resolves when no turn is waiting or in flight. */
+  /** Resolves when no turn is in flight. */
   idle(): Promise<void> {
-    if (this.#running === 0 && this.#pending.length === 0) return Promise.resolve()
+    if (this.#inFlight === 0) return Promise.resolve()
     return (this.#idle ??= Promise.withResolvers<void>()).promise
   }
 
-  #flush(): void {
-    this.#scheduled = false
-    while (this.#pending.length > 0 && this.#running < this.opts.commitConcurrency) {
-      // Spread what is ready over the free connections, so both the database's cores and the
-      // WAL flushes of concurrent groups overlap; a backlog then drains in full groups.
-      const free = this.opts.commitConcurrency - this.#running
-      const size = Math.min(this.opts.maxBatchTurns, Math.ceil(this.#pending.length / free))
-      const group = this.#pending.splice(0, size)
-      this.#running++
-      void this.#run(group).finally(() => {
-        this.#running--
-        if (this.#pending.length > 0) this.#flush()
-        else if (this.#running === 0) {
-          this.#idle?.resolve()
-          this.#idle = undefined
-        }
-      })
-    }
-  }
-
-  async #run(group: Pending[]): Promise<void> {
-    this.metrics.batchTurns.observe(group.length)
-    let conn: Conn
-    try {
-      conn = await this.sql.reserve()
-    } catch (error) {
-      for (const p of group) p.resolve({ type: 'failed', error, reload: false })
-      return
-    }
-    const works: Work[] = group.map((p) => ({
-      ...p,
-      status: 'waiting',
+  async #turn(instance: ActorInstance, env: Envelope): Promise<TurnOutcome> {
+    const own = new OwnTransaction(this.sql, instance)
+    const w: Work = {
+      instance,
+      env,
+      status: 'ok',
       hasState: false,
       state: undefined,
       reply: undefined,
       error: undefined,
       effects: { events: [], reminders: [], sends: [], background: [] },
-      written: false,
       events: [],
       started: performance.now(),
-    }))
+      retries: 0,
+      resolve: noop,
+    }
+    let open = true
+    const scope: TurnScope = {
+      effects: w.effects,
+      get tx(): Db {
+        if (!open) throw new Error(`ctx.tx of ${instance.key} used after its handler returned`)
+        return own.proxy
+      },
+      get open() {
+        return open
+      },
+    }
+    try {
+      const result = await instance.def.handle(this.context(instance, env, scope), instance.state, env.message)
+      if (result && result.state !== undefined) {
+        w.hasState = true
+        w.state = result.state
+      }
+      w.reply = result ? result.reply : undefined
+    } catch (err) {
+      w.status = 'failed'
+      w.error = err
+    }
+    open = false
+    let outcome: TurnOutcome
+    if (own.opened) outcome = await this.#commitOwn(own, w)
+    else if (w.status === 'failed') outcome = await this.#afterFailure(w)
+    else outcome = await this.#group(w)
+    this.metrics.turnDuration.observe({ kind: instance.def.kind, outcome: outcome.type }, (performance.now() - w.started) / 1000)
+    return outcome
+  }
+
+  /** A turn that used ctx.tx: its writes and COMMIT (or ROLLBACK) in its own transaction. */
+  async #commitOwn(own: OwnTransaction, w: Work): Promise<TurnOutcome> {
+    let conn: Conn
+    try {
+      conn = await own.open()
+    } catch (error) {
+      return { type: 'failed', error, reload: false }
+    }
+    let finished = false
+    try {
+      if (w.status === 'ok') {
+        try {
+          await this.#issueWrites(conn, [w]).done
+        } catch (err) {
+          this.#fail(w, err)
+        }
+      }
+      const fenceError = await own.fenceError()
+      if (fenceError) throw fenceError
+      if (w.status !== 'ok') {
+        finished = true
+        await conn`rollback`
+        return await this.#afterFailure(w)
+      }
+      const commit = await conn`commit`
+      finished = true
+      if (commit.command !== 'COMMIT') throw new Error(`turn transaction ended with ${commit.command}`)
+      return this.#applied(w)
+    } catch (err) {
+      if (!finished) await conn`rollback`.catch(noop)
+      if (pgCode(err) === FENCED_SQLSTATE) {
+        this.metrics.fencedBatches.inc()
+        return { type: 'fenced' }
+      }
+      this.logger.error({ err, actor: w.instance.key }, 'turn transaction failed')
+      return { type: 'failed', error: err, reload: true }
+    } finally {
+      conn.release()
+    }
+  }
+
+  /** Nothing of the turn was committed: say why, consuming a reminder that failed. */
+  async #afterFailure(w: Work): Promise<TurnOutcome> {
+    if (w.env.dedup || w.status === 'duplicate') {
+      // A redelivered message whose handler now throws (say, "already exists") is still a
+      // duplicate: answer with the first application's reply.
+      try {
+        const [row] = await findInbox(this.sql, [inboxKey(w.env)])
+        if (row) return { type: 'duplicate', reply: row.reply }
+      } catch (err) {
+        this.logger.error({ err }, 'inbox lookup failed')
+      }
+    }
+    if (w.env.reminderId && w.status === 'failed') {
+      await deleteReminders(this.sql, [w.env.reminderId]).catch((err) => this.logger.error({ err }, 'could not delete a failed reminder'))
+    }
+    return { type: 'failed', error: w.error, reload: false }
+  }
+
+  #applied(w: Work): TurnOutcome {
+    return { type: 'applied', state: w.state, stateChanged: w.hasState, reply: w.reply, events: w.events, effects: w.effects }
+  }
+
+  #fail(w: Work, err: unknown): void {
+    w.status = isInboxDuplicate(err) ? 'duplicate' : 'failed'
+    w.error = err
+  }
+
+  // ---- group commit ----------------------------------------------------------------------
+
+  #group(w: Work): Promise<TurnOutcome> {
+    const { promise, resolve } = Promise.withResolvers<TurnOutcome>()
+    w.resolve = resolve
+    this.#enqueue(w)
+    return promise
+  }
+
+  #enqueue(w: Work): void {
+    this.#ready.push(w)
+    // Turns that finish in the same tick (typically: the callers the previous group
+    // answered, asking again) join one group.
+    if (!this.#scheduled) {
+      this.#scheduled = true
+      queueMicrotask(() => this.#flush())
+    }
+  }
+
+  #flush(): void {
+    this.#scheduled = false
+    while (this.#ready.length > 0 && this.#running < this.opts.commitConcurrency) {
+      // Spread what is ready over the free connections, so the database's cores and the WAL
+      // flushes of concurrent groups overlap; a backlog then drains in full groups.
+      const free = this.opts.commitConcurrency - this.#running
+      const size = Math.min(this.opts.maxBatchTurns, Math.ceil(this.#ready.length / free))
+      const group = this.#ready.splice(0, size)
+      this.#running++
+      void this.#commitGroup(group).finally(() => {
+        this.#running--
+        if (this.#ready.length > 0) this.#flush()
+      })
+    }
+  }
+
+  async #commitGroup(works: Work[]): Promise<void> {
+    this.metrics.batchTurns.observe(works.length)
+    let conn: Conn
+    try {
+      conn = await this.sql.reserve()
+    } catch (error) {
+      for (const w of works) w.resolve({ type: 'failed', error, reload: false })
+      return
+    }
     let fenceError: unknown
     let inTransaction = false
     try {
       conn`begin`.catch(noop)
       inTransaction = true
-      const shards = works.map((w) => w.instance.shard)
-      const epochs = works.map((w) => w.instance.epoch)
-      const fenced = fence(conn, shards, epochs).then(noop, (err) => {
+      const fenced = fence(
+        conn,
+        works.map((w) => w.instance.shard),
+        works.map((w) => w.instance.epoch),
+      ).then(noop, (err: unknown) => {
         fenceError = err
       })
-
-      for (const w of works) await this.#handle(conn, w)
-
-      const toWrite = works.filter((w) => w.status === 'ok' && !w.written)
       let pipelined: Promise<void> | undefined
-      if (toWrite.length > 0) {
-        if (works.length === 1) {
-          const { done, synchronous } = this.#issueWrites(conn, toWrite)
-          // A lone turn whose statements are all out already can send COMMIT right behind
-          // them: if one fails, the transaction is aborted and COMMIT answers ROLLBACK.
-          if (synchronous) pipelined = done
-          else await done
-        } else {
-          await this.#writeIsolated(conn, toWrite)
-        }
+      if (works.length === 1) {
+        const { done, synchronous } = this.#issueWrites(conn, works)
+        // A lone turn whose statements are all on their way can send COMMIT right behind
+        // them: if one fails, the transaction is aborted and COMMIT answers ROLLBACK.
+        if (synchronous) pipelined = done
+        else await done
+      } else {
+        await this.#writeIsolated(conn, works)
       }
-      const reminderIds = works.filter((w) => w.env.reminderId && w.status !== 'waiting').map((w) => w.env.reminderId!)
-      if (reminderIds.length > 0) deleteReminders(conn, reminderIds).catch(noop)
       const commit = await conn`commit`
       inTransaction = false
       let writeError: unknown
-      if (pipelined) await pipelined.catch((err) => (writeError = err))
+      if (pipelined) await pipelined.catch((err: unknown) => (writeError = err))
       await fenced
       if (fenceError) throw fenceError
       if (commit.command !== 'COMMIT') {
-        if (writeError && works.length === 1) {
-          // The lone turn's own writes failed: that turn failed (or was a duplicate).
-          this.#fail(works[0]!, writeError)
-          await this.#afterRollback(works)
-          await this.#settle(works)
-          return
-        }
-        throw writeError ?? new Error(`turn transaction ended with ${commit.command}`)
+        // Only a lone turn's own writes can abort the transaction this way.
+        if (writeError === undefined || works.length !== 1) throw writeError ?? new Error(`turn transaction ended with ${commit.command}`)
+        this.#fail(works[0]!, writeError)
       }
-      await this.#settle(works)
+      for (const w of works) {
+        if (w.status === 'ok') w.resolve(this.#applied(w))
+        else void this.#afterFailure(w).then(w.resolve)
+      }
     } catch (err) {
       if (inTransaction) await conn`rollback`.catch(noop)
       await this.#abort(works, fenceError ?? err)
@@ -234,73 +412,14 @@ export class TurnCommitter {
     }
   }
 
-  /** Run the handler of one turn, inside the group's transaction. */
-  async #handle(conn: Conn, w: Work): Promise<void> {
-    let open = true
-    let savepoint = false
-    const scope: TurnScope = {
-      effects: w.effects,
-      get tx(): Db {
-        if (!open) throw new Error(`ctx.tx of ${w.instance.key} used after its handler returned`)
-        if (!savepoint) {
-          savepoint = true
-          conn`savepoint turn`.catch(noop)
-        }
-        return conn
-      },
-      get open() {
-        return open
-      },
-    }
-    w.started = performance.now()
-    try {
-      const result = await w.instance.def.handle(this.context(w.instance, w.env, scope), w.instance.state, w.env.message)
-      open = false
-      w.status = 'ok'
-      if (result && result.state !== undefined) {
-        w.hasState = true
-        w.state = result.state
-      }
-      w.reply = result ? result.reply : undefined
-    } catch (err) {
-      open = false
-      w.status = 'failed'
-      w.error = err
-    }
-    if (!savepoint) return
-    if (w.status === 'ok') {
-      // The handler wrote through ctx.tx: its state, inbox row and events go in the same
-      // savepoint, so a failure of any of them rolls back the handler's writes too.
-      try {
-        await this.#issueWrites(conn, [w]).done
-        w.written = true
-        conn`release savepoint turn`.catch(noop)
-        return
-      } catch (err) {
-        this.#fail(w, err)
-      }
-    }
-    // Throws if the connection is gone: then the whole group fails.
-    await conn`rollback to savepoint turn`
-    conn`release savepoint turn`.catch(noop)
-  }
-
-  #fail(w: Work, err: unknown): void {
-    w.status = isInboxDuplicate(err) ? 'duplicate' : 'failed'
-    w.error = err
-    w.written = false
-  }
-
   /** Writes of several turns: all at once in one savepoint, and if that fails, one by one. */
   async #writeIsolated(conn: Conn, works: Work[]): Promise<void> {
     conn`savepoint batch`.catch(noop)
     try {
       await this.#issueWrites(conn, works).done
-      conn`release savepoint batch`.catch(noop)
       return
     } catch {
       await conn`rollback to savepoint batch`
-      conn`release savepoint batch`.catch(noop)
     }
     for (const w of works) {
       conn`savepoint turn`.catch(noop)
@@ -316,15 +435,16 @@ export class TurnCommitter {
   }
 
   /**
-   * Send the writes of `works` (state, inbox, outbox, reminders). `synchronous` tells whether
-   * every statement is already on its way (the runtime's own are; a kind's persist is when it
-   * returns its query rather than awaiting inside an async function).
+   * Send the writes of `works`: state, inbox rows, outbox events, reminders (new ones, and
+   * the one a reminder turn consumes). `synchronous` tells whether every statement is already
+   * on its way: the runtime's own are; a kind's persist is when it returns its query rather
+   * than awaiting inside an async function.
    */
   #issueWrites(conn: Conn, works: Work[]): { done: Promise<void>; synchronous: boolean } {
     const all: Promise<unknown>[] = []
     let synchronous = true
     const issue = (q: Promise<unknown>) => {
-      // Queries are executed in call order; catch() marks the rejection handled here, and
+      // execute() sends queries in call order; catch() marks the rejection handled here, and
       // allSettled below still reports it.
       if (isQuery(q)) q.execute()
       else synchronous = false
@@ -340,79 +460,45 @@ export class TurnCommitter {
           let i = 0
           for (const w of works) w.events = out.slice(i, (i += w.effects.events.length))
         })
-        all.push(numbered)
         numbered.catch(noop)
+        all.push(numbered)
       }
       const reminders = works.flatMap((w) => w.effects.reminders)
       if (reminders.length > 0) issue(insertReminders(conn, reminders))
+      const consumed = works.flatMap((w) => (w.env.reminderId ? [w.env.reminderId] : []))
+      if (consumed.length > 0) issue(deleteReminders(conn, consumed))
     } catch (err) {
       // A synchronous throw (a reply that is not JSON, a persist that throws before its first
       // await): wait for what was sent, then report it like a failed statement.
-      return { done: Promise.allSettled(all).then(() => Promise.reject(err)), synchronous: false }
+      const done = Promise.allSettled(all).then(() => Promise.reject(err))
+      done.catch(noop)
+      return { done, synchronous: false }
     }
     const done = Promise.allSettled(all).then((results) => {
       const failed = results.find((r) => r.status === 'rejected')
       if (failed) throw (failed as PromiseRejectedResult).reason
     })
+    // Handled by whoever awaits it, possibly only after COMMIT's answer: not "unhandled" meanwhile.
+    done.catch(noop)
     return { done, synchronous }
   }
 
-  /** After a rolled-back lone turn: a failed reminder is consumed all the same (see reminders.ts). */
-  async #afterRollback(works: Work[]): Promise<void> {
-    const ids = works.filter((w) => w.env.reminderId && w.status === 'failed').map((w) => w.env.reminderId!)
-    if (ids.length > 0) await deleteReminders(this.sql, ids).catch((err) => this.logger.error({ err }, 'could not delete failed reminders'))
-  }
-
-  /** Resolve every turn of a committed group. */
-  async #settle(works: Work[]): Promise<void> {
-    // A redelivered message whose handler now throws (say, "already exists") is still a
-    // duplicate: answer with the first application's reply.
-    const suspects = works.filter((w) => w.status === 'duplicate' || (w.status === 'failed' && w.env.dedup))
-    const stored = new Map<Work, unknown>()
-    if (suspects.length > 0) {
-      try {
-        const rows = await findInbox(this.sql, suspects.map((w) => inboxKey(w.env)))
-        for (const w of suspects) {
-          const row = rows.find((r) => r.kind === w.env.kind && r.actorId === w.env.id && r.messageId === w.env.messageId)
-          if (row) stored.set(w, row.reply)
-        }
-      } catch (err) {
-        this.logger.error({ err }, 'inbox lookup failed')
-      }
-    }
-    const now = performance.now()
-    for (const w of works) {
-      const kind = w.instance.def.kind
-      if (stored.has(w)) {
-        this.metrics.turnDuration.observe({ kind, outcome: 'duplicate' }, (now - w.started) / 1000)
-        w.resolve({ type: 'duplicate', reply: stored.get(w) })
-      } else if (w.status === 'ok') {
-        this.metrics.turnDuration.observe({ kind, outcome: 'applied' }, (now - w.started) / 1000)
-        w.resolve({ type: 'applied', state: w.state, stateChanged: w.hasState, reply: w.reply, events: w.events, effects: w.effects })
-      } else {
-        this.metrics.turnDuration.observe({ kind, outcome: 'failed' }, (now - w.started) / 1000)
-        w.resolve({ type: 'failed', error: w.error, reload: false })
-      }
-    }
-  }
-
-  /** Resolve every turn of a group that was rolled back as a whole. */
+  /** A group was rolled back as a whole. */
   async #abort(works: Work[], err: unknown): Promise<void> {
-    const code = pgCode(err)
-    if (code === FENCED_SQLSTATE) {
+    let stale = new Set<number>()
+    if (pgCode(err) === FENCED_SQLSTATE) {
       this.metrics.fencedBatches.inc()
-      const stale = await this.#staleShards(works)
-      for (const w of works) w.resolve(stale.has(w.instance.shard) || stale.size === 0 ? { type: 'fenced' } : { type: 'retry', error: err })
+      stale = await this.#staleShards(works)
+    } else if (!isRetryable(err)) {
+      this.logger.error({ err }, 'turn transaction failed')
+      for (const w of works) w.resolve({ type: 'failed', error: err, reload: true })
       return
     }
-    if (code === '40P01' || code === PG.serializationFailure) {
-      for (const w of works) w.resolve({ type: 'retry', error: err })
-      return
-    }
-    this.logger.error({ err }, 'turn transaction failed')
     for (const w of works) {
-      this.metrics.turnDuration.observe({ kind: w.instance.def.kind, outcome: 'failed' }, (performance.now() - w.started) / 1000)
-      w.resolve({ type: 'failed', error: err, reload: true })
+      if (stale.has(w.instance.shard)) w.resolve({ type: 'fenced' })
+      // Lost for another turn's reason: nothing was committed, commit the same result again.
+      else if (++w.retries <= MAX_GROUP_RETRIES) this.#enqueue(w)
+      else w.resolve({ type: 'failed', error: err, reload: false })
     }
   }
 

@@ -23,9 +23,6 @@ import { ShardTransport } from './transport.ts'
 /** An event committed by a turn, as subscribers receive it. */
 export type ActorEvent = OutboxEvent
 
-/** A turn that lost its group for someone else's reason is run again at most this often. */
-const MAX_TURN_RETRIES = 5
-
 export class ActorSystem {
   readonly config: RuntimeConfig
   readonly nodeId: string
@@ -136,7 +133,6 @@ export class ActorSystem {
       origin: 'local',
       wantsReply: true,
       deadline: Date.now() + timeout,
-      attempts: 0,
       settle: (r) => {
         if (settled) return
         settled = true
@@ -162,7 +158,6 @@ export class ActorSystem {
       origin: 'local',
       wantsReply: false,
       deadline: Date.now() + this.config.askTimeoutMs,
-      attempts: 0,
       settle: (r) => {
         if (!r.ok) this.#logger.warn({ err: r.error, kind, id }, 'told message failed')
       },
@@ -298,11 +293,7 @@ export class ActorSystem {
         return env.settle({ ok: false, error })
       }
     }
-    let outcome: TurnOutcome
-    for (;;) {
-      outcome = await this.#committer.submit(inst, env)
-      if (outcome.type !== 'retry' || ++env.attempts >= MAX_TURN_RETRIES) break
-    }
+    const outcome: TurnOutcome = await this.#committer.run(inst, env)
     inst.lastUsed = performance.now()
     switch (outcome.type) {
       case 'applied':
@@ -314,8 +305,6 @@ export class ActorSystem {
         return env.settle({ ok: true, reply: outcome.reply })
       case 'failed':
         if (outcome.reload) inst.loaded = false
-        return env.settle({ ok: false, error: outcome.error })
-      case 'retry':
         return env.settle({ ok: false, error: outcome.error })
       case 'fenced': {
         // Another node owns the shard now: this activation must not run another turn. The
@@ -453,7 +442,6 @@ export class ActorSystem {
       origin: 'reminder',
       wantsReply: false,
       deadline: Date.now() + this.config.askTimeoutMs,
-      attempts: 0,
       settle: (res: Reply) => {
         if (!res.ok) this.#logger.warn({ err: res.error, kind: r.kind, id: r.actorId }, 'reminder turn failed')
         done()

@@ -178,8 +178,7 @@ export class ShardTransport {
         origin: 'queue',
         wantsReply: d.replyTo !== undefined,
         deadline: Date.now() + this.#opts.config.askTimeoutMs,
-        attempts: 0,
-        settle,
+          settle,
       }),
     )
     // Not this node's shard (any more): fail the attempt so the job goes back to the queue

@@ -1,0 +1,82 @@
+/**
+ * The counter: the test actor kind of the runtime, and the example in docs/actors.md.
+ * Its state lives in a table of its own (test_counters), loaded and persisted with raw SQL.
+ */
+import { Type as T, type Static } from '@sinclair/typebox'
+import { ConflictError } from '../../src/core/errors.ts'
+import type { Db } from '../../src/store/db.ts'
+import { defineActor } from '../../src/actors/runtime/index.ts'
+
+export const CounterMessage = T.Union([
+  T.Object({ type: T.Literal('increment'), by: T.Optional(T.Integer({ minimum: 1, maximum: 1000 })) }),
+  T.Object({ type: T.Literal('get') }),
+  /** Holds its turn for `ms` (a stand-in for a slow side effect), then increments. */
+  T.Object({ type: T.Literal('slowIncrement'), ms: T.Integer({ minimum: 0, maximum: 60_000 }) }),
+  /** Writes through ctx.tx, emits, then throws: nothing of it may survive. */
+  T.Object({ type: T.Literal('fail') }),
+  /** Schedules an increment at `at` (ISO time), in the turn's transaction. */
+  T.Object({ type: T.Literal('remindIncrement'), at: T.String({ minLength: 1 }) }),
+])
+export type CounterMessage = Static<typeof CounterMessage>
+
+export interface CounterState {
+  value: number
+}
+
+/** Create the counter's table (tests and the node script call it; it is not a migration). */
+export async function ensureCounterTable(sql: Db): Promise<void> {
+  await sql`create table if not exists test_counters (id text primary key, value bigint not null)`
+}
+
+export async function counterValue(sql: Db, id: string): Promise<number> {
+  const [row] = await sql<{ value: number }[]>`select value from test_counters where id = ${id}`
+  return row?.value ?? 0
+}
+
+/** Handlers of one counter in progress, and how often two were seen at once (must stay 0). */
+export const overlap = { inTurn: new Set<string>(), detected: 0 }
+
+export const counter = defineActor({
+  kind: 'counter',
+  messages: CounterMessage,
+  async load(sql, id): Promise<CounterState> {
+    return { value: await counterValue(sql, id) }
+  },
+  // Returning the query itself (rather than awaiting it in an async function) lets the
+  // runtime pipeline COMMIT right behind it.
+  persist: (tx, id, state: CounterState) =>
+    tx`insert into test_counters (id, value) values (${id}, ${state.value})
+       on conflict (id) do update set value = excluded.value`,
+  async handle(ctx, state, msg) {
+    if (overlap.inTurn.has(ctx.id)) overlap.detected++
+    overlap.inTurn.add(ctx.id)
+    try {
+      // Yield once, so an overlapping turn (if the runtime allowed one) would interleave here.
+      await Promise.resolve()
+      switch (msg.type) {
+        case 'increment':
+        case 'slowIncrement': {
+          if (msg.type === 'slowIncrement') await Bun.sleep(msg.ms)
+          const value = state.value + (msg.type === 'increment' ? (msg.by ?? 1) : 1)
+          ctx.emit(`counter:${ctx.id}`, 'incremented', { value, node: ctx.nodeId })
+          return { state: { value }, reply: value }
+        }
+        case 'get':
+          return { reply: state.value }
+        case 'fail':
+          await ctx.tx`update test_counters set value = value + 1000 where id = ${ctx.id}`
+          ctx.emit(`counter:${ctx.id}`, 'incremented', { value: -1 })
+          throw new ConflictError('the counter refuses')
+        case 'remindIncrement':
+          ctx.schedule(new Date(msg.at), { type: 'increment' })
+          return { reply: null }
+        default: {
+          const unhandled: never = msg
+          throw new Error(`unhandled counter message ${JSON.stringify(unhandled)}`)
+        }
+      }
+    } finally {
+      overlap.inTurn.delete(ctx.id)
+    }
+  },
+})

@@ -1,0 +1,280 @@
+/**
+ * The actor runtime on one node (no Redis), against a real PostgreSQL: mailbox ordering,
+ * parallelism, turn transactions, passivation, reminders, redelivery, fencing, shutdown.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { Type as T } from '@sinclair/typebox'
+import { ConflictError, ValidationError } from '../../src/core/errors.ts'
+import {
+  ActorSystemStoppedError,
+  ActorTimeoutError,
+  createActorSystem,
+  defineActor,
+  FencedError,
+  UnknownActorKindError,
+  type ActorEvent,
+  type ActorSystem,
+  type RuntimeConfig,
+} from '../../src/actors/runtime/index.ts'
+import { claimShards } from '../../src/store/actor-shards.ts'
+import { readOutbox } from '../../src/store/outbox.ts'
+import { countReminders } from '../../src/store/reminders.ts'
+import { testDatabase, type TestDatabase } from '../support/db.ts'
+import { counter, counterValue, ensureCounterTable, overlap } from './counter.ts'
+import { eventually, logger, range } from './support.ts'
+
+let db: TestDatabase
+const systems: ActorSystem[] = []
+
+/** Meets N concurrent handlers: each waits until all N are inside at once. */
+const rendezvous = { inside: 0, expected: 0, all: Promise.withResolvers<void>() }
+const barrier = defineActor({
+  kind: 'barrier',
+  messages: T.Object({ type: T.Literal('meet') }),
+  initial: () => ({ met: 0 }),
+  async handle(_ctx, state) {
+    if (++rendezvous.inside === rendezvous.expected) rendezvous.all.resolve()
+    await rendezvous.all.promise
+    return { state: { met: state.met + 1 }, reply: 'met' }
+  },
+})
+
+/** State kept in a constrained table: a value of 100 or more fails its persist. */
+const picky = defineActor({
+  kind: 'picky',
+  messages: T.Object({ type: T.Literal('set'), value: T.Integer() }),
+  async load(sql, id) {
+    const [row] = await sql<{ value: number }[]>`select value from test_picky where id = ${id}`
+    return { value: row?.value ?? 0 }
+  },
+  persist: (tx, id, state: { value: number }) =>
+    tx`insert into test_picky (id, value) values (${id}, ${state.value}) on conflict (id) do update set value = excluded.value`,
+  handle(_ctx, _state, msg) {
+    return { state: { value: msg.value }, reply: msg.value }
+  },
+})
+
+/** Long work in the background, reported back with ctx.self.tell; state in actor_state. */
+const job = defineActor({
+  kind: 'job',
+  messages: T.Union([
+    T.Object({ type: T.Literal('start'), input: T.Integer() }),
+    T.Object({ type: T.Literal('done'), result: T.Integer() }),
+    T.Object({ type: T.Literal('get') }),
+  ]),
+  initial: (): { status: string; result?: number } => ({ status: 'idle' }),
+  async handle(ctx, state, msg) {
+    switch (msg.type) {
+      case 'start':
+        await ctx.tx`insert into test_ledger (actor, note) values (${ctx.id}, ${'started'})`
+        ctx.background(async () => {
+          await Bun.sleep(20) // the stand-in for minutes of training
+          ctx.self.tell({ type: 'done', result: msg.input * 2 })
+        })
+        return { state: { status: 'running' }, reply: 'started' }
+      case 'done':
+        return { state: { status: 'done', result: msg.result } }
+      case 'get':
+        return { reply: state }
+      default: {
+        const unhandled: never = msg
+        throw new Error(`unhandled ${JSON.stringify(unhandled)}`)
+      }
+    }
+  },
+})
+
+function makeSystem(config: Partial<RuntimeConfig> = {}): ActorSystem {
+  const system = createActorSystem({ sql: db.sql, logger, config: { nodeId: 'single', shards: 8, ...config } })
+  system.register(counter).register(barrier).register(picky).register(job)
+  systems.push(system)
+  return system
+}
+
+beforeAll(async () => {
+  db = await testDatabase()
+  await ensureCounterTable(db.sql)
+  await db.sql`create table test_picky (id text primary key, value integer not null check (value < 100))`
+  await db.sql`create table test_ledger (actor text not null, note text not null)`
+})
+
+afterAll(async () => {
+  for (const s of systems) await s.stop()
+  await db.drop()
+})
+
+describe('mailbox', () => {
+  test('500 concurrent asks to one actor run one at a time, in arrival order', async () => {
+    const system = makeSystem()
+    await system.start()
+    overlap.detected = 0
+    const replies = await Promise.all(range(500).map(() => system.ask('counter', 'hot', { type: 'increment' })))
+    // Each ask saw exactly the increments that arrived before it.
+    expect(replies).toEqual(range(500).map((i) => i + 1))
+    expect(overlap.detected).toBe(0)
+    expect(await counterValue(db.sql, 'hot')).toBe(500)
+    await system.stop()
+  })
+
+  test('different actors run their turns at the same time', async () => {
+    const system = makeSystem()
+    await system.start()
+    // 20 handlers that each wait until all 20 are inside: only true concurrency gets out.
+    rendezvous.expected = 20
+    const replies = await Promise.all(range(20).map((i) => system.ask('barrier', `b${i}`, { type: 'meet' }, { timeout: 5000 })))
+    expect(replies).toEqual(range(20).map(() => 'met'))
+    await system.stop()
+  })
+
+  test('in a group commit, a turn whose writes fail is rolled back alone', async () => {
+    const one = makeSystem({ nodeId: 'grouped', commitConcurrency: 1 })
+    await one.start()
+    // Asked in the same tick with one commit connection: the turns share transactions.
+    const results = await Promise.allSettled(range(10).map((i) => one.ask('picky', `p${i}`, { type: 'set', value: i === 4 ? 500 : i })))
+    expect(results.map((r) => r.status)).toEqual(range(10).map((i) => (i === 4 ? 'rejected' : 'fulfilled')))
+    expect((results[4] as PromiseRejectedResult).reason.code).toBe('23514') // check_violation
+    const rows = await db.sql<{ id: string; value: number }[]>`select id, value from test_picky order by id`
+    expect([...rows]).toEqual(range(10).filter((i) => i !== 4).map((i) => ({ id: `p${i}`, value: i })))
+    expect((await one.metrics.batchTurns.get()).values.find((v) => v.metricName?.endsWith('_sum'))!.value).toBeGreaterThan(1)
+    // The actor whose turn failed serves on, from its committed state.
+    expect(await one.ask('picky', 'p4', { type: 'set', value: 44 })).toBe(44)
+    await one.stop()
+  })
+})
+
+describe('turns', () => {
+  let system: ActorSystem
+  const events: ActorEvent[] = []
+  beforeAll(async () => {
+    system = makeSystem()
+    system.subscribe((e) => events.push(e))
+    await system.start()
+  })
+  afterAll(() => system.stop())
+
+  test('a turn commits state and numbered outbox events, published after commit', async () => {
+    expect(await system.ask('counter', 'e1', { type: 'increment' })).toBe(1)
+    expect(await system.ask('counter', 'e1', { type: 'increment', by: 5 })).toBe(6)
+    const stored = await readOutbox(db.sql, 'counter:e1', 0)
+    expect(stored.map((e) => [e.seq, e.type, e.data])).toEqual([
+      [1, 'incremented', { value: 1, node: 'single' }],
+      [2, 'incremented', { value: 6, node: 'single' }],
+    ])
+    expect(events.filter((e) => e.topic === 'counter:e1').map((e) => [e.seq, e.data])).toEqual(stored.map((e) => [e.seq, e.data]))
+    expect(await readOutbox(db.sql, 'counter:e1', 1)).toHaveLength(1)
+  })
+
+  test('a failing turn leaves state and outbox unchanged, and the actor keeps serving', async () => {
+    expect(await system.ask('counter', 'f1', { type: 'increment' })).toBe(1)
+    const before = events.length
+    const err = await system.ask('counter', 'f1', { type: 'fail' }).catch((e) => e)
+    expect(err).toBeInstanceOf(ConflictError)
+    expect(await counterValue(db.sql, 'f1')).toBe(1) // the ctx.tx update was rolled back
+    expect((await readOutbox(db.sql, 'counter:f1', 0)).map((e) => e.seq)).toEqual([1])
+    expect(events.length).toBe(before)
+    expect(await system.ask('counter', 'f1', { type: 'increment' })).toBe(2)
+    expect((await readOutbox(db.sql, 'counter:f1', 0)).map((e) => e.seq)).toEqual([1, 2])
+  })
+
+  test('ctx.tx writes commit with the turn; background work reports back with self.tell', async () => {
+    expect(await system.ask('job', 'j1', { type: 'start', input: 21 })).toBe('started')
+    expect([...(await db.sql`select note from test_ledger where actor = 'j1'`)]).toEqual([{ note: 'started' }])
+    await eventually('the background task to report back', async () => {
+      const state = (await system.ask('job', 'j1', { type: 'get' })) as { status: string; result?: number }
+      return state.status === 'done' && state.result === 42
+    })
+    const [row] = await db.sql`select state from actor_state where kind = 'job' and actor_id = 'j1'`
+    expect(row!.state).toEqual({ status: 'done', result: 42 })
+  })
+
+  test('a redelivered message id is applied once and answered with the first reply', async () => {
+    expect(await system.ask('counter', 'd1', { type: 'increment' }, { messageId: 'm-1' })).toBe(1)
+    expect(await system.ask('counter', 'd1', { type: 'increment' }, { messageId: 'm-1' })).toBe(1)
+    const burst = await Promise.all(range(5).map(() => system.ask('counter', 'd1', { type: 'increment' }, { messageId: 'm-2' })))
+    expect(burst).toEqual([2, 2, 2, 2, 2])
+    expect(await counterValue(db.sql, 'd1')).toBe(2)
+    expect((await readOutbox(db.sql, 'counter:d1', 0)).map((e) => e.seq)).toEqual([1, 2])
+  })
+
+  test('bad messages are refused at ask time without touching the actor', async () => {
+    await expect(system.ask('counter', 'v1', { type: 'increment', by: -3 })).rejects.toBeInstanceOf(ValidationError)
+    await expect(system.ask('counter', 'v1', { type: 'nope' })).rejects.toBeInstanceOf(ValidationError)
+    expect(() => system.ask('ghost', 'v1', {})).toThrow(UnknownActorKindError)
+    expect(await system.ask('counter', 'v1', { type: 'get' })).toBe(0)
+  })
+
+  test('an ask that is not answered in time fails with a timeout', async () => {
+    const err = await system.ask('counter', 't1', { type: 'slowIncrement', ms: 500 }, { timeout: 50 }).catch((e) => e)
+    expect(err).toBeInstanceOf(ActorTimeoutError)
+    // The message was not withdrawn: it is applied, and the actor goes on.
+    expect(await system.ask('counter', 't1', { type: 'increment' })).toBe(2)
+  })
+})
+
+describe('lifecycle', () => {
+  test('passivation after the idle timeout and re-activation keep the state', async () => {
+    const system = makeSystem({ nodeId: 'idle', idleTimeoutMs: 200 })
+    await system.start()
+    for (const _ of range(3)) await system.ask('counter', 'sleepy', { type: 'increment' })
+    expect(system.liveActors()).toEqual({ counter: 1 })
+    await eventually('the idle actor to be passivated', () => system.liveActors().counter === undefined)
+    expect(await system.ask('counter', 'sleepy', { type: 'get' })).toBe(3)
+    expect(system.liveActors()).toEqual({ counter: 1 })
+    await system.stop()
+  })
+
+  test('the live-actor cap passivates the least recently used', async () => {
+    const system = makeSystem({ nodeId: 'capped', maxLiveActors: 5 })
+    await system.start()
+    for (const i of range(12)) await system.ask('counter', `lru${i}`, { type: 'increment', by: i + 1 })
+    expect(system.liveActors().counter).toBe(5)
+    for (const i of range(12)) expect(await system.ask('counter', `lru${i}`, { type: 'get' })).toBe(i + 1)
+    expect(system.liveActors().counter).toBe(5)
+    await system.stop()
+  })
+
+  test('a reminder scheduled before a restart fires after it, once', async () => {
+    const first = makeSystem({ nodeId: 'before', reminderPollMs: 50 })
+    await first.start()
+    const at = new Date(Date.now() + 400)
+    await first.ask('counter', 'r1', { type: 'remindIncrement', at: at.toISOString() })
+    await first.schedule('counter', 'r2', at, { type: 'increment', by: 7 })
+    expect(await countReminders(db.sql, 'counter', 'r1')).toBe(1)
+    await first.stop()
+    expect(await counterValue(db.sql, 'r1')).toBe(0)
+
+    const second = makeSystem({ nodeId: 'after', reminderPollMs: 50 })
+    await second.start()
+    await eventually('both reminders to fire', async () => (await counterValue(db.sql, 'r1')) === 1 && (await counterValue(db.sql, 'r2')) === 7)
+    expect(await countReminders(db.sql, 'counter', 'r1')).toBe(0)
+    expect(await countReminders(db.sql, 'counter', 'r2')).toBe(0)
+    expect(await second.ask('counter', 'r1', { type: 'get' })).toBe(1)
+    await second.stop()
+  })
+
+  test('graceful stop finishes the turns in progress, then refuses', async () => {
+    const system = makeSystem({ nodeId: 'stopping' })
+    await system.start()
+    const inFlight = range(5).map((i) => system.ask('counter', `s${i}`, { type: 'slowIncrement', ms: 150 }))
+    await eventually('the turns to start', () => system.activeTurns === 5)
+    await system.stop()
+    expect(await Promise.all(inFlight)).toEqual([1, 1, 1, 1, 1])
+    for (const i of range(5)) expect(await counterValue(db.sql, `s${i}`)).toBe(1)
+    expect(system.liveActors()).toEqual({})
+    await expect(system.ask('counter', 's0', { type: 'get' })).rejects.toBeInstanceOf(ActorSystemStoppedError)
+  })
+
+  test('a node whose shards were taken over cannot commit (fencing)', async () => {
+    const system = makeSystem({ nodeId: 'fenced' })
+    await system.start()
+    expect(await system.ask('counter', 'x1', { type: 'increment' })).toBe(1)
+    // Another owner bumps every epoch, as a node claiming the shards would.
+    await claimShards(db.sql, range(8), 'intruder')
+    const err = await system.ask('counter', 'x1', { type: 'increment' }).catch((e) => e)
+    expect(err).toBeInstanceOf(FencedError)
+    expect(await counterValue(db.sql, 'x1')).toBe(1)
+    expect((await readOutbox(db.sql, 'counter:x1', 0)).map((e) => e.seq)).toEqual([1])
+    expect((await system.metrics.fencedBatches.get()).values[0]!.value).toBe(1)
+    await system.stop()
+  })
+})
