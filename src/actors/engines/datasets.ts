@@ -6,8 +6,8 @@
  * costs about 12 ms here, which is nothing next to reading a dataset, and buys isolation
  * that a shared instance cannot give: the sandbox for user SQL is a fresh database whose
  * external access is switched off and whose configuration is locked, with nothing in it but
- * the view `data`; nothing a query does (temp objects, settings, memory) outlives it, and a
- * crash or interrupt in one operation cannot poison another. Concurrency is bounded by two
+ * the view `data`; nothing a query does (temp objects, settings, memory) outlives it, and an
+ * error or interrupt in one operation leaves the others untouched. Concurrency is bounded by two
  * small slot pools instead of a pool of live instances: `background` (profiling, conversion)
  * and `interactive` (preview, query, export), so a long upload being profiled never makes a
  * user's preview wait. All DuckDB calls are asynchronous (they run on DuckDB's own threads),
