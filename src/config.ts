@@ -63,6 +63,14 @@ export const EnvSchema = T.Object({
   ADMIN_EMAIL: Str('admin@quadrax.local'),
   ADMIN_PASSWORD: Str(),
 
+  WS_MAX_PAYLOAD_BYTES: Int({ default: 65_536, minimum: 1024 }),
+  WS_MAX_CONNECTIONS_PER_USER: Int({ default: 20, minimum: 1 }),
+  WS_MESSAGES_PER_SECOND: Int({ default: 20, minimum: 1 }),
+  WS_IDLE_TIMEOUT_SECONDS: Int({ default: 120, minimum: 10, maximum: 960 }),
+  WS_MAX_BUFFERED_BYTES: Int({ default: 1_048_576, minimum: 16_384 }),
+  WS_MAX_REPLAY: Int({ default: 10_000, minimum: 1 }),
+  WS_TICKET_TTL_MS: Int({ default: 30_000, minimum: 1000 }),
+
   NODE_ID: Str(),
   CLUSTER_SHARDS: Int({ default: 64, minimum: 1, maximum: 4096 }),
   CLUSTER_LEASE_TTL_MS: Int({ default: 5_000, minimum: 500, maximum: 10_000 }),
@@ -97,6 +105,7 @@ export interface Config {
   shutdownTimeoutMs: number
   admin: { email: string; password: string | undefined }
   cluster: { nodeId: string | undefined; shards: number; leaseTtlMs: number }
+  ws: { maxPayloadBytes: number; maxConnectionsPerUser: number; messagesPerSecond: number; idleTimeoutSeconds: number; maxBufferedBytes: number; maxReplay: number; ticketTtlMs: number }
 }
 
 export class ConfigError extends Error {
@@ -187,5 +196,14 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     admin: Object.freeze({ email: e.ADMIN_EMAIL!, password: e.ADMIN_PASSWORD }),
     cluster: Object.freeze({ nodeId: e.NODE_ID, shards: e.CLUSTER_SHARDS, leaseTtlMs: e.CLUSTER_LEASE_TTL_MS }),
+    ws: Object.freeze({
+      maxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,
+      maxConnectionsPerUser: e.WS_MAX_CONNECTIONS_PER_USER,
+      messagesPerSecond: e.WS_MESSAGES_PER_SECOND,
+      idleTimeoutSeconds: e.WS_IDLE_TIMEOUT_SECONDS,
+      maxBufferedBytes: e.WS_MAX_BUFFERED_BYTES,
+      maxReplay: e.WS_MAX_REPLAY,
+      ticketTtlMs: e.WS_TICKET_TTL_MS,
+    }),
   })
 }

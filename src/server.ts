@@ -20,6 +20,12 @@ import { MemoryRateLimitStore, RedisRateLimitStore } from './store/rate-limit.ts
 import { createRedis, type Redis } from './store/redis.ts'
 import { MemoryCacheStore, RedisCacheStore } from './store/response-cache.ts'
 import * as users from './store/users.ts'
+import { readOutbox } from './store/outbox.ts'
+import { createActorSystem, type RuntimeConfig } from './actors/runtime/index.ts'
+import { FEATURES, type Feature, type FeatureFactory } from './features.ts'
+import { Hub } from './ws/hub.ts'
+import { wsRoutes } from './ws/routes.ts'
+import { MemoryTicketStore, RedisTicketStore } from './ws/tickets.ts'
 
 export interface RunningServer {
   url: string
@@ -31,7 +37,14 @@ export interface RunningServer {
 }
 
 export interface StartOptions {
+  /** Extra route modules (tests). */
   modules?: RouteModule[]
+  /** Features to install instead of FEATURES (tests may narrow them down). */
+  features?: FeatureFactory[]
+  /** Actor runtime settings beyond what the config sets (tests shorten timeouts). */
+  actorConfig?: Partial<RuntimeConfig>
+  /** Prefix of this node's Redis keys and BullMQ queues (tests use a unique one). */
+  queuePrefix?: string
   logger?: Logger
   /** Print the first-boot banner (admin password, Swagger URL) on stdout. */
   banner?: boolean
@@ -121,12 +134,47 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     { name: 'redis', check: redis ? async () => void (await redis!.ping()) : undefined },
     { name: 'docker', check: dockerHost ? () => dockerPing(dockerHost) : undefined },
   ]
-  const deps: AppDeps = { config: resolved, sql, redis, logger, metrics, auth, rateLimits, cache, probes }
+  const actors = createActorSystem({
+    sql,
+    redis: config.redisUrl,
+    logger,
+    metrics,
+    queuePrefix: opts.queuePrefix,
+    config: { nodeId: config.cluster.nodeId, shards: config.cluster.shards, leaseTtlMs: config.cluster.leaseTtlMs, ...opts.actorConfig },
+  })
+  const hub = new Hub(
+    {
+      subscribe: (listener) => actors.subscribe(listener),
+      read: (topic, after, limit) => readOutbox(sql, topic, after, limit),
+      head: async (topic) => {
+        const [row] = await sql<{ seq: number }[]>`select seq from actor_outbox_topics where topic = ${topic}`
+        return row?.seq ?? 0
+      },
+    },
+    { maxReplay: config.ws.maxReplay, maxBufferedBytes: config.ws.maxBufferedBytes, logger },
+  )
+  registry.onRevoked((ids) => hub.closeSessions(ids))
+  const deps: AppDeps = { config: resolved, sql, redis, logger, metrics, auth, rateLimits, cache, probes, actors, hub }
+
+  const features: Feature[] = []
+  for (const factory of opts.features ?? FEATURES) features.push(await factory(deps))
+  for (const f of features) {
+    for (const kind of f.actors ?? []) actors.register(kind)
+    for (const [kind, fn] of Object.entries(f.topics ?? {})) hub.authorize(kind, fn)
+    probes.push(...(f.probes ?? []))
+  }
+  await actors.start()
 
   const admin = await ensureAdmin(sql, auth, config)
-  const app = createApp(deps, { modules: opts.modules })
+  const tickets = redis ? new RedisTicketStore(redis) : new MemoryTicketStore()
+  const app = createApp(deps, {
+    modules: [wsRoutes(deps, hub, tickets), ...features.flatMap((f) => f.routes ?? []), ...(opts.modules ?? [])],
+    uploadPaths: features.flatMap((f) => f.uploadPaths ?? []),
+  })
   app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: Math.max(config.maxFileSize + 1024 * 1024, 2 * 1024 * 1024) })
   const server = app.server!
+  hub.start((topic, message) => void server.publish(topic, message))
+  for (const f of features) await f.start?.()
   const host = config.host === '0.0.0.0' ? 'localhost' : config.host
   const url = `http://${host}:${server.port}`
 
@@ -145,8 +193,11 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     (stopping ??= (async () => {
       const deadline = new Promise<void>((r) => setTimeout(r, config.shutdownTimeoutMs).unref?.())
       const graceful = (async () => {
+        for (const f of [...features].reverse()) await f.stop?.().catch((err) => logger.error({ err, feature: f.name }, 'feature stop failed'))
+        hub.stop()
         await server.stop(false) // stop accepting; resolves when in-flight requests are done
         for (const f of opts.onStop ?? []) await f()
+        await actors.stop() // finish turns in progress, passivate, release leases
       })()
       await Promise.race([graceful, deadline])
       server.stop(true)

@@ -11,18 +11,33 @@ import { errorHandler } from './plugins/errors.ts'
 import { apiRateLimit } from './plugins/rate-limit.ts'
 import { requestFrame, type RequestFrameOptions } from './plugins/request.ts'
 import { userRoutes } from './users.ts'
+import { adminRoutes } from './admin.ts'
 
-export type RouteModule = (deps: AppDeps) => Elysia<any, any, any, any, any, any, any>
+export type RouteModule = Elysia<any, any, any, any, any, any, any>
 
 export interface AppOptions extends RequestFrameOptions {
-  /** Extra resource modules (workstations, datakits, …). */
+  /** Extra resource modules (workstations, datakits, …), already built with their deps. */
   modules?: RouteModule[]
 }
 
 export function createApp(deps: AppDeps, opts: AppOptions = {}) {
   // normalize off: an unknown body field is a 400 (additionalProperties: false), never
   // silently dropped or applied; responses are serialised explicitly by each module.
-  const app = new Elysia({ normalize: false })
+  const ws = deps.config.ws
+  const app = new Elysia({
+    normalize: false,
+    // Server-wide WebSocket settings (Bun has one set per server): oversize frames close with
+    // 1009; unread data beyond 8× the slow-consumer bound closes the socket as a backstop to
+    // the hub's own check, so memory stays bounded even between its sweeps.
+    websocket: {
+      maxPayloadLength: ws.maxPayloadBytes,
+      idleTimeout: ws.idleTimeoutSeconds,
+      sendPings: true,
+      backpressureLimit: ws.maxBufferedBytes * 8,
+      closeOnBackpressureLimit: true,
+      perMessageDeflate: false,
+    },
+  })
     .use(requestFrame(deps, opts))
     .use(errorHandler(deps))
     .use(apiRateLimit(deps))
@@ -34,7 +49,8 @@ export function createApp(deps: AppDeps, opts: AppOptions = {}) {
           tags: [
             { name: 'Auth', description: 'Accounts, logins and tokens' },
             { name: 'Users', description: 'User management' },
-            { name: 'System', description: 'Health and metrics' },
+            { name: 'System', description: 'Health, metrics and cluster state' },
+            { name: 'Live', description: 'WebSocket live sessions (/ws)' },
           ],
           components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
         },
@@ -43,7 +59,8 @@ export function createApp(deps: AppDeps, opts: AppOptions = {}) {
     .use(healthRoutes(deps))
     .use(authRoutes(deps))
     .use(userRoutes(deps))
-  for (const m of opts.modules ?? []) app.use(m(deps))
+    .use(adminRoutes(deps))
+  for (const m of opts.modules ?? []) app.use(m)
   return app
 }
 

@@ -10,6 +10,8 @@ import type { Sql } from '../store/db.ts'
 import type { RateLimitStore } from '../store/rate-limit.ts'
 import type { Redis } from '../store/redis.ts'
 import type { Role } from '../store/users.ts'
+import type { ActorSystem } from '../actors/runtime/index.ts'
+import type { Hub } from '../ws/hub.ts'
 import type { AuthService } from './auth/service.ts'
 import type { Principal } from './auth/sessions.ts'
 import type { ResponseCache } from './plugins/cache.ts'
@@ -32,6 +34,10 @@ export interface AppDeps {
   rateLimits: RateLimitStore
   cache: ResponseCache
   probes: HealthProbe[]
+  /** Writes: every workstation, VM, run, chat session… is an actor (see docs/actors.md). */
+  actors: ActorSystem
+  /** Live events to WebSocket clients. */
+  hub: Hub
 }
 
 /** `{ success: true, data }` (and `meta` for lists). */

@@ -11,7 +11,7 @@ beforeAll(async () => {
         throw new Error('secret internal detail')
       })
       .get('/api/test/big', () => ({ success: true, data: 'x'.repeat(5000) }))
-  t = await testServer({ CORS_ORIGIN: 'https://app.example.com,http://localhost:5173' }, { modules: [boom] })
+  t = await testServer({ CORS_ORIGIN: 'https://app.example.com,http://localhost:5173' }, { modules: [boom()] })
   limited = await testServer({ RATE_LIMIT_MAX_REQUESTS: '3', AUTH_RATE_LIMIT_MAX_REQUESTS: '2', TRUST_PROXY: 'true' })
 })
 afterAll(async () => {
@@ -127,7 +127,7 @@ describe('rate limits', () => {
     const strict = await testServer({ AUTH_RATE_LIMIT_MAX_REQUESTS: '2' })
     try {
       const body = { email: 'nobody@example.com', password: 'Whatever1!' }
-      const codes = []
+      const codes: number[] = []
       for (let i = 0; i < 3; i++) codes.push((await strict.call('POST', '/api/auth/login', { body, headers: { 'x-forwarded-for': `198.51.100.${i}` } })).status)
       expect(codes).toEqual([401, 401, 429])
     } finally {

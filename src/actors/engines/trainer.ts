@@ -12,12 +12,14 @@
  * Training runs in a Bun Worker (trainer-worker.ts) so the caller's event loop keeps
  * serving while tfjs computes; the only work on the caller's thread is turning the rows
  * into typed columns (trainer-data.ts). Aborting `signal` terminates the Worker at once.
+ * Workers are reused between runs for a while (trainer-pool.ts).
  */
 import { ValidationError } from '../../core/errors.ts'
 import type { ModelArtifact, EpochProgress } from './trainer-artifact.ts'
 import { DEFAULT_BACKEND, type Backend, type TrainJob, type WorkerReply, type WorkerRequest } from './trainer-core.ts'
 import { toColumnTable, transferables, type TabularData } from './trainer-data.ts'
 import { fromWire, TrainingCancelledError, TrainingCrashedError } from './trainer-errors.ts'
+import { acquireWorker, releaseWorker } from './trainer-pool.ts'
 import { resolveSettings, type TrainSettings } from './trainer-spec.ts'
 
 export { saveArtifact, loadArtifact, type ModelArtifact, type EpochProgress, type Label } from './trainer-artifact.ts'
@@ -25,6 +27,7 @@ export { TrainingDataError, TrainingCancelledError, TrainingCrashedError } from 
 export { TrainSettingsSchema, TrainParamsSchema, DEFAULT_PARAMS, type TrainSettings, type TrainParams, type Task, type Algorithm } from './trainer-spec.ts'
 export type { TabularData } from './trainer-data.ts'
 export type { Backend } from './trainer-core.ts'
+export { closeIdleWorker, IDLE_WORKER_MS } from './trainer-pool.ts'
 
 /** A training request with its data (see TrainSettingsSchema for the fields and defaults). */
 export interface TrainSpec extends TrainSettings {
@@ -71,47 +74,69 @@ export async function train(spec: TrainSpec, opts: TrainOptions = {}): Promise<T
   const job: TrainJob = { settings, table }
   const request: WorkerRequest = { type: 'train', job, backend: opts.backend ?? DEFAULT_BACKEND }
 
-  const worker = new Worker(new URL('./trainer-worker.ts', import.meta.url))
+  const worker = acquireWorker()
   const { promise, resolve, reject } = Promise.withResolvers<TrainResult>()
-  // The outcome is decided by the first of: done, error, abort, crash. It is delivered
-  // once the Worker has exited, so a settled train() never leaves a thread running.
-  let outcome: (() => void) | null = null
-  const finish = (settle: () => void) => {
-    if (outcome) return
-    outcome = settle
+  // The first of done, error, abort and crash decides the outcome. A run that ended cleanly
+  // hands its Worker back to the pool; otherwise the Worker is terminated and the outcome
+  // is delivered once it has exited, so a cancelled train() leaves no thread running.
+  let settled = false
+  let afterExit: (() => void) | null = null
+  const detach = () => {
     signal?.removeEventListener('abort', onAbort)
+    worker.onmessage = null
+    worker.onerror = null
+  }
+  const release = (settle: () => void) => {
+    if (settled) return
+    settled = true
+    detach()
+    worker.removeEventListener('close', onClose)
+    releaseWorker(worker)
+    settle()
+  }
+  const kill = (settle: () => void) => {
+    if (settled) return
+    settled = true
+    detach()
+    afterExit = settle
     worker.terminate()
   }
-  const onAbort = () => finish(() => reject(cancelled(signal!)))
+  const onClose = (event: Event) => {
+    worker.removeEventListener('close', onClose)
+    if (afterExit) return afterExit()
+    if (settled) return
+    settled = true
+    detach()
+    reject(new TrainingCrashedError(`Training worker exited before finishing (code ${(event as CloseEvent).code})`))
+  }
+  const onAbort = () => kill(() => reject(cancelled(signal!)))
   signal?.addEventListener('abort', onAbort, { once: true })
+  worker.addEventListener('close', onClose)
 
   worker.onmessage = (event: MessageEvent<WorkerReply>) => {
     const msg = event.data
-    if (outcome) return
     switch (msg.type) {
       case 'epoch':
         try {
           onEpoch?.(msg.progress)
         } catch (err) {
-          finish(() => reject(err))
+          kill(() => reject(err))
         }
         return
       case 'done':
-        return finish(() => resolve({ artifact: msg.artifact, metrics: msg.artifact.metrics }))
-      case 'error':
-        return finish(() => reject(fromWire(msg.error)))
+        return release(() => resolve({ artifact: msg.artifact, metrics: msg.artifact.metrics }))
+      case 'error': {
+        const err = fromWire(msg.error)
+        // A data or settings error leaves the Worker healthy; anything else may not have.
+        return err instanceof TrainingCrashedError ? kill(() => reject(err)) : release(() => reject(err))
+      }
       default: {
         const never: never = msg
-        return finish(() => reject(new TrainingCrashedError(`Unexpected message from the training worker: ${JSON.stringify(never)}`)))
+        return kill(() => reject(new TrainingCrashedError(`Unexpected message from the training worker: ${JSON.stringify(never)}`)))
       }
     }
   }
-  worker.onerror = (event: ErrorEvent) => finish(() => reject(new TrainingCrashedError(`Training worker failed: ${event.message}`, event.error)))
-  worker.addEventListener('close', (event: Event) => {
-    const code = (event as CloseEvent).code
-    finish(() => reject(new TrainingCrashedError(`Training worker exited before finishing (code ${code})`)))
-    outcome!()
-  })
+  worker.onerror = (event: ErrorEvent) => kill(() => reject(new TrainingCrashedError(`Training worker failed: ${event.message}`, event.error)))
   worker.postMessage(request, transferables(table))
   return promise
 }

@@ -1,0 +1,32 @@
+/**
+ * The platform's features, each plugged in through one `Feature`: its actor kinds, its HTTP
+ * routes, who may watch its WebSocket topics, and what it starts and stops. `server.ts`
+ * installs them in this order. A new feature adds one line to `FEATURES`.
+ */
+import type { Elysia } from 'elysia'
+import type { AnyActorKind } from './actors/runtime/index.ts'
+import type { AppDeps } from './http/context.ts'
+import type { TopicAuthorizer } from './ws/hub.ts'
+
+export interface Feature {
+  name: string
+  /** Actor kinds to register before the actor system starts. */
+  actors?: AnyActorKind[]
+  /** Route modules (Elysia instances) to add to the app. */
+  routes?: Array<Elysia<any, any, any, any, any, any, any>>
+  /** Who may subscribe to `<kind>:<id>` topics (admins always may). */
+  topics?: Record<string, TopicAuthorizer>
+  /** Paths whose bodies are streamed uploads (exempt from the JSON body rules). */
+  uploadPaths?: string[]
+  /** Health probes this feature adds (name → check; undefined check = disabled). */
+  probes?: Array<{ name: string; check: (() => Promise<void>) | undefined }>
+  /** After the actor system started and the server listens (reconciliation, watchers…). */
+  start?(): Promise<void>
+  /** Before the actor system stops. */
+  stop?(): Promise<void>
+}
+
+export type FeatureFactory = (deps: AppDeps) => Feature | Promise<Feature>
+
+/** Installed in this order. */
+export const FEATURES: FeatureFactory[] = []

@@ -1,0 +1,268 @@
+/**
+ * Live events for WebSocket clients.
+ *
+ * Events come from the actor system (committed outbox events of every node) and fan out with
+ * Bun's native publish/subscribe to the sockets subscribed to their topic on this node.
+ *
+ * Ordering and resume. Per-topic sequence numbers are assigned under the topic's row lock, so
+ * when event N+1 is visible, N has committed; but two turns may *publish* out of order. The
+ * hub therefore delivers each topic strictly in order: an event ahead of the next expected
+ * number waits while the gap is read back from the outbox. A client subscribing with `since`
+ * first gets the outbox after `since` up to what the topic has delivered live, and is joined
+ * to the native topic synchronously once it has caught up — no await between the last check
+ * and `subscribe`, so no event can fall between replay and live, and none is sent twice.
+ */
+import type { ServerWebSocket } from 'bun'
+import type { Logger } from '../core/logger.ts'
+import type { OutboxEvent } from '../store/outbox.ts'
+import type { Principal } from '../http/auth/sessions.ts'
+import { CLOSE, type ServerMessage } from './protocol.ts'
+
+export interface EventFeed {
+  /** Committed events, possibly out of order across turns; returns an unsubscribe. */
+  subscribe(listener: (event: OutboxEvent) => void): () => void
+  /** Events of `topic` after `afterSeq`, oldest first. */
+  read(topic: string, afterSeq: number, limit: number): Promise<OutboxEvent[]>
+  /** The topic's last assigned sequence number (0 when it has none). */
+  head(topic: string): Promise<number>
+}
+
+/** May `principal` watch `id` of this topic kind? */
+export type TopicAuthorizer = (principal: Principal, id: string) => Promise<boolean> | boolean
+
+export interface HubOptions {
+  maxReplay: number
+  /** Unread bytes after which a socket is closed as a slow consumer. */
+  maxBufferedBytes: number
+  logger: Logger
+}
+
+interface TopicState {
+  /** Highest sequence number delivered live on this node; -1 while the head is being read. */
+  delivered: number
+  pending: Map<number, OutboxEvent>
+  filling: boolean
+  /** Gap fills in a row that found nothing new (see drain). */
+  emptyFills: number
+  sockets: number
+  ready: Promise<void>
+}
+
+export interface Connection {
+  principal: Principal
+  topics: Set<string>
+  closed: boolean
+}
+
+type Socket = ServerWebSocket<unknown>
+
+export function encodeEvent(e: OutboxEvent): string {
+  const at = e.at instanceof Date ? e.at.toISOString() : String(e.at)
+  return JSON.stringify({ op: 'event', topic: e.topic, seq: e.seq, type: e.type, data: e.data, at })
+}
+
+export class Hub {
+  private readonly topics = new Map<string, TopicState>()
+  private readonly authorizers = new Map<string, TopicAuthorizer>()
+  readonly connections = new Map<Socket, Connection>()
+  private unsubscribe?: () => void
+  private sweeper?: Timer
+  private publish?: (topic: string, message: string) => void
+
+  constructor(
+    private readonly feed: EventFeed,
+    private readonly opts: HubOptions,
+  ) {
+    this.authorizers.set('user', (p, id) => p.userId === id)
+  }
+
+  /** Register who may watch topics of `kind` (`workstation`, `run`, …). Admins may watch all. */
+  authorize(kind: string, fn: TopicAuthorizer) {
+    this.authorizers.set(kind, fn)
+  }
+
+  start(publish: (topic: string, message: string) => void) {
+    this.publish = publish
+    this.unsubscribe = this.feed.subscribe((e) => this.onEvent(e))
+    // Slow consumers: Bun buffers what a socket has not read; past the bound it is closed
+    // with a reason (Bun's own hard limit, set higher, is the backstop between sweeps).
+    this.sweeper = setInterval(() => this.sweep(), 100)
+    this.sweeper.unref?.()
+  }
+
+  stop() {
+    this.unsubscribe?.()
+    clearInterval(this.sweeper)
+    for (const ws of this.connections.keys()) ws.close(1001, 'server shutting down')
+  }
+
+  private sweep() {
+    for (const ws of this.connections.keys()) {
+      if (ws.getBufferedAmount() > this.opts.maxBufferedBytes) {
+        ws.close(CLOSE.tryAgain, `slow consumer: more than ${this.opts.maxBufferedBytes} bytes unread`)
+      }
+    }
+  }
+
+  open(ws: Socket, principal: Principal): Connection {
+    const c: Connection = { principal, topics: new Set(), closed: false }
+    this.connections.set(ws, c)
+    return c
+  }
+
+  close(ws: Socket) {
+    const c = this.connections.get(ws)
+    if (!c) return
+    c.closed = true
+    this.connections.delete(ws)
+    for (const t of c.topics) this.release(t)
+  }
+
+  /** Close every socket of these sessions (logout, password change, deactivation). */
+  closeSessions(sessionIds: string[]) {
+    const ids = new Set(sessionIds)
+    for (const [ws, c] of this.connections) if (ids.has(c.principal.sessionId)) ws.close(CLOSE.revoked, 'session revoked')
+  }
+
+  countFor(userId: string): number {
+    let n = 0
+    for (const c of this.connections.values()) if (c.principal.userId === userId) n++
+    return n
+  }
+
+  private send(ws: Socket, msg: ServerMessage | string) {
+    ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg))
+  }
+
+  async canWatch(principal: Principal, topic: string): Promise<boolean> {
+    const i = topic.indexOf(':')
+    const kind = topic.slice(0, i)
+    const id = topic.slice(i + 1)
+    const auth = this.authorizers.get(kind)
+    if (!auth) return false
+    if (principal.role === 'ADMIN') return true
+    return auth(principal, id)
+  }
+
+  async subscribe(ws: Socket, topic: string, since: number | undefined, id?: string): Promise<void> {
+    const c = this.connections.get(ws)
+    if (!c) return
+    if (!(await this.canWatch(c.principal, topic))) {
+      this.send(ws, { op: 'error', code: 'forbidden', message: 'You cannot subscribe to this topic', id, topic })
+      return
+    }
+    if (c.closed) return
+    if (c.topics.has(topic)) {
+      this.send(ws, { op: 'ack', for: 'subscribe', id, topic, seq: this.topics.get(topic)?.delivered })
+      return
+    }
+    c.topics.add(topic)
+    const state = this.retain(topic)
+    await state.ready
+    let sent = since ?? state.delivered
+    let replayed = 0
+    for (;;) {
+      if (c.closed) return
+      const target = state.delivered
+      if (sent >= target) {
+        // Caught up: from here on the native topic delivers everything after `target`.
+        ws.subscribe(topic)
+        this.send(ws, { op: 'ack', for: 'subscribe', id, topic, seq: Math.max(sent, target) })
+        return
+      }
+      if (replayed >= this.opts.maxReplay) {
+        this.send(ws, { op: 'error', code: 'replay_limit', message: `More than ${this.opts.maxReplay} events since ${since}: reload the state, then subscribe without since`, id, topic })
+        c.topics.delete(topic)
+        this.release(topic)
+        return
+      }
+      const events = await this.feed.read(topic, sent, Math.min(500, this.opts.maxReplay - replayed))
+      for (const e of events) {
+        if (e.seq > target) break
+        ws.send(encodeEvent(e))
+        sent = e.seq
+        replayed++
+      }
+      if (events.length === 0) sent = target // nothing stored (e.g. trimmed): align with live
+    }
+  }
+
+  unsubscribe_(ws: Socket, topic: string) {
+    const c = this.connections.get(ws)
+    if (!c || !c.topics.delete(topic)) return
+    ws.unsubscribe(topic)
+    this.release(topic)
+  }
+
+  private retain(topic: string): TopicState {
+    let s = this.topics.get(topic)
+    if (s) {
+      s.sockets++
+      return s
+    }
+    const state: TopicState = { delivered: -1, pending: new Map(), filling: false, emptyFills: 0, sockets: 1, ready: Promise.resolve() }
+    state.ready = this.feed.head(topic).then(
+      (head) => {
+        // Events that arrived while the head was read are either ≤ head (committed before;
+        // nobody here was watching) or after it (kept in pending, delivered now).
+        state.delivered = Math.max(head, state.delivered)
+        this.drain(topic, state)
+      },
+      (err) => {
+        this.opts.logger.error({ err, topic }, 'could not read the topic head')
+        state.delivered = 0
+      },
+    )
+    this.topics.set(topic, state)
+    return state
+  }
+
+  private release(topic: string) {
+    const s = this.topics.get(topic)
+    if (s && --s.sockets <= 0) this.topics.delete(topic)
+  }
+
+  private onEvent(e: OutboxEvent) {
+    const s = this.topics.get(e.topic)
+    if (!s) return // nobody here watches it
+    if (s.delivered >= 0 && e.seq <= s.delivered) return // already delivered
+    s.pending.set(e.seq, e)
+    if (s.delivered >= 0) this.drain(e.topic, s)
+  }
+
+  /** Deliver pending events in order; fill a gap from the outbox. */
+  private drain(topic: string, s: TopicState) {
+    for (;;) {
+      const next = s.pending.get(s.delivered + 1)
+      if (!next) break
+      s.pending.delete(next.seq)
+      s.delivered = next.seq
+      this.publish?.(topic, encodeEvent(next))
+    }
+    for (const seq of s.pending.keys()) if (seq <= s.delivered) s.pending.delete(seq)
+    if (s.pending.size > 0 && !s.filling) {
+      s.filling = true
+      this.feed
+        .read(topic, s.delivered, 1000)
+        .then((events) => {
+          const before = s.pending.size
+          for (const e of events) if (e.seq > s.delivered) s.pending.set(e.seq, e)
+          s.emptyFills = s.pending.has(s.delivered + 1) ? 0 : s.emptyFills + 1
+          // The outbox always holds a gap's events (a later number is only assigned after the
+          // earlier one committed), so this only happens if rows were deleted: skip the hole
+          // rather than stall the topic.
+          if (s.emptyFills >= 3 && before > 0) {
+            const first = Math.min(...s.pending.keys())
+            this.opts.logger.warn({ topic, from: s.delivered + 1, to: first - 1 }, 'events missing from the outbox; skipping')
+            s.delivered = first - 1
+            s.emptyFills = 0
+          }
+        })
+        .catch((err) => this.opts.logger.error({ err, topic }, 'could not fill an event gap'))
+        .finally(() => {
+          s.filling = false
+          if (this.topics.get(topic) === s) this.drain(topic, s)
+        })
+    }
+  }
+}
