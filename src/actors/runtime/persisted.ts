@@ -251,7 +251,7 @@ export class TurnCommitter {
     if (own.opened) outcome = await this.#commitOwn(own, w)
     else if (w.status === 'failed') outcome = await this.#afterFailure(w)
     else outcome = await this.#group(w)
-    this.metrics.turnDuration.observe({ kind: instance.def.kind, outcome: outcome.type }, (performance.now() - w.started) / 1000)
+    this.metrics.turnDuration.observe(instance.def.kind, outcome.type, (performance.now() - w.started) / 1000)
     return outcome
   }
 

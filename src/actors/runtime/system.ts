@@ -14,7 +14,7 @@ import { resolveConfig, type ActorSystemOptions, type RuntimeConfig } from './co
 import type { ActorKind, ActorRef, AnyActorKind, AskOptions, TellOptions, TurnContext } from './define.ts'
 import { ActorSystemStoppedError, ActorTimeoutError, FencedError, NotOwnerError, UnknownActorKindError } from './errors.ts'
 import { ActorInstance, actorKey, type Envelope, type Reply } from './instance.ts'
-import { RuntimeMetrics } from './metrics.ts'
+import { RuntimeMetrics, type ActorSample } from './metrics.ts'
 import { TurnCommitter, type TurnEffects, type TurnOutcome, type TurnScope } from './persisted.ts'
 import { LocalPlacement, shardOf, type ClusterStatus, type Placement } from './placement.ts'
 import { ReminderPoller } from './reminders.ts'
@@ -48,7 +48,7 @@ export class ActorSystem {
     this.nodeId = this.config.nodeId
     this.#sql = opts.sql
     this.#logger = opts.logger.child({ component: 'actors', node: this.nodeId })
-    this.metrics = new RuntimeMetrics(opts.metrics)
+    this.metrics = new RuntimeMetrics(opts.metrics, () => this.#sample())
     this.#committer = new TurnCommitter(
       opts.sql,
       (instance, env, scope) => this.#context(instance, env, scope),
@@ -202,6 +202,17 @@ export class ActorSystem {
     return Object.fromEntries([...this.#liveByKind].filter(([, n]) => n > 0))
   }
 
+  #sample(): ActorSample {
+    const out: ActorSample = new Map()
+    for (const inst of this.#live.values()) {
+      const s = out.get(inst.def.kind) ?? { live: 0, waiting: 0 }
+      s.live++
+      s.waiting += inst.mailbox.size
+      out.set(inst.def.kind, s)
+    }
+    return out
+  }
+
   /** Turns being run or waiting for a commit on this node (a test and admin aid). */
   get activeTurns(): number {
     let n = 0
@@ -273,17 +284,14 @@ export class ActorSystem {
       inst = new ActorInstance(def, env.id, shard, epoch, (i, e) => this.#run(i, e), (err) => this.#logger.error({ err }, 'mailbox error'))
       this.#live.set(key, inst)
       this.#liveByKind.set(def.kind, (this.#liveByKind.get(def.kind) ?? 0) + 1)
-      this.metrics.live.inc({ kind: def.kind })
       if (this.#live.size > this.config.maxLiveActors) this.#passivateOverCap()
     }
     inst.lastUsed = performance.now()
-    this.metrics.mailboxDepth.inc({ kind: def.kind })
     inst.mailbox.enqueue(env)
   }
 
   /** The mailbox's process function: one message, start to finish. */
   async #run(inst: ActorInstance, env: Envelope): Promise<void> {
-    this.metrics.mailboxDepth.dec({ kind: inst.def.kind })
     if (inst.closed) return this.#dispatch(env) // dropped while the message waited: route again
     if (!inst.loaded) {
       try {
@@ -313,10 +321,7 @@ export class ActorSystem {
         const queued = inst.mailbox.takeAll()
         this.#passivate(inst, true)
         this.#dispatch(env)
-        for (const e of queued) {
-          this.metrics.mailboxDepth.dec({ kind: inst.def.kind })
-          this.#dispatch(e)
-        }
+        for (const e of queued) this.#dispatch(e)
         return
       }
       default: {
@@ -457,7 +462,6 @@ export class ActorSystem {
     inst.closed = true
     if (this.#live.get(inst.key) === inst) this.#live.delete(inst.key)
     this.#liveByKind.set(inst.def.kind, (this.#liveByKind.get(inst.def.kind) ?? 1) - 1)
-    this.metrics.live.dec({ kind: inst.def.kind })
     return true
   }
 
