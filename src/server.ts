@@ -154,7 +154,8 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     { maxReplay: config.ws.maxReplay, maxBufferedBytes: config.ws.maxBufferedBytes, logger },
   )
   registry.onRevoked((ids) => hub.closeSessions(ids))
-  const deps: AppDeps = { config: resolved, sql, redis, logger, metrics, auth, rateLimits, cache, probes, actors, hub }
+  const tickets = redis ? new RedisTicketStore(redis) : new MemoryTicketStore()
+  const deps: AppDeps = { config: resolved, sql, redis, logger, metrics, auth, rateLimits, cache, probes, actors, hub, tickets }
 
   const features: Feature[] = []
   for (const factory of opts.features ?? FEATURES) features.push(await factory(deps))
@@ -166,7 +167,6 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
   await actors.start()
 
   const admin = await ensureAdmin(sql, auth, config)
-  const tickets = redis ? new RedisTicketStore(redis) : new MemoryTicketStore()
   const app = createApp(deps, {
     modules: [wsRoutes(deps, hub, tickets), ...features.flatMap((f) => f.routes ?? []), ...(opts.modules ?? [])],
     uploadPaths: features.flatMap((f) => f.uploadPaths ?? []),

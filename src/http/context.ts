@@ -12,6 +12,7 @@ import type { Redis } from '../store/redis.ts'
 import type { Role } from '../store/users.ts'
 import type { ActorSystem } from '../actors/runtime/index.ts'
 import type { Hub } from '../ws/hub.ts'
+import type { TicketStore } from '../ws/tickets.ts'
 import type { AuthService } from './auth/service.ts'
 import type { Principal } from './auth/sessions.ts'
 import type { ResponseCache } from './plugins/cache.ts'
@@ -38,6 +39,8 @@ export interface AppDeps {
   actors: ActorSystem
   /** Live events to WebSocket clients. */
   hub: Hub
+  /** Single-use WebSocket upgrade tickets (POST /api/ws/ticket), for upgrades outside /ws (terminals). */
+  tickets?: TicketStore
 }
 
 /** `{ success: true, data }` (and `meta` for lists). */
