@@ -74,6 +74,16 @@ export const EnvSchema = T.Object({
   NODE_ID: Str(),
   CLUSTER_SHARDS: Int({ default: 64, minimum: 1, maximum: 4096 }),
   CLUSTER_LEASE_TTL_MS: Int({ default: 5_000, minimum: 500, maximum: 10_000 }),
+
+  WORKSTATION_IMAGES: Str('quadrax/busybox:test'),
+  WORKSTATION_IDLE_TIMEOUT: Int({ default: 3600 }),
+  WORKSTATION_IDLE_CPU_PERCENT: T.Number({ default: 10, minimum: 0, maximum: 100_000 }),
+  VM_IMAGES: Str('quadrax/busybox:test'),
+  VM_RUNTIME: T.String({ default: 'runc', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$' }),
+  QUOTA_MAX_RUNNING: Int({ default: 4 }),
+  QUOTA_MAX_CPU: T.Number({ default: 8, minimum: 0 }),
+  QUOTA_MAX_MEMORY_MB: Int({ default: 16_384 }),
+  TERMINAL_REATTACH_GRACE_MS: Int({ default: 60_000, minimum: 1000 }),
 })
 export type Env = Static<typeof EnvSchema>
 
@@ -105,6 +115,13 @@ export interface Config {
   shutdownTimeoutMs: number
   admin: { email: string; password: string | undefined }
   cluster: { nodeId: string | undefined; shards: number; leaseTtlMs: number }
+  /** Workstations: image allow-list (first = default), idle culling (0 s = off; CPU above the threshold counts as activity). */
+  workstations: { images: readonly string[]; idleTimeoutSeconds: number; idleCpuPercent: number }
+  /** VMs: OS image allow-list (first = default) and the engine runtime they run under. */
+  vms: { images: readonly string[]; runtime: string }
+  /** Default per-user compute quota over running workstations and VMs (admins override per user). */
+  quota: { running: number; cpu: number; memoryMb: number }
+  terminal: { reattachGraceMs: number }
   ws: { maxPayloadBytes: number; maxConnectionsPerUser: number; messagesPerSecond: number; idleTimeoutSeconds: number; maxBufferedBytes: number; maxReplay: number; ticketTtlMs: number }
 }
 
@@ -119,6 +136,16 @@ export function parseSize(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB)?\s*$/i.exec(text)
   if (!m) throw new ConfigError(`not a size: ${text}`)
   return Math.floor(Number(m[1]) * UNITS[(m[2] ?? 'B').toUpperCase()]!)
+}
+
+/** "a:1, b:2" → ["a:1", "b:2"]; at least one image, each a plain image reference. */
+function imageList(name: string, csv: string): string[] {
+  const images = [...new Set(csv.split(',').map((s) => s.trim()).filter(Boolean))]
+  if (images.length === 0) throw new ConfigError(`${name} is empty: expected a comma-separated list of images, the first being the default`)
+  for (const i of images) {
+    if (!/^[a-z0-9][a-z0-9._\/:@-]{0,254}$/.test(i)) throw new ConfigError(`${name} contains ${JSON.stringify(i)}: expected image references like registry/name:tag`)
+  }
+  return images
 }
 
 function describe(schema: TSchema): string {
@@ -196,6 +223,10 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     admin: Object.freeze({ email: e.ADMIN_EMAIL!, password: e.ADMIN_PASSWORD }),
     cluster: Object.freeze({ nodeId: e.NODE_ID, shards: e.CLUSTER_SHARDS, leaseTtlMs: e.CLUSTER_LEASE_TTL_MS }),
+    workstations: Object.freeze({ images: Object.freeze(imageList('WORKSTATION_IMAGES', e.WORKSTATION_IMAGES!)), idleTimeoutSeconds: e.WORKSTATION_IDLE_TIMEOUT, idleCpuPercent: e.WORKSTATION_IDLE_CPU_PERCENT }),
+    vms: Object.freeze({ images: Object.freeze(imageList('VM_IMAGES', e.VM_IMAGES!)), runtime: e.VM_RUNTIME }),
+    quota: Object.freeze({ running: e.QUOTA_MAX_RUNNING, cpu: e.QUOTA_MAX_CPU, memoryMb: e.QUOTA_MAX_MEMORY_MB }),
+    terminal: Object.freeze({ reattachGraceMs: e.TERMINAL_REATTACH_GRACE_MS }),
     ws: Object.freeze({
       maxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,
       maxConnectionsPerUser: e.WS_MAX_CONNECTIONS_PER_USER,
