@@ -26,6 +26,16 @@ export const ServerMessage = T.Union([ServerEvent, ServerAck, ServerError, Serve
 export type ServerMessage = Static<typeof ServerMessage>
 
 export const clientMessage = TypeCompiler.Compile(ClientMessage)
+const byOp = new Map(ClientMessage.anyOf.map((schema) => [schema.properties.op.const as string, TypeCompiler.Compile(schema)]))
+
+/** Why `msg` is not a valid client message, naming the field (a union's own error would not). */
+export function explain(msg: unknown): string {
+  const op = typeof msg === 'object' && msg !== null ? (msg as { op?: unknown }).op : undefined
+  const check = typeof op === 'string' ? byOp.get(op) : undefined
+  if (!check) return `op must be one of ${[...byOp.keys()].join(', ')}`
+  const e = check.Errors(msg).First()
+  return e ? `${e.path.replace(/^\//, '') || 'message'}: ${e.message}` : 'Invalid message'
+}
 
 /** Close codes we use (RFC 6455 §7.4.1, and 4000–4999 for the application). */
 export const CLOSE = {

@@ -4,7 +4,7 @@ import type { ServerWebSocket } from 'bun'
 import { bearer, bearerToken, Envelope, errors, ok, requireUser, type AppDeps } from '../http/context.ts'
 import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth } from './auth.ts'
 import type { Hub } from './hub.ts'
-import { clientMessage, CLOSE } from './protocol.ts'
+import { clientMessage, CLOSE, explain } from './protocol.ts'
 import type { TicketStore } from './tickets.ts'
 
 interface Bucket {
@@ -69,8 +69,7 @@ export function wsRoutes(deps: AppDeps, hub: Hub, tickets: TicketStore) {
           }
         }
         if (!clientMessage.Check(msg)) {
-          const first = clientMessage.Errors(msg).First()
-          return raw.send(JSON.stringify({ op: 'error', code: 'bad_message', message: first ? `${first.path || 'message'}: ${first.message}` : 'Invalid message' }))
+          return raw.send(JSON.stringify({ op: 'error', code: 'bad_message', message: explain(msg) }))
         }
         try {
           switch (msg.op) {
