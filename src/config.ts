@@ -39,6 +39,12 @@ export const EnvSchema = T.Object({
   OPENAI_API_KEY: Str(),
   OPENAI_BASE_URL: Str(),
   OPENAI_MODEL: Str('gpt-4o-mini'),
+  OPENAI_MAX_RETRIES: Int({ default: 3, maximum: 10 }),
+  OPENAI_TIMEOUT_MS: Int({ default: 120_000, minimum: 1000 }),
+  OPENAI_IDLE_TIMEOUT_MS: Int({ default: 30_000, minimum: 100 }),
+  AI_CONTEXT_TOKENS: Int({ default: 8_000, minimum: 256 }),
+  AI_MAX_REPLY_TOKENS: Int({ default: 1_024, minimum: 16 }),
+  AI_DAILY_TOKEN_BUDGET: Int({ default: 200_000 }),
 
   SMTP_HOST: Str(),
   SMTP_PORT: Int({ default: 587, maximum: 65535 }),
@@ -102,7 +108,9 @@ export interface Config {
   dockerHost: string | undefined
   maxFileSize: number
   uploadDir: string
-  openai: { apiKey: string | undefined; baseUrl: string | undefined; model: string }
+  openai: { apiKey: string | undefined; baseUrl: string | undefined; model: string; maxRetries: number; timeoutMs: number; idleTimeoutMs: number }
+  /** The AI assistant: prompt budget, reply cap, per-user daily token budget (0 = unlimited). */
+  ai: { contextTokens: number; maxReplyTokens: number; dailyTokenBudget: number }
   smtp: { host: string | undefined; port: number; user: string | undefined; pass: string | undefined }
   logLevel: Env['LOG_LEVEL']
   sentryDsn: string | undefined
@@ -210,7 +218,15 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     dockerHost: e.DOCKER_HOST,
     maxFileSize: parseSize(e.MAX_FILE_SIZE),
     uploadDir: e.UPLOAD_DIR!,
-    openai: Object.freeze({ apiKey: e.OPENAI_API_KEY, baseUrl: e.OPENAI_BASE_URL, model: e.OPENAI_MODEL! }),
+    openai: Object.freeze({
+      apiKey: e.OPENAI_API_KEY,
+      baseUrl: e.OPENAI_BASE_URL,
+      model: e.OPENAI_MODEL!,
+      maxRetries: e.OPENAI_MAX_RETRIES,
+      timeoutMs: e.OPENAI_TIMEOUT_MS,
+      idleTimeoutMs: e.OPENAI_IDLE_TIMEOUT_MS,
+    }),
+    ai: Object.freeze({ contextTokens: e.AI_CONTEXT_TOKENS, maxReplyTokens: e.AI_MAX_REPLY_TOKENS, dailyTokenBudget: e.AI_DAILY_TOKEN_BUDGET }),
     smtp: Object.freeze({ host: e.SMTP_HOST, port: e.SMTP_PORT, user: e.SMTP_USER, pass: e.SMTP_PASS }),
     logLevel: e.LOG_LEVEL,
     sentryDsn: e.SENTRY_DSN,
