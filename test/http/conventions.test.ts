@@ -110,7 +110,7 @@ describe('rate limits', () => {
     expect(Number(last!.headers.get('retry-after'))).toBeGreaterThan(0)
     expect(last!.headers.get('ratelimit-limit')).toBe('3')
     expect(last!.headers.get('ratelimit-remaining')).toBe('0')
-    expect((await last!.json()).error).toBe('Too many requests, please try again later')
+    expect(((await last!.json()) as { error: string }).error).toBe('Too many requests, please try again later')
   })
 
   test('the auth limit counts per client IP; X-Forwarded-For is trusted only with TRUST_PROXY', async () => {
