@@ -90,6 +90,13 @@ export const EnvSchema = T.Object({
   QUOTA_MAX_CPU: T.Number({ default: 8, minimum: 0 }),
   QUOTA_MAX_MEMORY_MB: Int({ default: 16_384 }),
   TERMINAL_REATTACH_GRACE_MS: Int({ default: 60_000, minimum: 1000 }),
+  MODEL_DIR: Str('./data/models'),
+  TRAINING_IMAGES: Str('quadrax/busybox:test'),
+  TRAINING_TIMEOUT_SECONDS: Int({ default: 3600, minimum: 1 }),
+  TRAINING_MAX_TIMEOUT_SECONDS: Int({ default: 86_400, minimum: 1 }),
+  TRAINING_CONCURRENCY: Int({ default: 2, minimum: 1, maximum: 64 }),
+  TRAINING_MAX_ACTIVE_RUNS: Int({ default: 10, minimum: 1 }),
+  TRAINING_MAX_ROWS: Int({ default: 1_000_000, minimum: 1 }),
 })
 export type Env = Static<typeof EnvSchema>
 
@@ -130,6 +137,8 @@ export interface Config {
   /** Default per-user compute quota over running workstations and VMs (admins override per user). */
   quota: { running: number; cpu: number; memoryMb: number }
   terminal: { reattachGraceMs: number }
+  /** Models: artifact directory, container-run image allow-list, run timeouts (default, max), runs executing at once per node, queued+running runs per user, rows a built-in run may read. */
+  models: { dir: string; trainingImages: readonly string[]; defaultTimeoutSeconds: number; maxTimeoutSeconds: number; concurrency: number; maxActiveRunsPerUser: number; maxRows: number }
   ws: { maxPayloadBytes: number; maxConnectionsPerUser: number; messagesPerSecond: number; idleTimeoutSeconds: number; maxBufferedBytes: number; maxReplay: number; ticketTtlMs: number }
 }
 
@@ -243,6 +252,15 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     vms: Object.freeze({ images: Object.freeze(imageList('VM_IMAGES', e.VM_IMAGES!)), runtime: e.VM_RUNTIME }),
     quota: Object.freeze({ running: e.QUOTA_MAX_RUNNING, cpu: e.QUOTA_MAX_CPU, memoryMb: e.QUOTA_MAX_MEMORY_MB }),
     terminal: Object.freeze({ reattachGraceMs: e.TERMINAL_REATTACH_GRACE_MS }),
+    models: Object.freeze({
+      dir: e.MODEL_DIR!,
+      trainingImages: Object.freeze(imageList('TRAINING_IMAGES', e.TRAINING_IMAGES!)),
+      defaultTimeoutSeconds: Math.min(e.TRAINING_TIMEOUT_SECONDS, e.TRAINING_MAX_TIMEOUT_SECONDS),
+      maxTimeoutSeconds: e.TRAINING_MAX_TIMEOUT_SECONDS,
+      concurrency: e.TRAINING_CONCURRENCY,
+      maxActiveRunsPerUser: e.TRAINING_MAX_ACTIVE_RUNS,
+      maxRows: e.TRAINING_MAX_ROWS,
+    }),
     ws: Object.freeze({
       maxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,
       maxConnectionsPerUser: e.WS_MAX_CONNECTIONS_PER_USER,
