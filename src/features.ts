@@ -7,6 +7,7 @@ import type { Elysia } from 'elysia'
 import type { AnyActorKind } from './actors/runtime/index.ts'
 import type { AppDeps } from './http/context.ts'
 import type { TopicAuthorizer } from './ws/hub.ts'
+import { aiFeature } from './http/ai.ts'
 
 export interface Feature {
   name: string
@@ -29,4 +30,6 @@ export interface Feature {
 export type FeatureFactory = (deps: AppDeps) => Feature | Promise<Feature>
 
 /** Installed in this order. */
-export const FEATURES: FeatureFactory[] = []
+export const FEATURES: FeatureFactory[] = [
+  aiFeature,
+]

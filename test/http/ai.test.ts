@@ -1,0 +1,426 @@
+/**
+ * The AI assistant's chat sessions end to end: REST routes, the chat-session actor, the
+ * answer streaming over /ws, against a local OpenAI-compatible server speaking the real wire
+ * format (test/support/openai-server.ts). Pacing is driven by gates the test opens.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import { aiFeature } from '../../src/http/ai.ts'
+import { testServer, type TestServer } from '../support/app.ts'
+import { Gate, startOpenAiServer, type OpenAiTestServer } from '../support/openai-server.ts'
+import { wsClient, type WsClient } from '../support/ws.ts'
+
+let ai: OpenAiTestServer
+let t: TestServer
+beforeAll(async () => {
+  ai = await startOpenAiServer()
+  t = await testServer(
+    { OPENAI_API_KEY: ai.apiKey, OPENAI_BASE_URL: ai.baseURL, OPENAI_MODEL: 'gpt-test', OPENAI_MAX_RETRIES: '2', AI_DAILY_TOKEN_BUDGET: '0' },
+    { features: [aiFeature] },
+  )
+})
+afterAll(async () => {
+  await t.stop()
+  await ai.stop()
+})
+beforeEach(() => ai.behave({}))
+
+type User = Awaited<ReturnType<TestServer['user']>>
+
+async function newSession(u: User, title?: string): Promise<string> {
+  const r = await t.json('POST', '/api/ai/sessions', { token: u.token, body: title === undefined ? {} : { title } })
+  expect(r.status).toBe(201)
+  return r.body.data.id
+}
+
+async function send(u: User, sessionId: string, content: string) {
+  const r = await t.json('POST', `/api/ai/sessions/${sessionId}/messages`, { token: u.token, body: { content } })
+  expect(r.status).toBe(202)
+  return r.body.data as { userMessage: any; assistantMessage: any; topic: string; since: number }
+}
+
+/** A socket subscribed to the session's topic (from `since` when given). */
+async function watch(u: User, sessionId: string, since?: number): Promise<WsClient> {
+  const c = await wsClient(t.url, u.token)
+  c.send({ op: 'subscribe', topic: `chat:${sessionId}`, id: 'sub', ...(since !== undefined ? { since } : {}) })
+  await c.next((m) => m.op === 'ack' && m.id === 'sub')
+  return c
+}
+
+const events = (c: WsClient, type: string, messageId?: string) =>
+  c.messages.filter((m) => m.op === 'event' && m.type === type && (messageId === undefined || m.data.messageId === messageId || m.data.message?.id === messageId))
+const streamed = (c: WsClient, messageId: string) => events(c, 'delta', messageId).map((e) => e.data.text as string).join('')
+const done = (c: WsClient, messageId: string) => c.next((m) => m.op === 'event' && m.type === 'done' && m.data.message.id === messageId)
+
+/** Resolves once the deltas of `messageId` add up to `text` (the client saw exactly that much). */
+function streamedUpTo(c: WsClient, messageId: string, text: string): Promise<unknown> {
+  return c.next(() => streamed(c, messageId) === text)
+}
+
+async function messages(u: User, sessionId: string) {
+  const r = await t.json('GET', `/api/ai/sessions/${sessionId}/messages?limit=100`, { token: u.token })
+  expect(r.status).toBe(200)
+  return r.body.data as any[]
+}
+
+describe('sessions', () => {
+  test('create, read, list with cursor pagination, rename, delete', async () => {
+    const u = await t.user()
+    const a = await t.json('POST', '/api/ai/sessions', { token: u.token, body: {} })
+    expect(a.status).toBe(201)
+    expect(a.body).toEqual({
+      success: true,
+      data: { id: expect.any(String), title: 'New chat', generating: false, generatingMessageId: null, createdAt: expect.any(String), updatedAt: expect.any(String) },
+    })
+    const b = await newSession(u, 'Feature engineering')
+    const c = await newSession(u, 'Third')
+
+    const page1 = await t.json('GET', '/api/ai/sessions?limit=2', { token: u.token })
+    expect(page1.status).toBe(200)
+    expect(page1.body.data.map((s: any) => s.id)).toEqual([c, b]) // newest first
+    expect(page1.body.data[0].lastMessageAt).toBeNull()
+    expect(page1.body.meta).toEqual({ nextCursor: expect.any(String), limit: 2 })
+    const page2 = await t.json('GET', `/api/ai/sessions?limit=2&cursor=${page1.body.meta.nextCursor}`, { token: u.token })
+    expect(page2.body.data.map((s: any) => s.id)).toEqual([a.body.data.id])
+    expect(page2.body.meta.nextCursor).toBeNull()
+
+    const got = await t.json('GET', `/api/ai/sessions/${b}`, { token: u.token })
+    expect(got.body.data).toMatchObject({ id: b, title: 'Feature engineering', generating: false })
+    const renamed = await t.json('PATCH', `/api/ai/sessions/${b}`, { token: u.token, body: { title: 'Renamed' } })
+    expect(renamed.status).toBe(200)
+    expect(renamed.body.data.title).toBe('Renamed')
+    expect((await t.json('GET', `/api/ai/sessions/${b}`, { token: u.token })).body.data.title).toBe('Renamed')
+
+    const del = await t.json('DELETE', `/api/ai/sessions/${b}`, { token: u.token })
+    expect(del).toMatchObject({ status: 200, body: { success: true, data: { id: b } } })
+    expect((await t.json('GET', `/api/ai/sessions/${b}`, { token: u.token })).status).toBe(404)
+    expect((await t.json('GET', `/api/ai/sessions/${b}/messages`, { token: u.token })).status).toBe(404)
+  })
+
+  test('bodies are validated: unknown fields, empty titles and messages are 400', async () => {
+    const u = await t.user()
+    const id = await newSession(u)
+    expect((await t.json('POST', '/api/ai/sessions', { token: u.token, body: { title: 'x', owner: 'me' } })).status).toBe(400)
+    expect((await t.json('PATCH', `/api/ai/sessions/${id}`, { token: u.token, body: { title: '' } })).status).toBe(400)
+    const empty = await t.json('POST', `/api/ai/sessions/${id}/messages`, { token: u.token, body: { content: '' } })
+    expect(empty.status).toBe(400)
+    expect(empty.body.details[0].field).toBe('content')
+    expect((await t.json('GET', '/api/ai/sessions/not-a-uuid', { token: u.token })).status).toBe(400)
+    expect((await t.json('GET', '/api/ai/sessions')).status).toBe(401)
+  })
+})
+
+describe('streaming answers', () => {
+  test('tokens arrive in order over /ws and the persisted answer is their concatenation', async () => {
+    const u = await t.user()
+    const id = await newSession(u)
+    const tokens = Array.from({ length: 30 }, (_, i) => `t${i} `)
+    const gate = new Gate()
+    ai.behave({ tokens, gate })
+    const c = await watch(u, id)
+    const sent = await send(u, id, 'Explain overfitting')
+    const mid = sent.assistantMessage.id
+    expect(sent.userMessage).toMatchObject({ role: 'user', content: 'Explain overfitting', status: 'completed' })
+    expect(sent.assistantMessage).toMatchObject({ role: 'assistant', content: '', status: 'streaming', model: 'gpt-test' })
+    expect(sent.topic).toBe(`chat:${id}`)
+
+    // While it streams, the session says so.
+    expect((await t.json('GET', `/api/ai/sessions/${id}`, { token: u.token })).body.data).toMatchObject({ generating: true, generatingMessageId: mid })
+
+    // Release the tokens in three batches, each only after the client saw the previous one.
+    for (const upTo of [10, 20, 30]) {
+      gate.release(10)
+      await streamedUpTo(c, mid, tokens.slice(0, upTo).join(''))
+    }
+    gate.open()
+    const final = await done(c, mid)
+    const deltas = events(c, 'delta', mid)
+    expect(deltas.length).toBeGreaterThanOrEqual(3)
+    expect(deltas.map((d) => d.data.index)).toEqual(deltas.map((_, i) => i))
+    const seqs = c.messages.filter((m) => m.op === 'event').map((m) => m.seq)
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b))
+    expect(final.data.message).toMatchObject({ id: mid, status: 'completed', content: tokens.join(''), finishReason: 'stop', error: null })
+    expect(final.data.message.usage).toMatchObject({ completionTokens: 30, estimated: false })
+    expect(events(c, 'message')[0].data.message.id).toBe(sent.userMessage.id)
+    expect(events(c, 'started')[0].data).toEqual({ messageId: mid, userMessageId: sent.userMessage.id, model: 'gpt-test' })
+    expect(events(c, 'error')).toEqual([])
+
+    const stored = await messages(u, id)
+    expect(stored.map((m) => [m.role, m.status, m.content])).toEqual([
+      ['user', 'completed', 'Explain overfitting'],
+      ['assistant', 'completed', tokens.join('')],
+    ])
+    expect(stored[1].content).toBe(streamed(c, mid))
+    expect(stored[1]).toEqual({
+      id: mid,
+      sessionId: id,
+      role: 'assistant',
+      content: tokens.join(''),
+      status: 'completed',
+      model: 'gpt-test',
+      finishReason: 'stop',
+      usage: { promptTokens: expect.any(Number), completionTokens: 30, totalTokens: expect.any(Number), estimated: false },
+      error: null,
+      createdAt: expect.any(String),
+      completedAt: expect.any(String),
+    })
+    expect((await t.json('GET', `/api/ai/sessions/${id}`, { token: u.token })).body.data.generating).toBe(false)
+
+    // The request the provider got: streamed, with usage, system prompt first, the question last.
+    const req = ai.requests.at(-1)!
+    expect(req.body).toMatchObject({ model: 'gpt-test', stream: true, stream_options: { include_usage: true }, max_completion_tokens: 1024 })
+    expect(req.body.messages.map((m) => m.role)).toEqual(['system', 'user'])
+    expect(req.body.messages[1]!.content).toBe('Explain overfitting')
+    c.close()
+  })
+
+  test('a late subscriber resumes from `since` and gets every event of the answer, once', async () => {
+    const u = await t.user()
+    const id = await newSession(u)
+    ai.behave({ tokens: ['a', 'b', 'c'] })
+    const watcher = await watch(u, id)
+    const sent = await send(u, id, 'hi')
+    await done(watcher, sent.assistantMessage.id)
+    watcher.close()
+    const late = await watch(u, id, sent.since)
+    const replayed = await done(late, sent.assistantMessage.id)
+    const types = late.messages.filter((m) => m.op === 'event').map((m) => m.type)
+    expect(types[0]).toBe('message')
+    expect(types[1]).toBe('started')
+    expect(types.at(-1)).toBe('done')
+    expect(streamed(late, sent.assistantMessage.id)).toBe('abc')
+    expect(replayed.data.message.content).toBe('abc')
+    late.close()
+  })
+
+  test('the conversation so far goes with the next question', async () => {
+    const u = await t.user()
+    const id = await newSession(u)
+    const c = await watch(u, id)
+    ai.behave({ tokens: ['First', ' answer'] })
+    await done(c, (await send(u, id, 'first question')).assistantMessage.id)
+    ai.behave({ tokens: ['Second'] })
+    await done(c, (await send(u, id, 'second question')).assistantMessage.id)
+    const req = ai.requests.at(-1)!
+    expect(req.body.messages.map((m) => [m.role, m.role === 'system' ? '…' : m.content])).toEqual([
+      ['system', '…'],
+      ['user', 'first question'],
+      ['assistant', 'First answer'],
+      ['user', 'second question'],
+    ])
+    c.close()
+  })
+
+  test('one answer at a time: a second send is 409; cancel keeps the partial text, marked cancelled', async () => {
+    const u = await t.user()
+    const id = await newSession(u)
+    const gate = new Gate()
+    ai.behave({ tokens: ['one ', 'two ', 'three ', 'four ', 'five '], gate })
+    const c = await watch(u, id)
+    const sent = await send(u, id, 'count to five')
+    const mid = sent.assistantMessage.id
+    const second = await t.json('POST', `/api/ai/sessions/${id}/messages`, { token: u.token, body: { content: 'again' } })
+    expect(second.status).toBe(409)
+    expect(second.body.details).toEqual([{ field: 'generatingMessageId', message: mid }])
+
+    gate.release(2)
+    await streamedUpTo(c, mid, 'one two ')
+    const cancel = await t.json('POST', `/api/ai/sessions/${id}/cancel`, { token: u.token })
+    expect(cancel).toMatchObject({ status: 202, body: { success: true, data: { messageId: mid, cancelling: true } } })
+    const final = await done(c, mid)
+    expect(final.data.message).toMatchObject({ status: 'cancelled', content: 'one two ', error: null })
+    expect(final.data.message.usage.estimated).toBe(true)
+    expect(streamed(c, mid)).toBe('one two ')
+    const stored = await messages(u, id)
+    expect(stored[1]).toMatchObject({ id: mid, status: 'cancelled', content: 'one two ' })
+
+    // Nothing left to cancel; the session takes a new message again.
+    expect((await t.json('POST', `/api/ai/sessions/${id}/cancel`, { token: u.token })).body.data).toEqual({ messageId: null, cancelling: false })
+    ai.behave({ tokens: ['ok'] })
+    await done(c, (await send(u, id, 'again')).assistantMessage.id)
+    c.close()
+  })
+})
+
+describe('provider failures', () => {
+  test('429 from the provider is retried, then the answer streams', async () => {
+    const u = await t.user()
+    const id = await newSession(u)
+    const before = ai.requests.length
+    ai.behave({ tokens: ['after', ' retry'], failures: [{ status: 429, times: 2, retryAfterMs: 5 }] })
+    const c = await watch(u, id)
+    const sent = await send(u, id, 'hello')
+    const final = await done(c, sent.assistantMessage.id)
+    expect(final.data.message).toMatchObject({ status: 'completed', content: 'after retry' })
+    expect(ai.requests.slice(before).map((r) => r.status)).toEqual([429, 429, 200])
+    expect(events(c, 'error')).toEqual([])
+    c.close()
+  })
+
+  test('a stream cut midway keeps the partial answer marked interrupted, and an error event arrives', async () => {
+    const u = await t.user()
+    const id = await newSession(u)
+    const gate = new Gate()
+    ai.behave({ tokens: ['par', 'tial', ' never', ' sent'], gate, cutAfterTokens: 2 })
+    const c = await watch(u, id)
+    const sent = await send(u, id, 'tell me')
+    const mid = sent.assistantMessage.id
+    gate.release(2)
+    await streamedUpTo(c, mid, 'partial')
+    gate.release(1) // the cut
+    const final = await done(c, mid)
+    expect(final.data.message).toMatchObject({ status: 'interrupted', content: 'partial', error: { code: 'ai_provider_unavailable' } })
+    const err = await c.next((m) => m.op === 'event' && m.type === 'error')
+    expect(err.data).toEqual({ messageId: mid, code: 'ai_provider_unavailable', message: expect.stringContaining('incomplete') })
+    expect((await messages(u, id))[1]).toMatchObject({ status: 'interrupted', content: 'partial' })
+    c.close()
+  })
+
+  test('a request the provider refuses fails with no text and an error event', async () => {
+    const u = await t.user()
+    const id = await newSession(u)
+    ai.behave({ failures: [{ status: 400, times: 1, message: 'Unsupported parameter' }] })
+    const c = await watch(u, id)
+    const sent = await send(u, id, 'hello')
+    const final = await done(c, sent.assistantMessage.id)
+    expect(final.data.message).toMatchObject({ status: 'failed', content: '', error: { code: 'ai_provider_rejected' } })
+    const err = await c.next((m) => m.op === 'event' && m.type === 'error')
+    expect(err.data.message).toContain('Unsupported parameter')
+    expect((await t.json('GET', `/api/ai/sessions/${id}`, { token: u.token })).body.data.generating).toBe(false)
+    c.close()
+  })
+})
+
+describe('context', () => {
+  test("the system prompt describes the caller's own resources and nobody else's", async () => {
+    const a = await t.user()
+    const b = await t.user()
+    const sql = t.db.sql
+    for (const [owner, prefix] of [[a.id, 'alpha'], [b.id, 'beta']] as const) {
+      await sql`insert into workstations (id, owner_id, name, description, function, cpu, memory_mb, image, status)
+                values (${crypto.randomUUID()}, ${owner}, ${`${prefix}-workstation`}, 'a test workstation', 'DEVELOPMENT', 1, 512, 'quadrax/busybox:test', 'STOPPED')`
+      await sql`insert into datakits (id, owner_id, name, status, current_version)
+                values (${crypto.randomUUID()}, ${owner}, ${`${prefix}-data`}, 'READY', 1)`
+      await sql`insert into models (user_id, name, type, framework) values (${owner}, ${`${prefix}-model`}, 'CLASSIFICATION', 'TENSORFLOW')`
+    }
+    const id = await newSession(a)
+    const c = await watch(a, id)
+    await done(c, (await send(a, id, 'what do I have?')).assistantMessage.id)
+    const system = ai.requests.at(-1)!.body.messages[0]!
+    expect(system.role).toBe('system')
+    expect(system.content).toContain('QUADRAX ML')
+    expect(system.content).toContain('- Workstations (1): "alpha-workstation"')
+    expect(system.content).toContain('- DataKits (1): "alpha-data"')
+    expect(system.content).toContain('- Models (1): "alpha-model"')
+    expect(system.content).not.toContain('beta')
+    c.close()
+  })
+})
+
+describe('access', () => {
+  test('another user cannot read, change, use or subscribe to a session (404 / forbidden)', async () => {
+    const owner = await t.user()
+    const other = await t.user()
+    const id = await newSession(owner, 'private')
+    const c = await watch(owner, id)
+    await done(c, (await send(owner, id, 'secret question')).assistantMessage.id)
+    c.close()
+
+    const tok = { token: other.token }
+    expect((await t.json('GET', `/api/ai/sessions/${id}`, tok)).status).toBe(404)
+    expect((await t.json('GET', `/api/ai/sessions/${id}/messages`, tok)).status).toBe(404)
+    expect((await t.json('PATCH', `/api/ai/sessions/${id}`, { ...tok, body: { title: 'mine' } })).status).toBe(404)
+    expect((await t.json('POST', `/api/ai/sessions/${id}/messages`, { ...tok, body: { content: 'hi' } })).status).toBe(404)
+    expect((await t.json('POST', `/api/ai/sessions/${id}/cancel`, tok)).status).toBe(404)
+    expect((await t.json('DELETE', `/api/ai/sessions/${id}`, tok)).status).toBe(404)
+    const list = await t.json('GET', '/api/ai/sessions', tok)
+    expect(list.body.data).toEqual([])
+
+    const spy = await wsClient(t.url, other.token)
+    spy.send({ op: 'subscribe', topic: `chat:${id}`, id: 's', since: 0 })
+    expect(await spy.next((m) => m.op === 'error' && m.id === 's')).toEqual({ op: 'error', code: 'forbidden', message: 'You cannot subscribe to this topic', id: 's', topic: `chat:${id}` })
+    expect(spy.messages.filter((m) => m.op === 'event')).toEqual([])
+    spy.close()
+
+    // Still the owner's, untouched.
+    const mine = await messages(owner, id)
+    expect(mine.map((m) => m.content)).toEqual(['secret question', 'Hello, world!'])
+    expect((await t.json('GET', `/api/ai/sessions/${id}`, { token: owner.token })).body.data.title).toBe('private')
+  })
+
+  test('an admin may read a session but not write to it; a VIEWER may chat', async () => {
+    const owner = await t.user()
+    const id = await newSession(owner)
+    const admin = await t.admin()
+    expect((await t.json('GET', `/api/ai/sessions/${id}`, { token: admin.token })).status).toBe(200)
+    expect((await t.json('GET', `/api/ai/sessions/${id}/messages`, { token: admin.token })).status).toBe(200)
+    expect((await t.json('POST', `/api/ai/sessions/${id}/messages`, { token: admin.token, body: { content: 'hi' } })).status).toBe(404)
+
+    const viewer = await t.user({ role: 'VIEWER' })
+    const vid = await newSession(viewer)
+    const c = await watch(viewer, vid)
+    const final = await done(c, (await send(viewer, vid, 'hi')).assistantMessage.id)
+    expect(final.data.message.status).toBe('completed')
+    c.close()
+  })
+})
+
+describe('spend control and configuration', () => {
+  test('over the daily token budget a send is 429 with the budget in the details', async () => {
+    const limited = await testServer({ OPENAI_API_KEY: ai.apiKey, OPENAI_BASE_URL: ai.baseURL, OPENAI_MODEL: 'gpt-test', AI_DAILY_TOKEN_BUDGET: '50' }, { features: [aiFeature] })
+    try {
+      const u = await limited.user()
+      const s = await limited.json('POST', '/api/ai/sessions', { token: u.token, body: {} })
+      const id = s.body.data.id
+      ai.behave({ tokens: ['fine'] })
+      const c = await wsClient(limited.url, u.token)
+      c.send({ op: 'subscribe', topic: `chat:${id}`, id: 'sub' })
+      await c.next((m) => m.op === 'ack')
+      const first = await limited.json('POST', `/api/ai/sessions/${id}/messages`, { token: u.token, body: { content: 'hi' } })
+      expect(first.status).toBe(202)
+      const final = await c.next((m) => m.op === 'event' && m.type === 'done')
+      const spent = final.data.message.usage.totalTokens as number
+      expect(spent).toBeGreaterThan(50) // the system prompt alone is longer than the budget
+
+      const over = await limited.json('POST', `/api/ai/sessions/${id}/messages`, { token: u.token, body: { content: 'more' } })
+      expect(over.status).toBe(429)
+      expect(Number(over.headers.get('retry-after'))).toBeGreaterThan(0)
+      expect(over.body.details).toEqual([
+        { field: 'dailyTokenBudget', message: '50' },
+        { field: 'tokensUsedToday', message: String(spent) },
+        { field: 'resetsAt', message: expect.stringMatching(/T00:00:00\.000Z$/) },
+      ])
+      // Another user has a budget of their own.
+      const v = await limited.user()
+      const vs = await limited.json('POST', '/api/ai/sessions', { token: v.token, body: {} })
+      expect((await limited.json('POST', `/api/ai/sessions/${vs.body.data.id}/messages`, { token: v.token, body: { content: 'hi' } })).status).toBe(202)
+      c.close()
+    } finally {
+      await limited.stop()
+    }
+  })
+
+  test('without OPENAI_API_KEY the AI routes answer 503, /health shows ai disabled, the rest works', async () => {
+    const off = await testServer({}, { features: [aiFeature] })
+    try {
+      const u = await off.user()
+      const notConfigured = { success: false, error: 'AI assistant not configured', details: [] }
+      for (const [method, path, body] of [
+        ['POST', '/api/ai/sessions', {}],
+        ['GET', '/api/ai/sessions', undefined],
+        ['POST', `/api/ai/sessions/${crypto.randomUUID()}/messages`, { content: 'hi' }],
+        ['POST', `/api/ai/sessions/${crypto.randomUUID()}/messages`, { bad: true }],
+      ] as const) {
+        const r = await off.json(method, path, { token: u.token, body })
+        expect({ path, status: r.status, body: r.body }).toEqual({ path, status: 503, body: notConfigured })
+      }
+      const health = await off.json('GET', '/health')
+      expect(health.status).toBe(200)
+      expect(health.body.services.ai).toEqual({ status: 'disabled' })
+      expect((await off.json('GET', '/api/auth/me', { token: u.token })).status).toBe(200)
+    } finally {
+      await off.stop()
+    }
+    const on = await t.json('GET', '/health')
+    expect(on.body.services.ai).toMatchObject({ status: 'healthy' })
+  })
+})
