@@ -69,6 +69,8 @@ export const ChatSessionMessage = T.Union([
   T.Object({
     type: T.Literal('finish'),
     generationId: Id,
+    /** Whose budget the tokens count against (also when the session is gone by then). */
+    userId: Id,
     content: T.String(),
     status: T.Union([T.Literal('completed'), T.Literal('cancelled'), T.Literal('interrupted'), T.Literal('failed')]),
     model: T.Union([T.String(), T.Null()]),
@@ -83,7 +85,7 @@ export const ChatSessionMessage = T.Union([
   T.Object({ type: T.Literal('expire'), generationId: Id }),
 ])
 export type ChatSessionMessage = Static<typeof ChatSessionMessage>
-type Finish = Extract<ChatSessionMessage, { type: 'finish' }>
+type Finish = Omit<Extract<ChatSessionMessage, { type: 'finish' }>, 'userId'>
 
 /** The session row, or null for an id with no session (never created, or deleted). */
 export type ChatSessionState = chat.ChatSessionRow | null
@@ -238,7 +240,7 @@ export function chatSessionActor(opts: ChatSessionOptions) {
       self.tell({ type: 'delta', generationId, index, text }, { messageId: `${generationId}:delta:${index}` }),
     )
     const finish = (f: Omit<Finish, 'type' | 'generationId'>) =>
-      self.tell({ type: 'finish', generationId, ...f }, { messageId: `${generationId}:finish` })
+      self.tell({ type: 'finish', generationId, userId: session.userId, ...f }, { messageId: `${generationId}:finish` })
     try {
       const model = opts.model
       if (!model) throw new AiNotConfiguredError()
@@ -366,8 +368,13 @@ export function chatSessionActor(opts: ChatSessionOptions) {
           return
         }
         case 'finish': {
-          if (!state || state.generatingId !== msg.generationId) return
-          const { type: _type, ...f } = msg
+          const { type: _type, userId, ...f } = msg
+          if (!state || state.generatingId !== f.generationId) {
+            // Ended here already (session deleted, cancelled after a restart, expired), but the
+            // provider still billed what it generated: it counts against the budget all the same.
+            if (f.usage && f.usage.totalTokens > 0) await chat.addTokenUsage(ctx.tx, userId, f.usage.totalTokens)
+            return
+          }
           return { state: await settle(ctx, state, f) }
         }
         case 'expire': {

@@ -4,8 +4,12 @@
  * format (test/support/openai-server.ts). Pacing is driven by gates the test opens.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import { loadConfig } from '../../src/config.ts'
+import { createLogger } from '../../src/core/logger.ts'
 import { aiFeature } from '../../src/http/ai.ts'
-import { testServer, type TestServer } from '../support/app.ts'
+import { startServer, type RunningServer } from '../../src/server.ts'
+import { testServer, PASSWORD, type TestServer } from '../support/app.ts'
+import { testDatabase } from '../support/db.ts'
 import { Gate, startOpenAiServer, type OpenAiTestServer } from '../support/openai-server.ts'
 import { wsClient, type WsClient } from '../support/ws.ts'
 
@@ -54,6 +58,15 @@ const done = (c: WsClient, messageId: string) => c.next((m) => m.op === 'event' 
 /** Resolves once the deltas of `messageId` add up to `text` (the client saw exactly that much). */
 function streamedUpTo(c: WsClient, messageId: string, text: string): Promise<unknown> {
   return c.next(() => streamed(c, messageId) === text)
+}
+
+/** Poll `cond` until it holds, for at most `ms` (for effects only observable from outside). */
+async function until(cond: () => Promise<boolean>, what: string, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await Bun.sleep(10)
+  }
 }
 
 async function messages(u: User, sessionId: string) {
@@ -105,6 +118,10 @@ describe('sessions', () => {
     expect(empty.status).toBe(400)
     expect(empty.body.details[0].field).toBe('content')
     expect((await t.json('GET', '/api/ai/sessions/not-a-uuid', { token: u.token })).status).toBe(400)
+    // Within the length limit but over the prompt budget (AI_CONTEXT_TOKENS 8000 ≈ 32,000 characters).
+    const long = await t.json('POST', `/api/ai/sessions/${id}/messages`, { token: u.token, body: { content: 'x'.repeat(32_000) } })
+    expect(long.status).toBe(422)
+    expect(long.body.error).toContain('too long')
     expect((await t.json('GET', '/api/ai/sessions')).status).toBe(401)
   })
 })
@@ -237,6 +254,26 @@ describe('streaming answers', () => {
     expect((await t.json('POST', `/api/ai/sessions/${id}/cancel`, { token: u.token })).body.data).toEqual({ messageId: null, cancelling: false })
     ai.behave({ tokens: ['ok'] })
     await done(c, (await send(u, id, 'again')).assistantMessage.id)
+    c.close()
+  })
+})
+
+describe('deleting mid-answer', () => {
+  test('stops the generation, and the tokens it used still count against the budget', async () => {
+    const u = await t.user()
+    const id = await newSession(u)
+    const gate = new Gate()
+    ai.behave({ tokens: ['some', ' words', ' more'], gate })
+    const c = await watch(u, id)
+    const sent = await send(u, id, 'hi')
+    gate.release(1)
+    await streamedUpTo(c, sent.assistantMessage.id, 'some')
+    const del = await t.json('DELETE', `/api/ai/sessions/${id}`, { token: u.token })
+    expect(del.status).toBe(200)
+    expect(await c.next((m) => m.op === 'event' && m.type === 'deleted')).toMatchObject({ data: { id } })
+    await until(async () => ai.openStreams === 0, 'the provider stream to close')
+    await until(async () => (await t.db.sql`select tokens from chat_token_usage where user_id = ${u.id}`).length > 0, 'the usage to be recorded')
+    expect(await t.db.sql`select 1 from chat_messages where session_id = ${id}`).toEqual([])
     c.close()
   })
 })
@@ -422,5 +459,78 @@ describe('spend control and configuration', () => {
     }
     const on = await t.json('GET', '/health')
     expect(on.body.services.ai).toMatchObject({ status: 'healthy' })
+  })
+})
+
+describe('recovery', () => {
+  test('an answer whose server stopped mid-stream is ended with the text its deltas kept: by cancel, or by the watchdog', async () => {
+    await using db = await testDatabase()
+    const config = loadConfig({
+      NODE_ENV: 'test',
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+      BCRYPT_ROUNDS: '4',
+      JWT_SECRET: 'test-secret-'.padEnd(48, 'x'),
+      ADMIN_EMAIL: 'admin@test.local',
+      ADMIN_PASSWORD: 'AdminPass123!',
+      DATA_DIR: '/tmp/quadrax-test-data',
+      OPENAI_API_KEY: ai.apiKey,
+      OPENAI_BASE_URL: ai.baseURL,
+      DATABASE_URL: db.url,
+    })
+    const boot = () => startServer(config, { features: [aiFeature], logger: createLogger(config.logLevel) })
+    const call = async (srv: RunningServer, method: string, path: string, token?: string, body?: unknown) => {
+      const headers: Record<string, string> = {}
+      if (token) headers.authorization = `Bearer ${token}`
+      if (body !== undefined) headers['content-type'] = 'application/json'
+      const res = await srv.app.handle(new Request(`http://localhost${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }))
+      return { status: res.status, body: (await res.json()) as any }
+    }
+
+    const first = await boot()
+    let second: RunningServer | undefined
+    try {
+      const email = `recovery-${crypto.randomUUID().slice(0, 8)}@example.com`
+      expect((await call(first, 'POST', '/api/auth/register', undefined, { email, password: PASSWORD, firstName: 'Re', lastName: 'Covery' })).status).toBe(201)
+      const token = (await call(first, 'POST', '/api/auth/login', undefined, { email, password: PASSWORD })).body.data.token as string
+      const c = await wsClient(first.url, token)
+      const started: { session: string; message: string }[] = []
+      for (const [tokens, shown] of [[['ab', 'cd', 'ef'], 2], [['x', 'y'], 1]] as const) {
+        const session = (await call(first, 'POST', '/api/ai/sessions', token, {})).body.data.id as string
+        c.send({ op: 'subscribe', topic: `chat:${session}`, id: session })
+        await c.next((m) => m.op === 'ack' && m.id === session)
+        const gate = new Gate()
+        ai.behave({ tokens: [...tokens], gate })
+        const sent = await call(first, 'POST', `/api/ai/sessions/${session}/messages`, token, { content: 'go' })
+        expect(sent.status).toBe(202)
+        const message = sent.body.data.assistantMessage.id as string
+        gate.release(shown)
+        await streamedUpTo(c, message, tokens.slice(0, shown).join(''))
+        started.push({ session, message })
+      }
+      c.close()
+      await first.stop() // the generations die with it: nobody reports their end
+
+      second = await boot()
+      const [a, b] = started as [{ session: string; message: string }, { session: string; message: string }]
+      expect((await call(second, 'GET', `/api/ai/sessions/${a.session}`, token)).body.data).toMatchObject({ generating: true, generatingMessageId: a.message })
+
+      // Cancel: nothing generates it any more, so the cancel turn ends it itself.
+      expect((await call(second, 'POST', `/api/ai/sessions/${a.session}/cancel`, token)).body.data).toEqual({ messageId: a.message, cancelling: true })
+      const msgsA = (await call(second, 'GET', `/api/ai/sessions/${a.session}/messages`, token)).body.data
+      expect(msgsA[1]).toMatchObject({ id: a.message, status: 'cancelled', content: 'abcd' })
+
+      // The watchdog reminder's message (due OPENAI_TIMEOUT_MS + 30 s after the start), delivered now.
+      await second.deps.actors.ask('chat-session', b.session, { type: 'expire', generationId: b.message })
+      const msgsB = (await call(second, 'GET', `/api/ai/sessions/${b.session}/messages`, token)).body.data
+      expect(msgsB[1]).toMatchObject({ id: b.message, status: 'interrupted', content: 'x', error: { code: 'ai_generation_lost' } })
+      expect((await call(second, 'GET', `/api/ai/sessions/${b.session}`, token)).body.data.generating).toBe(false)
+      const reminders = await db.sql<{ n: number }[]>`select count(*)::int as n from actor_reminders where kind = 'chat-session'`
+      expect(reminders[0]!.n).toBe(2) // one watchdog per generation, durable across the restart
+    } finally {
+      await first.stop()
+      await second?.stop()
+    }
   })
 })
