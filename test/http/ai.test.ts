@@ -78,6 +78,8 @@ async function messages(u: User, sessionId: string) {
 describe('sessions', () => {
   test('create, read, list with cursor pagination, rename, delete', async () => {
     const u = await t.user()
+    const bare = await t.call('POST', '/api/ai/sessions', { token: u.token }) // no body at all
+    expect(bare.status).toBe(201)
     const a = await t.json('POST', '/api/ai/sessions', { token: u.token, body: {} })
     expect(a.status).toBe(201)
     expect(a.body).toEqual({
@@ -93,7 +95,7 @@ describe('sessions', () => {
     expect(page1.body.data[0].lastMessageAt).toBeNull()
     expect(page1.body.meta).toEqual({ nextCursor: expect.any(String), limit: 2 })
     const page2 = await t.json('GET', `/api/ai/sessions?limit=2&cursor=${page1.body.meta.nextCursor}`, { token: u.token })
-    expect(page2.body.data.map((s: any) => s.id)).toEqual([a.body.data.id])
+    expect(page2.body.data.map((s: any) => s.id)).toEqual([a.body.data.id, (await bare.json()).data.id])
     expect(page2.body.meta.nextCursor).toBeNull()
 
     const got = await t.json('GET', `/api/ai/sessions/${b}`, { token: u.token })
@@ -224,6 +226,19 @@ describe('streaming answers', () => {
       ['assistant', 'First answer'],
       ['user', 'second question'],
     ])
+
+    // The stored conversation, paginated both ways.
+    const all = await messages(u, id)
+    expect(all.map((m) => m.content)).toEqual(['first question', 'First answer', 'second question', 'Second'])
+    const p1 = await t.json('GET', `/api/ai/sessions/${id}/messages?limit=3`, { token: u.token })
+    const p2 = await t.json('GET', `/api/ai/sessions/${id}/messages?limit=3&cursor=${p1.body.meta.nextCursor}`, { token: u.token })
+    expect([...p1.body.data, ...p2.body.data].map((m: any) => m.id)).toEqual(all.map((m) => m.id))
+    expect(p2.body.meta.nextCursor).toBeNull()
+    const d1 = await t.json('GET', `/api/ai/sessions/${id}/messages?limit=2&order=desc`, { token: u.token })
+    const d2 = await t.json('GET', `/api/ai/sessions/${id}/messages?limit=2&order=desc&cursor=${d1.body.meta.nextCursor}`, { token: u.token })
+    expect([...d1.body.data, ...d2.body.data].map((m: any) => m.id)).toEqual(all.map((m) => m.id).reverse())
+    const listed = await t.json('GET', '/api/ai/sessions', { token: u.token })
+    expect(listed.body.data[0].lastMessageAt).toBe(all[3].createdAt)
     c.close()
   })
 
