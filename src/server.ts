@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Config } from './config.ts'
 import { createLogger, type Logger } from './core/logger.ts'
+import { PG, pgCode } from './core/errors.ts'
 import { Metrics } from './core/metrics.ts'
 import { createApp, type RouteModule } from './http/app.ts'
 import { AuthService } from './http/auth/service.ts'
@@ -79,7 +80,13 @@ export async function ensureAdmin(sql: Sql, auth: AuthService, config: Readonly<
     await users.update(sql, existing.id, { role: 'ADMIN', isActive: true })
     return { email: config.admin.email }
   }
-  await users.insert(sql, { email: config.admin.email, firstName: 'Admin', lastName: 'User', role: 'ADMIN', passwordHash: await auth.hashPassword(password) })
+  try {
+    await users.insert(sql, { email: config.admin.email, firstName: 'Admin', lastName: 'User', role: 'ADMIN', passwordHash: await auth.hashPassword(password) })
+  } catch (err) {
+    // Several nodes booting at once: another one created the admin first.
+    if (pgCode(err) === PG.uniqueViolation) return undefined
+    throw err
+  }
   return { email: config.admin.email, password: generated }
 }
 
