@@ -85,7 +85,8 @@ export function documented(responses: Record<number, TSchema>) {
 export const bearer = [{ bearerAuth: [] as string[] }]
 
 // The authenticated caller of a request, resolved once and remembered for its lifetime.
-const principals = new WeakMap<Request, Promise<Principal | null>>()
+// A value (not a promise) once known, so hot paths can read it without awaiting.
+const principals = new WeakMap<Request, Principal | null | Promise<Principal | null>>()
 
 export function bearerToken(request: Request): string | undefined {
   const h = request.headers.get('authorization')
@@ -93,13 +94,15 @@ export function bearerToken(request: Request): string | undefined {
   return h.slice(7).trim()
 }
 
-export function principalOf(deps: Pick<AppDeps, 'auth'>, request: Request): Promise<Principal | null> {
-  let p = principals.get(request)
-  if (!p) {
-    const token = bearerToken(request)
-    p = token ? Promise.resolve(deps.auth.authenticate(token)) : Promise.resolve(null)
+/** The caller: a value when it is known without I/O (the usual case), else a promise. */
+export function principalOf(deps: Pick<AppDeps, 'auth'>, request: Request): Principal | null | Promise<Principal | null> {
+  if (principals.has(request)) return principals.get(request)!
+  const token = bearerToken(request)
+  const p = token ? deps.auth.authenticate(token) : null
+  if (p instanceof Promise) {
     principals.set(request, p)
-  }
+    p.then((v) => principals.set(request, v), () => {})
+  } else principals.set(request, p)
   return p
 }
 

@@ -37,6 +37,11 @@ export class MemoryCacheStore implements CacheStore {
   }
 
   async get(scope: string, key: string) {
+    return this.getSync(scope, key)
+  }
+
+  /** Synchronous form, for the hot path. */
+  getSync(scope: string, key: string): { entry: CacheEntry | undefined; generation: number } {
     const s = this.scopes.get(scope)
     if (!s) return { entry: undefined, generation: 0 }
     const entry = s.entries.get(key)

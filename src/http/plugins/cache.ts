@@ -5,7 +5,7 @@
  * after their own write. Every cached answer carries an ETag; If-None-Match → 304.
  */
 import type { Metrics } from '../../core/metrics.ts'
-import type { CacheStore } from '../../store/response-cache.ts'
+import { MemoryCacheStore, type CacheStore } from '../../store/response-cache.ts'
 import { encodeBody } from './request.ts'
 
 export interface ServeOptions {
@@ -38,7 +38,8 @@ export class ResponseCache {
   async serve(request: Request, headers: Record<string, string>, opts: ServeOptions, compute: () => Promise<unknown>): Promise<Response> {
     const url = request.url
     const key = `${opts.viewer}|${url.slice(url.indexOf('/', 8))}`
-    const { entry, generation } = await this.store.get(opts.scope, key)
+    const store = this.store
+    const { entry, generation } = store instanceof MemoryCacheStore ? store.getSync(opts.scope, key) : await store.get(opts.scope, key)
     let body: string
     let etag: string
     if (entry) {

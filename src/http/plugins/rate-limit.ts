@@ -7,21 +7,14 @@ import type { Elysia } from 'elysia'
 import { RateLimitedError } from '../../core/errors.ts'
 import { MemoryRateLimitStore, type RateLimitResult } from '../../store/rate-limit.ts'
 import { principalOf, type AppDeps } from '../context.ts'
+import type { Principal } from '../auth/sessions.ts'
 import { clientIp } from './request.ts'
 
-function headers(set: { headers: unknown }, r: RateLimitResult, windowMs: number) {
+function apply(deps: AppDeps, name: string, r: RateLimitResult, windowMs: number, set: { headers: unknown }) {
   const h = set.headers as Record<string, string>
   h['ratelimit-limit'] = String(r.limit)
   h['ratelimit-remaining'] = String(r.remaining)
   h['ratelimit-reset'] = String(Math.ceil(r.resetMs / 1000))
-  h['ratelimit-policy'] = `${r.limit};w=${Math.ceil(windowMs / 1000)}`
-}
-
-async function take(deps: AppDeps, name: string, key: string, windowMs: number, max: number, set: { headers: unknown }) {
-  const store = deps.rateLimits
-  // The in-process store answers synchronously: no promise on the hot path.
-  const r = store instanceof MemoryRateLimitStore ? store.hitSync(key, windowMs, max) : await store.hit(key, windowMs, max)
-  headers(set, r, windowMs)
   if (!r.allowed) {
     deps.metrics.rateLimited.inc({ limit: name })
     const retry = Math.max(1, Math.ceil(r.resetMs / 1000))
@@ -29,14 +22,23 @@ async function take(deps: AppDeps, name: string, key: string, windowMs: number, 
   }
 }
 
+/** Count one hit; synchronous with the in-process store (no promise on the hot path). */
+function take(deps: AppDeps, name: string, key: string, windowMs: number, max: number, set: { headers: unknown }): void | Promise<void> {
+  const store = deps.rateLimits
+  if (store instanceof MemoryRateLimitStore) return apply(deps, name, store.hitSync(key, windowMs, max), windowMs, set)
+  return store.hit(key, windowMs, max).then((r) => apply(deps, name, r, windowMs, set))
+}
+
 /** The API-wide limit, on every /api route. */
 export function apiRateLimit(deps: AppDeps) {
   const { windowMs, max } = deps.config.rateLimit
+  const limit = (request: Request, set: { headers: unknown }, p: Principal | null) =>
+    take(deps, 'api', p ? `api:u:${p.userId}` : `api:ip:${clientIp(request)}`, windowMs, max, set)
   return (app: Elysia) =>
-    app.onBeforeHandle({ as: 'global' }, async ({ request, set, path }) => {
+    app.onBeforeHandle({ as: 'global' }, ({ request, set, path }) => {
       if (!path.startsWith('/api/')) return
-      const p = await principalOf(deps, request)
-      await take(deps, 'api', p ? `api:u:${p.userId}` : `api:ip:${clientIp(request)}`, windowMs, max, set)
+      const p = principalOf(deps, request)
+      return p instanceof Promise ? p.then((v) => limit(request, set, v)) : limit(request, set, p)
     })
 }
 
