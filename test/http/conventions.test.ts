@@ -36,9 +36,10 @@ describe('envelope and errors', () => {
 
   test('a request id is generated when none (or a bad one) is given', async () => {
     const a = await t.call('GET', '/health')
-    expect(a.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/)
+    expect(a.headers.get('x-request-id')).toMatch(/^[\w-]{8}-[0-9a-z]+$/)
     const b = await t.call('GET', '/health', { headers: { 'x-request-id': 'bad id with spaces\n' } })
-    expect(b.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/)
+    expect(b.headers.get('x-request-id')).toMatch(/^[\w-]{8}-[0-9a-z]+$/)
+    expect(b.headers.get('x-request-id')).not.toBe(a.headers.get('x-request-id'))
   })
 
   test('malformed JSON is a 400, a non-JSON body a 415, an oversized body a 413', async () => {
