@@ -35,6 +35,13 @@ export const EnvSchema = T.Object({
 
   MAX_FILE_SIZE: T.String({ default: '100MB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
   UPLOAD_DIR: Str('./uploads'),
+  USER_STORAGE_QUOTA_BYTES: T.String({ default: '10GB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
+  DATAKIT_QUERY_TIMEOUT_MS: Int({ default: 10_000, minimum: 100 }),
+  DATAKIT_QUERY_MAX_ROWS: Int({ default: 10_000, minimum: 1, maximum: 1_000_000 }),
+  DATAKIT_DUCKDB_THREADS: Int({ default: 0, maximum: 256 }),
+  DATAKIT_DUCKDB_MEMORY_LIMIT: T.String({ default: '1GB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\\s*$' }),
+  DATAKIT_PROFILE_CONCURRENCY: Int({ default: 1, minimum: 1, maximum: 64 }),
+  DATAKIT_QUERY_CONCURRENCY: Int({ default: 2, minimum: 1, maximum: 64 }),
 
   OPENAI_API_KEY: Str(),
   OPENAI_BASE_URL: Str(),
@@ -115,6 +122,8 @@ export interface Config {
   dockerHost: string | undefined
   maxFileSize: number
   uploadDir: string
+  /** DataKits: storage quota, sandboxed query limits, DuckDB resources (0 threads = auto). */
+  datakits: { storageQuotaBytes: number; queryTimeoutMs: number; queryMaxRows: number; duckdbThreads: number; duckdbMemoryLimit: string; profileConcurrency: number; queryConcurrency: number }
   openai: { apiKey: string | undefined; baseUrl: string | undefined; model: string; maxRetries: number; timeoutMs: number; idleTimeoutMs: number }
   /** The AI assistant: prompt budget, reply cap, per-user daily token budget (0 = unlimited). */
   ai: { contextTokens: number; maxReplyTokens: number; dailyTokenBudget: number }
@@ -227,6 +236,15 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     dockerHost: e.DOCKER_HOST,
     maxFileSize: parseSize(e.MAX_FILE_SIZE),
     uploadDir: e.UPLOAD_DIR!,
+    datakits: Object.freeze({
+      storageQuotaBytes: parseSize(e.USER_STORAGE_QUOTA_BYTES),
+      queryTimeoutMs: e.DATAKIT_QUERY_TIMEOUT_MS,
+      queryMaxRows: e.DATAKIT_QUERY_MAX_ROWS,
+      duckdbThreads: e.DATAKIT_DUCKDB_THREADS,
+      duckdbMemoryLimit: e.DATAKIT_DUCKDB_MEMORY_LIMIT.replace(/\s+/g, ''),
+      profileConcurrency: e.DATAKIT_PROFILE_CONCURRENCY,
+      queryConcurrency: e.DATAKIT_QUERY_CONCURRENCY,
+    }),
     openai: Object.freeze({
       apiKey: e.OPENAI_API_KEY,
       baseUrl: e.OPENAI_BASE_URL,
