@@ -63,16 +63,21 @@ create table actor_state (
   primary key (kind, actor_id)
 );
 
--- The fencing check, first statement of every turn transaction. FOR SHARE conflicts with the
--- UPDATE that bumps an epoch: either the bump waits until this transaction commits (and the
--- new owner then loads what it wrote), or this transaction waits for the bump and then reads
--- the new epoch and fails here, so a node that lost a shard can never commit for it.
+-- The fencing check, first statement of every turn transaction. A turn holds a shared advisory
+-- lock on its shards until it commits; a new owner takes the same locks exclusively before it
+-- bumps the epochs (actor-shards.ts). So either the bump waits until the turn commits (and the
+-- new owner then loads what it wrote), or the turn waits for the bump and then reads the new
+-- epoch and fails here: a node that lost a shard can never commit for it. Advisory locks live in
+-- shared memory only, so unlike a row lock this writes no WAL and makes no multixact when
+-- several transactions check the same shard at once. Locks are taken in shard order, as the
+-- claim takes them, so the two cannot deadlock.
 create function actor_fence(p_shards integer[], p_epochs bigint[]) returns void
 language plpgsql as $$
 declare
   stale integer;
 begin
-  perform 1 from actor_shards where shard = any (p_shards) for share;
+  perform pg_advisory_xact_lock_shared(1363231572, s)
+     from (select distinct s from unnest(p_shards) as s order by s) as ordered;
   select f.shard into stale
     from unnest(p_shards, p_epochs) as f (shard, epoch)
     left join actor_shards s on s.shard = f.shard

@@ -25,15 +25,6 @@ export function findInbox(sql: Db, keys: readonly InboxKey[]) {
     join actor_inbox i on i.kind = k.kind and i.actor_id = k.actor_id and i.message_id = k.message_id`
 }
 
-/** Record applied messages. A duplicate key fails the statement (and so the transaction). */
-export function insertInbox(sql: Db, entries: readonly InboxEntry[]) {
-  const json = asJson(entries.map((e) => ({ kind: e.kind, actor_id: e.actorId, message_id: e.messageId, reply: e.reply ?? null })))
-  return sql`
-    insert into actor_inbox (kind, actor_id, message_id, reply)
-    select kind, actor_id, message_id, reply
-    from jsonb_to_recordset(${sql.json(json)}) as r (kind text, actor_id text, message_id text, reply jsonb)`
-}
-
 /** Delete up to `limit` entries recorded before `before`; returns how many went. */
 export async function pruneInbox(sql: Db, before: Date, limit = 10_000): Promise<number> {
   const res = await sql`

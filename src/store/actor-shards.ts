@@ -14,20 +14,35 @@ export interface ShardRow extends ShardEpoch {
   claimedAt: Date | null
 }
 
+/** Advisory lock class of shard fencing ('QACT'); the shard number is the second key. */
+const SHARD_LOCK_CLASS = 1363231572
+
 /** SQLSTATE raised by actor_fence() when a shard's epoch moved on (see sql/0002_actors.sql). */
 export const FENCED_SQLSTATE = 'QXF01'
 
 /**
  * Record `owner` as the new owner of `shards`, bumping each epoch by one (rows are created
  * on first claim). Returns the new epochs: the owner's fencing tokens.
+ *
+ * One statement, so it is one transaction even on the pool: it first takes the exclusive
+ * side of actor_fence's advisory locks (which waits for the turns in flight on these shards to
+ * commit, and holds new ones back until this commits), then bumps. ON CONFLICT DO UPDATE works
+ * on the latest row version, so the bump sees every epoch committed before it.
  */
 export async function claimShards(sql: Db, shards: readonly number[], owner: string): Promise<ShardEpoch[]> {
   if (shards.length === 0) return []
-  // Sorted so two nodes claiming overlapping sets lock the rows in the same order.
-  const sorted = [...shards].sort((a, b) => a - b)
+  // In shard order, as actor_fence locks them, so the two cannot deadlock.
+  const sorted = [...new Set(shards)].sort((a, b) => a - b)
   return sql<ShardEpoch[]>`
+    with locked as (
+      -- unnest keeps the array's (sorted) order; the filter runs the lock call for each shard.
+      select count(*) as n from unnest(${sorted}::int[]) as x
+      where pg_advisory_xact_lock(${SHARD_LOCK_CLASS}, x)::text = ''
+    )
     insert into actor_shards as s (shard, epoch, owner, claimed_at)
-    select x, 1, ${owner}, now() from unnest(${sorted}::int[]) as x order by x
+    select x, 1, ${owner}, now() from unnest(${sorted}::int[]) as x
+    where (select n from locked) = ${sorted.length}
+    order by x
     on conflict (shard) do update
       set epoch = s.epoch + 1, owner = excluded.owner, claimed_at = excluded.claimed_at
     returning shard, epoch`

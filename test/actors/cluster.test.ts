@@ -3,9 +3,10 @@
  * PostgreSQL database and one Redis, with a short lease TTL (1 s) so failover is quick.
  *
  * Bound stated for the kill -9 test: with CLUSTER_LEASE_TTL_MS=1000 a dead node's shards are
- * claimed within ttl + one heartbeat (~1.4 s) and its in-flight jobs are back in the queue
- * within two stalled checks after that (~1 s more); the whole stream of 5,000 increments,
- * failover included, must finish within FAILOVER_RUN_BOUND_MS.
+ * claimed within ttl + one heartbeat (~1.4 s), and the jobs it had taken are back in their
+ * queues once their lock (2 × ttl) has expired and two stalled checks (ttl / 2 apart) have run:
+ * about 3 s after the kill. The whole stream of 5,000 increments, failover included, must
+ * finish within FAILOVER_RUN_BOUND_MS (30 s; it takes 7-11 s on a busy 2-core machine).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Subprocess } from 'bun'
@@ -75,15 +76,26 @@ async function startNode(id: string): Promise<Node> {
     stdout: 'pipe',
     stderr: 'inherit',
   })
-  const reader = proc.stdout.getReader()
-  let text = ''
-  while (!text.includes('\n')) {
-    const { value, done } = await reader.read()
-    if (done) throw new Error(`node ${id} exited before it was ready`)
-    text += new TextDecoder().decode(value)
-  }
-  reader.releaseLock()
-  const node = new Node(id, proc, (JSON.parse(text.split('\n')[0]!) as { port: number }).port)
+  // The node prints {"port": …} when ready; everything else on its stdout is its log. Keep
+  // reading to the end, so a chatty node never blocks on a full pipe.
+  const { promise: ready, resolve, reject } = Promise.withResolvers<number>()
+  void (async () => {
+    let pending = ''
+    const decoder = new TextDecoder()
+    for await (const chunk of proc.stdout) {
+      pending += decoder.decode(chunk, { stream: true })
+      let nl: number
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, nl)
+        pending = pending.slice(nl + 1)
+        if (line.startsWith('{"port"')) resolve((JSON.parse(line) as { port: number }).port)
+        else if (process.env.ACTOR_NODE_LOG_LEVEL) process.stderr.write(`[${id}] ${line}\n`)
+      }
+    }
+    reject(new Error(`node ${id} exited before it was ready`))
+  })()
+  const port = await ready
+  const node = new Node(id, proc, port)
   nodes.push(node)
   return node
 }
@@ -181,7 +193,7 @@ describe.skipIf(!redisUrl)('cluster of node processes', () => {
 
   test('1,000 actors spread over all 3 nodes; asks from any node reach the owner', async () => {
     const results = await Promise.all(range(1000).map((i) => nodes[i % 3]!.ask(`spread-${i}`, { type: 'increment' })))
-    expect(results.every((r) => r.ok && r.reply === 1)).toBe(true)
+    expect(results.filter((r) => !(r.ok && r.reply === 1)).slice(0, 3)).toEqual([])
     const statuses = await Promise.all(nodes.map((n) => n.status()))
     const localCounts = statuses.map((s) => s.local.counter ?? 0)
     // Actors live on their shard's owner only: every node hosts some, none twice.

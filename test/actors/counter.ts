@@ -47,6 +47,11 @@ export const counter = defineActor({
   persist: (tx, id, state: CounterState) =>
     tx`insert into test_counters (id, value) values (${id}, ${state.value})
        on conflict (id) do update set value = excluded.value`,
+  // A group commit writes all its counters in one statement.
+  persistMany: (tx, entries) =>
+    tx`insert into test_counters (id, value)
+       select * from unnest(${entries.map((e) => e.id)}::text[], ${entries.map((e) => e.state.value)}::int8[])
+       on conflict (id) do update set value = excluded.value`,
   async handle(ctx, state, msg) {
     if (overlap.inTurn.has(ctx.id)) overlap.detected++
     overlap.inTurn.add(ctx.id)

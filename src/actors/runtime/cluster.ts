@@ -87,6 +87,7 @@ export class ClusterPlacement implements Placement {
   #ticking: Promise<void> | undefined
   #again = false
   #leaving = false
+  #stopped = false
   readonly #startedAt = new Date().toISOString()
 
   constructor(opts: ClusterPlacementOptions) {
@@ -124,6 +125,7 @@ export class ClusterPlacement implements Placement {
 
   /** One heartbeat and rebalancing step (runs every leaseTtl/3, and when another node asks). */
   tick(): Promise<void> {
+    if (this.#stopped) return Promise.resolve()
     if (this.#ticking) {
       this.#again = true
       return this.#ticking
@@ -277,6 +279,7 @@ export class ClusterPlacement implements Placement {
     await Promise.all(this.ownedShards().map((s) => this.#release(s)))
     clearInterval(this.#timer)
     await this.#ticking
+    this.#stopped = true
   }
 
   async status(liveActors: Record<string, number>): Promise<ClusterStatus> {

@@ -11,16 +11,17 @@
  *
  * - A handler that never touches `ctx.tx` (the common case: compute the new state, emit,
  *   reply) leaves its writes to a group commit: turns of different actors that finish at about
- *   the same time share one transaction — one BEGIN, one fencing check, one multi-row insert
- *   per runtime table, one COMMIT and one WAL flush for the group (PostgreSQL's own group
- *   commit, done one level up). A savepoint around the group's writes, and one per turn if
- *   they fail, rolls back only the turn whose writes fail.
+ *   the same time share one transaction — one BEGIN, one fencing check, one statement for all
+ *   their inbox rows and events, one COMMIT and one WAL flush for the group (PostgreSQL's own
+ *   group commit, done one level up). If the group's transaction fails, its turns are
+ *   committed again one by one (their handlers do not run again: only their writes are
+ *   replayed), so only the turn whose writes fail is lost.
  * - A handler that uses `ctx.tx` gets a transaction of its own, begun at its first statement;
  *   the runtime's writes follow in it, and a throw rolls all of it back.
  *
  * Statements are pipelined on a reserved connection (postgres.js sends a query as soon as it
- * is executed): a lone turn whose writes are single statements sends BEGIN, the fencing check,
- * its writes and COMMIT in one flight, so it costs one round trip plus the WAL flush.
+ * is executed): when a kind's persist returns its query, BEGIN, the fencing check, the writes
+ * and COMMIT of a group go out in one flight, so a group costs one round trip plus the flush.
  *
  * Duplicates: the inbox row's primary key makes a redelivered message fail its insert, which
  * rolls the turn back; the caller then gets the reply stored by the first application. The
@@ -32,10 +33,11 @@ import type { Logger } from '../../core/logger.ts'
 import { PG, pgCode } from '../../core/errors.ts'
 import type { Db, Sql } from '../../store/db.ts'
 import { fence, FENCED_SQLSTATE, shardEpochs } from '../../store/actor-shards.ts'
-import { findInbox, insertInbox, type InboxKey } from '../../store/actor-inbox.ts'
-import { appendOutbox, type NewOutboxEvent, type OutboxEvent } from '../../store/outbox.ts'
+import { findInbox, type InboxKey } from '../../store/actor-inbox.ts'
+import { recordTurns } from '../../store/actor-turns.ts'
+import type { NewOutboxEvent, OutboxEvent } from '../../store/outbox.ts'
 import { deleteReminders, insertReminders, type Reminder } from '../../store/reminders.ts'
-import type { TurnContext } from './define.ts'
+import type { AnyActorKind, TurnContext } from './define.ts'
 import type { ActorInstance, Envelope } from './instance.ts'
 import type { RuntimeMetrics } from './metrics.ts'
 
@@ -368,6 +370,7 @@ export class TurnCommitter {
       return
     }
     let fenceError: unknown
+    let writeError: unknown
     let inTransaction = false
     try {
       conn`begin`.catch(noop)
@@ -379,31 +382,32 @@ export class TurnCommitter {
       ).then(noop, (err: unknown) => {
         fenceError = err
       })
-      let pipelined: Promise<void> | undefined
-      if (works.length === 1) {
-        const { done, synchronous } = this.#issueWrites(conn, works)
-        // A lone turn whose statements are all on their way can send COMMIT right behind
-        // them: if one fails, the transaction is aborted and COMMIT answers ROLLBACK.
-        if (synchronous) pipelined = done
-        else await done
-      } else {
-        await this.#writeIsolated(conn, works)
-      }
-      const commit = await conn`commit`
+      const { done, synchronous } = this.#issueWrites(conn, works)
+      const written = done.catch((err: unknown) => {
+        writeError = err
+      })
+      // When every statement is on its way, COMMIT goes right behind them: if one fails, the
+      // transaction is aborted and COMMIT answers ROLLBACK. Otherwise (an async persist may
+      // still have statements to send) wait for the writes first.
+      if (!synchronous) await written
+      const commit = writeError ? await conn`rollback` : await conn`commit`
       inTransaction = false
-      let writeError: unknown
-      if (pipelined) await pipelined.catch((err: unknown) => (writeError = err))
+      await written
       await fenced
       if (fenceError) throw fenceError
-      if (commit.command !== 'COMMIT') {
-        // Only a lone turn's own writes can abort the transaction this way.
-        if (writeError === undefined || works.length !== 1) throw writeError ?? new Error(`turn transaction ended with ${commit.command}`)
-        this.#fail(works[0]!, writeError)
+      if (commit.command === 'COMMIT') {
+        for (const w of works) w.resolve(this.#applied(w))
+        return
       }
-      for (const w of works) {
-        if (w.status === 'ok') w.resolve(this.#applied(w))
-        else void this.#afterFailure(w).then(w.resolve)
+      if (works.length > 1) {
+        // Someone's writes failed (a constraint, a redelivered message): commit each turn
+        // alone, so only that one fails.
+        for (const w of works) void this.#commitGroup([w])
+        return
       }
+      const w = works[0]!
+      this.#fail(w, writeError ?? new Error(`turn transaction ended with ${commit.command}`))
+      w.resolve(await this.#afterFailure(w))
     } catch (err) {
       if (inTransaction) await conn`rollback`.catch(noop)
       await this.#abort(works, fenceError ?? err)
@@ -412,30 +416,8 @@ export class TurnCommitter {
     }
   }
 
-  /** Writes of several turns: all at once in one savepoint, and if that fails, one by one. */
-  async #writeIsolated(conn: Conn, works: Work[]): Promise<void> {
-    conn`savepoint batch`.catch(noop)
-    try {
-      await this.#issueWrites(conn, works).done
-      return
-    } catch {
-      await conn`rollback to savepoint batch`
-    }
-    for (const w of works) {
-      conn`savepoint turn`.catch(noop)
-      try {
-        await this.#issueWrites(conn, [w]).done
-        conn`release savepoint turn`.catch(noop)
-      } catch (err) {
-        this.#fail(w, err)
-        await conn`rollback to savepoint turn`
-        conn`release savepoint turn`.catch(noop)
-      }
-    }
-  }
-
   /**
-   * Send the writes of `works`: state, inbox rows, outbox events, reminders (new ones, and
+   * Send the writes of `works`: state, inbox rows and outbox events, reminders (new ones, and
    * the one a reminder turn consumes). `synchronous` tells whether every statement is already
    * on its way: the runtime's own are; a kind's persist is when it returns its query rather
    * than awaiting inside an async function.
@@ -452,17 +434,21 @@ export class TurnCommitter {
       all.push(q)
     }
     try {
-      for (const w of works) if (w.hasState) issue(w.instance.def.persist(conn, w.instance.id, w.state))
-      issue(insertInbox(conn, works.map((w) => ({ ...inboxKey(w.env), reply: w.reply }))))
-      const events = works.flatMap((w) => w.effects.events)
-      if (events.length > 0) {
-        const numbered = appendOutbox(conn, events).then((out) => {
-          let i = 0
-          for (const w of works) w.events = out.slice(i, (i += w.effects.events.length))
-        })
-        numbered.catch(noop)
-        all.push(numbered)
+      const byKind = new Map<AnyActorKind, Work[]>()
+      for (const w of works) if (w.hasState) byKind.set(w.instance.def, [...(byKind.get(w.instance.def) ?? []), w])
+      for (const [def, changed] of byKind) {
+        if (changed.length > 1 && def.persistMany) issue(def.persistMany(conn, changed.map((w) => ({ id: w.instance.id, state: w.state }))))
+        else for (const w of changed) issue(def.persist(conn, w.instance.id, w.state))
       }
+      const numbered = recordTurns(conn, {
+        inbox: works.map((w) => ({ ...inboxKey(w.env), reply: w.reply })),
+        events: works.flatMap((w) => w.effects.events),
+      }).then((out) => {
+        let i = 0
+        for (const w of works) w.events = out.slice(i, (i += w.effects.events.length))
+      })
+      numbered.catch(noop)
+      all.push(numbered)
       const reminders = works.flatMap((w) => w.effects.reminders)
       if (reminders.length > 0) issue(insertReminders(conn, reminders))
       const consumed = works.flatMap((w) => (w.env.reminderId ? [w.env.reminderId] : []))

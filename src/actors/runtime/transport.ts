@@ -6,10 +6,11 @@
  * reconnect, asks still waiting look their job up). Committed events are fanned out to every
  * node on one channel.
  *
- * Failover: a job taken by a node that dies keeps its lock until lockDuration (the lease TTL)
- * has passed; the stalled-job check of the shard's next owner then puts it back in the queue
- * (BullMQ needs two checks, so up to two stalledIntervals more), and the inbox makes the
- * redelivery apply at most once.
+ * Failover: a job taken by a node that dies keeps its lock until lockDuration (twice the lease
+ * TTL) has passed; the stalled-job check of the shard's next owner then puts it back in the
+ * queue (BullMQ needs two checks, so up to two stalledIntervals — half a TTL each — more), and
+ * the inbox makes the redelivery apply at most once. With the default 5 s TTL a message that
+ * was in flight on a dead node is redelivered within about 15 s.
  */
 import { Queue, Worker, type Job } from 'bullmq'
 import { Redis, type RedisOptions } from 'ioredis'
@@ -146,7 +147,9 @@ export class ShardTransport {
       prefix: this.#opts.prefix,
       name: this.#opts.nodeId,
       concurrency: config.queueConcurrency,
-      lockDuration: config.leaseTtlMs,
+      // Twice the lease: a busy event loop renewing late must not make a healthy node's jobs
+      // look stalled (a redelivery would be harmless, thanks to the inbox, but wasted work).
+      lockDuration: 2 * config.leaseTtlMs,
       stalledInterval: Math.max(250, Math.floor(config.leaseTtlMs / 2)),
       // A job caught by several node failures must still be redelivered, not failed.
       maxStalledCount: 1000,

@@ -1,0 +1,204 @@
+/**
+ * bun bench/actors.ts — the actor runtime next to raw baselines, in one run:
+ *
+ * - persisted turns/s: the counter kind (test/actors/counter.ts, state in its own table)
+ *   over BENCH_ACTORS actors with BENCH_CONCURRENCY asks in flight, next to single-row UPDATE
+ *   transactions through postgres.js at the same concurrency (target: ratio ≥ 1.0);
+ * - local ask latency p50/p99 (one ask at a time);
+ * - cross-node ask latency p50/p99: two nodes in this process, asks through one node to
+ *   actors the other owns (through the shard's BullMQ queue), next to a raw BullMQ
+ *   add → waitUntilFinished round trip (target: p50 ratio ≤ 1.5). Needs REDIS_URL.
+ *
+ * Env: DATABASE_URL (a throw-away database is created there and dropped; unset: embedded
+ * PostgreSQL), REDIS_URL, BENCH_DURATION (s per throughput run, default 5),
+ * BENCH_CONCURRENCY (16), BENCH_ACTORS (1000), BENCH_SAMPLES (latency samples, 2000),
+ * BENCH_ROUNDS (throughput runs of each side, alternating; the best of each is kept, 2).
+ */
+import postgres from 'postgres'
+import { mkdtempSync, rmSync, chmodSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Queue, QueueEvents, Worker } from 'bullmq'
+import { Redis } from 'ioredis'
+import { createLogger } from '../src/core/logger.ts'
+import { connect, type Sql } from '../src/store/db.ts'
+import { migrate } from '../src/store/migrate.ts'
+import { startEmbedded } from '../src/store/embedded.ts'
+import { createActorSystem, shardOf, type ActorSystem } from '../src/actors/runtime/index.ts'
+import { counter, ensureCounterTable } from '../test/actors/counter.ts'
+
+const duration = Number(process.env.BENCH_DURATION ?? 5) * 1000
+const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 16)
+const actors = Number(process.env.BENCH_ACTORS ?? 1000)
+const samples = Number(process.env.BENCH_SAMPLES ?? 2000)
+const rounds = Number(process.env.BENCH_ROUNDS ?? 2)
+const redisUrl = process.env.REDIS_URL
+const logger = createLogger('warn')
+
+// ---- database ----------------------------------------------------------------------------
+let adminUrl = process.env.DATABASE_URL
+let embedded: Awaited<ReturnType<typeof startEmbedded>> | undefined
+let embeddedDir: string | undefined
+if (!adminUrl) {
+  embeddedDir = mkdtempSync(join(tmpdir(), 'quadrax-bench-pg-'))
+  chmodSync(embeddedDir, 0o755)
+  embedded = await startEmbedded({ dir: join(embeddedDir, 'pg'), persistent: false })
+  adminUrl = embedded.url
+}
+const dbName = `bench_${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`
+const admin = postgres(adminUrl, { max: 1, onnotice: () => {} })
+await admin.unsafe(`create database ${dbName}`)
+const url = new URL(adminUrl)
+url.pathname = `/${dbName}`
+const databaseUrl = url.toString()
+
+const ids = Array.from({ length: actors }, (_, i) => `c${i}`)
+const pick = () => ids[Math.floor(Math.random() * ids.length)]!
+
+function percentile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!
+}
+
+/** `concurrency` loops calling `op` for `ms`; returns operations per second. */
+async function rate(op: () => Promise<unknown>, ms: number): Promise<number> {
+  let done = 0
+  const end = performance.now() + ms
+  const started = performance.now()
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        await op()
+        done++
+      }
+    }),
+  )
+  return done / ((performance.now() - started) / 1000)
+}
+
+/** One call at a time, `n` times; returns sorted latencies in ms. */
+async function latencies(op: () => Promise<unknown>, n: number): Promise<number[]> {
+  const out: number[] = []
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    await op()
+    out.push(performance.now() - t)
+  }
+  return out.sort((a, b) => a - b)
+}
+
+const ms = (x: number) => `${x.toFixed(2)} ms`
+
+let rawSql: Sql | undefined
+let actorSql: Sql | undefined
+const systems: ActorSystem[] = []
+try {
+  const setup = connect(databaseUrl, { max: 2 })
+  await migrate(setup)
+  await ensureCounterTable(setup)
+  await setup`insert into test_counters (id, value) select 'c' || g, 0 from generate_series(0, ${actors - 1}) g`
+  await setup`create table bench_counters (id text primary key, value bigint not null)`
+  await setup`insert into bench_counters (id, value) select 'c' || g, 0 from generate_series(0, ${actors - 1}) g`
+  await setup.end()
+
+  // ---- persisted turns/s vs raw UPDATE transactions ----------------------------------------
+  rawSql = connect(databaseUrl, { max: concurrency, name: 'bench-raw' })
+  const raw = rawSql
+  const rawTx = () => raw.begin((tx) => tx`update bench_counters set value = value + 1 where id = ${pick()}`)
+
+  actorSql = connect(databaseUrl, { max: concurrency, name: 'bench-actors' })
+  const single = createActorSystem({ sql: actorSql, logger, config: { nodeId: 'bench', shards: 64, commitConcurrency: Number(process.env.BENCH_COMMIT_CONCURRENCY ?? 4) } })
+  single.register(counter)
+  systems.push(single)
+  await single.start()
+  const increment = () => single.ask('counter', pick(), { type: 'increment' })
+
+  // Warm up: connections opened, statements prepared, every actor activated.
+  await rate(rawTx, 500)
+  for (let i = 0; i < ids.length; i += 200) await Promise.all(ids.slice(i, i + 200).map((id) => single.ask('counter', id, { type: 'get' })))
+  await rate(increment, 500)
+
+  let bestRaw = 0
+  let bestActor = 0
+  for (let r = 0; r < rounds; r++) {
+    bestRaw = Math.max(bestRaw, await rate(rawTx, duration))
+    bestActor = Math.max(bestActor, await rate(increment, duration))
+  }
+  const batch = (await single.metrics.batchTurns.get()).values
+  const turnsPerTx = (batch.find((v) => v.metricName?.endsWith('_sum'))?.value ?? 0) / (batch.find((v) => v.metricName?.endsWith('_count'))?.value || 1)
+
+  // ---- local ask latency ---------------------------------------------------------------------
+  const local = await latencies(increment, samples)
+  const rawLat = await latencies(rawTx, samples)
+
+  console.log(`\nactor runtime — ${actors} counters, ${concurrency} in flight, ${duration / 1000} s × ${rounds} runs per side (best kept)\n`)
+  console.log(`persisted turns/s        ${bestActor.toFixed(0).padStart(8)}/s   raw UPDATE tx/s ${bestRaw.toFixed(0).padStart(8)}/s   ratio ${(bestActor / bestRaw).toFixed(2)}× (target ≥ 1.0×; ${turnsPerTx.toFixed(1)} turns per transaction on average)`)
+  console.log(`local ask latency        p50 ${ms(percentile(local, 0.5))}  p99 ${ms(percentile(local, 0.99))}   (raw UPDATE tx p50 ${ms(percentile(rawLat, 0.5))}  p99 ${ms(percentile(rawLat, 0.99))})`)
+
+  // ---- cross-node ask latency vs raw BullMQ round trip ---------------------------------------
+  if (redisUrl) {
+    const prefix = `bench-${crypto.randomUUID().slice(0, 8)}`
+    const node = (id: string, sql: Sql) => {
+      const s = createActorSystem({ sql, redis: redisUrl, logger, queuePrefix: prefix, config: { nodeId: id, shards: 16, leaseTtlMs: 2000 } })
+      s.register(counter)
+      systems.push(s)
+      return s
+    }
+    await single.stop()
+    const a = node('bench-a', actorSql)
+    const b = node('bench-b', rawSql)
+    await a.start()
+    await b.start()
+    const deadline = Date.now() + 20_000
+    let owned: Set<number> = new Set()
+    for (;;) {
+      const status = await a.clusterStatus()
+      owned = new Set(status.shards.filter((s) => s.owner === 'bench-b').map((s) => s.shard))
+      if (status.shards.every((s) => s.owner) && owned.size === 8) break
+      if (Date.now() > deadline) throw new Error('the two bench nodes did not split the shards')
+      await Bun.sleep(50)
+    }
+    const remote = ids.filter((id) => owned.has(shardOf('counter', id, 16)))
+    const remoteAsk = () => a.ask('counter', remote[Math.floor(Math.random() * remote.length)]!, { type: 'increment' })
+    for (let i = 0; i < 200; i++) await remoteAsk()
+    const cross = await latencies(remoteAsk, samples)
+
+    const connection = new Redis(redisUrl, { maxRetriesPerRequest: null })
+    const name = `raw-${prefix}`
+    const queue = new Queue(name, { connection, prefix })
+    const worker = new Worker(name, async () => 1, { connection, prefix, concurrency })
+    const events = new QueueEvents(name, { connection: { url: redisUrl }, prefix })
+    await Promise.all([worker.waitUntilReady(), events.waitUntilReady()])
+    const roundTrip = async () => (await queue.add('x', {}, { removeOnComplete: { age: 60 } })).waitUntilFinished(events)
+    for (let i = 0; i < 200; i++) await roundTrip()
+    const bull = await latencies(roundTrip, samples)
+    await worker.close()
+    await events.close()
+    await queue.obliterate({ force: true })
+    await queue.close()
+    connection.disconnect()
+
+    const ratio = percentile(cross, 0.5) / percentile(bull, 0.5)
+    console.log(`cross-node ask latency   p50 ${ms(percentile(cross, 0.5))}  p99 ${ms(percentile(cross, 0.99))}   raw BullMQ add→complete p50 ${ms(percentile(bull, 0.5))}  p99 ${ms(percentile(bull, 0.99))}   p50 ratio ${ratio.toFixed(2)}× (target ≤ 1.5×)`)
+    await b.stop()
+    await a.stop()
+    const cleanup = new Redis(redisUrl)
+    let cursor = '0'
+    do {
+      const [next, keys] = await cleanup.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) await cleanup.del(...keys)
+    } while (cursor !== '0')
+    cleanup.disconnect()
+  } else {
+    console.log('cross-node ask latency   skipped: REDIS_URL is not set')
+  }
+  console.log()
+} finally {
+  for (const s of systems) await s.stop()
+  await rawSql?.end()
+  await actorSql?.end()
+  await admin.unsafe(`drop database if exists ${dbName} with (force)`)
+  await admin.end()
+  await embedded?.stop()
+  if (embeddedDir) rmSync(embeddedDir, { recursive: true, force: true })
+}
