@@ -8,6 +8,9 @@ import type { AnyActorKind } from './actors/runtime/index.ts'
 import type { AppDeps } from './http/context.ts'
 import type { TopicAuthorizer } from './ws/hub.ts'
 import { aiFeature } from './http/ai.ts'
+import { vmsFeature } from './http/vms.ts'
+import { workstationsFeature } from './http/workstations.ts'
+import { modelsFeature } from './http/models.ts'
 
 export interface Feature {
   name: string
@@ -32,4 +35,7 @@ export type FeatureFactory = (deps: AppDeps) => Feature | Promise<Feature>
 /** Installed in this order. */
 export const FEATURES: FeatureFactory[] = [
   aiFeature,
+  workstationsFeature,
+  vmsFeature,
+  modelsFeature,
 ]
