@@ -2,7 +2,7 @@
  * The built-in trainer and predictor, for real: every training below runs tfjs in a Bun
  * Worker (or, where a test needs the tensors, on this thread through the same core).
  */
-import { afterAll, describe, expect, test } from 'bun:test'
+import { afterAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -19,14 +19,31 @@ import {
   type TrainSpec,
 } from '../../src/actors/engines/trainer.ts'
 import { loadTf, runTraining } from '../../src/actors/engines/trainer-core.ts'
+import { closeIdleWorker, poolStats } from '../../src/actors/engines/trainer-pool.ts'
 import { toColumnTable } from '../../src/actors/engines/trainer-data.ts'
 import { resolveSettings } from '../../src/actors/engines/trainer-spec.ts'
 import { blobs, customers, customerScore, houses, toColumns, without, type Row } from '../support/tabular.ts'
 
+// Trainings run for real; on a shared 2-core machine a few take seconds.
+setDefaultTimeout(60_000)
+
 const dirs: string[] = []
 afterAll(async () => {
+  closeIdleWorker()
   await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })))
 })
+/**
+ * The error a promise rejects with. Not `await expect(p).rejects`: bun:test's matcher can miss
+ * a rejection that arrives in a Worker message right after another Worker reply resumed the
+ * test (oven-sh/bun#37189, still open for Bun 1.4), and the test then hangs to its timeout.
+ */
+async function failure(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => new Error('expected a rejection, got a result'),
+    (e: unknown) => e,
+  )
+}
+
 async function tempDir(): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), 'quadrax-trainer-'))
   dirs.push(d)
@@ -263,7 +280,7 @@ describe('running off the event loop', () => {
     const t0 = performance.now()
     controller.abort()
     const seenAtAbort = epochsSeen
-    const err = await run.catch((e: unknown) => e)
+    const err = await failure(run)
     console.log(`[trainer] cancel: rejected ${(performance.now() - t0).toFixed(1)} ms after abort, Worker exited`)
     expect(err).toBeInstanceOf(TrainingCancelledError)
     expect((err as TrainingCancelledError).message).toBe('Training was cancelled')
@@ -273,7 +290,7 @@ describe('running off the event loop', () => {
   })
 
   test('a timeout signal reports a timeout', async () => {
-    const err = await train(bigSpec(), { signal: AbortSignal.timeout(300) }).catch((e: unknown) => e)
+    const err = await failure(train(bigSpec(), { signal: AbortSignal.timeout(300) }))
     expect(err).toBeInstanceOf(TrainingCancelledError)
     expect((err as Error).message).toBe('Training timed out')
   })
@@ -282,7 +299,7 @@ describe('running off the event loop', () => {
     using server = Bun.serve({ port: 0, fetch: () => new Response('ok') })
     const controller = new AbortController()
     const started = Promise.withResolvers<void>()
-    const run = train(bigSpec(), { signal: controller.signal, onEpoch: () => started.resolve() }).catch((e: unknown) => e)
+    const run = failure(train(bigSpec(), { signal: controller.signal, onEpoch: () => started.resolve() }))
     await started.promise // the Worker is busy with tfjs from here on
 
     const timerDelays: number[] = []
@@ -305,6 +322,26 @@ describe('running off the event loop', () => {
     expect(Math.max(...httpLatencies)).toBeLessThan(50)
   })
 
+  test('a Worker that finished cleanly is reused; a cancelled one is not', async () => {
+    const spec = { data: customers({ rows: 200, seed: 1 }), task: 'CLASSIFICATION', target: 'purchased', algorithm: 'logistic_regression', params: { epochs: 1, seed: 1 } } as const
+    await train(spec)
+    expect(poolStats().idle).toBe(true)
+    const before = poolStats().spawned
+    const first = await train(spec)
+    // A data error leaves the Worker healthy, so it goes back to the pool too.
+    expect(await failure(train({ ...spec, target: 'nope' }))).toBeInstanceOf(TrainingDataError)
+    const again = await train(spec)
+    expect(poolStats().spawned).toBe(before)
+    expect(again.artifact.weights).toEqual(first.artifact.weights) // a reused Worker trains the same model
+
+    const controller = new AbortController()
+    const run = train({ ...spec, params: { epochs: 10_000, seed: 1 } }, { signal: controller.signal, onEpoch: () => controller.abort() })
+    expect(await failure(run)).toBeInstanceOf(TrainingCancelledError)
+    expect(poolStats().idle).toBe(false)
+    await train(spec)
+    expect(poolStats().spawned).toBe(before + 1)
+  })
+
   test('the training core disposes every tensor it creates', async () => {
     const tf = await loadTf('wasm')
     const before = tf.memory().numTensors
@@ -318,13 +355,15 @@ describe('errors a user can act on', () => {
   const data = customers({ rows: 100, seed: 1 })
 
   test('bad settings and params are a ValidationError naming each field', async () => {
-    const err = await train({
-      data,
-      task: 'CLASSIFICATION',
-      target: 'purchased',
-      // @ts-expect-error: wrong values on purpose, as an HTTP body could carry them
-      params: { epochs: 0, learningRate: -1, colour: 'blue', optimizer: 'magic' },
-    }).catch((e: unknown) => e)
+    const err = await failure(
+      train({
+        data,
+        task: 'CLASSIFICATION',
+        target: 'purchased',
+        // @ts-expect-error: wrong values on purpose, as an HTTP body could carry them
+        params: { epochs: 0, learningRate: -1, colour: 'blue', optimizer: 'magic' },
+      }),
+    )
     expect(err).toBeInstanceOf(ValidationError)
     expect((err as ValidationError).details).toEqual([
       { field: 'params.colour', message: 'is not a known field' },
@@ -333,19 +372,19 @@ describe('errors a user can act on', () => {
       { field: 'params.optimizer', message: 'must be one of adam, sgd' },
     ])
 
-    const err2 = await train({ data, task: 'REGRESSION', target: 'purchased', algorithm: 'logistic_regression', params: { hiddenUnits: [8] } }).catch((e: unknown) => e)
+    const err2 = await failure(train({ data, task: 'REGRESSION', target: 'purchased', algorithm: 'logistic_regression', params: { hiddenUnits: [8] } }))
     expect((err2 as ValidationError).details).toEqual([
       { field: 'algorithm', message: 'logistic_regression does not fit a REGRESSION task (use one of linear_regression, dense_network)' },
       { field: 'params.hiddenUnits', message: 'applies only to dense_network, not logistic_regression' },
     ])
 
     // @ts-expect-error: task missing on purpose
-    const err3 = await train({ data, target: 'purchased' }).catch((e: unknown) => e)
+    const err3 = await failure(train({ data, target: 'purchased' }))
     expect((err3 as ValidationError).details).toEqual([{ field: 'task', message: 'is required' }])
   })
 
   const dataError = async (spec: Parameters<typeof train>[0]) => {
-    const err = await train(spec).catch((e: unknown) => e)
+    const err = await failure(train(spec))
     expect(err).toBeInstanceOf(TrainingDataError)
     return err as TrainingDataError
   }

@@ -83,8 +83,8 @@ export async function train(spec: TrainSpec, opts: TrainOptions = {}): Promise<T
   let afterExit: (() => void) | null = null
   const detach = () => {
     signal?.removeEventListener('abort', onAbort)
-    worker.onmessage = null
-    worker.onerror = null
+    worker.removeEventListener('message', onMessage)
+    worker.removeEventListener('error', onError)
   }
   const release = (settle: () => void) => {
     if (settled) return
@@ -113,7 +113,7 @@ export async function train(spec: TrainSpec, opts: TrainOptions = {}): Promise<T
   signal?.addEventListener('abort', onAbort, { once: true })
   worker.addEventListener('close', onClose)
 
-  worker.onmessage = (event: MessageEvent<WorkerReply>) => {
+  const onMessage = (event: MessageEvent<WorkerReply>) => {
     const msg = event.data
     switch (msg.type) {
       case 'epoch':
@@ -136,7 +136,9 @@ export async function train(spec: TrainSpec, opts: TrainOptions = {}): Promise<T
       }
     }
   }
-  worker.onerror = (event: ErrorEvent) => kill(() => reject(new TrainingCrashedError(`Training worker failed: ${event.message}`, event.error)))
+  const onError = (event: ErrorEvent) => kill(() => reject(new TrainingCrashedError(`Training worker failed: ${event.message}`, event.error)))
+  worker.addEventListener('message', onMessage)
+  worker.addEventListener('error', onError)
   worker.postMessage(request, transferables(table))
   return promise
 }
