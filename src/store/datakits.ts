@@ -1,0 +1,255 @@
+/**
+ * DataKits and their versions (sql/0003_datakits.sql), and the per-user storage quota.
+ *
+ * The `datakits` row is the `datakit` actor's state (saveDatakit/deleteDatakit are its
+ * persist); version rows are written by the same actor through its turn's transaction. The
+ * HTTP edge only reads from here.
+ */
+import type { Db } from './db.ts'
+import { decodeCursor, toPage, type Page } from './pagination.ts'
+
+export type DatakitStatus = 'PROCESSING' | 'READY' | 'FAILED'
+
+/** A datakit row: the actor's state. */
+export interface DatakitRow {
+  id: string
+  ownerId: string
+  name: string
+  description: string | null
+  /** The status of the latest version. */
+  status: DatakitStatus
+  currentVersion: number
+  createdAt: Date
+  updatedAt: Date
+}
+
+/** A version without its profile (lists, and everything that only needs the file). */
+export interface VersionRow {
+  datakitId: string
+  version: number
+  ownerId: string
+  uploadedBy: string | null
+  status: DatakitStatus
+  error: string | null
+  errorLine: number | null
+  format: string
+  originalName: string
+  fileId: string
+  sizeBytes: number
+  sha256: string
+  parquetBytes: number | null
+  rowCount: number | null
+  columnCount: number | null
+  createdAt: Date
+  profiledAt: Date | null
+}
+
+export interface VersionWithProfile extends VersionRow {
+  profile: unknown
+}
+
+/** A datakit joined with its latest version (list items and details). */
+export interface DatakitWithVersion extends DatakitRow {
+  latest: VersionRow
+}
+
+const DATAKIT = (sql: Db) => sql`
+  d.id, d.owner_id as "ownerId", d.name, d.description, d.status, d.current_version as "currentVersion",
+  d.created_at as "createdAt", d.updated_at as "updatedAt"`
+
+const VERSION = (sql: Db) => sql`
+  v.datakit_id as "datakitId", v.version, v.owner_id as "ownerId", v.uploaded_by as "uploadedBy", v.status, v.error,
+  v.error_line as "errorLine", v.format, v.original_name as "originalName", v.file_id as "fileId", v.size_bytes as "sizeBytes",
+  v.sha256, v.parquet_bytes as "parquetBytes", v.row_count as "rowCount", v.column_count as "columnCount",
+  v.created_at as "createdAt", v.profiled_at as "profiledAt"`
+
+// ---- datakits (the actor's state) ---------------------------------------------------------
+
+export async function findDatakit(sql: Db, id: string): Promise<DatakitRow | undefined> {
+  const [row] = await sql<DatakitRow[]>`select ${DATAKIT(sql)} from datakits d where d.id = ${id}`
+  return row
+}
+
+/** Insert or update the datakit row (the actor's persist). The owner never changes. */
+export function saveDatakit(sql: Db, d: DatakitRow) {
+  return sql`
+    insert into datakits (id, owner_id, name, description, status, current_version, created_at, updated_at)
+    values (${d.id}, ${d.ownerId}, ${d.name}, ${d.description}, ${d.status}, ${d.currentVersion}, ${d.createdAt}, ${d.updatedAt})
+    on conflict (id) do update set
+      name = excluded.name, description = excluded.description, status = excluded.status,
+      current_version = excluded.current_version, updated_at = excluded.updated_at`
+}
+
+/** Delete the datakit; its versions go with it (on delete cascade). */
+export function deleteDatakit(sql: Db, id: string) {
+  return sql`delete from datakits where id = ${id}`
+}
+
+/** The datakit with its latest version, or undefined. */
+export async function findWithLatest(sql: Db, id: string): Promise<(DatakitWithVersion & { profile: unknown }) | undefined> {
+  const [row] = await sql<(DatakitRow & { v: VersionRow; profile: unknown })[]>`
+    select ${DATAKIT(sql)}, to_jsonb(x) - 'profile' as v, x.profile
+    from datakits d
+    join lateral (select ${VERSION(sql)}, v.profile from datakit_versions v where v.datakit_id = d.id and v.version = d.current_version) x on true
+    where d.id = ${id}`
+  if (!row) return undefined
+  const { v, profile, ...d } = row
+  return { ...d, latest: reviveVersion(v), profile }
+}
+
+export interface ListOptions {
+  limit: number
+  cursor?: string
+  /** Only this owner's datakits (every caller but an admin). */
+  ownerId?: string
+  /** Case-insensitive substring of the name. */
+  search?: string
+  status?: DatakitStatus
+}
+
+/** Datakits in creation order (keyset on created_at, id), each with its latest version. */
+export async function listDatakits(sql: Db, opts: ListOptions): Promise<Page<DatakitWithVersion>> {
+  const c = decodeCursor(opts.cursor)
+  const pattern = opts.search ? `%${opts.search.replace(/[\\%_]/g, (m) => '\\' + m)}%` : null
+  const rows = await sql<(DatakitRow & { v: VersionRow; cursorAt: string })[]>`
+    select ${DATAKIT(sql)}, d.created_at::text as "cursorAt", to_jsonb(x) as v
+    from datakits d
+    join lateral (select ${VERSION(sql)} from datakit_versions v where v.datakit_id = d.id and v.version = d.current_version) x on true
+    where true
+      ${opts.ownerId ? sql`and d.owner_id = ${opts.ownerId}` : sql``}
+      ${c ? sql`and (d.created_at, d.id) > (${c.t}::text::timestamptz, ${c.id}::uuid)` : sql``}
+      ${pattern ? sql`and d.name ilike ${pattern}` : sql``}
+      ${opts.status ? sql`and d.status = ${opts.status}` : sql``}
+    order by d.created_at, d.id
+    limit ${opts.limit + 1}`
+  const page = toPage(rows, opts.limit)
+  return { nextCursor: page.nextCursor, items: page.items.map(({ v, ...d }) => ({ ...d, latest: reviveVersion(v) })) }
+}
+
+/** A version read through to_jsonb has its timestamps as text: make them Dates again. */
+function reviveVersion(v: VersionRow): VersionRow {
+  return {
+    ...v,
+    createdAt: new Date(v.createdAt as unknown as string),
+    profiledAt: v.profiledAt === null ? null : new Date(v.profiledAt as unknown as string),
+  }
+}
+
+// ---- versions ------------------------------------------------------------------------------
+
+export interface NewVersion {
+  datakitId: string
+  version: number
+  ownerId: string
+  uploadedBy: string
+  format: string
+  originalName: string
+  fileId: string
+  sizeBytes: number
+  sha256: string
+}
+
+export function insertVersion(sql: Db, v: NewVersion) {
+  return sql`
+    insert into datakit_versions (datakit_id, version, owner_id, uploaded_by, status, format, original_name, file_id, size_bytes, sha256)
+    values (${v.datakitId}, ${v.version}, ${v.ownerId}, ${v.uploadedBy}, 'PROCESSING', ${v.format}, ${v.originalName}, ${v.fileId}, ${v.sizeBytes}, ${v.sha256})`
+}
+
+export async function findVersion(sql: Db, datakitId: string, version: number): Promise<VersionWithProfile | undefined> {
+  const [row] = await sql<VersionWithProfile[]>`
+    select ${VERSION(sql)}, v.profile from datakit_versions v where v.datakit_id = ${datakitId} and v.version = ${version}`
+  return row
+}
+
+/** The newest READY version (with its profile), if any. */
+export async function latestReadyVersion(sql: Db, datakitId: string): Promise<VersionWithProfile | undefined> {
+  const [row] = await sql<VersionWithProfile[]>`
+    select ${VERSION(sql)}, v.profile from datakit_versions v
+    where v.datakit_id = ${datakitId} and v.status = 'READY' order by v.version desc limit 1`
+  return row
+}
+
+/** Every version, newest first, without profiles. */
+export async function listVersions(sql: Db, datakitId: string): Promise<VersionRow[]> {
+  return await sql<VersionRow[]>`select ${VERSION(sql)} from datakit_versions v where v.datakit_id = ${datakitId} order by v.version desc`
+}
+
+/** The stored files of every version (to remove them after a delete). */
+export async function versionFiles(sql: Db, datakitId: string): Promise<string[]> {
+  const rows = await sql<{ fileId: string }[]>`select file_id as "fileId" from datakit_versions where datakit_id = ${datakitId}`
+  return rows.map((r) => r.fileId)
+}
+
+/** Versions still PROCESSING: (datakit, version) pairs, to resume profiling after a restart. */
+export async function processingDatakits(sql: Db): Promise<string[]> {
+  const rows = await sql<{ id: string }[]>`select distinct datakit_id as id from datakit_versions where status = 'PROCESSING'`
+  return rows.map((r) => r.id)
+}
+
+/** Versions of one datakit still PROCESSING, oldest first. */
+export async function processingVersions(sql: Db, datakitId: string): Promise<VersionRow[]> {
+  return await sql<VersionRow[]>`
+    select ${VERSION(sql)} from datakit_versions v where v.datakit_id = ${datakitId} and v.status = 'PROCESSING' order by v.version`
+}
+
+export interface ProfileOutcome {
+  rowCount: number
+  columnCount: number
+  parquetBytes: number
+  profile: unknown
+}
+
+/** PROCESSING → READY with the profile. False when the version is gone or was not PROCESSING. */
+export async function markReady(sql: Db, datakitId: string, version: number, p: ProfileOutcome): Promise<boolean> {
+  const rows = await sql`
+    update datakit_versions set status = 'READY', error = null, error_line = null, row_count = ${p.rowCount},
+      column_count = ${p.columnCount}, parquet_bytes = ${p.parquetBytes}, profile = ${sql.json(p.profile as never)}, profiled_at = now()
+    where datakit_id = ${datakitId} and version = ${version} and status = 'PROCESSING'`
+  return rows.count > 0
+}
+
+/** PROCESSING → FAILED with the reason. False when the version is gone or was not PROCESSING. */
+export async function markFailed(sql: Db, datakitId: string, version: number, reason: string, line: number | null): Promise<boolean> {
+  const rows = await sql`
+    update datakit_versions set status = 'FAILED', error = ${reason}, error_line = ${line}, profiled_at = now()
+    where datakit_id = ${datakitId} and version = ${version} and status = 'PROCESSING'`
+  return rows.count > 0
+}
+
+/** Every file id known to the database (the orphan sweep keeps these). */
+export async function allFileIds(sql: Db): Promise<Set<string>> {
+  const rows = await sql<{ fileId: string }[]>`select file_id as "fileId" from datakit_versions`
+  return new Set(rows.map((r) => r.fileId))
+}
+
+// ---- storage quota -------------------------------------------------------------------------
+
+/** Bytes stored for `userId`: uploaded files plus their Parquet read copies. */
+export async function storageUsed(sql: Db, userId: string): Promise<number> {
+  const [row] = await sql<{ used: number }[]>`
+    select coalesce(sum(size_bytes + coalesce(parquet_bytes, 0)), 0)::int8 as used from datakit_versions where owner_id = ${userId}`
+  return row!.used
+}
+
+/** The admin's override for `userId`, or undefined (the configured default applies). */
+export async function quotaOverride(sql: Db, userId: string): Promise<number | undefined> {
+  const [row] = await sql<{ quotaBytes: number }[]>`select quota_bytes as "quotaBytes" from user_storage_quotas where user_id = ${userId}`
+  return row?.quotaBytes
+}
+
+/** Set (or, with null, remove) the override for `userId`. */
+export async function setQuotaOverride(sql: Db, userId: string, quotaBytes: number | null): Promise<void> {
+  if (quotaBytes === null) await sql`delete from user_storage_quotas where user_id = ${userId}`
+  else
+    await sql`
+      insert into user_storage_quotas (user_id, quota_bytes) values (${userId}, ${quotaBytes})
+      on conflict (user_id) do update set quota_bytes = excluded.quota_bytes, updated_at = now()`
+}
+
+/**
+ * Serialise storage checks of one user until the end of the transaction, so two uploads that
+ * finish at once cannot both fit in the same remaining space.
+ */
+export async function lockStorage(sql: Db, userId: string): Promise<void> {
+  await sql`select pg_advisory_xact_lock(hashtextextended(${`datakit-storage:${userId}`}, 0))`
+}
