@@ -11,6 +11,7 @@ import { aiFeature } from './http/ai.ts'
 import { vmsFeature } from './http/vms.ts'
 import { workstationsFeature } from './http/workstations.ts'
 import { modelsFeature } from './http/models.ts'
+import { datakitsFeature } from './http/datakits.ts'
 
 export interface Feature {
   name: string
@@ -38,4 +39,5 @@ export const FEATURES: FeatureFactory[] = [
   workstationsFeature,
   vmsFeature,
   modelsFeature,
+  datakitsFeature,
 ]

@@ -159,6 +159,33 @@ describe('multipart parser', () => {
   })
 })
 
+describe('documentation', () => {
+  test('every DataKit route is in the OpenAPI document, the upload as multipart/form-data', async () => {
+    const doc = await t.json('GET', '/swagger/json')
+    expect(doc.status).toBe(200)
+    const paths = Object.keys(doc.body.paths).filter((p) => p.startsWith('/api/datakits'))
+    expect(paths.sort()).toEqual(
+      [
+        '/api/datakits/',
+        '/api/datakits/upload',
+        '/api/datakits/storage',
+        '/api/datakits/storage/{userId}',
+        '/api/datakits/{id}',
+        '/api/datakits/{id}/preview',
+        '/api/datakits/{id}/download',
+        '/api/datakits/{id}/export',
+        '/api/datakits/{id}/query',
+        '/api/datakits/{id}/versions',
+        '/api/datakits/{id}/versions/{n}/diff',
+      ].sort(),
+    )
+    const upload = doc.body.paths['/api/datakits/upload'].post
+    expect(Object.keys(upload.requestBody.content)).toEqual(['multipart/form-data'])
+    expect(upload.requestBody.content['multipart/form-data'].schema.properties.dataset).toEqual({ type: 'string', format: 'binary' })
+    expect(upload.security).toEqual([{ bearerAuth: [] }])
+  })
+})
+
 describe('upload', () => {
   test("the guide's curl command works unchanged", async () => {
     using work = tempDir('quadrax-curl-')
