@@ -34,15 +34,6 @@ export async function dueReminders(sql: Db, shards: readonly number[], limit = 5
     order by due_at limit ${limit}`
 }
 
-/** Milliseconds until the next reminder of `shards` is due (0 if one is overdue), or undefined. */
-export async function nextReminderIn(sql: Db, shards: readonly number[]): Promise<number | undefined> {
-  if (shards.length === 0) return undefined
-  const [row] = await sql<{ ms: number | null }[]>`
-    select greatest(0, extract(epoch from (min(due_at) - now())) * 1000)::float8 as ms
-    from actor_reminders where shard = any(${[...shards]}::int[])`
-  return row?.ms ?? undefined
-}
-
 export function deleteReminders(sql: Db, ids: readonly string[]) {
   return sql`delete from actor_reminders where id = any(${[...ids]}::uuid[])`
 }
