@@ -54,7 +54,11 @@ describe.skipIf(!docker)('workstations (real engine)', () => {
 
   beforeAll(async () => {
     raw = docker!.raw
-    t = await testServer({ DOCKER_HOST: docker!.host, WORKSTATION_IDLE_TIMEOUT: '0' }, { features: [workstationsFeature], actorConfig: FAST })
+    // The second image is allowed but was never imported into the engine.
+    t = await testServer(
+      { DOCKER_HOST: docker!.host, WORKSTATION_IDLE_TIMEOUT: '0', WORKSTATION_IMAGES: `${docker!.image},quadrax/never-imported:test` },
+      { features: [workstationsFeature], actorConfig: FAST },
+    )
     alice = await t.user()
     bob = await t.user()
     live = await wsClient(t.url, alice.token)
@@ -183,6 +187,17 @@ describe.skipIf(!docker)('workstations (real engine)', () => {
     } finally {
       topic.close()
     }
+  }, 60_000)
+
+  test('an allowed image the engine does not have: ERROR with a reason an administrator can act on', async () => {
+    const r = await t.json('POST', '/api/workstations', { token: alice.token, body: body({ image: 'quadrax/never-imported:test' }) })
+    expect(r.status).toBe(201)
+    const failed = await awaitStatus(r.body.data.id, 'ERROR')
+    expect(failed.data).toMatchObject({ previous: 'CREATING', reason: 'image "quadrax/never-imported:test" is not available on the container engine; an administrator has to pull or import it' })
+    // Pointing it at an image the engine has, and starting it, recovers.
+    expect((await t.json('PATCH', `/api/workstations/${r.body.data.id}`, { token: alice.token, body: { image: docker!.image } })).status).toBe(200)
+    expect((await t.json('POST', `/api/workstations/${r.body.data.id}/start`, { token: alice.token })).status).toBe(202)
+    await awaitStatus(r.body.data.id, 'RUNNING')
   }, 60_000)
 
   test('the container is hardened (inspected on the engine)', async () => {
