@@ -9,7 +9,8 @@
  *   add_indicator=True does the same).
  * - text and booleans: one-hot over the categories seen in training (the `maxCategories`
  *   most frequent; ties broken by the category's text). A missing value is the category
- *   `__missing__`. A category never seen in training (or dropped as rare) encodes as all zeros.
+ *   `__missing__` (a text value spelled "__missing__" is indistinguishable from a missing
+ *   one). A category never seen in training (or dropped as rare) encodes as all zeros.
  */
 import { TrainingDataError } from './trainer-errors.ts'
 import type { ColumnTable, ValueType } from './trainer-data.ts'
