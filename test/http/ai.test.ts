@@ -95,7 +95,7 @@ describe('sessions', () => {
     expect(page1.body.data[0].lastMessageAt).toBeNull()
     expect(page1.body.meta).toEqual({ nextCursor: expect.any(String), limit: 2 })
     const page2 = await t.json('GET', `/api/ai/sessions?limit=2&cursor=${page1.body.meta.nextCursor}`, { token: u.token })
-    expect(page2.body.data.map((s: any) => s.id)).toEqual([a.body.data.id, (await bare.json()).data.id])
+    expect(page2.body.data.map((s: any) => s.id)).toEqual([a.body.data.id, ((await bare.json()) as any).data.id])
     expect(page2.body.meta.nextCursor).toBeNull()
 
     const got = await t.json('GET', `/api/ai/sessions/${b}`, { token: u.token })
