@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { Type as T } from '@sinclair/typebox'
 import { ConflictError, ValidationError } from '../../src/core/errors.ts'
+import { Metrics } from '../../src/core/metrics.ts'
 import {
   ActorSystemStoppedError,
   ActorTimeoutError,
@@ -266,6 +267,27 @@ describe('lifecycle', () => {
     for (const i of range(5)) expect(await counterValue(db.sql, `s${i}`)).toBe(1)
     expect(system.liveActors()).toEqual({})
     await expect(system.ask('counter', 's0', { type: 'get' })).rejects.toBeInstanceOf(ActorSystemStoppedError)
+  })
+
+  test('metrics: live actors and mailbox depth by kind, turn durations, batch sizes', async () => {
+    const metrics = new Metrics({ defaultMetrics: false })
+    const system = createActorSystem({ sql: db.sql, logger, metrics, config: { nodeId: 'metered', shards: 8 } }).register(counter)
+    systems.push(system)
+    await system.start()
+    const slow = system.ask('counter', 'm1', { type: 'slowIncrement', ms: 100 })
+    const queued = system.ask('counter', 'm1', { type: 'increment' })
+    await eventually('the slow turn to start', () => system.activeTurns === 1)
+    const during = await metrics.registry.metrics()
+    expect(during).toContain('actor_live{kind="counter"} 1')
+    expect(during).toContain('actor_mailbox_depth{kind="counter"} 1')
+    await Promise.all([slow, queued])
+    await system.ask('counter', 'm1', { type: 'fail' }).catch(() => {})
+    const after = await metrics.registry.metrics()
+    expect(after).toContain('actor_turn_duration_seconds_count{kind="counter",outcome="applied"} 2')
+    expect(after).toContain('actor_turn_duration_seconds_count{kind="counter",outcome="failed"} 1')
+    expect(after).toContain('actor_mailbox_depth{kind="counter"} 0')
+    expect(after).toMatch(/actor_commit_batch_turns_count \d+/)
+    await system.stop()
   })
 
   test('a node whose shards were taken over cannot commit (fencing)', async () => {
