@@ -45,16 +45,11 @@ export function containerEngineFor(deps: AppDeps): ContainerEngine | undefined {
 }
 
 /** /health's `docker` entry when there is no engine at all (with one, the server's own probe pings it). */
-export function missingEngineProbes(engine: ContainerEngine | undefined): Feature['probes'] {
-  if (engine) return []
-  return [
-    {
-      name: 'docker',
-      check: async () => {
-        throw new Error(`${ENGINE_UNAVAILABLE}: DOCKER_HOST is not set and /var/run/docker.sock does not exist`)
-      },
-    },
-  ]
+export function missingEngineProbes(_engine: ContainerEngine | undefined): Feature['probes'] {
+  // The server's own `docker` probe already reports the engine: "disabled" when none is
+  // configured (no DOCKER_HOST, no /var/run/docker.sock — issue 2's definition, so a laptop
+  // without Docker is healthy), "unhealthy" when a configured engine does not answer.
+  return []
 }
 
 /**

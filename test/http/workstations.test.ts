@@ -457,7 +457,7 @@ describe.skipIf(!docker)('idle culling', () => {
 })
 
 describe('without an engine', () => {
-  test('engine-backed endpoints answer 503 "container engine unavailable"; /health shows docker unhealthy', async () => {
+  test('none configured: engine-backed endpoints answer 503 "container engine unavailable"; /health shows docker disabled', async () => {
     const t = await testServer({}, { features: [workstationsFeature] })
     try {
       const u = await t.user()
@@ -468,8 +468,22 @@ describe('without an engine', () => {
       expect((await t.json('GET', '/api/workstations', { token: u.token })).status).toBe(200)
       expect((await t.json('GET', '/api/workstations/quota', { token: u.token })).status).toBe(200)
       const h = await t.json('GET', '/health')
+      expect(h.body.services.docker).toEqual({ status: 'disabled' })
+    } finally {
+      await t.stop()
+    }
+  }, 60_000)
+
+  test('configured but unreachable: 503 on engine calls, /health docker unhealthy (503)', async () => {
+    const t = await testServer({ DOCKER_HOST: 'unix:///nonexistent/quadrax-docker.sock' }, { features: [workstationsFeature] })
+    try {
+      const u = await t.user()
+      const r = await t.json('POST', '/api/workstations', { token: u.token, body: body() })
+      expect(r.status).toBe(503)
+      expect(r.body.error).toBe('container engine unavailable')
+      const h = await t.json('GET', '/health')
       expect(h.status).toBe(503)
-      expect(h.body.services.docker).toEqual({ status: 'unhealthy', error: expect.stringContaining('container engine unavailable') })
+      expect(h.body.services.docker.status).toBe('unhealthy')
     } finally {
       await t.stop()
     }
