@@ -3,6 +3,8 @@
  * machine), otherwise autocannon's CLI under Node. Every target is loaded with the same
  * client, connection count and duration, so ratios compare like with like.
  */
+import { rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 export interface LoadResult {
@@ -16,6 +18,9 @@ export interface LoadOptions {
   connections: number
   durationSeconds: number
   headers?: Record<string, string>
+  /** Default GET. With `body`, every request sends it (set its content-type in `headers`). */
+  method?: string
+  body?: string
 }
 
 const wrk = Bun.which('wrk')
@@ -32,10 +37,17 @@ export async function load(url: string, opts: LoadOptions): Promise<LoadResult> 
   if (wrk) {
     const args = [wrk, '-t2', `-c${opts.connections}`, `-d${opts.durationSeconds}s`, '--latency']
     for (const [k, v] of Object.entries(opts.headers ?? {})) args.push('-H', `${k}: ${v}`)
+    // wrk takes a method and body only from a Lua script.
+    const script = opts.method || opts.body !== undefined ? join(tmpdir(), `wrk-${crypto.randomUUID()}.lua`) : undefined
+    if (script) {
+      await Bun.write(script, `wrk.method = ${JSON.stringify(opts.method ?? 'POST')}\nwrk.body = ${JSON.stringify(opts.body ?? '')}\n`)
+      args.push('-s', script)
+    }
     args.push(url)
     const p = Bun.spawn(args, { stdout: 'pipe', stderr: 'inherit' })
     const out = await new Response(p.stdout).text()
     await p.exited
+    if (script) await rm(script, { force: true })
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN)
     const p50 = ms(/\s50%\s+(\S+)/.exec(out)?.[1] ?? '')
     const p99 = ms(/\s99%\s+(\S+)/.exec(out)?.[1] ?? '')
@@ -45,6 +57,8 @@ export async function load(url: string, opts: LoadOptions): Promise<LoadResult> 
   const cli = join(import.meta.dir, '../../node_modules/autocannon/autocannon.js')
   const args = ['node', cli, '--json', '-c', String(opts.connections), '-d', String(opts.durationSeconds)]
   for (const [k, v] of Object.entries(opts.headers ?? {})) args.push('-H', `${k}=${v}`)
+  if (opts.method) args.push('-m', opts.method)
+  if (opts.body !== undefined) args.push('-b', opts.body)
   args.push(url)
   const p = Bun.spawn(args, { stdout: 'pipe', stderr: 'ignore' })
   const out = await new Response(p.stdout).text()

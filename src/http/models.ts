@@ -573,7 +573,7 @@ export function modelRoutes(c: ModelsContext) {
       '/:id/predict',
       async ({ request, params, body }) => {
         const me = await requireUser(deps, request)
-        const served = await serving.get(params.id)
+        const served = serving.fresh(params.id) ?? (await serving.get(params.id))
         if (served === undefined || (served !== null && served.ownerId !== me.userId && me.role !== 'ADMIN')) throw new NotFoundError('Model')
         if (served === null) {
           await visibleModel(deps, me, params.id)

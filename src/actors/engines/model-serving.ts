@@ -110,6 +110,15 @@ export class ModelServing {
   }
 
   /**
+   * The served entry when this node has one that was confirmed against SQL within
+   * `refreshMs`: the synchronous fast path of predict (no promise, no query).
+   */
+  fresh(modelId: string): ServedModel | undefined {
+    const entry = this.#served.get(modelId)
+    return entry && Date.now() - entry.checkedAt <= this.#refreshMs ? entry : undefined
+  }
+
+  /**
    * The model as served: undefined when there is no such model, null when it is not
    * deployed. Loads a deployment this node has not loaded yet; checks an old entry in the
    * background.

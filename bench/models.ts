@@ -1,0 +1,214 @@
+/**
+ * npm run bench:models — the models feature through the real server, next to baselines
+ * measured in the same run:
+ *
+ * 1. Serving: single-record POST /api/models/:id/predict (the guide's body, authenticated,
+ *    deployed model) in requests/s, next to the raw Bun.serve hello world, same load
+ *    generator, same connections and duration. Target ≥ 0.3× raw.
+ * 2. Training: rows × epochs per second of a run through the API (POST /train until the run
+ *    is SUCCEEDED: DataKit read with DuckDB, Worker, tfjs, artifact written, version
+ *    registered), next to tfjs alone fitting the same network (tf.sequential + model.fit,
+ *    same layers, optimizer, learning rate, batch size, epochs and validation rows) on the
+ *    same data in this process. Rounds alternate; medians. Target ≥ 0.9×.
+ *
+ * Env: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (default 50), BENCH_ROWS (default
+ * 20000), BENCH_EPOCHS (default 5), BENCH_ROUNDS (default 3), DATABASE_URL (a throw-away
+ * database is created there and dropped; unset: embedded PostgreSQL).
+ */
+import postgres from 'postgres'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { DuckDBInstance } from '@duckdb/node-api'
+import * as tf from '@tensorflow/tfjs'
+import '@tensorflow/tfjs-backend-wasm'
+import { toColumnTable } from '../src/actors/engines/trainer-data.ts'
+import { encodeRows, fitPreprocessing } from '../src/actors/engines/trainer-preprocess.ts'
+import { customers } from '../test/support/tabular.ts'
+import { fmt, freePort, load, loadTool, waitHealthy } from './support/load.ts'
+
+const duration = Number(process.env.BENCH_DURATION ?? 10)
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
+const rows = Number(process.env.BENCH_ROWS ?? 20_000)
+const epochs = Number(process.env.BENCH_EPOCHS ?? 5)
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
+const batchSize = 32
+const hiddenUnits = [64, 32]
+const learningRate = 0.01
+const validationSplit = 0.2
+
+const root = join(import.meta.dir, '..')
+const dataDir = mkdtempSync(join(tmpdir(), 'quadrax-bench-models-'))
+const uploadDir = join(dataDir, 'uploads')
+const modelDir = join(dataDir, 'models')
+
+// The DataKit the runs train on is written straight into the database (rows + Parquet copy,
+// as the DataKits feature leaves an upload), so the benchmark needs to reach it.
+if (!process.env.DATABASE_URL) throw new Error('bench:models needs DATABASE_URL (a throw-away database is created there and dropped)')
+let dbName: string | undefined
+let databaseUrl: string | undefined
+{
+  dbName = `bench_${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`
+  const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`create database ${dbName}`)
+  await admin.end()
+  const u = new URL(process.env.DATABASE_URL)
+  u.pathname = `/${dbName}`
+  databaseUrl = u.toString()
+}
+
+const rawPort = await freePort()
+const raw = Bun.spawn([process.execPath, join(import.meta.dir, 'support/raw-server.ts')], { env: { ...process.env, PORT: String(rawPort) }, stdout: 'ignore', stderr: 'inherit' })
+const apiPort = await freePort()
+const env: Record<string, string> = {
+  ...(process.env as Record<string, string>),
+  NODE_ENV: 'production',
+  PORT: String(apiPort),
+  HOST: '127.0.0.1',
+  DATA_DIR: join(dataDir, 'data'),
+  UPLOAD_DIR: uploadDir,
+  MODEL_DIR: modelDir,
+  JWT_SECRET: 'bench-'.padEnd(48, 'x'),
+  ADMIN_EMAIL: 'admin@bench.local',
+  ADMIN_PASSWORD: 'BenchAdmin123!',
+  BCRYPT_ROUNDS: '4',
+  LOG_LEVEL: 'warn',
+  RATE_LIMIT_MAX_REQUESTS: '1000000000',
+  AUTH_RATE_LIMIT_MAX_REQUESTS: '1000000000',
+}
+delete env.REDIS_URL
+if (databaseUrl) env.DATABASE_URL = databaseUrl
+else delete env.DATABASE_URL
+const api = Bun.spawn([process.execPath, join(root, 'src/main.ts')], { env, stdout: 'ignore', stderr: 'inherit', cwd: dataDir })
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+
+try {
+  const base = `http://127.0.0.1:${apiPort}`
+  // /swagger/json rather than /health: /health is 503 while an optional service (Docker) is down.
+  await Promise.all([waitHealthy(`http://127.0.0.1:${rawPort}/`, raw), waitHealthy(`${base}/swagger/json`, api)])
+  const call = async (method: string, path: string, body?: unknown, token?: string) => {
+    const r = await fetch(base + path, {
+      method,
+      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    const json = (await r.json()) as any
+    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`)
+    return json.data
+  }
+  await call('POST', '/api/auth/register', { email: 'bench@bench.local', password: 'BenchUser123!', firstName: 'Bench', lastName: 'User' })
+  const login = await call('POST', '/api/auth/login', { email: 'bench@bench.local', password: 'BenchUser123!' })
+  const token = login.token as string
+  const userId = login.user.id as string
+
+  // A READY DataKit, as the DataKits feature leaves one: rows + Parquet copy.
+  const data = customers({ rows, seed: 1 })
+  const fileId = crypto.randomUUID()
+  const kitId = crypto.randomUUID()
+  mkdirSync(join(uploadDir, 'datakits'), { recursive: true })
+  const ndjson = join(uploadDir, 'datakits', `${fileId}.ndjson`)
+  writeFileSync(ndjson, data.map((r) => JSON.stringify(r)).join('\n'))
+  const duck = await DuckDBInstance.create(':memory:')
+  const dc = await duck.connect()
+  await dc.run(`COPY (SELECT * FROM read_json('${ndjson}', format='newline_delimited')) TO '${join(uploadDir, 'datakits', `${fileId}.parquet`)}' (FORMAT parquet)`)
+  dc.closeSync()
+  duck.closeSync()
+  const sql = postgres(databaseUrl!, { max: 1, onnotice: () => {} })
+  await sql`insert into datakits (id, owner_id, name, status, current_version) values (${kitId}, ${userId}, 'bench customers', 'READY', 1)`
+  await sql`insert into datakit_versions (datakit_id, version, owner_id, uploaded_by, status, format, original_name, file_id, size_bytes, sha256, row_count, column_count)
+            values (${kitId}, 1, ${userId}, ${userId}, 'READY', 'ndjson', 'customers.ndjson', ${fileId}, 1, 'bench', ${rows}, 4)`
+  await sql.end()
+
+  const model = await call('POST', '/api/models', { name: 'Customer Classifier', description: 'Binary classification model', type: 'CLASSIFICATION', framework: 'TENSORFLOW' }, token)
+
+  // ---- training ---------------------------------------------------------------------------
+  const trainRows = Math.round(rows * (1 - validationSplit))
+  const work = trainRows * epochs
+  const trainBody = { datakitId: kitId, target: 'purchased', algorithm: 'dense_network', params: { epochs, batchSize, learningRate, hiddenUnits, seed: 1 }, validationSplit }
+  async function throughApi(): Promise<number> {
+    const t0 = performance.now()
+    const run = await call('POST', `/api/models/${model.id}/train`, trainBody, token)
+    for (;;) {
+      const r = await call('GET', `/api/runs/${run.id}`, undefined, token)
+      if (r.status === 'SUCCEEDED') return performance.now() - t0
+      if (r.status !== 'QUEUED' && r.status !== 'RUNNING') throw new Error(`run ${r.status}: ${r.error}`)
+      await Bun.sleep(10)
+    }
+  }
+
+  // tfjs alone, on the same rows encoded the way the trainer encodes them.
+  const table = toColumnTable(data, null)
+  const trainIdx = Int32Array.from({ length: trainRows }, (_, i) => i)
+  const valIdx = Int32Array.from({ length: rows - trainRows }, (_, i) => trainRows + i)
+  const pre = fitPreprocessing(table, ['age', 'income', 'location'], trainIdx, 100)
+  const xTrain = encodeRows(pre, table, trainIdx)
+  const xVal = encodeRows(pre, table, valIdx)
+  const yOf = (idx: Int32Array) => Float32Array.from(idx, (r) => data[r]!.purchased as number)
+  await tf.setBackend('wasm')
+  tf.enableProdMode()
+  async function tfjsAlone(): Promise<number> {
+    const t0 = performance.now()
+    const m = tf.sequential()
+    hiddenUnits.forEach((units, i) => m.add(tf.layers.dense({ units, activation: 'relu', ...(i === 0 ? { inputShape: [pre.width] } : {}) })))
+    m.add(tf.layers.dense({ units: 1, activation: 'sigmoid' }))
+    m.compile({ optimizer: tf.train.adam(learningRate), loss: 'binaryCrossentropy', metrics: ['accuracy'] })
+    const xs = tf.tensor2d(xTrain, [trainRows, pre.width])
+    const ys = tf.tensor2d(yOf(trainIdx), [trainRows, 1])
+    const vx = tf.tensor2d(xVal, [rows - trainRows, pre.width])
+    const vy = tf.tensor2d(yOf(valIdx), [rows - trainRows, 1])
+    await m.fit(xs, ys, { epochs, batchSize, shuffle: true, validationData: [vx, vy], verbose: 0 })
+    tf.dispose([xs, ys, vx, vy])
+    m.dispose()
+    return performance.now() - t0
+  }
+
+  // Warm-up of both (the server's Worker pool, tfjs WASM compilation here).
+  await throughApi()
+  await tfjsAlone()
+  const apiMs: number[] = []
+  const aloneMs: number[] = []
+  for (let r = 0; r < rounds; r++) {
+    apiMs.push(await throughApi())
+    aloneMs.push(await tfjsAlone())
+  }
+  const apiRate = work / (median(apiMs) / 1000)
+  const aloneRate = work / (median(aloneMs) / 1000)
+
+  // ---- serving ----------------------------------------------------------------------------
+  await call('POST', `/api/models/${model.id}/deploy`, {}, token)
+  const body = JSON.stringify({ inputs: { age: 35, income: 50000, location: 'urban' } })
+  const check = await call('POST', `/api/models/${model.id}/predict`, JSON.parse(body), token)
+  if (check.prediction?.class === undefined) throw new Error(`unexpected prediction ${JSON.stringify(check)}`)
+  const predictOpts = { connections, durationSeconds: duration, method: 'POST', body, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }
+  const opts = { connections, durationSeconds: duration }
+  await load(`http://127.0.0.1:${rawPort}/`, { ...opts, durationSeconds: 2 })
+  await load(`${base}/api/models/${model.id}/predict`, { ...predictOpts, durationSeconds: 2 })
+  const baseline1 = await load(`http://127.0.0.1:${rawPort}/`, opts)
+  const predict = await load(`${base}/api/models/${model.id}/predict`, predictOpts)
+  const baseline2 = await load(`http://127.0.0.1:${rawPort}/`, opts)
+  const baseRps = (baseline1.rps + baseline2.rps) / 2
+
+  console.log(`\nbench:models — ${loadTool}, ${connections} connections, ${duration} s per target; LOG_LEVEL=warn; rate limits raised out of the way`)
+  console.log(`${'target'.padEnd(44)} ${'req/s'.padStart(10)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'non-2xx'.padStart(8)} ${'× raw'.padStart(7)}`)
+  const line = (name: string, r: { rps: number; p50: number; p99: number; non2xx: number }) =>
+    console.log(`${name.padEnd(44)} ${fmt(r.rps).padStart(10)} ${fmt(r.p50, 2).padStart(8)} ${fmt(r.p99, 2).padStart(8)} ${String(r.non2xx).padStart(8)} ${(r.rps / baseRps).toFixed(2).padStart(7)}`)
+  line('raw Bun.serve hello (baseline, before)', baseline1)
+  line('POST /api/models/:id/predict (one record)', predict)
+  line('raw Bun.serve hello (baseline, after)', baseline2)
+  console.log(`\ntraining: ${rows} rows (${trainRows} train) × ${epochs} epochs, dense ${JSON.stringify(hiddenUnits)}, batch ${batchSize}, adam ${learningRate}; median of ${rounds} rounds`)
+  console.log(`  ${'through the API (POST /train → SUCCEEDED)'.padEnd(44)} ${fmt(apiRate).padStart(10)} rows×epochs/s  (${fmt(median(apiMs))} ms)`)
+  console.log(`  ${'tfjs alone: model.fit (wasm, this process)'.padEnd(44)} ${fmt(aloneRate).padStart(10)} rows×epochs/s  (${fmt(median(aloneMs))} ms)`)
+  console.log(`\ntarget: predict ≥ 0.30× raw — measured ${(predict.rps / baseRps).toFixed(2)}×`)
+  console.log(`target: training through the API ≥ 0.90× tfjs alone — measured ${(apiRate / aloneRate).toFixed(2)}×`)
+} finally {
+  api.kill('SIGTERM')
+  raw.kill()
+  await Promise.all([api.exited, raw.exited])
+  if (dbName && process.env.DATABASE_URL) {
+    const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
+    await admin.unsafe(`drop database if exists ${dbName} with (force)`)
+    await admin.end()
+  }
+  rmSync(dataDir, { recursive: true, force: true })
+}
