@@ -16,15 +16,16 @@
  * database is created there and dropped; unset: embedded PostgreSQL).
  */
 import postgres from 'postgres'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DuckDBInstance } from '@duckdb/node-api'
 import * as tf from '@tensorflow/tfjs'
 import '@tensorflow/tfjs-backend-wasm'
 import { toColumnTable } from '../src/actors/engines/trainer-data.ts'
 import { encodeRows, fitPreprocessing } from '../src/actors/engines/trainer-preprocess.ts'
 import { customers } from '../test/support/tabular.ts'
+import { multipartBytes, postUpload } from '../test/support/datakit-upload.ts'
+import { field } from '../test/support/datasets.ts'
 import { fmt, freePort, load, loadTool, waitHealthy } from './support/load.ts'
 
 const duration = Number(process.env.BENCH_DURATION ?? 10)
@@ -42,12 +43,9 @@ const dataDir = mkdtempSync(join(tmpdir(), 'quadrax-bench-models-'))
 const uploadDir = join(dataDir, 'uploads')
 const modelDir = join(dataDir, 'models')
 
-// The DataKit the runs train on is written straight into the database (rows + Parquet copy,
-// as the DataKits feature leaves an upload), so the benchmark needs to reach it.
-if (!process.env.DATABASE_URL) throw new Error('bench:models needs DATABASE_URL (a throw-away database is created there and dropped)')
 let dbName: string | undefined
 let databaseUrl: string | undefined
-{
+if (process.env.DATABASE_URL) {
   dbName = `bench_${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`
   const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
   await admin.unsafe(`create database ${dbName}`)
@@ -100,25 +98,20 @@ try {
   await call('POST', '/api/auth/register', { email: 'bench@bench.local', password: 'BenchUser123!', firstName: 'Bench', lastName: 'User' })
   const login = await call('POST', '/api/auth/login', { email: 'bench@bench.local', password: 'BenchUser123!' })
   const token = login.token as string
-  const userId = login.user.id as string
 
-  // A READY DataKit, as the DataKits feature leaves one: rows + Parquet copy.
+  // The data, uploaded as CSV through the DataKits API and profiled to Parquet by it.
   const data = customers({ rows, seed: 1 })
-  const fileId = crypto.randomUUID()
-  const kitId = crypto.randomUUID()
-  mkdirSync(join(uploadDir, 'datakits'), { recursive: true })
-  const ndjson = join(uploadDir, 'datakits', `${fileId}.ndjson`)
-  writeFileSync(ndjson, data.map((r) => JSON.stringify(r)).join('\n'))
-  const duck = await DuckDBInstance.create(':memory:')
-  const dc = await duck.connect()
-  await dc.run(`COPY (SELECT * FROM read_json('${ndjson}', format='newline_delimited')) TO '${join(uploadDir, 'datakits', `${fileId}.parquet`)}' (FORMAT parquet)`)
-  dc.closeSync()
-  duck.closeSync()
-  const sql = postgres(databaseUrl!, { max: 1, onnotice: () => {} })
-  await sql`insert into datakits (id, owner_id, name, status, current_version) values (${kitId}, ${userId}, 'bench customers', 'READY', 1)`
-  await sql`insert into datakit_versions (datakit_id, version, owner_id, uploaded_by, status, format, original_name, file_id, size_bytes, sha256, row_count, column_count)
-            values (${kitId}, 1, ${userId}, ${userId}, 'READY', 'ndjson', 'customers.ndjson', ${fileId}, 1, 'bench', ${rows}, 4)`
-  await sql.end()
+  const columns = Object.keys(data[0]!)
+  const csv = [columns.join(','), ...data.map((r) => columns.map((c) => field(r[c])).join(','))].join('\n') + '\n'
+  const up = await postUpload(base, token, await multipartBytes([{ name: 'dataset', filename: 'customers.csv', contentType: 'text/csv', data: csv }, { name: 'name', value: 'bench customers' }]))
+  if (up.status !== 201) throw new Error(`upload: ${up.status} ${JSON.stringify(up.body)}`)
+  const kitId = up.body.data.id as string
+  for (;;) {
+    const d = await call('GET', `/api/datakits/${kitId}`, undefined, token)
+    if (d.status === 'READY') break
+    if (d.status !== 'PROCESSING') throw new Error(`DataKit ${d.status}`)
+    await Bun.sleep(50)
+  }
 
   const model = await call('POST', '/api/models', { name: 'Customer Classifier', description: 'Binary classification model', type: 'CLASSIFICATION', framework: 'TENSORFLOW' }, token)
 

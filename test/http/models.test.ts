@@ -2,22 +2,23 @@
  * Models end to end, on a real server: PostgreSQL, the actor runtime, tfjs in a Worker, DuckDB
  * over real Parquet files, WebSockets, and (for container runs) the real Docker Engine.
  *
- * DataKits are created the way their feature leaves them once an upload was profiled: a
- * `datakits` row, a READY `datakit_versions` row and the Parquet copy at
- * UPLOAD_DIR/datakits/<file_id>.parquet (written by DuckDB from generated rows).
+ * DataKits are uploaded as CSV through their own API (/api/datakits/upload), which profiles
+ * them into the Parquet copy the runs read.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mkdtemp, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { DuckDBInstance } from '@duckdb/node-api'
 import { createLogger } from '../../src/core/logger.ts'
 import { startServer, type RunningServer } from '../../src/server.ts'
 import { modelsFeature } from '../../src/http/models.ts'
+import { datakitsFeature } from '../../src/http/datakits.ts'
 import { closeIdleWorker } from '../../src/actors/engines/trainer-pool.ts'
 import { parseRunFilter, parseRunOrder } from '../../src/store/run-filter.ts'
 import { testServer, type TestServer } from '../support/app.ts'
 import { wsClient } from '../support/ws.ts'
+import { multipartBytes, postUpload } from '../support/datakit-upload.ts'
+import { field } from '../support/datasets.ts'
 import { service } from '../support/services.ts'
 import { customers, houses, without, type Row } from '../support/tabular.ts'
 
@@ -39,7 +40,7 @@ beforeAll(async () => {
   uploadDir = await mkdtemp(join(tmpdir(), 'quadrax-uploads-'))
   t = await testServer(
     { MODEL_DIR: modelDir, UPLOAD_DIR: uploadDir, TRAINING_CONCURRENCY: '2', TRAINING_IMAGES: TEST_IMAGE, ...(dockerHost ? { DOCKER_HOST: dockerHost } : {}) },
-    { features: [modelsFeature], actorConfig },
+    { features: [datakitsFeature, modelsFeature], actorConfig },
   )
   server = t.server
 })
@@ -72,26 +73,22 @@ async function until<T>(probe: () => Promise<T | undefined | false>, what: strin
   }
 }
 
-/** A READY DataKit of `ownerId` holding `rows`, as the DataKits feature leaves one. */
-async function datakit(ownerId: string, rows: Row[], name = `kit-${crypto.randomUUID().slice(0, 8)}`): Promise<string> {
-  const id = crypto.randomUUID()
-  const fileId = crypto.randomUUID()
-  const dir = join(uploadDir, 'datakits')
-  await mkdir(dir, { recursive: true })
-  const json = join(dir, `${fileId}.ndjson`)
-  await writeFile(json, rows.map((r) => JSON.stringify(r)).join('\n'))
-  const parquet = join(dir, `${fileId}.parquet`)
-  const db = await DuckDBInstance.create(':memory:')
-  const c = await db.connect()
-  await c.run(`COPY (SELECT * FROM read_json('${json}', format='newline_delimited')) TO '${parquet}' (FORMAT parquet)`)
-  c.closeSync()
-  db.closeSync()
-  await rm(json)
-  await t.db.sql.begin(async (tx) => {
-    await tx`insert into datakits (id, owner_id, name, status, current_version) values (${id}, ${ownerId}, ${name}, 'READY', 1)`
-    await tx`insert into datakit_versions (datakit_id, version, owner_id, uploaded_by, status, format, original_name, file_id, size_bytes, sha256, row_count, column_count)
-             values (${id}, 1, ${ownerId}, ${ownerId}, 'READY', 'ndjson', 'data.ndjson', ${fileId}, 1, 'x', ${rows.length}, ${Object.keys(rows[0]!).length})`
-  })
+/** A READY DataKit holding `rows`, uploaded as CSV through /api/datakits/upload (profiled to Parquet by its feature). */
+async function datakit(owner: { token: string }, rows: Row[], name = `kit-${crypto.randomUUID().slice(0, 8)}`): Promise<string> {
+  const columns = Object.keys(rows[0]!)
+  const csv = [columns.join(','), ...rows.map((r) => columns.map((c) => field(r[c])).join(','))].join('\n') + '\n'
+  const form = await multipartBytes([
+    { name: 'dataset', filename: 'data.csv', contentType: 'text/csv', data: csv },
+    { name: 'name', value: name },
+  ])
+  const up = await postUpload(server.url, owner.token, form)
+  if (up.status !== 201) throw new Error(`upload: ${up.status} ${JSON.stringify(up.body)}`)
+  const id = up.body.data.id as string
+  const status = await until(async () => {
+    const d = (await api('GET', `/api/datakits/${id}`, { token: owner.token })).body.data
+    return d.status === 'PROCESSING' ? undefined : d.status
+  }, `DataKit ${id} to be profiled`)
+  if (status !== 'READY') throw new Error(`DataKit ${id} is ${status}`)
   return id
 }
 
@@ -234,7 +231,7 @@ describe('built-in training, versions, deployment, prediction', () => {
 
   beforeAll(async () => {
     u = await t.user()
-    kit = await datakit(u.id, customers({ rows: 3000, seed: 1 }))
+    kit = await datakit(u, customers({ rows: 3000, seed: 1 }))
     model = await createModel(u.token, { name: 'Customer Classifier' })
     deployedLater = { token: u.token, modelId: model.id }
   })
@@ -381,7 +378,7 @@ describe('built-in training, versions, deployment, prediction', () => {
     expect((await tr({ datakitId: kit, target: 'purchased', image: 'evil/miner:latest', command: ['sh'] })).status).toBe(422)
     // Another user's DataKit is as missing as one that does not exist.
     const other = await t.user()
-    const theirs = await datakit(other.id, customers({ rows: 50, seed: 3 }))
+    const theirs = await datakit(other, customers({ rows: 50, seed: 3 }))
     expect((await tr({ datakitId: theirs, target: 'purchased' })).status).toBe(404)
   }, LONG)
 
@@ -460,7 +457,7 @@ describe('built-in training, versions, deployment, prediction', () => {
   }, LONG)
 
   test('regression on linear data: R² ≥ 0.9 on held-out rows', async () => {
-    const houseKit = await datakit(u.id, houses({ rows: 3000, seed: 1 }))
+    const houseKit = await datakit(u, houses({ rows: 3000, seed: 1 }))
     const m = await createModel(u.token, { type: 'REGRESSION', name: 'house prices' })
     const run = await train(u.token, m.id, { datakitId: houseKit, target: 'price', algorithm: 'linear_regression', params: { epochs: 30, seed: 5, learningRate: 0.05 } })
     const done = await finished(u.token, run.id)
@@ -485,7 +482,7 @@ describe('cancel, timeout, responsiveness', () => {
   let model: any
   beforeAll(async () => {
     u = await t.user()
-    kit = await datakit(u.id, customers({ rows: 20_000, seed: 5 }))
+    kit = await datakit(u, customers({ rows: 20_000, seed: 5 }))
     model = await createModel(u.token)
   })
 
@@ -532,7 +529,7 @@ describe('cancel, timeout, responsiveness', () => {
   }, LONG)
 
   test('a run whose data cannot train fails with the reason (a single class)', async () => {
-    const oneClass = await datakit(u.id, customers({ rows: 200, seed: 1 }).map((r) => ({ ...r, purchased: 1 })))
+    const oneClass = await datakit(u, customers({ rows: 200, seed: 1 }).map((r) => ({ ...r, purchased: 1 })))
     const run = await train(u.token, model.id, { datakitId: oneClass, target: 'purchased', params: { epochs: 1 } })
     const done = await finished(u.token, run.id)
     expect(done.status).toBe('FAILED')
@@ -546,7 +543,7 @@ describe.skipIf(!dockerHost)('custom training in a container (real engine)', () 
   let model: any
   beforeAll(async () => {
     u = await t.user()
-    kit = await datakit(u.id, customers({ rows: 100, seed: 7 }))
+    kit = await datakit(u, customers({ rows: 100, seed: 7 }))
     model = await createModel(u.token, { framework: 'CUSTOM' })
   })
 
@@ -611,7 +608,7 @@ describe.skipIf(!dockerHost)('custom training in a container (real engine)', () 
 describe('ownership and roles', () => {
   test('another user gets 404 on every route; a VIEWER reads and predicts but cannot write', async () => {
     const owner = await t.user()
-    const kit = await datakit(owner.id, customers({ rows: 400, seed: 1 }))
+    const kit = await datakit(owner, customers({ rows: 400, seed: 1 }))
     const m = await createModel(owner.token)
     const run = await train(owner.token, m.id, { datakitId: kit, target: 'purchased', params: { epochs: 2, seed: 1 } })
     expect((await finished(owner.token, run.id)).status).toBe('SUCCEEDED')
@@ -669,7 +666,7 @@ describe('restart', () => {
     const before = await api('POST', `/api/models/${deployedLater!.modelId}/predict`, { token: deployedLater!.token, body: probe })
     expect(before.status).toBe(200)
     await server.stop()
-    server = await startServer(t.config, { features: [modelsFeature], actorConfig, logger: createLogger(t.config.logLevel) })
+    server = await startServer(t.config, { features: [datakitsFeature, modelsFeature], actorConfig, logger: createLogger(t.config.logLevel) })
     const after = await api('POST', `/api/models/${deployedLater!.modelId}/predict`, { token: deployedLater!.token, body: probe })
     expect(after.status).toBe(200)
     expect(after.body.data).toEqual(before.body.data)
