@@ -71,6 +71,15 @@ describe('headers', () => {
     expect(res.headers.get('strict-transport-security')).toContain('max-age=')
     expect(res.headers.get('content-security-policy')).toContain("default-src 'none'")
     expect(res.headers.get('referrer-policy')).toBe('no-referrer')
+    const created = await t.call('POST', '/api/auth/register', { body: { email: 'hdr@example.com', password: 'SecurePass123!', firstName: 'H', lastName: 'D' } })
+    expect(created.status).toBe(201)
+    expect(created.headers.get('x-frame-options')).toBe('SAMEORIGIN')
+    const metrics = await t.call('GET', '/metrics')
+    expect(metrics.headers.get('x-content-type-options')).toBe('nosniff')
+    // The Swagger UI page needs its CDN assets: a CSP of its own.
+    const ui = await t.call('GET', '/swagger')
+    expect(ui.headers.get('content-security-policy')).toContain('cdn.jsdelivr.net')
+    expect(ui.headers.get('x-frame-options')).toBe('SAMEORIGIN')
   })
 
   test('CORS: allowed origins get their headers and preflights; others do not', async () => {

@@ -63,6 +63,27 @@ export const SECURITY_HEADERS: Record<string, string> = {
   'x-permitted-cross-domain-policies': 'none',
   'x-xss-protection': '0',
 }
+/**
+ * The security headers as a ready-made Headers object: copying it is several times cheaper
+ * than building a Response from a plain object of twenty entries, which was the largest
+ * single cost of a small authenticated GET in the profile. Responses are built from a copy
+ * (see `respond`), with the request's own headers (`set.headers`) added.
+ */
+const SECURITY_TEMPLATE = new Headers(SECURITY_HEADERS)
+
+/** A Response with the security headers, the request's own headers and `status`. */
+export function respond(body: ConstructorParameters<typeof Response>[0], status: number, own: Record<string, string>): Response {
+  const headers = new Headers(SECURITY_TEMPLATE)
+  for (const k in own) headers.set(k, own[k]!)
+  return new Response(body, { status, headers })
+}
+
+/** Add the security headers a handler's own Response lacks. */
+export function secure(res: Response): Response {
+  for (const [k, v] of SECURITY_TEMPLATE) if (!res.headers.has(k)) res.headers.set(k, v)
+  return res
+}
+
 // The Swagger UI page loads its script and styles from a CDN.
 const SWAGGER_CSP = "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; frame-ancestors 'none'"
 
@@ -102,21 +123,22 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
         const meta: RequestMeta = { id: given && REQUEST_ID.test(given) ? given : nextRequestId(), start: performance.now(), ip: undefined, server: server as Server<unknown> | null }
         metas.set(request, meta)
         const h = set.headers as Record<string, string>
-        Object.assign(h, SECURITY_HEADERS)
         h['x-request-id'] = meta.id
         const origin = request.headers.get('origin')
         const cors = corsHeaders(origin)
         if (cors) Object.assign(h, cors)
         const url = request.url
         const pathStart = url.indexOf('/', 8)
-        if (url.startsWith('/swagger', pathStart)) h['content-security-policy'] = SWAGGER_CSP
+        // The Swagger UI page is a static Response, which Elysia serves without running the
+        // mapResponse hook that adds the security headers: give it them here, with its own CSP.
+        if (url.startsWith('/swagger', pathStart)) Object.assign(h, SECURITY_HEADERS, { 'content-security-policy': SWAGGER_CSP })
 
         if (request.method === 'OPTIONS' && request.headers.has('access-control-request-method')) {
-          if (!cors) return new Response(null, { status: 403, headers: h })
+          if (!cors) return respond(null, 403, h)
           h['access-control-allow-methods'] = 'GET, POST, PUT, PATCH, DELETE, OPTIONS'
           h['access-control-allow-headers'] = request.headers.get('access-control-request-headers') ?? 'Authorization, Content-Type'
           h['access-control-max-age'] = '600'
-          return new Response(null, { status: 204, headers: h })
+          return respond(null, 204, h)
         }
 
         const method = request.method
@@ -130,7 +152,7 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
           }
         }
       })
-      .onParse(async ({ request, contentType }) => {
+      .onParse({ as: 'global' }, async ({ request, contentType }) => {
         // JSON bodies are read with a byte limit, so a chunked body without Content-Length
         // cannot grow past it either (uploads have their own streaming parser).
         if (!contentType.startsWith('application/json') || !request.body) return
@@ -146,16 +168,24 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
           throw new AppError('malformed_body', 'Malformed request body', { status: 400, details: [{ field: 'body', message: 'Body could not be parsed as JSON' }] })
         }
       })
-      .mapResponse(({ request, responseValue, set }) => {
-        // Serialise once here and hand Elysia a string or bytes: it then builds the Response
-        // with set.headers in one go (returning a Response would merge the headers twice).
-        if (responseValue === null || typeof responseValue !== 'object' || responseValue instanceof Response || responseValue instanceof Uint8Array) return
+      .mapResponse({ as: 'global' }, ({ request, responseValue, set }) => {
+        if (responseValue instanceof Response) return secure(responseValue)
+        let body: string | Uint8Array
         const h = set.headers as Record<string, string>
-        h['content-type'] = 'application/json'
-        // Elysia's types want a Response here; its runtime maps strings and bytes (compose.mjs).
-        return encodeBody(request, JSON.stringify(responseValue), h) as unknown as Response
+        if (typeof responseValue === 'string' || responseValue instanceof Uint8Array) body = responseValue
+        else if (responseValue !== null && typeof responseValue === 'object') {
+          h['content-type'] = 'application/json'
+          body = encodeBody(request, JSON.stringify(responseValue), h)
+        } else return
+        h['content-type'] ??= 'text/plain; charset=utf-8'
+        const status = typeof set.status === 'number' ? set.status : 200
+        // Build the Response here, from the template, and hand Elysia nothing left to merge:
+        // with empty set.headers and status 200 it passes the Response through untouched.
+        const res = respond(body, status, h)
+        set.headers = {}
+        return res
       })
-      .onAfterResponse(({ request, route, set }) => {
+      .onAfterResponse({ as: 'global' }, ({ request, route, set }) => {
         const meta = metas.get(request)
         if (!meta) return
         const seconds = (performance.now() - meta.start) / 1000
@@ -197,5 +227,5 @@ export function encodeBody(request: Request, body: string, headers: Record<strin
 
 /** A complete Response (for paths that must build one, e.g. error handlers). */
 export function encode(request: Request, body: string, status: number | undefined, headers: Record<string, string>): Response {
-  return new Response(encodeBody(request, body, headers), { status: status ?? 200, headers })
+  return respond(encodeBody(request, body, headers), status ?? 200, headers)
 }
