@@ -30,7 +30,7 @@ let server: RunningServer
 let modelDir: string
 let uploadDir: string
 /** A model the built-in tests deploy; the restart test (last: it replaces the server) predicts with it. */
-let deployedLater: { token: string; modelId: string } | undefined
+let deployedLater: { token: string; modelId: string; kit: string } | undefined
 const actorConfig = { reminderPollMs: 100 }
 /** Per-test limit for tests that train (bun's default is 5 s). */
 const LONG = 120_000
@@ -187,6 +187,35 @@ describe('models: CRUD', () => {
   }, LONG)
 })
 
+describe('OpenAPI', () => {
+  test('every models and runs route is documented, the predict body included', async () => {
+    const doc = await api('GET', '/swagger/json')
+    expect(doc.status).toBe(200)
+    const paths = Object.keys(doc.body.paths).filter((p) => p.startsWith('/api/models') || p.startsWith('/api/runs'))
+    expect(paths.sort()).toEqual(
+      [
+        '/api/models/',
+        '/api/models/{id}',
+        '/api/models/{id}/train',
+        '/api/models/{id}/runs',
+        '/api/models/{id}/versions',
+        '/api/models/{id}/versions/{version}',
+        '/api/models/{id}/aliases',
+        '/api/models/{id}/aliases/{alias}',
+        '/api/models/{id}/deploy',
+        '/api/models/{id}/undeploy',
+        '/api/models/{id}/predict',
+        '/api/runs/{id}',
+        '/api/runs/{id}/metrics',
+        '/api/runs/{id}/cancel',
+      ].sort(),
+    )
+    const predict = doc.body.paths['/api/models/{id}/predict'].post
+    expect(Object.keys(predict.requestBody.content['application/json'].schema.properties).sort()).toEqual(['dataframe_records', 'dataframe_split', 'inputs', 'instances'])
+    expect(predict.security).toEqual([{ bearerAuth: [] }])
+  })
+})
+
 describe('run search grammar', () => {
   test('parses metrics, params, tags and attributes into a closed tree', () => {
     expect(parseRunFilter("metrics.val_accuracy > 0.9 and params.algorithm = 'dense_network' AND status != \"FAILED\"")).toEqual([
@@ -233,7 +262,7 @@ describe('built-in training, versions, deployment, prediction', () => {
     u = await t.user()
     kit = await datakit(u, customers({ rows: 3000, seed: 1 }))
     model = await createModel(u.token, { name: 'Customer Classifier' })
-    deployedLater = { token: u.token, modelId: model.id }
+    deployedLater = { token: u.token, modelId: model.id, kit }
   })
 
   test('classification on nearly separable data: QUEUED → RUNNING → SUCCEEDED live on run:<id>, holdout accuracy ≥ 0.9', async () => {
@@ -670,5 +699,20 @@ describe('restart', () => {
     const after = await api('POST', `/api/models/${deployedLater!.modelId}/predict`, { token: deployedLater!.token, body: probe })
     expect(after.status).toBe(200)
     expect(after.body.data).toEqual(before.body.data)
+  }, LONG)
+
+  test('a run whose server stopped mid-training is started again at the next boot (attempt 2) and finishes', async () => {
+    const { token, modelId, kit } = deployedLater!
+    const run = await train(token, modelId, { datakitId: kit, target: 'purchased', params: { epochs: 40, seed: 21 } })
+    await until(async () => (await api('GET', `/api/runs/${run.id}`, { token })).body.data.metrics.loss !== undefined, 'the first epoch')
+    await server.stop()
+    // The stopped server left the run as it was: RUNNING, with the metrics of its first epochs.
+    expect((await t.db.sql`select status from model_runs where id = ${run.id}`)[0]!.status).toBe('RUNNING')
+    server = await startServer(t.config, { features: [datakitsFeature, modelsFeature], actorConfig, logger: createLogger(t.config.logLevel) })
+    const done = await finished(token, run.id)
+    expect(done).toMatchObject({ status: 'SUCCEEDED', attempts: 2, error: null })
+    // The history is the second attempt's alone: one point per epoch and key.
+    const losses = (await api('GET', `/api/runs/${run.id}/metrics?key=loss`, { token })).body.data
+    expect(losses.map((p: any) => p.step)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1))
   }, LONG)
 })
