@@ -73,18 +73,15 @@ create table actor_state (
 -- claim takes them, so the two cannot deadlock.
 create function actor_fence(p_shards integer[], p_epochs bigint[]) returns void
 language plpgsql as $$
-declare
-  stale integer;
 begin
-  perform pg_advisory_xact_lock_shared(1363231572, s)
-     from (select distinct s from unnest(p_shards) as s order by s) as ordered;
-  select f.shard into stale
-    from unnest(p_shards, p_epochs) as f (shard, epoch)
-    left join actor_shards s on s.shard = f.shard
-   where s.epoch is distinct from f.epoch
-   limit 1;
-  if found then
-    raise exception 'shard % has a newer owner: this node may not write its actors', stale
-      using errcode = 'QXF01';
-  end if;
+  -- The caller passes (shard, epoch) pairs sorted by shard. Each check runs after its lock is
+  -- granted, and in READ COMMITTED each statement of a function takes a fresh snapshot, so it
+  -- sees a bump committed while the lock was awaited.
+  for i in 1 .. coalesce(array_length(p_shards, 1), 0) loop
+    perform pg_advisory_xact_lock_shared(1363231572, p_shards[i]);
+    if not exists (select 1 from actor_shards where shard = p_shards[i] and epoch = p_epochs[i]) then
+      raise exception 'shard % has a newer owner: this node may not write its actors', p_shards[i]
+        using errcode = 'QXF01';
+    end if;
+  end loop;
 end $$;

@@ -59,7 +59,9 @@ export async function releaseShards(sql: Db, shards: readonly number[], owner: s
  * right after BEGIN, and a stale epoch fails it (SQLSTATE QXF01), which aborts the transaction.
  */
 export function fence(sql: Db, shards: readonly number[], epochs: readonly number[]) {
-  return sql`select actor_fence(${[...shards]}::int[], ${[...epochs]}::int8[])`
+  // Each (shard, epoch) pair once, in shard order: the order claims take the locks in.
+  const pairs = [...new Map(shards.map((s, i) => [`${s}:${epochs[i]}`, [s, epochs[i]!] as const])).values()].sort((x, y) => x[0] - y[0])
+  return sql`select actor_fence(${pairs.map((p) => p[0])}::int[], ${pairs.map((p) => p[1])}::int8[])`
 }
 
 /** Current epochs of `shards`. */

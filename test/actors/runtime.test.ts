@@ -204,7 +204,8 @@ describe('turns', () => {
   test('bad messages are refused at ask time without touching the actor', async () => {
     await expect(system.ask('counter', 'v1', { type: 'increment', by: -3 })).rejects.toBeInstanceOf(ValidationError)
     await expect(system.ask('counter', 'v1', { type: 'nope' })).rejects.toBeInstanceOf(ValidationError)
-    expect(() => system.ask('ghost', 'v1', {})).toThrow(UnknownActorKindError)
+    await expect(system.ask('ghost', 'v1', {})).rejects.toBeInstanceOf(UnknownActorKindError)
+    expect(() => system.tell('ghost', 'v1', {})).toThrow(UnknownActorKindError)
     expect(await system.ask('counter', 'v1', { type: 'get' })).toBe(0)
   })
 

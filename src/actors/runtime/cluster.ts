@@ -2,7 +2,7 @@
  * Cluster placement: nodes heartbeat in Redis, each shard is owned through a Redis lease with
  * a TTL, and shards are spread to a fair share (±1) of the live nodes.
  *
- * Every leaseTtl/3 a node runs one Lua script that records its heartbeat, forgets nodes whose
+ * Every leaseTtl/4 a node runs one Lua script that records its heartbeat, forgets nodes whose
  * heartbeat expired, renews the leases it holds and returns the live nodes and every shard's
  * owner (one round trip, and Redis's clock for every node, so clock skew between nodes does
  * not matter). From that it computes its share: nodes sorted by id, the first
@@ -39,8 +39,13 @@ export interface ClusterPlacementOptions {
 
 interface Owned {
   epoch: number
-  /** 'draining': being handed over (or lost); only jobs already taken from its queue still run. */
-  status: 'active' | 'draining'
+  /**
+   * 'draining': being handed over; the jobs already taken from its queue still run here.
+   * 'lost': the lease expired or a turn was fenced; nothing new runs here (a job taken from
+   * its queue is failed back to the queue for the next owner), turns in progress finish or
+   * are refused by the epoch check.
+   */
+  status: 'active' | 'draining' | 'lost'
 }
 
 // KEYS: nodes (zset: node id → heartbeat expiry), node info (hash), shard count, then the lease
@@ -69,7 +74,16 @@ for i = 6, #ARGV do mine[tonumber(ARGV[i])] = true end
 local owners = {}
 for i = 4, #KEYS do
   local owner = redis.call('GET', KEYS[i])
-  if owner == ARGV[1] and mine[i - 4] then redis.call('PEXPIRE', KEYS[i], ttl) end
+  if mine[i - 4] then
+    if owner == ARGV[1] then
+      redis.call('PEXPIRE', KEYS[i], ttl)
+    elseif not owner then
+      -- Expired while this node was slow, and nobody took it: nobody can have bumped the
+      -- epoch either (a claim bumps only after winning the lease), so keep it.
+      redis.call('SET', KEYS[i], ARGV[1], 'PX', ttl)
+      owner = ARGV[1]
+    end
+  end
   owners[#owners + 1] = owner or ''
 end
 return { now, redis.call('ZRANGE', KEYS[1], 0, -1), owners }
@@ -105,13 +119,13 @@ export class ClusterPlacement implements Placement {
   async start(): Promise<void> {
     this.#o.transport.onRebalance = () => void this.tick()
     await this.tick()
-    this.#timer = setInterval(() => void this.tick(), Math.max(100, Math.floor(this.#o.config.leaseTtlMs / 3)))
+    this.#timer = setInterval(() => void this.tick(), Math.max(75, Math.floor(this.#o.config.leaseTtlMs / 4)))
   }
 
   localEpoch(shard: number, origin: Envelope['origin']): number | undefined {
     const o = this.#owned.get(shard)
     if (!o) return undefined
-    if (o.status === 'active' || origin === 'queue') return o.epoch
+    if (o.status === 'active' || (o.status === 'draining' && origin === 'queue')) return o.epoch
     return undefined
   }
 
@@ -120,10 +134,10 @@ export class ClusterPlacement implements Placement {
   }
 
   fenced(shard: number): void {
-    this.#drop(shard, 'lost')
+    this.#drop(shard)
   }
 
-  /** One heartbeat and rebalancing step (runs every leaseTtl/3, and when another node asks). */
+  /** One heartbeat and rebalancing step (runs every leaseTtl/4, and when another node asks). */
   tick(): Promise<void> {
     if (this.#stopped) return Promise.resolve()
     if (this.#ticking) {
@@ -150,7 +164,7 @@ export class ClusterPlacement implements Placement {
     const keys = [transport.key('nodes'), transport.key('node-info'), transport.key('shard-count')]
     for (let s = 0; s < config.shards; s++) keys.push(this.#lease(s))
     const info = JSON.stringify({ startedAt: this.#startedAt, pid: process.pid, liveActors: this.#o.liveActors() })
-    const args = [config.nodeId, String(config.leaseTtlMs), info, String(config.shards), this.#leaving ? '1' : '0', ...[...this.#owned.keys()].map(String)]
+    const args = [config.nodeId, String(config.leaseTtlMs), info, String(config.shards), this.#leaving ? '1' : '0', ...[...this.#owned].filter(([, o]) => o.status !== 'lost').map(([s]) => String(s))]
     let res: [number, string[], string[]]
     try {
       res = (await this.#redis.eval(HEARTBEAT, keys.length, ...keys, ...args)) as [number, string[], string[]]
@@ -167,7 +181,7 @@ export class ClusterPlacement implements Placement {
     const me = config.nodeId
     const { nodes, owners } = await this.#heartbeat()
     for (const [shard, o] of this.#owned) {
-      if (owners[shard] !== me && o.status === 'active') this.#drop(shard, 'lost')
+      if (owners[shard] !== me && o.status !== 'lost') this.#drop(shard)
     }
     if (this.#leaving) return
 
@@ -249,15 +263,21 @@ export class ClusterPlacement implements Placement {
     transport.notifyRebalance()
   }
 
-  /** The lease is gone (expired, or taken over): stop running the shard, without releasing. */
-  #drop(shard: number, why: 'lost'): void {
+  /**
+   * The lease is gone (expired, or taken over: a turn was fenced): stop running the shard,
+   * without releasing it. A hand-over in progress goes on; it finishes sooner, since queued
+   * jobs are no longer taken here.
+   */
+  #drop(shard: number): void {
     const o = this.#owned.get(shard)
-    if (!o || o.status !== 'active') return
-    o.status = 'draining'
+    if (!o || o.status === 'lost') return
+    const wasActive = o.status === 'active'
+    o.status = 'lost'
     const { transport, logger, metrics } = this.#o
     logger.warn({ shard }, 'lost shard lease')
-    metrics.shardMoves.inc({ direction: why })
+    metrics.shardMoves.inc({ direction: 'lost' })
     metrics.shardsOwned.set(this.ownedShards().length)
+    if (!wasActive) return
     void (async () => {
       try {
         await transport.stopWorker(shard)

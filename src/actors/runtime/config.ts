@@ -77,7 +77,7 @@ export function resolveConfig(partial: Partial<RuntimeConfig> = {}): RuntimeConf
   }
   for (const key of Object.keys(DEFAULTS) as (keyof RuntimeConfig)[]) positive(key)
   if (!Number.isInteger(c.shards) || c.shards > 4096) throw new Error(`actor runtime: shards must be an integer from 1 to 4096 (got ${c.shards})`)
-  // A lease renewed every ttl/3 must survive one missed renewal; below ~300 ms a GC pause
+  // A lease renewed every ttl/4 must survive a missed renewal or two; below ~300 ms a GC pause
   // or a busy event loop would make shards flap between nodes.
   if (c.leaseTtlMs < 300) throw new Error(`actor runtime: leaseTtlMs must be >= 300 (got ${c.leaseTtlMs})`)
   if (!/^[A-Za-z0-9_.:-]{1,100}$/.test(c.nodeId)) throw new Error(`actor runtime: nodeId must be 1-100 characters of A-Z a-z 0-9 _ . : - (got ${JSON.stringify(c.nodeId)})`)

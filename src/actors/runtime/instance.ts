@@ -27,6 +27,8 @@ export interface Envelope {
   /** Epoch-ms after which nobody waits for the reply any more. */
   deadline: number
   settle(reply: Reply): void
+  /** Times it was routed again after its activation was dropped (bounded, see system.ts). */
+  hops?: number
 }
 
 export function actorKey(kind: string, id: string): string {

@@ -20,6 +20,9 @@ import { LocalPlacement, shardOf, type ClusterStatus, type Placement } from './p
 import { ReminderPoller } from './reminders.ts'
 import { ShardTransport } from './transport.ts'
 
+/** Most times one message is routed again after its activation was dropped. */
+const MAX_HOPS = 10
+
 /** An event committed by a turn, as subscribers receive it. */
 export type ActorEvent = OutboxEvent
 
@@ -113,7 +116,8 @@ export class ActorSystem {
 
   /** Send `message` to actor (kind, id) and wait for its handler's reply. */
   ask(kind: string, id: string, message: unknown, opts: AskOptions = {}): Promise<unknown> {
-    const def = this.#kind(kind)
+    const def = this.#kinds.get(kind)
+    if (!def) return Promise.reject(new UnknownActorKindError(kind))
     const errors = def.validate(message)
     if (errors.length > 0) return Promise.reject(new ValidationError(`invalid ${kind} message`, errors))
     const timeout = opts.timeout ?? this.config.askTimeoutMs
@@ -269,6 +273,16 @@ export class ActorSystem {
     this.#transport.send(shard, env)
   }
 
+  /**
+   * Route a message again after its activation was dropped. Placement no longer routes a
+   * fenced shard here, so this converges; the bound only keeps a bug from becoming a loop.
+   */
+  #redispatch(env: Envelope, shard: number): void {
+    env.hops = (env.hops ?? 0) + 1
+    if (env.hops > MAX_HOPS) return env.settle({ ok: false, error: new FencedError(shard) })
+    this.#dispatch(env)
+  }
+
   #deliverLocal(def: AnyActorKind, shard: number, epoch: number, env: Envelope): void {
     const key = actorKey(env.kind, env.id)
     let inst = this.#live.get(key)
@@ -292,7 +306,7 @@ export class ActorSystem {
 
   /** The mailbox's process function: one message, start to finish. */
   async #run(inst: ActorInstance, env: Envelope): Promise<void> {
-    if (inst.closed) return this.#dispatch(env) // dropped while the message waited: route again
+    if (inst.closed) return this.#redispatch(env, inst.shard) // dropped while the message waited
     if (!inst.loaded) {
       try {
         inst.state = await inst.def.load(this.#sql, inst.id)
@@ -320,8 +334,8 @@ export class ActorSystem {
         this.#placement.fenced(inst.shard)
         const queued = inst.mailbox.takeAll()
         this.#passivate(inst, true)
-        this.#dispatch(env)
-        for (const e of queued) this.#dispatch(e)
+        this.#redispatch(env, inst.shard)
+        for (const e of queued) this.#redispatch(e, inst.shard)
         return
       }
       default: {
@@ -467,10 +481,7 @@ export class ActorSystem {
 
   #passivateIdle(): void {
     const cutoff = performance.now() - this.config.idleTimeoutMs
-    for (const inst of [...this.#live.values()]) {
-      if (inst.lastUsed > cutoff) break // the rest were used more recently
-      this.#passivate(inst)
-    }
+    for (const inst of [...this.#live.values()]) if (inst.lastUsed <= cutoff) this.#passivate(inst)
   }
 
   /** Over the cap: passivate idle actors, least recently used first. A busy actor stays. */
