@@ -715,4 +715,23 @@ describe('restart', () => {
     const losses = (await api('GET', `/api/runs/${run.id}/metrics?key=loss`, { token })).body.data
     expect(losses.map((p: any) => p.step)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1))
   }, LONG)
+
+  test('a deployed version whose artifact was damaged on disk is a 503 after a restart, not a wrong answer', async () => {
+    const { token, modelId } = deployedLater!
+    const m = (await api('GET', `/api/models/${modelId}`, { token })).body.data
+    const v = (await api('GET', `/api/models/${modelId}/versions/${m.deployment.version}`, { token })).body.data
+    const weights = join(modelDir, modelId, 'runs', v.runId, 'artifact', 'weights.bin')
+    const bytes = new Uint8Array(await Bun.file(weights).arrayBuffer())
+    bytes[0] = bytes[0]! ^ 0xff
+    await Bun.write(weights, bytes)
+    await server.stop()
+    server = await startServer(t.config, { features: [datakitsFeature, modelsFeature], actorConfig, logger: createLogger(t.config.logLevel) })
+    const r = await api('POST', `/api/models/${modelId}/predict`, { token, body: { inputs: { age: 35, income: 50000, location: 'urban' } } })
+    expect(r.status).toBe(503)
+    expect(r.body.error).toContain(`deployed version ${m.deployment.version}`)
+    // Redeploying checks the artifact first: a 422 that says why.
+    const again = await api('POST', `/api/models/${modelId}/deploy`, { token, body: { version: m.deployment.version } })
+    expect(again.status).toBe(422)
+    expect(again.body.error).toContain('checksum')
+  }, LONG)
 })

@@ -12,7 +12,7 @@
  * serving after a restart.
  */
 import { isAbsolute, join, relative, resolve } from 'node:path'
-import { UnprocessableError } from '../../core/errors.ts'
+import { ServiceUnavailableError, UnprocessableError } from '../../core/errors.ts'
 import type { Logger } from '../../core/logger.ts'
 import type { Db } from '../../store/db.ts'
 import * as models from '../../store/models.ts'
@@ -173,7 +173,16 @@ export class ModelServing {
           cur.checkedAt = Date.now()
           return cur
         }
-        return this.put({ modelId, userId: d.userId, version: d.version }, await this.loadVersion({ version: d.version, artifactPath: d.artifactPath, artifactFormat: d.artifactFormat }))
+        let predictor: Predictor
+        try {
+          predictor = await this.loadVersion({ version: d.version, artifactPath: d.artifactPath, artifactFormat: d.artifactFormat })
+        } catch (err) {
+          // Deployed, but its artifact is gone or damaged on this node: the server's problem,
+          // not the caller's request (an administrator restores MODEL_DIR or redeploys).
+          this.#logger.error({ err, modelId, version: d.version }, 'deployed model could not be loaded')
+          throw new ServiceUnavailableError(`The deployed version ${d.version} of this model cannot be loaded on this server; redeploy it or ask an administrator`)
+        }
+        return this.put({ modelId, userId: d.userId, version: d.version }, predictor)
       })().finally(() => this.#refreshing.delete(modelId))
       this.#refreshing.set(modelId, p)
     }
