@@ -327,9 +327,9 @@ async function linkOrCopy(src: string, dest: string): Promise<void> {
 
 export async function runContainer(env: TaskEnv, run: { id: string; modelId: string; userId: string }, spec: ContainerSpec, artifactPath: string, signal: AbortSignal, report: Reporter): Promise<void> {
   if (!env.containers) throw new UnprocessableError('Container runs are not available: no container engine is configured (DOCKER_HOST)')
-  const runDir = join(env.modelDir, run.modelId, 'runs', run.id)
-  const input = join(runDir, 'input')
   const output = join(env.modelDir, artifactPath)
+  // Beside the attempt's output, removed when the job ends.
+  const input = `${output}-input`
   try {
     // The input folder holds only this run's data (never the upload folder itself, where
     // other users' files live): the Parquet copy, a CSV export of it, and the run's spec.

@@ -166,7 +166,18 @@ export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
     ctx.background(async () => local.get(id)?.ctl.abort(new Error(reason)))
   }
 
-  const reporter = (self: ActorRef<ModelRunMessage>, attempt: number, log: TaskEnv['logger']): Reporter => {
+  /**
+   * Progress is asked, not told: the reply says whether the run still wants this attempt. When
+   * it does not (the run ended, or its shard moved to another node that started attempt N+1),
+   * `stale` stops this attempt's work here.
+   */
+  const reporter = (self: ActorRef<ModelRunMessage>, attempt: number, log: TaskEnv['logger'], stale: () => void): Reporter => {
+    const progress = (m: ModelRunMessage) => {
+      self.ask(m).then(
+        (r) => (r as { accepted?: boolean } | undefined)?.accepted === false && stale(),
+        (err) => log.warn({ err, runId: self.id }, 'could not report to the run'),
+      )
+    }
     const tell = (m: ModelRunMessage) => {
       try {
         self.tell(m)
@@ -176,10 +187,10 @@ export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
     }
     return {
       metrics: (points) => {
-        for (let i = 0; i < points.length; i += 1000) tell({ type: 'metrics', attempt, points: points.slice(i, i + 1000) })
+        for (let i = 0; i < points.length; i += 1000) progress({ type: 'metrics', attempt, points: points.slice(i, i + 1000) })
       },
       logs: (lines) => {
-        for (let i = 0; i < lines.length; i += 1000) tell({ type: 'logs', attempt, lines: lines.slice(i, i + 1000) })
+        for (let i = 0; i < lines.length; i += 1000) progress({ type: 'logs', attempt, lines: lines.slice(i, i + 1000) })
       },
       succeeded: async (artifact: ArtifactInfo) => ((await self.ask({ type: 'succeeded', attempt, artifact })) as { registered: boolean }).registered,
       failed: (reason) => tell({ type: 'failed', attempt, reason }),
@@ -199,9 +210,9 @@ export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
         try {
           const { proceed } = (await self.ask({ type: 'started', attempt })) as { proceed: boolean }
           if (!proceed) return
-          const report = reporter(self, attempt, log)
+          const report = reporter(self, attempt, log, () => ctl.abort(new Error('superseded')))
           const spec = run.spec as unknown as RunSpec
-          const artifactPath = runArtifactPath(run.modelId, run.id)
+          const artifactPath = runArtifactPath(run.modelId, run.id, attempt)
           try {
             if (spec.kind === 'BUILTIN') await runBuiltin(opts.env, spec, artifactPath, signal, report)
             else await runContainer(opts.env, run, spec, artifactPath, signal, report)
@@ -281,15 +292,15 @@ export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
           return { state: next, reply: { proceed: true } }
         }
         case 'metrics': {
-          if (!state || state.status !== 'RUNNING' || state.attempts !== msg.attempt) return
+          if (!state || state.status !== 'RUNNING' || state.attempts !== msg.attempt) return { reply: { accepted: false } }
           await store.logMetrics(ctx.tx, ctx.id, msg.points)
           ctx.emit(`run:${ctx.id}`, 'metrics', { runId: ctx.id, points: msg.points })
-          return
+          return { reply: { accepted: true } }
         }
         case 'logs': {
-          if (!state || state.status !== 'RUNNING' || state.attempts !== msg.attempt) return
+          if (!state || state.status !== 'RUNNING' || state.attempts !== msg.attempt) return { reply: { accepted: false } }
           ctx.emit(`run:${ctx.id}`, 'logs', { runId: ctx.id, lines: msg.lines })
-          return
+          return { reply: { accepted: true } }
         }
         case 'succeeded': {
           if (!state || state.status !== 'RUNNING' || state.attempts !== msg.attempt) return { reply: { registered: false } }

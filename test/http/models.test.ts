@@ -619,7 +619,7 @@ describe.skipIf(!dockerHost)('custom training in a container (real engine)', () 
     expect(deploy.status).toBe(422)
     expect(deploy.body.error).toContain('cannot be served')
     // The input folder is gone; the artifact stays.
-    expect(await readdir(join(modelDir, model.id, 'runs', run.id))).toEqual(['artifact'])
+    expect(await readdir(join(modelDir, model.id, 'runs', run.id))).toEqual(['attempt-1'])
   }, LONG)
 
   test('a failing job is FAILED with its exit code and last output; over-quota resources are a 409', async () => {
@@ -720,7 +720,7 @@ describe('restart', () => {
     const { token, modelId } = deployedLater!
     const m = (await api('GET', `/api/models/${modelId}`, { token })).body.data
     const v = (await api('GET', `/api/models/${modelId}/versions/${m.deployment.version}`, { token })).body.data
-    const weights = join(modelDir, modelId, 'runs', v.runId, 'artifact', 'weights.bin')
+    const weights = join(modelDir, modelId, 'runs', v.runId, 'attempt-1', 'weights.bin')
     const bytes = new Uint8Array(await Bun.file(weights).arrayBuffer())
     bytes[0] = bytes[0]! ^ 0xff
     await Bun.write(weights, bytes)

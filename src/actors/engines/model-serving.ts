@@ -190,7 +190,11 @@ export class ModelServing {
   }
 }
 
-/** MODEL_DIR-relative directory of a run's artifact (also its container's /output). */
-export function runArtifactPath(modelId: string, runId: string): string {
-  return join(modelId, 'runs', runId, 'artifact')
+/**
+ * MODEL_DIR-relative directory of a run attempt's artifact (also its container's /output).
+ * Per attempt: an attempt that lost its node's shard may still be writing when the next one
+ * starts elsewhere, and the two must never share a folder.
+ */
+export function runArtifactPath(modelId: string, runId: string, attempt: number): string {
+  return join(modelId, 'runs', runId, `attempt-${attempt}`)
 }
