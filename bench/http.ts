@@ -7,10 +7,10 @@
  * Env: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (default 50), DATABASE_URL (a
  * throw-away database is created there and dropped; unset: embedded PostgreSQL).
  */
-import postgres from 'postgres'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { benchDatabase } from './support/db.ts'
 import { fmt, freePort, load, loadTool, waitHealthy } from './support/load.ts'
 
 const duration = Number(process.env.BENCH_DURATION ?? 10)
@@ -18,17 +18,8 @@ const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const root = join(import.meta.dir, '..')
 const dataDir = mkdtempSync(join(tmpdir(), 'quadrax-bench-'))
 
-let dbName: string | undefined
-let databaseUrl: string | undefined
-if (process.env.DATABASE_URL) {
-  dbName = `bench_${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`
-  const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
-  await admin.unsafe(`create database ${dbName}`)
-  await admin.end()
-  const u = new URL(process.env.DATABASE_URL)
-  u.pathname = `/${dbName}`
-  databaseUrl = u.toString()
-}
+const benchDb = await benchDatabase()
+const databaseUrl = benchDb.url
 
 const rawPort = await freePort()
 const raw = Bun.spawn([process.execPath, join(import.meta.dir, 'support/raw-server.ts')], { env: { ...process.env, PORT: String(rawPort) }, stdout: 'ignore', stderr: 'inherit' })
@@ -89,10 +80,6 @@ try {
   api.kill('SIGTERM')
   raw.kill()
   await Promise.all([api.exited, raw.exited])
-  if (dbName && process.env.DATABASE_URL) {
-    const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
-    await admin.unsafe(`drop database if exists ${dbName} with (force)`)
-    await admin.end()
-  }
+  await benchDb.drop()
   rmSync(dataDir, { recursive: true, force: true })
 }

@@ -15,7 +15,6 @@
  * 20000), BENCH_EPOCHS (default 5), BENCH_ROUNDS (default 3), DATABASE_URL (a throw-away
  * database is created there and dropped; unset: embedded PostgreSQL).
  */
-import postgres from 'postgres'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -26,6 +25,7 @@ import { encodeRows, fitPreprocessing } from '../src/actors/engines/trainer-prep
 import { customers } from '../test/support/tabular.ts'
 import { multipartBytes, postUpload } from '../test/support/datakit-upload.ts'
 import { field } from '../test/support/datasets.ts'
+import { benchDatabase } from './support/db.ts'
 import { fmt, freePort, load, loadTool, waitHealthy } from './support/load.ts'
 
 const duration = Number(process.env.BENCH_DURATION ?? 10)
@@ -43,17 +43,8 @@ const dataDir = mkdtempSync(join(tmpdir(), 'quadrax-bench-models-'))
 const uploadDir = join(dataDir, 'uploads')
 const modelDir = join(dataDir, 'models')
 
-let dbName: string | undefined
-let databaseUrl: string | undefined
-if (process.env.DATABASE_URL) {
-  dbName = `bench_${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`
-  const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
-  await admin.unsafe(`create database ${dbName}`)
-  await admin.end()
-  const u = new URL(process.env.DATABASE_URL)
-  u.pathname = `/${dbName}`
-  databaseUrl = u.toString()
-}
+const benchDb = await benchDatabase()
+const databaseUrl = benchDb.url
 
 const rawPort = await freePort()
 const raw = Bun.spawn([process.execPath, join(import.meta.dir, 'support/raw-server.ts')], { env: { ...process.env, PORT: String(rawPort) }, stdout: 'ignore', stderr: 'inherit' })
@@ -198,10 +189,6 @@ try {
   api.kill('SIGTERM')
   raw.kill()
   await Promise.all([api.exited, raw.exited])
-  if (dbName && process.env.DATABASE_URL) {
-    const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
-    await admin.unsafe(`drop database if exists ${dbName} with (force)`)
-    await admin.end()
-  }
+  await benchDb.drop()
   rmSync(dataDir, { recursive: true, force: true })
 }

@@ -18,7 +18,6 @@
  * (dropped after; unset: embedded PostgreSQL).
  */
 import Dockerode from 'dockerode'
-import postgres from 'postgres'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -27,6 +26,7 @@ import { createLogger } from '../src/core/logger.ts'
 import { hardenedHostConfig, labelsFor } from '../src/actors/engines/container-spec.ts'
 import { startServer } from '../src/server.ts'
 import { workstationsFeature } from '../src/http/workstations.ts'
+import { benchDatabase } from './support/db.ts'
 
 const dockerHost = process.env.DOCKER_HOST
 if (!dockerHost) {
@@ -40,17 +40,8 @@ const benchOwner = crypto.randomUUID()
 const url = new URL(dockerHost)
 const docker = url.protocol === 'unix:' ? new Dockerode({ socketPath: url.pathname }) : new Dockerode({ host: url.hostname, port: Number(url.port || 2375) })
 
-let dbName: string | undefined
-let databaseUrl: string | undefined
-if (process.env.DATABASE_URL) {
-  dbName = `bench_${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`
-  const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
-  await admin.unsafe(`create database ${dbName}`)
-  await admin.end()
-  const u = new URL(process.env.DATABASE_URL)
-  u.pathname = `/${dbName}`
-  databaseUrl = u.toString()
-}
+const benchDb = await benchDatabase()
+const databaseUrl = benchDb.url
 const dataDir = mkdtempSync(join(tmpdir(), 'quadrax-bench-ws-'))
 const config = loadConfig({
   NODE_ENV: 'production',
@@ -219,11 +210,7 @@ try {
 } finally {
   await server.stop()
   await cleanup()
-  if (dbName && process.env.DATABASE_URL) {
-    const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
-    await admin.unsafe(`drop database if exists ${dbName} with (force)`)
-    await admin.end()
-  }
+  await benchDb.drop()
   rmSync(dataDir, { recursive: true, force: true })
 }
 
