@@ -279,7 +279,7 @@ export function datakitActor(opts: DatakitActorOptions) {
             (await store.markReady(ctx.tx, state.id, msg.version, { rowCount: p.rowCount, columnCount: p.columns.length, parquetBytes: msg.parquetBytes, profile: p }))
           if (!applied) {
             // The datakit (or this version) was deleted while it was being profiled.
-            if (!state || !(await store.findVersion(ctx.tx, state.id, msg.version))) ctx.background(() => removeFiles([msg.fileId]))
+            if (!state || !(await store.versionExists(ctx.tx, state.id, msg.version))) ctx.background(() => removeFiles([msg.fileId]))
             return
           }
           const next = msg.version === state.currentVersion ? { ...state, status: 'READY' as const, updatedAt: new Date() } : state
@@ -289,7 +289,7 @@ export function datakitActor(opts: DatakitActorOptions) {
         case 'profileFailed': {
           const applied = state !== null && (await store.markFailed(ctx.tx, state.id, msg.version, msg.reason, msg.line))
           if (!applied) {
-            if (!state || !(await store.findVersion(ctx.tx, state.id, msg.version))) ctx.background(() => removeFiles([msg.fileId]))
+            if (!state || !(await store.versionExists(ctx.tx, state.id, msg.version))) ctx.background(() => removeFiles([msg.fileId]))
             return
           }
           const next = msg.version === state.currentVersion ? { ...state, status: 'FAILED' as const, updatedAt: new Date() } : state

@@ -385,6 +385,9 @@ export async function receiveUpload(request: Request, opts: ReceiveOptions): Pro
           for (const limit of opts.limits) if (size > limit.bytes) throw limit.error(size)
           file!.size = size
           // The parser reuses nothing it has yielded, so the write can hold on to the bytes.
+          // Hashing (~1 GB/s here) stays on the event loop, overlapping the write in flight: a
+          // worker-thread variant (copies posted in 1 MB batches) measured slower on the 2-core
+          // machine — 258 vs 187 ms median to receive 96 MB — as both cores are busy anyway.
           const w = writer!.write(ev.bytes)
           current.hasher.update(ev.bytes)
           await w

@@ -4,6 +4,9 @@
  * The `datakits` row is the `datakit` actor's state (saveDatakit/deleteDatakit are its
  * persist); version rows are written by the same actor through its turn's transaction. The
  * HTTP edge only reads from here.
+ *
+ * Functions the actor calls with its turn's transaction (ctx.tx) build no nested fragments
+ * (`${VERSION(sql)}`): that handle runs every tagged template it is given as a query of its own.
  */
 import type { Db } from './db.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
@@ -186,10 +189,17 @@ export async function processingDatakits(sql: Db): Promise<string[]> {
   return rows.map((r) => r.id)
 }
 
-/** Versions of one datakit still PROCESSING, oldest first. */
-export async function processingVersions(sql: Db, datakitId: string): Promise<VersionRow[]> {
-  return await sql<VersionRow[]>`
-    select ${VERSION(sql)} from datakit_versions v where v.datakit_id = ${datakitId} and v.status = 'PROCESSING' order by v.version`
+/** Versions of one datakit still PROCESSING, oldest first (called in actor turns). */
+export async function processingVersions(sql: Db, datakitId: string): Promise<{ version: number; fileId: string; format: string }[]> {
+  return await sql<{ version: number; fileId: string; format: string }[]>`
+    select version, file_id as "fileId", format from datakit_versions
+    where datakit_id = ${datakitId} and status = 'PROCESSING' order by version`
+}
+
+/** Whether the version exists (called in actor turns). */
+export async function versionExists(sql: Db, datakitId: string, version: number): Promise<boolean> {
+  const rows = await sql`select 1 from datakit_versions where datakit_id = ${datakitId} and version = ${version}`
+  return rows.length > 0
 }
 
 export interface ProfileOutcome {

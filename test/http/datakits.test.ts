@@ -5,7 +5,7 @@
  * body streams in.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, rmSync, utimesSync } from 'node:fs'
 import { join } from 'node:path'
 import { datakitsFeature } from '../../src/http/datakits.ts'
 import { parseMultipart, sanitizeFilename, type MultipartEvent } from '../../src/http/upload.ts'
@@ -37,14 +37,14 @@ let aliceWs: WsClient
 
 beforeAll(async () => {
   ;[t, small] = await Promise.all([
-    testServer({ UPLOAD_DIR: uploadDir, MAX_FILE_SIZE: '512MB', DATAKIT_QUERY_TIMEOUT_MS: '5000' }, { features: [datakitsFeature] }),
+    testServer({ UPLOAD_DIR: uploadDir, MAX_FILE_SIZE: '1GB', DATAKIT_QUERY_TIMEOUT_MS: '5000' }, { features: [datakitsFeature] }),
     testServer({ UPLOAD_DIR: join(dir.path, 'small-uploads'), MAX_FILE_SIZE: String(SMALL_LIMIT) }, { features: [datakitsFeature] }),
   ])
   ;[alice, bob] = await Promise.all([t.user(), t.user()])
   aliceWs = await wsClient(t.url, alice.token)
   aliceWs.send({ op: 'subscribe', topic: `user:${alice.id}`, since: 0, id: 'alice' })
   await aliceWs.next((m) => m.op === 'ack' && m.id === 'alice')
-})
+}, 60_000)
 
 afterAll(async () => {
   aliceWs?.close()
@@ -371,7 +371,7 @@ describe('reading', () => {
   let id: string
   beforeAll(async () => {
     id = await ready(alice.token, 'people.csv', toDelimited(ROWS), 'People')
-  })
+  }, 30_000)
 
   test('preview pages through rows in file order', async () => {
     const r = await t.json('GET', `/api/datakits/${id}/preview?limit=3&offset=10`, { token: alice.token })
@@ -590,7 +590,7 @@ describe('access', () => {
   let id: string
   beforeAll(async () => {
     id = await ready(alice.token, 'private.csv', toDelimited(ROWS.slice(0, 20)), 'Private')
-  })
+  }, 30_000)
 
   test('another user gets 404 on every route, and cannot watch its topic', async () => {
     const tries: [string, string, unknown?][] = [
@@ -696,11 +696,44 @@ describe('storage quota', () => {
   })
 })
 
+describe('boot', () => {
+  test('versions left PROCESSING are profiled again, and old orphaned files are swept', async () => {
+    // What a node that stopped mid-profile leaves behind: a PROCESSING version with its file.
+    const id = crypto.randomUUID()
+    const fileId = crypto.randomUUID()
+    await Bun.write(join(datakitDir, fileId), toDelimited(ROWS))
+    await t.db.sql.begin(async (tx) => {
+      await tx`insert into datakits (id, owner_id, name, status, current_version) values (${id}, ${alice.id}, 'Interrupted', 'PROCESSING', 1)`
+      await tx`insert into datakit_versions (datakit_id, version, owner_id, uploaded_by, status, format, original_name, file_id, size_bytes, sha256)
+               values (${id}, 1, ${alice.id}, ${alice.id}, 'PROCESSING', 'csv', 'i.csv', ${fileId}, ${toDelimited(ROWS).length}, ${sha256(toDelimited(ROWS))})`
+    })
+    // Files no version names: one old (a crash long ago), one fresh (an upload in progress).
+    const old = join(datakitDir, crypto.randomUUID())
+    const fresh = join(datakitDir, crypto.randomUUID())
+    await Bun.write(old, 'x')
+    await Bun.write(fresh, 'y')
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600_000)
+    utimesSync(old, twoHoursAgo, twoHoursAgo)
+
+    // What the server does at boot (a second instance of the feature over the same system).
+    const feature = datakitsFeature(t.server.deps)
+    await feature.start!()
+    await feature.stop!()
+    const s = await settled(id)
+    expect(s).toMatchObject({ version: 1, status: 'READY', rowCount: 200 })
+    expect(existsSync(join(datakitDir, `${fileId}.parquet`))).toBe(true)
+    expect(existsSync(old)).toBe(false)
+    expect(existsSync(fresh)).toBe(true)
+    rmSync(fresh)
+  })
+})
+
 describe('memory', () => {
-  test('a 400 MB upload streams to disk: the server’s peak RSS grows by far less than the file', async () => {
-    // About ten times what the upload path holds at its peak (a few MB of chunks in flight,
-    // plus what the allocator keeps of buffers already written).
-    const size = 400 * 1024 * 1024
+  test('a 512 MB upload streams to disk: the server’s peak RSS grows by far less than the file', async () => {
+    // The upload path holds a few MB (the chunk being parsed, one write batch in flight, one
+    // filling); what RSS shows on top is body chunks already written that the collector has
+    // not reclaimed yet — tens of MB, more with a bigger heap, but not growing with the file.
+    const size = 512 * 1024 * 1024
     Bun.gc(true)
     resetPeakRss()
     const baseline = peakRss()
@@ -718,8 +751,8 @@ describe('memory', () => {
     const onDisk = Bun.file(join(datakitDir, row!.fileId))
     expect(onDisk.size).toBe(r.bytes)
     const growth = peak - baseline
-    console.log(`400 MB upload: server RSS ${Math.round(baseline / 1048576)} MB before, peak ${Math.round(peak / 1048576)} MB (+${Math.round(growth / 1048576)} MB)`)
-    expect(growth).toBeLessThan(size / 4)
+    console.log(`512 MB upload: server RSS ${Math.round(baseline / 1048576)} MB before, peak ${Math.round(peak / 1048576)} MB (+${Math.round(growth / 1048576)} MB)`)
+    expect(growth).toBeLessThan(size / 3)
     // Stop its profiling and remove it: the test is about the upload.
     expect((await t.json('DELETE', `/api/datakits/${r.body.data.id}`, { token: alice.token })).status).toBe(200)
   }, 120_000)
