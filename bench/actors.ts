@@ -191,6 +191,13 @@ try {
 
     const ratio = percentile(cross, 0.5) / percentile(bull, 0.5)
     console.log(`cross-node ask latency   p50 ${ms(percentile(cross, 0.5))}  p99 ${ms(percentile(cross, 0.99))}   raw BullMQ add→complete p50 ${ms(percentile(bull, 0.5))}  p99 ${ms(percentile(bull, 0.99))}   p50 ratio ${ratio.toFixed(2)}× (target ≤ 1.5×)`)
+    // Where the time goes: a cross-node ask is the transport plus a persisted turn (with its
+    // WAL flush), which the raw round trip does not do. Measured again here, on the owner.
+    const ownerTurn = await latencies(() => b.ask('counter', remote[Math.floor(Math.random() * remote.length)]!, { type: 'increment' }), samples)
+    const transport = percentile(cross, 0.5) - percentile(ownerTurn, 0.5)
+    console.log(
+      `  of which the transport p50 ${ms(transport)} (cross-node p50 − the same turn asked on its owner, p50 ${ms(percentile(ownerTurn, 0.5))}): ${(transport / percentile(bull, 0.5)).toFixed(2)}× the raw BullMQ round trip`,
+    )
     await b.stop()
     await a.stop()
     const cleanup = new Redis(redisUrl)

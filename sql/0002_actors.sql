@@ -13,13 +13,15 @@ create table actor_shards (
 
 -- One row per applied message. The primary key is what recognises a redelivery; the reply is
 -- kept so the redelivered ask gets the same answer. Rows older than the retention are pruned.
+-- The message id leads the key: the runtime's own ids are time-ordered (UUIDv7), so nearly
+-- every insert lands on the rightmost leaf instead of splitting pages all over the index.
 create table actor_inbox (
   kind text not null,
   actor_id text not null,
   message_id text not null,
   reply jsonb,
   at timestamptz not null default now(),
-  primary key (kind, actor_id, message_id)
+  primary key (message_id, kind, actor_id)
 );
 -- Rows arrive in time order, so a BRIN index serves the pruning for almost no write cost.
 create index idx_actor_inbox_at on actor_inbox using brin (at);

@@ -22,7 +22,7 @@ export function findInbox(sql: Db, keys: readonly InboxKey[]) {
   return sql<InboxEntry[]>`
     select i.kind, i.actor_id as "actorId", i.message_id as "messageId", i.reply
     from jsonb_to_recordset(${sql.json(json)}) as k (kind text, actor_id text, message_id text)
-    join actor_inbox i on i.kind = k.kind and i.actor_id = k.actor_id and i.message_id = k.message_id`
+    join actor_inbox i on i.message_id = k.message_id and i.kind = k.kind and i.actor_id = k.actor_id`
 }
 
 /** Delete up to `limit` entries recorded before `before`; returns how many went. */

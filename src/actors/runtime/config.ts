@@ -24,9 +24,9 @@ export interface RuntimeConfig {
   /** Most turns committed in one transaction. */
   maxBatchTurns: number
   /**
-   * Group-commit transactions in flight at once (each holds one pooled connection). Fewer,
-   * larger groups cost the database less per turn; more overlap WAL flushes and use more of
-   * its cores. 2 suits a small database host; raise it with the database's core count.
+   * Group-commit transactions in flight at most (each holds one pooled connection). While
+   * one commits, the next waits and grows, unless a quarter of maxBatchTurns is already
+   * waiting: then another goes out in parallel.
    */
   commitConcurrency: number
   /** How often due reminders are looked for (a local `schedule` also wakes the poller). */
@@ -60,7 +60,7 @@ export const DEFAULTS: Omit<RuntimeConfig, 'nodeId'> = {
   maxLiveActors: 10_000,
   askTimeoutMs: 30_000,
   maxBatchTurns: 64,
-  commitConcurrency: 2,
+  commitConcurrency: 4,
   reminderPollMs: 1_000,
   inboxRetentionMs: 7 * 24 * 3600_000,
   outboxRetentionMs: 7 * 24 * 3600_000,

@@ -336,22 +336,31 @@ export class TurnCommitter {
 
   #enqueue(w: Work): void {
     this.#ready.push(w)
-    // Turns that finish in the same tick (typically: the callers the previous group
-    // answered, asking again) join one group.
-    if (!this.#scheduled) {
+    if (this.#running === 0 && !this.#scheduled) {
+      // Nothing committing: go now (after the current microtasks, so turns finishing in the
+      // same tick still join).
       this.#scheduled = true
       queueMicrotask(() => this.#flush())
+    } else if (this.#running < this.opts.commitConcurrency && this.#ready.length >= this.#parallelAt) {
+      this.#flush()
     }
+  }
+
+  /**
+   * A second group goes out while one is committing only once this many turns are waiting:
+   * below that, waiting for the commit in flight and sending one larger group costs the
+   * database (and this process) far less per turn than two small ones — which is what
+   * decides throughput when CPU is the limit. A real backlog still gets parallel groups.
+   */
+  get #parallelAt(): number {
+    return Math.max(1, Math.ceil(this.opts.maxBatchTurns / 4))
   }
 
   #flush(): void {
     this.#scheduled = false
     while (this.#ready.length > 0 && this.#running < this.opts.commitConcurrency) {
-      // Spread what is ready over the free connections, so the database's cores and the WAL
-      // flushes of concurrent groups overlap; a backlog then drains in full groups.
-      const free = this.opts.commitConcurrency - this.#running
-      const size = Math.min(this.opts.maxBatchTurns, Math.ceil(this.#ready.length / free))
-      const group = this.#ready.splice(0, size)
+      if (this.#running > 0 && this.#ready.length < this.#parallelAt) break
+      const group = this.#ready.splice(0, this.opts.maxBatchTurns)
       this.#running++
       void this.#commitGroup(group).finally(() => {
         this.#running--

@@ -132,7 +132,7 @@ export class ActorSystem {
       kind,
       id,
       message,
-      messageId: opts.messageId ?? crypto.randomUUID(),
+      messageId: opts.messageId ?? Bun.randomUUIDv7(),
       dedup: opts.messageId !== undefined,
       origin: 'local',
       wantsReply: true,
@@ -157,7 +157,7 @@ export class ActorSystem {
       kind,
       id,
       message,
-      messageId: opts.messageId ?? crypto.randomUUID(),
+      messageId: opts.messageId ?? Bun.randomUUIDv7(),
       dedup: opts.messageId !== undefined,
       origin: 'local',
       wantsReply: false,
@@ -348,7 +348,9 @@ export class ActorSystem {
   #afterCommit(inst: ActorInstance, events: OutboxEvent[], effects: TurnEffects): void {
     if (events.length > 0) {
       this.#emitLocal(events)
-      this.#transport?.publishEvents(events)
+      // After the reply: settle() just queued the answer of a remote ask (its publish), and
+      // the fan-out should not be ahead of it on the connection.
+      if (this.#transport) queueMicrotask(() => this.#transport!.publishEvents(events))
     }
     for (const r of effects.reminders) this.#reminders.poke(r.dueAt)
     for (const s of effects.sends) {
@@ -442,7 +444,7 @@ export class ActorSystem {
     const errors = this.#kind(kind).validate(message)
     if (errors.length > 0) throw new ValidationError(`invalid ${kind} message`, errors)
     if (!(at instanceof Date) || Number.isNaN(at.getTime())) throw new ValidationError('reminder time is not a valid date')
-    return { id: crypto.randomUUID(), shard: shardOf(kind, id, this.config.shards), kind, actorId: id, dueAt: at, message }
+    return { id: Bun.randomUUIDv7(), shard: shardOf(kind, id, this.config.shards), kind, actorId: id, dueAt: at, message }
   }
 
   #deliverReminder(r: Reminder, done: () => void): void {

@@ -102,6 +102,8 @@ export class ShardTransport {
       q = new Queue(`actors-${shard}`, {
         connection: this.redis,
         prefix: this.#opts.prefix,
+        // Nobody reads these queues' event streams (replies go by pub/sub): keep them short.
+        streams: { events: { maxLen: 100 } },
         defaultJobOptions: {
           attempts: JOB_ATTEMPTS,
           backoff: { type: 'fixed', delay: JOB_RETRY_DELAY_MS },
@@ -118,7 +120,7 @@ export class ShardTransport {
 
   /** Send `env` to the owner of `shard` through the shard's queue. */
   send(shard: number, env: Envelope): void {
-    const jobId = crypto.randomUUID()
+    const jobId = Bun.randomUUIDv7()
     const data: JobData = { kind: env.kind, id: env.id, message: env.message, messageId: env.messageId }
     const waits = env.wantsReply
     if (waits) {
