@@ -38,10 +38,12 @@ import { recordTurns } from '../../store/actor-turns.ts'
 import type { NewOutboxEvent, OutboxEvent } from '../../store/outbox.ts'
 import { deleteReminders, insertReminders, type Reminder } from '../../store/reminders.ts'
 import type { AnyActorKind, TurnContext } from './define.ts'
+import { OwnTransaction } from './transaction.ts'
 import type { ActorInstance, Envelope } from './instance.ts'
 import type { RuntimeMetrics } from './metrics.ts'
 
 type Conn = postgres.ReservedSql<{}>
+
 
 /** What a handler recorded besides its state and reply; applied only if its turn commits. */
 export interface TurnEffects {
@@ -104,10 +106,6 @@ function isQuery(x: unknown): x is postgres.PendingQuery<any> {
   return x instanceof Promise && typeof (x as { execute?: unknown }).execute === 'function'
 }
 
-function isTemplate(x: unknown): x is TemplateStringsArray {
-  return Array.isArray(x) && Array.isArray((x as unknown as TemplateStringsArray).raw)
-}
-
 function inboxKey(env: Envelope): InboxKey {
   return { kind: env.kind, actorId: env.id, messageId: env.messageId }
 }
@@ -119,61 +117,6 @@ function isInboxDuplicate(err: unknown): boolean {
 function isRetryable(err: unknown): boolean {
   const code = pgCode(err)
   return code === '40P01' || code === PG.serializationFailure
-}
-
-/**
- * The transaction of a turn whose handler uses ctx.tx: begun (with the fencing check) when
- * the handler's first statement runs. `proxy` is what the handler sees: tagged templates run
- * on the transaction once it is open; helpers (`tx(row)`, `tx.json(x)`) need no connection.
- */
-class OwnTransaction {
-  conn: Conn | undefined
-  #opening: Promise<Conn> | undefined
-  #fence: Promise<unknown> | undefined
-  readonly proxy: Db
-
-  constructor(
-    private readonly sql: Sql,
-    private readonly instance: ActorInstance,
-  ) {
-    const self = this
-    const target = function () {} as unknown as Db
-    this.proxy = new Proxy(target, {
-      apply(_t, _this, args: unknown[]) {
-        const [first, ...rest] = args
-        if (isTemplate(first)) return self.#query(first, rest)
-        return (sql as unknown as (...a: unknown[]) => unknown)(first, ...rest)
-      },
-      get(_t, prop) {
-        const value = (sql as unknown as Record<PropertyKey, unknown>)[prop]
-        return typeof value === 'function' ? value.bind(sql) : value
-      },
-    })
-  }
-
-  get opened(): boolean {
-    return this.#opening !== undefined
-  }
-
-  open(): Promise<Conn> {
-    return (this.#opening ??= (async () => {
-      const conn = await this.sql.reserve()
-      this.conn = conn
-      conn`begin`.catch(noop)
-      this.#fence = fence(conn, [this.instance.shard], [this.instance.epoch]).then(noop, (err: unknown) => err)
-      return conn
-    })())
-  }
-
-  /** The fencing check's error, if it failed. */
-  async fenceError(): Promise<unknown> {
-    return this.#fence ? await this.#fence : undefined
-  }
-
-  async #query(strings: TemplateStringsArray, args: unknown[]): Promise<unknown> {
-    const conn = await this.open()
-    return await (conn as unknown as (s: TemplateStringsArray, ...a: unknown[]) => Promise<unknown>)(strings, ...args)
-  }
 }
 
 export class TurnCommitter {
