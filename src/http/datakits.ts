@@ -64,6 +64,8 @@ const FORM_OVERHEAD_BYTES = 64 * 1024
 /** Byte caps of the text fields while they stream (characters are checked after decoding). */
 const FIELD_BYTES = { name: MAX_NAME_CHARS * 4, description: MAX_DESCRIPTION_CHARS * 4, datakitId: 64 }
 
+const STORED_NAME = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(\.parquet)?(\.tmp-[0-9a-f-]{36})?$/i
+
 /** Orphaned files (no version row) older than this are removed at boot. */
 const ORPHAN_AGE_MS = 3600_000
 
@@ -669,8 +671,9 @@ const STREAMED = Object.freeze({ streamed: true })
 
 /**
  * Remove files under `dir` that no version names (left by a crash between writing an upload
- * and recording it, or by a delete whose cleanup did not run), and stale export files. Only
- * files older than an hour: an upload in progress is written continuously, so it is newer.
+ * and recording it, or by a delete whose cleanup did not run), Parquet temporaries of a
+ * conversion that never finished, and stale export files. Only files older than an hour: an
+ * upload or conversion in progress is written continuously, so it is newer.
  */
 export async function sweepOrphans(sql: AppDeps['sql'], dir: string, now = Date.now()): Promise<number> {
   let names: string[]
@@ -683,8 +686,9 @@ export async function sweepOrphans(sql: AppDeps['sql'], dir: string, now = Date.
   let removed = 0
   const old = async (path: string) => now - (await stat(path)).mtimeMs > ORPHAN_AGE_MS
   for (const name of names) {
-    const id = name.endsWith('.parquet') ? name.slice(0, -'.parquet'.length) : name
-    if (!UUID.test(id) || known.has(id.toLowerCase())) continue
+    // <fileId>, <fileId>.parquet, or a Parquet copy still under the engine's temporary name.
+    const m = STORED_NAME.exec(name)
+    if (!m || (m[3] === undefined && known.has(m[1]!.toLowerCase()))) continue
     const path = join(dir, name)
     if (await old(path).catch(() => false)) {
       await rm(path, { force: true })

@@ -54,8 +54,8 @@ afterAll(async () => {
 
 /** Files currently in a datakit directory. */
 const stored = (d = datakitDir) => (existsSync(d) ? readdirSync(d).filter((n) => n !== 'exports') : [])
-/** Uploaded files only (Parquet copies appear when profiling ends). */
-const uploads = (d = datakitDir) => stored(d).filter((n) => !n.endsWith('.parquet'))
+/** Uploaded files only, named by their UUID (Parquet copies, and their temporaries, come and go with profiling). */
+const uploads = (d = datakitDir) => stored(d).filter((n) => /^[0-9a-f-]{36}$/.test(n))
 
 const filePart = (filename: string, data: Uint8Array | string | (() => AsyncIterable<Uint8Array>), contentType = 'text/csv'): FormPart => ({
   name: 'dataset',
@@ -89,6 +89,16 @@ async function ready(token: string, filename: string, data: Uint8Array | string,
   const s = await settled(id, ws)
   if (s.status !== 'READY') throw new Error(`datakit ${id} ${s.status}: ${s.error}`)
   return id
+}
+
+/** Poll `cond` until it holds or `timeoutMs` passes (a bounded wait for work the server does after answering). */
+async function until(cond: () => boolean, timeoutMs = 10_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (!cond()) {
+    if (Date.now() > deadline) return false
+    await Bun.sleep(20)
+  }
+  return true
 }
 
 const bytesOf = async (path: string) => new Uint8Array(await Bun.file(path).arrayBuffer())
@@ -341,6 +351,34 @@ describe('upload', () => {
     expect(list.body.data.map((d: any) => d.name)).toEqual(['exact'])
   })
 
+  test('a client that goes away mid-upload leaves no file and no datakit', async () => {
+    const before = new Set(uploads())
+    const ac = new AbortController()
+    let sent = 0
+    const source = async function* () {
+      yield new TextEncoder().encode('a,b\n')
+      for (;;) {
+        const chunk = new TextEncoder().encode('1,2\n'.repeat(16 * 1024))
+        sent += chunk.byteLength
+        if (sent > 4 * 1024 * 1024) ac.abort()
+        yield chunk
+      }
+    }
+    const form = multipartStream([filePart('gone.csv', source), { name: 'name', value: 'Gone' }])
+    const res = fetch(`${t.url}/api/datakits/upload`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${alice.token}`, 'content-type': form.contentType },
+      body: form.body,
+      signal: ac.signal,
+      duplex: 'half',
+    } as RequestInit)
+    await expect(res).rejects.toThrow()
+    // The server notices the body ended early, removes the partial file and records nothing.
+    expect(await until(() => uploads().every((n) => before.has(n)))).toBe(true)
+    const [n] = await t.db.sql<{ n: number }[]>`select count(*)::int as n from datakits where name = 'Gone'`
+    expect(n!.n).toBe(0)
+  })
+
   test('a file name with ../ or an absolute path never escapes UPLOAD_DIR and is kept only as sanitised metadata', async () => {
     const names = ['../../../../tmp/qx-escape.csv', '/tmp/qx-absolute.csv', '..\\..\\qx-win.csv', '../' + 'datakits/../x.csv']
     const before = new Set(stored())
@@ -352,8 +390,8 @@ describe('upload', () => {
       expect(v.originalName).not.toContain('/')
       expect(v.originalName).not.toContain('\\')
       const added = stored().filter((n) => !before.has(n))
-      // The only new files are ours, named by UUID (plus the Parquet copy once profiled).
-      for (const n of added) expect(n).toMatch(/^[0-9a-f-]{36}(\.parquet)?$/)
+      // The only new files are ours, named by UUID (plus the Parquet copy, written under a temporary name first).
+      for (const n of added) expect(n).toMatch(/^[0-9a-f-]{36}(\.parquet(\.tmp-[0-9a-f-]{36})?)?$/)
       for (const n of added) before.add(n)
       const dl = await fetch(`${t.url}/api/datakits/${r.body.data.id}/download`, { headers: { authorization: `Bearer ${alice.token}` } })
       expect(dl.status).toBe(200)
@@ -531,9 +569,8 @@ describe('changes and versions', () => {
     await aliceWs.next((m) => m.op === 'event' && m.type === 'datakit.deleted' && m.data.id === id)
     expect((await t.json('GET', `/api/datakits/${id}`, { token: alice.token })).status).toBe(404)
     // Files go in the delete's background work: await their removal (bounded).
-    const deadline = Date.now() + 10_000
     const left = () => stored().filter((n) => fileIds.has(n.replace(/\.parquet$/, '')))
-    while (left().length > 0 && Date.now() < deadline) await Bun.sleep(20)
+    await until(() => left().length === 0)
     expect(left()).toEqual([])
   })
 
@@ -709,11 +746,14 @@ describe('boot', () => {
     })
     // Files no version names: one old (a crash long ago), one fresh (an upload in progress).
     const old = join(datakitDir, crypto.randomUUID())
+    const oldTmp = join(datakitDir, `${crypto.randomUUID()}.parquet.tmp-${crypto.randomUUID()}`)
     const fresh = join(datakitDir, crypto.randomUUID())
     await Bun.write(old, 'x')
+    await Bun.write(oldTmp, 'x')
     await Bun.write(fresh, 'y')
     const twoHoursAgo = new Date(Date.now() - 2 * 3600_000)
     utimesSync(old, twoHoursAgo, twoHoursAgo)
+    utimesSync(oldTmp, twoHoursAgo, twoHoursAgo)
 
     // What the server does at boot (a second instance of the feature over the same system).
     const feature = datakitsFeature(t.server.deps)
@@ -723,6 +763,7 @@ describe('boot', () => {
     expect(s).toMatchObject({ version: 1, status: 'READY', rowCount: 200 })
     expect(existsSync(join(datakitDir, `${fileId}.parquet`))).toBe(true)
     expect(existsSync(old)).toBe(false)
+    expect(existsSync(oldTmp)).toBe(false)
     expect(existsSync(fresh)).toBe(true)
     rmSync(fresh)
   })
@@ -753,7 +794,9 @@ describe('memory', () => {
     const growth = peak - baseline
     console.log(`512 MB upload: server RSS ${Math.round(baseline / 1048576)} MB before, peak ${Math.round(peak / 1048576)} MB (+${Math.round(growth / 1048576)} MB)`)
     expect(growth).toBeLessThan(size / 3)
-    // Stop its profiling and remove it: the test is about the upload.
+    // Deleting it stops its profiling (DuckDB is interrupted) and removes its files.
     expect((await t.json('DELETE', `/api/datakits/${r.body.data.id}`, { token: alice.token })).status).toBe(200)
+    const gone = () => !existsSync(join(datakitDir, row!.fileId)) && !existsSync(join(datakitDir, `${row!.fileId}.parquet`))
+    expect(await until(gone)).toBe(true)
   }, 120_000)
 })
