@@ -318,13 +318,10 @@ export function datakitRoutes(deps: AppDeps, opts: DatakitRoutesOptions) {
     throw new VersionNotReadyError((await store.findVersion(sql, d.id, d.currentVersion))!)
   }
 
-  const fileTooLarge = (received: number) =>
+  const fileTooLarge = () =>
     new AppError('payload_too_large', `The file is larger than the upload limit of ${humanBytes(maxFileSize)} (MAX_FILE_SIZE)`, {
       status: 413,
-      details: [
-        { field: 'dataset', message: `Must be at most ${maxFileSize} bytes` },
-        { field: 'receivedBytes', message: `more than ${received - 1}` },
-      ],
+      details: [{ field: 'dataset', message: `Must be at most ${maxFileSize} bytes` }],
     })
 
   async function upload(request: Request, set: { status?: number | string }) {
@@ -336,7 +333,7 @@ export function datakitRoutes(deps: AppDeps, opts: DatakitRoutesOptions) {
     const remaining = Math.max(0, quota - used)
     // A declared length that cannot fit is refused before a byte of it is read.
     const declared = Number(request.headers.get('content-length') ?? Number.NaN)
-    if (declared > maxFileSize + FORM_OVERHEAD_BYTES) throw fileTooLarge(declared - FORM_OVERHEAD_BYTES)
+    if (declared > maxFileSize + FORM_OVERHEAD_BYTES) throw fileTooLarge()
     if (declared > remaining + FORM_OVERHEAD_BYTES) throw new StorageQuotaError(used, declared - FORM_OVERHEAD_BYTES, quota)
     await mkdir(dir, { recursive: true })
     const received = await receiveUpload(request, {
