@@ -250,13 +250,15 @@ export class ClusterPlacement implements Placement {
     } catch (err) {
       logger.error({ err, shard }, 'error while handing a shard over')
     }
+    // Forgotten before the lease is deleted: a heartbeat in between must not renew (or take
+    // back) a lease this node is giving up.
+    this.#owned.delete(shard)
     try {
       await this.#redis.eval(RELEASE, 1, this.#lease(shard), config.nodeId)
       await releaseShards(sql, [shard], config.nodeId)
     } catch (err) {
       logger.warn({ err, shard }, 'could not release shard lease (it will expire)')
     }
-    this.#owned.delete(shard)
     metrics.shardMoves.inc({ direction: 'released' })
     metrics.shardsOwned.set(this.ownedShards().length)
     logger.info({ shard }, 'released shard')

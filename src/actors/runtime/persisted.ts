@@ -44,7 +44,6 @@ import type { RuntimeMetrics } from './metrics.ts'
 
 type Conn = postgres.ReservedSql<{}>
 
-
 /** What a handler recorded besides its state and reply; applied only if its turn commits. */
 export interface TurnEffects {
   events: NewOutboxEvent[]
@@ -101,6 +100,9 @@ const MAX_GROUP_RETRIES = 5
 
 const noop = () => {}
 
+/** SQLSTATE deadlock_detected: two groups locked rows of a kind's tables in opposite orders. */
+const DEADLOCK_DETECTED = '40P01'
+
 /** postgres.js queries are lazy promises with an `execute` method; async functions return plain promises. */
 function isQuery(x: unknown): x is postgres.PendingQuery<any> {
   return x instanceof Promise && typeof (x as { execute?: unknown }).execute === 'function'
@@ -116,7 +118,7 @@ function isInboxDuplicate(err: unknown): boolean {
 
 function isRetryable(err: unknown): boolean {
   const code = pgCode(err)
-  return code === '40P01' || code === PG.serializationFailure
+  return code === DEADLOCK_DETECTED || code === PG.serializationFailure
 }
 
 export class TurnCommitter {
