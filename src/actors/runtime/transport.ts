@@ -67,6 +67,9 @@ export class ShardTransport {
     const base = { maxRetriesPerRequest: null, lazyConnect: true, connectionName: `quadrax-${opts.nodeId}` }
     this.redis = typeof opts.redis === 'string' ? new Redis(opts.redis, base) : new Redis({ ...opts.redis, ...base })
     this.#sub = this.redis.duplicate()
+    // ioredis reconnects by itself; without a listener it would print every failed attempt.
+    this.redis.on('error', (err) => opts.logger.warn({ err }, 'redis connection error'))
+    this.#sub.on('error', (err) => opts.logger.warn({ err }, 'redis subscriber connection error'))
   }
 
   /** A key of this runtime in Redis. */
