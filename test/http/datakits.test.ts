@@ -291,7 +291,7 @@ describe('upload', () => {
   })
 
   test('a file that is not a dataset is a 415 naming the accepted types, whatever its name, and is not kept', async () => {
-    const before = stored()
+    const before = uploads()
     for (const [name, bytes] of [
       ['data.csv', NOT_DATASETS.png],
       ['data.csv', NOT_DATASETS.zip],
@@ -303,7 +303,7 @@ describe('upload', () => {
       expect(r.body.success).toBe(false)
       expect(r.body.error).toContain('Accepted types: CSV, TSV, JSON')
     }
-    expect(stored()).toEqual(before)
+    expect(uploads()).toEqual(before)
   })
 
   test('a body that is not multipart/form-data is a 415; a missing file or name, or an unknown field, a 400', async () => {
@@ -680,10 +680,10 @@ describe('access', () => {
       const own = await ready(viewer.token, 'v.csv', 'a,b\n1,2\n', 'Viewer kit', ws)
       await t.db.sql`update users set role = 'VIEWER' where id = ${viewer.id}`
       await t.server.deps.auth.registry.invalidateUser(viewer.id)
-      const before = stored()
+      const before = uploads()
       const r = await upload(viewer.token, [filePart('x.csv', 'a,b\n1,2\n'), { name: 'name', value: 'nope' }])
       expect(r).toMatchObject({ status: 403, body: { success: false, error: 'A VIEWER cannot upload datasets' } })
-      expect(stored()).toEqual(before)
+      expect(uploads()).toEqual(before)
       expect((await t.json('PATCH', `/api/datakits/${own}`, { token: viewer.token, body: { name: 'x' } })).status).toBe(403)
       expect((await t.json('DELETE', `/api/datakits/${own}`, { token: viewer.token })).status).toBe(403)
       expect((await t.json('GET', `/api/datakits/${own}`, { token: viewer.token })).status).toBe(200)
@@ -711,7 +711,7 @@ describe('storage quota', () => {
       expect(set.body.data).toMatchObject({ quotaBytes: usage.usedBytes + 1000, remainingBytes: 1000, overridden: true })
       expect((await t.json('PUT', `/api/datakits/storage/${user.id}`, { token: user.token, body: { quotaBytes: 1e12 } })).status).toBe(403)
 
-      const before = stored()
+      const before = uploads()
       const fits = await upload(user.token, [filePart('small.csv', 'a\n' + '1\n'.repeat(400)), { name: 'name', value: 'fits' }])
       expect(fits.status).toBe(201)
       const over = await upload(user.token, [filePart('big.csv', 'a\n' + '1\n'.repeat(400)), { name: 'name', value: 'over' }])
@@ -723,7 +723,7 @@ describe('storage quota', () => {
       // The streamed one, without Content-Length, is stopped while it streams.
       const streamed = await postUpload(t.url, user.token, multipartStream([filePart('s.csv', generatedCsv(1 << 20)), { name: 'name', value: 's' }]))
       expect(streamed.status).toBe(413)
-      expect(stored().filter((n) => !before.includes(n) && !n.endsWith('.parquet'))).toHaveLength(1) // only "fits"
+      expect(uploads().filter((n) => !before.includes(n))).toHaveLength(1) // only "fits"
 
       await t.json('PUT', `/api/datakits/storage/${user.id}`, { token: admin.token, body: { quotaBytes: null } })
       expect((await t.json('GET', `/api/datakits/storage?userId=${user.id}`, { token: admin.token })).body.data.overridden).toBe(false)
