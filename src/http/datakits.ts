@@ -734,7 +734,6 @@ export function datakitsFeature(deps: AppDeps): Feature {
       datakit: async (principal, id) => UUID.test(id) && (await store.findDatakit(sql, id))?.ownerId === principal.userId,
     },
     async start() {
-      await mkdir(dir, { recursive: true })
       // Versions a stopped node was profiling: their actors profile them again.
       for (const id of await store.processingDatakits(sql)) deps.actors.tell(DATAKIT_KIND, id, { type: 'resume' })
       const removed = await sweepOrphans(sql, dir).catch((err) => {
