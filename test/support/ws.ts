@@ -55,15 +55,23 @@ export async function wsClient(baseUrl: string, token?: string, opts: { path?: s
       const found = messages.find(pred)
       if (found !== undefined) return Promise.resolve(found)
       return new Promise((resolve, reject) => {
-        const w = { pred, resolve, from: messages.length }
-        waiters.push(w)
-        setTimeout(() => {
+        // The timer is cleared when the frame arrives, so it never keeps a process alive.
+        const timer = setTimeout(() => {
           const i = waiters.indexOf(w)
           if (i >= 0) {
             waiters.splice(i, 1)
             reject(new Error(`no matching WebSocket message within ${timeoutMs} ms; got ${JSON.stringify(messages.slice(-5))}`))
           }
         }, timeoutMs)
+        const w = {
+          pred,
+          resolve: (m: any) => {
+            clearTimeout(timer)
+            resolve(m)
+          },
+          from: messages.length,
+        }
+        waiters.push(w)
       })
     },
     closed,
