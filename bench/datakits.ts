@@ -22,7 +22,8 @@ import { DuckDBInstance } from '@duckdb/node-api'
 import { writeLargeCsv } from '../test/support/datasets.ts'
 import { generatedCsv, hashing, multipartBytes, multipartStream } from '../test/support/datakit-upload.ts'
 import { wsClient } from '../test/support/ws.ts'
-import { freePort, waitHealthy } from './support/load.ts'
+
+import { startBenchServer } from './support/server.ts'
 
 const rows = Number(process.env.BENCH_ROWS ?? 1_000_000)
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
@@ -31,7 +32,6 @@ const largeBytes = Number(process.env.BENCH_LARGE_MB ?? 1024) * 1024 * 1024
 const threads = Math.max(1, Math.min(2, availableParallelism()))
 const memoryLimit = '1GB'
 
-const root = join(import.meta.dir, '..')
 const work = mkdtempSync(join(tmpdir(), 'quadrax-bench-datakits-'))
 const uploadDir = join(work, 'uploads')
 
@@ -47,28 +47,7 @@ if (process.env.DATABASE_URL) {
   databaseUrl = u.toString()
 }
 
-const port = await freePort()
-const env: Record<string, string> = {
-  ...(process.env as Record<string, string>),
-  NODE_ENV: 'production',
-  PORT: String(port),
-  HOST: '127.0.0.1',
-  DATA_DIR: join(work, 'data'),
-  UPLOAD_DIR: uploadDir,
-  MAX_FILE_SIZE: `${Math.ceil(largeBytes / 1024 ** 3) + 1}GB`,
-  USER_STORAGE_QUOTA_BYTES: '1TB',
-  JWT_SECRET: 'bench-'.padEnd(48, 'x'),
-  ADMIN_EMAIL: 'admin@bench.local',
-  ADMIN_PASSWORD: 'BenchAdmin123!',
-  BCRYPT_ROUNDS: '4',
-  LOG_LEVEL: 'warn',
-  RATE_LIMIT_MAX_REQUESTS: '1000000000',
-  AUTH_RATE_LIMIT_MAX_REQUESTS: '1000000000',
-}
-delete env.REDIS_URL
-if (databaseUrl) env.DATABASE_URL = databaseUrl
-else delete env.DATABASE_URL
-const api = Bun.spawn([process.execPath, join(root, 'src/main.ts')], { env, stdout: 'ignore', stderr: 'inherit', cwd: work })
+const api = await startBenchServer({ dataDir: work, databaseUrl, extra: { UPLOAD_DIR: uploadDir, MAX_FILE_SIZE: `${Math.ceil(largeBytes / 1024 ** 3) + 1}GB`, USER_STORAGE_QUOTA_BYTES: '1TB' } })
 
 /** CPU time (user + system, every thread) of process `pid`, in ms. */
 const clockTicks = Number(new TextDecoder().decode(Bun.spawnSync(['getconf', 'CLK_TCK']).stdout).trim()) || 100
@@ -88,18 +67,8 @@ const mb = (bytes: number) => bytes / (1024 * 1024)
 const status = (pid: number, field: 'VmHWM' | 'VmRSS') => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024
 
 try {
-  const base = `http://127.0.0.1:${port}`
-  await waitHealthy(`${base}/swagger/json`, api)
-  const call = async (method: string, path: string, body?: unknown, token?: string) => {
-    const r = await fetch(base + path, {
-      method,
-      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    })
-    const json = (await r.json()) as any
-    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`)
-    return json.data
-  }
+  const base = api.base
+  const call = api.call
   await call('POST', '/api/auth/register', { email: 'bench@bench.local', password: 'BenchUser123!', firstName: 'Bench', lastName: 'User' })
   const login = await call('POST', '/api/auth/login', { email: 'bench@bench.local', password: 'BenchUser123!' })
   const token = login.token as string
@@ -142,7 +111,7 @@ try {
 
   async function upload(): Promise<{ id: string; uploadMs: number; readyMs: number; cpuMs: number }> {
     const t = performance.now()
-    const c = cpuOf(api.pid)
+    const c = cpuOf(api.proc.pid)
     const res = await fetch(`${base}/api/datakits/upload`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': form.contentType }, body: form.body })
     const json = (await res.json()) as any
     if (res.status !== 201) throw new Error(`upload: ${res.status} ${JSON.stringify(json)}`)
@@ -151,7 +120,7 @@ try {
     const ev = await frame((m) => m.op === 'event' && m.type === 'datakit.status' && m.data.id === id && m.data.status !== 'PROCESSING', 300_000)
     if (ev.data.status !== 'READY') throw new Error(`datakit ${ev.data.status}: ${ev.data.error}`)
     if (ev.data.rowCount !== rows) throw new Error(`expected ${rows} rows, got ${ev.data.rowCount}`)
-    return { id, uploadMs, readyMs: performance.now() - t, cpuMs: cpuOf(api.pid) - c }
+    return { id, uploadMs, readyMs: performance.now() - t, cpuMs: cpuOf(api.proc.pid) - c }
   }
 
   async function bareSummarize(): Promise<{ ms: number; cpuMs: number }> {
@@ -201,7 +170,7 @@ try {
   // This process is the client (the server is measured from outside, through /proc). The
   // peak is read the moment the 201 arrives: profiling starts right after, and DuckDB's own
   // memory (up to its limit) is not what this measures.
-  const pid = api.pid
+  const pid = api.proc.pid
   Bun.gc(true)
   writeFileSync(`/proc/${pid}/clear_refs`, '5') // reset VmHWM to the current RSS
   const rssBefore = status(pid, 'VmRSS')
@@ -249,8 +218,7 @@ try {
   console.log(`\n3. memory: ${mb(large.bytes).toFixed(0)} MB CSV generated on the fly and streamed (chunked) in ${largeSeconds.toFixed(1)} s (${(mb(large.bytes) / largeSeconds).toFixed(0)} MB/s), sha256 verified`)
   console.log(`  server RSS before ${mb(rssBefore).toFixed(0)} MB; peak during the upload ${mb(peak).toFixed(0)} MB (VmHWM; sampled max ${mb(rssMax).toFixed(0)} MB), +${mb(peak - rssBefore).toFixed(0)} MB`)
 } finally {
-  api.kill('SIGTERM')
-  await api.exited
+  await api.stop()
   if (dbName && process.env.DATABASE_URL) {
     const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} })
     await admin.unsafe(`drop database if exists ${dbName} with (force)`)

@@ -12,10 +12,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { benchDatabase } from './support/db.ts'
 import { fmt, freePort, load, loadTool, waitHealthy } from './support/load.ts'
+import { startBenchServer } from './support/server.ts'
 
 const duration = Number(process.env.BENCH_DURATION ?? 10)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
-const root = join(import.meta.dir, '..')
 const dataDir = mkdtempSync(join(tmpdir(), 'quadrax-bench-'))
 
 const benchDb = await benchDatabase()
@@ -23,31 +23,11 @@ const databaseUrl = benchDb.url
 
 const rawPort = await freePort()
 const raw = Bun.spawn([process.execPath, join(import.meta.dir, 'support/raw-server.ts')], { env: { ...process.env, PORT: String(rawPort) }, stdout: 'ignore', stderr: 'inherit' })
-const apiPort = await freePort()
-const env: Record<string, string> = {
-  ...(process.env as Record<string, string>),
-  NODE_ENV: 'production',
-  PORT: String(apiPort),
-  HOST: '127.0.0.1',
-  DATA_DIR: join(dataDir, 'data'),
-  JWT_SECRET: 'bench-'.padEnd(48, 'x'),
-  ADMIN_EMAIL: 'admin@bench.local',
-  ADMIN_PASSWORD: 'BenchAdmin123!',
-  BCRYPT_ROUNDS: '4',
-  // The guide's production log level; request lines are logged at info.
-  LOG_LEVEL: 'warn',
-  // Rate limits configured out of the way: the benchmark measures serving, not refusing.
-  RATE_LIMIT_MAX_REQUESTS: '1000000000',
-  AUTH_RATE_LIMIT_MAX_REQUESTS: '1000000000',
-}
-delete env.REDIS_URL
-if (databaseUrl) env.DATABASE_URL = databaseUrl
-else delete env.DATABASE_URL
-const api = Bun.spawn([process.execPath, join(root, 'src/main.ts')], { env, stdout: 'ignore', stderr: 'inherit', cwd: dataDir })
+const api = await startBenchServer({ dataDir, databaseUrl })
 
 try {
-  const base = `http://127.0.0.1:${apiPort}`
-  await Promise.all([waitHealthy(`http://127.0.0.1:${rawPort}/`, raw), waitHealthy(`${base}/health`, api)])
+  const base = api.base
+  await waitHealthy(`http://127.0.0.1:${rawPort}/`, raw)
   const post = (path: string, body: unknown, token?: string) =>
     fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) }).then((r) => r.json() as Promise<any>)
   for (let i = 0; i < 60; i++) await post('/api/auth/register', { email: `user${i}@bench.local`, password: 'BenchUser123!', firstName: 'Bench', lastName: `User${i}` })
@@ -77,9 +57,8 @@ try {
   const me = rows[1]![1]
   console.log(`\ntarget: authenticated GET /api/auth/me ≥ 0.50× raw — measured ${(me.rps / baseRps).toFixed(2)}×`)
 } finally {
-  api.kill('SIGTERM')
   raw.kill()
-  await Promise.all([api.exited, raw.exited])
+  await Promise.all([api.stop(), raw.exited])
   await benchDb.drop()
   rmSync(dataDir, { recursive: true, force: true })
 }

@@ -27,6 +27,7 @@ import { multipartBytes, postUpload } from '../test/support/datakit-upload.ts'
 import { field } from '../test/support/datasets.ts'
 import { benchDatabase } from './support/db.ts'
 import { fmt, freePort, load, loadTool, waitHealthy } from './support/load.ts'
+import { startBenchServer } from './support/server.ts'
 
 const duration = Number(process.env.BENCH_DURATION ?? 10)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
@@ -38,7 +39,6 @@ const hiddenUnits = [64, 32]
 const learningRate = 0.01
 const validationSplit = 0.2
 
-const root = join(import.meta.dir, '..')
 const dataDir = mkdtempSync(join(tmpdir(), 'quadrax-bench-models-'))
 const uploadDir = join(dataDir, 'uploads')
 const modelDir = join(dataDir, 'models')
@@ -48,44 +48,14 @@ const databaseUrl = benchDb.url
 
 const rawPort = await freePort()
 const raw = Bun.spawn([process.execPath, join(import.meta.dir, 'support/raw-server.ts')], { env: { ...process.env, PORT: String(rawPort) }, stdout: 'ignore', stderr: 'inherit' })
-const apiPort = await freePort()
-const env: Record<string, string> = {
-  ...(process.env as Record<string, string>),
-  NODE_ENV: 'production',
-  PORT: String(apiPort),
-  HOST: '127.0.0.1',
-  DATA_DIR: join(dataDir, 'data'),
-  UPLOAD_DIR: uploadDir,
-  MODEL_DIR: modelDir,
-  JWT_SECRET: 'bench-'.padEnd(48, 'x'),
-  ADMIN_EMAIL: 'admin@bench.local',
-  ADMIN_PASSWORD: 'BenchAdmin123!',
-  BCRYPT_ROUNDS: '4',
-  LOG_LEVEL: 'warn',
-  RATE_LIMIT_MAX_REQUESTS: '1000000000',
-  AUTH_RATE_LIMIT_MAX_REQUESTS: '1000000000',
-}
-delete env.REDIS_URL
-if (databaseUrl) env.DATABASE_URL = databaseUrl
-else delete env.DATABASE_URL
-const api = Bun.spawn([process.execPath, join(root, 'src/main.ts')], { env, stdout: 'ignore', stderr: 'inherit', cwd: dataDir })
+const api = await startBenchServer({ dataDir, databaseUrl, extra: { UPLOAD_DIR: uploadDir, MODEL_DIR: modelDir } })
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 
 try {
-  const base = `http://127.0.0.1:${apiPort}`
-  // /swagger/json rather than /health: /health is 503 while an optional service (Docker) is down.
-  await Promise.all([waitHealthy(`http://127.0.0.1:${rawPort}/`, raw), waitHealthy(`${base}/swagger/json`, api)])
-  const call = async (method: string, path: string, body?: unknown, token?: string) => {
-    const r = await fetch(base + path, {
-      method,
-      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    })
-    const json = (await r.json()) as any
-    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`)
-    return json.data
-  }
+  const base = api.base
+  await waitHealthy(`http://127.0.0.1:${rawPort}/`, raw)
+  const call = api.call
   await call('POST', '/api/auth/register', { email: 'bench@bench.local', password: 'BenchUser123!', firstName: 'Bench', lastName: 'User' })
   const login = await call('POST', '/api/auth/login', { email: 'bench@bench.local', password: 'BenchUser123!' })
   const token = login.token as string
@@ -186,9 +156,8 @@ try {
   console.log(`\ntarget: predict ≥ 0.30× raw — measured ${(predict.rps / baseRps).toFixed(2)}×`)
   console.log(`target: training through the API ≥ 0.90× tfjs alone — measured ${(apiRate / aloneRate).toFixed(2)}×`)
 } finally {
-  api.kill('SIGTERM')
   raw.kill()
-  await Promise.all([api.exited, raw.exited])
+  await Promise.all([api.stop(), raw.exited])
   await benchDb.drop()
   rmSync(dataDir, { recursive: true, force: true })
 }

@@ -1,0 +1,60 @@
+/**
+ * The server under benchmark: `src/main.ts` in its own process, as deployed (NODE_ENV
+ * production, LOG_LEVEL warn — the guide's production level; request lines are logged at
+ * info), with rate limits raised out of the way (a benchmark measures serving, not refusing),
+ * a known admin, and fast bcrypt. `extra` adds or overrides variables.
+ */
+import { join } from 'node:path'
+import { freePort, waitHealthy } from './load.ts'
+
+export interface BenchServer {
+  base: string
+  proc: Bun.Subprocess
+  /** POST/GET JSON; returns `data` or throws with the status and body. */
+  call(method: string, path: string, body?: unknown, token?: string): Promise<any>
+  stop(): Promise<void>
+}
+
+export async function startBenchServer(opts: { dataDir: string; databaseUrl: string | undefined; extra?: Record<string, string> }): Promise<BenchServer> {
+  const port = await freePort()
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    NODE_ENV: 'production',
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    DATA_DIR: join(opts.dataDir, 'data'),
+    JWT_SECRET: 'bench-'.padEnd(48, 'x'),
+    ADMIN_EMAIL: 'admin@bench.local',
+    ADMIN_PASSWORD: 'BenchAdmin123!',
+    BCRYPT_ROUNDS: '4',
+    LOG_LEVEL: 'warn',
+    RATE_LIMIT_MAX_REQUESTS: '1000000000',
+    AUTH_RATE_LIMIT_MAX_REQUESTS: '1000000000',
+    ...opts.extra,
+  }
+  delete env.REDIS_URL
+  if (opts.databaseUrl) env.DATABASE_URL = opts.databaseUrl
+  else delete env.DATABASE_URL
+  const proc = Bun.spawn([process.execPath, join(import.meta.dir, '../../src/main.ts')], { env, stdout: 'ignore', stderr: 'inherit', cwd: opts.dataDir })
+  const base = `http://127.0.0.1:${port}`
+  // /swagger/json rather than /health: /health is 503 while a configured service is down.
+  await waitHealthy(`${base}/swagger/json`, proc)
+  return {
+    base,
+    proc,
+    async call(method, path, body, token) {
+      const r = await fetch(base + path, {
+        method,
+        headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      })
+      const json = (await r.json()) as any
+      if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`)
+      return json.data
+    },
+    async stop() {
+      proc.kill('SIGTERM')
+      await proc.exited
+    },
+  }
+}
