@@ -65,7 +65,7 @@ export class Hub {
   private readonly topics = new Map<string, TopicState>()
   private readonly authorizers = new Map<string, TopicAuthorizer>()
   readonly connections = new Map<Socket, Connection>()
-  private unsubscribe?: () => void
+  private stopFeed?: () => void
   private sweeper?: Timer
   private publish?: (topic: string, message: string) => void
 
@@ -83,7 +83,7 @@ export class Hub {
 
   start(publish: (topic: string, message: string) => void) {
     this.publish = publish
-    this.unsubscribe = this.feed.subscribe((e) => this.onEvent(e))
+    this.stopFeed = this.feed.subscribe((e) => this.onEvent(e))
     // Slow consumers: Bun buffers what a socket has not read; past the bound it is closed
     // with a reason (Bun's own hard limit, set higher, is the backstop between sweeps).
     this.sweeper = setInterval(() => this.sweep(), 100)
@@ -91,7 +91,7 @@ export class Hub {
   }
 
   stop() {
-    this.unsubscribe?.()
+    this.stopFeed?.()
     clearInterval(this.sweeper)
     for (const ws of this.connections.keys()) ws.close(1001, 'server shutting down')
   }
@@ -187,7 +187,7 @@ export class Hub {
     }
   }
 
-  unsubscribe_(ws: Socket, topic: string) {
+  unsubscribe(ws: Socket, topic: string) {
     const c = this.connections.get(ws)
     if (!c || !c.topics.delete(topic)) return
     ws.unsubscribe(topic)

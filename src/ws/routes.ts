@@ -76,7 +76,7 @@ export function wsRoutes(deps: AppDeps, hub: Hub, tickets: TicketStore) {
             case 'subscribe':
               return await hub.subscribe(raw, msg.topic, msg.since, msg.id)
             case 'unsubscribe':
-              hub.unsubscribe_(raw, msg.topic)
+              hub.unsubscribe(raw, msg.topic)
               return raw.send(JSON.stringify({ op: 'ack', for: 'unsubscribe', id: msg.id, topic: msg.topic }))
             case 'ping':
               return raw.send(JSON.stringify({ op: 'pong', id: msg.id }))
