@@ -135,7 +135,9 @@ try {
   const check = await call('POST', `/api/models/${model.id}/predict`, JSON.parse(body), token)
   if (check.prediction?.class === undefined) throw new Error(`unexpected prediction ${JSON.stringify(check)}`)
   const predictOpts = { connections, durationSeconds: duration, method: 'POST', body, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }
-  const opts = { connections, durationSeconds: duration }
+  // The baseline gets the very same requests (POST, same body and headers: wrk sends a body
+  // only through its Lua mode), so both sides are loaded by the same client in the same way.
+  const opts = predictOpts
   await load(`http://127.0.0.1:${rawPort}/`, { ...opts, durationSeconds: 2 })
   await load(`${base}/api/models/${model.id}/predict`, { ...predictOpts, durationSeconds: 2 })
   const baseline1 = await load(`http://127.0.0.1:${rawPort}/`, opts)
@@ -147,9 +149,9 @@ try {
   console.log(`${'target'.padEnd(44)} ${'req/s'.padStart(10)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'non-2xx'.padStart(8)} ${'× raw'.padStart(7)}`)
   const line = (name: string, r: { rps: number; p50: number; p99: number; non2xx: number }) =>
     console.log(`${name.padEnd(44)} ${fmt(r.rps).padStart(10)} ${fmt(r.p50, 2).padStart(8)} ${fmt(r.p99, 2).padStart(8)} ${String(r.non2xx).padStart(8)} ${(r.rps / baseRps).toFixed(2).padStart(7)}`)
-  line('raw Bun.serve hello (baseline, before)', baseline1)
+  line('raw Bun.serve hello, same POST (before)', baseline1)
   line('POST /api/models/:id/predict (one record)', predict)
-  line('raw Bun.serve hello (baseline, after)', baseline2)
+  line('raw Bun.serve hello, same POST (after)', baseline2)
   console.log(`\ntraining: ${rows} rows (${trainRows} train) × ${epochs} epochs, dense ${JSON.stringify(hiddenUnits)}, batch ${batchSize}, adam ${learningRate}; median of ${rounds} rounds`)
   console.log(`  ${'through the API (POST /train → SUCCEEDED)'.padEnd(44)} ${fmt(apiRate).padStart(10)} rows×epochs/s  (${fmt(median(apiMs))} ms)`)
   console.log(`  ${'tfjs alone: model.fit (wasm, this process)'.padEnd(44)} ${fmt(aloneRate).padStart(10)} rows×epochs/s  (${fmt(median(aloneMs))} ms)`)

@@ -31,6 +31,7 @@ export const EnvSchema = T.Object({
   DATA_DIR: Str('./data'),
 
   REDIS_URL: Str(),
+  REDIS_PREFIX: T.String({ default: 'quadrax:', pattern: '^[A-Za-z0-9_.:-]{1,64}$' }),
   DOCKER_HOST: Str(),
 
   MAX_FILE_SIZE: T.String({ default: '100MB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
@@ -119,6 +120,8 @@ export interface Config {
   databasePoolMax: number
   dataDir: string
   redisUrl: string | undefined
+  /** Prefix of every Redis key this deployment writes (several deployments may share a Redis). */
+  redisPrefix: string
   dockerHost: string | undefined
   maxFileSize: number
   uploadDir: string
@@ -233,6 +236,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     databasePoolMax: e.DATABASE_POOL_MAX,
     dataDir: e.DATA_DIR!,
     redisUrl: e.REDIS_URL,
+    redisPrefix: e.REDIS_PREFIX,
     dockerHost: e.DOCKER_HOST,
     maxFileSize: parseSize(e.MAX_FILE_SIZE),
     uploadDir: e.UPLOAD_DIR!,

@@ -130,11 +130,12 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
   }
 
   const metrics = new Metrics()
-  const registry = new SessionRegistry(sql, { logger, redis: redis && redisSub ? { pub: redis, sub: redisSub, prefix: 'quadrax:' } : undefined })
+  const prefix = config.redisPrefix
+  const registry = new SessionRegistry(sql, { logger, redis: redis && redisSub ? { pub: redis, sub: redisSub, prefix } : undefined })
   await registry.start()
   const auth = new AuthService(sql, resolved, registry, { refreshReuseGraceMs: opts.refreshReuseGraceMs })
-  const cache = new ResponseCache(redis ? new RedisCacheStore(redis) : new MemoryCacheStore(), metrics, config.cacheTtlSeconds)
-  const rateLimits = redis ? new RedisRateLimitStore(redis) : new MemoryRateLimitStore()
+  const cache = new ResponseCache(redis ? new RedisCacheStore(redis, `${prefix}cache:`) : new MemoryCacheStore(), metrics, config.cacheTtlSeconds)
+  const rateLimits = redis ? new RedisRateLimitStore(redis, `${prefix}rl:`) : new MemoryRateLimitStore()
   const dockerHost = dockerHostOf(config)
   const probes: HealthProbe[] = [
     { name: 'database', check: async () => void (await sql`select 1`) },
@@ -146,7 +147,7 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     redis: config.redisUrl,
     logger,
     metrics,
-    queuePrefix: opts.queuePrefix,
+    queuePrefix: opts.queuePrefix ?? prefix.replace(/:+$/, ''),
     config: { nodeId: config.cluster.nodeId, shards: config.cluster.shards, leaseTtlMs: config.cluster.leaseTtlMs, ...opts.actorConfig },
   })
   const hub = new Hub(
@@ -161,7 +162,7 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     { maxReplay: config.ws.maxReplay, maxBufferedBytes: config.ws.maxBufferedBytes, logger },
   )
   registry.onRevoked((ids) => hub.closeSessions(ids))
-  const tickets = redis ? new RedisTicketStore(redis) : new MemoryTicketStore()
+  const tickets = redis ? new RedisTicketStore(redis, `${prefix}wsticket:`) : new MemoryTicketStore()
   const deps: AppDeps = { config: resolved, sql, redis, logger, metrics, auth, rateLimits, cache, probes, actors, hub, tickets }
 
   const features: Feature[] = []

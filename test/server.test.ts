@@ -58,10 +58,12 @@ describe('boot', () => {
     await using db = await testDatabase({ migrate: false })
     const dir = tmp()
     const ports = await Promise.all([freePort(), freePort(), freePort()])
+    // REDIS_URL may be set (CI): rate-limit counters and queues of this test stay its own.
+    const prefix = `test-${crypto.randomUUID().slice(0, 8)}:`
     const procs = ports.map((port) =>
       Bun.spawn([process.execPath, 'src/main.ts'], {
         cwd: join(import.meta.dir, '..'),
-        env: { ...process.env, NODE_ENV: 'test', DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dir, JWT_SECRET: 'j'.repeat(40), ADMIN_PASSWORD: 'AdminPass123!', BCRYPT_ROUNDS: '4', LOG_LEVEL: 'warn' },
+        env: { ...process.env, NODE_ENV: 'test', DATABASE_URL: db.url, PORT: String(port), HOST: '127.0.0.1', DATA_DIR: dir, JWT_SECRET: 'j'.repeat(40), ADMIN_PASSWORD: 'AdminPass123!', BCRYPT_ROUNDS: '4', LOG_LEVEL: 'warn', REDIS_PREFIX: prefix },
         stdout: 'pipe',
         stderr: 'pipe',
       }),

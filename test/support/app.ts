@@ -40,6 +40,8 @@ export async function testServer(env: Record<string, string> = {}, opts: StartOp
     ADMIN_EMAIL: 'admin@test.local',
     ADMIN_PASSWORD: 'AdminPass123!',
     DATA_DIR: '/tmp/quadrax-test-data',
+    // Redis is shared by every test run on the machine: keys of this server stay its own.
+    REDIS_PREFIX: `test-${crypto.randomUUID().slice(0, 8)}:`,
     ...env,
     DATABASE_URL: db.url,
   })

@@ -11,7 +11,7 @@ async function startNode(db: TestDatabase, nodeId: string, prefix: string): Prom
   const proc = Bun.spawn([process.execPath, join(import.meta.dir, 'cluster-node.ts')], {
     env: {
       ...process.env,
-      NODE_ENV: 'test', PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'warn', DATABASE_URL: db.url, REDIS_URL: redisUrl!, NODE_ID: nodeId, QUEUE_PREFIX: prefix,
+      NODE_ENV: 'test', PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'warn', DATABASE_URL: db.url, REDIS_URL: redisUrl!, NODE_ID: nodeId, QUEUE_PREFIX: prefix, REDIS_PREFIX: `${prefix}:`,
       JWT_SECRET: 'cluster-test-'.padEnd(48, 'x'), ADMIN_PASSWORD: 'AdminPass123!', BCRYPT_ROUNDS: '4', CLUSTER_SHARDS: '16', CLUSTER_LEASE_TTL_MS: '2000',
       RATE_LIMIT_MAX_REQUESTS: '100000', AUTH_RATE_LIMIT_MAX_REQUESTS: '100000',
     },
