@@ -25,6 +25,7 @@ import {
   type RetryInfo,
 } from '../../src/actors/engines/llm.ts'
 import { Gate, startOpenAiServer, type OpenAiTestServer } from '../support/openai-server.ts'
+import { until } from '../support/until.ts'
 
 let ai: OpenAiTestServer
 beforeAll(async () => {
@@ -75,14 +76,6 @@ function collector() {
   }
 }
 
-/** Poll a condition with a bounded deadline (the connection close is observed asynchronously). */
-async function until(cond: () => boolean, what: string, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await Bun.sleep(5)
-  }
-}
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {
   try {

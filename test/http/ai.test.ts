@@ -12,6 +12,7 @@ import { testServer, PASSWORD, type TestServer } from '../support/app.ts'
 import { testDatabase } from '../support/db.ts'
 import { Gate, startOpenAiServer, type OpenAiTestServer } from '../support/openai-server.ts'
 import { wsClient, type WsClient } from '../support/ws.ts'
+import { until } from '../support/until.ts'
 
 let ai: OpenAiTestServer
 let t: TestServer
@@ -60,14 +61,6 @@ function streamedUpTo(c: WsClient, messageId: string, text: string): Promise<unk
   return c.next(() => streamed(c, messageId) === text)
 }
 
-/** Poll `cond` until it holds, for at most `ms` (for effects only observable from outside). */
-async function until(cond: () => Promise<boolean>, what: string, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await Bun.sleep(10)
-  }
-}
 
 async function messages(u: User, sessionId: string) {
   const r = await t.json('GET', `/api/ai/sessions/${sessionId}/messages?limit=100`, { token: u.token })

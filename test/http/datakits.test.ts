@@ -13,6 +13,7 @@ import { testServer, type TestServer } from '../support/app.ts'
 import { wsClient, type WsClient } from '../support/ws.ts'
 import { gzipFile, NOT_DATASETS, sampleRows, tempDir, toDelimited, writeCsv, writeJsonArray, writeNdjson, writeParquet, writeTsv } from '../support/datasets.ts'
 import { generatedCsv, multipartBytes, multipartStream, peakRss, postUpload, resetPeakRss, type FormPart } from '../support/datakit-upload.ts'
+import { until } from '../support/until.ts'
 
 type Account = Awaited<ReturnType<TestServer['user']>>
 
@@ -91,15 +92,6 @@ async function ready(token: string, filename: string, data: Uint8Array | string,
   return id
 }
 
-/** Poll `cond` until it holds or `timeoutMs` passes (a bounded wait for work the server does after answering). */
-async function until(cond: () => boolean, timeoutMs = 10_000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) return false
-    await Bun.sleep(20)
-  }
-  return true
-}
 
 const bytesOf = async (path: string) => new Uint8Array(await Bun.file(path).arrayBuffer())
 const sha256 = (b: Uint8Array | string) => new Bun.CryptoHasher('sha256').update(b).digest('hex')
@@ -374,7 +366,7 @@ describe('upload', () => {
     } as RequestInit)
     await expect(res).rejects.toThrow()
     // The server notices the body ended early, removes the partial file and records nothing.
-    expect(await until(() => uploads().every((n) => before.has(n)))).toBe(true)
+    await until(() => uploads().every((n) => before.has(n)), 'the partial upload to be removed', 10_000)
     const [n] = await t.db.sql<{ n: number }[]>`select count(*)::int as n from datakits where name = 'Gone'`
     expect(n!.n).toBe(0)
   })
@@ -570,7 +562,7 @@ describe('changes and versions', () => {
     expect((await t.json('GET', `/api/datakits/${id}`, { token: alice.token })).status).toBe(404)
     // Files go in the delete's background work: await their removal (bounded).
     const left = () => stored().filter((n) => fileIds.has(n.replace(/\.parquet$/, '')))
-    await until(() => left().length === 0)
+    await until(() => left().length === 0, 'the files to be removed', 10_000)
     expect(left()).toEqual([])
   })
 
@@ -799,6 +791,6 @@ describe('memory', () => {
     // Deleting it stops its profiling (DuckDB is interrupted) and removes its files.
     expect((await t.json('DELETE', `/api/datakits/${r.body.data.id}`, { token: alice.token })).status).toBe(200)
     const gone = () => !existsSync(join(datakitDir, row!.fileId)) && !existsSync(join(datakitDir, `${row!.fileId}.parquet`))
-    expect(await until(gone)).toBe(true)
+    await until(gone, 'the file to be removed', 10_000)
   }, 120_000)
 })

@@ -21,6 +21,7 @@ import { multipartBytes, postUpload } from '../support/datakit-upload.ts'
 import { field } from '../support/datasets.ts'
 import { service } from '../support/services.ts'
 import { customers, houses, without, type Row } from '../support/tabular.ts'
+import { until } from '../support/until.ts'
 
 const dockerHost = service('docker', import.meta.file)
 const TEST_IMAGE = process.env.QUADRAX_TEST_IMAGE ?? 'quadrax/busybox:test'
@@ -63,15 +64,6 @@ async function api<T = any>(method: string, path: string, o: { token?: string; b
   return { status: res.status, body: text ? JSON.parse(text) : null }
 }
 
-async function until<T>(probe: () => Promise<T | undefined | false>, what: string, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await probe()
-    if (v !== undefined && v !== false) return v
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await Bun.sleep(50)
-  }
-}
 
 /** A READY DataKit holding `rows`, uploaded as CSV through /api/datakits/upload (profiled to Parquet by its feature). */
 async function datakit(owner: { token: string }, rows: Row[], name = `kit-${crypto.randomUUID().slice(0, 8)}`): Promise<string> {
@@ -87,7 +79,7 @@ async function datakit(owner: { token: string }, rows: Row[], name = `kit-${cryp
   const status = await until(async () => {
     const d = (await api('GET', `/api/datakits/${id}`, { token: owner.token })).body.data
     return d.status === 'PROCESSING' ? undefined : d.status
-  }, `DataKit ${id} to be profiled`)
+  }, `DataKit ${id} to be profiled`, 60_000)
   if (status !== 'READY') throw new Error(`DataKit ${id} is ${status}`)
   return id
 }
@@ -519,7 +511,7 @@ describe('cancel, timeout, responsiveness', () => {
 
   test('GET /health answers within 50 ms while a run trains; cancel stops it (CANCELLED), a second cancel is a 409', async () => {
     const run = await train(u.token, model.id, long())
-    await until(async () => (await api('GET', `/api/runs/${run.id}`, { token: u.token })).body.data.metrics.loss !== undefined, 'the first epoch')
+    await until(async () => (await api('GET', `/api/runs/${run.id}`, { token: u.token })).body.data.metrics.loss !== undefined, 'the first epoch', 60_000)
     expect((await api('GET', `/api/models/${model.id}`, { token: u.token })).body.data).toMatchObject({ status: 'TRAINING', activeRuns: 1 })
     // Over a real socket, so the request goes through the event loop the Worker keeps free.
     // The median, not the maximum: this machine is shared with other test runs, and one slow
@@ -542,7 +534,7 @@ describe('cancel, timeout, responsiveness', () => {
     expect(again.status).toBe(409)
     // No metric arrives after the cancel, and the model no longer counts the run as active.
     const n = (await api('GET', `/api/runs/${run.id}/metrics`, { token: u.token })).body.data.length
-    await until(async () => (await api('GET', `/api/models/${model.id}`, { token: u.token })).body.data.activeRuns === 0, 'active runs to drop')
+    await until(async () => (await api('GET', `/api/models/${model.id}`, { token: u.token })).body.data.activeRuns === 0, 'active runs to drop', 60_000)
     expect((await api('GET', `/api/runs/${run.id}/metrics`, { token: u.token })).body.data.length).toBe(n)
     expect((await api('GET', `/api/models/${model.id}/versions`, { token: u.token })).body.data).toEqual([])
     expect((await readdir(join(modelDir, model.id, 'runs')).catch(() => [])).length).toBe(0)
@@ -704,7 +696,7 @@ describe('restart', () => {
   test('a run whose server stopped mid-training is started again at the next boot (attempt 2) and finishes', async () => {
     const { token, modelId, kit } = deployedLater!
     const run = await train(token, modelId, { datakitId: kit, target: 'purchased', params: { epochs: 40, seed: 21 } })
-    await until(async () => (await api('GET', `/api/runs/${run.id}`, { token })).body.data.metrics.loss !== undefined, 'the first epoch')
+    await until(async () => (await api('GET', `/api/runs/${run.id}`, { token })).body.data.metrics.loss !== undefined, 'the first epoch', 60_000)
     await server.stop()
     // The stopped server left the run as it was: RUNNING, with the metrics of its first epochs.
     expect((await t.db.sql`select status from model_runs where id = ${run.id}`)[0]!.status).toBe('RUNNING')

@@ -8,6 +8,7 @@ import { createLogger } from '../../src/core/logger.ts'
 import { startServer, type RunningServer } from '../../src/server.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
 import { service } from '../support/services.ts'
+import { until } from '../support/until.ts'
 
 const redisUrl = service('redis', 'test/http/revocation.test.ts')
 
@@ -39,28 +40,20 @@ describe.if(Boolean(redisUrl))('revocation across nodes', () => {
     const u1 = await register('rev1@example.com')
     expect((await call(b, 'GET', '/api/auth/me', u1.token)).status).toBe(200) // B caches the session as live
     expect((await call(a, 'POST', '/api/auth/logout', u1.token)).status).toBe(200)
-    await until(async () => (await call(b, 'GET', '/api/auth/me', u1.token)).status === 401)
+    await until(async () => (await call(b, 'GET', '/api/auth/me', u1.token)).status === 401, 'the revocation to reach the other node', 5_000)
 
     // Password change on B revokes the session A knows.
     const u2 = await register('rev2@example.com')
     expect((await call(a, 'GET', '/api/auth/me', u2.token)).status).toBe(200)
     expect((await call(b, 'POST', '/api/auth/change-password', u2.token, { currentPassword: 'SecurePass123!', newPassword: 'OtherPass456!' })).status).toBe(200)
-    await until(async () => (await call(a, 'GET', '/api/auth/me', u2.token)).status === 401)
+    await until(async () => (await call(a, 'GET', '/api/auth/me', u2.token)).status === 401, 'the revocation to reach the other node', 5_000)
 
     // Deactivation by an admin on A; the user's live token on B stops working.
     const u3 = await register('rev3@example.com')
     expect((await call(b, 'GET', '/api/auth/me', u3.token)).status).toBe(200)
     const admin = ((await (await call(a, 'POST', '/api/auth/login', undefined, { email: 'admin@quadrax.local', password: 'AdminPass123!' })).json()) as any).data.token
     expect((await call(a, 'DELETE', `/api/users/${u3.user.id}`, admin)).status).toBe(200)
-    await until(async () => (await call(b, 'GET', '/api/auth/me', u3.token)).status === 401)
+    await until(async () => (await call(b, 'GET', '/api/auth/me', u3.token)).status === 401, 'the revocation to reach the other node', 5_000)
   })
 })
 
-/** Pub/sub delivery is asynchronous: poll for the condition (bounded), never sleep a fixed time. */
-async function until(fn: () => Promise<boolean>, timeoutMs = 5000) {
-  const end = Date.now() + timeoutMs
-  while (!(await fn())) {
-    if (Date.now() > end) throw new Error('condition not met within the deadline')
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}

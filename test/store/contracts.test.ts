@@ -7,6 +7,7 @@ import { MemoryRateLimitStore, RedisRateLimitStore, type RateLimitStore } from '
 import { createRedis, type Redis } from '../../src/store/redis.ts'
 import { MemoryCacheStore, RedisCacheStore, type CacheStore } from '../../src/store/response-cache.ts'
 import { service } from '../support/services.ts'
+import { until } from '../support/until.ts'
 
 const redisUrl = service('redis', 'test/store/contracts.test.ts')
 const prefix = `test-${crypto.randomUUID()}:`
@@ -26,14 +27,6 @@ if (redisUrl) {
   cacheStores.push(['redis', () => new RedisCacheStore(redis!, `${prefix}c:${crypto.randomUUID()}:`)])
 }
 
-/** Resolves once `fn` returns true (polled); no fixed sleeps. */
-async function until(fn: () => Promise<boolean>, timeoutMs = 5000) {
-  const end = Date.now() + timeoutMs
-  while (!(await fn())) {
-    if (Date.now() > end) throw new Error('condition not met in time')
-    await new Promise((r) => setTimeout(r, 5))
-  }
-}
 
 for (const [name, make] of rateStores) {
   describe(`rate limit store: ${name}`, () => {
@@ -61,7 +54,7 @@ for (const [name, make] of rateStores) {
       const s = make()
       await s.hit('w', 40, 1)
       expect((await s.hit('w', 40, 1)).allowed).toBe(false)
-      await until(async () => (await s.hit('w', 40, 1)).allowed)
+      await until(async () => (await s.hit('w', 40, 1)).allowed, 'a new window', 5_000)
     })
 
     test('concurrent hits are all counted', async () => {
@@ -108,7 +101,7 @@ for (const [name, make] of cacheStores) {
       const s = make()
       const { generation } = await s.get('t', 'k')
       await s.set('t', 'k', entry('old', 30), generation)
-      await until(async () => (await s.get('t', 'k')).entry === undefined)
+      await until(async () => (await s.get('t', 'k')).entry === undefined, 'the entry to expire', 5_000)
     })
   })
 }

@@ -10,6 +10,7 @@ import Dockerode from 'dockerode'
 import { DockerEngine, type DockerEngineOptions } from '../../src/actors/engines/containers.ts'
 import { LABELS } from '../../src/actors/engines/container-spec.ts'
 import { service } from './services.ts'
+export { until } from './until.ts'
 
 /** The image docker-up.sh imports from busybox-static. */
 export const TEST_IMAGE = process.env.QUADRAX_TEST_IMAGE ?? 'quadrax/busybox:test'
@@ -69,16 +70,3 @@ export function dockerTestEnv(file: string): DockerTestEnv | undefined {
   }
 }
 
-/**
- * Await a condition: calls `probe` until it returns something other than undefined/false,
- * or fails naming `what` after `timeoutMs`. The short pause only paces the polling.
- */
-export async function until<T>(probe: () => Promise<T | undefined | false> | T | undefined | false, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await probe()
-    if (v !== undefined && v !== false) return v
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await Bun.sleep(50)
-  }
-}
