@@ -444,6 +444,14 @@ async function handle<R extends ComputeCore, C, P>(
     state: t.changed || reconciled !== state.reconciled ? { row: t.row, reconciled } : undefined,
     reply: reply === undefined ? hooks.view(t.row) : reply,
   })
+  /** From CREATING, STOPPED or ERROR (start and restart alike): checks, quota, STARTING, then boot. */
+  const beginStart = async () => {
+    requireEngine(settings)
+    await checkPlacement(settings, t.row.runtime, t.row.resources.gpu)
+    await t.claimQuota(t.row.resources)
+    t.transition('STARTING', null, { lifecycle: {} })
+    ctx.self.tell({ type: 'boot' })
+  }
 
   if (msg.type === 'sync') {
     // A sync at boot, or the first turn of an activation, also re-drives a pending transition.
@@ -484,11 +492,7 @@ async function handle<R extends ComputeCore, C, P>(
         case 'CREATING':
         case 'STOPPED':
         case 'ERROR':
-          requireEngine(settings)
-          await checkPlacement(settings, t.row.runtime, t.row.resources.gpu)
-          await t.claimQuota(t.row.resources)
-          t.transition('STARTING', null, { lifecycle: {} })
-          ctx.self.tell({ type: 'boot' })
+          await beginStart()
           return done()
         default:
           return unreachable(t.row.status)
@@ -563,11 +567,7 @@ async function handle<R extends ComputeCore, C, P>(
         case 'CREATING':
         case 'STOPPED':
         case 'ERROR':
-          requireEngine(settings)
-          await checkPlacement(settings, t.row.runtime, t.row.resources.gpu)
-          await t.claimQuota(t.row.resources)
-          t.transition('STARTING', null, { lifecycle: {} })
-          ctx.self.tell({ type: 'boot' })
+          await beginStart()
           return done()
         default:
           return unreachable(t.row.status)

@@ -1,5 +1,6 @@
 /** Helpers of the actor runtime tests. */
 import { createLogger } from '../../src/core/logger.ts'
+import { until } from '../support/until.ts'
 
 export const logger = createLogger(process.env.LOG_LEVEL ?? 'silent')
 
@@ -8,17 +9,26 @@ export const logger = createLogger(process.env.LOG_LEVEL ?? 'silent')
  * `what`). For conditions another process or a timer brings about; never a fixed sleep.
  */
 export async function eventually<T>(what: string, check: () => T | Promise<T>, timeoutMs = 10_000, everyMs = 20): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs
+  // The shared poller (test/support/until.ts), plus: a throwing check counts as "not yet",
+  // and its last error is named if time runs out.
   let last: unknown
-  for (;;) {
-    try {
-      const v = await check()
-      if (v) return v as NonNullable<T>
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`)
-    await Bun.sleep(everyMs)
+  try {
+    return await until(
+      async () => {
+        try {
+          const v = await check()
+          return v ? (v as NonNullable<T>) : undefined
+        } catch (err) {
+          last = err
+          return undefined
+        }
+      },
+      what,
+      timeoutMs,
+      everyMs,
+    )
+  } catch (err) {
+    throw last ? new Error(`${(err as Error).message} (last error: ${String(last)})`) : err
   }
 }
 
