@@ -21,6 +21,11 @@ export interface Feature {
   routes?: Array<Elysia<any, any, any, any, any, any, any>>
   /** Who may subscribe to `<kind>:<id>` topics (admins always may). */
   topics?: Record<string, TopicAuthorizer>
+  /**
+   * Routes Bun's router serves ahead of Elysia (path → method → handler), for the hottest
+   * paths; each hands what it does not handle itself to `app.fetch`.
+   */
+  nativeRoutes?: (app: { fetch(request: Request): Response | Promise<Response> }) => Record<string, Record<string, (request: any, server: any) => Response | Promise<Response>>>
   /** Paths whose bodies are streamed uploads (exempt from the JSON body rules). */
   uploadPaths?: string[]
   /** Health probes this feature adds (name → check; undefined check = disabled). */

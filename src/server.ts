@@ -179,6 +179,9 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     modules: [wsRoutes(deps, hub, tickets), ...features.flatMap((f) => f.routes ?? []), ...(opts.modules ?? [])],
     uploadPaths: features.flatMap((f) => f.uploadPaths ?? []),
   })
+  const nativeRoutes = Object.assign({}, ...features.map((f) => f.nativeRoutes?.(app) ?? {}))
+  // Elysia merges these over its own routes on Bun's router when it listens.
+  if (Object.keys(nativeRoutes).length) app.config.serve = { ...app.config.serve, routes: nativeRoutes } as typeof app.config.serve
   app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: Math.max(config.maxFileSize + 1024 * 1024, 2 * 1024 * 1024) })
   const server = app.server!
   hub.start((topic, message) => void server.publish(topic, message))

@@ -35,7 +35,9 @@ export async function startBenchServer(opts: { dataDir: string; databaseUrl: str
   delete env.REDIS_URL
   if (opts.databaseUrl) env.DATABASE_URL = opts.databaseUrl
   else delete env.DATABASE_URL
-  const proc = Bun.spawn([process.execPath, join(import.meta.dir, '../../src/main.ts')], { env, stdout: 'ignore', stderr: 'inherit', cwd: opts.dataDir })
+  // BENCH_PROFILE=<dir>: the server writes a CPU profile (markdown and .cpuprofile) there on exit.
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-md', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []
+  const proc = Bun.spawn([process.execPath, ...profile, join(import.meta.dir, '../../src/main.ts')], { env, stdout: 'ignore', stderr: 'inherit', cwd: opts.dataDir })
   const base = `http://127.0.0.1:${port}`
   // /swagger/json rather than /health: /health is 503 while a configured service is down.
   await waitHealthy(`${base}/swagger/json`, proc)

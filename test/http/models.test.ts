@@ -331,6 +331,75 @@ describe('built-in training, versions, deployment, prediction', () => {
     expect((await predict('lunar')).status).toBe(200)
   }, LONG)
 
+  test("over HTTP, Bun's router serves predict ahead of Elysia with the same bytes, frame, limit, metrics and errors", async () => {
+    const url = `${server.url}/api/models/${model.id}/predict`
+    const origin = t.config.corsOrigins[0]!
+    const headers = { authorization: `Bearer ${u.token}`, 'content-type': 'application/json', origin }
+    const body = JSON.stringify({ inputs: { age: 35, income: 50000, location: 'urban' } })
+    const served = () => `http_request_duration_seconds_count{method="POST",route="/api/models/:id/predict",status="200"}`
+    // Elysia records a request in a setImmediate after its response; a turn of the event loop
+    // lets every one queued so far run (the served route records before it answers).
+    const count = async () => {
+      await new Promise((resolve) => setImmediate(resolve))
+      const text = await (await server.app.handle(new Request('http://localhost/metrics'))).text()
+      const line = text.split('\n').find((l) => l.startsWith(served()))
+      return line ? Number(line.split(' ').pop()) : 0
+    }
+    const before = await count()
+    const fast = await fetch(url, { method: 'POST', headers: { ...headers, 'x-request-id': 'served-1' }, body })
+    const pipeline = await server.app.handle(new Request(url, { method: 'POST', headers: { ...headers, 'x-request-id': 'pipeline-1' }, body }))
+    const again = await fetch(url, { method: 'POST', headers, body })
+    expect([fast.status, pipeline.status, again.status]).toEqual([200, 200, 200])
+    const text = await fast.text()
+    expect(text).toBe(await pipeline.text())
+    expect(JSON.parse(text).data).toMatchObject({ modelId: model.id, version: 1, prediction: { class: expect.anything() } })
+    // The same frame: every header but the request's own id and its place in the rate limit.
+    const own = new Set(['x-request-id', 'ratelimit-remaining', 'date', 'content-length'])
+    const frame = (r: Response) => [...r.headers].filter(([k]) => !own.has(k)).sort()
+    expect(frame(fast)).toEqual(frame(pipeline))
+    expect(fast.headers.get('x-request-id')).toBe('served-1')
+    expect(again.headers.get('x-request-id')).toMatch(/^[A-Za-z0-9_-]+-[0-9a-z]+$/)
+    expect(fast.headers.get('access-control-allow-origin')).toBe(origin)
+    expect(fast.headers.get('x-content-type-options')).toBe('nosniff')
+    // One limit for both: each request took one hit of it.
+    const remaining = [fast, pipeline, again].map((r) => Number(r.headers.get('ratelimit-remaining')))
+    expect(remaining).toEqual([remaining[0]!, remaining[0]! - 1, remaining[0]! - 2])
+    expect(await count()).toBe(before + 3)
+
+    // Errors come in the envelope, from the served route or from the pipeline it hands over to.
+    const post = (b: string, h: Record<string, string> = headers) => fetch(url, { method: 'POST', headers: h, body: b })
+    const expectError = async (res: Response, status: number, error: string, field?: string) => {
+      expect(res.status).toBe(status)
+      expect(res.headers.get('x-content-type-options')).toBe('nosniff')
+      expect(res.headers.get('x-request-id')).toBeTruthy()
+      const e = (await res.json()) as any
+      expect(e).toMatchObject({ success: false, error })
+      if (field) expect(e.details.map((d: any) => d.field)).toContain(field)
+    }
+    await expectError(await post('{"inputs": {'), 400, 'Malformed request body', 'body')
+    await expectError(await post(''), 400, 'Validation failed')
+    await expectError(await post(JSON.stringify({ inputs: { age: 35, income: 50000, location: 'urban' }, extra: 1 })), 400, 'Validation failed')
+    await expectError(await post(JSON.stringify({ inputs: { age: 'old', income: 50000, location: 'urban' } })), 422, 'Invalid model inputs', 'age')
+    await expectError(await post(body, { ...headers, 'content-type': 'text/plain' }), 415, 'Content-Type must be application/json')
+    await expectError(await post(body, { 'content-type': 'application/json' }), 401, 'Authentication required')
+    const stranger = await t.user()
+    await expectError(await post(body, { ...headers, authorization: `Bearer ${stranger.token}` }), 404, 'Model not found')
+
+    // Past the limit: a 429 with Retry-After, and the limit is the user's, not the route's.
+    const { windowMs, max } = t.config.rateLimit
+    const key = `api:u:${u.id}`
+    try {
+      for (let used = max - Number(again.headers.get('ratelimit-remaining')); used < max; used++) await server.deps.rateLimits.hit(key, windowMs, max)
+      const limited = await post(body)
+      expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0)
+      expect(limited.headers.get('ratelimit-remaining')).toBe('0')
+      await expectError(limited, 429, 'Too many requests, please try again later')
+    } finally {
+      await server.deps.rateLimits.reset(key)
+    }
+    expect((await post(body)).status).toBe(200)
+  })
+
   test('batch forms (inputs list, instances, dataframe_records, dataframe_split) give the same predictions', async () => {
     const rows = without(customers({ rows: 5, seed: 9 }), 'purchased')
     const columns = ['age', 'income', 'location']

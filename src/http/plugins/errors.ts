@@ -45,36 +45,47 @@ export function validationDetails(err: ElysiaValidationError, where: string): Er
 const envelope = (error: string, details: ErrorDetail[], requestId?: string) =>
   JSON.stringify({ success: false, error, details, ...(requestId ? { requestId } : {}) })
 
+/**
+ * The response for an error raised outside Elysia's pipeline (a route served ahead of it):
+ * an exposed AppError keeps its status, message, details and headers; anything else is a
+ * logged 500 with the request id and no internals, as in the handler below.
+ */
+export function errorResponse(deps: AppDeps, request: Request, error: unknown, own: Record<string, string>): Response {
+  const headers = { ...own, 'content-type': 'application/json' }
+  if (error instanceof AppError && error.expose) {
+    Object.assign(headers, error.headers)
+    return encode(request, envelope(error.message, error.details), error.status, headers)
+  }
+  const meta = requestMeta(request)
+  deps.logger.error({ err: error, reqId: meta.id, method: request.method, url: request.url }, 'unhandled error')
+  return encode(request, envelope('Internal server error', [], meta.id), 500, headers)
+}
+
 export function errorHandler(deps: AppDeps) {
   return (app: Elysia) =>
     app.onError(({ code, error: raised, request, set }) => {
-      const meta = requestMeta(request)
       // Elysia wraps what a body parser throws in a ParseError; our own errors keep their status.
       const cause = (raised as { cause?: unknown }).cause
       const error = code === 'PARSE' && cause instanceof AppError ? cause : raised
-      const headers = { ...(set.headers as Record<string, string>), 'content-type': 'application/json' }
-      let status = 500
-      let body: string
-      if (error instanceof AppError && error.expose) {
-        status = error.status
-        Object.assign(headers, error.headers)
-        body = envelope(error.message, error.details)
-      } else if (code === 'VALIDATION') {
-        status = 400
-        const err = error as ElysiaValidationError
-        const where = err.type === 'body' ? 'body' : err.type
-        body = envelope('Validation failed', validationDetails(err, where))
-      } else if (code === 'NOT_FOUND') {
-        status = 404
-        body = envelope('Route not found', [])
-      } else if (code === 'PARSE') {
-        status = 400
-        body = envelope('Malformed request body', [{ field: 'body', message: 'Body could not be parsed as JSON' }])
+      const own = set.headers as Record<string, string>
+      let res: Response
+      if ((error instanceof AppError && error.expose) || !(code === 'VALIDATION' || code === 'NOT_FOUND' || code === 'PARSE')) {
+        res = errorResponse(deps, request, error, own)
       } else {
-        deps.logger.error({ err: error, reqId: meta.id, method: request.method, url: request.url }, 'unhandled error')
-        body = envelope('Internal server error', [], meta.id)
+        const headers = { ...own, 'content-type': 'application/json' }
+        let body: string
+        if (code === 'VALIDATION') {
+          const err = error as ElysiaValidationError
+          const where = err.type === 'body' ? 'body' : err.type
+          body = envelope('Validation failed', validationDetails(err, where))
+        } else if (code === 'NOT_FOUND') {
+          body = envelope('Route not found', [])
+        } else {
+          body = envelope('Malformed request body', [{ field: 'body', message: 'Body could not be parsed as JSON' }])
+        }
+        res = encode(request, body, code === 'NOT_FOUND' ? 404 : 400, headers)
       }
-      set.status = status
-      return encode(request, body, status, headers)
+      set.status = res.status
+      return res
     })
 }

@@ -29,16 +29,22 @@ function take(deps: AppDeps, name: string, key: string, windowMs: number, max: n
   return store.hit(key, windowMs, max).then((r) => apply(deps, name, r, windowMs, set))
 }
 
+/**
+ * Count one hit of the API-wide limit for `p` (or the client's IP when anonymous), with its
+ * RateLimit-* headers written into `set.headers`; throws the 429 past the limit.
+ */
+export function apiLimit(deps: AppDeps, request: Request, set: { headers: unknown }, p: Principal | null): void | Promise<void> {
+  const { windowMs, max } = deps.config.rateLimit
+  return take(deps, 'api', p ? `api:u:${p.userId}` : `api:ip:${clientIp(request)}`, windowMs, max, set)
+}
+
 /** The API-wide limit, on every /api route. */
 export function apiRateLimit(deps: AppDeps) {
-  const { windowMs, max } = deps.config.rateLimit
-  const limit = (request: Request, set: { headers: unknown }, p: Principal | null) =>
-    take(deps, 'api', p ? `api:u:${p.userId}` : `api:ip:${clientIp(request)}`, windowMs, max, set)
   return (app: Elysia) =>
     app.onBeforeHandle({ as: 'global' }, ({ request, set, path }) => {
       if (!path.startsWith('/api/')) return
       const p = principalOf(deps, request)
-      return p instanceof Promise ? p.then((v) => limit(request, set, v)) : limit(request, set, p)
+      return p instanceof Promise ? p.then((v) => apiLimit(deps, request, set, v)) : apiLimit(deps, request, set, p)
     })
 }
 

@@ -87,7 +87,7 @@ export function secure(res: Response): Response {
 // The Swagger UI page loads its script and styles from a CDN.
 const SWAGGER_CSP = "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; frame-ancestors 'none'"
 
-const JSON_BODY_LIMIT = 1024 * 1024
+export const JSON_BODY_LIMIT = 1024 * 1024
 const GZIP_MIN = 1024
 
 export interface RequestFrameOptions {
@@ -95,38 +95,83 @@ export interface RequestFrameOptions {
   uploadPaths?: string[]
 }
 
-export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
+/**
+ * What every response of this app carries and every request leaves behind, as functions the
+ * Elysia hooks below and a route served ahead of Elysia (src/http/predict-route.ts) share.
+ */
+export interface Frame {
+  /**
+   * Start a request: its id (a valid X-Request-Id is kept), start time and socket. Returns
+   * the headers its response carries besides the security headers (X-Request-Id, CORS), and
+   * whether its Origin is allowed.
+   */
+  begin(request: Request, server: Server<unknown> | null): { headers: Record<string, string>; cors: boolean }
+  /** A finished request: its duration by route and status, and the log line at info. */
+  finish(request: Request, route: string, status: number): void
+}
+
+const frames = new WeakMap<AppDeps, Frame>()
+
+/** The frame of the app built with `deps` (one per app, built on first use). */
+export function frameOf(deps: AppDeps): Frame {
+  let frame = frames.get(deps)
+  if (!frame) {
+    frame = createFrame(deps)
+    frames.set(deps, frame)
+  }
+  return frame
+}
+
+function createFrame(deps: AppDeps): Frame {
   const { config, logger, metrics } = deps
   const origins = new Set(config.corsOrigins)
   const anyOrigin = origins.has('*')
-  const uploadPaths = opts.uploadPaths ?? []
   trustProxy = config.trustProxy
-  const observe = (method: string, route: string, status: number, seconds: number) => {
-    const st = String(status)
-    metrics.httpDuration.observe(`${method} ${route} ${st}`, [method, route, st], seconds)
+  return {
+    begin(request, server) {
+      const given = request.headers.get('x-request-id')
+      const meta: RequestMeta = { id: given && REQUEST_ID.test(given) ? given : nextRequestId(), start: performance.now(), ip: undefined, server }
+      metas.set(request, meta)
+      const headers: Record<string, string> = { 'x-request-id': meta.id }
+      const origin = request.headers.get('origin')
+      const cors = !!origin && (anyOrigin || origins.has(origin))
+      if (cors) {
+        headers['access-control-allow-origin'] = origin!
+        headers['access-control-allow-credentials'] = 'true'
+        headers['access-control-expose-headers'] = 'X-Request-Id, ETag, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset'
+        headers.vary = 'Origin'
+      }
+      return { headers, cors }
+    },
+    finish(request, route, status) {
+      const meta = metas.get(request)
+      if (!meta) return
+      const seconds = (performance.now() - meta.start) / 1000
+      const method = request.method
+      const st = String(status)
+      metrics.httpDuration.observe(`${method} ${route} ${st}`, [method, route, st], seconds)
+      if (logger.isLevelEnabled('info')) {
+        logger.info({ reqId: meta.id, method, route, status, ms: Math.round(seconds * 1e5) / 100, ip: clientIp(request) }, 'request')
+      }
+    },
   }
+}
 
-  const corsHeaders = (origin: string | null): Record<string, string> | undefined => {
-    if (!origin || !(anyOrigin || origins.has(origin))) return undefined
-    return {
-      'access-control-allow-origin': origin,
-      'access-control-allow-credentials': 'true',
-      'access-control-expose-headers': 'X-Request-Id, ETag, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset',
-      vary: 'Origin',
-    }
-  }
+/** A JSON body's Content-Type (parameters such as charset allowed). */
+export function isJsonType(type: string | null): boolean {
+  return type !== null && type.toLowerCase().startsWith('application/json')
+}
+
+export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
+  const uploadPaths = opts.uploadPaths ?? []
+  const frame = frameOf(deps)
 
   return (app: Elysia) =>
     app
       .onRequest(({ request, set, server }) => {
-        const given = request.headers.get('x-request-id')
-        const meta: RequestMeta = { id: given && REQUEST_ID.test(given) ? given : nextRequestId(), start: performance.now(), ip: undefined, server: server as Server<unknown> | null }
-        metas.set(request, meta)
+        const { headers, cors } = frame.begin(request, server as Server<unknown> | null)
         const h = set.headers as Record<string, string>
-        h['x-request-id'] = meta.id
-        const origin = request.headers.get('origin')
-        const cors = corsHeaders(origin)
-        if (cors) Object.assign(h, cors)
+        Object.assign(h, headers)
         const url = request.url
         const pathStart = url.indexOf('/', 8)
         // The Swagger UI page is a static Response, which Elysia serves without running the
@@ -147,7 +192,7 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
           const len = Number(request.headers.get('content-length') ?? 0)
           if (len > JSON_BODY_LIMIT) throw new AppError('payload_too_large', `Request body exceeds ${JSON_BODY_LIMIT} bytes`, { status: 413 })
           const type = request.headers.get('content-type')
-          if (type && !type.toLowerCase().startsWith('application/json')) {
+          if (type && !isJsonType(type)) {
             throw new AppError('unsupported_media_type', 'Content-Type must be application/json', { status: 415 })
           }
         }
@@ -162,17 +207,16 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
         const declared = request.headers.get('content-length')
         const text = declared !== null && Number(declared) <= JSON_BODY_LIMIT ? await request.text() : await readLimited(request.body, JSON_BODY_LIMIT)
         if (text === '') return undefined
-        try {
-          return JSON.parse(text)
-        } catch {
-          throw new AppError('malformed_body', 'Malformed request body', { status: 400, details: [{ field: 'body', message: 'Body could not be parsed as JSON' }] })
-        }
+        return parseJsonBody(text)
       })
       .mapResponse({ as: 'global' }, ({ request, responseValue, set }) => {
         if (responseValue instanceof Response) return secure(responseValue)
         let body: string | Uint8Array
         const h = set.headers as Record<string, string>
-        if (typeof responseValue === 'string' || responseValue instanceof Uint8Array) body = responseValue
+        if (typeof responseValue === 'string') {
+          // A handler that serialised its own JSON (and said so) is gzipped like any other.
+          body = h['content-type'] === 'application/json' ? encodeBody(request, responseValue, h) : responseValue
+        } else if (responseValue instanceof Uint8Array) body = responseValue
         else if (responseValue !== null && typeof responseValue === 'object') {
           h['content-type'] = 'application/json'
           body = encodeBody(request, JSON.stringify(responseValue), h)
@@ -186,16 +230,17 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
         return res
       })
       .onAfterResponse({ as: 'global' }, ({ request, route, set }) => {
-        const meta = metas.get(request)
-        if (!meta) return
-        const seconds = (performance.now() - meta.start) / 1000
-        const status = typeof set.status === 'number' ? set.status : 200
-        const r = route || 'unmatched'
-        observe(request.method, r, status, seconds)
-        if (logger.isLevelEnabled('info')) {
-          logger.info({ reqId: meta.id, method: request.method, route: r, status, ms: Math.round(seconds * 1e5) / 100, ip: clientIp(request) }, 'request')
-        }
+        frame.finish(request, route || 'unmatched', typeof set.status === 'number' ? set.status : 200)
       })
+}
+
+/** A JSON request body, or the 400 every route answers for one that is not JSON. */
+export function parseJsonBody(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw new AppError('malformed_body', 'Malformed request body', { status: 400, details: [{ field: 'body', message: 'Body could not be parsed as JSON' }] })
+  }
 }
 
 async function readLimited(body: ReadableStream<Uint8Array>, limit: number): Promise<string> {
