@@ -1,7 +1,9 @@
 /**
  * Shared load-generation for the HTTP benchmarks: wrk when installed (lighter on a 2-core
- * machine), otherwise autocannon's CLI under Node. Every target is loaded with the same
- * client, connection count and duration, so ratios compare like with like.
+ * machine), otherwise autocannon's CLI under Node; BENCH_TOOL=wrk|autocannon chooses. Every
+ * target is loaded with the same client, connection count and duration, so ratios compare
+ * like with like — but not across tools: autocannon's own CPU caps the raw baseline (about
+ * 90k req/s here against wrk's 160k), so its ratios come out higher.
  */
 import { rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -23,7 +25,10 @@ export interface LoadOptions {
   body?: string
 }
 
-const wrk = Bun.which('wrk')
+const chosen = process.env.BENCH_TOOL
+if (chosen !== undefined && chosen !== 'wrk' && chosen !== 'autocannon') throw new Error(`BENCH_TOOL must be wrk or autocannon, not ${JSON.stringify(chosen)}`)
+const wrk = chosen === 'autocannon' ? null : Bun.which('wrk')
+if (chosen === 'wrk' && !wrk) throw new Error('BENCH_TOOL=wrk but wrk is not installed (apt-get install wrk)')
 export const loadTool = wrk ? 'wrk' : 'autocannon'
 
 function ms(text: string): number {

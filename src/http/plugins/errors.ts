@@ -6,7 +6,7 @@
 import type { Elysia, ValidationError as ElysiaValidationError } from 'elysia'
 import { AppError, type ErrorDetail } from '../../core/errors.ts'
 import type { AppDeps } from '../context.ts'
-import { encode, requestMeta } from './request.ts'
+import { encode, frameOf, requestMeta } from './request.ts'
 
 type ValueErrorLike = { path: string; message: string; schema?: { error?: unknown; format?: string; minLength?: number; maxLength?: number }; value?: unknown }
 
@@ -63,7 +63,7 @@ export function errorResponse(deps: AppDeps, request: Request, error: unknown, o
 
 export function errorHandler(deps: AppDeps) {
   return (app: Elysia) =>
-    app.onError(({ code, error: raised, request, set }) => {
+    app.onError(({ code, error: raised, request, set, route }) => {
       // Elysia wraps what a body parser throws in a ParseError; our own errors keep their status.
       const cause = (raised as { cause?: unknown }).cause
       const error = code === 'PARSE' && cause instanceof AppError ? cause : raised
@@ -86,6 +86,7 @@ export function errorHandler(deps: AppDeps) {
         res = encode(request, body, code === 'NOT_FOUND' ? 404 : 400, headers)
       }
       set.status = res.status
+      frameOf(deps).finish(request, route || 'unmatched', res.status)
       return res
     })
 }

@@ -10,6 +10,8 @@ import type { AppDeps } from '../context.ts'
 interface RequestMeta {
   id: string
   start: number
+  /** Recorded (metric and log line) already: the error handler's response may pass mapResponse too. */
+  done?: boolean
   /** Resolved on first use: most requests never need it. */
   ip: string | undefined
   server: Server<unknown> | null
@@ -106,7 +108,7 @@ export interface Frame {
    * whether its Origin is allowed.
    */
   begin(request: Request, server: Server<unknown> | null): { headers: Record<string, string>; cors: boolean }
-  /** A finished request: its duration by route and status, and the log line at info. */
+  /** A finished request: its duration by route and status, and the log line at info (once). */
   finish(request: Request, route: string, status: number): void
 }
 
@@ -145,7 +147,8 @@ function createFrame(deps: AppDeps): Frame {
     },
     finish(request, route, status) {
       const meta = metas.get(request)
-      if (!meta) return
+      if (!meta || meta.done) return
+      meta.done = true
       const seconds = (performance.now() - meta.start) / 1000
       const method = request.method
       const st = String(status)
@@ -179,10 +182,14 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
         if (url.startsWith('/swagger', pathStart)) Object.assign(h, SECURITY_HEADERS, { 'content-security-policy': SWAGGER_CSP })
 
         if (request.method === 'OPTIONS' && request.headers.has('access-control-request-method')) {
-          if (!cors) return respond(null, 403, h)
+          if (!cors) {
+            frame.finish(request, 'preflight', 403)
+            return respond(null, 403, h)
+          }
           h['access-control-allow-methods'] = 'GET, POST, PUT, PATCH, DELETE, OPTIONS'
           h['access-control-allow-headers'] = request.headers.get('access-control-request-headers') ?? 'Authorization, Content-Type'
           h['access-control-max-age'] = '600'
+          frame.finish(request, 'preflight', 204)
           return respond(null, 204, h)
         }
 
@@ -209,8 +216,14 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
         if (text === '') return undefined
         return parseJsonBody(text)
       })
-      .mapResponse({ as: 'global' }, ({ request, responseValue, set }) => {
-        if (responseValue instanceof Response) return secure(responseValue)
+      .mapResponse({ as: 'global' }, ({ request, responseValue, set, route }) => {
+        // Each request is recorded here or in the error handler (src/http/plugins/errors.ts),
+        // as its response is made: an afterResponse hook costs every request a setImmediate
+        // and a closure.
+        if (responseValue instanceof Response) {
+          frame.finish(request, route || 'unmatched', responseValue.status)
+          return secure(responseValue)
+        }
         let body: string | Uint8Array
         const h = set.headers as Record<string, string>
         if (typeof responseValue === 'string') {
@@ -227,10 +240,8 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
         // with empty set.headers and status 200 it passes the Response through untouched.
         const res = respond(body, status, h)
         set.headers = {}
+        frame.finish(request, route || 'unmatched', status)
         return res
-      })
-      .onAfterResponse({ as: 'global' }, ({ request, route, set }) => {
-        frame.finish(request, route || 'unmatched', typeof set.status === 'number' ? set.status : 200)
       })
 }
 
