@@ -99,7 +99,7 @@ export interface RequestFrameOptions {
 
 /**
  * What every response of this app carries and every request leaves behind, as functions the
- * Elysia hooks below and a route served ahead of Elysia (src/http/predict-route.ts) share.
+ * Elysia hooks below and a route served ahead of Elysia (src/http/predict.ts) share.
  */
 export interface Frame {
   /**
@@ -233,7 +233,11 @@ export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
         else if (responseValue !== null && typeof responseValue === 'object') {
           h['content-type'] = 'application/json'
           body = encodeBody(request, JSON.stringify(responseValue), h)
-        } else return
+        } else {
+          // Nothing to encode (no body): Elysia answers it as it is.
+          frame.finish(request, route || 'unmatched', typeof set.status === 'number' ? set.status : 200)
+          return
+        }
         h['content-type'] ??= 'text/plain; charset=utf-8'
         const status = typeof set.status === 'number' ? set.status : 200
         // Build the Response here, from the template, and hand Elysia nothing left to merge:
