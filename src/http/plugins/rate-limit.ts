@@ -10,11 +10,16 @@ import { principalOf, type AppDeps } from '../context.ts'
 import type { Principal } from '../auth/sessions.ts'
 import { clientIp } from './request.ts'
 
+// Header values are small numbers that repeat: the limit on every request, the seconds to
+// the reset within a window; remember their text rather than make it per request.
+const texts: string[] = []
+const text = (n: number): string => (n < 4096 ? (texts[n] ??= String(n)) : String(n))
+
 function apply(deps: AppDeps, name: string, r: RateLimitResult, windowMs: number, set: { headers: unknown }) {
   const h = set.headers as Record<string, string>
-  h['ratelimit-limit'] = String(r.limit)
-  h['ratelimit-remaining'] = String(r.remaining)
-  h['ratelimit-reset'] = String(Math.ceil(r.resetMs / 1000))
+  h['ratelimit-limit'] = text(r.limit)
+  h['ratelimit-remaining'] = text(r.remaining)
+  h['ratelimit-reset'] = text(Math.ceil(r.resetMs / 1000))
   if (!r.allowed) {
     deps.metrics.rateLimited.inc({ limit: name })
     const retry = Math.max(1, Math.ceil(r.resetMs / 1000))
@@ -35,7 +40,19 @@ function take(deps: AppDeps, name: string, key: string, windowMs: number, max: n
  */
 export function apiLimit(deps: AppDeps, request: Request, set: { headers: unknown }, p: Principal | null): void | Promise<void> {
   const { windowMs, max } = deps.config.rateLimit
-  return take(deps, 'api', p ? `api:u:${p.userId}` : `api:ip:${clientIp(request)}`, windowMs, max, set)
+  return take(deps, 'api', p ? userKey(p.userId) : `api:ip:${clientIp(request)}`, windowMs, max, set)
+}
+
+// The same key string for a user's every request: a store's map then finds it by a hash the
+// string already carries, instead of hashing a new one (bounded: dropped when it grows large).
+const userKeys = new Map<string, string>()
+function userKey(userId: string): string {
+  let key = userKeys.get(userId)
+  if (key === undefined) {
+    if (userKeys.size >= 100_000) userKeys.clear()
+    userKeys.set(userId, (key = `api:u:${userId}`))
+  }
+  return key
 }
 
 /** The API-wide limit, on every /api route. */
