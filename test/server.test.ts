@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { loadConfig } from '../src/config.ts'
 import { resolveJwtSecret } from '../src/server.ts'
 import { testDatabase } from './support/db.ts'
+import { until } from './support/until.ts'
 
 const dirs: string[] = []
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })))
@@ -16,18 +17,15 @@ const tmp = () => {
 }
 
 async function waitForHealth(url: string, proc: Bun.Subprocess, deadlineMs = 30_000): Promise<void> {
-  const end = Date.now() + deadlineMs
-  while (Date.now() < end) {
-    if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}`)
-    try {
-      const r = await fetch(`${url}/health`)
-      if (r.status === 200) return
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error('server did not become healthy')
+  await until(
+    async () => {
+      if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}`)
+      return (await fetch(`${url}/health`).catch(() => undefined))?.status === 200
+    },
+    'the server to become healthy',
+    deadlineMs,
+    50,
+  )
 }
 
 async function freePort(): Promise<number> {

@@ -17,6 +17,7 @@ import { shardOf, type ClusterStatus } from '../../src/actors/runtime/index.ts'
 import { readOutbox } from '../../src/store/outbox.ts'
 import { ensureCounterTable } from './counter.ts'
 import { eventually, range } from './support.ts'
+import { until } from '../support/until.ts'
 
 const redisUrl = service('redis', import.meta.file)
 const SHARDS = 16
@@ -174,8 +175,9 @@ describe.skipIf(!redisUrl)('cluster of node processes', () => {
     await Promise.all(
       nodes.map(async (n) => {
         if (n.alive) n.proc.kill('SIGTERM')
-        const exited = await Promise.race([n.proc.exited, Bun.sleep(10_000).then(() => 'slow')])
-        if (exited === 'slow') n.proc.kill('SIGKILL')
+        // A node that hangs at teardown is killed rather than holding the suite.
+        await until(() => n.proc.exitCode !== null || n.proc.signalCode !== null, `${n.id} to exit`, 10_000).catch(() => n.proc.kill('SIGKILL'))
+        await n.proc.exited
       }),
     )
     if (redisUrl) {

@@ -56,6 +56,8 @@ const picky = defineActor({
 })
 
 /** Long work in the background, reported back with ctx.self.tell; state in actor_state. */
+// The test decides when the background work finishes, so it can see the actor running first.
+const jobWork = Promise.withResolvers<void>()
 const job = defineActor({
   kind: 'job',
   messages: T.Union([
@@ -69,7 +71,7 @@ const job = defineActor({
       case 'start':
         await ctx.tx`insert into test_ledger (actor, note) values (${ctx.id}, ${'started'})`
         ctx.background(async () => {
-          await Bun.sleep(20) // the stand-in for minutes of training
+          await jobWork.promise // the stand-in for minutes of training
           ctx.self.tell({ type: 'done', result: msg.input * 2 })
         })
         return { state: { status: 'running' }, reply: 'started' }
@@ -184,6 +186,9 @@ describe('turns', () => {
   test('ctx.tx writes commit with the turn; background work reports back with self.tell', async () => {
     expect(await system.ask('job', 'j1', { type: 'start', input: 21 })).toBe('started')
     expect([...(await db.sql`select note from test_ledger where actor = 'j1'`)]).toEqual([{ note: 'started' }])
+    // The turn committed and answered without waiting for its background work.
+    expect(await system.ask('job', 'j1', { type: 'get' })).toEqual({ status: 'running' })
+    jobWork.resolve()
     await eventually('the background task to report back', async () => {
       const state = (await system.ask('job', 'j1', { type: 'get' })) as { status: string; result?: number }
       return state.status === 'done' && state.result === 42

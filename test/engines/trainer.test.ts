@@ -306,7 +306,7 @@ describe('running off the event loop', () => {
     const httpLatencies: number[] = []
     for (let i = 0; i < 40; i++) {
       const t0 = performance.now()
-      await new Promise((r) => setTimeout(r, 0))
+      await new Promise((r) => setImmediate(r))
       timerDelays.push(performance.now() - t0)
       const t1 = performance.now()
       const res = await fetch(server.url)
