@@ -40,6 +40,37 @@ import { defineActor, type ActorKind, type ActorSystem, type TurnContext } from 
 
 export type ComputeKind = 'workstation' | 'vm'
 
+const viewTime = T.Union([T.String(), T.Null()])
+/** How every compute entity shows its status, owner, container and times in the API. */
+export const ComputeViewFields = {
+  status: T.Union([T.Literal('CREATING'), T.Literal('STOPPED'), T.Literal('STARTING'), T.Literal('RUNNING'), T.Literal('STOPPING'), T.Literal('ERROR')]),
+  statusReason: T.Union([T.String(), T.Null()]),
+  ownerId: T.String(),
+  containerId: T.Union([T.String(), T.Null()]),
+  lastActivityAt: viewTime,
+  startedAt: viewTime,
+  stoppedAt: viewTime,
+  createdAt: T.String(),
+  updatedAt: T.String(),
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null)
+
+/** The ComputeViewFields of a row. */
+export function computeViewFields(r: ComputeCore) {
+  return {
+    status: r.status,
+    statusReason: r.statusReason,
+    ownerId: r.ownerId,
+    containerId: r.containerId,
+    lastActivityAt: iso(r.lastActivityAt),
+    startedAt: iso(r.startedAt),
+    stoppedAt: iso(r.stoppedAt),
+    createdAt: r.createdAt.toISOString(),
+    updatedAt: r.updatedAt.toISOString(),
+  }
+}
+
 /** Resources as messages carry them (the guide's units: cores, MB). */
 export const ResourcesMessage = T.Object({
   cpu: T.Number({ exclusiveMinimum: 0, maximum: 256 }),

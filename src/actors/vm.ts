@@ -8,7 +8,7 @@ import { Type as T, type Static } from '@sinclair/typebox'
 import type { ActorKind } from './runtime/index.ts'
 import * as store from '../store/vms.ts'
 import type { VmRow } from '../store/vms.ts'
-import { defineComputeActor, type ComputeMessage, type ComputeSettings, type ComputeState } from './container-lifecycle.ts'
+import { computeViewFields, ComputeViewFields, defineComputeActor, type ComputeMessage, type ComputeSettings, type ComputeState } from './container-lifecycle.ts'
 
 export namespace VmModel {
   export const size = T.Object(
@@ -34,7 +34,6 @@ export namespace VmModel {
   )
   export type patch = Static<typeof patch>
 
-  const time = T.Union([T.String(), T.Null()])
   /** A VM as the API shows it; `runtime` is the engine runtime it runs under. */
   export const vm = T.Object({
     id: T.String(),
@@ -43,20 +42,10 @@ export namespace VmModel {
     image: T.String(),
     runtime: T.String(),
     size: T.Object({ cpu: T.Number(), memory: T.Integer(), disk: T.Integer(), gpu: T.Boolean() }),
-    status: T.Union([T.Literal('CREATING'), T.Literal('STOPPED'), T.Literal('STARTING'), T.Literal('RUNNING'), T.Literal('STOPPING'), T.Literal('ERROR')]),
-    statusReason: T.Union([T.String(), T.Null()]),
-    ownerId: T.String(),
-    containerId: T.Union([T.String(), T.Null()]),
-    lastActivityAt: time,
-    startedAt: time,
-    stoppedAt: time,
-    createdAt: T.String(),
-    updatedAt: T.String(),
+    ...ComputeViewFields,
   })
   export type vm = Static<typeof vm>
 }
-
-const iso = (d: Date | null) => (d ? d.toISOString() : null)
 
 export function vmView(v: VmRow): VmModel.vm {
   return {
@@ -66,15 +55,7 @@ export function vmView(v: VmRow): VmModel.vm {
     image: v.image,
     runtime: v.runtime,
     size: { cpu: v.resources.cpu, memory: v.resources.memory, disk: v.resources.storage, gpu: v.resources.gpu },
-    status: v.status,
-    statusReason: v.statusReason,
-    ownerId: v.ownerId,
-    containerId: v.containerId,
-    lastActivityAt: iso(v.lastActivityAt),
-    startedAt: iso(v.startedAt),
-    stoppedAt: iso(v.stoppedAt),
-    createdAt: v.createdAt.toISOString(),
-    updatedAt: v.updatedAt.toISOString(),
+    ...computeViewFields(v),
   }
 }
 

@@ -8,7 +8,7 @@ import { Type as T, type Static } from '@sinclair/typebox'
 import type { ActorKind } from './runtime/index.ts'
 import * as store from '../store/workstations.ts'
 import type { WorkstationRow } from '../store/workstations.ts'
-import { defineComputeActor, type ComputeMessage, type ComputeSettings, type ComputeState } from './container-lifecycle.ts'
+import { computeViewFields, ComputeViewFields, defineComputeActor, type ComputeMessage, type ComputeSettings, type ComputeState } from './container-lifecycle.ts'
 
 export namespace WorkstationModel {
   export const fn = T.Union([T.Literal('DEVELOPMENT'), T.Literal('TRAINING'), T.Literal('PROCESSING')], {
@@ -48,8 +48,6 @@ export namespace WorkstationModel {
   )
   export type patch = Static<typeof patch>
 
-  const status = T.Union([T.Literal('CREATING'), T.Literal('STOPPED'), T.Literal('STARTING'), T.Literal('RUNNING'), T.Literal('STOPPING'), T.Literal('ERROR')])
-  const time = T.Union([T.String(), T.Null()])
   /** A workstation as the API shows it. */
   export const workstation = T.Object({
     id: T.String(),
@@ -59,20 +57,10 @@ export namespace WorkstationModel {
     nature: T.Array(T.String()),
     resources: T.Object({ cpu: T.Number(), memory: T.Integer(), storage: T.Integer(), gpu: T.Boolean() }),
     image: T.String(),
-    status,
-    statusReason: T.Union([T.String(), T.Null()]),
-    ownerId: T.String(),
-    containerId: T.Union([T.String(), T.Null()]),
-    lastActivityAt: time,
-    startedAt: time,
-    stoppedAt: time,
-    createdAt: T.String(),
-    updatedAt: T.String(),
+    ...ComputeViewFields,
   })
   export type workstation = Static<typeof workstation>
 }
-
-const iso = (d: Date | null) => (d ? d.toISOString() : null)
 
 export function workstationView(w: WorkstationRow): WorkstationModel.workstation {
   return {
@@ -83,15 +71,7 @@ export function workstationView(w: WorkstationRow): WorkstationModel.workstation
     nature: w.nature,
     resources: { ...w.resources },
     image: w.image,
-    status: w.status,
-    statusReason: w.statusReason,
-    ownerId: w.ownerId,
-    containerId: w.containerId,
-    lastActivityAt: iso(w.lastActivityAt),
-    startedAt: iso(w.startedAt),
-    stoppedAt: iso(w.stoppedAt),
-    createdAt: w.createdAt.toISOString(),
-    updatedAt: w.updatedAt.toISOString(),
+    ...computeViewFields(w),
   }
 }
 
