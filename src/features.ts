@@ -7,6 +7,7 @@ import type { Elysia } from 'elysia'
 import type { AnyActorKind } from './actors/runtime/index.ts'
 import type { AppDeps } from './http/context.ts'
 import type { TopicAuthorizer } from './ws/hub.ts'
+import type { CachedRead, Fallback, NativeRoutes } from './http/native.ts'
 import { aiFeature } from './http/ai.ts'
 import { vmsFeature } from './http/vms.ts'
 import { workstationsFeature } from './http/workstations.ts'
@@ -25,7 +26,9 @@ export interface Feature {
    * Routes Bun's router serves ahead of Elysia (path → method → handler), for the hottest
    * paths; each hands what it does not handle itself to `app.fetch`.
    */
-  nativeRoutes?: (app: { fetch(request: Request): Response | Promise<Response> }) => Record<string, Record<string, (request: any, server: any) => Response | Promise<Response>>>
+  nativeRoutes?: (app: { fetch: Fallback }) => NativeRoutes
+  /** Its GETs answered through the response cache: on a hit, served from Bun's router too. */
+  cachedReads?: CachedRead[]
   /** Paths whose bodies are streamed uploads (exempt from the JSON body rules). */
   uploadPaths?: string[]
   /** Health probes this feature adds (name → check; undefined check = disabled). */

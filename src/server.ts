@@ -9,7 +9,8 @@ import type { Config } from './config.ts'
 import { createLogger, type Logger } from './core/logger.ts'
 import { PG, pgCode } from './core/errors.ts'
 import { Metrics } from './core/metrics.ts'
-import { createApp, type RouteModule } from './http/app.ts'
+import { createApp, CORE_READS, type RouteModule } from './http/app.ts'
+import { cachedReadRoutes, mergeRoutes } from './http/native.ts'
 import { AuthService } from './http/auth/service.ts'
 import { SessionRegistry } from './http/auth/sessions.ts'
 import type { AppDeps, HealthProbe, ResolvedConfig } from './http/context.ts'
@@ -179,7 +180,11 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     modules: [wsRoutes(deps, hub, tickets), ...features.flatMap((f) => f.routes ?? []), ...(opts.modules ?? [])],
     uploadPaths: features.flatMap((f) => f.uploadPaths ?? []),
   })
-  const nativeRoutes = Object.assign({}, ...features.map((f) => f.nativeRoutes?.(app) ?? {}))
+  const fallback = (request: Request) => app.fetch(request)
+  const nativeRoutes = mergeRoutes(
+    cachedReadRoutes(deps, [...CORE_READS, ...features.flatMap((f) => f.cachedReads ?? [])], fallback),
+    ...features.map((f) => f.nativeRoutes?.({ fetch: fallback }) ?? {}),
+  )
   // Elysia merges these over its own routes on Bun's router when it listens.
   if (Object.keys(nativeRoutes).length) app.config.serve = { ...app.config.serve, routes: nativeRoutes } as typeof app.config.serve
   app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: Math.max(config.maxFileSize + 1024 * 1024, 2 * 1024 * 1024) })

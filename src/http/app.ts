@@ -4,14 +4,17 @@
  */
 import { Elysia } from 'elysia'
 import { swagger } from '@elysiajs/swagger'
-import { authRoutes } from './auth.ts'
+import { authRoutes, meRead } from './auth.ts'
 import type { AppDeps } from './context.ts'
 import { healthRoutes } from './health.ts'
 import { errorHandler } from './plugins/errors.ts'
 import { apiRateLimit } from './plugins/rate-limit.ts'
 import { requestFrame, type RequestFrameOptions } from './plugins/request.ts'
-import { userRoutes } from './users.ts'
+import { userRoutes, usersRead } from './users.ts'
 import { adminRoutes } from './admin.ts'
+
+/** The core modules' cached reads (served from Bun's router on a hit; src/http/native.ts). */
+export const CORE_READS = [meRead, usersRead]
 
 export type RouteModule = Elysia<any, any, any, any, any, any, any>
 

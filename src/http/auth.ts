@@ -5,6 +5,7 @@ import { authRateLimit } from './plugins/rate-limit.ts'
 import { clientIp } from './plugins/request.ts'
 import * as users from '../store/users.ts'
 import { NotFoundError } from '../core/errors.ts'
+import type { CachedRead } from './native.ts'
 
 export namespace AuthModel {
   const email = t.String({ format: 'email', maxLength: 254, error: 'Invalid email format' })
@@ -36,6 +37,9 @@ export namespace AuthModel {
   export const tokens = t.Object({ token: t.String(), refreshToken: t.String(), expiresIn: t.Integer(), refreshExpiresIn: t.Integer(), tokenType: t.Literal('Bearer') })
   export const session = t.Composite([t.Object({ user }), tokens])
 }
+
+/** GET /api/auth/me: the caller's own record, cached per user (served from Bun's router on a hit). */
+export const meRead: CachedRead = { path: '/api/auth/me', scope: (p) => `user:${p.userId}` }
 
 export function authRoutes(deps: AppDeps) {
   const meta = (request: Request) => ({ ip: clientIp(request), userAgent: request.headers.get('user-agent') })
@@ -85,7 +89,7 @@ export function authRoutes(deps: AppDeps) {
       '/me',
       async ({ request, set }) => {
         const me = await requireUser(deps, request)
-        return deps.cache.serve(request, set.headers as Record<string, string>, { scope: `user:${me.userId}`, viewer: me.userId, route: '/api/auth/me' }, async () => {
+        return deps.cache.serve(request, set.headers as Record<string, string>, { scope: meRead.scope(me, {})!, viewer: me.userId, route: meRead.path }, async () => {
           const u = await users.findById(deps.sql, me.userId)
           if (!u) throw new NotFoundError('User')
           return ok(u)

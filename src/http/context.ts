@@ -97,13 +97,22 @@ export function bearerToken(request: Request): string | undefined {
 /** The caller: a value when it is known without I/O (the usual case), else a promise. */
 export function principalOf(deps: Pick<AppDeps, 'auth'>, request: Request): Principal | null | Promise<Principal | null> {
   if (principals.has(request)) return principals.get(request)!
-  const token = bearerToken(request)
-  const p = token ? deps.auth.authenticate(token) : null
+  const p = callerOf(deps, request)
   if (p instanceof Promise) {
     principals.set(request, p)
     p.then((v) => principals.set(request, v), () => {})
   } else principals.set(request, p)
   return p
+}
+
+/**
+ * The caller as `principalOf` finds it, without remembering it on the request: for a route
+ * served ahead of the pipeline, which needs it once (a WeakMap entry per request costs a
+ * hot route measurably under load). A promise means it is not known without I/O.
+ */
+export function callerOf(deps: Pick<AppDeps, 'auth'>, request: Request): Principal | null | Promise<Principal | null> {
+  const token = bearerToken(request)
+  return token ? deps.auth.authenticate(token) : null
 }
 
 /** The caller, or a 401. */

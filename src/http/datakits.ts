@@ -50,9 +50,12 @@ import {
 import { bearer, documented, Envelope, errors, ok, requireRole, requireUser, type AppDeps } from './context.ts'
 import { contentDisposition, multipartBoundary, receiveUpload, sanitizeFilename } from './upload.ts'
 import type { Principal } from './auth/sessions.ts'
+import type { CachedRead } from './native.ts'
 
 export const UPLOAD_PATH = '/api/datakits/upload'
 const TAGS = ['DataKits']
+/** GET /api/datakits: your datakits (admins: everyone's), cached per viewer and query (served from Bun's router on a hit). */
+export const datakitsRead: CachedRead = { path: '/api/datakits', scope: (p) => (p.role === 'ADMIN' ? 'datakits' : `datakits:${p.userId}`) }
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /**
@@ -428,8 +431,7 @@ export function datakitRoutes(deps: AppDeps, opts: DatakitRoutesOptions) {
           const me = await requireUser(deps, request)
           const isAdmin = me.role === 'ADMIN'
           const ownerId = isAdmin ? query.ownerId : me.userId
-          const scope = isAdmin ? 'datakits' : `datakits:${me.userId}`
-          return deps.cache.serve(request, set.headers as Record<string, string>, { scope, viewer: me.userId, route: '/api/datakits' }, async () => {
+          return deps.cache.serve(request, set.headers as Record<string, string>, { scope: datakitsRead.scope(me, {})!, viewer: me.userId, route: datakitsRead.path }, async () => {
             const limit = query.limit ?? 20
             const page = await store.listDatakits(sql, { limit, cursor: query.cursor, ownerId, search: query.search, status: query.status })
             return ok(page.items.map(serializeDatakit), { nextCursor: page.nextCursor, limit })
@@ -730,6 +732,7 @@ export function datakitsFeature(deps: AppDeps): Feature {
     actors: [kind],
     routes: [datakitRoutes(deps, { engine, dir })],
     uploadPaths: [UPLOAD_PATH],
+    cachedReads: [datakitsRead],
     topics: {
       datakit: async (principal, id) => UUID.test(id) && (await store.findDatakit(sql, id))?.ownerId === principal.userId,
     },

@@ -565,7 +565,7 @@ export function modelsFeature(deps: AppDeps): Feature {
     name: 'models',
     actors: [runKind.kind],
     routes: [modelRoutes(c), runRoutes(deps)],
-    nativeRoutes: (app) => ({ [PREDICT_PATH]: { POST: predictRoute(deps, serving, (request) => app.fetch(request)) } }),
+    nativeRoutes: (app) => ({ [PREDICT_PATH]: { POST: predictRoute(deps, serving, app.fetch) } }),
     topics: {
       run: async (principal, id) => /^[0-9a-f-]{36}$/i.test(id) && (await store.runOwner(deps.sql, id)) === principal.userId,
     },

@@ -14,12 +14,12 @@
  * written once. Both answer with the same bytes (`predictionJson`).
  */
 import { t } from 'elysia'
-import type { Server } from 'bun'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { UnprocessableError, ValidationError, type ErrorDetail } from '../core/errors.ts'
 import type { ModelServing, ServedModel } from '../actors/engines/model-serving.ts'
 import type { Prediction } from '../actors/engines/predictor.ts'
 import { principalOf, type AppDeps } from './context.ts'
+import type { BunRouteHandler, Fallback } from './native.ts'
 import { errorResponse } from './plugins/errors.ts'
 import { apiLimit } from './plugins/rate-limit.ts'
 import { encodeBody, frameOf, isJsonType, JSON_BODY_LIMIT, parseJsonBody, respond } from './plugins/request.ts'
@@ -129,10 +129,8 @@ function predictionText(p: Prediction): string {
   return out + '}}'
 }
 
-type BunRouteHandler = (request: Request & { params: Record<string, string> }, server: Server<unknown>) => Response | Promise<Response>
-
 /** The Bun route for PREDICT_PATH (POST); `fallback` is the Elysia app's fetch. */
-export function predictRoute(deps: AppDeps, serving: ModelServing, fallback: (request: Request) => Response | Promise<Response>): BunRouteHandler {
+export function predictRoute(deps: AppDeps, serving: ModelServing, fallback: Fallback): BunRouteHandler {
   const frame = frameOf(deps)
   return async (request, server) => {
     const declared = request.headers.get('content-length')

@@ -3,6 +3,7 @@ import { Elysia, t } from 'elysia'
 import { ForbiddenError, NotFoundError, ValidationError } from '../core/errors.ts'
 import * as users from '../store/users.ts'
 import { AuthModel } from './auth.ts'
+import type { CachedRead } from './native.ts'
 import { bearer, documented, Envelope, errors, ok, requireRole, requireUser, type AppDeps } from './context.ts'
 
 export namespace UserModel {
@@ -40,13 +41,16 @@ export function serializeUser(u: users.UserRow) {
 
 const idParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid user id' }) })
 
+/** GET /api/users: the admin's list, cached per admin and query (served from Bun's router on a hit). */
+export const usersRead: CachedRead = { path: '/api/users', scope: (p) => (p.role === 'ADMIN' ? 'users' : null) }
+
 export function userRoutes(deps: AppDeps) {
   return new Elysia({ prefix: '/api/users' })
     .get(
       '/',
       async ({ request, query, set }) => {
         const me = await requireRole(deps, request, 'ADMIN')
-        return deps.cache.serve(request, set.headers as Record<string, string>, { scope: 'users', viewer: me.userId, route: '/api/users' }, async () => {
+        return deps.cache.serve(request, set.headers as Record<string, string>, { scope: usersRead.scope(me, {})!, viewer: me.userId, route: usersRead.path }, async () => {
           const limit = query.limit ?? 20
           const page = await users.list(deps.sql, { limit, cursor: query.cursor, search: query.search, role: query.role })
           return ok(page.items.map(serializeUser), { nextCursor: page.nextCursor, limit })

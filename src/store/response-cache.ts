@@ -11,6 +11,8 @@ export interface CacheEntry {
   etag: string
   contentType: string
   expiresAt: number
+  /** The in-process store's entries keep their response headers here, built on first use (src/http/plugins/cache.ts). */
+  template?: Headers
 }
 
 export interface CacheStore {

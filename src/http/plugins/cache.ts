@@ -5,8 +5,8 @@
  * after their own write. Every cached answer carries an ETag; If-None-Match → 304.
  */
 import type { Metrics } from '../../core/metrics.ts'
-import { MemoryCacheStore, type CacheStore } from '../../store/response-cache.ts'
-import { encodeBody } from './request.ts'
+import { MemoryCacheStore, type CacheEntry, type CacheStore } from '../../store/response-cache.ts'
+import { encodeBody, headerTemplate, respond } from './request.ts'
 
 export interface ServeOptions {
   /** The scope writers invalidate, e.g. `user:<id>`. */
@@ -16,6 +16,17 @@ export interface ServeOptions {
   /** Route label for metrics, e.g. `/api/auth/me`. */
   route: string
   ttlSeconds?: number
+}
+
+/** Entries are per viewer and per path with query. */
+function keyOf(viewer: string, request: Request): string {
+  const url = request.url
+  return `${viewer}|${url.slice(url.indexOf('/', 8))}`
+}
+
+/** The headers every answer from the cache carries. */
+function cachingHeaders(entry: CacheEntry, hit: boolean): Record<string, string> {
+  return { 'x-cache': hit ? 'HIT' : 'MISS', etag: entry.etag, 'cache-control': 'private, no-cache', 'content-type': entry.contentType }
 }
 
 function etagOf(body: string): string {
@@ -36,51 +47,79 @@ export class ResponseCache {
   ) {}
 
   async serve(request: Request, headers: Record<string, string>, opts: ServeOptions, compute: () => Promise<unknown>): Promise<Response> {
-    const url = request.url
-    const key = `${opts.viewer}|${url.slice(url.indexOf('/', 8))}`
+    const key = keyOf(opts.viewer, request)
     const store = this.store
     const { entry, generation } = store instanceof MemoryCacheStore ? store.getSync(opts.scope, key) : await store.get(opts.scope, key)
-    let body: string
-    let etag: string
-    if (entry) {
-      body = entry.body
-      etag = entry.etag
-      headers['x-cache'] = 'HIT'
-    } else {
-      body = JSON.stringify(await compute())
-      etag = etagOf(body)
-      const ttl = (opts.ttlSeconds ?? this.defaultTtlSeconds) * 1000
-      await this.store.set(opts.scope, key, { body, etag, contentType: 'application/json', expiresAt: Date.now() + ttl }, generation)
-      headers['x-cache'] = 'MISS'
+    let body: string | Uint8Array | null
+    if (entry) body = this.answer(request, headers, entry, opts.route, true)
+    else {
+      const text = JSON.stringify(await compute())
+      const fresh = { body: text, etag: etagOf(text), contentType: 'application/json', expiresAt: Date.now() + (opts.ttlSeconds ?? this.defaultTtlSeconds) * 1000 }
+      await store.set(opts.scope, key, fresh, generation)
+      body = this.answer(request, headers, fresh, opts.route, false)
     }
-    headers.etag = etag
-    headers['cache-control'] = 'private, no-cache'
-    headers['content-type'] = 'application/json'
-    if (matches(request.headers.get('if-none-match'), etag)) {
-      this.count(opts.route, 'not_modified')
-      return new Response(null, { status: 304, headers })
-    }
-    this.count(opts.route, entry ? 'hit' : 'miss')
-    // Elysia turns a string or bytes into the Response itself, with the headers set above;
+    // Elysia turns a string or bytes into the Response itself, with the headers set here;
     // typed as Response because that is what the client receives and it keeps route types honest.
-    return encodeBody(request, body, headers) as unknown as Response
+    return body === null ? new Response(null, { status: 304, headers }) : (body as unknown as Response)
+  }
+
+  /**
+   * The entry the in-process store holds for this request and viewer, found without I/O;
+   * undefined on a miss, and always with a shared (Redis) store. For cached reads served
+   * ahead of the pipeline (src/http/cached-reads.ts).
+   */
+  peek(request: Request, scope: string, viewer: string): CacheEntry | undefined {
+    const store = this.store
+    return store instanceof MemoryCacheStore ? store.getSync(scope, keyOf(viewer, request)).entry : undefined
+  }
+
+  /**
+   * The Response for `entry`, found by `peek`, with the request's `own` headers: 304 when
+   * the client's If-None-Match matches. The entry's fixed headers (ETag, type, caching) come
+   * from a template built once per entry; the same headers as `serve` gives a hit.
+   */
+  respondHit(request: Request, own: Record<string, string>, entry: CacheEntry, route: string): Response {
+    if (matches(request.headers.get('if-none-match'), entry.etag)) {
+      this.count(route, 'not_modified')
+      return respond(null, 304, Object.assign(own, cachingHeaders(entry, true)))
+    }
+    this.count(route, 'hit')
+    return respond(encodeBody(request, entry.body, own), 200, own, (entry.template ??= headerTemplate(cachingHeaders(entry, true))))
+  }
+
+  /**
+   * Answer with `entry`: its caching headers written into `headers`, and its body (gzipped
+   * when the client accepts it), or null when the client's If-None-Match matches (a 304).
+   */
+  private answer(request: Request, headers: Record<string, string>, entry: CacheEntry, route: string, hit: boolean): string | Uint8Array | null {
+    Object.assign(headers, cachingHeaders(entry, hit))
+    if (matches(request.headers.get('if-none-match'), entry.etag)) {
+      this.count(route, 'not_modified')
+      return null
+    }
+    this.count(route, hit ? 'hit' : 'miss')
+    return encodeBody(request, entry.body, headers)
   }
 
   // Counted locally and added to prom-client when scraped: a labelled inc() hashes its
-  // label object on every call, which showed up in the request profile.
-  private readonly counts = new Map<string, { route: string; result: string; n: number }>()
+  // label object on every call, which showed up in the request profile. Found by route, then
+  // result (both literals), so counting builds no key.
+  private readonly counts = new Map<string, Map<string, { n: number }>>()
   private count(route: string, result: string) {
-    const key = `${route} ${result}`
-    const c = this.counts.get(key)
+    let byResult = this.counts.get(route)
+    if (!byResult) this.counts.set(route, (byResult = new Map()))
+    const c = byResult.get(result)
     if (c) c.n++
-    else this.counts.set(key, { route, result, n: 1 })
+    else byResult.set(result, { n: 1 })
   }
 
   /** Move the local counts into the Prometheus counter (called before each scrape). */
   flushMetrics() {
-    for (const c of this.counts.values()) {
-      if (c.n) this.metrics.cacheRequests.inc({ route: c.route, result: c.result }, c.n)
-      c.n = 0
+    for (const [route, byResult] of this.counts) {
+      for (const [result, c] of byResult) {
+        if (c.n) this.metrics.cacheRequests.inc({ route, result }, c.n)
+        c.n = 0
+      }
     }
   }
 

@@ -56,9 +56,10 @@ export function errorResponse(deps: AppDeps, request: Request, error: unknown, o
     Object.assign(headers, error.headers)
     return encode(request, envelope(error.message, error.details), error.status, headers)
   }
-  const meta = requestMeta(request)
-  deps.logger.error({ err: error, reqId: meta.id, method: request.method, url: request.url }, 'unhandled error')
-  return encode(request, envelope('Internal server error', [], meta.id), 500, headers)
+  // The id the response carries (a route served ahead of the pipeline keeps no meta on the request).
+  const id = own['x-request-id'] ?? requestMeta(request).id
+  deps.logger.error({ err: error, reqId: id, method: request.method, url: request.url }, 'unhandled error')
+  return encode(request, envelope('Internal server error', [], id), 500, headers)
 }
 
 export function errorHandler(deps: AppDeps) {
