@@ -23,6 +23,7 @@ import { writeLargeCsv } from '../test/support/datasets.ts'
 import { generatedCsv, hashing, multipartBytes, multipartStream } from '../test/support/datakit-upload.ts'
 import { wsClient } from '../test/support/ws.ts'
 
+import { cpuOf } from './support/load.ts'
 import { startBenchServer } from './support/server.ts'
 
 const rows = Number(process.env.BENCH_ROWS ?? 1_000_000)
@@ -49,14 +50,6 @@ if (process.env.DATABASE_URL) {
 
 const api = await startBenchServer({ dataDir: work, databaseUrl, extra: { UPLOAD_DIR: uploadDir, MAX_FILE_SIZE: `${Math.ceil(largeBytes / 1024 ** 3) + 1}GB`, USER_STORAGE_QUOTA_BYTES: '1TB' } })
 
-/** CPU time (user + system, every thread) of process `pid`, in ms. */
-const clockTicks = Number(new TextDecoder().decode(Bun.spawnSync(['getconf', 'CLK_TCK']).stdout).trim()) || 100
-function cpuOf(pid: number): number {
-  // Fields after the command name (which is in parentheses and may hold spaces): utime is the 12th, stime the 13th.
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks
-}
 const selfCpu = () => {
   const u = process.cpuUsage()
   return (u.user + u.system) / 1000

@@ -4,6 +4,9 @@
  * the ratio to the baseline for GET /health, authenticated GET /api/auth/me and an
  * authenticated paginated list (GET /api/users as admin).
  *
+ * Next to requests/s, each server's CPU time per request (every thread, from /proc): the steadier
+ * figure when other work shares the machine, as the "CPU × raw" column.
+ *
  * Env: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (default 50), DATABASE_URL (a
  * throw-away database is created there and dropped; unset: embedded PostgreSQL).
  */
@@ -39,23 +42,28 @@ try {
   for (const u of [`http://127.0.0.1:${rawPort}/`, `${base}/health`]) await load(u, { ...opts, durationSeconds: 2 })
   await load(`${base}/api/auth/me`, { ...opts, durationSeconds: 2, headers: { authorization: `Bearer ${user}` } })
 
-  const baseline1 = await load(`http://127.0.0.1:${rawPort}/`, opts)
+  const rawOpts = { ...opts, pid: raw.pid }
+  const apiOpts = { ...opts, pid: api.proc.pid }
+  const baseline1 = await load(`http://127.0.0.1:${rawPort}/`, rawOpts)
   const rows: [string, Awaited<ReturnType<typeof load>>][] = []
-  rows.push(['GET /health (checks PostgreSQL)', await load(`${base}/health`, opts)])
-  rows.push(['GET /api/auth/me (authenticated)', await load(`${base}/api/auth/me`, { ...opts, headers: { authorization: `Bearer ${user}` } })])
-  rows.push(['GET /api/users?limit=20 (admin list)', await load(`${base}/api/users?limit=20`, { ...opts, headers: { authorization: `Bearer ${admin}` } })])
-  const baseline2 = await load(`http://127.0.0.1:${rawPort}/`, opts)
+  rows.push(['GET /health (checks PostgreSQL)', await load(`${base}/health`, apiOpts)])
+  rows.push(['GET /api/auth/me (authenticated)', await load(`${base}/api/auth/me`, { ...apiOpts, headers: { authorization: `Bearer ${user}` } })])
+  rows.push(['GET /api/users?limit=20 (admin list)', await load(`${base}/api/users?limit=20`, { ...apiOpts, headers: { authorization: `Bearer ${admin}` } })])
+  const baseline2 = await load(`http://127.0.0.1:${rawPort}/`, rawOpts)
   const baseRps = (baseline1.rps + baseline2.rps) / 2
+  const baseCpu = (baseline1.cpuUs! + baseline2.cpuUs!) / 2
 
   console.log(`\nbench:http — ${loadTool}, ${connections} connections, ${duration} s per target; LOG_LEVEL=warn; rate limits raised out of the way`)
-  console.log(`${'target'.padEnd(40)} ${'req/s'.padStart(10)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'non-2xx'.padStart(8)} ${'× raw'.padStart(7)}`)
-  const line = (name: string, r: { rps: number; p50: number; p99: number; non2xx: number }) =>
-    console.log(`${name.padEnd(40)} ${fmt(r.rps).padStart(10)} ${fmt(r.p50, 2).padStart(8)} ${fmt(r.p99, 2).padStart(8)} ${String(r.non2xx).padStart(8)} ${(r.rps / baseRps).toFixed(2).padStart(7)}`)
+  console.log(`${'target'.padEnd(40)} ${'req/s'.padStart(10)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'non-2xx'.padStart(8)} ${'× raw'.padStart(7)} ${'CPU µs/req'.padStart(11)} ${'CPU × raw'.padStart(10)}`)
+  const line = (name: string, r: Awaited<ReturnType<typeof load>>) =>
+    console.log(
+      `${name.padEnd(40)} ${fmt(r.rps).padStart(10)} ${fmt(r.p50, 2).padStart(8)} ${fmt(r.p99, 2).padStart(8)} ${String(r.non2xx).padStart(8)} ${(r.rps / baseRps).toFixed(2).padStart(7)} ${fmt(r.cpuUs!, 2).padStart(11)} ${(baseCpu / r.cpuUs!).toFixed(2).padStart(10)}`,
+    )
   line('raw Bun.serve hello (baseline, before)', baseline1)
   for (const [name, r] of rows) line(name, r)
   line('raw Bun.serve hello (baseline, after)', baseline2)
   const me = rows[1]![1]
-  console.log(`\ntarget: authenticated GET /api/auth/me ≥ 0.50× raw — measured ${(me.rps / baseRps).toFixed(2)}×`)
+  console.log(`\ntarget: authenticated GET /api/auth/me ≥ 0.50× raw — measured ${(me.rps / baseRps).toFixed(2)}× (by each server's CPU time per request: ${(baseCpu / me.cpuUs!).toFixed(2)}×)`)
 } finally {
   raw.kill()
   await Promise.all([api.stop(), raw.exited])

@@ -5,6 +5,7 @@
  * like with like — but not across tools: autocannon's own CPU caps the raw baseline (about
  * 90k req/s here against wrk's 160k), so its ratios come out higher.
  */
+import { readFileSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -14,6 +15,8 @@ export interface LoadResult {
   p50: number
   p99: number
   non2xx: number
+  /** With `LoadOptions.pid`: that process's CPU time (every thread) per request served, in µs. */
+  cpuUs?: number
 }
 
 export interface LoadOptions {
@@ -23,6 +26,28 @@ export interface LoadOptions {
   /** Default GET. With `body`, every request sends it (set its content-type in `headers`). */
   method?: string
   body?: string
+  /**
+   * The serving process: its CPU time per request is measured too. Steadier than requests/s
+   * on a shared machine (other tenants take wall time, not this process's CPU time).
+   */
+  pid?: number
+}
+
+const clockTicks = Number(new TextDecoder().decode(Bun.spawnSync(['getconf', 'CLK_TCK']).stdout).trim()) || 100
+
+/** CPU time (user + system, every thread) of process `pid`, in ms. */
+export function cpuOf(pid: number): number {
+  // Fields after the command name (which is in parentheses and may hold spaces): utime is the 12th, stime the 13th.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks
+}
+
+export async function load(url: string, opts: LoadOptions): Promise<LoadResult> {
+  const cpu0 = opts.pid === undefined ? 0 : cpuOf(opts.pid)
+  const r = await generate(url, opts)
+  if (opts.pid !== undefined) r.cpuUs = ((cpuOf(opts.pid) - cpu0) * 1000) / (r.rps * opts.durationSeconds)
+  return r
 }
 
 const chosen = process.env.BENCH_TOOL
@@ -38,7 +63,7 @@ function ms(text: string): number {
   return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v
 }
 
-export async function load(url: string, opts: LoadOptions): Promise<LoadResult> {
+async function generate(url: string, opts: LoadOptions): Promise<LoadResult> {
   if (wrk) {
     const args = [wrk, '-t2', `-c${opts.connections}`, `-d${opts.durationSeconds}s`, '--latency']
     for (const [k, v] of Object.entries(opts.headers ?? {})) args.push('-H', `${k}: ${v}`)

@@ -5,10 +5,10 @@
  * Prediction is the hottest route of model serving, so its usual case runs as one straight
  * function on Bun's router (`predictRoute`) rather than through Elysia's hook pipeline, which
  * cost it more than the prediction itself (bench/models.ts). It does what the pipeline does
- * for this route, with the same functions: request id and CORS (`Frame.begin`), the caller
- * (`principalOf`), the API rate limit (`apiLimit`), the JSON body rules, the security headers
+ * for this route, with the same functions: request id and CORS (`Frame.open`), the caller
+ * (`callerOf`), the API rate limit (`apiLimit`), the JSON body rules, the security headers
  * (`respond`), the error envelope (`errorResponse`), the duration metric and log line
- * (`Frame.finish`). Whatever is not the usual case — no caller known without I/O, a model
+ * (`Frame.close`). Whatever is not the usual case — no caller known without I/O, a model
  * this node does not serve fresh, a body that is not plain JSON within the limit, another
  * user's model — goes to the Elysia route unchanged (`app.fetch`), where the rules are
  * written once. Both answer with the same bytes (`predictionJson`).
@@ -18,11 +18,11 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { UnprocessableError, ValidationError, type ErrorDetail } from '../core/errors.ts'
 import type { ModelServing, ServedModel } from '../actors/engines/model-serving.ts'
 import type { Prediction } from '../actors/engines/predictor.ts'
-import { principalOf, type AppDeps } from './context.ts'
+import { callerOf, type AppDeps } from './context.ts'
 import type { BunRouteHandler, Fallback } from './native.ts'
 import { errorResponse } from './plugins/errors.ts'
 import { apiLimit } from './plugins/rate-limit.ts'
-import { encodeBody, frameOf, isJsonType, JSON_BODY_LIMIT, parseJsonBody, respond } from './plugins/request.ts'
+import { encodeBody, frameOf, headerTemplate, isJsonType, JSON_BODY_LIMIT, parseJsonBody, respond } from './plugins/request.ts'
 
 /** Records one predict request may carry. */
 export const MAX_PREDICT_RECORDS = 10_000
@@ -129,18 +129,20 @@ function predictionText(p: Prediction): string {
   return out + '}}'
 }
 
+const JSON_HEADERS = headerTemplate({ 'content-type': 'application/json' })
+
 /** The Bun route for PREDICT_PATH (POST); `fallback` is the Elysia app's fetch. */
 export function predictRoute(deps: AppDeps, serving: ModelServing, fallback: Fallback): BunRouteHandler {
   const frame = frameOf(deps)
   return async (request, server) => {
     const declared = request.headers.get('content-length')
     if (declared === null || Number(declared) > JSON_BODY_LIMIT || !isJsonType(request.headers.get('content-type'))) return fallback(request)
-    const me = principalOf(deps, request)
+    const me = callerOf(deps, request)
     if (me === null || me instanceof Promise) return fallback(request)
     const served = serving.fresh(request.params.id!)
     if (served === undefined || (served.ownerId !== me.userId && me.role !== 'ADMIN')) return fallback(request)
 
-    const { headers } = frame.begin(request, server)
+    const { meta, headers } = frame.open(request, server)
     let res: Response
     try {
       // In the order of the pipeline: the body is parsed, the hit counted, then the body checked.
@@ -149,12 +151,11 @@ export function predictRoute(deps: AppDeps, serving: ModelServing, fallback: Fal
       const limited = apiLimit(deps, request, { headers }, me)
       if (limited) await limited
       const { records, single } = predictRecords(checkPredictBody(body))
-      headers['content-type'] = 'application/json'
-      res = respond(encodeBody(request, predictionJson(served, serving.predict(served, records), single), headers), 200, headers)
+      res = respond(encodeBody(request, predictionJson(served, serving.predict(served, records), single), headers), 200, headers, JSON_HEADERS)
     } catch (err) {
       res = errorResponse(deps, request, err, headers)
     }
-    frame.finish(request, PREDICT_PATH, res.status)
+    frame.close(request, meta, PREDICT_PATH, res.status)
     return res
   }
 }
