@@ -46,8 +46,11 @@ export class FastHistogram {
     let s = this.index.get(method)?.get(route)?.get(status)
     if (!s) {
       const st = String(status)
-      const key = `${method} ${route} ${st}`
-      s = this.series.get(key) ?? this.add(key, [method, route, st])
+      // One series per route whichever way it was spelt: Elysia labels a prefix's root route
+      // `/api/users/`, a route served ahead of it `/api/users`.
+      const label = route.length > 1 && route.endsWith('/') ? route.slice(0, -1) : route
+      const key = `${method} ${label} ${st}`
+      s = this.series.get(key) ?? this.add(key, [method, label, st])
       let byMethod = this.index.get(method)
       if (!byMethod) this.index.set(method, (byMethod = new Map()))
       let byRoute = byMethod.get(route)

@@ -103,6 +103,8 @@ describe("cached reads on Bun's router", () => {
     // A list large enough to gzip, for a client that accepts it.
     for (let i = 0; i < 8; i++) await t.user()
     const path = '/api/users?limit=100'
+    const listed200 = 'http_request_duration_seconds_count{method="GET",route="/api/users",status="200"}'
+    const listedBefore = await metric(listed200)
     await get(path, admin.token)
     const gz = await pipelineEntries('/api/users', () => get(path, admin.token, { 'accept-encoding': 'gzip', origin }))
     expect(gz.entries).toBe(0)
@@ -111,6 +113,9 @@ describe("cached reads on Bun's router", () => {
     expect(gz.result.headers.get('vary')).toBe('Origin, Accept-Encoding')
     const listed = (await gz.result.json()) as any // fetch decodes it
     expect(listed.data.map((x: any) => x.id)).toContain(admin.id)
+    // One series for the route, whichever way it was served (Elysia spells it `/api/users/`).
+    expect(await metric(listed200)).toBe(listedBefore + 2)
+    expect(await (await t.call('GET', '/metrics')).text()).not.toContain('route="/api/users/"')
   })
 
   test('a write drops the entry: the next read is computed by the pipeline and shows it', async () => {

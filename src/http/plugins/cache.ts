@@ -66,7 +66,7 @@ export class ResponseCache {
   /**
    * The entry the in-process store holds for this request and viewer, found without I/O;
    * undefined on a miss, and always with a shared (Redis) store. For cached reads served
-   * ahead of the pipeline (src/http/cached-reads.ts).
+   * ahead of the pipeline (src/http/native.ts).
    */
   peek(request: Request, scope: string, viewer: string): CacheEntry | undefined {
     const store = this.store
@@ -79,11 +79,7 @@ export class ResponseCache {
    * from a template built once per entry; the same headers as `serve` gives a hit.
    */
   respondHit(request: Request, own: Record<string, string>, entry: CacheEntry, route: string): Response {
-    if (matches(request.headers.get('if-none-match'), entry.etag)) {
-      this.count(route, 'not_modified')
-      return respond(null, 304, Object.assign(own, cachingHeaders(entry, true)))
-    }
-    this.count(route, 'hit')
+    if (this.notModified(request, entry, route, true)) return respond(null, 304, Object.assign(own, cachingHeaders(entry, true)))
     return respond(encodeBody(request, entry.body, own), 200, own, (entry.template ??= headerTemplate(cachingHeaders(entry, true))))
   }
 
@@ -93,12 +89,14 @@ export class ResponseCache {
    */
   private answer(request: Request, headers: Record<string, string>, entry: CacheEntry, route: string, hit: boolean): string | Uint8Array | null {
     Object.assign(headers, cachingHeaders(entry, hit))
-    if (matches(request.headers.get('if-none-match'), entry.etag)) {
-      this.count(route, 'not_modified')
-      return null
-    }
-    this.count(route, hit ? 'hit' : 'miss')
-    return encodeBody(request, entry.body, headers)
+    return this.notModified(request, entry, route, hit) ? null : encodeBody(request, entry.body, headers)
+  }
+
+  /** Whether the client's If-None-Match matches `entry` (a 304); counts the answer either way. */
+  private notModified(request: Request, entry: CacheEntry, route: string, hit: boolean): boolean {
+    const matched = matches(request.headers.get('if-none-match'), entry.etag)
+    this.count(route, matched ? 'not_modified' : hit ? 'hit' : 'miss')
+    return matched
   }
 
   // Counted locally and added to prom-client when scraped: a labelled inc() hashes its
