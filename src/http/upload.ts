@@ -393,8 +393,7 @@ export async function receiveUpload(request: Request, opts: ReceiveOptions): Pro
           // the write in the file system's threads: the event loop only parses and copies.
           const w = writer!.write(ev.bytes)
           const h = current.hasher.update(ev.bytes)
-          if (h) await h
-          await w
+          await (h ? Promise.all([w, h]) : w)
         } else if (current?.kind === 'field') {
           current.size += ev.bytes.byteLength
           if (current.size > current.max) throw new ValidationError('Validation failed', [{ field: current.name, message: `Must be at most ${current.max} bytes` }])
