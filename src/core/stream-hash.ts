@@ -85,6 +85,8 @@ class HashThread {
     const update = async (bytes: Uint8Array, from: number): Promise<void> => {
       let off = from
       while (off < bytes.byteLength) {
+        // Given up meanwhile: the thread no longer takes from the ring.
+        if (finished) throw new Error('hash aborted')
         const filled = Atomics.load(c, FILLED)
         if (filled === RING_BYTES) {
           // Full: wait for the thread to take some (FILLED changes), without blocking the loop.
@@ -146,8 +148,8 @@ function inline(): StreamHasher {
 }
 
 const threads: HashThread[] = []
-// One thread per core but the event loop's own (at least one).
-const MAX_THREADS = Math.max(1, availableParallelism() - 1)
+// One thread per core but the event loop's own (at least one, at most four: each holds its ring).
+const MAX_THREADS = Math.min(4, Math.max(1, availableParallelism() - 1))
 
 /**
  * A SHA-256 hasher for a stream of about `expectedBytes` (undefined: unknown, e.g. chunked):
