@@ -11,7 +11,7 @@
  * STATE, the job's state; SEQ, bumped by the producer on every change, which is what the
  * thread sleeps on — a change between its look and its sleep makes the sleep return at once,
  * so no wake-up is lost. A thread runs one job at a time; with none free, or for a small
- * body, the hash is computed in line as before (`Bun.CryptoHasher`).
+ * or chunked body, the hash is computed in line as before (`Bun.CryptoHasher`).
  */
 import { availableParallelism } from 'node:os'
 
@@ -152,11 +152,12 @@ const threads: HashThread[] = []
 const MAX_THREADS = Math.min(4, Math.max(1, availableParallelism() - 1))
 
 /**
- * A SHA-256 hasher for a stream of about `expectedBytes` (undefined: unknown, e.g. chunked):
- * on a hash thread when one is free and the body is large enough, else in line.
+ * A SHA-256 hasher for a stream of about `expectedBytes`: on a hash thread when one is free
+ * and the body is declared large enough, else in line. A body of unknown length (chunked) is
+ * hashed in line: it may be small, and a large one arrives no faster than the client streams it.
  */
 export function streamHasher(expectedBytes: number | undefined): StreamHasher {
-  if (expectedBytes !== undefined && expectedBytes < THREAD_MIN_BYTES) return inline()
+  if (expectedBytes === undefined || !(expectedBytes >= THREAD_MIN_BYTES)) return inline()
   let thread = threads.find((t) => !t.busy && !t.broken)
   if (!thread) {
     for (let i = threads.length - 1; i >= 0; i--) if (threads[i]!.broken) threads.splice(i, 1)

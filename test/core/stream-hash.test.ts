@@ -56,17 +56,19 @@ describe('streamHasher', () => {
     }
   })
 
-  test('an empty stream and an unknown length', async () => {
-    const hasher = streamHasher(undefined)
+  test('an empty stream on the thread', async () => {
+    const hasher = streamHasher(THREAD_MIN_BYTES)
     expect(hasher.where).toBe('thread')
     expect(await hasher.digest()).toBe(expected([]))
   })
 
-  test('a small body is hashed in line', async () => {
+  test('a small body, or one of unknown length, is hashed in line', async () => {
     const data = bytes(1000, 3)
-    const hasher = streamHasher(THREAD_MIN_BYTES - 1)
-    expect(hasher.where).toBe('inline')
-    expect(await feed(hasher, [data])).toBe(expected([data]))
+    for (const declared of [THREAD_MIN_BYTES - 1, undefined]) {
+      const hasher = streamHasher(declared)
+      expect(hasher.where).toBe('inline')
+      expect(await feed(hasher, [data])).toBe(expected([data]))
+    }
   })
 
   test('while the threads are busy another stream is hashed in line; an abort frees its thread', async () => {
@@ -74,7 +76,7 @@ describe('streamHasher', () => {
     const held: StreamHasher[] = []
     // Take every thread (one per core but the event loop's own).
     for (;;) {
-      const h = streamHasher(undefined)
+      const h = streamHasher(data.length)
       if (h.where === 'inline') {
         expect(await feed(h, [data])).toBe(expected([data]))
         break
@@ -92,7 +94,7 @@ describe('streamHasher', () => {
     for (const h of held.slice(1)) expect(await h.digest()).toBe(expected([]))
     // The thread is free once its abort has been answered.
     const again = await until(() => {
-      const h = streamHasher(undefined)
+      const h = streamHasher(data.length)
       return h.where === 'thread' ? h : undefined
     }, 'the aborted thread to be handed out again')
     expect(await feed(again, [data.subarray(5)])).toBe(expected([data.subarray(5)]))

@@ -12,6 +12,7 @@ import { parseMultipart, sanitizeFilename, type MultipartEvent } from '../../src
 import { testServer, type TestServer } from '../support/app.ts'
 import { wsClient, type WsClient } from '../support/ws.ts'
 import { gzipFile, NOT_DATASETS, sampleRows, tempDir, toDelimited, writeCsv, writeJsonArray, writeNdjson, writeParquet, writeTsv } from '../support/datasets.ts'
+import { THREAD_MIN_BYTES } from '../../src/core/stream-hash.ts'
 import { generatedCsv, multipartBytes, multipartStream, peakRss, postUpload, resetPeakRss, type FormPart } from '../support/datakit-upload.ts'
 import { until } from '../support/until.ts'
 
@@ -758,6 +759,18 @@ describe('boot', () => {
     expect(existsSync(oldTmp)).toBe(false)
     expect(existsSync(fresh)).toBe(true)
     rmSync(fresh)
+  })
+})
+
+describe('hash thread', () => {
+  test('a declared body of several MB (hashed on a hash thread when one is free): the stored sha256 is the bytes sent', async () => {
+    const lines = ['id,value']
+    for (let i = 0; lines.length < 400_000; i++) lines.push(`${i},${(i * 7919) % 100_003}`)
+    const csv = new TextEncoder().encode(lines.join('\n') + '\n')
+    expect(csv.length).toBeGreaterThan(THREAD_MIN_BYTES)
+    const id = await create(alice.token, 'hashed', 'h.csv', csv)
+    const d = await t.json('GET', `/api/datakits/${id}`, { token: alice.token })
+    expect(d.body.data.latestVersion).toMatchObject({ sizeBytes: csv.length, sha256: sha256(csv) })
   })
 })
 
