@@ -15,7 +15,7 @@ import { service } from '../support/services.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
 import { shardOf, type ClusterStatus } from '../../src/actors/runtime/index.ts'
 import { readOutbox } from '../../src/store/outbox.ts'
-import { ensureCounterTable } from './counter.ts'
+import { ensureCounterTable, gate } from './counter.ts'
 import { eventually, range } from './support.ts'
 import { until } from '../support/until.ts'
 
@@ -256,8 +256,9 @@ describe.skipIf(!redisUrl)('cluster of node processes', () => {
     expect((await stale.ask(id, { type: 'increment' })).ok).toBe(true)
 
     // A turn in progress on the owner, which then freezes (a GC pause, a VM migration)...
-    const slow = stale.ask(id, { type: 'slowIncrement', ms: 1500 }, { timeout: 20_000 })
-    await eventually('the slow turn to start', async () => (await stale.status()).activeTurns > 0)
+    const held = gate()
+    const slow = stale.ask(id, { type: 'heldIncrement', gate: held.name }, { timeout: 20_000 })
+    await eventually('the held turn to start', async () => (await stale.status()).activeTurns > 0)
     stale.proc.kill('SIGSTOP')
     // ...long enough for its lease to expire and another node to take the shard over.
     await eventually('another node to own the shard', async () => {
@@ -266,9 +267,12 @@ describe.skipIf(!redisUrl)('cluster of node processes', () => {
     }, 20_000, 100)
     expect(await others[0]!.ask(id, { type: 'increment' })).toEqual({ ok: true, reply: 2 })
 
-    // Thawed, the old owner finishes the handler and tries to commit with its old epoch.
+    // Thawed, the old owner finishes the handler and tries to commit with its old epoch. The
+    // gate opens while it is frozen, so the handler goes on the moment it thaws.
+    held.open()
     stale.proc.kill('SIGCONT')
     const reply = await slow
+    held.close()
     expect(reply).toEqual({ ok: true, reply: 3 }) // refused there, then applied by the new owner
     const status = await stale.status()
     expect(status.fencedBatches).toBeGreaterThanOrEqual(1)

@@ -2,22 +2,43 @@
  * The counter: the test actor kind of the runtime, and the example in docs/actors.md.
  * Its state lives in a table of its own (test_counters), loaded and persisted with raw SQL.
  */
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Type as T, type Static } from '@sinclair/typebox'
 import { ConflictError } from '../../src/core/errors.ts'
 import type { Db } from '../../src/store/db.ts'
 import { defineActor } from '../../src/actors/runtime/index.ts'
+import { until } from '../support/until.ts'
 
 export const CounterMessage = T.Union([
   T.Object({ type: T.Literal('increment'), by: T.Optional(T.Integer({ minimum: 1, maximum: 1000 })) }),
   T.Object({ type: T.Literal('get') }),
-  /** Holds its turn for `ms` (a stand-in for a slow side effect), then increments. */
-  T.Object({ type: T.Literal('slowIncrement'), ms: T.Integer({ minimum: 0, maximum: 60_000 }) }),
+  /** Holds its turn until `gate` is opened (a stand-in for a slow side effect), then increments. */
+  T.Object({ type: T.Literal('heldIncrement'), gate: T.String({ pattern: '^[0-9a-f-]{36}$' }) }),
   /** Writes through ctx.tx, emits, then throws: nothing of it may survive. */
   T.Object({ type: T.Literal('fail') }),
   /** Schedules an increment at `at` (ISO time), in the turn's transaction. */
   T.Object({ type: T.Literal('remindIncrement'), at: T.String({ minLength: 1 }) }),
 ])
 export type CounterMessage = Static<typeof CounterMessage>
+
+// Gates live in files, so a test can open one for a turn held in another process (a node).
+const GATES = join(tmpdir(), 'quadrax-test-gates')
+
+/** A gate for `heldIncrement`: its turns wait until `open()` (from any process); `close()` removes it. */
+export function gate(): { name: string; open(): void; close(): void } {
+  const name = crypto.randomUUID()
+  const path = join(GATES, name)
+  return {
+    name,
+    open: () => {
+      mkdirSync(GATES, { recursive: true })
+      writeFileSync(path, '')
+    },
+    close: () => rmSync(path, { force: true }),
+  }
+}
 
 export interface CounterState {
   value: number
@@ -60,8 +81,8 @@ export const counter = defineActor({
       await Promise.resolve()
       switch (msg.type) {
         case 'increment':
-        case 'slowIncrement': {
-          if (msg.type === 'slowIncrement') await Bun.sleep(msg.ms)
+        case 'heldIncrement': {
+          if (msg.type === 'heldIncrement') await until(() => existsSync(join(GATES, msg.gate)), `gate ${msg.gate} to open`, 120_000, 5)
           const value = state.value + (msg.type === 'increment' ? (msg.by ?? 1) : 1)
           ctx.emit(`counter:${ctx.id}`, 'incremented', { value, node: ctx.nodeId })
           return { state: { value }, reply: value }

@@ -21,7 +21,7 @@ import { claimShards } from '../../src/store/actor-shards.ts'
 import { readOutbox } from '../../src/store/outbox.ts'
 import { countReminders } from '../../src/store/reminders.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
-import { counter, counterValue, ensureCounterTable, overlap } from './counter.ts'
+import { counter, counterValue, ensureCounterTable, gate, overlap } from './counter.ts'
 import { eventually, logger, range } from './support.ts'
 
 let db: TestDatabase
@@ -215,10 +215,16 @@ describe('turns', () => {
   })
 
   test('an ask that is not answered in time fails with a timeout', async () => {
-    const err = await system.ask('counter', 't1', { type: 'slowIncrement', ms: 500 }, { timeout: 50 }).catch((e) => e)
-    expect(err).toBeInstanceOf(ActorTimeoutError)
-    // The message was not withdrawn: it is applied, and the actor goes on.
-    expect(await system.ask('counter', 't1', { type: 'increment' })).toBe(2)
+    const held = gate()
+    try {
+      const err = await system.ask('counter', 't1', { type: 'heldIncrement', gate: held.name }, { timeout: 50 }).catch((e) => e)
+      expect(err).toBeInstanceOf(ActorTimeoutError)
+      held.open()
+      // The message was not withdrawn: it is applied, and the actor goes on.
+      expect(await system.ask('counter', 't1', { type: 'increment' })).toBe(2)
+    } finally {
+      held.close()
+    }
   })
 })
 
@@ -266,9 +272,18 @@ describe('lifecycle', () => {
   test('graceful stop finishes the turns in progress, then refuses', async () => {
     const system = makeSystem({ nodeId: 'stopping' })
     await system.start()
-    const inFlight = range(5).map((i) => system.ask('counter', `s${i}`, { type: 'slowIncrement', ms: 150 }))
+    const held = gate()
+    const inFlight = range(5).map((i) => system.ask('counter', `s${i}`, { type: 'heldIncrement', gate: held.name }))
     await eventually('the turns to start', () => system.activeTurns === 5)
-    await system.stop()
+    let stopped = false
+    const stopping = system.stop().then(() => (stopped = true))
+    // A turn of the event loop: the stop has gone as far as it can without the turns.
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(stopped).toBe(false)
+    expect(system.activeTurns).toBe(5)
+    held.open()
+    await stopping
+    held.close()
     expect(await Promise.all(inFlight)).toEqual([1, 1, 1, 1, 1])
     for (const i of range(5)) expect(await counterValue(db.sql, `s${i}`)).toBe(1)
     expect(system.liveActors()).toEqual({})
@@ -280,13 +295,16 @@ describe('lifecycle', () => {
     const system = createActorSystem({ sql: db.sql, logger, metrics, config: { nodeId: 'metered', shards: 8 } }).register(counter)
     systems.push(system)
     await system.start()
-    const slow = system.ask('counter', 'm1', { type: 'slowIncrement', ms: 100 })
+    const held = gate()
+    const slow = system.ask('counter', 'm1', { type: 'heldIncrement', gate: held.name })
     const queued = system.ask('counter', 'm1', { type: 'increment' })
-    await eventually('the slow turn to start', () => system.activeTurns === 1)
+    await eventually('the held turn to start', () => system.activeTurns === 1)
     const during = await metrics.registry.metrics()
     expect(during).toContain('actor_live{kind="counter"} 1')
     expect(during).toContain('actor_mailbox_depth{kind="counter"} 1')
+    held.open()
     await Promise.all([slow, queued])
+    held.close()
     await system.ask('counter', 'm1', { type: 'fail' }).catch(() => {})
     const after = await metrics.registry.metrics()
     expect(after).toContain('actor_turn_duration_seconds_count{kind="counter",outcome="applied"} 2')

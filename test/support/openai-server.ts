@@ -107,8 +107,6 @@ export interface Behaviour {
   finishReason: 'stop' | 'length' | 'content_filter'
   /** Answered in order before the reply: `[{status: 429, times: 2}]` fails the next two requests. */
   failures: ScriptedFailure[]
-  /** Real delay before each token, in ms (for benches and demos; tests use `gate`). */
-  delayMs: number
   /** When set, every token waits for a permit from this gate. */
   gate?: Gate
   /** When set, the response (headers included) waits for a permit from this gate. */
@@ -172,7 +170,6 @@ const DEFAULTS: Behaviour = {
   tokens: ['Hello', ',', ' world', '!'],
   finishReason: 'stop',
   failures: [],
-  delayMs: 0,
 }
 
 const FAILURE_DEFAULTS: Record<number, { type: string; code: string | null; message: string }> = {
@@ -248,7 +245,6 @@ export async function startOpenAiServer(opts: { apiKey?: string } = {}): Promise
     for (let i = 0; b.loop || i < b.tokens.length; i++) {
       // Cuts, early ends and error events wait for their turn at the gate like a token, so
       // a test can let the client receive K tokens before it breaks the stream.
-      if (b.delayMs > 0) await Bun.sleep(b.delayMs)
       if (b.gate) await b.gate.wait(signal)
       if (b.cutAfterTokens === i) {
         yield CUT
