@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { benchDatabase } from './support/db.ts'
-import { fmt, freePort, load, loadTool, waitHealthy } from './support/load.ts'
+import { freePort, load, loadTool, versusBaseline, waitHealthy } from './support/load.ts'
 import { startBenchServer } from './support/server.ts'
 
 const duration = Number(process.env.BENCH_DURATION ?? 10)
@@ -50,20 +50,13 @@ try {
   rows.push(['GET /api/auth/me (authenticated)', await load(`${base}/api/auth/me`, { ...apiOpts, headers: { authorization: `Bearer ${user}` } })])
   rows.push(['GET /api/users?limit=20 (admin list)', await load(`${base}/api/users?limit=20`, { ...apiOpts, headers: { authorization: `Bearer ${admin}` } })])
   const baseline2 = await load(`http://127.0.0.1:${rawPort}/`, rawOpts)
-  const baseRps = (baseline1.rps + baseline2.rps) / 2
-  const baseCpu = (baseline1.cpuUs! + baseline2.cpuUs!) / 2
 
   console.log(`\nbench:http — ${loadTool}, ${connections} connections, ${duration} s per target; LOG_LEVEL=warn; rate limits raised out of the way`)
-  console.log(`${'target'.padEnd(40)} ${'req/s'.padStart(10)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'non-2xx'.padStart(8)} ${'× raw'.padStart(7)} ${'CPU µs/req'.padStart(11)} ${'CPU × raw'.padStart(10)}`)
-  const line = (name: string, r: Awaited<ReturnType<typeof load>>) =>
-    console.log(
-      `${name.padEnd(40)} ${fmt(r.rps).padStart(10)} ${fmt(r.p50, 2).padStart(8)} ${fmt(r.p99, 2).padStart(8)} ${String(r.non2xx).padStart(8)} ${(r.rps / baseRps).toFixed(2).padStart(7)} ${fmt(r.cpuUs!, 2).padStart(11)} ${(baseCpu / r.cpuUs!).toFixed(2).padStart(10)}`,
-    )
-  line('raw Bun.serve hello (baseline, before)', baseline1)
-  for (const [name, r] of rows) line(name, r)
-  line('raw Bun.serve hello (baseline, after)', baseline2)
-  const me = rows[1]![1]
-  console.log(`\ntarget: authenticated GET /api/auth/me ≥ 0.50× raw — measured ${(me.rps / baseRps).toFixed(2)}× (by each server's CPU time per request: ${(baseCpu / me.cpuUs!).toFixed(2)}×)`)
+  const table = versusBaseline(baseline1, baseline2, 40)
+  table.row('raw Bun.serve hello (baseline, before)', baseline1)
+  for (const [name, r] of rows) table.row(name, r)
+  table.row('raw Bun.serve hello (baseline, after)', baseline2)
+  console.log(`\ntarget: authenticated GET /api/auth/me ≥ 0.50× raw — measured ${table.ratio(rows[1]![1])}`)
 } finally {
   raw.kill()
   await Promise.all([api.stop(), raw.exited])

@@ -26,7 +26,7 @@ import { customers } from '../test/support/tabular.ts'
 import { multipartBytes, postUpload } from '../test/support/datakit-upload.ts'
 import { field } from '../test/support/datasets.ts'
 import { benchDatabase } from './support/db.ts'
-import { fmt, freePort, load, loadTool, waitHealthy } from './support/load.ts'
+import { fmt, freePort, load, loadTool, versusBaseline, waitHealthy } from './support/load.ts'
 import { startBenchServer } from './support/server.ts'
 
 const duration = Number(process.env.BENCH_DURATION ?? 10)
@@ -143,22 +143,16 @@ try {
   const baseline1 = await load(`http://127.0.0.1:${rawPort}/`, { ...opts, pid: raw.pid })
   const predict = await load(`${base}/api/models/${model.id}/predict`, { ...predictOpts, pid: api.proc.pid })
   const baseline2 = await load(`http://127.0.0.1:${rawPort}/`, { ...opts, pid: raw.pid })
-  const baseRps = (baseline1.rps + baseline2.rps) / 2
-  const baseCpu = (baseline1.cpuUs! + baseline2.cpuUs!) / 2
 
   console.log(`\nbench:models — ${loadTool}, ${connections} connections, ${duration} s per target; LOG_LEVEL=warn; rate limits raised out of the way`)
-  console.log(`${'target'.padEnd(44)} ${'req/s'.padStart(10)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'non-2xx'.padStart(8)} ${'× raw'.padStart(7)} ${'CPU µs/req'.padStart(11)} ${'CPU × raw'.padStart(10)}`)
-  const line = (name: string, r: Awaited<ReturnType<typeof load>>) =>
-    console.log(
-      `${name.padEnd(44)} ${fmt(r.rps).padStart(10)} ${fmt(r.p50, 2).padStart(8)} ${fmt(r.p99, 2).padStart(8)} ${String(r.non2xx).padStart(8)} ${(r.rps / baseRps).toFixed(2).padStart(7)} ${fmt(r.cpuUs!, 2).padStart(11)} ${(baseCpu / r.cpuUs!).toFixed(2).padStart(10)}`,
-    )
-  line('raw Bun.serve hello, same POST (before)', baseline1)
-  line('POST /api/models/:id/predict (one record)', predict)
-  line('raw Bun.serve hello, same POST (after)', baseline2)
+  const served = versusBaseline(baseline1, baseline2, 44)
+  served.row('raw Bun.serve hello, same POST (before)', baseline1)
+  served.row('POST /api/models/:id/predict (one record)', predict)
+  served.row('raw Bun.serve hello, same POST (after)', baseline2)
   console.log(`\ntraining: ${rows} rows (${trainRows} train) × ${epochs} epochs, dense ${JSON.stringify(hiddenUnits)}, batch ${batchSize}, adam ${learningRate}; median of ${rounds} rounds`)
   console.log(`  ${'through the API (POST /train → SUCCEEDED)'.padEnd(44)} ${fmt(apiRate).padStart(10)} rows×epochs/s  (${fmt(median(apiMs))} ms)`)
   console.log(`  ${'tfjs alone: model.fit (wasm, this process)'.padEnd(44)} ${fmt(aloneRate).padStart(10)} rows×epochs/s  (${fmt(median(aloneMs))} ms)`)
-  console.log(`\ntarget: predict ≥ 0.30× raw — measured ${(predict.rps / baseRps).toFixed(2)}× (by each server's CPU time per request: ${(baseCpu / predict.cpuUs!).toFixed(2)}×)`)
+  console.log(`\ntarget: predict ≥ 0.30× raw — measured ${served.ratio(predict)}`)
   console.log(`target: training through the API ≥ 0.90× tfjs alone — measured ${(apiRate / aloneRate).toFixed(2)}×`)
 } finally {
   raw.kill()

@@ -97,6 +97,24 @@ async function generate(url: string, opts: LoadOptions): Promise<LoadResult> {
   return { rps: j.requests.average, p50: j.latency.p50, p99: j.latency.p99, non2xx: j.non2xx }
 }
 
+/**
+ * The results table of targets measured against a raw baseline loaded before and after them
+ * (both with `pid`): prints its header; `row` prints one target, `ratio` gives a target's
+ * ratio to the baseline by requests/s and by CPU time per request.
+ */
+export function versusBaseline(before: LoadResult, after: LoadResult, nameWidth: number) {
+  const baseRps = (before.rps + after.rps) / 2
+  const baseCpu = (before.cpuUs! + after.cpuUs!) / 2
+  console.log(`${'target'.padEnd(nameWidth)} ${'req/s'.padStart(10)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'non-2xx'.padStart(8)} ${'× raw'.padStart(7)} ${'CPU µs/req'.padStart(11)} ${'CPU × raw'.padStart(10)}`)
+  return {
+    row: (name: string, r: LoadResult) =>
+      console.log(
+        `${name.padEnd(nameWidth)} ${fmt(r.rps).padStart(10)} ${fmt(r.p50, 2).padStart(8)} ${fmt(r.p99, 2).padStart(8)} ${String(r.non2xx).padStart(8)} ${(r.rps / baseRps).toFixed(2).padStart(7)} ${fmt(r.cpuUs!, 2).padStart(11)} ${(baseCpu / r.cpuUs!).toFixed(2).padStart(10)}`,
+      ),
+    ratio: (r: LoadResult) => `${(r.rps / baseRps).toFixed(2)}× (by each server's CPU time per request: ${(baseCpu / r.cpuUs!).toFixed(2)}×)`,
+  }
+}
+
 export function fmt(n: number, digits = 0): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
 }
