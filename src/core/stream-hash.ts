@@ -81,6 +81,13 @@ class HashThread {
       Atomics.add(c, SEQ, 1)
       Atomics.notify(c, SEQ)
     }
+    /** Copy `n` bytes from `off` into the ring (there is room) and tell the thread. */
+    const put = (bytes: Uint8Array, off: number, n: number) => {
+      this.#ring.set(n === bytes.byteLength ? bytes : bytes.subarray(off, off + n), this.#writePos)
+      this.#writePos = (this.#writePos + n) % RING_BYTES
+      Atomics.add(c, FILLED, n)
+      signal()
+    }
     let finished = false
     const update = async (bytes: Uint8Array, from: number): Promise<void> => {
       let off = from
@@ -96,11 +103,8 @@ class HashThread {
           continue
         }
         const n = Math.min(RING_BYTES - filled, bytes.byteLength - off, RING_BYTES - this.#writePos)
-        this.#ring.set(bytes.subarray(off, off + n), this.#writePos)
-        this.#writePos = (this.#writePos + n) % RING_BYTES
+        put(bytes, off, n)
         off += n
-        Atomics.add(c, FILLED, n)
-        signal()
       }
     }
     return {
@@ -109,13 +113,7 @@ class HashThread {
         if (finished) throw new Error('hasher already finished')
         // The usual case, room for the whole chunk, stays synchronous.
         const filled = Atomics.load(c, FILLED)
-        if (RING_BYTES - filled >= bytes.byteLength && RING_BYTES - this.#writePos >= bytes.byteLength) {
-          this.#ring.set(bytes, this.#writePos)
-          this.#writePos = (this.#writePos + bytes.byteLength) % RING_BYTES
-          Atomics.add(c, FILLED, bytes.byteLength)
-          signal()
-          return
-        }
+        if (RING_BYTES - filled >= bytes.byteLength && RING_BYTES - this.#writePos >= bytes.byteLength) return put(bytes, 0, bytes.byteLength)
         return update(bytes, 0)
       },
       digest: async () => {
