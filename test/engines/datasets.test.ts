@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { existsSync, readdirSync } from 'node:fs'
+import { DuckDBInstance } from '@duckdb/node-api'
 import { UnprocessableError, UnsupportedMediaTypeError } from '../../src/core/errors.ts'
 import {
   ACCEPTED_TYPES_TEXT,
@@ -17,6 +18,7 @@ import {
   type DatasetFormat,
   type DatasetProfile,
 } from '../../src/actors/engines/datasets.ts'
+import { isoTimestamp } from '../../src/actors/engines/dataset-values.ts'
 import {
   CITIES,
   NOT_DATASETS,
@@ -160,6 +162,67 @@ describe('profile', () => {
     // Every note is distinct: a top-values list would be 5 arbitrary values with count 1.
     expect(col.note!.topValues).toBeUndefined()
     expect(col.id!.topValues).toBeUndefined()
+  })
+
+  test('the statistics are the ones DuckDB\'s own SUMMARIZE reports, for every kind of column', async () => {
+    // One aggregate computes what SUMMARIZE computes with a digest per quartile: the same
+    // names and types, min and max, distinct estimates, null shares, means and deviations;
+    // quartiles within 1 % of the column's range (both are t-digest estimates).
+    const path = dir.file('types.parquet')
+    await duckdb(
+      `COPY (SELECT CASE WHEN i % 10 = 3 THEN NULL ELSE i END AS n, (i * 0.37)::DECIMAL(12,2) AS dec, i::HUGEINT AS huge, i / 7 AS dbl, ` +
+        `DATE '2024-01-01' + (i % 400)::INT AS day, TIMESTAMP '2024-01-01' + INTERVAL (i) MINUTE AS ts, TIME '08:00:00' + INTERVAL (i % 3600) SECOND AS tm, ` +
+        `INTERVAL (i % 30) DAY AS span, i % 3 = 0 AS flag, 'k' || (i % 40) AS txt, {'x': i % 5} AS obj, [i % 4] AS arr ` +
+        `FROM range(20000) r(i)) TO '${path}' (FORMAT parquet)`,
+    )
+    const p = await engine.profile(path, 'parquet', { parquetPath: dir.file('types-copy.parquet') })
+    const instance = await DuckDBInstance.create(':memory:', { threads: '1' })
+    const c = await instance.connect()
+    const summary = (await c.runAndReadAll(`SUMMARIZE SELECT * FROM read_parquet('${path}')`)).getRowObjectsJson()
+    c.closeSync()
+    instance.closeSync()
+
+    expect(p.rowCount).toBe(20_000)
+    expect(p.columns.map((col) => [col.name, col.type])).toEqual(summary.map((r) => [String(r.column_name), String(r.column_type)]))
+    const asStat = (kind: string, v: unknown) => (v === null ? null : kind === 'number' ? Number(v) : kind === 'temporal' ? isoTimestamp(String(v)) : String(v))
+    const quartileTolerance = (col: (typeof p.columns)[number], a: unknown, b: unknown) => {
+      if (col.kind === 'number') return Math.abs(Number(a) - Number(b)) / (Number(col.max) - Number(col.min))
+      const ms = (v: unknown) => (col.type.startsWith('TIME') && !col.type.startsWith('TIMESTAMP') ? Date.parse(`1970-01-01T${v}Z`) : Date.parse(String(v)))
+      return Math.abs(ms(a) - ms(b)) / (ms(col.max) - ms(col.min))
+    }
+    for (const [i, col] of p.columns.entries()) {
+      const s = summary[i]!
+      expect({ name: col.name, min: col.min, max: col.max, distinct: col.approxDistinct, nulls: col.nullPercent }).toEqual({
+        name: String(s.column_name),
+        min: asStat(col.kind, s.min),
+        max: asStat(col.kind, s.max),
+        distinct: Math.min(Number(s.approx_unique), 20_000),
+        nulls: Number(s.null_percentage),
+      })
+      if (s.avg === null) expect([col.name, col.mean]).toEqual([col.name, null])
+      else if (col.kind === 'number') expect(Number(col.mean)).toBeCloseTo(Number(s.avg), 6)
+      else expect([col.name, col.mean]).toEqual([col.name, asStat(col.kind, s.avg)])
+      if (s.std === null) expect([col.name, col.std]).toEqual([col.name, null])
+      else expect(col.std!).toBeCloseTo(Number(s.std), 6)
+      for (const q of ['q25', 'q50', 'q75'] as const) {
+        if (s[q] === null) expect([col.name, q, col[q]]).toEqual([col.name, q, null])
+        else expect(quartileTolerance(col, col[q], asStat(col.kind, s[q]))).toBeLessThan(0.01)
+      }
+    }
+    const byName = Object.fromEntries(p.columns.map((col) => [col.name, col]))
+    expect(byName.n!.nullPercent).toBe(10)
+    expect(byName.span).toMatchObject({ kind: 'temporal', mean: null, q50: null, std: null })
+    expect(byName.flag).toMatchObject({ kind: 'boolean', min: 'false', max: 'true', mean: null, q50: null })
+    expect(byName.txt!.topValues).toHaveLength(5)
+  })
+
+  test('a dataset with a header and no rows profiles as zero rows with empty statistics', async () => {
+    const path = dir.file('header-only')
+    await Bun.write(path, 'id,name,amount\n')
+    const p = await engine.profile(path, 'csv', { parquetPath: dir.file('header-only.parquet') })
+    expect(p.rowCount).toBe(0)
+    expect(p.columns.map((col) => col.name)).toEqual(['id', 'name', 'amount'])
+    for (const col of p.columns) expect(col).toMatchObject({ nullPercent: 0, approxDistinct: 0, min: null, max: null, mean: null, std: null, q50: null })
   })
 
   test('top values are ordered by count, most frequent first', async () => {

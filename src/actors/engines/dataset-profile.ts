@@ -26,7 +26,7 @@ export interface ColumnProfile {
   max: number | string | null
   mean: number | string | null
   std: number | null
-  /** Approximate quartiles (DuckDB's reservoir quantiles); null for text and booleans. */
+  /** Approximate quartiles (DuckDB's t-digest, approx_quantile); null for text, booleans and intervals. */
   q25: number | string | null
   q50: number | string | null
   q75: number | string | null
