@@ -61,6 +61,7 @@ export const EnvSchema = T.Object({
 
   LOG_LEVEL: T.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => T.Literal(l)), { default: 'info' }),
   SENTRY_DSN: Str(),
+  METRICS_TOKEN: Str(),
 
   RATE_LIMIT_WINDOW_MS: Int({ default: 900_000, minimum: 1 }),
   RATE_LIMIT_MAX_REQUESTS: Int({ default: 100, minimum: 1 }),
@@ -133,6 +134,8 @@ export interface Config {
   smtp: { host: string | undefined; port: number; user: string | undefined; pass: string | undefined }
   logLevel: Env['LOG_LEVEL']
   sentryDsn: string | undefined
+  /** Bearer token /metrics requires; undefined: /metrics is open (scraped on a private network). */
+  metricsToken: string | undefined
   rateLimit: { windowMs: number; max: number }
   authRateLimit: { windowMs: number; max: number }
   lockout: { threshold: number; windowMs: number }
@@ -221,6 +224,9 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       throw new ConfigError(`CORS_ORIGIN contains ${JSON.stringify(o)}: expected a comma-separated list of origins like https://app.example.com (or *)`)
     }
   }
+  if (e.METRICS_TOKEN !== undefined && e.METRICS_TOKEN !== '' && e.METRICS_TOKEN.length < 16) {
+    throw new ConfigError('METRICS_TOKEN is too short: expected at least 16 characters (or unset, for an open /metrics)')
+  }
   if (e.ADMIN_PASSWORD !== undefined && e.ADMIN_PASSWORD.length < 8) {
     throw new ConfigError('ADMIN_PASSWORD is too short: expected at least 8 characters')
   }
@@ -261,6 +267,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     smtp: Object.freeze({ host: e.SMTP_HOST, port: e.SMTP_PORT, user: e.SMTP_USER, pass: e.SMTP_PASS }),
     logLevel: e.LOG_LEVEL,
     sentryDsn: e.SENTRY_DSN,
+    metricsToken: e.METRICS_TOKEN || undefined,
     rateLimit: Object.freeze({ windowMs: e.RATE_LIMIT_WINDOW_MS, max: e.RATE_LIMIT_MAX_REQUESTS }),
     authRateLimit: Object.freeze({ windowMs: e.AUTH_RATE_LIMIT_WINDOW_MS, max: e.AUTH_RATE_LIMIT_MAX_REQUESTS }),
     lockout: Object.freeze({ threshold: e.LOGIN_LOCKOUT_THRESHOLD, windowMs: e.LOGIN_LOCKOUT_MS }),

@@ -1,5 +1,7 @@
 /** GET /health in the guide's shape, and GET /metrics for Prometheus. */
+import { timingSafeEqual } from 'node:crypto'
 import { Elysia, t } from 'elysia'
+import { AppError } from '../core/errors.ts'
 import type { AppDeps } from './context.ts'
 
 type Status = 'healthy' | 'unhealthy' | 'disabled'
@@ -27,7 +29,26 @@ async function probe(check: (() => Promise<void>) | undefined): Promise<{ status
 
 const serviceSchema = t.Object({ status: t.Union([t.Literal('healthy'), t.Literal('unhealthy'), t.Literal('disabled')]), latencyMs: t.Optional(t.Number()), error: t.Optional(t.String()) })
 
+const sha256 = (s: string) => new Bun.CryptoHasher('sha256').update(s).digest()
+
+/**
+ * With METRICS_TOKEN set, /metrics wants `Authorization: Bearer <token>` (Prometheus:
+ * `authorization: { credentials: … }`). Digests are compared, in constant time, so neither
+ * the token's bytes nor its length leak through timing.
+ */
+function metricsGate(token: string | undefined): (request: Request) => void {
+  if (token === undefined) return () => {}
+  const expected = sha256(token)
+  return (request) => {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.get('authorization') ?? '')
+    if (!m || !timingSafeEqual(sha256(m[1]!), expected)) {
+      throw new AppError('unauthorized', '/metrics needs the METRICS_TOKEN as a Bearer token', { status: 401, headers: { 'www-authenticate': 'Bearer realm="metrics"' } })
+    }
+  }
+}
+
 export function healthRoutes(deps: AppDeps) {
+  const gate = metricsGate(deps.config.metricsToken)
   return new Elysia()
     .get(
       '/health',
@@ -46,11 +67,18 @@ export function healthRoutes(deps: AppDeps) {
     )
     .get(
       '/metrics',
-      async ({ set }) => {
+      async ({ request, set }) => {
+        gate(request)
         deps.cache.flushMetrics()
         set.headers['content-type'] = deps.metrics.registry.contentType
         return new Response(await deps.metrics.registry.metrics(), { headers: set.headers as Record<string, string> })
       },
-      { detail: { summary: 'Prometheus metrics', tags: ['System'] } },
+      {
+        detail: {
+          summary: 'Prometheus metrics',
+          description: 'Open unless METRICS_TOKEN is set; then `Authorization: Bearer <METRICS_TOKEN>` is required (401 otherwise).',
+          tags: ['System'],
+        },
+      },
     )
 }

@@ -32,6 +32,13 @@ describe('config', () => {
     expect(() => loadConfig({ CORS_ORIGIN: 'not a url' })).toThrow(/CORS_ORIGIN/)
   })
 
+  test('METRICS_TOKEN: at least 16 characters when set; empty or unset leaves /metrics open', () => {
+    expect(() => loadConfig({ METRICS_TOKEN: 'short' })).toThrow('METRICS_TOKEN is too short: expected at least 16 characters')
+    expect(loadConfig({ METRICS_TOKEN: 'm'.repeat(16) }).metricsToken).toBe('m'.repeat(16))
+    expect(loadConfig({ METRICS_TOKEN: '' }).metricsToken).toBeUndefined()
+    expect(loadConfig({}).metricsToken).toBeUndefined()
+  })
+
   test('production needs a JWT secret of at least 32 characters', () => {
     expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(ConfigError)
     expect(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'short' })).toThrow('JWT_SECRET is too short: expected at least 32 characters')

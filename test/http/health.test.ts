@@ -63,6 +63,30 @@ describe('metrics and docs', () => {
     expect(text).toContain('http_cache_requests_total')
   })
 
+  test('with METRICS_TOKEN set, /metrics answers only that Bearer token; other routes are unaffected', async () => {
+    const token = 'scrape-me-'.padEnd(40, 'k')
+    const t2 = await testServer({ METRICS_TOKEN: token, DOCKER_HOST: '' })
+    try {
+      for (const headers of [{} as Record<string, string>, { authorization: `Bearer ${token}x` }, { authorization: `Bearer ${token.slice(0, -1)}` }, { authorization: `Basic ${token}` }, { authorization: token }]) {
+        const r = await t2.call('GET', '/metrics', { headers })
+        expect(r.status).toBe(401)
+        const body = (await r.json()) as any
+        expect(r.headers.get('www-authenticate')).toBe('Bearer realm="metrics"')
+        expect(body).toMatchObject({ success: false, error: expect.stringContaining('METRICS_TOKEN') })
+        expect(JSON.stringify(body)).not.toContain('http_request_duration_seconds')
+      }
+      const ok = await t2.call('GET', '/metrics', { headers: { authorization: `Bearer ${token}` } })
+      expect(ok.status).toBe(200)
+      expect(await ok.text()).toContain('http_request_duration_seconds_count{method="GET",route="/metrics",status="401"} 5')
+      expect((await t2.call('GET', '/health')).status).toBe(200)
+      // Not even an admin's token opens it: only the metrics token does.
+      const admin = await t2.user({ role: 'ADMIN' })
+      expect((await t2.call('GET', '/metrics', { token: admin.token })).status).toBe(401)
+    } finally {
+      await t2.stop()
+    }
+  })
+
   test('/swagger/json documents every route with bearer auth', async () => {
     const doc = await t.json('GET', '/swagger/json')
     expect(doc.status).toBe(200)
