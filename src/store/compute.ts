@@ -64,27 +64,11 @@ export interface ListOptions {
   cursor?: string
 }
 
-/** The core columns as selected (see CORE_COLUMNS); a table's own columns come beside them. */
-export interface CoreRaw {
-  id: string
-  ownerId: string
-  name: string
-  description: string
-  image: string
-  cpu: number
-  memoryMb: number
-  gpu: boolean
-  status: ComputeStatus
-  statusReason: string | null
-  containerId: string | null
-  generation: number
-  lifecycle: Lifecycle
-  lastActivityAt: Date | null
-  startedAt: Date | null
-  stoppedAt: Date | null
-  createdAt: Date
-  updatedAt: Date
-}
+/**
+ * The core columns as selected (see CORE_COLUMNS); a table's own columns come beside them.
+ * The core itself, with the resources as their columns and without the runtime (a table's own).
+ */
+export type CoreRaw = Omit<ComputeCore, 'runtime' | 'resources'> & { cpu: number; memoryMb: number; gpu: boolean }
 
 export const CORE_COLUMNS = (sql: Db) => sql`
   id, owner_id as "ownerId", name, description, image, cpu, memory_mb as "memoryMb", gpu,
