@@ -5,7 +5,6 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { existsSync, readdirSync } from 'node:fs'
-import { DuckDBInstance } from '@duckdb/node-api'
 import { UnprocessableError, UnsupportedMediaTypeError } from '../../src/core/errors.ts'
 import {
   ACCEPTED_TYPES_TEXT,
@@ -176,11 +175,7 @@ describe('profile', () => {
         `FROM range(20000) r(i)) TO '${path}' (FORMAT parquet)`,
     )
     const p = await engine.profile(path, 'parquet', { parquetPath: dir.file('types-copy.parquet') })
-    const instance = await DuckDBInstance.create(':memory:', { threads: '1' })
-    const c = await instance.connect()
-    const summary = (await c.runAndReadAll(`SUMMARIZE SELECT * FROM read_parquet('${path}')`)).getRowObjectsJson()
-    c.closeSync()
-    instance.closeSync()
+    const summary = await duckdb(`SUMMARIZE SELECT * FROM read_parquet('${path}')`)
 
     expect(p.rowCount).toBe(20_000)
     expect(p.columns.map((col) => [col.name, col.type])).toEqual(summary.map((r) => [String(r.column_name), String(r.column_type)]))

@@ -91,12 +91,12 @@ export async function gzipFile(src: string, dest: string): Promise<string> {
   return dest
 }
 
-/** Run SQL on a throw-away DuckDB (to write Parquet fixtures with exact types). */
-export async function duckdb(sql: string): Promise<void> {
+/** Run SQL on a throw-away DuckDB (to write Parquet fixtures with exact types); its rows as JSON. */
+export async function duckdb(sql: string): Promise<Record<string, unknown>[]> {
   const instance = await DuckDBInstance.create(':memory:', { threads: '1' })
   const c = await instance.connect()
   try {
-    await c.run(sql)
+    return (await c.runAndReadAll(sql)).getRowObjectsJson()
   } finally {
     c.closeSync()
     instance.closeSync()
