@@ -12,7 +12,8 @@
  */
 import { rmSync } from 'node:fs'
 import { DuckDBInstance } from '@duckdb/node-api'
-import { DuckDBDatasetEngine, detectFormat } from '../src/actors/engines/datasets.ts'
+import { DuckDBDatasetEngine } from '../src/engines/datasets/duckdb.ts'
+import { detectFormat } from '../src/engines/datasets/format.ts'
 import { tempDir, writeLargeCsv } from '../test/support/datasets.ts'
 
 const rows = Number(process.argv[2] ?? 1_000_000)

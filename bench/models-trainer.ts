@@ -19,13 +19,13 @@
  */
 import * as tf from '@tensorflow/tfjs'
 import '@tensorflow/tfjs-backend-wasm'
-import { loadPredictor } from '../src/actors/engines/predictor.ts'
-import { train } from '../src/actors/engines/trainer.ts'
-import { weightShapes } from '../src/actors/engines/trainer-artifact.ts'
-import { runTraining, type Backend } from '../src/actors/engines/trainer-core.ts'
-import { toColumnTable } from '../src/actors/engines/trainer-data.ts'
-import { encodeRows, fitPreprocessing } from '../src/actors/engines/trainer-preprocess.ts'
-import { resolveSettings, type TrainSettings } from '../src/actors/engines/trainer-spec.ts'
+import { loadPredictor } from '../src/engines/serving/predictor.ts'
+import { train } from '../src/engines/trainer/trainer.ts'
+import { weightShapes } from '../src/engines/trainer/artifact.ts'
+import { runTraining, type Backend } from '../src/engines/trainer/core.ts'
+import { toColumnTable } from '../src/engines/trainer/data.ts'
+import { encodeRows, fitPreprocessing } from '../src/engines/trainer/preprocess.ts'
+import { resolveSettings, type TrainSettings } from '../src/engines/trainer/spec.ts'
 import { customers, without } from '../test/support/tabular.ts'
 
 const rows = Number(process.argv[2] ?? 20_000)

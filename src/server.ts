@@ -11,8 +11,8 @@ import { PG, pgCode } from './core/errors.ts'
 import { Metrics } from './core/metrics.ts'
 import { createApp, CORE_READS, type RouteModule } from './http/app.ts'
 import { cachedReadRoutes, mergeRoutes } from './http/native.ts'
-import { AuthService } from './http/auth/service.ts'
-import { SessionRegistry } from './http/auth/sessions.ts'
+import { AuthService } from './auth/service.ts'
+import { SessionRegistry } from './auth/sessions.ts'
 import type { AppDeps, HealthProbe, ResolvedConfig } from './http/context.ts'
 import { ResponseCache } from './http/plugins/cache.ts'
 import { connect, type Sql } from './store/db.ts'
@@ -27,7 +27,7 @@ import { createActorSystem, type RuntimeConfig } from './actors/runtime/index.ts
 import { FEATURES, type Feature, type FeatureFactory } from './features.ts'
 import { Hub } from './ws/hub.ts'
 import { wsRoutes } from './ws/routes.ts'
-import { MemoryTicketStore, RedisTicketStore } from './ws/tickets.ts'
+import { MemoryTicketStore, RedisTicketStore } from './auth/tickets.ts'
 
 export interface RunningServer {
   url: string

@@ -25,17 +25,9 @@ import type { Logger } from '../core/logger.ts'
 import type { Metrics } from '../core/metrics.ts'
 import type { Db, Sql } from '../store/db.ts'
 import * as chat from '../store/chat.ts'
-import {
-  AiContextTooLongError,
-  AiNotConfiguredError,
-  MAX_NAMES_PER_KIND,
-  TOKENS_REPLY_PRIMING,
-  buildSystemPrompt,
-  estimateMessageTokens,
-  fitHistory,
-  type ChatModel,
-  type ChatResult,
-} from './engines/llm.ts'
+import { MAX_NAMES_PER_KIND, TOKENS_REPLY_PRIMING, buildSystemPrompt, estimateMessageTokens, fitHistory } from '../engines/llm/context.ts'
+import { AiContextTooLongError, AiNotConfiguredError } from '../engines/llm/errors.ts'
+import type { ChatModel, ChatResult } from '../engines/llm/model.ts'
 import { defineActor, type ActorRef, type TurnContext } from './runtime/index.ts'
 
 export const CHAT_SESSION_KIND = 'chat-session'

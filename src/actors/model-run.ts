@@ -21,7 +21,7 @@ import { AppError, ConflictError, NotFoundError, PG, pgCode } from '../core/erro
 import type { Db } from '../store/db.ts'
 import * as store from '../store/models.ts'
 import { defineActor, type ActorKind, type ActorRef, type TurnContext } from './runtime/index.ts'
-import { runArtifactPath } from './engines/model-serving.ts'
+import { runArtifactPath } from '../engines/serving/serving.ts'
 import { runBuiltin, runContainer, type ArtifactInfo, type Reporter, type RunSpec, type TaskEnv } from './model-run-tasks.ts'
 
 const Id = T.String({ format: 'uuid' })

@@ -15,7 +15,8 @@ import { Elysia, t } from 'elysia'
 import { AppError, NotFoundError } from '../core/errors.ts'
 import type { Feature } from '../features.ts'
 import * as chat from '../store/chat.ts'
-import { AiNotConfiguredError, createChatModel } from '../actors/engines/llm.ts'
+import { AiNotConfiguredError } from '../engines/llm/errors.ts'
+import { createChatModel } from '../engines/llm/openai.ts'
 import {
   CHAT_SESSION_KIND,
   DEFAULT_TITLE,

@@ -12,9 +12,9 @@ import type { Redis } from '../store/redis.ts'
 import type { Role } from '../store/users.ts'
 import type { ActorSystem } from '../actors/runtime/index.ts'
 import type { Hub } from '../ws/hub.ts'
-import type { TicketStore } from '../ws/tickets.ts'
-import type { AuthService } from './auth/service.ts'
-import type { Principal } from './auth/sessions.ts'
+import type { TicketStore } from '../auth/tickets.ts'
+import type { AuthService } from '../auth/service.ts'
+import type { Principal } from '../auth/sessions.ts'
 import type { ResponseCache } from './plugins/cache.ts'
 
 export type ResolvedConfig = Readonly<Config> & { jwt: Config['jwt'] & { secret: string } }

@@ -33,23 +33,14 @@ import {
   type DatakitMessage,
 } from '../actors/datakit.ts'
 import { ActorTimeoutError } from '../actors/runtime/index.ts'
-import {
-  ACCEPTED_TYPES_TEXT,
-  DEFAULT_ENGINE_OPTIONS,
-  DuckDBDatasetEngine,
-  FORMAT_MEDIA_TYPES,
-  MAX_PREVIEW_ROWS,
-  consumeFile,
-  detectFormat,
-  diffProfiles,
-  type DatasetEngine,
-  type DatasetFormat,
-  type DatasetProfile,
-  type ExportFormat,
-} from '../actors/engines/datasets.ts'
+import { consumeFile } from '../core/files.ts'
+import { DuckDBDatasetEngine } from '../engines/datasets/duckdb.ts'
+import { DEFAULT_ENGINE_OPTIONS, MAX_PREVIEW_ROWS, type DatasetEngine, type ExportFormat } from '../engines/datasets/engine.ts'
+import { ACCEPTED_TYPES_TEXT, FORMAT_MEDIA_TYPES, detectFormat, type DatasetFormat } from '../engines/datasets/format.ts'
+import { diffProfiles, type DatasetProfile } from '../engines/datasets/profile.ts'
 import { bearer, documented, Envelope, errors, ok, requireRole, requireUser, type AppDeps } from './context.ts'
 import { contentDisposition, multipartBoundary, receiveUpload, sanitizeFilename } from './upload.ts'
-import type { Principal } from './auth/sessions.ts'
+import type { Principal } from '../auth/sessions.ts'
 import type { CachedRead } from './native.ts'
 
 export const UPLOAD_PATH = '/api/datakits/upload'

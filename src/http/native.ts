@@ -10,7 +10,7 @@
  */
 import type { Server } from 'bun'
 import { MemoryRateLimitStore } from '../store/rate-limit.ts'
-import type { Principal } from './auth/sessions.ts'
+import type { Principal } from '../auth/sessions.ts'
 import { callerOf, type AppDeps } from './context.ts'
 import { errorResponse } from './plugins/errors.ts'
 import { apiLimit } from './plugins/rate-limit.ts'

@@ -9,7 +9,7 @@ import { Elysia, t } from 'elysia'
 import { NotFoundError, ValidationError } from '../core/errors.ts'
 import * as store from '../store/models.ts'
 import { parseRunFilter, parseRunOrder } from '../store/run-filter.ts'
-import type { Principal } from './auth/sessions.ts'
+import type { Principal } from '../auth/sessions.ts'
 import { bearer, Envelope, errors, ok, requireRole, requireUser, type AppDeps } from './context.ts'
 import type { RunSpec } from '../actors/model-run-tasks.ts'
 

@@ -7,8 +7,8 @@
  */
 import { AppError, ForbiddenError, UnauthorizedError } from '../core/errors.ts'
 import { bearerToken, type AppDeps } from '../http/context.ts'
-import type { Principal } from '../http/auth/sessions.ts'
-import type { TicketStore } from './tickets.ts'
+import type { Principal } from '../auth/sessions.ts'
+import type { TicketStore } from '../auth/tickets.ts'
 
 export const SUBPROTOCOL = 'quadrax.v1'
 

@@ -5,7 +5,7 @@ import { bearer, bearerToken, Envelope, errors, ok, requireUser, type AppDeps } 
 import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth } from './auth.ts'
 import type { Hub } from './hub.ts'
 import { clientMessage, CLOSE, explain } from './protocol.ts'
-import type { TicketStore } from './tickets.ts'
+import type { TicketStore } from '../auth/tickets.ts'
 
 interface Bucket {
   tokens: number

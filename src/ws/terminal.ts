@@ -30,12 +30,12 @@ import type { ServerWebSocket } from 'bun'
 import { AppError, ConflictError, NotFoundError, ServiceUnavailableError } from '../core/errors.ts'
 import type { Logger } from '../core/logger.ts'
 import type { AppDeps } from '../http/context.ts'
-import type { Principal } from '../http/auth/sessions.ts'
-import type { ContainerEngine, ExecSession } from '../actors/engines/containers.ts'
-import { ENGINE_UNAVAILABLE } from '../actors/engines/container-errors.ts'
+import type { Principal } from '../auth/sessions.ts'
+import type { ContainerEngine, ExecSession } from '../engines/containers/engine.ts'
+import { ENGINE_UNAVAILABLE } from '../engines/containers/engine.ts'
 import type { ComputeStatus } from '../store/workstations.ts'
 import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth } from './auth.ts'
-import type { TicketStore } from './tickets.ts'
+import type { TicketStore } from '../auth/tickets.ts'
 
 type Socket = ServerWebSocket<unknown>
 

@@ -8,7 +8,9 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wri
 import { release, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AppError } from '../../src/core/errors.ts'
-import { DockerEngine, containerName, volumeName, type ContainerEvent, type ContainerSpec, type LogLine } from '../../src/actors/engines/containers.ts'
+import type { ContainerEvent, ContainerSpec, LogLine } from '../../src/engines/containers/engine.ts'
+import { DockerEngine } from '../../src/engines/containers/docker.ts'
+import { containerName, volumeName } from '../../src/engines/containers/docker-spec.ts'
 import { dockerTestEnv, until } from '../support/docker.ts'
 
 const docker = dockerTestEnv(import.meta.file)
@@ -350,7 +352,8 @@ describe.skipIf(!docker)('DockerEngine (real engine)', () => {
     if (!(await engine.info()).nvidia) {
       const gpu = await rejection(engine.ensure(spec({ resources: { cpu: 1, memory: 64, gpu: true } })))
       expect(gpu.status).toBe(422)
-      expect(gpu.message).toBe('no GPU is available on this engine')
+      expect(gpu.message).toBe('no GPU is available on this engine: it has no NVIDIA runtime')
+      expect(gpu.details).toEqual([{ field: 'resources.gpu', message: 'no GPU is available' }])
     }
 
     const notAllowed = await rejection(engine.ensure(spec({ image: 'alpine:latest' })))

@@ -6,18 +6,12 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { existsSync, readdirSync } from 'node:fs'
 import { UnprocessableError, UnsupportedMediaTypeError } from '../../src/core/errors.ts'
-import {
-  ACCEPTED_TYPES_TEXT,
-  DatasetParseError,
-  DuckDBDatasetEngine,
-  QueryTimeoutError,
-  consumeFile,
-  detectFormat,
-  diffProfiles,
-  type DatasetFormat,
-  type DatasetProfile,
-} from '../../src/actors/engines/datasets.ts'
-import { isoTimestamp } from '../../src/actors/engines/dataset-values.ts'
+import { consumeFile } from '../../src/core/files.ts'
+import { DuckDBDatasetEngine } from '../../src/engines/datasets/duckdb.ts'
+import { DatasetParseError, QueryTimeoutError } from '../../src/engines/datasets/errors.ts'
+import { ACCEPTED_TYPES_TEXT, detectFormat, type DatasetFormat } from '../../src/engines/datasets/format.ts'
+import { diffProfiles, type DatasetProfile } from '../../src/engines/datasets/profile.ts'
+import { isoTimestamp } from '../../src/engines/datasets/values.ts'
 import {
   CITIES,
   NOT_DATASETS,

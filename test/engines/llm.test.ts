@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
+import { buildSystemPrompt, estimatePromptTokens, estimateTokens, fitHistory, type ChatMessage } from '../../src/engines/llm/context.ts'
 import {
   AiContextTooLongError,
   AiProviderAuthError,
@@ -13,17 +14,8 @@ import {
   AiProviderRejectedError,
   AiProviderTimeoutError,
   AiProviderUnavailableError,
-  OpenAiChatModel,
-  buildSystemPrompt,
-  createChatModel,
-  estimatePromptTokens,
-  estimateTokens,
-  fitHistory,
-  retryAfterMs,
-  type ChatMessage,
-  type OpenAiChatModelOptions,
-  type RetryInfo,
-} from '../../src/actors/engines/llm.ts'
+} from '../../src/engines/llm/errors.ts'
+import { OpenAiChatModel, createChatModel, retryAfterMs, type OpenAiChatModelOptions, type RetryInfo } from '../../src/engines/llm/openai.ts'
 import { Gate, startOpenAiServer, type OpenAiTestServer } from '../support/openai-server.ts'
 import { until } from '../support/until.ts'
 

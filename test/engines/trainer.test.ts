@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { UnprocessableError, ValidationError } from '../../src/core/errors.ts'
-import { loadPredictor, type ClassPrediction, type ValuePrediction } from '../../src/actors/engines/predictor.ts'
+import { loadPredictor, type ClassPrediction, type ValuePrediction } from '../../src/engines/serving/predictor.ts'
 import {
   loadArtifact,
   saveArtifact,
@@ -17,11 +17,11 @@ import {
   type EpochProgress,
   type ModelArtifact,
   type TrainSpec,
-} from '../../src/actors/engines/trainer.ts'
-import { loadTf, runTraining } from '../../src/actors/engines/trainer-core.ts'
-import { closeIdleWorker, poolStats } from '../../src/actors/engines/trainer-pool.ts'
-import { toColumnTable } from '../../src/actors/engines/trainer-data.ts'
-import { resolveSettings } from '../../src/actors/engines/trainer-spec.ts'
+} from '../../src/engines/trainer/trainer.ts'
+import { loadTf, runTraining } from '../../src/engines/trainer/core.ts'
+import { closeIdleWorker, poolStats } from '../../src/engines/trainer/pool.ts'
+import { toColumnTable } from '../../src/engines/trainer/data.ts'
+import { resolveSettings } from '../../src/engines/trainer/spec.ts'
 import { blobs, customers, customerScore, houses, toColumns, without, type Row } from '../support/tabular.ts'
 
 // Trainings run for real; on a shared 2-core machine a few take seconds.

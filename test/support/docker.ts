@@ -7,8 +7,8 @@
  *   afterAll(() => docker?.cleanup())
  */
 import Dockerode from 'dockerode'
-import { DockerEngine, type DockerEngineOptions } from '../../src/actors/engines/containers.ts'
-import { LABELS } from '../../src/actors/engines/container-spec.ts'
+import { DockerEngine, type DockerEngineOptions } from '../../src/engines/containers/docker.ts'
+import { LABELS } from '../../src/engines/containers/docker-spec.ts'
 import { service } from './services.ts'
 export { until } from './until.ts'
 

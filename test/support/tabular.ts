@@ -2,7 +2,7 @@
  * Seeded synthetic tabular datasets for the trainer's tests and benchmark. Each generator
  * knows the rule that made its labels, so a test can check that a model learned it.
  */
-import { Rng } from '../../src/actors/engines/trainer-random.ts'
+import { Rng } from '../../src/engines/trainer/random.ts'
 
 export type Row = Record<string, number | string | boolean | null>
 

@@ -7,7 +7,7 @@ import type { Elysia } from 'elysia'
 import { RateLimitedError } from '../../core/errors.ts'
 import { MemoryRateLimitStore, type RateLimitResult } from '../../store/rate-limit.ts'
 import { principalOf, type AppDeps } from '../context.ts'
-import type { Principal } from '../auth/sessions.ts'
+import type { Principal } from '../../auth/sessions.ts'
 import { clientIp } from './request.ts'
 
 // Header values are small numbers that repeat: the limit on every request, the seconds to

@@ -1,8 +1,6 @@
 /**
- * The AI assistant's model adapter: a small interface of our own (`ChatModel`) and its
- * implementation over the `openai` SDK against any OpenAI-compatible chat-completions
- * endpoint (OpenAI, Azure-style proxies, vLLM, Ollama, …). The chat-session actor uses only
- * the interface, so another LLM host can plug in later.
+ * The AI assistant's model (`ChatModel`, ./model.ts) over the `openai` SDK, against any
+ * OpenAI-compatible chat-completions endpoint (OpenAI, Azure-style proxies, vLLM, Ollama, …).
  *
  * Contract of `stream()`:
  * - tokens reach `onToken` in order; the result's `content` is their concatenation;
@@ -13,65 +11,15 @@
  *   partial content (never retried, never duplicated);
  * - the caller's AbortSignal ends it with status 'cancelled' and what was generated;
  * - an overall timeout and a per-chunk idle timeout bound every wait, so nothing hangs;
- * - failures with nothing to keep throw AppErrors (./llm-errors.ts) a user can act on.
+ * - failures with nothing to keep throw AppErrors (./errors.ts) a user can act on.
  * The SDK's own retries are off (`maxRetries: 0`) so that retrying is ours and observable.
  */
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from 'openai'
 import type { ChatCompletionChunk, ChatCompletionCreateParamsStreaming } from 'openai/resources/chat/completions'
 import type { AppError } from '../../core/errors.ts'
-import { estimatePromptTokens, estimateTokens, type ChatMessage } from './llm-context.ts'
-import { AiNotConfiguredError, AiProviderTimeoutError, AiProviderUnavailableError, mapProviderError } from './llm-errors.ts'
-
-export * from './llm-context.ts'
-export * from './llm-errors.ts'
-
-export type FinishReason = NonNullable<ChatCompletionChunk.Choice['finish_reason']>
-
-export interface TokenUsage {
-  promptTokens: number
-  completionTokens: number
-  totalTokens: number
-}
-
-export interface ChatRequest {
-  messages: readonly ChatMessage[]
-  /** Default: the model the client was created with (OPENAI_MODEL). */
-  model?: string
-  /** Upper bound on the reply's tokens. */
-  maxTokens?: number
-  /** Abort to cancel: the result keeps what was generated, with status 'cancelled'. */
-  signal?: AbortSignal
-}
-
-export type ChatStatus = 'completed' | 'cancelled' | 'interrupted'
-
-export interface ChatResult {
-  /** Every token passed to `onToken`, concatenated. */
-  content: string
-  status: ChatStatus
-  /** The provider's finish reason ('stop', 'length', 'content_filter', …); null when it never said. */
-  finishReason: FinishReason | null
-  /** The provider's usage when it reported one, else an estimate (see `usageEstimated`). */
-  usage: TokenUsage
-  /** True when `usage` is our estimate (cancelled/interrupted streams never get the usage chunk). */
-  usageEstimated: boolean
-  /** The model that answered (as the provider names it). */
-  model: string
-  /** Requests made, retries included. */
-  attempts: number
-  /** For 'interrupted': why the answer broke off, as the error a client can be shown. */
-  error?: AppError
-}
-
-/** Called with each content token, in order. A returned promise is awaited (backpressure). */
-export type OnToken = (token: string) => void | Promise<void>
-
-/** Our interface to a chat model host. */
-export interface ChatModel {
-  /** The default model name. */
-  readonly model: string
-  stream(request: ChatRequest, onToken: OnToken): Promise<ChatResult>
-}
+import { estimatePromptTokens, estimateTokens, type ChatMessage } from './context.ts'
+import { AiNotConfiguredError, AiProviderTimeoutError, AiProviderUnavailableError, mapProviderError } from './errors.ts'
+import type { ChatModel, ChatRequest, ChatResult, ChatStatus, FinishReason, OnToken, TokenUsage } from './model.ts'
 
 /** Reported before each retry (for logs and metrics; tests observe retries with it). */
 export interface RetryInfo {

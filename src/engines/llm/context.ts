@@ -6,7 +6,7 @@
  * o200k/cl100k tables, megabytes of data, and another host's model may use another one);
  * a budget only needs to be on the safe side, so we over-estimate a little instead.
  */
-import { AiContextTooLongError } from './llm-errors.ts'
+import { AiContextTooLongError } from './errors.ts'
 
 /** One chat message as the model sees it. */
 export interface ChatMessage {

@@ -2,12 +2,12 @@
  * Accounts and logins, with no HTTP in sight: register, login (with lockout), refresh-token
  * rotation with reuse detection, logout, password change.
  */
-import type { Config } from '../../config.ts'
-import { ConflictError, PG, pgCode, RateLimitedError, UnauthorizedError, ValidationError } from '../../core/errors.ts'
-import { Jwt } from '../../core/jwt.ts'
-import type { Sql } from '../../store/db.ts'
-import * as sessions from '../../store/sessions.ts'
-import * as users from '../../store/users.ts'
+import type { Config } from '../config.ts'
+import { ConflictError, PG, pgCode, RateLimitedError, UnauthorizedError, ValidationError } from '../core/errors.ts'
+import { Jwt } from '../core/jwt.ts'
+import type { Sql } from '../store/db.ts'
+import * as sessions from '../store/sessions.ts'
+import * as users from '../store/users.ts'
 import type { Principal, SessionRegistry } from './sessions.ts'
 
 export interface PublicUser {

@@ -7,7 +7,7 @@
  * With `timestamps` every log message starts with an RFC 3339 time and a space.
  */
 import { StringDecoder } from 'node:string_decoder'
-import type { LogLine } from './containers.ts'
+import type { LogLine } from './engine.ts'
 
 type StreamName = LogLine['stream']
 

@@ -17,7 +17,7 @@ import type { Logger } from '../../core/logger.ts'
 import type { Db } from '../../store/db.ts'
 import * as models from '../../store/models.ts'
 import { loadPredictor, type Prediction, type Predictor } from './predictor.ts'
-import { loadArtifact } from './trainer-artifact.ts'
+import { loadArtifact } from '../trainer/artifact.ts'
 
 export interface ServedModel {
   modelId: string

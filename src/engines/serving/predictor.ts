@@ -8,9 +8,9 @@
  * forward pass, so the served predictions are exactly the evaluated ones.
  */
 import { UnprocessableError, type ErrorDetail } from '../../core/errors.ts'
-import { checkArtifact, type Activation, type Label, type ModelArtifact } from './trainer-artifact.ts'
-import { argmax } from './trainer-metrics.ts'
-import { compileRecordEncoder, type InputField } from './trainer-preprocess.ts'
+import { checkArtifact, type Activation, type Label, type ModelArtifact } from '../trainer/artifact.ts'
+import { argmax } from '../trainer/metrics.ts'
+import { compileRecordEncoder, type InputField } from '../trainer/preprocess.ts'
 
 export type ClassPrediction = { class: Label; probabilities: Record<string, number> }
 export type ValuePrediction = { value: number }

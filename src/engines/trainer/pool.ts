@@ -13,7 +13,7 @@ let spawned = 0
 
 function spawn(): Worker {
   spawned++
-  const worker = new Worker(new URL('./trainer-worker.ts', import.meta.url))
+  const worker = new Worker(new URL('./worker.ts', import.meta.url))
   worker.addEventListener('close', () => {
     if (idle?.worker === worker) {
       clearTimeout(idle.timer)

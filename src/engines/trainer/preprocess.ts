@@ -12,8 +12,8 @@
  *   `__missing__` (a text value spelled "__missing__" is indistinguishable from a missing
  *   one). A category never seen in training (or dropped as rare) encodes as all zeros.
  */
-import { TrainingDataError } from './trainer-errors.ts'
-import type { ColumnTable, ValueType } from './trainer-data.ts'
+import { TrainingDataError } from './errors.ts'
+import type { ColumnTable, ValueType } from './data.ts'
 
 export const MISSING_CATEGORY = '__missing__'
 

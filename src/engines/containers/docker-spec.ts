@@ -1,28 +1,11 @@
 /**
- * Pure parts of the container layer: names, labels, validation of what a caller asks for,
- * and the one hardened HostConfig every container gets. No engine calls here.
+ * Pure parts of the Docker engine: names, labels, and the one hardened HostConfig every
+ * container gets. No engine calls here.
  */
-import { Type as T, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import type Dockerode from 'dockerode'
-import { UnprocessableError, type ErrorDetail } from '../../core/errors.ts'
-
-/** What a container is for; part of its name and labels. */
-export const ContainerKind = T.Union([T.Literal('workstation'), T.Literal('vm'), T.Literal('run')])
-export type ContainerKind = Static<typeof ContainerKind>
-
-/**
- * Resources in the guide's shape (`resources` of a workstation): cpu in cores (fractions
- * allowed), memory and storage in MB, gpu on or off.
- */
-export const ContainerResources = T.Object({
-  cpu: T.Number({ exclusiveMinimum: 0, maximum: 256 }),
-  // Docker refuses less than 6 MB; below 16 MB not even a shell starts reliably.
-  memory: T.Integer({ minimum: 16, maximum: 4 * 1024 * 1024 }),
-  storage: T.Optional(T.Integer({ minimum: 0 })),
-  gpu: T.Optional(T.Boolean()),
-})
-export type ContainerResources = Static<typeof ContainerResources>
+import { UnprocessableError } from '../../core/errors.ts'
+import { ContainerKind, type ContainerResources } from './engine.ts'
 
 /** Label keys on every container and volume we create. */
 export const LABELS = {
@@ -55,36 +38,6 @@ export function volumeName(kind: ContainerKind, entityId: string): string {
 
 export function labelsFor(kind: ContainerKind, entityId: string, ownerId: string): Record<string, string> {
   return { [LABELS.owner]: ownerId, [LABELS.entity]: entityId, [LABELS.kind]: kind }
-}
-
-/** "a:1, b:2" → ["a:1", "b:2"] (WORKSTATION_IMAGES and the like). */
-export function parseImageList(csv: string | undefined): string[] {
-  return [...new Set((csv ?? '').split(',').map((s) => s.trim()).filter(Boolean))]
-}
-
-/** Resources checked against the schema; a bad value is a 422 naming the field. */
-export function checkResources(resources: unknown): ContainerResources {
-  if (Value.Check(ContainerResources, resources)) return resources
-  const details: ErrorDetail[] = [...Value.Errors(ContainerResources, resources)].map((e) => ({
-    field: `resources${e.path.replaceAll('/', '.')}`,
-    message: e.message,
-  }))
-  throw new UnprocessableError('invalid container resources', details)
-}
-
-export function checkImage(image: string, allowed: readonly string[]): void {
-  if (!allowed.includes(image)) {
-    throw new UnprocessableError(`image ${JSON.stringify(image)} is not allowed; choose one of: ${allowed.join(', ') || '(none configured)'}`, [
-      { field: 'image', message: 'not on the allow-list' },
-    ])
-  }
-}
-
-export function checkEnv(env: Record<string, string> | undefined): string[] {
-  return Object.entries(env ?? {}).map(([k, v]) => {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new UnprocessableError(`invalid environment variable name ${JSON.stringify(k)}`)
-    return `${k}=${v}`
-  })
 }
 
 export interface HardenedOptions {

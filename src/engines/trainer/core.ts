@@ -11,14 +11,14 @@
  * reproducible on the same backend.
  */
 import type * as TF from '@tensorflow/tfjs'
-import type { ColumnTable } from './trainer-data.ts'
-import { TrainingDataError } from './trainer-errors.ts'
-import { classificationMetrics, regressionMetrics, type Evaluation } from './trainer-metrics.ts'
-import { encodeRows, fitPreprocessing, inputSchemaOf } from './trainer-preprocess.ts'
-import { stream } from './trainer-random.ts'
-import { MAX_CLASSES, type ResolvedSettings } from './trainer-spec.ts'
-import { ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, type Activation, type ArtifactOutput, type DenseLayer, type EpochProgress, type Label, type ModelArtifact } from './trainer-artifact.ts'
-import { compileNetwork, toProbabilities } from './predictor.ts'
+import type { ColumnTable } from './data.ts'
+import { TrainingDataError } from './errors.ts'
+import { classificationMetrics, regressionMetrics, type Evaluation } from './metrics.ts'
+import { encodeRows, fitPreprocessing, inputSchemaOf } from './preprocess.ts'
+import { stream } from './random.ts'
+import { MAX_CLASSES, type ResolvedSettings } from './spec.ts'
+import { ARTIFACT_FORMAT, ARTIFACT_FORMAT_VERSION, type Activation, type ArtifactOutput, type DenseLayer, type EpochProgress, type Label, type ModelArtifact } from './artifact.ts'
+import { compileNetwork, toProbabilities } from '../serving/predictor.ts'
 
 export type TfModule = typeof TF
 export type Backend = 'wasm' | 'cpu'
@@ -56,7 +56,7 @@ export type WorkerRequest = { type: 'train'; job: TrainJob; backend: Backend }
 export type WorkerReply =
   | { type: 'epoch'; progress: EpochProgress }
   | { type: 'done'; artifact: ModelArtifact }
-  | { type: 'error'; error: import('./trainer-errors.ts').WireError }
+  | { type: 'error'; error: import('./errors.ts').WireError }
 
 const describeLabel = (l: Label) => (typeof l === 'string' ? JSON.stringify(l) : String(l))
 

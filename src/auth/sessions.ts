@@ -7,11 +7,11 @@
  * local map at once and, in a cluster, published on Redis so every node drops its copy;
  * the TTL bounds the staleness should a node miss a message while reconnecting.
  */
-import type { Db } from '../../store/db.ts'
-import * as sessions from '../../store/sessions.ts'
-import type { Role } from '../../store/users.ts'
-import type { Redis } from '../../store/redis.ts'
-import type { Logger } from '../../core/logger.ts'
+import type { Db } from '../store/db.ts'
+import * as sessions from '../store/sessions.ts'
+import type { Role } from '../store/users.ts'
+import type { Redis } from '../store/redis.ts'
+import type { Logger } from '../core/logger.ts'
 
 export interface Principal {
   userId: string

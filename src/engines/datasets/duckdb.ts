@@ -18,114 +18,35 @@
  * still quoted as SQL literals, never spliced raw.
  */
 import { copyFile, mkdir, mkdtemp, open, rename, rm, stat } from 'node:fs/promises'
-import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DuckDBInstance, StatementType, type DuckDBConnection } from '@duckdb/node-api'
 import { AppError, UnprocessableError } from '../../core/errors.ts'
-import { confirmNdjsonLine, detectDelimiter, readTextHead, splitDelimitedLine, splitFormat, type DatasetFormat } from './dataset-format.ts'
-import { columnKind, type ColumnKind, type ColumnProfile, type DatasetProfile, type TopValue } from './dataset-profile.ts'
-import { DatasetParseError, isCsvSniffFailure, isTypeGuessFailure, queryFailure, QueryTimeoutError, readFailure } from './dataset-errors.ts'
-import { isoTimestamp, jsonSafeConverter, type JsonValue } from './dataset-values.ts'
+import { Semaphore } from '../../core/semaphore.ts'
+import { confirmNdjsonLine, detectDelimiter, readTextHead, splitDelimitedLine, splitFormat, type DatasetFormat } from './format.ts'
+import { columnKind, type ColumnKind, type ColumnProfile, type DatasetProfile, type TopValue } from './profile.ts'
+import { DatasetParseError, isCsvSniffFailure, isTypeGuessFailure, queryFailure, QueryTimeoutError, readFailure } from './errors.ts'
+import { isoTimestamp, jsonSafeConverter, type JsonValue } from './values.ts'
 
-export { detectFormat, ACCEPTED_TYPES_TEXT, DATASET_FORMATS, FORMAT_MEDIA_TYPES, type DatasetFormat } from './dataset-format.ts'
-export { diffProfiles, columnKind, type ColumnKind, type ColumnProfile, type DatasetProfile, type ProfileDiff, type TopValue } from './dataset-profile.ts'
-export { DatasetParseError, QueryTimeoutError } from './dataset-errors.ts'
-export type { JsonValue } from './dataset-values.ts'
-
-export interface DatasetEngineOptions {
-  /** DuckDB worker threads per operation. */
-  threads: number
-  /** DuckDB memory_limit per operation, e.g. "1GB"; beyond it profiling spills to disk. */
-  memoryLimit: string
-  /** Profiling/conversion operations running at once; more wait their turn. */
-  backgroundConcurrency: number
-  /** Preview/query/export operations running at once; more wait their turn. */
-  interactiveConcurrency: number
-  /** Where profiling and export may spill (a private subdirectory per operation). */
-  tempDirectory: string
-}
-
-/**
- * Sized for the 2-core laptop the design targets: every operation may use both cores (DuckDB
- * parallelises a single scan well), one background job at a time so two uploads do not
- * thrash, two interactive slots. Worst case 3 × 1 GB of DuckDB memory.
- */
-export const DEFAULT_ENGINE_OPTIONS: Readonly<DatasetEngineOptions> = Object.freeze({
-  threads: Math.max(1, Math.min(2, availableParallelism())),
-  memoryLimit: '1GB',
-  backgroundConcurrency: 1,
-  interactiveConcurrency: 2,
-  tempDirectory: join(tmpdir(), 'quadrax-duckdb'),
-})
-
-export const DEFAULT_QUERY_TIMEOUT_MS = 10_000
-export const DEFAULT_QUERY_MAX_ROWS = 10_000
-export const MAX_PREVIEW_ROWS = 1_000
-/** Top values kept per text column. */
-export const DEFAULT_TOP_VALUES = 5
-
-export type ExportFormat = 'csv' | 'parquet' | 'json'
-
-export const EXPORT_MEDIA_TYPES: Readonly<Record<ExportFormat, string>> = {
-  csv: 'text/csv; charset=utf-8',
-  parquet: 'application/vnd.apache.parquet',
-  json: 'application/json',
-}
-
-export interface ResultColumn {
-  name: string
-  type: string
-}
-
-export interface DatasetPreview {
-  columns: ResultColumn[]
-  rows: Record<string, JsonValue>[]
-  offset: number
-  limit: number
-  totalRows: number
-}
-
-export interface QueryOptions {
-  timeoutMs?: number
-  maxRows?: number
-}
-
-export interface QueryResult {
-  columns: ResultColumn[]
-  rows: Record<string, JsonValue>[]
-  /** Rows returned (at most maxRows). */
-  rowCount: number
-  /** True when the query produced more than maxRows rows and the rest were not read. */
-  truncated: boolean
-  elapsedMs: number
-}
-
-export interface ExportResult {
-  path: string
-  bytes: number
-  contentType: string
-}
-
-export interface ProfileOptions {
-  /** Where the Parquet copy goes; default: next to the source, `<src>.parquet`. */
-  parquetPath?: string
-  topValues?: number
-  /** Aborting interrupts DuckDB; the promise rejects with the signal's reason. */
-  signal?: AbortSignal
-}
-
-/**
- * What DataKits need from a dataset engine. DuckDB implements it here; the interface keeps
- * the actor and routes independent of it.
- */
-export interface DatasetEngine {
-  /** Write `src` as Parquet at `parquetPath`, then profile it. See DuckDBDatasetEngine.profile. */
-  profile(src: string, format: DatasetFormat, opts?: ProfileOptions): Promise<DatasetProfile>
-  toParquet(src: string, dest: string, format: DatasetFormat, opts?: { signal?: AbortSignal }): Promise<void>
-  preview(parquetPath: string, limit: number, offset: number): Promise<DatasetPreview>
-  query(parquetPath: string, sql: string, opts?: QueryOptions): Promise<QueryResult>
-  exportTo(parquetPath: string, format: ExportFormat, dest: string): Promise<ExportResult>
-}
+import {
+  DEFAULT_ENGINE_OPTIONS,
+  DEFAULT_QUERY_MAX_ROWS,
+  DEFAULT_QUERY_TIMEOUT_MS,
+  DEFAULT_TOP_VALUES,
+  EXPORT_MEDIA_TYPES,
+  MAX_PREVIEW_ROWS,
+  type ColumnCast,
+  type DatasetEngine,
+  type DatasetEngineOptions,
+  type DatasetPreview,
+  type ExportFormat,
+  type ExportOptions,
+  type ExportResult,
+  type ProfileOptions,
+  type QueryOptions,
+  type QueryResult,
+  type ReadColumnsOptions,
+  type ResultColumn,
+} from './engine.ts'
 
 /** SQL string literal. */
 function lit(s: string): string {
@@ -136,27 +57,6 @@ function lit(s: string): string {
 /** SQL identifier. */
 function ident(s: string): string {
   return `"${s.replaceAll('"', '""')}"`
-}
-
-/** Counting semaphore: `run` waits for a free slot, FIFO. */
-class Slots {
-  #free: number
-  readonly #waiting: (() => void)[] = []
-  constructor(size: number) {
-    if (!Number.isInteger(size) || size < 1) throw new Error('concurrency must be an integer >= 1')
-    this.#free = size
-  }
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#free > 0) this.#free--
-    else await new Promise<void>((resolve) => this.#waiting.push(resolve))
-    try {
-      return await fn()
-    } finally {
-      const next = this.#waiting.shift()
-      if (next) next()
-      else this.#free++
-    }
-  }
 }
 
 interface SessionSettings {
@@ -170,14 +70,14 @@ interface SessionSettings {
 
 export class DuckDBDatasetEngine implements DatasetEngine {
   readonly options: Readonly<DatasetEngineOptions>
-  readonly #background: Slots
-  readonly #interactive: Slots
+  readonly #background: Semaphore
+  readonly #interactive: Semaphore
 
   constructor(options: Partial<DatasetEngineOptions> = {}) {
     this.options = Object.freeze({ ...DEFAULT_ENGINE_OPTIONS, ...options })
     if (!Number.isInteger(this.options.threads) || this.options.threads < 1) throw new Error('threads must be an integer >= 1')
-    this.#background = new Slots(this.options.backgroundConcurrency)
-    this.#interactive = new Slots(this.options.interactiveConcurrency)
+    this.#background = new Semaphore(this.options.backgroundConcurrency)
+    this.#interactive = new Semaphore(this.options.interactiveConcurrency)
   }
 
   /**
@@ -185,7 +85,7 @@ export class DuckDBDatasetEngine implements DatasetEngine {
    * auto-install/auto-load are off everywhere: the engine only needs what is built in
    * (CSV, JSON, Parquet), and nothing should ever be fetched from the network.
    */
-  async #session<T>(slots: Slots, settings: SessionSettings, fn: (c: DuckDBConnection) => Promise<T>): Promise<T> {
+  async #session<T>(slots: Semaphore, settings: SessionSettings, fn: (c: DuckDBConnection) => Promise<T>): Promise<T> {
     return slots.run(async () => {
       settings.signal?.throwIfAborted()
       let spillDir: string | undefined
@@ -219,7 +119,7 @@ export class DuckDBDatasetEngine implements DatasetEngine {
         instance?.closeSync()
         if (spillDir) await rm(spillDir, { recursive: true, force: true })
       }
-    })
+    }, settings.signal)
   }
 
   /**
@@ -544,14 +444,19 @@ export class DuckDBDatasetEngine implements DatasetEngine {
    * "CSV Injection"); header names are treated the same. Numeric columns are left alone: a
    * number like -5 is data, not a formula.
    */
-  async exportTo(parquetPath: string, format: ExportFormat, dest: string): Promise<ExportResult> {
+  async exportTo(parquetPath: string, format: ExportFormat, dest: string, opts: ExportOptions = {}): Promise<ExportResult> {
+    const neutraliseFormulas = opts.neutraliseFormulas ?? true
     const tmp = `${dest}.tmp-${crypto.randomUUID()}`
     try {
       if (format === 'parquet') {
         await copyFile(parquetPath, tmp)
       } else {
-        await this.#session(this.#interactive, { spill: true }, async (c) => {
+        await this.#session(this.#interactive, { spill: true, signal: opts.signal }, async (c) => {
           const source = `read_parquet(${lit(parquetPath)})`
+          if (format === 'csv' && !neutraliseFormulas) {
+            await c.run(`COPY (SELECT * FROM ${source}) TO ${lit(tmp)} (FORMAT csv, HEADER true)`)
+            return
+          }
           if (format === 'json') {
             await c.run(`COPY (SELECT * FROM ${source}) TO ${lit(tmp)} (FORMAT json, ARRAY true)`)
             return
@@ -575,38 +480,32 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     }
     return { path: dest, bytes: (await stat(dest)).size, contentType: EXPORT_MEDIA_TYPES[format] }
   }
-}
 
-/**
- * A stream of the file at `path` that owns it: the file is opened and unlinked at once (on
- * POSIX the open handle keeps the data readable), so it disappears whether the stream is read
- * to the end, cancelled by a client that went away, or dropped and garbage-collected.
- */
-export async function consumeFile(path: string, chunkSize = 256 * 1024): Promise<ReadableStream<Uint8Array>> {
-  const fh = await open(path, 'r')
-  await rm(path, { force: true })
-  let closed = false
-  const close = async () => {
-    if (closed) return
-    closed = true
-    await fh.close()
+  /** The columns of a Parquet file with DuckDB's type names (from the footer: no data is read). */
+  async describe(parquetPath: string): Promise<ResultColumn[]> {
+    return this.#session(this.#interactive, { spill: false }, async (c) => {
+      const rows = (await c.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet(${lit(parquetPath)})`)).getRowObjectsJson()
+      return rows.map((r) => ({ name: String(r.column_name), type: String(r.column_type) }))
+    })
   }
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        const buf = new Uint8Array(chunkSize)
-        const { bytesRead } = await fh.read(buf, 0, chunkSize, null)
-        if (bytesRead === 0) {
-          await close()
-          controller.close()
-        } else controller.enqueue(buf.subarray(0, bytesRead))
-      } catch (err) {
-        await close()
-        controller.error(err)
-      }
-    },
-    cancel: close,
-  })
+
+  /**
+   * The named columns as arrays, cast as asked (see ColumnCast), in a background slot with
+   * the engine's threads and memory limit. The row count comes from the footer first: a file
+   * over `maxRows` is refused before anything is read.
+   */
+  async readColumns(parquetPath: string, columns: readonly { name: string; as: ColumnCast }[], opts: ReadColumnsOptions): Promise<Record<string, unknown[]>> {
+    return this.#session(this.#background, { spill: true, signal: opts.signal }, async (c) => {
+      const source = `read_parquet(${lit(parquetPath)})`
+      const count = await countRows(c, source)
+      if (count > opts.maxRows) throw opts.tooMany(count)
+      const select = columns.map((col, i) => `${castExpression(ident(col.name), col.as)} AS c${i}`)
+      const arrays = (await c.runAndReadAll(`SELECT ${select.join(', ') || '1'} FROM ${source}`)).getColumnsJS()
+      const out: Record<string, unknown[]> = {}
+      columns.forEach((col, i) => (out[col.name] = arrays[i] as unknown[]))
+      return out
+    })
+  }
 }
 
 /** Characters that make a spreadsheet treat a cell as a formula (OWASP CSV injection). */
@@ -700,4 +599,21 @@ function toColumnProfile(a: ColumnAggregates, rowCount: number): ColumnProfile {
 function nearlyUnique(col: ColumnProfile, rowCount: number): boolean {
   const nonNull = rowCount * (1 - col.nullPercent / 100)
   return nonNull > 20 && col.approxDistinct >= 0.95 * nonNull
+}
+
+function castExpression(column: string, as: ColumnCast): string {
+  switch (as) {
+    case 'number':
+      return `CAST(${column} AS DOUBLE)`
+    case 'string':
+      return `CAST(${column} AS VARCHAR)`
+    case 'boolean':
+      return column
+    case 'time':
+      return `CAST(epoch(${column}) AS DOUBLE)`
+    default: {
+      const never: never = as
+      throw new Error(`unknown cast ${String(never)}`)
+    }
+  }
 }

@@ -3,8 +3,8 @@
  * cancel is a `terminate()` that frees everything at once, and a crash or an
  * out-of-memory in tfjs cannot take the API's thread with it.
  */
-import { loadTf, runTraining, type WorkerReply, type WorkerRequest } from './trainer-core.ts'
-import { toWire } from './trainer-errors.ts'
+import { loadTf, runTraining, type WorkerReply, type WorkerRequest } from './core.ts'
+import { toWire } from './errors.ts'
 
 declare const self: Worker
 

@@ -15,19 +15,19 @@
  * Workers are reused between runs for a while (trainer-pool.ts).
  */
 import { ValidationError } from '../../core/errors.ts'
-import type { ModelArtifact, EpochProgress } from './trainer-artifact.ts'
-import { DEFAULT_BACKEND, type Backend, type TrainJob, type WorkerReply, type WorkerRequest } from './trainer-core.ts'
-import { toColumnTable, transferables, type TabularData } from './trainer-data.ts'
-import { fromWire, TrainingCancelledError, TrainingCrashedError } from './trainer-errors.ts'
-import { acquireWorker, releaseWorker } from './trainer-pool.ts'
-import { resolveSettings, type TrainSettings } from './trainer-spec.ts'
+import type { ModelArtifact, EpochProgress } from './artifact.ts'
+import { DEFAULT_BACKEND, type Backend, type TrainJob, type WorkerReply, type WorkerRequest } from './core.ts'
+import { toColumnTable, transferables, type TabularData } from './data.ts'
+import { fromWire, TrainingCancelledError, TrainingCrashedError } from './errors.ts'
+import { acquireWorker, releaseWorker } from './pool.ts'
+import { resolveSettings, type TrainSettings } from './spec.ts'
 
-export { saveArtifact, loadArtifact, type ModelArtifact, type EpochProgress, type Label } from './trainer-artifact.ts'
-export { TrainingDataError, TrainingCancelledError, TrainingCrashedError } from './trainer-errors.ts'
-export { TrainSettingsSchema, TrainParamsSchema, DEFAULT_PARAMS, type TrainSettings, type TrainParams, type Task, type Algorithm } from './trainer-spec.ts'
-export type { TabularData } from './trainer-data.ts'
-export type { Backend } from './trainer-core.ts'
-export { closeIdleWorker, IDLE_WORKER_MS } from './trainer-pool.ts'
+export { saveArtifact, loadArtifact, type ModelArtifact, type EpochProgress, type Label } from './artifact.ts'
+export { TrainingDataError, TrainingCancelledError, TrainingCrashedError } from './errors.ts'
+export { TrainSettingsSchema, TrainParamsSchema, DEFAULT_PARAMS, type TrainSettings, type TrainParams, type Task, type Algorithm } from './spec.ts'
+export type { TabularData } from './data.ts'
+export type { Backend } from './core.ts'
+export { closeIdleWorker, IDLE_WORKER_MS } from './pool.ts'
 
 /** A training request with its data (see TrainSettingsSchema for the fields and defaults). */
 export interface TrainSpec extends TrainSettings {

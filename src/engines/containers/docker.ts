@@ -11,41 +11,34 @@ import Dockerode from 'dockerode'
 import { isAbsolute, normalize } from 'node:path'
 import type { Duplex, Readable } from 'node:stream'
 import { ConflictError, NotFoundError, ServiceUnavailableError, UnprocessableError } from '../../core/errors.ts'
-import { ENGINE_UNAVAILABLE, mapEngineError, oomReason, statusOf, type EngineOperation } from './container-errors.ts'
+import { mapEngineError, oomReason, statusOf, type EngineOperation } from './docker-errors.ts'
+import { LABELS, checkRef, containerName, hardenedHostConfig, labelsFor, limitsOf, volumeName } from './docker-spec.ts'
 import {
-  LABELS,
   checkEnv,
   checkImage,
-  checkRef,
   checkResources,
-  containerName,
-  hardenedHostConfig,
-  labelsFor,
-  limitsOf,
-  volumeName,
+  ENGINE_UNAVAILABLE,
+  type ContainerEngine,
   type ContainerKind,
   type ContainerResources,
-} from './container-spec.ts'
-import type {
-  ContainerEngine,
-  ContainerEvent,
-  ContainerEventAction,
-  ContainerRef,
-  ContainerSpec,
-  ContainerState,
-  ContainerStats,
-  ContainerStatus,
-  ContainerSummary,
-  EngineInfo,
-  EventOptions,
-  ExecOptions,
-  ExecSession,
-  ListFilter,
-  LogLine,
-  RunOptions,
-  RunResult,
-  RunSpec,
-} from './containers.ts'
+  type ContainerEvent,
+  type ContainerEventAction,
+  type ContainerRef,
+  type ContainerSpec,
+  type ContainerState,
+  type ContainerStats,
+  type ContainerStatus,
+  type ContainerSummary,
+  type EngineInfo,
+  type EventOptions,
+  type ExecOptions,
+  type ExecSession,
+  type ListFilter,
+  type LogLine,
+  type RunOptions,
+  type RunResult,
+  type RunSpec,
+} from './engine.ts'
 import { JsonLineDecoder, LogDecoder } from './docker-streams.ts'
 
 export interface DockerEngineOptions {
@@ -210,18 +203,18 @@ export class DockerEngine implements ContainerEngine {
     return this.info()
   }
 
-  private async checkPlacement(runtime: string | undefined, resources: ContainerResources): Promise<string> {
+  async checkPlacement(runtime: string | null | undefined, gpu: boolean): Promise<string> {
     const name = runtime ?? this.defaultRuntime
     let caps = await this.capabilities()
-    if (!caps.runtimes.includes(name) || (resources.gpu && !caps.nvidia)) caps = await this.capabilities(true)
+    if (!caps.runtimes.includes(name) || (gpu && !caps.nvidia)) caps = await this.capabilities(true)
     if (!caps.runtimes.includes(name)) {
       const offered = caps.runtimes.filter((r) => !r.startsWith('io.containerd.'))
       throw new UnprocessableError(`runtime ${JSON.stringify(name)} is not available on this container engine (available: ${offered.join(', ')})`, [
         { field: 'runtime', message: 'not available on this engine' },
       ])
     }
-    if (resources.gpu && !caps.nvidia) {
-      throw new UnprocessableError('no GPU is available on this engine', [{ field: 'resources.gpu', message: 'no GPU is available on this engine' }])
+    if (gpu && !caps.nvidia) {
+      throw new UnprocessableError('no GPU is available on this engine: it has no NVIDIA runtime', [{ field: 'resources.gpu', message: 'no GPU is available' }])
     }
     return name
   }
@@ -233,7 +226,7 @@ export class DockerEngine implements ContainerEngine {
     const resources = checkResources(spec.resources)
     checkImage(spec.image, this.images)
     const env = checkEnv(spec.env)
-    const runtime = await this.checkPlacement(spec.runtime, resources)
+    const runtime = await this.checkPlacement(spec.runtime, resources.gpu ?? false)
     const name = containerName(spec.kind, spec.entityId)
 
     const existing = await this.inspectRaw(name)
@@ -381,7 +374,7 @@ export class DockerEngine implements ContainerEngine {
         { field: 'resources.gpu', message: 'cannot change on an existing container' },
       ])
     }
-    if (r.gpu) await this.checkPlacement(info.HostConfig.Runtime, r)
+    if (r.gpu) await this.checkPlacement(info.HostConfig.Runtime, true)
     const memory = r.memory * 1024 * 1024
     await this.call('update', () =>
       this.docker.getContainer(name).update({ Memory: memory, MemorySwap: memory, NanoCpus: Math.round(r.cpu * 1e9) }),
@@ -589,7 +582,7 @@ export class DockerEngine implements ContainerEngine {
     checkImage(spec.image, this.images)
     const env = checkEnv(spec.env)
     if (spec.command.length === 0) throw new UnprocessableError('a run needs a command')
-    const runtime = await this.checkPlacement(spec.runtime, resources)
+    const runtime = await this.checkPlacement(spec.runtime, resources.gpu ?? false)
     const ref: ContainerRef = { kind: 'run', entityId: spec.entityId }
     const name = containerName('run', spec.entityId)
     const mounts: Dockerode.MountSettings[] = []

@@ -4,7 +4,8 @@
  * socket error (`code`: ECONNREFUSED, ENOENT…) when it could not be reached. We branch on
  * those codes and on which operation failed, never on the engine's wording.
  */
-import { AppError, ConflictError, NotFoundError, ServiceUnavailableError, UnprocessableError } from '../../core/errors.ts'
+import { AppError, ConflictError, NotFoundError, UnprocessableError } from '../../core/errors.ts'
+import { engineUnavailable } from './engine.ts'
 
 /** The engine answered but failed in a way the user may still act on (shown as is). */
 export class ContainerEngineError extends AppError {
@@ -14,8 +15,6 @@ export class ContainerEngineError extends AppError {
 }
 
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNABORTED', 'ERR_SOCKET_CLOSED'])
-
-export const ENGINE_UNAVAILABLE = 'container engine unavailable'
 
 export function statusOf(err: unknown): number | undefined {
   const s = (err as { statusCode?: unknown } | null)?.statusCode
@@ -47,14 +46,14 @@ export type EngineOperation = 'create' | 'start' | 'stop' | 'update' | 'exec' | 
  */
 export function mapEngineError(err: unknown, op: EngineOperation, subject: { image?: string } = {}): AppError {
   if (err instanceof AppError) return err
-  if (isUnreachable(err)) return new ServiceUnavailableError(ENGINE_UNAVAILABLE)
+  if (isUnreachable(err)) return engineUnavailable()
   const status = statusOf(err)
   const message = engineMessage(err)
   if (status === undefined) {
     // A socket error we do not list, a timed-out ping (TimeoutError) or an aborted request
     // still means the engine did not answer; anything else is our own bug, not a 503.
     const e = err as { code?: unknown; name?: unknown } | null
-    if (typeof e?.code === 'string' || e?.name === 'TimeoutError' || e?.name === 'AbortError') return new ServiceUnavailableError(ENGINE_UNAVAILABLE)
+    if (typeof e?.code === 'string' || e?.name === 'TimeoutError' || e?.name === 'AbortError') return engineUnavailable()
     return new AppError('container_engine_failure', 'unexpected failure talking to the container engine', { status: 500, cause: err })
   }
   if (status === 404 && op === 'create') {

@@ -11,8 +11,8 @@
  */
 import { mkdir, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { Algorithm, ResolvedParams, Task } from './trainer-spec.ts'
-import { featureWidth, type InputField, type Preprocessing } from './trainer-preprocess.ts'
+import type { Algorithm, ResolvedParams, Task } from './spec.ts'
+import { featureWidth, type InputField, type Preprocessing } from './preprocess.ts'
 
 export const ARTIFACT_FORMAT = 'quadrax.tabular'
 export const ARTIFACT_FORMAT_VERSION = 1

@@ -13,10 +13,61 @@
  * There is deliberately no way to pass raw engine options through.
  */
 import type { Duplex } from 'node:stream'
-import type { ContainerKind, ContainerResources } from './container-spec.ts'
+import { Type as T, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import { ServiceUnavailableError, UnprocessableError, type ErrorDetail } from '../../core/errors.ts'
 
-export { DockerEngine, type DockerEngineOptions } from './docker-engine.ts'
-export { ContainerKind, ContainerResources, containerName, volumeName, LABELS, parseImageList } from './container-spec.ts'
+/** What a container is for; part of its name and labels. */
+export const ContainerKind = T.Union([T.Literal('workstation'), T.Literal('vm'), T.Literal('run')])
+export type ContainerKind = Static<typeof ContainerKind>
+
+/**
+ * Resources in the guide's shape (`resources` of a workstation): cpu in cores (fractions
+ * allowed), memory and storage in MB, gpu on or off.
+ */
+export const ContainerResources = T.Object({
+  cpu: T.Number({ exclusiveMinimum: 0, maximum: 256 }),
+  // Docker refuses less than 6 MB; below 16 MB not even a shell starts reliably.
+  memory: T.Integer({ minimum: 16, maximum: 4 * 1024 * 1024 }),
+  storage: T.Optional(T.Integer({ minimum: 0 })),
+  gpu: T.Optional(T.Boolean()),
+})
+export type ContainerResources = Static<typeof ContainerResources>
+
+/** The message of every 503 for a missing or silent engine. */
+export const ENGINE_UNAVAILABLE = 'container engine unavailable'
+
+/** The engine is not configured or does not answer (503). */
+export function engineUnavailable(): ServiceUnavailableError {
+  return new ServiceUnavailableError(ENGINE_UNAVAILABLE)
+}
+
+/** Resources checked against the schema; a bad value is a 422 naming the field. */
+export function checkResources(resources: unknown): ContainerResources {
+  if (Value.Check(ContainerResources, resources)) return resources
+  const details: ErrorDetail[] = [...Value.Errors(ContainerResources, resources)].map((e) => ({
+    field: `resources${e.path.replaceAll('/', '.')}`,
+    message: e.message,
+  }))
+  throw new UnprocessableError('invalid container resources', details)
+}
+
+/** An image from an allow-list, or a 422 naming the allowed ones. */
+export function checkImage(image: string, allowed: readonly string[]): void {
+  if (!allowed.includes(image)) {
+    throw new UnprocessableError(`image ${JSON.stringify(image)} is not allowed; choose one of: ${allowed.join(', ') || '(none configured)'}`, [
+      { field: 'image', message: 'not on the allow-list' },
+    ])
+  }
+}
+
+/** Environment variables as `NAME=value`; a name that is not an identifier is a 422. */
+export function checkEnv(env: Record<string, string> | undefined): string[] {
+  return Object.entries(env ?? {}).map(([k, v]) => {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new UnprocessableError(`invalid environment variable name ${JSON.stringify(k)}`)
+    return `${k}=${v}`
+  })
+}
 
 /** Which entity's container. */
 export interface ContainerRef {
@@ -199,6 +250,13 @@ export interface ContainerEngine {
   /** Throws ServiceUnavailableError when the engine does not answer. */
   ping(): Promise<void>
   info(): Promise<EngineInfo>
+  /**
+   * Can the engine run a container under `runtime` (null: its default) with a GPU or not?
+   * A clear 422 naming the field when it cannot, so a caller can refuse before it records
+   * anything; returns the runtime's name. The engine's capabilities are cached briefly, and
+   * asked again before a refusal.
+   */
+  checkPlacement(runtime: string | null | undefined, gpu: boolean): Promise<string>
   /**
    * Create the container and its home volume unless they exist; never starts it. An
    * existing container is returned as it is (a changed image or runtime means remove and

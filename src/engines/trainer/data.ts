@@ -6,7 +6,7 @@
  * the structured clone on the caller's thread stays small. This pass is the only work the
  * trainer does on the caller's thread: one linear scan of the cells that are used.
  */
-import { TrainingDataError } from './trainer-errors.ts'
+import { TrainingDataError } from './errors.ts'
 
 export type ValueType = 'number' | 'string' | 'boolean'
 
