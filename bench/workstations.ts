@@ -25,7 +25,7 @@ import { loadConfig } from '../src/config.ts'
 import { createLogger } from '../src/core/logger.ts'
 import { hardenedHostConfig, labelsFor } from '../src/engines/containers/docker-spec.ts'
 import { startServer } from '../src/server.ts'
-import { workstationsFeature } from '../src/http/workstations.ts'
+import { workstationsFeature } from '../src/features/workstations.ts'
 import { benchDatabase } from './support/db.ts'
 
 const dockerHost = process.env.DOCKER_HOST

@@ -103,7 +103,7 @@ async function platform() {
     const topic = `user:${login.data.user.id}`
     return await runClients(s.url.replace('http', 'ws') + '/ws', JSON.stringify({ op: 'subscribe', topic }), login.data.token, async () => {
       // Each event carries its emit time; latency runs from the emitting turn to the client.
-      for (let i = 0; i < EVENTS; i += BATCH) await s.deps.actors.ask('beacon', 'b', { type: 'emit', topic, count: BATCH, from: i, stamp: true })
+      for (let i = 0; i < EVENTS; i += BATCH) await s.http.actors.ask('beacon', 'b', { type: 'emit', topic, count: BATCH, from: i, stamp: true })
     })
   } finally {
     await s.stop()

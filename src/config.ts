@@ -191,6 +191,9 @@ function describe(schema: TSchema): string {
   return `a ${schema.type}`
 }
 
+/** The configuration as the server runs with it: the JWT secret resolved (see resolveJwtSecret in server.ts). */
+export type ResolvedConfig = Readonly<Config> & { jwt: Config['jwt'] & { secret: string } }
+
 /**
  * Validate `env` (default: process.env) and return a frozen Config.
  * A bad value throws a ConfigError naming the variable and what was expected.

@@ -1,38 +1,62 @@
 /**
- * Assemble and start one server node: database (embedded when no DATABASE_URL), migrations,
- * first admin, Redis (when REDIS_URL), stores, auth, the HTTP app. `main.ts` calls this
- * with the environment; tests and benchmarks call it with their own config.
+ * The composition root: the one place that builds things. It starts one server node —
+ * database (embedded when no DATABASE_URL), migrations, first admin, Redis (when REDIS_URL),
+ * auth, the actor system, the live-event hub, the engines (one container engine, one dataset
+ * engine, the chat model, serving) — hands each feature (src/features/) what it needs, and
+ * assembles the HTTP app. `main.ts` calls this with the environment; tests and benchmarks
+ * call it with their own config.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import type { Config } from './config.ts'
+import type { Config, ResolvedConfig } from './config.ts'
 import { createLogger, type Logger } from './core/logger.ts'
 import { PG, pgCode } from './core/errors.ts'
 import { Metrics } from './core/metrics.ts'
-import { createApp, CORE_READS, type RouteModule } from './http/app.ts'
-import { cachedReadRoutes, mergeRoutes } from './http/native.ts'
+import { createActorSystem, type RuntimeConfig } from './actors/runtime/index.ts'
 import { AuthService } from './auth/service.ts'
 import { SessionRegistry } from './auth/sessions.ts'
-import type { AppDeps, HealthProbe, ResolvedConfig } from './http/context.ts'
+import { MemoryTicketStore, RedisTicketStore } from './auth/tickets.ts'
+import { DockerEngine } from './engines/containers/docker.ts'
+import { DuckDBDatasetEngine } from './engines/datasets/duckdb.ts'
+import { DEFAULT_ENGINE_OPTIONS } from './engines/datasets/engine.ts'
+import { createChatModel } from './engines/llm/openai.ts'
+import { ModelServing } from './engines/serving/serving.ts'
+import { aiFeature } from './features/ai.ts'
+import { datakitsFeature } from './features/datakits.ts'
+import type { Engines, Feature, FeatureContext, FeatureFactory } from './features/feature.ts'
+import { modelsFeature } from './features/models.ts'
+import { vmsFeature } from './features/vms.ts'
+import { workstationsFeature } from './features/workstations.ts'
+import { adminRoutes } from './http/admin.ts'
+import { createApp, CORE_READS, type RouteModule } from './http/app.ts'
+import type { HttpDeps } from './http/context.ts'
+import type { HealthProbe } from './http/health.ts'
+import { ticketRoutes } from './http/live.ts'
+import { cachedReadRoutes, mergeRoutes } from './http/native.ts'
 import { ResponseCache } from './http/plugins/cache.ts'
+import { createFrame } from './http/plugins/request.ts'
 import { connect, type Sql } from './store/db.ts'
 import { startEmbedded, type EmbeddedDatabase } from './store/embedded.ts'
 import { migrate } from './store/migrate.ts'
+import { topicHead, readOutbox } from './store/outbox.ts'
 import { MemoryRateLimitStore, RedisRateLimitStore } from './store/rate-limit.ts'
 import { createRedis, type Redis } from './store/redis.ts'
 import { MemoryCacheStore, RedisCacheStore } from './store/response-cache.ts'
 import * as users from './store/users.ts'
-import { readOutbox } from './store/outbox.ts'
-import { createActorSystem, type RuntimeConfig } from './actors/runtime/index.ts'
-import { FEATURES, type Feature, type FeatureFactory } from './features.ts'
 import { Hub } from './ws/hub.ts'
-import { wsRoutes } from './ws/routes.ts'
-import { MemoryTicketStore, RedisTicketStore } from './auth/tickets.ts'
+import { liveRoutes } from './ws/routes.ts'
+
+/** The platform's features, installed in this order. A new feature adds one line here. */
+export const FEATURES: readonly FeatureFactory[] = [aiFeature, workstationsFeature, vmsFeature, modelsFeature, datakitsFeature]
 
 export interface RunningServer {
   url: string
   port: number
-  deps: AppDeps
+  /** What route modules were built with (config, SQL, auth, actors…). */
+  http: HttpDeps
+  /** What features were built with (tests build a feature of their own from it). */
+  context: FeatureContext
+  hub: Hub
   app: ReturnType<typeof createApp>
   /** Stop accepting, finish in-flight requests, close pools (bounded by SHUTDOWN_TIMEOUT_MS). */
   stop(): Promise<void>
@@ -42,7 +66,7 @@ export interface StartOptions {
   /** Extra route modules (tests). */
   modules?: RouteModule[]
   /** Features to install instead of FEATURES (tests may narrow them down). */
-  features?: FeatureFactory[]
+  features?: readonly FeatureFactory[]
   /** Actor runtime settings beyond what the config sets (tests shorten timeouts). */
   actorConfig?: Partial<RuntimeConfig>
   /** Prefix of this node's Redis keys and BullMQ queues (tests use a unique one). */
@@ -91,24 +115,46 @@ export async function ensureAdmin(sql: Sql, auth: AuthService, config: Readonly<
   return { email: config.admin.email, password: generated }
 }
 
-async function dockerPing(dockerHost: string): Promise<void> {
-  const u = new URL(dockerHost)
-  const res =
-    u.protocol === 'unix:'
-      ? await fetch('http://docker/_ping', { unix: u.pathname } as RequestInit)
-      : await fetch(`${u.protocol === 'tcp:' ? 'http:' : u.protocol}//${u.host}/_ping`)
-  if (!res.ok) throw new Error(`engine answered ${res.status}`)
+/** The container engine's address: DOCKER_HOST, or the local socket when it exists (resolved here only). */
+export function dockerHostOf(config: Readonly<Config>, localSocket = '/var/run/docker.sock'): string | undefined {
+  if (config.dockerHost) return config.dockerHost
+  return existsSync(localSocket) ? `unix://${localSocket}` : undefined
 }
 
-export function dockerHostOf(config: Readonly<Config>): string | undefined {
-  if (config.dockerHost) return config.dockerHost
-  return existsSync('/var/run/docker.sock') ? 'unix:///var/run/docker.sock' : undefined
+/** Build the engines of one server, each once. */
+function buildEngines(config: ResolvedConfig, deps: { sql: Sql; logger: Logger; metrics: Metrics; dockerHost: string | undefined }): Engines {
+  const { logger, metrics } = deps
+  // One container engine for everything that runs containers: its allow-list is every kind's
+  // images together, and each kind checks its own list before asking it.
+  const images = [...new Set([...config.workstations.images, ...config.vms.images, ...config.models.trainingImages])]
+  const containers = deps.dockerHost ? new DockerEngine({ host: deps.dockerHost, images }) : undefined
+  const d = config.datakits
+  const datasets = new DuckDBDatasetEngine({
+    threads: d.duckdbThreads > 0 ? d.duckdbThreads : DEFAULT_ENGINE_OPTIONS.threads,
+    memoryLimit: d.duckdbMemoryLimit,
+    backgroundConcurrency: d.profileConcurrency,
+    interactiveConcurrency: d.queryConcurrency,
+    tempDirectory: join(config.dataDir, 'duckdb-tmp'),
+  })
+  const log = logger.child({ component: 'ai' })
+  const retries = metrics.counter('ai_provider_retries_total', 'Retries of AI provider requests, by upstream status', ['status'])
+  const chat = createChatModel(config, {
+    maxRetries: config.openai.maxRetries,
+    timeoutMs: config.openai.timeoutMs,
+    idleTimeoutMs: config.openai.idleTimeoutMs,
+    onRetry: (info) => {
+      retries.inc({ status: String(info.status ?? 'none') })
+      log.warn({ attempt: info.attempt, delayMs: info.delayMs, status: info.status, fromRetryAfter: info.fromRetryAfter }, 'AI provider request failed; retrying')
+    },
+  })
+  const serving = new ModelServing({ sql: deps.sql, modelDir: resolve(config.models.dir), logger })
+  return { containers, datasets, chat, serving }
 }
 
 export async function startServer(config: Readonly<Config>, opts: StartOptions = {}): Promise<RunningServer> {
   const logger = opts.logger ?? createLogger(config.logLevel)
   const secret = resolveJwtSecret(config)
-  const resolved = { ...config, jwt: { ...config.jwt, secret } } as ResolvedConfig
+  const resolved: ResolvedConfig = { ...config, jwt: { ...config.jwt, secret } }
 
   let embedded: EmbeddedDatabase | undefined
   let databaseUrl = config.databaseUrl
@@ -118,7 +164,8 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     databaseUrl = embedded.url
     logger.info({ ms: Math.round(performance.now() - t0), dir: join(config.dataDir, 'postgres') }, 'embedded PostgreSQL started')
   }
-  const sql = connect(databaseUrl, { max: config.databasePoolMax, name: 'quadrax' })
+  const metrics = new Metrics()
+  const sql = connect(databaseUrl, { max: config.databasePoolMax, name: 'quadrax', metrics })
   const { applied } = await migrate(sql)
   if (applied.length) logger.info({ applied }, 'migrations applied')
 
@@ -130,19 +177,13 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     await redis.ping()
   }
 
-  const metrics = new Metrics()
   const prefix = config.redisPrefix
   const registry = new SessionRegistry(sql, { logger, redis: redis && redisSub ? { pub: redis, sub: redisSub, prefix } : undefined })
   await registry.start()
   const auth = new AuthService(sql, resolved, registry, { refreshReuseGraceMs: opts.refreshReuseGraceMs })
   const cache = new ResponseCache(redis ? new RedisCacheStore(redis, `${prefix}cache:`) : new MemoryCacheStore(), metrics, config.cacheTtlSeconds)
   const rateLimits = redis ? new RedisRateLimitStore(redis, `${prefix}rl:`) : new MemoryRateLimitStore()
-  const dockerHost = dockerHostOf(config)
-  const probes: HealthProbe[] = [
-    { name: 'database', check: async () => void (await sql`select 1`) },
-    { name: 'redis', check: redis ? async () => void (await redis!.ping()) : undefined },
-    { name: 'docker', check: dockerHost ? () => dockerPing(dockerHost) : undefined },
-  ]
+  const tickets = redis ? new RedisTicketStore(redis, `${prefix}wsticket:`) : new MemoryTicketStore()
   const actors = createActorSystem({
     sql,
     redis: config.redisUrl,
@@ -152,22 +193,25 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     config: { nodeId: config.cluster.nodeId, shards: config.cluster.shards, leaseTtlMs: config.cluster.leaseTtlMs, ...opts.actorConfig },
   })
   const hub = new Hub(
-    {
-      subscribe: (listener) => actors.subscribe(listener),
-      read: (topic, after, limit) => readOutbox(sql, topic, after, limit),
-      head: async (topic) => {
-        const [row] = await sql<{ seq: number }[]>`select seq from actor_outbox_topics where topic = ${topic}`
-        return row?.seq ?? 0
-      },
-    },
+    { subscribe: (listener) => actors.subscribe(listener), read: (topic, after, limit) => readOutbox(sql, topic, after, limit), head: (topic) => topicHead(sql, topic) },
     { maxReplay: config.ws.maxReplay, maxBufferedBytes: config.ws.maxBufferedBytes, logger },
   )
   registry.onRevoked((ids) => hub.closeSessions(ids))
-  const tickets = redis ? new RedisTicketStore(redis, `${prefix}wsticket:`) : new MemoryTicketStore()
-  const deps: AppDeps = { config: resolved, sql, redis, logger, metrics, auth, rateLimits, cache, probes, actors, hub, tickets }
+
+  const dockerHost = dockerHostOf(config)
+  const engines = buildEngines(resolved, { sql, logger, metrics, dockerHost })
+  const http: HttpDeps = { config: resolved, sql, logger, metrics, auth, rateLimits, cache, actors, frame: createFrame({ config, logger, metrics }) }
+  const gate = { auth, origins: config.corsOrigins, tickets }
+  const context: FeatureContext = { http, engines, gate }
+  const probes: HealthProbe[] = [
+    { name: 'database', check: async () => void (await sql`select 1`) },
+    { name: 'redis', check: redis ? async () => void (await redis!.ping()) : undefined },
+    // Configured (DOCKER_HOST or the local socket) but silent: unhealthy; none at all: disabled.
+    { name: 'docker', check: engines.containers ? () => engines.containers!.ping() : undefined },
+  ]
 
   const features: Feature[] = []
-  for (const factory of opts.features ?? FEATURES) features.push(await factory(deps))
+  for (const factory of opts.features ?? FEATURES) features.push(await factory(context))
   for (const f of features) {
     for (const kind of f.actors ?? []) actors.register(kind)
     for (const [kind, fn] of Object.entries(f.topics ?? {})) hub.authorize(kind, fn)
@@ -176,13 +220,20 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
   await actors.start()
 
   const admin = await ensureAdmin(sql, auth, config)
-  const app = createApp(deps, {
-    modules: [wsRoutes(deps, hub, tickets), ...features.flatMap((f) => f.routes ?? []), ...(opts.modules ?? [])],
+  const app = createApp(http, {
+    probes,
+    modules: [
+      liveRoutes({ hub, gate, limits: config.ws, logger }),
+      ticketRoutes(http, tickets),
+      adminRoutes(http, { connections: () => hub.connections.size }),
+      ...features.flatMap((f) => f.routes ?? []),
+      ...(opts.modules ?? []),
+    ],
     uploadPaths: features.flatMap((f) => f.uploadPaths ?? []),
   })
   const fallback = (request: Request) => app.fetch(request)
   const nativeRoutes = mergeRoutes(
-    cachedReadRoutes(deps, [...CORE_READS, ...features.flatMap((f) => f.cachedReads ?? [])], fallback),
+    cachedReadRoutes(http, [...CORE_READS, ...features.flatMap((f) => f.cachedReads ?? [])], fallback),
     ...features.map((f) => f.nativeRoutes?.({ fetch: fallback }) ?? {}),
   )
   // Elysia merges these over its own routes on Bun's router when it listens.
@@ -224,5 +275,5 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
       logger.info('server stopped')
     })())
 
-  return { url, port: server.port!, deps, app, stop }
+  return { url, port: server.port!, http, context, hub, app, stop }
 }

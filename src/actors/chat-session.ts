@@ -28,7 +28,8 @@ import * as chat from '../store/chat.ts'
 import { MAX_NAMES_PER_KIND, TOKENS_REPLY_PRIMING, buildSystemPrompt, estimateMessageTokens, fitHistory } from '../engines/llm/context.ts'
 import { AiContextTooLongError, AiNotConfiguredError } from '../engines/llm/errors.ts'
 import type { ChatModel, ChatResult } from '../engines/llm/model.ts'
-import { defineActor, type ActorRef, type TurnContext } from './runtime/index.ts'
+import { iso } from '../core/time.ts'
+import { defineActor, type ActorRef, type Replied, type TurnContext } from './runtime/index.ts'
 
 export const CHAT_SESSION_KIND = 'chat-session'
 
@@ -79,25 +80,33 @@ export const ChatSessionMessage = T.Union([
 export type ChatSessionMessage = Static<typeof ChatSessionMessage>
 type Finish = Omit<Extract<ChatSessionMessage, { type: 'finish' }>, 'userId'>
 
+/** What a `send` replies: the two messages it recorded. */
+export interface SentReply {
+  userMessage: chat.ChatMessageRow
+  assistantMessage: chat.ChatMessageRow
+}
+
 /** The session row, or null for an id with no session (never created, or deleted). */
 export type ChatSessionState = chat.ChatSessionRow | null
 
-/** A session as the API shows it. */
-export function serializeSession(s: chat.ChatSessionRow & { lastMessageAt?: Date | null }) {
+/**
+ * A session as its `session` event carries it (the API shows sessions the same way). Takes a
+ * row, or a reply that crossed nodes (times already text).
+ */
+export function serializeSession(s: Replied<chat.ChatSessionRow & { lastMessageAt?: Date | null }>) {
   return {
     id: s.id,
     title: s.title,
     generating: s.generatingId !== null,
     generatingMessageId: s.generatingId,
-    createdAt: s.createdAt.toISOString(),
-    updatedAt: s.updatedAt.toISOString(),
-    ...(s.lastMessageAt !== undefined ? { lastMessageAt: s.lastMessageAt ? s.lastMessageAt.toISOString() : null } : {}),
+    createdAt: iso(s.createdAt),
+    updatedAt: iso(s.updatedAt),
+    ...(s.lastMessageAt !== undefined ? { lastMessageAt: iso(s.lastMessageAt) } : {}),
   }
 }
-export type SerializedSession = ReturnType<typeof serializeSession>
 
-/** A message as the API (and the `message`/`done` events) show it. */
-export function serializeMessage(m: chat.ChatMessageRow) {
+/** A message as the `message` and `done` events carry it (the API shows messages the same way). */
+export function serializeMessage(m: Replied<chat.ChatMessageRow>) {
   return {
     id: m.id,
     sessionId: m.sessionId,
@@ -111,11 +120,10 @@ export function serializeMessage(m: chat.ChatMessageRow) {
         ? null
         : { promptTokens: m.promptTokens ?? 0, completionTokens: m.completionTokens ?? 0, totalTokens: m.totalTokens, estimated: m.usageEstimated === true },
     error: m.errorCode === null ? null : { code: m.errorCode, message: m.errorMessage ?? '' },
-    createdAt: m.createdAt.toISOString(),
-    completedAt: m.completedAt ? m.completedAt.toISOString() : null,
+    createdAt: iso(m.createdAt),
+    completedAt: iso(m.completedAt),
   }
 }
-export type SerializedMessage = ReturnType<typeof serializeMessage>
 
 export const chatTopic = (sessionId: string) => `chat:${sessionId}`
 
@@ -284,13 +292,13 @@ export function chatSessionActor(opts: ChatSessionOptions) {
           if (state) throw new ConflictError('A chat session with this id already exists')
           const now = new Date()
           const session: chat.ChatSessionRow = { id: ctx.id, userId: msg.userId, title: msg.title, generatingId: null, createdAt: now, updatedAt: now }
-          return { state: session, reply: serializeSession(session) }
+          return { state: session, reply: session }
         }
         case 'rename': {
           const s = owned(state, msg.userId)
           const next = { ...s, title: msg.title, updatedAt: new Date() }
           ctx.emit(topic, 'session', { session: serializeSession(next) })
-          return { state: next, reply: serializeSession(next) }
+          return { state: next, reply: next }
         }
         case 'remove': {
           const s = owned(state, msg.userId)
@@ -326,15 +334,13 @@ export function chatSessionActor(opts: ChatSessionOptions) {
             { id: crypto.randomUUID(), sessionId: s.id, role: 'user', content: msg.content, status: 'completed' },
             { id: generationId, sessionId: s.id, role: 'assistant', content: '', status: 'streaming', model: model.model },
           ])
-          const user = serializeMessage(userMessage!)
-          const assistant = serializeMessage(assistantMessage!)
-          ctx.emit(topic, 'message', { message: user })
-          ctx.emit(topic, 'started', { messageId: generationId, userMessageId: user.id, model: model.model })
+          ctx.emit(topic, 'message', { message: serializeMessage(userMessage!) })
+          ctx.emit(topic, 'started', { messageId: generationId, userMessageId: userMessage!.id, model: model.model })
           ctx.schedule(new Date(Date.now() + opts.generationTimeoutMs + WATCHDOG_GRACE_MS), { type: 'expire', generationId })
           const session = { ...s, generatingId: generationId, updatedAt: new Date() }
           const self = ctx.self
           ctx.background((signal) => generate(self, session, generationId, signal))
-          return { state: session, reply: { userMessage: user, assistantMessage: assistant } }
+          return { state: session, reply: { userMessage: userMessage!, assistantMessage: assistantMessage! } satisfies SentReply }
         }
         case 'cancel': {
           const s = owned(state, msg.userId)

@@ -17,7 +17,6 @@
  * for a datakit that is gone just cleans up.
  */
 import { rm, stat } from 'node:fs/promises'
-import { join } from 'node:path'
 import { Type as T, type Static } from '@sinclair/typebox'
 import { AppError, ConflictError, NotFoundError } from '../core/errors.ts'
 import type { Logger } from '../core/logger.ts'
@@ -27,6 +26,7 @@ import type { DatasetEngine } from '../engines/datasets/engine.ts'
 import { DatasetParseError } from '../engines/datasets/errors.ts'
 import { DATASET_FORMATS, type DatasetFormat } from '../engines/datasets/format.ts'
 import type { DatasetProfile } from '../engines/datasets/profile.ts'
+import { datakitFiles } from './datakit-files.ts'
 import { defineActor, type ActorRef, type TurnContext } from './runtime/index.ts'
 
 export const DATAKIT_KIND = 'datakit'
@@ -65,32 +65,8 @@ export type DatakitMessage = Static<typeof DatakitMessage>
 /** The datakit row, or null for an id with none (never created, or deleted). */
 export type DatakitState = store.DatakitRow | null
 
-/** The storage quota was (or would be) exceeded: 413, with the numbers in the details. */
-export class StorageQuotaError extends AppError {
-  constructor(usedBytes: number, incomingBytes: number, quotaBytes: number) {
-    super(
-      'storage_quota_exceeded',
-      `Storage quota exceeded: ${usedBytes} bytes used of ${quotaBytes} allowed, and this upload needs ${incomingBytes} more. Delete datakits or versions you no longer need, or ask an admin for a larger quota.`,
-      {
-        status: 413,
-        details: [
-          { field: 'usedBytes', message: String(usedBytes) },
-          { field: 'allowedBytes', message: String(quotaBytes) },
-          { field: 'incomingBytes', message: String(incomingBytes) },
-        ],
-      },
-    )
-  }
-}
-
 export const datakitTopic = (id: string) => `datakit:${id}`
 export const userTopic = (userId: string) => `user:${userId}`
-
-/** Where a version's files are. */
-export function datakitFiles(uploadDir: string, fileId: string): { original: string; parquet: string } {
-  const original = join(uploadDir, fileId)
-  return { original, parquet: `${original}.parquet` }
-}
 
 export interface DatakitActorOptions {
   engine: DatasetEngine
@@ -99,11 +75,6 @@ export interface DatakitActorOptions {
   /** The storage quota of a user without an admin override. */
   defaultQuotaBytes: number
   logger: Logger
-}
-
-/** The quota that applies to `userId` (an admin override, or the default). */
-export async function quotaOf(sql: Db, userId: string, defaultQuotaBytes: number): Promise<number> {
-  return (await store.quotaOverride(sql, userId)) ?? defaultQuotaBytes
 }
 
 /**
@@ -126,17 +97,9 @@ export function datakitActor(opts: DatakitActorOptions) {
     ctx.emit(userTopic(d.ownerId), `datakit.${type}`, { id: d.id, ...data })
   }
 
-  /** Check, under the owner's storage lock, that `bytes` more fit in their quota. */
-  async function reserve(tx: Db, ownerId: string, bytes: number): Promise<void> {
-    await store.lockStorage(tx, ownerId)
-    const used = await store.storageUsed(tx, ownerId)
-    const quota = await quotaOf(tx, ownerId, opts.defaultQuotaBytes)
-    if (used + bytes > quota) throw new StorageQuotaError(used, bytes, quota)
-  }
-
   /** Record a new PROCESSING version and start profiling it once the turn commits. */
   async function addVersion(ctx: TurnContext<DatakitMessage>, d: store.DatakitRow, version: number, file: UploadedFile): Promise<void> {
-    await reserve(ctx.tx, d.ownerId, file.sizeBytes)
+    await store.reserveStorage(ctx.tx, d.ownerId, file.sizeBytes, opts.defaultQuotaBytes)
     await store.insertVersion(ctx.tx, {
       datakitId: d.id,
       version,

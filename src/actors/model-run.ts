@@ -18,11 +18,15 @@
  */
 import { Type as T, type Static } from '@sinclair/typebox'
 import { AppError, ConflictError, NotFoundError, PG, pgCode } from '../core/errors.ts'
+import { Semaphore } from '../core/semaphore.ts'
 import type { Db } from '../store/db.ts'
-import * as store from '../store/models.ts'
-import { defineActor, type ActorKind, type ActorRef, type TurnContext } from './runtime/index.ts'
-import { runArtifactPath } from '../engines/serving/serving.ts'
-import { runBuiltin, runContainer, type ArtifactInfo, type Reporter, type RunSpec, type TaskEnv } from './model-run-tasks.ts'
+import * as store from '../store/model-runs.ts'
+import * as versions from '../store/model-versions.ts'
+import * as quotas from '../store/quotas.ts'
+import { defineActor, type ActorRef, type TurnContext } from './runtime/index.ts'
+import { runArtifactPath, type ArtifactInfo, type Reporter, type RunSpec, type TaskEnv } from './model-run-spec.ts'
+import { runBuiltin } from './model-run-builtin.ts'
+import { runContainer } from './model-run-container.ts'
 
 const Id = T.String({ format: 'uuid' })
 const Attempt = T.Integer({ minimum: 1 })
@@ -83,51 +87,10 @@ export interface ModelRunOptions {
   concurrency: number
   /** Queued + running runs per user (TRAINING_MAX_ACTIVE_RUNS). */
   maxActiveRunsPerUser: number
-  /** Default compute quota (CPU cores, memory MB) that container runs count against. */
-  quota: { cpu: number; memoryMb: number }
+  /** The default compute quota container runs count against (admins override per user). */
+  quota: quotas.QuotaLimits
   /** TRAINING_MAX_TIMEOUT_SECONDS, named in the timeout reason. */
   maxTimeoutSeconds: number
-}
-
-/** A counting semaphore whose waiters can give up (a run cancelled while QUEUED). */
-class Slots {
-  #free: number
-  readonly #waiting: { resolve: () => void; reject: (e: unknown) => void; signal: AbortSignal; onAbort: () => void }[] = []
-  constructor(size: number) {
-    if (!Number.isInteger(size) || size < 1) throw new Error('concurrency must be an integer >= 1')
-    this.#free = size
-  }
-  acquire(signal: AbortSignal): Promise<void> {
-    signal.throwIfAborted()
-    if (this.#free > 0) {
-      this.#free--
-      return Promise.resolve()
-    }
-    return new Promise((resolve, reject) => {
-      const w = {
-        resolve,
-        reject,
-        signal,
-        onAbort: () => {
-          const i = this.#waiting.indexOf(w)
-          if (i >= 0) this.#waiting.splice(i, 1)
-          reject(signal.reason)
-        },
-      }
-      signal.addEventListener('abort', w.onAbort, { once: true })
-      this.#waiting.push(w)
-    })
-  }
-  release(): void {
-    const next = this.#waiting.shift()
-    if (next) {
-      next.signal.removeEventListener('abort', next.onAbort)
-      next.resolve()
-    } else this.#free++
-  }
-  get waiting(): number {
-    return this.#waiting.length
-  }
 }
 
 const ACTIVE: readonly store.RunStatus[] = ['QUEUED', 'RUNNING']
@@ -142,15 +105,10 @@ export function failureReason(err: unknown): string {
   return 'Training failed because of an internal error; start the run again, and tell an administrator if it keeps failing'
 }
 
-export interface ModelRunKind {
-  kind: ActorKind<ModelRunState, ModelRunMessage>
-  /** Runs with a task on this node (executing or waiting for a slot). */
-  localRuns(): number
-}
-
 /** The `model-run` actor kind, bound to this node's engines and settings. */
-export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
-  const slots = new Slots(opts.concurrency)
+export function modelRunActor(opts: ModelRunOptions) {
+  // Runs executing at once on this node; a run cancelled while it waits gives up its place.
+  const slots = new Semaphore(opts.concurrency)
   // Tasks of this node, by run id: cancel and timeout abort them; resume skips runs that have one.
   const local = new Map<string, { attempt: number; ctl: AbortController }>()
 
@@ -233,14 +191,13 @@ export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
     })
   }
 
-  const end = async (ctx: TurnContext<ModelRunMessage>, run: store.RunRow, status: 'SUCCEEDED' | 'FAILED' | 'CANCELLED', fields: Partial<store.RunRow> = {}) => {
-    await store.modelRunEnded(ctx.tx, run.modelId, status)
+  const end = (ctx: TurnContext<ModelRunMessage>, run: store.RunRow, status: 'SUCCEEDED' | 'FAILED' | 'CANCELLED', fields: Partial<store.RunRow> = {}) => {
     const next: store.RunRow = { ...run, ...fields, status, finishedAt: new Date() }
     emitStatus(ctx, next)
     return next
   }
 
-  const kind = defineActor({
+  return defineActor({
     kind: 'model-run',
     messages: ModelRunMessage,
     async load(sql, id): Promise<ModelRunState> {
@@ -252,7 +209,7 @@ export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
         case 'create': {
           if (state) return { reply: { id: state.id, status: state.status } }
           const r = msg.run
-          await store.lockUserQuota(ctx.tx, r.userId)
+          await quotas.lockUser(ctx.tx, r.userId)
           const active = await store.activeRunCount(ctx.tx, r.userId)
           if (active >= opts.maxActiveRunsPerUser) {
             throw new ConflictError(`You have ${active} runs queued or running, the most allowed (TRAINING_MAX_ACTIVE_RUNS); wait for one to end or cancel one`, [
@@ -261,13 +218,7 @@ export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
           }
           if (r.runKind === 'CONTAINER') {
             const want = r.spec.resources as { cpu: number; memory: number }
-            const held = await store.computeHeld(ctx.tx, r.userId)
-            const override = await store.quotaOverride(ctx.tx, r.userId)
-            const limit = { cpu: override?.cpu ?? opts.quota.cpu, memoryMb: override?.memoryMb ?? opts.quota.memoryMb }
-            const details = []
-            if (held.cpu + want.cpu > limit.cpu + 1e-9) details.push({ field: 'resources.cpu', message: `${held.cpu} of ${limit.cpu} cores in use, ${want.cpu} more requested` })
-            if (held.memoryMb + want.memory > limit.memoryMb) details.push({ field: 'resources.memory', message: `${held.memoryMb} of ${limit.memoryMb} MB in use, ${want.memory} more requested` })
-            if (details.length) throw new ConflictError('Compute quota exceeded: stop a workstation or VM, wait for a run to end, or ask for smaller resources', details)
+            await quotas.claim(ctx.tx, r.userId, { kind: 'run', id: ctx.id }, { cpu: want.cpu, memoryMb: want.memory }, opts.quota)
           }
           let row: store.RunRow
           try {
@@ -276,7 +227,6 @@ export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
             if (pgCode(err) === PG.foreignKeyViolation) throw new NotFoundError('Model')
             throw err
           }
-          await store.modelRunStarted(ctx.tx, r.modelId)
           await store.insertParams(ctx.tx, ctx.id, r.params)
           await store.setTags(ctx.tx, ctx.id, r.tags)
           const next: store.RunRow = { ...row, attempts: 1 }
@@ -305,7 +255,7 @@ export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
         case 'succeeded': {
           if (!state || state.status !== 'RUNNING' || state.attempts !== msg.attempt) return { reply: { registered: false } }
           const a = msg.artifact
-          const version = await store.registerVersion(ctx.tx, {
+          const version = await versions.registerVersion(ctx.tx, {
             modelId: state.modelId,
             runId: state.id,
             artifactPath: a.path,
@@ -315,24 +265,24 @@ export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
             files: a.files,
             bytes: a.bytes,
           })
-          const next = await end(ctx, state, 'SUCCEEDED', { version, error: null })
+          const next = end(ctx, state, 'SUCCEEDED', { version, error: null })
           return { state: next, reply: { registered: true, version } }
         }
         case 'failed': {
           if (!state || !isActive(state) || state.attempts !== msg.attempt) return
-          return { state: await end(ctx, state, 'FAILED', { error: msg.reason.slice(0, 2000) }) }
+          return { state: end(ctx, state, 'FAILED', { error: msg.reason.slice(0, 2000) }) }
         }
         case 'cancel': {
           if (!state) throw new NotFoundError('Run')
           if (!isActive(state)) throw new ConflictError(`The run already ended: it is ${state.status}`)
-          const next = await end(ctx, state, 'CANCELLED', { error: 'Cancelled by the user' })
+          const next = end(ctx, state, 'CANCELLED', { error: 'Cancelled by the user' })
           abortLocal(ctx, 'cancelled')
           return { state: next, reply: { id: next.id, status: next.status } }
         }
         case 'timeout': {
           if (!state || !isActive(state) || state.attempts !== msg.attempt) return
           const error = `The run exceeded its timeout of ${state.timeoutSeconds} s and was stopped; give it a longer timeoutSeconds (at most ${opts.maxTimeoutSeconds}) or train on fewer rows or epochs`
-          const next = await end(ctx, state, 'FAILED', { error })
+          const next = end(ctx, state, 'FAILED', { error })
           abortLocal(ctx, 'timed out')
           return { state: next }
         }
@@ -352,5 +302,4 @@ export function createModelRunKind(opts: ModelRunOptions): ModelRunKind {
       }
     },
   })
-  return { kind, localRuns: () => local.size }
 }

@@ -1,90 +1,53 @@
 /**
  * The workstation actor kind: one actor per workstation, owning its container. The lifecycle
- * (status machine, reconciliation, quotas, idle culling) is shared with VMs in
- * container-lifecycle.ts; this file holds what is a workstation's own: the guide's body
- * (name, description, function, nature, resources), its table, and its API shape.
+ * (status machine, reconciliation, quotas, idle culling) is shared with VMs in ./compute/;
+ * this file holds what is a workstation's own: the guide's fields (name, description,
+ * function, nature, resources) and its table. Replies are WorkstationRows.
  */
 import { Type as T, type Static } from '@sinclair/typebox'
-import type { ActorKind } from './runtime/index.ts'
 import * as store from '../store/workstations.ts'
 import type { WorkstationRow } from '../store/workstations.ts'
-import { computeViewFields, ComputeViewFields, defineComputeActor, type ComputeMessage, type ComputeSettings, type ComputeState } from './container-lifecycle.ts'
+import { defineComputeActor } from './compute/lifecycle.ts'
+import { computeMessages, Cpu, MemoryMb, StorageMb } from './compute/messages.ts'
+import type { ComputeSettings } from './compute/turn.ts'
 
-export namespace WorkstationModel {
-  export const fn = T.Union([T.Literal('DEVELOPMENT'), T.Literal('TRAINING'), T.Literal('PROCESSING')], {
-    error: 'Function must be one of DEVELOPMENT, TRAINING, PROCESSING',
-  })
-  export const resources = T.Object(
-    {
-      cpu: T.Number({ exclusiveMinimum: 0, maximum: 256, error: 'cpu must be a number of cores above 0 (at most 256)' }),
-      memory: T.Integer({ minimum: 16, maximum: 4 * 1024 * 1024, error: 'memory must be a whole number of MB from 16' }),
-      storage: T.Optional(T.Integer({ minimum: 0, maximum: 16 * 1024 * 1024, error: 'storage must be a whole number of MB' })),
-      gpu: T.Optional(T.Boolean()),
-    },
-    { additionalProperties: false },
-  )
-  export const name = T.String({ minLength: 3, maxLength: 50, error: 'Name must be 3–50 characters' })
-  export const description = T.String({ minLength: 10, maxLength: 1000, error: 'Description must be 10–1000 characters' })
-  export const nature = T.Array(T.String({ minLength: 1, maxLength: 50 }), { maxItems: 20, error: 'nature must be a list of at most 20 tags of 1–50 characters' })
-  export const image = T.String({ minLength: 1, maxLength: 255, error: 'image must be one of the allowed images' })
+const fn = T.Union([T.Literal('DEVELOPMENT'), T.Literal('TRAINING'), T.Literal('PROCESSING')], {
+  error: 'Function must be one of DEVELOPMENT, TRAINING, PROCESSING',
+})
+/** The guide's `resources` of a workstation: storage and gpu may be left out. */
+const resources = T.Object({ cpu: Cpu, memory: MemoryMb, storage: T.Optional(StorageMb('storage')), gpu: T.Optional(T.Boolean()) }, { additionalProperties: false })
+const name = T.String({ minLength: 3, maxLength: 50, error: 'Name must be 3–50 characters' })
+const description = T.String({ minLength: 10, maxLength: 1000, error: 'Description must be 10–1000 characters' })
+const nature = T.Array(T.String({ minLength: 1, maxLength: 50 }), { maxItems: 20, error: 'nature must be a list of at most 20 tags of 1–50 characters' })
+const image = T.String({ minLength: 1, maxLength: 255, error: 'image must be one of the allowed images' })
 
-  /** POST /api/workstations: the guide's body, plus an image from the allow-list. */
-  export const create = T.Object(
-    { name, description, function: fn, nature: T.Optional(nature), resources, image: T.Optional(image) },
-    { additionalProperties: false },
-  )
-  export type create = Static<typeof create>
+/** A new workstation: the guide's body, plus an image from the allow-list. */
+export const WorkstationFields = T.Object({ name, description, function: fn, nature: T.Optional(nature), resources, image: T.Optional(image) }, { additionalProperties: false })
+export type WorkstationFields = Static<typeof WorkstationFields>
 
-  export const patch = T.Object(
-    {
-      name: T.Optional(name),
-      description: T.Optional(description),
-      function: T.Optional(fn),
-      nature: T.Optional(nature),
-      resources: T.Optional(resources),
-      image: T.Optional(image),
-    },
-    { additionalProperties: false, minProperties: 1, error: 'Provide at least one of name, description, function, nature, resources, image' },
-  )
-  export type patch = Static<typeof patch>
+export const WorkstationPatch = T.Object(
+  {
+    name: T.Optional(name),
+    description: T.Optional(description),
+    function: T.Optional(fn),
+    nature: T.Optional(nature),
+    resources: T.Optional(resources),
+    image: T.Optional(image),
+  },
+  { additionalProperties: false, minProperties: 1, error: 'Provide at least one of name, description, function, nature, resources, image' },
+)
+export type WorkstationPatch = Static<typeof WorkstationPatch>
 
-  /** A workstation as the API shows it. */
-  export const workstation = T.Object({
-    id: T.String(),
-    name: T.String(),
-    description: T.String(),
-    function: fn,
-    nature: T.Array(T.String()),
-    resources: T.Object({ cpu: T.Number(), memory: T.Integer(), storage: T.Integer(), gpu: T.Boolean() }),
-    image: T.String(),
-    ...ComputeViewFields,
-  })
-  export type workstation = Static<typeof workstation>
-}
-
-export function workstationView(w: WorkstationRow): WorkstationModel.workstation {
-  return {
-    id: w.id,
-    name: w.name,
-    description: w.description,
-    function: w.function,
-    nature: w.nature,
-    resources: { ...w.resources },
-    image: w.image,
-    ...computeViewFields(w),
-  }
-}
-
-export type WorkstationMessage = ComputeMessage<WorkstationModel.create, WorkstationModel.patch>
+export const WorkstationMessage = computeMessages(WorkstationFields, WorkstationPatch)
+export type WorkstationMessage = Static<typeof WorkstationMessage>
 
 /** The `workstation` actor kind for one server (its engine and policies in `settings`). */
-export function workstationActor(settings: ComputeSettings): ActorKind<ComputeState<WorkstationRow>, WorkstationMessage> {
-  return defineComputeActor<WorkstationRow, typeof WorkstationModel.create, typeof WorkstationModel.patch>(
+export function workstationActor(settings: ComputeSettings) {
+  return defineComputeActor<WorkstationRow, typeof WorkstationFields, typeof WorkstationPatch>(
+    { create: WorkstationFields, patch: WorkstationPatch },
     {
       kind: 'workstation',
       label: 'Workstation',
-      create: WorkstationModel.create,
-      patch: WorkstationModel.patch,
       load: store.findById,
       save: store.save,
       remove: store.remove,
@@ -124,7 +87,6 @@ export function workstationActor(settings: ComputeSettings): ActorKind<ComputeSt
             : w.resources,
         }
       },
-      view: workstationView,
     },
     settings,
   )

@@ -8,7 +8,8 @@ import { Jwt } from '../core/jwt.ts'
 import type { Sql } from '../store/db.ts'
 import * as sessions from '../store/sessions.ts'
 import * as users from '../store/users.ts'
-import type { Principal, SessionRegistry } from './sessions.ts'
+import type { Principal } from './principal.ts'
+import type { SessionRegistry } from './sessions.ts'
 
 export interface PublicUser {
   id: string

@@ -9,15 +9,9 @@
  */
 import type { Db } from '../store/db.ts'
 import * as sessions from '../store/sessions.ts'
-import type { Role } from '../store/users.ts'
+import type { Principal } from './principal.ts'
 import type { Redis } from '../store/redis.ts'
 import type { Logger } from '../core/logger.ts'
-
-export interface Principal {
-  userId: string
-  role: Role
-  sessionId: string
-}
 
 interface Entry {
   principal: Principal | null // null: revoked, expired, unknown or user inactive

@@ -65,8 +65,8 @@ export class UnsupportedMediaTypeError extends AppError {
   }
 }
 export class UnprocessableError extends AppError {
-  constructor(message: string, details: ErrorDetail[] = []) {
-    super('unprocessable', message, { status: 422, details })
+  constructor(message: string, details: ErrorDetail[] = [], cause?: unknown) {
+    super('unprocessable', message, { status: 422, details, cause })
   }
 }
 export class RateLimitedError extends AppError {

@@ -12,25 +12,23 @@
  * /health shows `ai: disabled`; the rest of the platform is unaffected.
  */
 import { Elysia, t } from 'elysia'
-import { AppError, NotFoundError } from '../core/errors.ts'
-import type { Feature } from '../features.ts'
+import { NotFoundError } from '../core/errors.ts'
 import * as chat from '../store/chat.ts'
+import * as outbox from '../store/outbox.ts'
 import { AiNotConfiguredError } from '../engines/llm/errors.ts'
-import { createChatModel } from '../engines/llm/openai.ts'
 import {
   CHAT_SESSION_KIND,
   DEFAULT_TITLE,
   MAX_MESSAGE_CHARS,
   MAX_TITLE_CHARS,
-  chatSessionActor,
   chatTopic,
   serializeMessage,
   serializeSession,
   type ChatSessionMessage,
-  type SerializedMessage,
-  type SerializedSession,
+  type SentReply,
 } from '../actors/chat-session.ts'
-import { bearer, Envelope, errors, ok, requireUser, type AppDeps } from './context.ts'
+import type { Replied } from '../actors/runtime/index.ts'
+import { bearer, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
 
 export namespace AiModel {
   export const session = t.Object(
@@ -97,12 +95,12 @@ export namespace AiModel {
 }
 
 const idParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid chat session id' }) })
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const TAGS = ['AI Assistant']
 
 /** The /api/ai routes over an actor system where the `chat-session` kind is registered. */
-export function aiRoutes(deps: AppDeps, configured: boolean) {
+export function aiRoutes(deps: HttpDeps, configured: boolean) {
   const ask = (id: string, message: ChatSessionMessage) => deps.actors.ask(CHAT_SESSION_KIND, id, message)
+  const session = async (id: string, message: ChatSessionMessage) => serializeSession((await ask(id, message)) as Replied<chat.ChatSessionRow>)
 
   /** The session if the caller may read it (owner, or admin), else 404. */
   const readable = async (request: Request, id: string) => {
@@ -122,9 +120,9 @@ export function aiRoutes(deps: AppDeps, configured: boolean) {
         '/sessions',
         async ({ request, body, set }) => {
           const me = await requireUser(deps, request)
-          const session = (await ask(crypto.randomUUID(), { type: 'create', userId: me.userId, title: body?.title ?? DEFAULT_TITLE })) as SerializedSession
+          const created = await session(crypto.randomUUID(), { type: 'create', userId: me.userId, title: body?.title ?? DEFAULT_TITLE })
           set.status = 201
-          return ok(session)
+          return ok(created)
         },
         {
           body: t.Optional(AiModel.create),
@@ -155,7 +153,7 @@ export function aiRoutes(deps: AppDeps, configured: boolean) {
         '/sessions/:id',
         async ({ request, params, body }) => {
           const me = await requireUser(deps, request)
-          return ok((await ask(params.id, { type: 'rename', userId: me.userId, title: body.title })) as SerializedSession)
+          return ok(await session(params.id, { type: 'rename', userId: me.userId, title: body.title }))
         },
         {
           params: idParams,
@@ -197,13 +195,10 @@ export function aiRoutes(deps: AppDeps, configured: boolean) {
           const me = await requireUser(deps, request)
           const topic = chatTopic(params.id)
           // Read before the send: every event of this answer comes after it.
-          const since = await chat.topicHead(deps.sql, topic)
-          const sent = (await ask(params.id, { type: 'send', userId: me.userId, content: body.content })) as {
-            userMessage: SerializedMessage
-            assistantMessage: SerializedMessage
-          }
+          const since = await outbox.topicHead(deps.sql, topic)
+          const sent = (await ask(params.id, { type: 'send', userId: me.userId, content: body.content })) as Replied<SentReply>
           set.status = 202
-          return ok({ ...sent, topic, since })
+          return ok({ userMessage: serializeMessage(sent.userMessage), assistantMessage: serializeMessage(sent.assistantMessage), topic, since })
         },
         {
           params: idParams,
@@ -239,50 +234,4 @@ export function aiRoutes(deps: AppDeps, configured: boolean) {
         },
       )
   )
-}
-
-/**
- * The AI assistant feature: the `chat-session` actor kind, the /api/ai routes, the `chat`
- * topic authorizer (the session's owner; admins always may) and the `ai` health probe.
- */
-export function aiFeature(deps: AppDeps): Feature {
-  const { config, logger, metrics } = deps
-  const log = logger.child({ component: 'ai' })
-  const retries = metrics.counter('ai_provider_retries_total', 'Retries of AI provider requests, by upstream status', ['status'])
-  const providerUp = metrics.gauge('ai_provider_up', 'Whether the last AI provider request succeeded (1) or failed (0)')
-  const model = createChatModel(config, {
-    maxRetries: config.openai.maxRetries,
-    timeoutMs: config.openai.timeoutMs,
-    idleTimeoutMs: config.openai.idleTimeoutMs,
-    onRetry: (info) => {
-      retries.inc({ status: String(info.status ?? 'none') })
-      log.warn({ attempt: info.attempt, delayMs: info.delayMs, status: info.status, fromRetryAfter: info.fromRetryAfter }, 'AI provider request failed; retrying')
-    },
-  })
-  const kind = chatSessionActor({
-    model,
-    sql: deps.sql,
-    logger,
-    metrics,
-    contextTokens: config.ai.contextTokens,
-    maxReplyTokens: config.ai.maxReplyTokens,
-    dailyTokenBudget: config.ai.dailyTokenBudget,
-    generationTimeoutMs: config.openai.timeoutMs,
-    onProviderOutcome: (error?: AppError) => providerUp.set(error ? 0 : 1),
-  })
-  if (!model) log.info('OPENAI_API_KEY is not set: the AI assistant is disabled')
-  return {
-    name: 'ai',
-    // Registered even when disabled: reminders of generations started before the key was
-    // removed still find their actor and end them.
-    actors: [kind],
-    routes: [aiRoutes(deps, model !== undefined)],
-    topics: {
-      chat: async (principal, id) => UUID.test(id) && (await chat.findSession(deps.sql, id))?.userId === principal.userId,
-    },
-    // The probe checks what a node needs to serve the assistant: its tables. It does not call
-    // the provider: that would spend quota on every health check, and an upstream outage must
-    // not take healthy nodes out of a load balancer (ai_provider_up reports the provider).
-    probes: [{ name: 'ai', check: model ? async () => void (await deps.sql`select 1 from chat_sessions limit 1`) : undefined }],
-  }
 }

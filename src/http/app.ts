@@ -1,17 +1,18 @@
 /**
  * The Elysia application: plugins first (frame, errors, rate limits), then one module per
- * resource. Later features add their module to `modules` in src/main.ts.
+ * resource: the core ones here, the rest (features, live sessions, admin) handed in by the
+ * composition root (src/server.ts).
  */
 import { Elysia } from 'elysia'
 import { swagger } from '@elysiajs/swagger'
 import { authRoutes, meRead } from './auth.ts'
-import type { AppDeps } from './context.ts'
+import type { HttpDeps } from './context.ts'
 import { healthRoutes } from './health.ts'
 import { errorHandler } from './plugins/errors.ts'
 import { apiRateLimit } from './plugins/rate-limit.ts'
 import { requestFrame, type RequestFrameOptions } from './plugins/request.ts'
 import { userRoutes, usersRead } from './users.ts'
-import { adminRoutes } from './admin.ts'
+import type { HealthProbe } from './health.ts'
 
 /** The core modules' cached reads (served from Bun's router on a hit; src/http/native.ts). */
 export const CORE_READS = [meRead, usersRead]
@@ -19,11 +20,13 @@ export const CORE_READS = [meRead, usersRead]
 export type RouteModule = Elysia<any, any, any, any, any, any, any>
 
 export interface AppOptions extends RequestFrameOptions {
-  /** Extra resource modules (workstations, datakits, …), already built with their deps. */
+  /** What /health reports. */
+  probes: readonly HealthProbe[]
+  /** The other route modules (features, live sessions, admin), already built with what they use. */
   modules?: RouteModule[]
 }
 
-export function createApp(deps: AppDeps, opts: AppOptions = {}) {
+export function createApp(deps: HttpDeps, opts: AppOptions) {
   // normalize off: an unknown body field is a 400 (additionalProperties: false), never
   // silently dropped or applied; responses are serialised explicitly by each module.
   const ws = deps.config.ws
@@ -41,7 +44,7 @@ export function createApp(deps: AppDeps, opts: AppOptions = {}) {
       perMessageDeflate: false,
     },
   })
-    .use(requestFrame(deps, opts))
+    .use(requestFrame(deps.frame, opts))
     .use(errorHandler(deps))
     .use(apiRateLimit(deps))
     .use(
@@ -59,10 +62,9 @@ export function createApp(deps: AppDeps, opts: AppOptions = {}) {
         },
       }),
     )
-    .use(healthRoutes(deps))
+    .use(healthRoutes(deps, opts.probes))
     .use(authRoutes(deps))
     .use(userRoutes(deps))
-    .use(adminRoutes(deps))
   for (const m of opts.modules ?? []) app.use(m)
   return app
 }

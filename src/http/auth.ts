@@ -1,8 +1,7 @@
 /** /api/auth: register, login, refresh, logout, me, change-password. */
 import { Elysia, t } from 'elysia'
-import { bearer, documented, Envelope, errors, ok, requireUser, type AppDeps } from './context.ts'
+import { bearer, documented, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
 import { authRateLimit } from './plugins/rate-limit.ts'
-import { clientIp } from './plugins/request.ts'
 import * as users from '../store/users.ts'
 import { NotFoundError } from '../core/errors.ts'
 import type { CachedRead } from './native.ts'
@@ -41,8 +40,8 @@ export namespace AuthModel {
 /** GET /api/auth/me: the caller's own record, cached per user (served from Bun's router on a hit). */
 export const meRead: CachedRead = { path: '/api/auth/me', scope: (p) => `user:${p.userId}` }
 
-export function authRoutes(deps: AppDeps) {
-  const meta = (request: Request) => ({ ip: clientIp(request), userAgent: request.headers.get('user-agent') })
+export function authRoutes(deps: HttpDeps) {
+  const meta = (request: Request) => ({ ip: deps.frame.clientIp(request), userAgent: request.headers.get('user-agent') })
   return new Elysia({ prefix: '/api/auth', tags: ['Auth'] } as ConstructorParameters<typeof Elysia>[0])
     .post(
       '/register',

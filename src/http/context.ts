@@ -2,45 +2,36 @@
  * What the HTTP edge is given, and the small helpers every route module shares.
  */
 import { t, type TSchema } from 'elysia'
-import type { Config } from '../config.ts'
+import type { ResolvedConfig } from '../config.ts'
 import { ForbiddenError, UnauthorizedError } from '../core/errors.ts'
 import type { Logger } from '../core/logger.ts'
 import type { Metrics } from '../core/metrics.ts'
 import type { Sql } from '../store/db.ts'
 import type { RateLimitStore } from '../store/rate-limit.ts'
-import type { Redis } from '../store/redis.ts'
 import type { Role } from '../store/users.ts'
 import type { ActorSystem } from '../actors/runtime/index.ts'
-import type { Hub } from '../ws/hub.ts'
-import type { TicketStore } from '../auth/tickets.ts'
+import { bearerToken, type Principal } from '../auth/principal.ts'
 import type { AuthService } from '../auth/service.ts'
-import type { Principal } from '../auth/sessions.ts'
 import type { ResponseCache } from './plugins/cache.ts'
+import type { Frame } from './plugins/request.ts'
 
-export type ResolvedConfig = Readonly<Config> & { jwt: Config['jwt'] & { secret: string } }
-
-export interface HealthProbe {
-  name: string
-  /** undefined: not configured ("disabled"). */
-  check: (() => Promise<void>) | undefined
-}
-
-export interface AppDeps {
+/**
+ * What every route module of one app may use. Built once by the composition root
+ * (src/server.ts); a module needing more (an engine, the serving cache, tickets) takes it as
+ * an argument of its own.
+ */
+export interface HttpDeps {
   config: ResolvedConfig
   sql: Sql
-  redis?: Redis
   logger: Logger
   metrics: Metrics
   auth: AuthService
   rateLimits: RateLimitStore
   cache: ResponseCache
-  probes: HealthProbe[]
   /** Writes: every workstation, VM, run, chat session… is an actor (see docs/actors.md). */
   actors: ActorSystem
-  /** Live events to WebSocket clients. */
-  hub: Hub
-  /** Single-use WebSocket upgrade tickets (POST /api/ws/ticket), for upgrades outside /ws (terminals). */
-  tickets?: TicketStore
+  /** This app's request frame: ids, the client IP under its own TRUST_PROXY, logs, metrics. */
+  frame: Frame
 }
 
 /** `{ success: true, data }` (and `meta` for lists). */
@@ -88,14 +79,8 @@ export const bearer = [{ bearerAuth: [] as string[] }]
 // A value (not a promise) once known, so hot paths can read it without awaiting.
 const principals = new WeakMap<Request, Principal | null | Promise<Principal | null>>()
 
-export function bearerToken(request: Request): string | undefined {
-  const h = request.headers.get('authorization')
-  if (!h || h.length < 8 || h.slice(0, 7).toLowerCase() !== 'bearer ') return undefined
-  return h.slice(7).trim()
-}
-
 /** The caller: a value when it is known without I/O (the usual case), else a promise. */
-export function principalOf(deps: Pick<AppDeps, 'auth'>, request: Request): Principal | null | Promise<Principal | null> {
+export function principalOf(deps: Pick<HttpDeps, 'auth'>, request: Request): Principal | null | Promise<Principal | null> {
   if (principals.has(request)) return principals.get(request)!
   const p = callerOf(deps, request)
   if (p instanceof Promise) {
@@ -110,20 +95,20 @@ export function principalOf(deps: Pick<AppDeps, 'auth'>, request: Request): Prin
  * served ahead of the pipeline, which needs it once (a WeakMap entry per request costs a
  * hot route measurably under load). A promise means it is not known without I/O.
  */
-export function callerOf(deps: Pick<AppDeps, 'auth'>, request: Request): Principal | null | Promise<Principal | null> {
+export function callerOf(deps: Pick<HttpDeps, 'auth'>, request: Request): Principal | null | Promise<Principal | null> {
   const token = bearerToken(request)
   return token ? deps.auth.authenticate(token) : null
 }
 
 /** The caller, or a 401. */
-export async function requireUser(deps: Pick<AppDeps, 'auth'>, request: Request): Promise<Principal> {
+export async function requireUser(deps: Pick<HttpDeps, 'auth'>, request: Request): Promise<Principal> {
   const p = await principalOf(deps, request)
   if (!p) throw new UnauthorizedError(bearerToken(request) ? 'Invalid or expired token' : 'Authentication required')
   return p
 }
 
 /** The caller if their role is one of `roles`, else 401/403. */
-export async function requireRole(deps: Pick<AppDeps, 'auth'>, request: Request, ...roles: Role[]): Promise<Principal> {
+export async function requireRole(deps: Pick<HttpDeps, 'auth'>, request: Request, ...roles: Role[]): Promise<Principal> {
   const p = await requireUser(deps, request)
   if (!roles.includes(p.role)) throw new ForbiddenError(`This action requires the ${roles.join(' or ')} role`)
   return p

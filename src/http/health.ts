@@ -2,7 +2,7 @@
 import { timingSafeEqual } from 'node:crypto'
 import { Elysia, t } from 'elysia'
 import { AppError } from '../core/errors.ts'
-import type { AppDeps } from './context.ts'
+import type { HttpDeps } from './context.ts'
 
 type Status = 'healthy' | 'unhealthy' | 'disabled'
 
@@ -47,13 +47,19 @@ function metricsGate(token: string | undefined): (request: Request) => void {
   }
 }
 
-export function healthRoutes(deps: AppDeps) {
+/** A dependency /health reports: undefined `check` means not configured ("disabled"). */
+export interface HealthProbe {
+  name: string
+  check: (() => Promise<void>) | undefined
+}
+
+export function healthRoutes(deps: HttpDeps, probes: readonly HealthProbe[]) {
   const gate = metricsGate(deps.config.metricsToken)
   return new Elysia()
     .get(
       '/health',
       async ({ set }) => {
-        const results = await Promise.all(deps.probes.map(async (p) => [p.name, await probe(p.check)] as const))
+        const results = await Promise.all(probes.map(async (p) => [p.name, await probe(p.check)] as const))
         const services = Object.fromEntries(results)
         const healthy = results.every(([, r]) => r.status !== 'unhealthy')
         set.status = healthy ? 200 : 503

@@ -10,11 +10,11 @@
  */
 import type { Server } from 'bun'
 import { MemoryRateLimitStore } from '../store/rate-limit.ts'
-import type { Principal } from '../auth/sessions.ts'
-import { callerOf, type AppDeps } from './context.ts'
+import type { Principal } from '../auth/principal.ts'
+import { callerOf, type HttpDeps } from './context.ts'
 import { errorResponse } from './plugins/errors.ts'
 import { apiLimit } from './plugins/rate-limit.ts'
-import { frameOf } from './plugins/request.ts'
+
 
 export type BunRouteHandler = (request: Request & { params: Record<string, string> }, server: Server<unknown>) => Response | Promise<Response>
 /** Path pattern → method → handler, as Bun.serve's `routes` takes them. */
@@ -48,8 +48,8 @@ export interface CachedRead {
  * the caller (verified-token cache), the in-process rate limit store, and the entry itself.
  * A miss, an unknown or missing token, or a shared (Redis) store falls back to Elysia.
  */
-export function cachedReadRoute(deps: AppDeps, read: CachedRead, fallback: Fallback): BunRouteHandler {
-  const frame = frameOf(deps)
+export function cachedReadRoute(deps: HttpDeps, read: CachedRead, fallback: Fallback): BunRouteHandler {
+  const frame = deps.frame
   const localLimits = deps.rateLimits instanceof MemoryRateLimitStore
   return (request, server) => {
     if (!localLimits) return fallback(request)
@@ -74,7 +74,7 @@ export function cachedReadRoute(deps: AppDeps, read: CachedRead, fallback: Fallb
 }
 
 /** The Bun routes (GET) for `reads`. */
-export function cachedReadRoutes(deps: AppDeps, reads: readonly CachedRead[], fallback: Fallback): NativeRoutes {
+export function cachedReadRoutes(deps: HttpDeps, reads: readonly CachedRead[], fallback: Fallback): NativeRoutes {
   return mergeRoutes(
     ...reads.map((r) => {
       const handler = cachedReadRoute(deps, r, fallback)

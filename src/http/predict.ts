@@ -18,11 +18,11 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { UnprocessableError, ValidationError, type ErrorDetail } from '../core/errors.ts'
 import type { ModelServing, ServedModel } from '../engines/serving/serving.ts'
 import type { Prediction } from '../engines/serving/predictor.ts'
-import { callerOf, type AppDeps } from './context.ts'
+import { callerOf, type HttpDeps } from './context.ts'
 import type { BunRouteHandler, Fallback } from './native.ts'
 import { errorResponse } from './plugins/errors.ts'
 import { apiLimit } from './plugins/rate-limit.ts'
-import { encodeBody, frameOf, headerTemplate, isJsonType, JSON_BODY_LIMIT, parseJsonBody, respond } from './plugins/request.ts'
+import { encodeBody, headerTemplate, isJsonType, JSON_BODY_LIMIT, parseJsonBody, respond } from './plugins/request.ts'
 
 /** Records one predict request may carry. */
 export const MAX_PREDICT_RECORDS = 10_000
@@ -132,8 +132,8 @@ function predictionText(p: Prediction): string {
 const JSON_HEADERS = headerTemplate({ 'content-type': 'application/json' })
 
 /** The Bun route for PREDICT_PATH (POST); `fallback` is the Elysia app's fetch. */
-export function predictRoute(deps: AppDeps, serving: ModelServing, fallback: Fallback): BunRouteHandler {
-  const frame = frameOf(deps)
+export function predictRoute(deps: HttpDeps, serving: ModelServing, fallback: Fallback): BunRouteHandler {
+  const frame = deps.frame
   return async (request, server) => {
     const declared = request.headers.get('content-length')
     if (declared === null || Number(declared) > JSON_BODY_LIMIT || !isJsonType(request.headers.get('content-type'))) return fallback(request)

@@ -4,7 +4,7 @@ import { ForbiddenError, NotFoundError, ValidationError } from '../core/errors.t
 import * as users from '../store/users.ts'
 import { AuthModel } from './auth.ts'
 import type { CachedRead } from './native.ts'
-import { bearer, documented, Envelope, errors, ok, requireRole, requireUser, type AppDeps } from './context.ts'
+import { bearer, documented, Envelope, errors, ok, requireRole, requireUser, type HttpDeps } from './context.ts'
 
 export namespace UserModel {
   export const role = t.Union([t.Literal('ADMIN'), t.Literal('USER'), t.Literal('VIEWER')])
@@ -44,7 +44,7 @@ const idParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid user 
 /** GET /api/users: the admin's list, cached per admin and query (served from Bun's router on a hit). */
 export const usersRead: CachedRead = { path: '/api/users', scope: (p) => (p.role === 'ADMIN' ? 'users' : null) }
 
-export function userRoutes(deps: AppDeps) {
+export function userRoutes(deps: HttpDeps) {
   return new Elysia({ prefix: '/api/users' })
     .get(
       '/',

@@ -1,23 +1,21 @@
 /**
  * /api/vms: compute instances with a size profile and an OS image, running under the engine
  * runtime VM_RUNTIME names (gVisor's runsc, kata-runtime, or runc). Same lifecycle, terminals,
- * logs, stats and quota as workstations (the routes are shared with them), plus resize: stop,
- * update limits, start. And the `vms` feature.
+ * logs, stats and quota as workstations (the routes are shared with them, ./compute.ts), plus
+ * the runtime report and resize: stop, update limits, start.
  */
 import { Elysia, t } from 'elysia'
 import { UnprocessableError } from '../core/errors.ts'
-import { checkPlacement, reconcileAtBoot, requireEngine, watchEngine, type ComputeSettings } from '../actors/container-lifecycle.ts'
-import { VmModel, vmActor, vmView } from '../actors/vm.ts'
-import type { Feature } from '../features.ts'
+import type { VmMessage } from '../actors/vm.ts'
+import type { Replied } from '../actors/runtime/index.ts'
+import { engineUnavailable, type ContainerEngine } from '../engines/containers/engine.ts'
 import * as store from '../store/vms.ts'
 import type { VmRow } from '../store/vms.ts'
-import { bearer, Envelope, errors, ok, requireUser, type AppDeps } from './context.ts'
-import { changeableEntity, computeRoutes, containerEngineFor, missingEngineProbes, type ComputeRouteOptions } from './workstations.ts'
-import { containerSocketRoutes, TerminalSessions } from '../ws/terminal.ts'
+import { changeableEntity, computeRoutes, type ComputeRouteOptions } from './compute.ts'
+import { bearer, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
+import { VmModel, vmView } from './views/vm.ts'
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
-export function vmRoutes(deps: AppDeps, settings: ComputeSettings & { runtime: string }) {
+export function vmRoutes(deps: HttpDeps, ctx: { engine: ContainerEngine | undefined; runtime: string }) {
   const o: ComputeRouteOptions<VmRow> = {
     kind: 'vm',
     label: 'VM',
@@ -30,7 +28,7 @@ export function vmRoutes(deps: AppDeps, settings: ComputeSettings & { runtime: s
     view: vmView,
     findById: store.findById,
     list: store.list,
-    engine: settings.engine,
+    engine: ctx.engine,
     // VMs are not culled when idle (like cloud instances): no activity to record.
     touch: () => {},
   }
@@ -40,16 +38,17 @@ export function vmRoutes(deps: AppDeps, settings: ComputeSettings & { runtime: s
       '/api/vms/runtime',
       async ({ request }) => {
         await requireUser(deps, request)
-        const engine = requireEngine(settings)
+        const engine = ctx.engine
+        if (!engine) throw engineUnavailable()
         let available = true
         try {
-          await checkPlacement(settings, settings.runtime, false)
+          await engine.checkPlacement(ctx.runtime, false)
         } catch (err) {
           if (!(err instanceof UnprocessableError)) throw err
           available = false
         }
         const info = await engine.info()
-        return ok({ runtime: settings.runtime, available, engineRuntimes: info.runtimes.filter((r) => !r.startsWith('io.containerd.')), gpu: info.nvidia })
+        return ok({ runtime: ctx.runtime, available, engineRuntimes: info.runtimes.filter((r) => !r.startsWith('io.containerd.')), gpu: info.nvidia })
       },
       {
         response: { 200: Envelope.data(runtimeInfo), ...errors(401, 503) },
@@ -62,9 +61,9 @@ export function vmRoutes(deps: AppDeps, settings: ComputeSettings & { runtime: s
       async ({ request, params, body, set }) => {
         const vm = await changeableEntity(deps, o, request, params.id)
         const resources = { cpu: body.cpu, memory: body.memory, storage: body.disk ?? vm.resources.storage, gpu: body.gpu ?? vm.resources.gpu }
-        const row = (await deps.actors.ask('vm', params.id, { type: 'resize', resources })) as VmModel.vm
+        const row = (await deps.actors.ask('vm', params.id, { type: 'resize', resources } satisfies VmMessage)) as Replied<VmRow>
         set.status = row.status === 'STOPPING' ? 202 : 200
-        return ok(row)
+        return ok(vmView(row))
       },
       {
         params: t.Object({ id: t.String({ format: 'uuid', error: 'Invalid VM id' }) }),
@@ -77,55 +76,4 @@ export function vmRoutes(deps: AppDeps, settings: ComputeSettings & { runtime: s
         },
       },
     )
-}
-
-/** The VMs feature (one line in src/features.ts). */
-export function vmsFeature(deps: AppDeps): Feature {
-  const engine = containerEngineFor(deps)
-  const c = deps.config
-  const settings: ComputeSettings & { runtime: string } = {
-    engine,
-    images: c.vms.images,
-    runtime: c.vms.runtime,
-    idleTimeoutMs: 0,
-    idleCpuPercent: c.workstations.idleCpuPercent,
-    quota: c.quota,
-  }
-  const sessions = engine ? new TerminalSessions({ engine, graceMs: c.terminal.reattachGraceMs, logger: deps.logger }) : undefined
-  const stopping = new AbortController()
-  const existing = (ids: string[]) => store.existing(deps.sql, ids)
-  return {
-    name: 'vms',
-    actors: [vmActor(settings)],
-    routes: [
-      vmRoutes(deps, settings),
-      containerSocketRoutes(deps, {
-        kind: 'vm',
-        prefix: '/ws/vms',
-        label: 'VM',
-        engine,
-        sessions,
-        find: async (id) => {
-          const v = await store.findById(deps.sql, id)
-          return v && { ownerId: v.ownerId, status: v.status }
-        },
-      }),
-    ],
-    topics: { vm: async (p, id) => UUID.test(id) && (await store.ownerOf(deps.sql, id)) === p.userId },
-    probes: missingEngineProbes(engine),
-    async start() {
-      if (!engine) return
-      void watchEngine({ kind: 'vm', engine, actors: deps.actors, existing, logger: deps.logger, signal: stopping.signal })
-      // In the background: an engine that is slow to answer must not hold up the node's boot.
-      void reconcileAtBoot({ kind: 'vm', sql: deps.sql, engine, actors: deps.actors, activeIds: store.activeIds, existing }).then(
-        (n) => n > 0 && deps.logger.info({ vms: n }, 'reconciling VMs with the container engine'),
-        // The engine is away at boot: each actor reconciles at its first turn instead.
-        (err) => deps.logger.warn({ err }, 'VM reconciliation at boot failed'),
-      )
-    },
-    async stop() {
-      stopping.abort()
-      sessions?.closeAll()
-    },
-  }
 }

@@ -4,7 +4,7 @@
  * the assistant's system prompt.
  */
 import type postgres from 'postgres'
-import type { Db } from './db.ts'
+import { timed, type Db } from './db.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
 
 export type ChatRole = 'user' | 'assistant' | 'system'
@@ -55,12 +55,12 @@ const MESSAGE = (sql: Db) => sql`
 
 // ---- sessions ------------------------------------------------------------------------------
 
-export async function findSession(sql: Db, id: string): Promise<ChatSessionRow | undefined> {
+export const findSession = timed('chat.findSession', async function findSession(sql: Db, id: string): Promise<ChatSessionRow | undefined> {
   const [row] = await sql<ChatSessionRow[]>`
     select id, user_id as "userId", title, generating_id as "generatingId", created_at as "createdAt", updated_at as "updatedAt"
     from chat_sessions where id = ${id}`
   return row
-}
+})
 
 /** Insert or update a session from the actor's state (its persist). */
 export function saveSession(sql: Db, s: ChatSessionRow) {
@@ -76,7 +76,7 @@ export function deleteSession(sql: Db, id: string) {
 }
 
 /** A user's sessions, newest first (a chat list shows the latest conversations on top). */
-export async function listSessions(sql: Db, opts: { userId: string; limit: number; cursor?: string }): Promise<Page<ChatSessionListRow>> {
+export const listSessions = timed('chat.listSessions', async function listSessions(sql: Db, opts: { userId: string; limit: number; cursor?: string }): Promise<Page<ChatSessionListRow>> {
   const c = decodeCursor(opts.cursor)
   const rows = await sql<(ChatSessionListRow & { cursorAt: string })[]>`
     select ${SESSION(sql)}, created_at::text as "cursorAt",
@@ -87,7 +87,7 @@ export async function listSessions(sql: Db, opts: { userId: string; limit: numbe
     order by created_at desc, id desc
     limit ${opts.limit + 1}`
   return toPage(rows, opts.limit)
-}
+})
 
 // ---- messages ------------------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ export interface NewChatMessage {
  * position in microseconds, so rows written together keep their order even when the clock
  * reads the same value twice.
  */
-export async function insertMessages(sql: Db, messages: readonly NewChatMessage[]): Promise<ChatMessageRow[]> {
+export const insertMessages = timed('chat.insertMessages', async function insertMessages(sql: Db, messages: readonly NewChatMessage[]): Promise<ChatMessageRow[]> {
   const json = messages.map((m, ord) => ({ id: m.id, session_id: m.sessionId, role: m.role, content: m.content, status: m.status, model: m.model ?? null, ord }))
   return sql<ChatMessageRow[]>`
     insert into chat_messages (id, session_id, role, content, status, model, "timestamp")
@@ -117,7 +117,7 @@ export async function insertMessages(sql: Db, messages: readonly NewChatMessage[
       prompt_tokens as "promptTokens", completion_tokens as "completionTokens", total_tokens as "totalTokens",
       usage_estimated as "usageEstimated", error_code as "errorCode", error_message as "errorMessage",
       "timestamp" as "createdAt", completed_at as "completedAt"`
-}
+})
 
 export interface MessageOutcome {
   content: string
@@ -129,7 +129,7 @@ export interface MessageOutcome {
 }
 
 /** Record how an assistant message ended. */
-export async function finishMessage(sql: Db, id: string, o: MessageOutcome): Promise<ChatMessageRow | undefined> {
+export const finishMessage = timed('chat.finishMessage', async function finishMessage(sql: Db, id: string, o: MessageOutcome): Promise<ChatMessageRow | undefined> {
   const [row] = await sql<ChatMessageRow[]>`
     update chat_messages set
       content = ${o.content},
@@ -149,10 +149,10 @@ export async function finishMessage(sql: Db, id: string, o: MessageOutcome): Pro
       usage_estimated as "usageEstimated", error_code as "errorCode", error_message as "errorMessage",
       "timestamp" as "createdAt", completed_at as "completedAt"`
   return row
-}
+})
 
 /** A session's messages in conversation order (`desc`: newest first), keyset-paginated on (timestamp, id). */
-export async function listMessages(sql: Db, opts: { sessionId: string; limit: number; cursor?: string; order?: 'asc' | 'desc' }): Promise<Page<ChatMessageRow>> {
+export const listMessages = timed('chat.listMessages', async function listMessages(sql: Db, opts: { sessionId: string; limit: number; cursor?: string; order?: 'asc' | 'desc' }): Promise<Page<ChatMessageRow>> {
   const c = decodeCursor(opts.cursor)
   const desc = opts.order === 'desc'
   const after = c
@@ -167,7 +167,7 @@ export async function listMessages(sql: Db, opts: { sessionId: string; limit: nu
     order by ${desc ? sql`"timestamp" desc, id desc` : sql`"timestamp", id`}
     limit ${opts.limit + 1}`
   return toPage(rows, opts.limit)
-}
+})
 
 /**
  * The conversation as the model should see it, oldest first: user and assistant messages
@@ -178,7 +178,7 @@ export async function listMessages(sql: Db, opts: { sessionId: string; limit: nu
  * tokens plus one for its text, and a text of n characters at least n/4 tokens): at most
  * budget/4 rows, and no row whose newer neighbours alone already hold 4 × budget characters.
  */
-export async function conversation(sql: Db, sessionId: string, budgetTokens: number): Promise<{ role: 'user' | 'assistant'; content: string }[]> {
+export const conversation = timed('chat.conversation', async function conversation(sql: Db, sessionId: string, budgetTokens: number): Promise<{ role: 'user' | 'assistant'; content: string }[]> {
   const maxRows = Math.max(1, Math.ceil(budgetTokens / 4))
   const maxChars = budgetTokens * 4
   const rows = await sql<{ role: 'user' | 'assistant'; content: string }[]>`
@@ -193,7 +193,7 @@ export async function conversation(sql: Db, sessionId: string, budgetTokens: num
     where newer <= ${maxChars}
     order by "timestamp", id`
   return rows
-}
+})
 
 /**
  * The text streamed so far for an answer, put back together from its `delta` events in the
@@ -201,28 +201,22 @@ export async function conversation(sql: Db, sessionId: string, budgetTokens: num
  * the deltas are the one durable record of the partial text, and keeping it is the promise.
  * Reads the runtime's outbox table directly, by primary-key prefix (topic).
  */
-export async function streamedText(sql: Db, topic: string, messageId: string): Promise<string> {
+export const streamedText = timed('chat.streamedText', async function streamedText(sql: Db, topic: string, messageId: string): Promise<string> {
   const [row] = await sql<{ text: string | null }[]>`
     select string_agg(data->>'text', '' order by seq) as text
     from actor_outbox
     where topic = ${topic} and type = 'delta' and data->>'messageId' = ${messageId}`
   return row?.text ?? ''
-}
-
-/** The last sequence number of an outbox topic (0 when it has none yet). */
-export async function topicHead(sql: Db, topic: string): Promise<number> {
-  const [row] = await sql<{ seq: number }[]>`select seq from actor_outbox_topics where topic = ${topic}`
-  return row?.seq ?? 0
-}
+})
 
 // ---- token budget ---------------------------------------------------------------------------
 
 /** Tokens `userId` spent today (UTC). */
-export async function tokensUsedToday(sql: Db, userId: string): Promise<number> {
+export const tokensUsedToday = timed('chat.tokensUsedToday', async function tokensUsedToday(sql: Db, userId: string): Promise<number> {
   const [row] = await sql<{ tokens: number }[]>`
     select tokens from chat_token_usage where user_id = ${userId} and day = (now() at time zone 'utc')::date`
   return row?.tokens ?? 0
-}
+})
 
 /** Add `tokens` to today's (UTC) total of `userId`. */
 export function addTokenUsage(sql: Db, userId: string, tokens: number) {
@@ -289,7 +283,7 @@ async function resourceTables(sql: Db): Promise<Map<string, TableShape>> {
  * most recent of each. Every query filters on the owner column: nothing of another user's
  * can reach the assistant's prompt.
  */
-export async function userResources(sql: Db, userId: string, limit: number): Promise<UserResources> {
+export const userResources = timed('chat.userResources', async function userResources(sql: Db, userId: string, limit: number): Promise<UserResources> {
   const shapes = await resourceTables(sql)
   const one = async (kind: keyof UserResources): Promise<OwnedResources> => {
     const shape = SOURCES[kind].map((t) => shapes.get(t)).find((s) => s !== undefined)
@@ -304,4 +298,4 @@ export async function userResources(sql: Db, userId: string, limit: number): Pro
   }
   const [workstations, datakits, models] = await Promise.all([one('workstations'), one('datakits'), one('models')])
   return { workstations, datakits, models }
-}
+})

@@ -8,7 +8,8 @@
  * Functions the actor calls with its turn's transaction (ctx.tx) build no nested fragments
  * (`${VERSION(sql)}`): that handle runs every tagged template it is given as a query of its own.
  */
-import type { Db } from './db.ts'
+import { AppError } from '../core/errors.ts'
+import { timed, type Db } from './db.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
 
 export type DatakitStatus = 'PROCESSING' | 'READY' | 'FAILED'
@@ -68,10 +69,10 @@ const VERSION = (sql: Db) => sql`
 
 // ---- datakits (the actor's state) ---------------------------------------------------------
 
-export async function findDatakit(sql: Db, id: string): Promise<DatakitRow | undefined> {
+export const findDatakit = timed('datakits.findDatakit', async function findDatakit(sql: Db, id: string): Promise<DatakitRow | undefined> {
   const [row] = await sql<DatakitRow[]>`select ${DATAKIT(sql)} from datakits d where d.id = ${id}`
   return row
-}
+})
 
 /** Insert or update the datakit row (the actor's persist). The owner never changes. */
 export function saveDatakit(sql: Db, d: DatakitRow) {
@@ -89,7 +90,7 @@ export function deleteDatakit(sql: Db, id: string) {
 }
 
 /** The datakit with its latest version, or undefined. */
-export async function findWithLatest(sql: Db, id: string): Promise<(DatakitWithVersion & { profile: unknown }) | undefined> {
+export const findWithLatest = timed('datakits.findWithLatest', async function findWithLatest(sql: Db, id: string): Promise<(DatakitWithVersion & { profile: unknown }) | undefined> {
   const [row] = await sql<(DatakitRow & { v: VersionRow; profile: unknown })[]>`
     select ${DATAKIT(sql)}, to_jsonb(x) - 'profile' as v, x.profile
     from datakits d
@@ -98,7 +99,7 @@ export async function findWithLatest(sql: Db, id: string): Promise<(DatakitWithV
   if (!row) return undefined
   const { v, profile, ...d } = row
   return { ...d, latest: reviveVersion(v), profile }
-}
+})
 
 export interface ListOptions {
   limit: number
@@ -111,7 +112,7 @@ export interface ListOptions {
 }
 
 /** Datakits in creation order (keyset on created_at, id), each with its latest version. */
-export async function listDatakits(sql: Db, opts: ListOptions): Promise<Page<DatakitWithVersion>> {
+export const listDatakits = timed('datakits.listDatakits', async function listDatakits(sql: Db, opts: ListOptions): Promise<Page<DatakitWithVersion>> {
   const c = decodeCursor(opts.cursor)
   const pattern = opts.search ? `%${opts.search.replace(/[\\%_]/g, (m) => '\\' + m)}%` : null
   const rows = await sql<(DatakitRow & { v: VersionRow; cursorAt: string })[]>`
@@ -127,7 +128,7 @@ export async function listDatakits(sql: Db, opts: ListOptions): Promise<Page<Dat
     limit ${opts.limit + 1}`
   const page = toPage(rows, opts.limit)
   return { nextCursor: page.nextCursor, items: page.items.map(({ v, ...d }) => ({ ...d, latest: reviveVersion(v) })) }
-}
+})
 
 /** A version read through to_jsonb has its timestamps as text: make them Dates again. */
 function reviveVersion(v: VersionRow): VersionRow {
@@ -158,49 +159,49 @@ export function insertVersion(sql: Db, v: NewVersion) {
     values (${v.datakitId}, ${v.version}, ${v.ownerId}, ${v.uploadedBy}, 'PROCESSING', ${v.format}, ${v.originalName}, ${v.fileId}, ${v.sizeBytes}, ${v.sha256})`
 }
 
-export async function findVersion(sql: Db, datakitId: string, version: number): Promise<VersionWithProfile | undefined> {
+export const findVersion = timed('datakits.findVersion', async function findVersion(sql: Db, datakitId: string, version: number): Promise<VersionWithProfile | undefined> {
   const [row] = await sql<VersionWithProfile[]>`
     select ${VERSION(sql)}, v.profile from datakit_versions v where v.datakit_id = ${datakitId} and v.version = ${version}`
   return row
-}
+})
 
 /** The newest READY version (with its profile), if any. */
-export async function latestReadyVersion(sql: Db, datakitId: string): Promise<VersionWithProfile | undefined> {
+export const latestReadyVersion = timed('datakits.latestReadyVersion', async function latestReadyVersion(sql: Db, datakitId: string): Promise<VersionWithProfile | undefined> {
   const [row] = await sql<VersionWithProfile[]>`
     select ${VERSION(sql)}, v.profile from datakit_versions v
     where v.datakit_id = ${datakitId} and v.status = 'READY' order by v.version desc limit 1`
   return row
-}
+})
 
 /** Every version, newest first, without profiles. */
-export async function listVersions(sql: Db, datakitId: string): Promise<VersionRow[]> {
+export const listVersions = timed('datakits.listVersions', async function listVersions(sql: Db, datakitId: string): Promise<VersionRow[]> {
   return await sql<VersionRow[]>`select ${VERSION(sql)} from datakit_versions v where v.datakit_id = ${datakitId} order by v.version desc`
-}
+})
 
 /** The stored files of every version (to remove them after a delete). */
-export async function versionFiles(sql: Db, datakitId: string): Promise<string[]> {
+export const versionFiles = timed('datakits.versionFiles', async function versionFiles(sql: Db, datakitId: string): Promise<string[]> {
   const rows = await sql<{ fileId: string }[]>`select file_id as "fileId" from datakit_versions where datakit_id = ${datakitId}`
   return rows.map((r) => r.fileId)
-}
+})
 
 /** Versions still PROCESSING: (datakit, version) pairs, to resume profiling after a restart. */
-export async function processingDatakits(sql: Db): Promise<string[]> {
+export const processingDatakits = timed('datakits.processingDatakits', async function processingDatakits(sql: Db): Promise<string[]> {
   const rows = await sql<{ id: string }[]>`select distinct datakit_id as id from datakit_versions where status = 'PROCESSING'`
   return rows.map((r) => r.id)
-}
+})
 
 /** Versions of one datakit still PROCESSING, oldest first (called in actor turns). */
-export async function processingVersions(sql: Db, datakitId: string): Promise<{ version: number; fileId: string; format: string }[]> {
+export const processingVersions = timed('datakits.processingVersions', async function processingVersions(sql: Db, datakitId: string): Promise<{ version: number; fileId: string; format: string }[]> {
   return await sql<{ version: number; fileId: string; format: string }[]>`
     select version, file_id as "fileId", format from datakit_versions
     where datakit_id = ${datakitId} and status = 'PROCESSING' order by version`
-}
+})
 
 /** Whether the version exists (called in actor turns). */
-export async function versionExists(sql: Db, datakitId: string, version: number): Promise<boolean> {
+export const versionExists = timed('datakits.versionExists', async function versionExists(sql: Db, datakitId: string, version: number): Promise<boolean> {
   const rows = await sql`select 1 from datakit_versions where datakit_id = ${datakitId} and version = ${version}`
   return rows.length > 0
-}
+})
 
 export interface ProfileOutcome {
   rowCount: number
@@ -210,56 +211,115 @@ export interface ProfileOutcome {
 }
 
 /** PROCESSING → READY with the profile. False when the version is gone or was not PROCESSING. */
-export async function markReady(sql: Db, datakitId: string, version: number, p: ProfileOutcome): Promise<boolean> {
+export const markReady = timed('datakits.markReady', async function markReady(sql: Db, datakitId: string, version: number, p: ProfileOutcome): Promise<boolean> {
   const rows = await sql`
     update datakit_versions set status = 'READY', error = null, error_line = null, row_count = ${p.rowCount},
       column_count = ${p.columnCount}, parquet_bytes = ${p.parquetBytes}, profile = ${sql.json(p.profile as never)}, profiled_at = now()
     where datakit_id = ${datakitId} and version = ${version} and status = 'PROCESSING'`
   return rows.count > 0
-}
+})
 
 /** PROCESSING → FAILED with the reason. False when the version is gone or was not PROCESSING. */
-export async function markFailed(sql: Db, datakitId: string, version: number, reason: string, line: number | null): Promise<boolean> {
+export const markFailed = timed('datakits.markFailed', async function markFailed(sql: Db, datakitId: string, version: number, reason: string, line: number | null): Promise<boolean> {
   const rows = await sql`
     update datakit_versions set status = 'FAILED', error = ${reason}, error_line = ${line}, profiled_at = now()
     where datakit_id = ${datakitId} and version = ${version} and status = 'PROCESSING'`
   return rows.count > 0
-}
+})
 
 /** Every file id known to the database (the orphan sweep keeps these). */
-export async function allFileIds(sql: Db): Promise<Set<string>> {
+export const allFileIds = timed('datakits.allFileIds', async function allFileIds(sql: Db): Promise<Set<string>> {
   const rows = await sql<{ fileId: string }[]>`select file_id as "fileId" from datakit_versions`
   return new Set(rows.map((r) => r.fileId))
-}
+})
 
 // ---- storage quota -------------------------------------------------------------------------
 
 /** Bytes stored for `userId`: uploaded files plus their Parquet read copies. */
-export async function storageUsed(sql: Db, userId: string): Promise<number> {
+export const storageUsed = timed('datakits.storageUsed', async function storageUsed(sql: Db, userId: string): Promise<number> {
   const [row] = await sql<{ used: number }[]>`
     select coalesce(sum(size_bytes + coalesce(parquet_bytes, 0)), 0)::int8 as used from datakit_versions where owner_id = ${userId}`
   return row!.used
-}
+})
 
 /** The admin's override for `userId`, or undefined (the configured default applies). */
-export async function quotaOverride(sql: Db, userId: string): Promise<number | undefined> {
+async function quotaOverride(sql: Db, userId: string): Promise<number | undefined> {
   const [row] = await sql<{ quotaBytes: number }[]>`select quota_bytes as "quotaBytes" from user_storage_quotas where user_id = ${userId}`
   return row?.quotaBytes
 }
 
+/** A user's storage: what is used, the quota that applies (an admin's override, or the default), and what is left. */
+export interface StorageUsage {
+  userId: string
+  usedBytes: number
+  quotaBytes: number
+  remainingBytes: number
+  overridden: boolean
+}
+
+/** The storage quota rule, computed here only: the override if an admin set one, else `defaultQuotaBytes`. */
+export const storageUsage = timed('datakits.storageUsage', async function storageUsage(sql: Db, userId: string, defaultQuotaBytes: number): Promise<StorageUsage> {
+  const [usedBytes, override] = await Promise.all([storageUsed(sql, userId), quotaOverride(sql, userId)])
+  const quotaBytes = override ?? defaultQuotaBytes
+  return { userId, usedBytes, quotaBytes, remainingBytes: Math.max(0, quotaBytes - usedBytes), overridden: override !== undefined }
+})
+
+/** The storage quota was (or would be) exceeded: 413, with the numbers in the details. */
+export class StorageQuotaError extends AppError {
+  constructor(usedBytes: number, incomingBytes: number, quotaBytes: number) {
+    super(
+      'storage_quota_exceeded',
+      `Storage quota exceeded: ${usedBytes} bytes used of ${quotaBytes} allowed, and this upload needs ${incomingBytes} more. Delete datakits or versions you no longer need, or ask an admin for a larger quota.`,
+      {
+        status: 413,
+        details: [
+          { field: 'usedBytes', message: String(usedBytes) },
+          { field: 'allowedBytes', message: String(quotaBytes) },
+          { field: 'incomingBytes', message: String(incomingBytes) },
+        ],
+      },
+    )
+  }
+}
+
+/**
+ * Check that `bytes` more fit in the user's quota, under the user's storage lock in the
+ * caller's transaction (which records the version that takes them), so two uploads that
+ * finish at once cannot both fit in the same remaining space. Throws StorageQuotaError.
+ */
+export const reserveStorage = timed('datakits.reserveStorage', async function reserveStorage(tx: Db, userId: string, bytes: number, defaultQuotaBytes: number): Promise<void> {
+  await tx`select pg_advisory_xact_lock(hashtextextended(${`datakit-storage:${userId}`}, 0))`
+  const u = await storageUsage(tx, userId, defaultQuotaBytes)
+  if (u.usedBytes + bytes > u.quotaBytes) throw new StorageQuotaError(u.usedBytes, bytes, u.quotaBytes)
+})
+
 /** Set (or, with null, remove) the override for `userId`. */
-export async function setQuotaOverride(sql: Db, userId: string, quotaBytes: number | null): Promise<void> {
+export const setQuotaOverride = timed('datakits.setQuotaOverride', async function setQuotaOverride(sql: Db, userId: string, quotaBytes: number | null): Promise<void> {
   if (quotaBytes === null) await sql`delete from user_storage_quotas where user_id = ${userId}`
   else
     await sql`
       insert into user_storage_quotas (user_id, quota_bytes) values (${userId}, ${quotaBytes})
       on conflict (user_id) do update set quota_bytes = excluded.quota_bytes, updated_at = now()`
+})
+
+
+// ---- what training reads -------------------------------------------------------------------
+
+/** The data a run trains on: a version of a DataKit, resolved when the run is planned. */
+export interface TrainingSource {
+  datakitId: string
+  ownerId: string
+  version: number
+  status: 'PROCESSING' | 'READY' | 'FAILED'
+  fileId: string
+  rowCount: number | null
 }
 
-/**
- * Serialise storage checks of one user until the end of the transaction, so two uploads that
- * finish at once cannot both fit in the same remaining space.
- */
-export async function lockStorage(sql: Db, userId: string): Promise<void> {
-  await sql`select pg_advisory_xact_lock(hashtextextended(${`datakit-storage:${userId}`}, 0))`
-}
+/** Version `version` of a DataKit (default: its current one), as a training run reads it. */
+export const findTrainingSource = timed('datakits.findTrainingSource', async function findTrainingSource(sql: Db, datakitId: string, version?: number): Promise<TrainingSource | undefined> {
+  const [row] = await sql<TrainingSource[]>`
+    select d.id as "datakitId", d.owner_id as "ownerId", v.version, v.status, v.file_id as "fileId", v.row_count as "rowCount"
+    from datakits d join datakit_versions v on v.datakit_id = d.id and v.version = coalesce(${version ?? null}::int, d.current_version)
+    where d.id = ${datakitId}`
+  return row
+})

@@ -11,10 +11,12 @@ export interface ConnectOptions {
   max?: number
   /** Application name shown in pg_stat_activity. */
   name?: string
+  /** Where the queries of table modules (see `instrument`) are timed. */
+  metrics?: Metrics
 }
 
 export function connect(url: string, opts: ConnectOptions = {}): Sql {
-  return postgres(url, {
+  const sql: Sql = postgres(url, {
     max: opts.max ?? 20,
     idle_timeout: 30,
     connect_timeout: 10,
@@ -25,33 +27,32 @@ export function connect(url: string, opts: ConnectOptions = {}): Sql {
     types: { bigint: { to: 20, from: [20], serialize: (v: number) => String(v), parse: (v: string) => Number(v) } },
     transform: { undefined: null },
   })
+  if (opts.metrics) observers.set(sql, opts.metrics.dbDuration)
+  return sql
 }
 
-type AnyFn = (...args: any[]) => Promise<unknown>
+/** Where a handle's queries are observed: its server's db_query_duration_seconds. */
+const observers = new WeakMap<object, Metrics['dbDuration']>()
+
+/** A handle whose queries are observed like those of `pool` (an actor turn's transaction). */
+export function observeLike(handle: object, pool: object): void {
+  const o = observers.get(pool)
+  if (o) observers.set(handle, o)
+}
 
 /**
- * Wrap every function of a repository module so its duration is observed in
- * `db_query_duration_seconds{query="<repo>.<fn>"}`. postgres.js has no completion hook,
- * so timing at the repository boundary is the one place that sees every query.
+ * A table module's query function, timed: each call's duration is observed in
+ * `db_query_duration_seconds{query="<label>"}` of the server whose handle (the first argument:
+ * a pool from `connect`, or an actor turn's transaction) it was called with; a handle with no
+ * server (a script's pool) is not timed. postgres.js has no completion hook, so timing at the
+ * repository boundary is the one place that sees every query with a name.
  */
-export function instrument<T extends Record<string, unknown>>(name: string, repo: T, metrics: Metrics | undefined): T {
-  if (!metrics) return repo
-  const out: Record<string, unknown> = {}
-  for (const [key, value] of Object.entries(repo)) {
-    if (typeof value !== 'function') {
-      out[key] = value
-      continue
-    }
-    const fn = value as AnyFn
-    const labels = { query: `${name}.${key}` }
-    out[key] = async (...args: unknown[]) => {
-      const end = metrics.dbDuration.startTimer(labels)
-      try {
-        return await fn(...args)
-      } finally {
-        end()
-      }
-    }
+export function timed<A extends unknown[], R>(label: string, fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  const labels = { query: label }
+  return (...args: A) => {
+    const histogram = typeof args[0] === 'function' ? observers.get(args[0]) : undefined
+    if (!histogram) return fn(...args)
+    const end = histogram.startTimer(labels)
+    return fn(...args).finally(() => end())
   }
-  return out as T
 }

@@ -24,7 +24,7 @@ export async function readOutbox(sql: Db, topic: string, afterSeq: number, limit
 }
 
 /** The last sequence number given out for `topic` (0 when it has none). */
-export async function lastOutboxSeq(sql: Db, topic: string): Promise<number> {
+export async function topicHead(sql: Db, topic: string): Promise<number> {
   const [row] = await sql<{ seq: number }[]>`select seq from actor_outbox_topics where topic = ${topic}`
   return row?.seq ?? 0
 }

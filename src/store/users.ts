@@ -1,4 +1,4 @@
-import type { Db } from './db.ts'
+import { timed, type Db } from './db.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
 
 export type Role = 'ADMIN' | 'USER' | 'VIEWER'
@@ -28,7 +28,7 @@ const PUBLIC = (sql: Db) => sql`
   id, email, first_name as "firstName", last_name as "lastName", organization, role,
   is_active as "isActive", last_login_at as "lastLoginAt", created_at as "createdAt", updated_at as "updatedAt"`
 
-export async function insert(
+export const insert = timed('users.insert', async function insert(
   sql: Db,
   u: { email: string; firstName: string; lastName: string; organization?: string | null; role?: Role; passwordHash: string },
 ): Promise<UserRow> {
@@ -37,39 +37,39 @@ export async function insert(
     values (${u.email.toLowerCase()}, ${u.firstName}, ${u.lastName}, ${u.organization ?? null}, ${u.role ?? 'USER'}, ${u.passwordHash})
     returning ${PUBLIC(sql)}`
   return row!
-}
+})
 
-export async function findById(sql: Db, id: string): Promise<UserRow | undefined> {
+export const findById = timed('users.findById', async function findById(sql: Db, id: string): Promise<UserRow | undefined> {
   const [row] = await sql<UserRow[]>`select ${PUBLIC(sql)} from users where id = ${id}`
   return row
-}
+})
 
-export async function findSecretByEmail(sql: Db, email: string): Promise<UserSecretRow | undefined> {
+export const findSecretByEmail = timed('users.findSecretByEmail', async function findSecretByEmail(sql: Db, email: string): Promise<UserSecretRow | undefined> {
   const [row] = await sql<UserSecretRow[]>`
     select ${PUBLIC(sql)}, password_hash as "passwordHash", failed_logins as "failedLogins",
            first_failed_login_at as "firstFailedLoginAt", locked_until as "lockedUntil"
     from users where email = ${email.toLowerCase()}`
   return row
-}
+})
 
-export async function findSecretById(sql: Db, id: string): Promise<UserSecretRow | undefined> {
+export const findSecretById = timed('users.findSecretById', async function findSecretById(sql: Db, id: string): Promise<UserSecretRow | undefined> {
   const [row] = await sql<UserSecretRow[]>`
     select ${PUBLIC(sql)}, password_hash as "passwordHash", failed_logins as "failedLogins",
            first_failed_login_at as "firstFailedLoginAt", locked_until as "lockedUntil"
     from users where id = ${id}`
   return row
-}
+})
 
-export async function countAdmins(sql: Db): Promise<number> {
+export const countAdmins = timed('users.countAdmins', async function countAdmins(sql: Db): Promise<number> {
   const [row] = await sql<{ n: number }[]>`select count(*)::int as n from users where role = 'ADMIN'`
   return row!.n
-}
+})
 
 /**
  * Count a failed login inside the lockout window; lock the account when the count reaches
  * `threshold`. One statement, so concurrent failures cannot under-count.
  */
-export async function recordFailedLogin(sql: Db, id: string, threshold: number, windowMs: number): Promise<{ failedLogins: number; lockedUntil: Date | null }> {
+export const recordFailedLogin = timed('users.recordFailedLogin', async function recordFailedLogin(sql: Db, id: string, threshold: number, windowMs: number): Promise<{ failedLogins: number; lockedUntil: Date | null }> {
   const [row] = await sql<{ failedLogins: number; lockedUntil: Date | null }[]>`
     update users set
       failed_logins = case when first_failed_login_at is null or first_failed_login_at < now() - ${windowMs} * interval '1 millisecond'
@@ -85,15 +85,15 @@ export async function recordFailedLogin(sql: Db, id: string, threshold: number, 
     return { failedLogins: row.failedLogins, lockedUntil: locked!.lockedUntil }
   }
   return row ?? { failedLogins: 0, lockedUntil: null }
-}
+})
 
-export async function recordSuccessfulLogin(sql: Db, id: string): Promise<void> {
+export const recordSuccessfulLogin = timed('users.recordSuccessfulLogin', async function recordSuccessfulLogin(sql: Db, id: string): Promise<void> {
   await sql`update users set failed_logins = 0, first_failed_login_at = null, locked_until = null, last_login_at = now() where id = ${id}`
-}
+})
 
-export async function setPassword(sql: Db, id: string, passwordHash: string): Promise<void> {
+export const setPassword = timed('users.setPassword', async function setPassword(sql: Db, id: string, passwordHash: string): Promise<void> {
   await sql`update users set password_hash = ${passwordHash}, password_changed_at = now(), updated_at = now() where id = ${id}`
-}
+})
 
 /** The fields a PATCH may change; who may change which is decided by the caller. */
 export interface UserPatch {
@@ -104,7 +104,7 @@ export interface UserPatch {
   isActive?: boolean
 }
 
-export async function update(sql: Db, id: string, patch: UserPatch): Promise<UserRow | undefined> {
+export const update = timed('users.update', async function update(sql: Db, id: string, patch: UserPatch): Promise<UserRow | undefined> {
   const cols: Record<string, unknown> = {}
   if (patch.firstName !== undefined) cols.first_name = patch.firstName
   if (patch.lastName !== undefined) cols.last_name = patch.lastName
@@ -115,9 +115,9 @@ export async function update(sql: Db, id: string, patch: UserPatch): Promise<Use
   const [row] = await sql<UserRow[]>`
     update users set ${sql(cols)}, updated_at = now() where id = ${id} returning ${PUBLIC(sql)}`
   return row
-}
+})
 
-export async function list(sql: Db, opts: { limit: number; cursor?: string; search?: string; role?: Role }): Promise<Page<UserRow>> {
+export const list = timed('users.list', async function list(sql: Db, opts: { limit: number; cursor?: string; search?: string; role?: Role }): Promise<Page<UserRow>> {
   const c = decodeCursor(opts.cursor)
   const pattern = opts.search ? `%${opts.search.replace(/[\\%_]/g, (m) => '\\' + m)}%` : null
   const rows = await sql<(UserRow & { cursorAt: string })[]>`
@@ -129,4 +129,4 @@ export async function list(sql: Db, opts: { limit: number; cursor?: string; sear
     order by created_at, id
     limit ${opts.limit + 1}`
   return toPage(rows, opts.limit)
-}
+})

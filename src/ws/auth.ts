@@ -6,8 +6,7 @@
  * is a 403.
  */
 import { AppError, ForbiddenError, UnauthorizedError } from '../core/errors.ts'
-import { bearerToken, type AppDeps } from '../http/context.ts'
-import type { Principal } from '../auth/sessions.ts'
+import { bearerToken, type Authenticator, type Principal } from '../auth/principal.ts'
 import type { TicketStore } from '../auth/tickets.ts'
 
 export const SUBPROTOCOL = 'quadrax.v1'
@@ -18,9 +17,17 @@ export interface UpgradeAuth {
   protocol?: string
 }
 
-export async function authenticateUpgrade(deps: Pick<AppDeps, 'auth' | 'config'>, tickets: TicketStore, request: Request): Promise<UpgradeAuth> {
+/** What an upgrade is checked with: the token verifier, the allowed origins, the ticket store. */
+export interface UpgradeGate {
+  auth: Authenticator
+  /** CORS_ORIGIN: a browser's Origin must be one of these (or `*`). */
+  origins: readonly string[]
+  tickets: TicketStore
+}
+
+export async function authenticateUpgrade(gate: UpgradeGate, request: Request): Promise<UpgradeAuth> {
+  const { tickets, origins } = gate
   const origin = request.headers.get('origin')
-  const origins = deps.config.corsOrigins
   if (origin && !origins.includes('*') && !origins.includes(origin)) throw new ForbiddenError('Origin not allowed')
 
   const offered = (request.headers.get('sec-websocket-protocol') ?? '')
@@ -37,7 +44,7 @@ export async function authenticateUpgrade(deps: Pick<AppDeps, 'auth' | 'config'>
     }
   }
   if (!token) throw new UnauthorizedError('Authentication required')
-  const principal = await deps.auth.authenticate(token)
+  const principal = await gate.auth.authenticate(token)
   if (!principal) throw new UnauthorizedError('Invalid or expired token')
   return { principal, protocol: offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : undefined }
 }

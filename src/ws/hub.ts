@@ -15,7 +15,7 @@
 import type { ServerWebSocket } from 'bun'
 import type { Logger } from '../core/logger.ts'
 import type { OutboxEvent } from '../store/outbox.ts'
-import type { Principal } from '../auth/sessions.ts'
+import type { Principal } from '../auth/principal.ts'
 import { CLOSE, type ServerMessage } from './protocol.ts'
 
 export interface EventFeed {

@@ -1,11 +1,11 @@
-/** WS /ws (live events) and POST /api/ws/ticket. The protocol is in protocol.ts. */
-import { Elysia, t } from 'elysia'
+/** WS /ws: live events (the protocol is in protocol.ts). Tickets are issued over HTTP (src/http/live.ts). */
+import { Elysia } from 'elysia'
 import type { ServerWebSocket } from 'bun'
-import { bearer, bearerToken, Envelope, errors, ok, requireUser, type AppDeps } from '../http/context.ts'
-import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth } from './auth.ts'
+import type { Config } from '../config.ts'
+import type { Logger } from '../core/logger.ts'
+import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth, type UpgradeGate } from './auth.ts'
 import type { Hub } from './hub.ts'
 import { clientMessage, CLOSE, explain } from './protocol.ts'
-import type { TicketStore } from '../auth/tickets.ts'
 
 interface Bucket {
   tokens: number
@@ -13,8 +13,14 @@ interface Bucket {
   strikes: number
 }
 
-export function wsRoutes(deps: AppDeps, hub: Hub, tickets: TicketStore) {
-  const { ws: limits } = deps.config
+export interface LiveRoutesOptions {
+  hub: Hub
+  gate: UpgradeGate
+  limits: Config['ws']
+  logger: Logger
+}
+
+export function liveRoutes({ hub, gate, limits, logger }: LiveRoutesOptions) {
   const buckets = new WeakMap<object, Bucket>()
 
   /** Token bucket per connection: `messagesPerSecond`, bursts of twice that. */
@@ -32,21 +38,9 @@ export function wsRoutes(deps: AppDeps, hub: Hub, tickets: TicketStore) {
   }
 
   return new Elysia()
-    .post(
-      '/api/ws/ticket',
-      async ({ request }) => {
-        await requireUser(deps, request)
-        const ticket = await tickets.issue(bearerToken(request)!, limits.ticketTtlMs)
-        return ok({ ticket, expiresIn: Math.round(limits.ticketTtlMs / 1000) })
-      },
-      {
-        response: { 200: Envelope.data(t.Object({ ticket: t.String(), expiresIn: t.Integer() })), ...errors(401) },
-        detail: { summary: 'A single-use ticket for a browser WebSocket upgrade (`/ws?ticket=…`)', tags: ['Live'], security: bearer },
-      },
-    )
     .ws('/ws', {
       async upgrade(ctx) {
-        const auth = await authenticateUpgrade(deps, tickets, ctx.request)
+        const auth = await authenticateUpgrade(gate, ctx.request)
         if (hub.countFor(auth.principal.userId) >= limits.maxConnectionsPerUser) throw new TooManyConnectionsError(limits.maxConnectionsPerUser)
         if (auth.protocol) (ctx.set.headers as Record<string, string>)['sec-websocket-protocol'] = auth.protocol
         ;(ctx as unknown as { wsAuth: UpgradeAuth }).wsAuth = auth
@@ -86,7 +80,7 @@ export function wsRoutes(deps: AppDeps, hub: Hub, tickets: TicketStore) {
             }
           }
         } catch (err) {
-          deps.logger.error({ err }, 'websocket message failed')
+          logger.error({ err }, 'websocket message failed')
           raw.send(JSON.stringify({ op: 'error', code: 'internal', message: 'Internal error' }))
         }
       },

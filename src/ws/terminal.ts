@@ -29,13 +29,11 @@ import { Elysia } from 'elysia'
 import type { ServerWebSocket } from 'bun'
 import { AppError, ConflictError, NotFoundError, ServiceUnavailableError } from '../core/errors.ts'
 import type { Logger } from '../core/logger.ts'
-import type { AppDeps } from '../http/context.ts'
-import type { Principal } from '../auth/sessions.ts'
+import type { Principal } from '../auth/principal.ts'
 import type { ContainerEngine, ExecSession } from '../engines/containers/engine.ts'
 import { ENGINE_UNAVAILABLE } from '../engines/containers/engine.ts'
 import type { ComputeStatus } from '../store/workstations.ts'
-import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth } from './auth.ts'
-import type { TicketStore } from '../auth/tickets.ts'
+import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth, type UpgradeGate } from './auth.ts'
 
 type Socket = ServerWebSocket<unknown>
 
@@ -270,16 +268,13 @@ function parseControl(text: string): { cols: number; rows: number } | undefined 
   return undefined
 }
 
-const NO_TICKETS: TicketStore = {
-  issue: async () => {
-    throw new ServiceUnavailableError('tickets are not available on this server')
-  },
-  redeem: async () => undefined,
-}
-
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 export interface ContainerSocketOptions {
+  /** How upgrades are authenticated (as on /ws). */
+  gate: UpgradeGate
+  /** Unsent bytes after which a log follower is closed as a slow consumer. */
+  maxBufferedBytes: number
   kind: 'workstation' | 'vm'
   /** `/ws/workstations` or `/ws/vms`. */
   prefix: string
@@ -309,13 +304,12 @@ const int = (v: unknown, min: number, max: number): number | undefined => {
 }
 
 /** The terminal and log-follow routes of one kind. */
-export function containerSocketRoutes(deps: AppDeps, opts: ContainerSocketOptions) {
-  const tickets = deps.tickets ?? NO_TICKETS
+export function containerSocketRoutes(opts: ContainerSocketOptions) {
   const followers = new Map<Socket, AbortController>()
 
   /** Who is asking, and may they? 401 / 404 / 409 / 503 before any upgrade. */
   const admit = async (request: Request, id: string, needsRunning: boolean): Promise<{ auth: UpgradeAuth; principal: Principal }> => {
-    const auth = await authenticateUpgrade(deps, tickets, request)
+    const auth = await authenticateUpgrade(opts.gate, request)
     const p = auth.principal
     const entity = UUID.test(id) ? await opts.find(id) : undefined
     // A stranger learns nothing, not even that the id exists.
@@ -379,7 +373,7 @@ export function containerSocketRoutes(deps: AppDeps, opts: ContainerSocketOption
           try {
             for await (const l of opts.engine!.followLogs({ kind: opts.kind, entityId: a.id }, { tail: a.tail, signal: abort.signal })) {
               raw.send(JSON.stringify({ op: 'log', stream: l.stream, line: l.line, at: l.at ? l.at.toISOString() : null }))
-              if (raw.getBufferedAmount() > deps.config.ws.maxBufferedBytes) {
+              if (raw.getBufferedAmount() > opts.maxBufferedBytes) {
                 raw.close(TERMINAL_CLOSE.slow, 'slow consumer')
                 return
               }

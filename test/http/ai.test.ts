@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
 import { loadConfig } from '../../src/config.ts'
 import { createLogger } from '../../src/core/logger.ts'
-import { aiFeature } from '../../src/http/ai.ts'
+import { aiFeature } from '../../src/features/ai.ts'
 import { startServer, type RunningServer } from '../../src/server.ts'
 import { testServer, PASSWORD, type TestServer } from '../support/app.ts'
 import { testDatabase } from '../support/db.ts'
@@ -530,7 +530,7 @@ describe('recovery', () => {
       expect(msgsA[1]).toMatchObject({ id: a.message, status: 'cancelled', content: 'abcd' })
 
       // The watchdog reminder's message (due OPENAI_TIMEOUT_MS + 30 s after the start), delivered now.
-      await second.deps.actors.ask('chat-session', b.session, { type: 'expire', generationId: b.message })
+      await second.http.actors.ask('chat-session', b.session, { type: 'expire', generationId: b.message })
       const msgsB = (await call(second, 'GET', `/api/ai/sessions/${b.session}/messages`, token)).body.data
       expect(msgsB[1]).toMatchObject({ id: b.message, status: 'interrupted', content: 'x', error: { code: 'ai_generation_lost' } })
       expect((await call(second, 'GET', `/api/ai/sessions/${b.session}`, token)).body.data.generating).toBe(false)

@@ -148,7 +148,7 @@ describe("cached reads on Bun's router", () => {
     await get('/api/users?limit=5', a2.token)
     expect((await get('/api/users?limit=5', a2.token)).headers.get('x-cache')).toBe('HIT')
     await t.db.sql`update users set role = 'USER' where id = ${a2.id}`
-    await t.server.deps.auth.registry.invalidateUser(a2.id)
+    await t.server.http.auth.registry.invalidateUser(a2.id)
     const demoted = await get('/api/users?limit=5', a2.token)
     expect(demoted.status).toBe(403)
     expect(((await demoted.json()) as any).success).toBe(false)
@@ -181,7 +181,7 @@ describe("cached reads on Bun's router", () => {
     const { windowMs, max } = t.config.rateLimit
     const key = `api:u:${u.id}`
     try {
-      for (let used = max - Number(last.headers.get('ratelimit-remaining')); used < max; used++) await t.server.deps.rateLimits.hit(key, windowMs, max)
+      for (let used = max - Number(last.headers.get('ratelimit-remaining')); used < max; used++) await t.server.http.rateLimits.hit(key, windowMs, max)
       const limited = await pipelineEntries('/api/auth/me', () => get('/api/auth/me', u.token))
       expect(limited.entries).toBe(0)
       expect(limited.result.status).toBe(429)
@@ -189,7 +189,7 @@ describe("cached reads on Bun's router", () => {
       expect(limited.result.headers.get('ratelimit-remaining')).toBe('0')
       expect(await limited.result.json()).toMatchObject({ success: false, error: 'Too many requests, please try again later' })
     } finally {
-      await t.server.deps.rateLimits.reset(key)
+      await t.server.http.rateLimits.reset(key)
     }
   })
 })

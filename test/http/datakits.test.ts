@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { existsSync, readdirSync, rmSync, utimesSync } from 'node:fs'
 import { join } from 'node:path'
-import { datakitsFeature } from '../../src/http/datakits.ts'
+import { datakitsFeature } from '../../src/features/datakits.ts'
 import { parseMultipart, sanitizeFilename, type MultipartEvent } from '../../src/http/upload.ts'
 import { testServer, type TestServer } from '../support/app.ts'
 import { wsClient, type WsClient } from '../support/ws.ts'
@@ -672,7 +672,7 @@ describe('access', () => {
     try {
       const own = await ready(viewer.token, 'v.csv', 'a,b\n1,2\n', 'Viewer kit', ws)
       await t.db.sql`update users set role = 'VIEWER' where id = ${viewer.id}`
-      await t.server.deps.auth.registry.invalidateUser(viewer.id)
+      await t.server.http.auth.registry.invalidateUser(viewer.id)
       const before = uploads()
       const r = await upload(viewer.token, [filePart('x.csv', 'a,b\n1,2\n'), { name: 'name', value: 'nope' }])
       expect(r).toMatchObject({ status: 403, body: { success: false, error: 'A VIEWER cannot upload datasets' } })
@@ -749,7 +749,7 @@ describe('boot', () => {
     utimesSync(oldTmp, twoHoursAgo, twoHoursAgo)
 
     // What the server does at boot (a second instance of the feature over the same system).
-    const feature = datakitsFeature(t.server.deps)
+    const feature = datakitsFeature(t.server.context)
     await feature.start!()
     await feature.stop!()
     const s = await settled(id)

@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createLogger } from '../../src/core/logger.ts'
 import { startServer, type RunningServer } from '../../src/server.ts'
-import { modelsFeature } from '../../src/http/models.ts'
-import { datakitsFeature } from '../../src/http/datakits.ts'
+import { modelsFeature } from '../../src/features/models.ts'
+import { datakitsFeature } from '../../src/features/datakits.ts'
 import { closeIdleWorker } from '../../src/engines/trainer/pool.ts'
 import { parseRunFilter, parseRunOrder } from '../../src/store/run-filter.ts'
 import { testServer, type TestServer } from '../support/app.ts'
@@ -389,13 +389,13 @@ describe('built-in training, versions, deployment, prediction', () => {
     const { windowMs, max } = t.config.rateLimit
     const key = `api:u:${u.id}`
     try {
-      for (let used = max - Number(again.headers.get('ratelimit-remaining')); used < max; used++) await server.deps.rateLimits.hit(key, windowMs, max)
+      for (let used = max - Number(again.headers.get('ratelimit-remaining')); used < max; used++) await server.http.rateLimits.hit(key, windowMs, max)
       const limited = await post(body)
       expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0)
       expect(limited.headers.get('ratelimit-remaining')).toBe('0')
       await expectError(limited, 429, 'Too many requests, please try again later')
     } finally {
-      await server.deps.rateLimits.reset(key)
+      await server.http.rateLimits.reset(key)
     }
     expect((await post(body)).status).toBe(200)
   })
@@ -696,7 +696,7 @@ describe.skipIf(!dockerHost)('custom training in a container (real engine)', () 
     expect(done.error).toContain('cannot find the labels')
     const big = await api('POST', `/api/models/${model.id}/train`, { token: u.token, body: { datakitId: kit, image: TEST_IMAGE, command: ['true'], resources: { cpu: 200, memory: 64 } } })
     expect(big.status).toBe(409)
-    expect(big.body.details[0].field).toBe('resources.cpu')
+    expect(big.body.details[0].field).toBe('quota.cpu')
   }, LONG)
 })
 
@@ -744,7 +744,7 @@ describe('ownership and roles', () => {
 
     // The owner becomes a VIEWER: reads and predictions work, writes are 403.
     await t.db.sql`update users set role = 'VIEWER' where id = ${owner.id}`
-    await server.deps.auth.registry.invalidateUser(owner.id)
+    await server.http.auth.registry.invalidateUser(owner.id)
     for (const [method, path, body] of routes) {
       const r = await api(method, path, { token: owner.token, body })
       const expected = method === 'GET' || path.endsWith('/predict') ? 200 : 403

@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { release } from 'node:os'
 import type Dockerode from 'dockerode'
 import type { Db } from '../../src/store/db.ts'
-import { vmsFeature } from '../../src/http/vms.ts'
-import { workstationsFeature } from '../../src/http/workstations.ts'
+import { vmsFeature } from '../../src/features/vms.ts'
+import { workstationsFeature } from '../../src/features/workstations.ts'
 import { testServer, type TestServer } from '../support/app.ts'
 import { dockerTestEnv, until } from '../support/docker.ts'
 import { wsClient, type WsClient } from '../support/ws.ts'
@@ -178,7 +178,7 @@ describe.skipIf(!docker)('VMs under gVisor (real engine)', () => {
     expect((await t.json('POST', `/api/workstations/${ws.body.data.id}/start`, { token: erin.token })).status).toBe(202)
     const refused = await t.json('POST', `/api/vms/${v.body.data.id}/start`, { token: erin.token })
     expect(refused.status).toBe(409)
-    expect(refused.body.details).toEqual([{ field: 'quota.running', message: 'running workstations and VMs: 1 in use, 1 allowed' }])
+    expect(refused.body.details).toEqual([{ field: 'quota.running', message: 'running workstations, VMs and training containers: 1 in use, 1 allowed' }])
   }, 60_000)
 })
 

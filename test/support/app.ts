@@ -75,7 +75,7 @@ export async function testServer(env: Record<string, string> = {}, opts: StartOp
     const id = r.body.data.user.id as string
     if (o.role && o.role !== 'USER') {
       await db.sql`update users set role = ${o.role} where id = ${id}`
-      await server.deps.auth.registry.invalidateUser(id)
+      await server.http.auth.registry.invalidateUser(id)
     }
     const l = await login(email, password)
     return { id, email, password, token: l.token, refreshToken: l.refreshToken }

@@ -1,7 +1,7 @@
 /** A test actor kind that emits events on a topic it is told: the source of live events in WS tests. */
 import { Type as T } from '@sinclair/typebox'
 import { defineActor } from '../../src/actors/runtime/index.ts'
-import type { FeatureFactory } from '../../src/features.ts'
+import type { FeatureFactory } from '../../src/features/feature.ts'
 
 export const beacon = defineActor({
   kind: 'beacon',

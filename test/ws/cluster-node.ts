@@ -17,7 +17,7 @@ const emitRoute = new Elysia().post(
   { body: t.Object({ beacon: t.String(), topic: t.String(), count: t.Integer(), from: t.Integer() }) },
 )
 const server = await startServer(loadConfig(), { features: [beaconFeature], modules: [emitRoute], queuePrefix: process.env.QUEUE_PREFIX })
-actors = server.deps.actors
+actors = server.http.actors
 console.log(`listening ${server.url}`)
 process.once('SIGTERM', async () => {
   await server.stop()

@@ -12,7 +12,7 @@ beforeAll(async () => {
 })
 afterAll(() => t.stop())
 
-const emit = (topic: string, count: number, from = 0, pad?: number) => t.server.deps.actors.ask('beacon', crypto.randomUUID(), { type: 'emit', topic, count, from, pad })
+const emit = (topic: string, count: number, from = 0, pad?: number) => t.server.http.actors.ask('beacon', crypto.randomUUID(), { type: 'emit', topic, count, from, pad })
 
 async function upgradeStatus(headers: Record<string, string>, query = ''): Promise<number> {
   // A plain HTTP request carrying the upgrade headers: the answer before any upgrade.
@@ -185,7 +185,7 @@ describe('events', () => {
     frame.set(mask, 2)
     payload.forEach((b, i) => (frame[6 + i] = b ^ mask[i % 4]!))
     sock.write(frame)
-    const hub = t.server.deps.hub
+    const hub = t.server.hub
     const deadline = Date.now() + 20_000
     while (![...hub.connections.values()].some((c) => c.principal.userId === u.id && c.topics.has(topic)) && Date.now() < deadline) await new Promise((r) => setImmediate(r))
     const rssBefore = process.memoryUsage().rss

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type Dockerode from 'dockerode'
 import type { Db } from '../../src/store/db.ts'
-import { workstationsFeature } from '../../src/http/workstations.ts'
+import { workstationsFeature } from '../../src/features/workstations.ts'
 import { testServer, type TestServer } from '../support/app.ts'
 import { dockerTestEnv, until } from '../support/docker.ts'
 import { wsClient, type WsClient } from '../support/ws.ts'

@@ -62,6 +62,16 @@ export interface TurnContext<M> {
   background(task: (signal: AbortSignal) => Promise<void>): void
 }
 
+/** `T` as JSON carries it: dates become ISO strings. */
+export type Jsonified<T> = T extends Date ? string : T extends readonly (infer U)[] ? Jsonified<U>[] : T extends object ? { [K in keyof T]: Jsonified<T[K]> } : T
+
+/**
+ * What an ask resolves to when the handler replied a `T`: `T` itself when the actor ran on
+ * this node, its JSON form when it ran on another node or the reply was read back from the
+ * inbox (a redelivered message). Readers of a reply accept both (dates: `Date | string`).
+ */
+export type Replied<T> = T | Jsonified<T>
+
 /** A handler's outcome: the new state (persisted in the turn) and the ask's reply. */
 export interface TurnResult<S> {
   state?: S

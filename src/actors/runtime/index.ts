@@ -8,6 +8,8 @@ export {
   type AnyActorKind,
   type AskOptions,
   type Handler,
+  type Jsonified,
+  type Replied,
   type TellOptions,
   type TurnContext,
   type TurnResult,

@@ -11,11 +11,12 @@
  * `boot()` loads every deployed model again from its artifact: a deployed model keeps
  * serving after a restart.
  */
-import { isAbsolute, join, relative, resolve } from 'node:path'
+import { isAbsolute, relative, resolve } from 'node:path'
 import { ServiceUnavailableError, UnprocessableError } from '../../core/errors.ts'
 import type { Logger } from '../../core/logger.ts'
 import type { Db } from '../../store/db.ts'
 import * as models from '../../store/models.ts'
+import type { ArtifactFormat } from '../../store/model-versions.ts'
 import { loadPredictor, type Prediction, type Predictor } from './predictor.ts'
 import { loadArtifact } from '../trainer/artifact.ts'
 
@@ -44,7 +45,7 @@ export interface DeploymentRef {
   userId: string
   version: number
   artifactPath: string
-  artifactFormat: models.ArtifactFormat
+  artifactFormat: ArtifactFormat
 }
 
 export class ModelServing {
@@ -188,13 +189,4 @@ export class ModelServing {
     }
     return p
   }
-}
-
-/**
- * MODEL_DIR-relative directory of a run attempt's artifact (also its container's /output).
- * Per attempt: an attempt that lost its node's shard may still be writing when the next one
- * starts elsewhere, and the two must never share a folder.
- */
-export function runArtifactPath(modelId: string, runId: string, attempt: number): string {
-  return join(modelId, 'runs', runId, `attempt-${attempt}`)
 }

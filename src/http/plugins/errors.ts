@@ -5,8 +5,8 @@
  */
 import type { Elysia, ValidationError as ElysiaValidationError } from 'elysia'
 import { AppError, type ErrorDetail } from '../../core/errors.ts'
-import type { AppDeps } from '../context.ts'
-import { encode, frameOf, requestMeta } from './request.ts'
+import type { HttpDeps } from '../context.ts'
+import { encode } from './request.ts'
 
 type ValueErrorLike = { path: string; message: string; schema?: { error?: unknown; format?: string; minLength?: number; maxLength?: number }; value?: unknown }
 
@@ -50,19 +50,22 @@ const envelope = (error: string, details: ErrorDetail[], requestId?: string) =>
  * an exposed AppError keeps its status, message, details and headers; anything else is a
  * logged 500 with the request id and no internals, as in the handler below.
  */
-export function errorResponse(deps: AppDeps, request: Request, error: unknown, own: Record<string, string>): Response {
+export function errorResponse(deps: HttpDeps, request: Request, error: unknown, own: Record<string, string>): Response {
   const headers = { ...own, 'content-type': 'application/json' }
   if (error instanceof AppError && error.expose) {
     Object.assign(headers, error.headers)
+    // A client error that a failure on our side led to (unreadable data, an engine's
+    // refusal): the client gets the words it can act on, the log gets the cause.
+    if (error.cause !== undefined) deps.logger.warn({ err: error.cause, reqId: own['x-request-id'] ?? deps.frame.meta(request).id, code: error.code }, error.message)
     return encode(request, envelope(error.message, error.details), error.status, headers)
   }
   // The id the response carries (a route served ahead of the pipeline keeps no meta on the request).
-  const id = own['x-request-id'] ?? requestMeta(request).id
+  const id = own['x-request-id'] ?? deps.frame.meta(request).id
   deps.logger.error({ err: error, reqId: id, method: request.method, url: request.url }, 'unhandled error')
   return encode(request, envelope('Internal server error', [], id), 500, headers)
 }
 
-export function errorHandler(deps: AppDeps) {
+export function errorHandler(deps: HttpDeps) {
   return (app: Elysia) =>
     app.onError(({ code, error: raised, request, set, route }) => {
       // Elysia wraps what a body parser throws in a ParseError; our own errors keep their status.
@@ -87,7 +90,7 @@ export function errorHandler(deps: AppDeps) {
         res = encode(request, body, code === 'NOT_FOUND' ? 404 : 400, headers)
       }
       set.status = res.status
-      frameOf(deps).finish(request, route || 'unmatched', res.status)
+      deps.frame.finish(request, route || 'unmatched', res.status)
       return res
     })
 }

@@ -6,16 +6,15 @@
 import type { Elysia } from 'elysia'
 import { RateLimitedError } from '../../core/errors.ts'
 import { MemoryRateLimitStore, type RateLimitResult } from '../../store/rate-limit.ts'
-import { principalOf, type AppDeps } from '../context.ts'
-import type { Principal } from '../../auth/sessions.ts'
-import { clientIp } from './request.ts'
+import { principalOf, type HttpDeps } from '../context.ts'
+import type { Principal } from '../../auth/principal.ts'
 
 // Header values are small numbers that repeat: the limit on every request, the seconds to
 // the reset within a window; remember their text rather than make it per request.
 const texts: string[] = []
 const text = (n: number): string => (n < 4096 ? (texts[n] ??= String(n)) : String(n))
 
-function apply(deps: AppDeps, name: string, r: RateLimitResult, windowMs: number, set: { headers: unknown }) {
+function apply(deps: HttpDeps, name: string, r: RateLimitResult, windowMs: number, set: { headers: unknown }) {
   const h = set.headers as Record<string, string>
   h['ratelimit-limit'] = text(r.limit)
   h['ratelimit-remaining'] = text(r.remaining)
@@ -28,7 +27,7 @@ function apply(deps: AppDeps, name: string, r: RateLimitResult, windowMs: number
 }
 
 /** Count one hit; synchronous with the in-process store (no promise on the hot path). */
-function take(deps: AppDeps, name: string, key: string, windowMs: number, max: number, set: { headers: unknown }): void | Promise<void> {
+function take(deps: HttpDeps, name: string, key: string, windowMs: number, max: number, set: { headers: unknown }): void | Promise<void> {
   const store = deps.rateLimits
   if (store instanceof MemoryRateLimitStore) return apply(deps, name, store.hitSync(key, windowMs, max), windowMs, set)
   return store.hit(key, windowMs, max).then((r) => apply(deps, name, r, windowMs, set))
@@ -38,9 +37,9 @@ function take(deps: AppDeps, name: string, key: string, windowMs: number, max: n
  * Count one hit of the API-wide limit for `p` (or the client's IP when anonymous), with its
  * RateLimit-* headers written into `set.headers`; throws the 429 past the limit.
  */
-export function apiLimit(deps: AppDeps, request: Request, set: { headers: unknown }, p: Principal | null): void | Promise<void> {
+export function apiLimit(deps: HttpDeps, request: Request, set: { headers: unknown }, p: Principal | null): void | Promise<void> {
   const { windowMs, max } = deps.config.rateLimit
-  return take(deps, 'api', p ? userKey(p.userId) : `api:ip:${clientIp(request)}`, windowMs, max, set)
+  return take(deps, 'api', p ? userKey(p.userId) : `api:ip:${deps.frame.clientIp(request)}`, windowMs, max, set)
 }
 
 // The same key string for a user's every request: a store's map then finds it by a hash the
@@ -56,7 +55,7 @@ function userKey(userId: string): string {
 }
 
 /** The API-wide limit, on every /api route. */
-export function apiRateLimit(deps: AppDeps) {
+export function apiRateLimit(deps: HttpDeps) {
   return (app: Elysia) =>
     app.onBeforeHandle({ as: 'global' }, ({ request, set, path }) => {
       if (!path.startsWith('/api/')) return
@@ -66,7 +65,7 @@ export function apiRateLimit(deps: AppDeps) {
 }
 
 /** The stricter limit for credential endpoints, per client IP. */
-export function authRateLimit(deps: AppDeps, request: Request, set: { headers: unknown }) {
+export function authRateLimit(deps: HttpDeps, request: Request, set: { headers: unknown }) {
   const { windowMs, max } = deps.config.authRateLimit
-  return take(deps, 'auth', `auth:ip:${clientIp(request)}`, windowMs, max, set)
+  return take(deps, 'auth', `auth:ip:${deps.frame.clientIp(request)}`, windowMs, max, set)
 }

@@ -4,8 +4,10 @@
  */
 import type { Elysia } from 'elysia'
 import type { Server } from 'bun'
+import type { Config } from '../../config.ts'
 import { AppError } from '../../core/errors.ts'
-import type { AppDeps } from '../context.ts'
+import type { Logger } from '../../core/logger.ts'
+import type { Metrics } from '../../core/metrics.ts'
 
 export interface RequestMeta {
   id: string
@@ -25,7 +27,7 @@ let idCounter = 0
 const nextRequestId = () => `${ID_PREFIX}-${(++idCounter).toString(36)}`
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
-export function requestMeta(request: Request): RequestMeta {
+function metaOf(request: Request): RequestMeta {
   let m = metas.get(request)
   if (!m) {
     m = { id: nextRequestId(), start: performance.now(), ip: '127.0.0.1', server: null }
@@ -34,14 +36,8 @@ export function requestMeta(request: Request): RequestMeta {
   return m
 }
 
-let trustProxy = false
-
-/** The client's IP: the socket's peer, or the first X-Forwarded-For hop when TRUST_PROXY is set. */
-export function clientIp(request: Request): string {
-  return ipOf(requestMeta(request), request)
-}
-
-function ipOf(m: RequestMeta, request: Request): string {
+/** The client's IP: the socket's peer, or the first X-Forwarded-For hop when `trustProxy`. */
+function ipOf(m: RequestMeta, request: Request, trustProxy: boolean): string {
   if (m.ip === undefined) {
     let ip = m.server?.requestIP(request)?.address ?? '127.0.0.1'
     if (trustProxy) {
@@ -135,6 +131,14 @@ export interface Frame {
    */
   open(request: Request, server: Server<unknown> | null): FrameStart
   close(request: Request, meta: RequestMeta, route: string, status: number): void
+  /** The request's meta (its id, start, socket), made on first use outside the pipeline. */
+  meta(request: Request): RequestMeta
+  /**
+   * The client's IP: the socket's peer, or the first X-Forwarded-For hop when this app's
+   * TRUST_PROXY is set (each app decides for itself: one server behind a proxy does not make
+   * another trust a spoofable header).
+   */
+  clientIp(request: Request): string
 }
 
 export interface FrameStart {
@@ -143,23 +147,12 @@ export interface FrameStart {
   cors: boolean
 }
 
-const frames = new WeakMap<AppDeps, Frame>()
-
-/** The frame of the app built with `deps` (one per app, built on first use). */
-export function frameOf(deps: AppDeps): Frame {
-  let frame = frames.get(deps)
-  if (!frame) {
-    frame = createFrame(deps)
-    frames.set(deps, frame)
-  }
-  return frame
-}
-
-function createFrame(deps: AppDeps): Frame {
+/** The frame of one app (src/server.ts builds one per server and hands it to every route module). */
+export function createFrame(deps: { config: Pick<Config, 'corsOrigins' | 'trustProxy'>; logger: Logger; metrics: Metrics }): Frame {
   const { config, logger, metrics } = deps
   const origins = new Set(config.corsOrigins)
   const anyOrigin = origins.has('*')
-  trustProxy = config.trustProxy
+  const trustProxy = config.trustProxy
   const open = (request: Request, server: Server<unknown> | null): FrameStart => {
     const given = request.headers.get('x-request-id')
     const meta: RequestMeta = { id: given && REQUEST_ID.test(given) ? given : nextRequestId(), start: performance.now(), ip: undefined, server }
@@ -181,7 +174,7 @@ function createFrame(deps: AppDeps): Frame {
     const method = request.method
     metrics.httpDuration.observeRequest(method, route, status, seconds)
     if (logger.isLevelEnabled('info')) {
-      logger.info({ reqId: meta.id, method, route, status, ms: Math.round(seconds * 1e5) / 100, ip: ipOf(meta, request) }, 'request')
+      logger.info({ reqId: meta.id, method, route, status, ms: Math.round(seconds * 1e5) / 100, ip: ipOf(meta, request, trustProxy) }, 'request')
     }
   }
   return {
@@ -196,6 +189,8 @@ function createFrame(deps: AppDeps): Frame {
       const meta = metas.get(request)
       if (meta) close(request, meta, route, status)
     },
+    meta: metaOf,
+    clientIp: (request) => ipOf(metaOf(request), request, trustProxy),
   }
 }
 
@@ -204,9 +199,8 @@ export function isJsonType(type: string | null): boolean {
   return type !== null && type.toLowerCase().startsWith('application/json')
 }
 
-export function requestFrame(deps: AppDeps, opts: RequestFrameOptions = {}) {
+export function requestFrame(frame: Frame, opts: RequestFrameOptions = {}) {
   const uploadPaths = opts.uploadPaths ?? []
-  const frame = frameOf(deps)
 
   return (app: Elysia) =>
     app

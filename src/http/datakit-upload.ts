@@ -1,0 +1,153 @@
+/**
+ * POST /api/datakits/upload: a dataset streamed to disk (./upload.ts parses the multipart
+ * body: the file never sits in memory), checked against the size limit and the uploader's
+ * storage quota while it arrives, its format decided from its bytes, then handed to the
+ * datakit's actor as a new datakit or version N+1. A refused or failed upload leaves no file.
+ */
+import { mkdir, rm } from 'node:fs/promises'
+import { Elysia } from 'elysia'
+import { Value } from '@sinclair/typebox/value'
+import { AppError, ForbiddenError, ValidationError } from '../core/errors.ts'
+import { DATAKIT_KIND, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, type DatakitMessage } from '../actors/datakit.ts'
+import { ActorTimeoutError } from '../actors/runtime/index.ts'
+import { ACCEPTED_TYPES_TEXT, detectFormat, type DatasetFormat } from '../engines/datasets/format.ts'
+import * as store from '../store/datakits.ts'
+import { bearer, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
+import { datakitAccess } from './datakit-access.ts'
+import { multipartBoundary, receiveUpload } from './upload.ts'
+import { DatakitModel, serializeDetail } from './views/datakit.ts'
+
+export const UPLOAD_PATH = '/api/datakits/upload'
+const TAGS = ['DataKits']
+
+/**
+ * Room for the multipart framing and the text fields around the file: a body longer than the
+ * file limit plus this cannot carry an acceptable file, so it is refused before it is read.
+ */
+const FORM_OVERHEAD_BYTES = 64 * 1024
+
+/** Byte caps of the text fields while they stream (characters are checked after decoding). */
+const FIELD_BYTES = { name: MAX_NAME_CHARS * 4, description: MAX_DESCRIPTION_CHARS * 4, datakitId: 64 }
+
+/** What the upload route's parser hands Elysia instead of a parsed body. */
+const STREAMED = Object.freeze({ streamed: true })
+
+function humanBytes(n: number): string {
+  const units = ['bytes', 'KB', 'MB', 'GB', 'TB']
+  let i = 0
+  let v = n
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024
+    i++
+  }
+  return i === 0 ? `${n} bytes` : `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`
+}
+
+/** The upload route; `dir` is UPLOAD_DIR/datakits. */
+export function uploadRoute(deps: HttpDeps, dir: string) {
+  const { config, sql } = deps
+  const maxFileSize = config.maxFileSize
+  const access = datakitAccess(deps)
+  const ask = (id: string, message: DatakitMessage) => deps.actors.ask(DATAKIT_KIND, id, message)
+
+  const fileTooLarge = () =>
+    new AppError('payload_too_large', `The file is larger than the upload limit of ${humanBytes(maxFileSize)} (MAX_FILE_SIZE)`, {
+      status: 413,
+      details: [{ field: 'dataset', message: `Must be at most ${maxFileSize} bytes` }],
+    })
+
+async function upload(request: Request, set: { status?: number | string }) {
+  const me = await requireUser(deps, request)
+  if (me.role === 'VIEWER') throw new ForbiddenError('A VIEWER cannot upload datasets')
+  multipartBoundary(request.headers.get('content-type'))
+  const { usedBytes: used, quotaBytes: quota, remainingBytes: remaining } = await store.storageUsage(sql, me.userId, config.datakits.storageQuotaBytes)
+  // A declared length that cannot fit is refused before a byte of it is read.
+  const declared = Number(request.headers.get('content-length') ?? Number.NaN)
+  if (declared > maxFileSize + FORM_OVERHEAD_BYTES) throw fileTooLarge()
+  if (declared > remaining + FORM_OVERHEAD_BYTES) throw new store.StorageQuotaError(used, declared - FORM_OVERHEAD_BYTES, quota)
+  await mkdir(dir, { recursive: true })
+  const received = await receiveUpload(request, {
+    dir,
+    fileField: 'dataset',
+    fields: FIELD_BYTES,
+    limits: [
+      { bytes: maxFileSize, error: fileTooLarge },
+      { bytes: remaining, error: (n) => new store.StorageQuotaError(used, n, quota) },
+    ],
+  })
+  const file = received.file
+  let keepFile = false
+  try {
+    const fields = received.fields
+    if (!Value.Check(DatakitModel.uploadFields, fields)) {
+      const details = [...Value.Errors(DatakitModel.uploadFields, fields)].map((e) => ({
+        field: e.path.replace(/^\//, '') || 'body',
+        message: typeof e.schema.error === 'string' ? e.schema.error : e.message,
+      }))
+      throw new ValidationError('Validation failed', details)
+    }
+    if (fields.datakitId === undefined && fields.name === undefined) throw new ValidationError('Validation failed', [{ field: 'name', message: 'Required' }])
+    // The content decides: a 415 naming the accepted types otherwise.
+    const format: DatasetFormat = await detectFormat(file.path)
+    const uploaded = { fileId: file.id, originalName: file.originalName, format, sizeBytes: file.size, sha256: file.sha256, uploadedBy: me.userId }
+    const description = fields.description === undefined ? undefined : fields.description === '' ? null : fields.description
+    let id: string
+    try {
+      if (fields.datakitId !== undefined) {
+        const { d } = await access.writable(request, fields.datakitId)
+        id = d.id
+        await ask(id, { type: 'addVersion', file: uploaded, ...(fields.name !== undefined ? { name: fields.name } : {}), ...(description !== undefined ? { description } : {}) })
+      } else {
+        id = crypto.randomUUID()
+        await ask(id, { type: 'create', ownerId: me.userId, name: fields.name!, description: description ?? null, file: uploaded })
+      }
+    } catch (err) {
+      // A turn that timed out may still commit: its file must stay (the orphan sweep
+      // removes it at boot if no version row ever named it).
+      if (err instanceof ActorTimeoutError) keepFile = true
+      throw err
+    }
+    keepFile = true
+    const row = (await store.findWithLatest(sql, id))!
+    await access.invalidate(row)
+    set.status = 201
+    return ok(serializeDetail(row))
+  } finally {
+    if (!keepFile) await rm(file.path, { force: true })
+  }
+}
+
+  return new Elysia({ prefix: '/api/datakits' }).post('/upload', ({ request, set }) => upload(request, set), {
+        // The body is the route's to stream: this parser claims it without reading it, so
+        // Elysia's own (which would buffer the whole form in memory) never runs.
+        parse: () => STREAMED,
+        response: { 201: Envelope.data(DatakitModel.detail), ...errors(400, 401, 403, 404, 413, 415, 422) },
+        detail: {
+          summary: 'Upload a dataset (new datakit, or a new version with datakitId); profiled in the background',
+          description:
+            `Multipart form: \`dataset\` (the file), \`name\`, \`description\`, optional \`datakitId\` (adds version N+1). ` +
+            `The body is streamed to disk and hashed (sha256). Accepted content: ${ACCEPTED_TYPES_TEXT} (415 otherwise, decided from the bytes, not the name). ` +
+            `413 when the file exceeds MAX_FILE_SIZE or the uploader's storage quota (details: usedBytes, allowedBytes, incomingBytes). ` +
+            'The datakit is PROCESSING until profiled; follow `datakit:<id>` on /ws or poll GET /api/datakits/:id.',
+          tags: TAGS,
+          security: bearer,
+          requestBody: {
+            required: true,
+            content: {
+              'multipart/form-data': {
+                schema: {
+                  type: 'object',
+                  required: ['dataset'],
+                  properties: {
+                    dataset: { type: 'string', format: 'binary' },
+                    name: { type: 'string', maxLength: MAX_NAME_CHARS, description: 'Required for a new datakit' },
+                    description: { type: 'string', maxLength: MAX_DESCRIPTION_CHARS },
+                    datakitId: { type: 'string', format: 'uuid', description: 'Add a version to this datakit' },
+                  },
+                },
+              },
+            },
+          },
+        },
+      })
+}
