@@ -15,7 +15,7 @@ const Str = (def?: string) => (def === undefined ? T.Optional(T.String()) : T.St
 const Bool = (def: boolean) => T.Boolean({ default: def })
 
 /** Every variable the server reads, with its default. `.env.example` lists the same. */
-export const EnvSchema = T.Object({
+const EnvSchema = T.Object({
   PORT: Int({ default: 3001, maximum: 65535 }),
   HOST: Str('0.0.0.0'),
   NODE_ENV: T.Union([T.Literal('development'), T.Literal('production'), T.Literal('test')], { default: 'development' }),
@@ -107,7 +107,7 @@ export const EnvSchema = T.Object({
   TRAINING_MAX_ACTIVE_RUNS: Int({ default: 10, minimum: 1 }),
   TRAINING_MAX_ROWS: Int({ default: 1_000_000, minimum: 1 }),
 })
-export type Env = Static<typeof EnvSchema>
+type Env = Static<typeof EnvSchema>
 
 export interface Config {
   port: number

@@ -47,7 +47,7 @@ import { Hub } from './ws/hub.ts'
 import { liveRoutes } from './ws/routes.ts'
 
 /** The platform's features, installed in this order. A new feature adds one line here. */
-export const FEATURES: readonly FeatureFactory[] = [aiFeature, workstationsFeature, vmsFeature, modelsFeature, datakitsFeature]
+const FEATURES: readonly FeatureFactory[] = [aiFeature, workstationsFeature, vmsFeature, modelsFeature, datakitsFeature]
 
 export interface RunningServer {
   url: string
@@ -96,7 +96,7 @@ export function resolveJwtSecret(config: Readonly<Config>): string {
 }
 
 /** Create the first admin when there is none. Returns the generated password, if one was generated. */
-export async function ensureAdmin(sql: Sql, auth: AuthService, config: Readonly<Config>): Promise<{ email: string; password?: string } | undefined> {
+async function ensureAdmin(sql: Sql, auth: AuthService, config: Readonly<Config>): Promise<{ email: string; password?: string } | undefined> {
   if ((await users.countAdmins(sql)) > 0) return undefined
   const generated = config.admin.password ? undefined : `Qx-${Buffer.from(crypto.getRandomValues(new Uint8Array(15))).toString('base64url')}9!`
   const password = config.admin.password ?? generated!
@@ -116,7 +116,7 @@ export async function ensureAdmin(sql: Sql, auth: AuthService, config: Readonly<
 }
 
 /** The container engine's address: DOCKER_HOST, or the local socket when it exists (resolved here only). */
-export function dockerHostOf(config: Readonly<Config>, localSocket = '/var/run/docker.sock'): string | undefined {
+function dockerHostOf(config: Readonly<Config>, localSocket = '/var/run/docker.sock'): string | undefined {
   if (config.dockerHost) return config.dockerHost
   return existsSync(localSocket) ? `unix://${localSocket}` : undefined
 }

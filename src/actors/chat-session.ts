@@ -42,8 +42,8 @@ export const DEFAULT_TITLE = 'New chat'
  * Delta coalescing: one outbox event per token would be one turn (a transaction) per token;
  * 50 ms is below what a reader perceives as lag, and 32 tokens bounds a burst.
  */
-export const DELTA_FLUSH_MS = 50
-export const DELTA_MAX_TOKENS = 32
+const DELTA_FLUSH_MS = 50
+const DELTA_MAX_TOKENS = 32
 
 /** Slack after the model's own overall timeout before a silent generation is declared lost. */
 const WATCHDOG_GRACE_MS = 30_000

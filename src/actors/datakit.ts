@@ -65,8 +65,8 @@ export type DatakitMessage = Static<typeof DatakitMessage>
 /** The datakit row, or null for an id with none (never created, or deleted). */
 export type DatakitState = store.DatakitRow | null
 
-export const datakitTopic = (id: string) => `datakit:${id}`
-export const userTopic = (userId: string) => `user:${userId}`
+const datakitTopic = (id: string) => `datakit:${id}`
+const userTopic = (userId: string) => `user:${userId}`
 
 export interface DatakitActorOptions {
   engine: DatasetEngine

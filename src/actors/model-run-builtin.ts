@@ -29,7 +29,7 @@ async function readColumns(env: TaskEnv, source: RunSource, columns: DataColumn[
 }
 
 /** Final metrics are logged under `eval_<name>` so they never mix with the per-epoch series of the same name. */
-export const EVAL_PREFIX = 'eval_'
+const EVAL_PREFIX = 'eval_'
 
 function points(metrics: Record<string, number>, step: number, prefix = ''): MetricPoint[] {
   const now = Date.now()

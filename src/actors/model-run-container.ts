@@ -31,7 +31,7 @@ export async function listFiles(dir: string, max = 10_000): Promise<{ path: stri
 }
 
 /** A metric line: `{"metric": "loss", "value": 0.31, "step": 3}` (step and timestamp optional). */
-export function parseMetricLine(line: string, now: number): MetricPoint | null {
+function parseMetricLine(line: string, now: number): MetricPoint | null {
   const text = line.trim()
   if (!text.startsWith('{') || !text.endsWith('}') || text.length > 4096) return null
   let v: unknown
@@ -50,7 +50,7 @@ export function parseMetricLine(line: string, now: number): MetricPoint | null {
 }
 
 /** Log lines a run streams at most; beyond it one notice says the rest was dropped. */
-export const MAX_LOG_LINES = 10_000
+const MAX_LOG_LINES = 10_000
 const MAX_LINE = 4096
 const FLUSH_MS = 200
 const FLUSH_ITEMS = 200

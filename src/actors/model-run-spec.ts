@@ -82,7 +82,7 @@ export interface TaskEnv {
   logger: Logger
 }
 
-export type ColumnKind = 'number' | 'string' | 'boolean' | 'time' | 'unsupported'
+type ColumnKind = 'number' | 'string' | 'boolean' | 'time' | 'unsupported'
 
 export interface DataColumn {
   name: string
@@ -92,7 +92,7 @@ export interface DataColumn {
 }
 
 /** How built-in training can use a column, from DuckDB's type name. */
-export function kindOfType(type: string): ColumnKind {
+function kindOfType(type: string): ColumnKind {
   const t = type.toUpperCase()
   if (t === 'BOOLEAN') return 'boolean'
   if (/^(U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|FLOAT|DOUBLE|REAL|DECIMAL(\(\d+,\s*\d+\))?)$/.test(t)) return 'number'

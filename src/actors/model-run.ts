@@ -97,7 +97,7 @@ const ACTIVE: readonly store.RunStatus[] = ['QUEUED', 'RUNNING']
 const isActive = (s: store.RunRow): boolean => ACTIVE.includes(s.status)
 
 /** A reason a user can act on, from whatever a run's task threw. */
-export function failureReason(err: unknown): string {
+function failureReason(err: unknown): string {
   if (err instanceof AppError && err.expose) {
     const details = err.details.length ? ` (${err.details.map((d) => `${d.field}: ${d.message}`).join('; ')})` : ''
     return err.message + details

@@ -8,7 +8,7 @@ import { Type as T, type Static } from '@sinclair/typebox'
 import * as store from '../store/workstations.ts'
 import type { WorkstationRow } from '../store/workstations.ts'
 import { defineComputeActor } from './compute/lifecycle.ts'
-import { computeMessages, Cpu, MemoryMb, StorageMb } from './compute/messages.ts'
+import { Cpu, MemoryMb, StorageMb } from './compute/messages.ts'
 import type { ComputeSettings } from './compute/turn.ts'
 
 const fn = T.Union([T.Literal('DEVELOPMENT'), T.Literal('TRAINING'), T.Literal('PROCESSING')], {
@@ -37,9 +37,6 @@ export const WorkstationPatch = T.Object(
   { additionalProperties: false, minProperties: 1, error: 'Provide at least one of name, description, function, nature, resources, image' },
 )
 export type WorkstationPatch = Static<typeof WorkstationPatch>
-
-export const WorkstationMessage = computeMessages(WorkstationFields, WorkstationPatch)
-export type WorkstationMessage = Static<typeof WorkstationMessage>
 
 /** The `workstation` actor kind for one server (its engine and policies in `settings`). */
 export function workstationActor(settings: ComputeSettings) {

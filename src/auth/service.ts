@@ -11,7 +11,7 @@ import * as users from '../store/users.ts'
 import type { Principal } from './principal.ts'
 import type { SessionRegistry } from './sessions.ts'
 
-export interface PublicUser {
+interface PublicUser {
   id: string
   email: string
   firstName: string
@@ -36,12 +36,12 @@ export interface RequestMeta {
   userAgent?: string | null
 }
 
-export function publicUser(u: users.UserRow): PublicUser {
+function publicUser(u: users.UserRow): PublicUser {
   return { id: u.id, email: u.email, firstName: u.firstName, lastName: u.lastName, role: u.role }
 }
 
 /** Password rules, reported per rule so a client can show them. */
-export function passwordProblems(password: string): string[] {
+function passwordProblems(password: string): string[] {
   const problems: string[] = []
   if (password.length < 8) problems.push('at least 8 characters')
   if (password.length > 128) problems.push('at most 128 characters')
@@ -52,7 +52,7 @@ export function passwordProblems(password: string): string[] {
   return problems
 }
 
-export function assertStrongPassword(password: string, field = 'password') {
+function assertStrongPassword(password: string, field = 'password') {
   const p = passwordProblems(password)
   if (p.length) throw new ValidationError('Validation failed', [{ field, message: `Password must contain ${p.join(', ')}` }])
 }

@@ -54,11 +54,6 @@ export class ConflictError extends AppError {
     super('conflict', message, { status: 409, details })
   }
 }
-export class PayloadTooLargeError extends AppError {
-  constructor(message = 'Payload too large') {
-    super('payload_too_large', message, { status: 413 })
-  }
-}
 export class UnsupportedMediaTypeError extends AppError {
   constructor(message: string) {
     super('unsupported_media_type', message, { status: 415 })

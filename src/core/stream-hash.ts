@@ -33,7 +33,7 @@ export const THREAD_MIN_BYTES = 4 * 1024 * 1024
 export const FILLED = 0
 export const STATE = 1
 export const SEQ = 2
-export const RUNNING = 1
+const RUNNING = 1
 export const ENDED = 2
 export const ABORTED = 3
 

@@ -30,7 +30,7 @@ import {
 import type { Replied } from '../actors/runtime/index.ts'
 import { bearer, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
 
-export namespace AiModel {
+namespace AiModel {
   export const session = t.Object(
     {
       id: t.String({ format: 'uuid' }),

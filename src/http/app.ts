@@ -68,5 +68,3 @@ export function createApp(deps: HttpDeps, opts: AppOptions) {
   for (const m of opts.modules ?? []) app.use(m)
   return app
 }
-
-export type App = ReturnType<typeof createApp>

@@ -64,7 +64,7 @@ export interface ComputeRouteOptions<R extends ComputeCore> {
 }
 
 /** Who may see an entity: its owner or an admin; a stranger gets a 404 (not even its existence). */
-export async function visibleEntity<R extends ComputeCore>(deps: HttpDeps, o: Pick<ComputeRouteOptions<R>, 'findById' | 'label'>, me: Principal, id: string): Promise<R> {
+async function visibleEntity<R extends ComputeCore>(deps: HttpDeps, o: Pick<ComputeRouteOptions<R>, 'findById' | 'label'>, me: Principal, id: string): Promise<R> {
   const row = await o.findById(deps.sql, id)
   if (!row || (row.ownerId !== me.userId && me.role !== 'ADMIN')) throw new NotFoundError(o.label)
   return row

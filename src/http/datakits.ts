@@ -49,6 +49,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
   const ask = (id: string, message: DatakitMessage) => deps.actors.ask(DATAKIT_KIND, id, message)
 
   const { readable, writable, invalidate, readyVersion } = datakitAccess(deps)
+  const usage = (userId: string) => store.storageUsage(sql, userId, config.datakits.storageQuotaBytes)
 
   return (
     new Elysia({ prefix: '/api/datakits' })
@@ -284,6 +285,4 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         },
       )
   )
-
-  const usage = (userId: string) => store.storageUsage(sql, userId, config.datakits.storageQuotaBytes)
 }

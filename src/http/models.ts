@@ -36,7 +36,7 @@ const versionParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid 
 const aliasParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid model id' }), alias: t.String({ pattern: ALIAS, error: 'alias must be 1–64 letters, digits, _ or -, starting with a letter (not latest or v<N>)' }) })
 
 /** The model if `me` may see it (owner or admin); otherwise 404, as if it did not exist. */
-export async function visibleModel(deps: HttpDeps, me: Principal, id: string): Promise<store.ModelRow> {
+async function visibleModel(deps: HttpDeps, me: Principal, id: string): Promise<store.ModelRow> {
   const m = await store.findModel(deps.sql, id)
   if (!m || (m.userId !== me.userId && me.role !== 'ADMIN')) throw new NotFoundError('Model')
   return m

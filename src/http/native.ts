@@ -48,7 +48,7 @@ export interface CachedRead {
  * the caller (verified-token cache), the in-process rate limit store, and the entry itself.
  * A miss, an unknown or missing token, or a shared (Redis) store falls back to Elysia.
  */
-export function cachedReadRoute(deps: HttpDeps, read: CachedRead, fallback: Fallback): BunRouteHandler {
+function cachedReadRoute(deps: HttpDeps, read: CachedRead, fallback: Fallback): BunRouteHandler {
   const frame = deps.frame
   const localLimits = deps.rateLimits instanceof MemoryRateLimitStore
   return (request, server) => {

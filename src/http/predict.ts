@@ -25,7 +25,7 @@ import { apiLimit } from './plugins/rate-limit.ts'
 import { encodeBody, headerTemplate, isJsonType, JSON_BODY_LIMIT, parseJsonBody, respond } from './plugins/request.ts'
 
 /** Records one predict request may carry. */
-export const MAX_PREDICT_RECORDS = 10_000
+const MAX_PREDICT_RECORDS = 10_000
 
 export const PREDICT_PATH = '/api/models/:id/predict'
 

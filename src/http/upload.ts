@@ -15,7 +15,7 @@ import { AppError, UnsupportedMediaTypeError, ValidationError } from '../core/er
 import { streamHasher, type StreamHasher } from '../core/stream-hash.ts'
 
 /** The headers of one part that matter for form data. */
-export interface PartInfo {
+interface PartInfo {
   /** The form field name (Content-Disposition `name`). */
   name: string
   /** The client's file name, as sent (unsanitised); undefined for plain fields. */
@@ -313,7 +313,7 @@ async function writeAll(fh: FileHandle, chunks: Uint8Array[]): Promise<void> {
 }
 
 /** A limit on the file's bytes, checked as they arrive. */
-export interface ByteLimit {
+interface ByteLimit {
   bytes: number
   /** The error to answer with (e.g. a 413) when the file goes past `bytes`. */
   error(received: number): AppError
@@ -331,7 +331,7 @@ export interface ReceiveOptions {
   multipart?: Partial<MultipartLimits>
 }
 
-export interface ReceivedFile {
+interface ReceivedFile {
   /** The generated id, which is also the file's name in `dir`. */
   id: string
   path: string

@@ -6,7 +6,7 @@ import { AuthModel } from './auth.ts'
 import type { CachedRead } from './native.ts'
 import { bearer, documented, Envelope, errors, ok, requireRole, requireUser, type HttpDeps } from './context.ts'
 
-export namespace UserModel {
+namespace UserModel {
   export const role = t.Union([t.Literal('ADMIN'), t.Literal('USER'), t.Literal('VIEWER')])
   export const user = AuthModel.me
   /** Everything a PATCH may carry. Which fields a caller may change is checked in the handler. */
@@ -24,7 +24,7 @@ export namespace UserModel {
   export const listQuery = t.Object({ ...Envelope.pageQuery, search: t.Optional(t.String({ maxLength: 100 })), role: t.Optional(role) })
 }
 
-export function serializeUser(u: users.UserRow) {
+function serializeUser(u: users.UserRow) {
   return {
     id: u.id,
     email: u.email,

@@ -7,8 +7,8 @@ import type postgres from 'postgres'
 import { timed, type Db } from './db.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
 
-export type ChatRole = 'user' | 'assistant' | 'system'
-export type ChatMessageStatus = 'completed' | 'streaming' | 'cancelled' | 'interrupted' | 'failed'
+type ChatRole = 'user' | 'assistant' | 'system'
+type ChatMessageStatus = 'completed' | 'streaming' | 'cancelled' | 'interrupted' | 'failed'
 
 export interface ChatSessionRow {
   id: string

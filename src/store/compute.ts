@@ -8,16 +8,16 @@ import type postgres from 'postgres'
 import type { Db } from './db.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
 
-export const COMPUTE_STATUSES = ['CREATING', 'STOPPED', 'STARTING', 'RUNNING', 'STOPPING', 'ERROR'] as const
+const COMPUTE_STATUSES = ['CREATING', 'STOPPED', 'STARTING', 'RUNNING', 'STOPPING', 'ERROR'] as const
 export type ComputeStatus = (typeof COMPUTE_STATUSES)[number]
 
 /** Statuses in which an entity holds (or is about to hold) its container's CPU and memory. */
 export const QUOTA_STATUSES: readonly ComputeStatus[] = ['STARTING', 'RUNNING', 'STOPPING']
 /** Statuses the engine may disagree with: reconciled at boot. */
-export const ACTIVE_STATUSES: readonly ComputeStatus[] = ['CREATING', 'STARTING', 'RUNNING', 'STOPPING']
+const ACTIVE_STATUSES: readonly ComputeStatus[] = ['CREATING', 'STARTING', 'RUNNING', 'STOPPING']
 
 /** Resources in the guide's units: cores, MB. `storage` is a VM's disk. */
-export interface ComputeResources {
+interface ComputeResources {
   cpu: number
   memory: number
   storage: number
@@ -25,7 +25,7 @@ export interface ComputeResources {
 }
 
 /** A transition in progress and what follows it (kept in the `lifecycle` jsonb column). */
-export interface Lifecycle {
+interface Lifecycle {
   /** After the stop in progress: start again (restart), or apply new resources and start (resize). */
   pending?: 'restart' | 'resize'
   pendingResources?: ComputeResources

@@ -12,7 +12,7 @@ import { AppError } from '../core/errors.ts'
 import { timed, type Db } from './db.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
 
-export type DatakitStatus = 'PROCESSING' | 'READY' | 'FAILED'
+type DatakitStatus = 'PROCESSING' | 'READY' | 'FAILED'
 
 /** A datakit row: the actor's state. */
 export interface DatakitRow {
@@ -236,7 +236,7 @@ export const allFileIds = timed('datakits.allFileIds', async function allFileIds
 // ---- storage quota -------------------------------------------------------------------------
 
 /** Bytes stored for `userId`: uploaded files plus their Parquet read copies. */
-export const storageUsed = timed('datakits.storageUsed', async function storageUsed(sql: Db, userId: string): Promise<number> {
+const storageUsed = timed('datakits.storageUsed', async function storageUsed(sql: Db, userId: string): Promise<number> {
   const [row] = await sql<{ used: number }[]>`
     select coalesce(sum(size_bytes + coalesce(parquet_bytes, 0)), 0)::int8 as used from datakit_versions where owner_id = ${userId}`
   return row!.used

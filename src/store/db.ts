@@ -5,7 +5,6 @@ import type { Metrics } from '../core/metrics.ts'
 export type Sql = postgres.Sql<{}>
 /** A pool or a transaction handle: every query function takes one as its first argument. */
 export type Db = postgres.ISql<{}>
-export type TxSql = postgres.TransactionSql<{}>
 
 export interface ConnectOptions {
   max?: number

@@ -8,7 +8,7 @@ import { timed, type Db } from './db.ts'
 import { RUN_ATTRIBUTES, type Comparison, type FieldRef, type FilterClause, type OrderTerm } from './run-filter.ts'
 
 export type RunStatus = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED'
-export type RunKind = 'BUILTIN' | 'CONTAINER'
+type RunKind = 'BUILTIN' | 'CONTAINER'
 
 type Json = postgres.JSONValue
 

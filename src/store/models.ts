@@ -12,9 +12,9 @@ import { timed, type Db } from './db.ts'
 import type { ArtifactFormat } from './model-versions.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
 
-export type ModelType = 'CLASSIFICATION' | 'REGRESSION'
-export type Framework = 'TENSORFLOW' | 'PYTORCH' | 'SKLEARN' | 'XGBOOST' | 'CUSTOM'
-export type ModelStatus = 'DRAFT' | 'TRAINING' | 'TRAINED' | 'DEPLOYED' | 'FAILED'
+type ModelType = 'CLASSIFICATION' | 'REGRESSION'
+type Framework = 'TENSORFLOW' | 'PYTORCH' | 'SKLEARN' | 'XGBOOST' | 'CUSTOM'
+type ModelStatus = 'DRAFT' | 'TRAINING' | 'TRAINED' | 'DEPLOYED' | 'FAILED'
 
 export interface ModelRow {
   id: string

@@ -19,7 +19,7 @@ export interface Page<T> {
   nextCursor: string | null
 }
 
-export function encodeCursor(c: Cursor): string {
+function encodeCursor(c: Cursor): string {
   return Buffer.from(JSON.stringify(c)).toString('base64url')
 }
 

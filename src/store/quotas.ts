@@ -39,7 +39,7 @@ export interface ComputeHolder {
 }
 
 /** Starting past a quota: what is used, what is allowed, what was asked for (409). */
-export class QuotaExceededError extends AppError {
+class QuotaExceededError extends AppError {
   constructor(
     readonly used: QuotaLimits,
     readonly allowed: QuotaLimits,
@@ -61,7 +61,7 @@ export const lockUser = timed('quotas.lockUser', async function lockUser(tx: Db,
 })
 
 /** What the user's holders hold now, optionally leaving one out (the one being started). */
-export const usage = timed('quotas.usage', async function usage(sql: Db, userId: string, exclude?: ComputeHolder): Promise<QuotaLimits> {
+const usage = timed('quotas.usage', async function usage(sql: Db, userId: string, exclude?: ComputeHolder): Promise<QuotaLimits> {
   const statuses = QUOTA_STATUSES as ComputeStatus[]
   const left = (kind: ComputeHolder['kind']) => (exclude?.kind === kind ? exclude.id : NIL)
   const [row] = await sql<QuotaLimits[]>`

@@ -27,7 +27,7 @@ export const RUN_ATTRIBUTES = {
   start_time: 'started_at',
   end_time: 'finished_at',
 } as const
-export type RunAttribute = keyof typeof RUN_ATTRIBUTES
+type RunAttribute = keyof typeof RUN_ATTRIBUTES
 
 export type FieldRef = { kind: 'metric' | 'param' | 'tag'; key: string } | { kind: 'attribute'; name: RunAttribute }
 

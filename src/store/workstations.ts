@@ -7,10 +7,9 @@ import type postgres from 'postgres'
 import type { Db } from './db.ts'
 import { computeTable, CORE_COLUMNS, toCore, type ComputeCore, type CoreRaw } from './compute.ts'
 
-export { ACTIVE_STATUSES, COMPUTE_STATUSES, QUOTA_STATUSES, type ComputeCore, type ComputeResources, type ComputeStatus, type Lifecycle, type ListOptions } from './compute.ts'
 
-export const WORKSTATION_FUNCTIONS = ['DEVELOPMENT', 'TRAINING', 'PROCESSING'] as const
-export type WorkstationFunction = (typeof WORKSTATION_FUNCTIONS)[number]
+const WORKSTATION_FUNCTIONS = ['DEVELOPMENT', 'TRAINING', 'PROCESSING'] as const
+type WorkstationFunction = (typeof WORKSTATION_FUNCTIONS)[number]
 
 export interface WorkstationRow extends ComputeCore {
   function: WorkstationFunction

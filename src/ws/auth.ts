@@ -9,7 +9,7 @@ import { AppError, ForbiddenError, UnauthorizedError } from '../core/errors.ts'
 import { bearerToken, type Authenticator, type Principal } from '../auth/principal.ts'
 import type { TicketStore } from '../auth/tickets.ts'
 
-export const SUBPROTOCOL = 'quadrax.v1'
+const SUBPROTOCOL = 'quadrax.v1'
 
 export interface UpgradeAuth {
   principal: Principal

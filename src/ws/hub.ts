@@ -56,7 +56,7 @@ export interface Connection {
 
 type Socket = ServerWebSocket<unknown>
 
-export function encodeEvent(e: OutboxEvent): string {
+function encodeEvent(e: OutboxEvent): string {
   const at = e.at instanceof Date ? e.at.toISOString() : String(e.at)
   return JSON.stringify({ op: 'event', topic: e.topic, seq: e.seq, type: e.type, data: e.data, at })
 }

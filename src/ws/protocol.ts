@@ -9,19 +9,19 @@
 import { Type as T, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 
-export const TOPIC_PATTERN = '^(user|workstation|vm|run|chat|datakit):[0-9a-fA-F-]{36}$'
+const TOPIC_PATTERN = '^(user|workstation|vm|run|chat|datakit):[0-9a-fA-F-]{36}$'
 
-export const ClientMessage = T.Union([
+const ClientMessage = T.Union([
   T.Object({ op: T.Literal('subscribe'), topic: T.String({ pattern: TOPIC_PATTERN }), since: T.Optional(T.Integer({ minimum: 0 })), id: T.Optional(T.String({ maxLength: 64 })) }, { additionalProperties: false }),
   T.Object({ op: T.Literal('unsubscribe'), topic: T.String({ pattern: TOPIC_PATTERN }), id: T.Optional(T.String({ maxLength: 64 })) }, { additionalProperties: false }),
   T.Object({ op: T.Literal('ping'), id: T.Optional(T.String({ maxLength: 64 })) }, { additionalProperties: false }),
 ])
-export type ClientMessage = Static<typeof ClientMessage>
+type ClientMessage = Static<typeof ClientMessage>
 
-export const ServerEvent = T.Object({ op: T.Literal('event'), topic: T.String(), seq: T.Integer(), type: T.String(), data: T.Unknown(), at: T.String() })
-export const ServerAck = T.Object({ op: T.Literal('ack'), id: T.Optional(T.String()), for: T.String(), topic: T.Optional(T.String()), seq: T.Optional(T.Integer()) })
-export const ServerError = T.Object({ op: T.Literal('error'), code: T.String(), message: T.String(), id: T.Optional(T.String()), topic: T.Optional(T.String()) })
-export const ServerPong = T.Object({ op: T.Literal('pong'), id: T.Optional(T.String()) })
+const ServerEvent = T.Object({ op: T.Literal('event'), topic: T.String(), seq: T.Integer(), type: T.String(), data: T.Unknown(), at: T.String() })
+const ServerAck = T.Object({ op: T.Literal('ack'), id: T.Optional(T.String()), for: T.String(), topic: T.Optional(T.String()), seq: T.Optional(T.Integer()) })
+const ServerError = T.Object({ op: T.Literal('error'), code: T.String(), message: T.String(), id: T.Optional(T.String()), topic: T.Optional(T.String()) })
+const ServerPong = T.Object({ op: T.Literal('pong'), id: T.Optional(T.String()) })
 export const ServerMessage = T.Union([ServerEvent, ServerAck, ServerError, ServerPong])
 export type ServerMessage = Static<typeof ServerMessage>
 

@@ -32,16 +32,16 @@ import type { Logger } from '../core/logger.ts'
 import type { Principal } from '../auth/principal.ts'
 import type { ContainerEngine, ExecSession } from '../engines/containers/engine.ts'
 import { ENGINE_UNAVAILABLE } from '../engines/containers/engine.ts'
-import type { ComputeStatus } from '../store/workstations.ts'
+import type { ComputeStatus } from '../store/compute.ts'
 import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth, type UpgradeGate } from './auth.ts'
 
 type Socket = ServerWebSocket<unknown>
 
 /** bash where the image has it, sh otherwise. */
-export const SHELL = ['/bin/sh', '-c', 'if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi']
+const SHELL = ['/bin/sh', '-c', 'if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi']
 
 /** Close codes of terminal sockets (4000–4999: the application's). */
-export const TERMINAL_CLOSE = { exited: 1000, shutdown: 1001, failed: 1011, slow: 1013, attachedElsewhere: 4003 } as const
+const TERMINAL_CLOSE = { exited: 1000, shutdown: 1001, failed: 1011, slow: 1013, attachedElsewhere: 4003 } as const
 
 export interface TerminalTarget {
   kind: 'workstation' | 'vm'

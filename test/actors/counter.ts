@@ -11,7 +11,7 @@ import type { Db } from '../../src/store/db.ts'
 import { defineActor } from '../../src/actors/runtime/index.ts'
 import { until } from '../support/until.ts'
 
-export const CounterMessage = T.Union([
+const CounterMessage = T.Union([
   T.Object({ type: T.Literal('increment'), by: T.Optional(T.Integer({ minimum: 1, maximum: 1000 })) }),
   T.Object({ type: T.Literal('get') }),
   /** Holds its turn until `gate` is opened (a stand-in for a slow side effect), then increments. */
@@ -21,7 +21,7 @@ export const CounterMessage = T.Union([
   /** Schedules an increment at `at` (ISO time), in the turn's transaction. */
   T.Object({ type: T.Literal('remindIncrement'), at: T.String({ minLength: 1 }) }),
 ])
-export type CounterMessage = Static<typeof CounterMessage>
+type CounterMessage = Static<typeof CounterMessage>
 
 // Gates live in files, so a test can open one for a turn held in another process (a node).
 const GATES = join(tmpdir(), 'quadrax-test-gates')

@@ -17,13 +17,13 @@ export interface TestDatabase {
   [Symbol.asyncDispose](): Promise<void>
 }
 
-export function adminUrl(): string {
+function adminUrl(): string {
   const url = process.env.DATABASE_URL
   if (!url) throw new Error('DATABASE_URL is not set: the test preload should have set it')
   return url
 }
 
-export function withDatabase(url: string, name: string): string {
+function withDatabase(url: string, name: string): string {
   const u = new URL(url)
   u.pathname = '/' + name
   return u.toString()

@@ -13,7 +13,7 @@ import { service } from './services.ts'
 export { until } from './until.ts'
 
 /** The image docker-up.sh imports from busybox-static. */
-export const TEST_IMAGE = process.env.QUADRAX_TEST_IMAGE ?? 'quadrax/busybox:test'
+const TEST_IMAGE = process.env.QUADRAX_TEST_IMAGE ?? 'quadrax/busybox:test'
 
 export interface DockerTestEnv {
   host: string

@@ -88,7 +88,7 @@ export class Gate {
 }
 
 /** One scripted failure answered before the real reply, `times` requests in a row. */
-export interface ScriptedFailure {
+interface ScriptedFailure {
   status: number
   times: number
   /** `retry-after` header, in seconds. */
@@ -101,7 +101,7 @@ export interface ScriptedFailure {
   message?: string
 }
 
-export interface Behaviour {
+interface Behaviour {
   /** The reply, one chunk per token. Default `['Hello', ',', ' world', '!']`. */
   tokens: string[]
   finishReason: 'stop' | 'length' | 'content_filter'
@@ -129,7 +129,7 @@ export interface Behaviour {
 }
 
 /** A request as the server received it. */
-export interface RecordedRequest {
+interface RecordedRequest {
   method: string
   path: string
   authorization: string | null
@@ -141,7 +141,7 @@ export interface RecordedRequest {
   at: number
 }
 
-export interface ChatCompletionBody {
+interface ChatCompletionBody {
   model: string
   messages: { role: string; content: string }[]
   stream?: boolean

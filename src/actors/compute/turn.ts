@@ -45,7 +45,7 @@ export function reasonOf(err: unknown): string {
 }
 
 /** Why a container that should be running is not, and which status that leads to. */
-export function exitOutcome(st: ContainerStatus): { status: 'STOPPED' | 'ERROR'; reason: string } {
+function exitOutcome(st: ContainerStatus): { status: 'STOPPED' | 'ERROR'; reason: string } {
   if (st.state === 'missing' || st.state === 'removing') {
     return { status: 'ERROR', reason: 'the container was removed outside the platform; start it again to create a new one' }
   }

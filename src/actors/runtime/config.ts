@@ -53,7 +53,7 @@ export interface ActorSystemOptions {
   queuePrefix?: string
 }
 
-export const DEFAULTS: Omit<RuntimeConfig, 'nodeId'> = {
+const DEFAULTS: Omit<RuntimeConfig, 'nodeId'> = {
   shards: 64,
   leaseTtlMs: 5_000,
   idleTimeoutMs: 5 * 60_000,

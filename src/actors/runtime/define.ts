@@ -63,7 +63,7 @@ export interface TurnContext<M> {
 }
 
 /** `T` as JSON carries it: dates become ISO strings. */
-export type Jsonified<T> = T extends Date ? string : T extends readonly (infer U)[] ? Jsonified<U>[] : T extends object ? { [K in keyof T]: Jsonified<T[K]> } : T
+type Jsonified<T> = T extends Date ? string : T extends readonly (infer U)[] ? Jsonified<U>[] : T extends object ? { [K in keyof T]: Jsonified<T[K]> } : T
 
 /**
  * What an ask resolves to when the handler replied a `T`: `T` itself when the actor ran on
@@ -78,7 +78,7 @@ export interface TurnResult<S> {
   reply?: unknown
 }
 
-export type Handler<S, M> = (ctx: TurnContext<M>, state: S, message: M) => TurnResult<S> | void | Promise<TurnResult<S> | void>
+type Handler<S, M> = (ctx: TurnContext<M>, state: S, message: M) => TurnResult<S> | void | Promise<TurnResult<S> | void>
 
 export interface ActorKindOptions<S, T extends TSchema> {
   /** Name used in `ask(kind, …)`, metrics and storage: lower-case letters, digits, dashes. */

@@ -8,7 +8,7 @@ import { AppError, ConflictError, NotFoundError, UnprocessableError } from '../.
 import { engineUnavailable } from './engine.ts'
 
 /** The engine answered but failed in a way the user may still act on (shown as is). */
-export class ContainerEngineError extends AppError {
+class ContainerEngineError extends AppError {
   constructor(message: string, cause?: unknown) {
     super('container_engine_error', message, { status: 502, expose: true, cause })
   }
@@ -22,7 +22,7 @@ export function statusOf(err: unknown): number | undefined {
 }
 
 /** The engine's own message, trimmed to something that fits in an API error. */
-export function engineMessage(err: unknown): string {
+function engineMessage(err: unknown): string {
   const json = (err as { json?: unknown } | null)?.json
   let text: string | undefined
   if (json && typeof json === 'object' && typeof (json as { message?: unknown }).message === 'string') text = (json as { message: string }).message
@@ -32,7 +32,7 @@ export function engineMessage(err: unknown): string {
   return text.length > 400 ? text.slice(0, 400) + '…' : text
 }
 
-export function isUnreachable(err: unknown): boolean {
+function isUnreachable(err: unknown): boolean {
   if (statusOf(err) !== undefined) return false
   const code = (err as { code?: unknown } | null)?.code
   return typeof code === 'string' && UNREACHABLE.has(code)

@@ -14,13 +14,13 @@ type StreamName = LogLine['stream']
 const TIMESTAMP = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})) /
 
 /** Date from an RFC 3339 stamp with nanoseconds (Date.parse is only sure up to ms). */
-export function parseTimestamp(text: string): Date | null {
+function parseTimestamp(text: string): Date | null {
   const d = new Date(text.replace(/(\.\d{3})\d+/, '$1'))
   return Number.isNaN(d.getTime()) ? null : d
 }
 
 /** Splits the multiplexed frame format; keeps a partial frame until its rest arrives. */
-export class FrameDecoder {
+class FrameDecoder {
   private buf: Buffer = Buffer.alloc(0)
 
   push(chunk: Buffer): Array<{ stream: StreamName; payload: Buffer }> {

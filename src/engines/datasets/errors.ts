@@ -25,7 +25,7 @@ export class QueryTimeoutError extends UnprocessableError {
 }
 
 /** The error type DuckDB put in front of the message, e.g. "Invalid Input", "Conversion". */
-export function duckErrorType(message: string): string | undefined {
+function duckErrorType(message: string): string | undefined {
   return /^([A-Za-z ]+?) Error: /.exec(message)?.[1]
 }
 
@@ -35,7 +35,7 @@ function withoutType(message: string): string {
 }
 
 /** `text` with every occurrence of `path` replaced, so server paths never reach a client. */
-export function redactPath(text: string, path: string, replacement: string): string {
+function redactPath(text: string, path: string, replacement: string): string {
   return path ? text.split(path).join(replacement) : text
 }
 
@@ -55,7 +55,7 @@ function snippet(s: string): string {
 }
 
 /** Line number DuckDB reported for a CSV or JSON read error, if any. */
-export function reportedLine(message: string): number | undefined {
+function reportedLine(message: string): number | undefined {
   const m = /CSV Error on Line: (\d+)/.exec(message) ?? /\bin line (\d+)/.exec(message)
   return m ? Number(m[1]) : undefined
 }

@@ -35,7 +35,7 @@ export function estimateTokens(text: string): number {
  * separators): 3 tokens per message, plus 3 priming the reply, as in OpenAI's cookbook
  * "How to count tokens with tiktoken" for the gpt-3.5/gpt-4/gpt-4o chat formats.
  */
-export const TOKENS_PER_MESSAGE = 3
+const TOKENS_PER_MESSAGE = 3
 export const TOKENS_REPLY_PRIMING = 3
 
 /** Estimated tokens of one message, framing included. */
@@ -88,7 +88,7 @@ export function fitHistory(systemPrompt: string, history: readonly ChatMessage[]
 }
 
 /** A kind of resource the user owns: how many, and some names (the most relevant first). */
-export interface ResourceSummary {
+interface ResourceSummary {
   count: number
   names: readonly string[]
 }

@@ -37,7 +37,7 @@ export interface EpochProgress {
   elapsedMs: number
 }
 
-export interface TrainingSummary {
+interface TrainingSummary {
   /** Rows in the data, rows used for training and for validation, rows dropped for a missing target. */
   rows: number
   trainRows: number

@@ -11,7 +11,7 @@ import { TrainingDataError } from './errors.ts'
 export type ValueType = 'number' | 'string' | 'boolean'
 
 /** Numbers: NaN marks a missing value. Text and booleans: code -1 marks a missing value. */
-export type Column =
+type Column =
   | { type: 'number'; values: Float64Array }
   | { type: 'string' | 'boolean'; codes: Int32Array; dictionary: string[] }
 

@@ -31,7 +31,7 @@ export function argmax(p: ArrayLike<number>, at: number, k: number): number {
 }
 
 /** ROC AUC as the Mann–Whitney statistic, ties sharing their average rank. Null when one side is empty. */
-export function rocAuc(scores: ArrayLike<number>, positive: ArrayLike<boolean>): number | null {
+function rocAuc(scores: ArrayLike<number>, positive: ArrayLike<boolean>): number | null {
   const n = scores.length
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => scores[a]! - scores[b]!)
   let nPos = 0

@@ -6,7 +6,7 @@
  * server holds at most one tfjs heap; a cancelled or crashed run's Worker is terminated,
  * never reused. Runs share nothing else: each disposes every tensor it creates.
  */
-export const IDLE_WORKER_MS = 30_000
+const IDLE_WORKER_MS = 30_000
 
 let idle: { worker: Worker; timer: ReturnType<typeof setTimeout> } | null = null
 let spawned = 0

@@ -15,9 +15,9 @@
 import { TrainingDataError } from './errors.ts'
 import type { ColumnTable, ValueType } from './data.ts'
 
-export const MISSING_CATEGORY = '__missing__'
+const MISSING_CATEGORY = '__missing__'
 
-export interface NumberEncoding {
+interface NumberEncoding {
   name: string
   type: 'number'
   mean: number
@@ -25,7 +25,7 @@ export interface NumberEncoding {
   /** True when the training split had missing values here: one more input, 1 when missing. */
   missingIndicator: boolean
 }
-export interface CategoryEncoding {
+interface CategoryEncoding {
   name: string
   type: 'string' | 'boolean'
   /** One input per category, in this order. Booleans use "false" / "true". */

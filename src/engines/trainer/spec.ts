@@ -7,14 +7,14 @@ import { Type as T, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ValidationError, type ErrorDetail } from '../../core/errors.ts'
 
-export const TaskSchema = T.Union([T.Literal('CLASSIFICATION'), T.Literal('REGRESSION')])
+const TaskSchema = T.Union([T.Literal('CLASSIFICATION'), T.Literal('REGRESSION')])
 export type Task = Static<typeof TaskSchema>
 
 export const AlgorithmSchema = T.Union([T.Literal('logistic_regression'), T.Literal('linear_regression'), T.Literal('dense_network')])
 export type Algorithm = Static<typeof AlgorithmSchema>
 
 /** Hyper-parameters; every one is optional and has a default (see DEFAULT_PARAMS). */
-export const TrainParamsSchema = T.Object(
+const TrainParamsSchema = T.Object(
   {
     epochs: T.Optional(T.Integer({ minimum: 1, maximum: 10_000, description: 'Passes over the training split (default 20)' })),
     batchSize: T.Optional(T.Integer({ minimum: 1, maximum: 65_536, description: 'Rows per gradient step (default 32)' })),
@@ -31,11 +31,11 @@ export const TrainParamsSchema = T.Object(
   },
   { additionalProperties: false },
 )
-export type TrainParams = Static<typeof TrainParamsSchema>
+type TrainParams = Static<typeof TrainParamsSchema>
 export type ResolvedParams = Required<TrainParams>
 
 /** A training request, without the data itself. */
-export const TrainSettingsSchema = T.Object(
+const TrainSettingsSchema = T.Object(
   {
     task: TaskSchema,
     target: T.String({ minLength: 1, description: 'Column to predict' }),
@@ -58,7 +58,7 @@ export interface ResolvedSettings {
   validationSplit: number
 }
 
-export const DEFAULT_PARAMS: Omit<ResolvedParams, 'seed'> = Object.freeze({
+const DEFAULT_PARAMS: Omit<ResolvedParams, 'seed'> = Object.freeze({
   epochs: 20,
   batchSize: 32,
   learningRate: 0.01,
@@ -67,7 +67,7 @@ export const DEFAULT_PARAMS: Omit<ResolvedParams, 'seed'> = Object.freeze({
   activation: 'relu',
   maxCategories: 100,
 })
-export const DEFAULT_VALIDATION_SPLIT = 0.2
+const DEFAULT_VALIDATION_SPLIT = 0.2
 /** A classification target with more distinct values than this is almost surely a regression target or an id. */
 export const MAX_CLASSES = 100
 

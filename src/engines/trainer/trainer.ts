@@ -22,12 +22,8 @@ import { fromWire, TrainingCancelledError, TrainingCrashedError } from './errors
 import { acquireWorker, releaseWorker } from './pool.ts'
 import { resolveSettings, type TrainSettings } from './spec.ts'
 
-export { saveArtifact, loadArtifact, type ModelArtifact, type EpochProgress, type Label } from './artifact.ts'
-export { TrainingDataError, TrainingCancelledError, TrainingCrashedError } from './errors.ts'
-export { TrainSettingsSchema, TrainParamsSchema, DEFAULT_PARAMS, type TrainSettings, type TrainParams, type Task, type Algorithm } from './spec.ts'
-export type { TabularData } from './data.ts'
-export type { Backend } from './core.ts'
-export { closeIdleWorker, IDLE_WORKER_MS } from './pool.ts'
+export { saveArtifact, loadArtifact, type ModelArtifact, type EpochProgress } from './artifact.ts'
+export { TrainingDataError, TrainingCancelledError } from './errors.ts'
 
 /** A training request with its data (see TrainSettingsSchema for the fields and defaults). */
 export interface TrainSpec extends TrainSettings {

@@ -22,7 +22,7 @@ function friendly(e: ValueErrorLike): string {
   return e.message
 }
 
-export function validationDetails(err: ElysiaValidationError, where: string): ErrorDetail[] {
+function validationDetails(err: ElysiaValidationError, where: string): ErrorDetail[] {
   const seen = new Set<string>()
   const out: ErrorDetail[] = []
   let all: ValueErrorLike[] = []

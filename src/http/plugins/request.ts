@@ -9,7 +9,7 @@ import { AppError } from '../../core/errors.ts'
 import type { Logger } from '../../core/logger.ts'
 import type { Metrics } from '../../core/metrics.ts'
 
-export interface RequestMeta {
+interface RequestMeta {
   id: string
   start: number
   /** Recorded (metric and log line) already: the error handler's response may pass mapResponse too. */
@@ -50,7 +50,7 @@ function ipOf(m: RequestMeta, request: Request, trustProxy: boolean): string {
 }
 
 /** The helmet defaults, minus the ones that only matter to HTML pages we do not serve. */
-export const SECURITY_HEADERS: Record<string, string> = {
+const SECURITY_HEADERS: Record<string, string> = {
   'content-security-policy': "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
   'cross-origin-opener-policy': 'same-origin',
   'cross-origin-resource-policy': 'same-origin',
@@ -95,7 +95,7 @@ export function respond(body: ConstructorParameters<typeof Response>[0], status:
 }
 
 /** Add the security headers a handler's own Response lacks. */
-export function secure(res: Response): Response {
+function secure(res: Response): Response {
   for (const [k, v] of SECURITY_TEMPLATE) if (!res.headers.has(k)) res.headers.set(k, v)
   return res
 }
@@ -141,7 +141,7 @@ export interface Frame {
   clientIp(request: Request): string
 }
 
-export interface FrameStart {
+interface FrameStart {
   meta: RequestMeta
   headers: Record<string, string>
   cors: boolean

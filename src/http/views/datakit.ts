@@ -84,7 +84,6 @@ export namespace DatakitModel {
     description: t.Optional(t.String({ maxLength: MAX_DESCRIPTION_CHARS, error: `Description must be at most ${MAX_DESCRIPTION_CHARS} characters` })),
     datakitId: t.Optional(t.String({ format: 'uuid', error: 'Invalid datakit id' })),
   })
-  export const versionQuery = t.Object({ version: t.Optional(t.Integer({ minimum: 1, description: 'Default: the newest READY version' })) })
   export const previewQuery = t.Object({
     limit: t.Optional(t.Integer({ minimum: 1, maximum: MAX_PREVIEW_ROWS, default: 50, description: `Rows (1–${MAX_PREVIEW_ROWS})` })),
     offset: t.Optional(t.Integer({ minimum: 0, default: 0 })),
