@@ -77,6 +77,12 @@ export interface StartOptions {
   /** Extra work to do when stopping, before pools close (e.g. the actor system). */
   onStop?: Array<() => Promise<void>>
   refreshReuseGraceMs?: number
+  /**
+   * The engine used when DOCKER_HOST is unset, if this socket exists (default
+   * /var/run/docker.sock). Tests of "no engine configured" point it at a path that does not
+   * exist, so they hold on a host that has a Docker socket.
+   */
+  localDockerSocket?: string
 }
 
 /** JWT_SECRET, or (outside production) one generated once and kept in DATA_DIR. */
@@ -198,7 +204,7 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
   )
   registry.onRevoked((ids) => hub.closeSessions(ids))
 
-  const dockerHost = dockerHostOf(config)
+  const dockerHost = dockerHostOf(config, opts.localDockerSocket)
   const engines = buildEngines(resolved, { sql, logger, metrics, dockerHost })
   const http: HttpDeps = { config: resolved, sql, logger, metrics, auth, rateLimits, cache, actors, frame: createFrame({ config, logger, metrics }) }
   const gate = { auth, origins: config.corsOrigins, tickets }

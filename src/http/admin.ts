@@ -1,6 +1,20 @@
 /** /api/admin: operators' views. */
 import { Elysia, t } from 'elysia'
-import { bearer, errors, ok, requireRole, type HttpDeps } from './context.ts'
+import { bearer, Envelope, errors, ok, requireRole, type HttpDeps } from './context.ts'
+
+const perKind = t.Record(t.String(), t.Integer(), { description: 'Live actors per kind' })
+const cluster = t.Object(
+  {
+    mode: t.Union([t.Literal('single'), t.Literal('cluster')], { description: 'cluster with REDIS_URL; single otherwise' }),
+    nodeId: t.String({ description: 'The node that answered' }),
+    nodes: t.Array(t.Object({ id: t.String(), lastHeartbeat: t.String({ description: 'ISO time' }), shards: t.Integer(), liveActors: perKind })),
+    shards: t.Array(t.Object({ shard: t.Integer(), owner: t.Union([t.String(), t.Null()]), epoch: t.Union([t.Integer(), t.Null()]) })),
+    liveActors: perKind,
+    liveActorsHere: perKind,
+    websocketConnectionsHere: t.Integer(),
+  },
+  { title: 'ClusterStatus' },
+)
 
 /** `live`: what the WebSocket edge reports of this node (its open connections). */
 export function adminRoutes(deps: HttpDeps, live: { connections(): number }) {
@@ -12,8 +26,8 @@ export function adminRoutes(deps: HttpDeps, live: { connections(): number }) {
       return ok({ ...status, liveActorsHere: deps.actors.liveActors(), websocketConnectionsHere: live.connections() })
     },
     {
-      response: { 200: t.Object({ success: t.Literal(true), data: t.Any() }), ...errors(401, 403) },
-      detail: { summary: 'Cluster nodes, shard owners and live actors per kind (admin)', tags: ['System'], security: bearer },
+      response: { 200: Envelope.data(cluster), ...errors(401, 403) },
+      detail: { summary: 'Cluster nodes, shard owners and epochs, and live actors per kind (admin)', tags: ['System'], security: bearer },
     },
   )
 }

@@ -29,6 +29,17 @@ async function probe(check: (() => Promise<void>) | undefined): Promise<{ status
 
 const serviceSchema = t.Object({ status: t.Union([t.Literal('healthy'), t.Literal('unhealthy'), t.Literal('disabled')]), latencyMs: t.Optional(t.Number()), error: t.Optional(t.String()) })
 
+/** The same shape whether healthy (200) or not (503). */
+const healthSchema = t.Object(
+  {
+    status: t.Union([t.Literal('healthy'), t.Literal('unhealthy')]),
+    timestamp: t.String(),
+    uptimeSeconds: t.Number(),
+    services: t.Record(t.String(), serviceSchema),
+  },
+  { title: 'Health' },
+)
+
 const sha256 = (s: string) => new Bun.CryptoHasher('sha256').update(s).digest()
 
 /**
@@ -67,7 +78,7 @@ export function healthRoutes(deps: HttpDeps, probes: readonly HealthProbe[]) {
         return { status: healthy ? 'healthy' : 'unhealthy', timestamp: new Date().toISOString(), uptimeSeconds: Math.round(process.uptime()), services }
       },
       {
-        response: { 200: t.Object({ status: t.String(), timestamp: t.String(), uptimeSeconds: t.Number(), services: t.Record(t.String(), serviceSchema) }), 503: t.Any() },
+        response: { 200: healthSchema, 503: healthSchema },
         detail: { summary: 'Health of the server and the services it depends on', tags: ['System'] },
       },
     )

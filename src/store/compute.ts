@@ -5,6 +5,7 @@
  * (src/store/workstations.ts, src/store/vms.ts) adds its own columns and its `save`.
  */
 import type postgres from 'postgres'
+import { isUuid } from '../core/ids.ts'
 import type { Db } from './db.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
 
@@ -99,8 +100,6 @@ export function toCore(r: CoreRaw, storageMb: number, runtime: string | null): C
   }
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
 /**
  * The reads and the delete of one compute table. `columns` selects the core columns and the
  * table's own; `toRow` maps what they return.
@@ -144,7 +143,7 @@ export function computeTable<Raw extends CoreRaw, Row extends ComputeCore>(table
 
     /** Which of `ids` are rows of this table (the engine may be shared). */
     async existing(sql: Db, ids: readonly string[]): Promise<string[]> {
-      const uuids = ids.filter((id) => UUID.test(id))
+      const uuids = ids.filter(isUuid)
       if (uuids.length === 0) return []
       const rows = await sql<{ id: string }[]>`select id from ${sql(table)} where id = any(${uuids}::uuid[])`
       return rows.map((r) => r.id)

@@ -27,11 +27,11 @@
  */
 import { Elysia } from 'elysia'
 import type { ServerWebSocket } from 'bun'
-import { AppError, ConflictError, NotFoundError, ServiceUnavailableError } from '../core/errors.ts'
+import { AppError, ConflictError, NotFoundError } from '../core/errors.ts'
+import { isUuid } from '../core/ids.ts'
 import type { Logger } from '../core/logger.ts'
 import type { Principal } from '../auth/principal.ts'
-import type { ContainerEngine, ExecSession } from '../engines/containers/engine.ts'
-import { ENGINE_UNAVAILABLE } from '../engines/containers/engine.ts'
+import { engineUnavailable, type ContainerEngine, type ExecSession } from '../engines/containers/engine.ts'
 import type { ComputeStatus } from '../store/compute.ts'
 import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth, type UpgradeGate } from './auth.ts'
 
@@ -268,8 +268,6 @@ function parseControl(text: string): { cols: number; rows: number } | undefined 
   return undefined
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
 export interface ContainerSocketOptions {
   /** How upgrades are authenticated (as on /ws). */
   gate: UpgradeGate
@@ -311,10 +309,10 @@ export function containerSocketRoutes(opts: ContainerSocketOptions) {
   const admit = async (request: Request, id: string, needsRunning: boolean): Promise<{ auth: UpgradeAuth; principal: Principal }> => {
     const auth = await authenticateUpgrade(opts.gate, request)
     const p = auth.principal
-    const entity = UUID.test(id) ? await opts.find(id) : undefined
+    const entity = isUuid(id) ? await opts.find(id) : undefined
     // A stranger learns nothing, not even that the id exists.
     if (!entity || (entity.ownerId !== p.userId && p.role !== 'ADMIN')) throw new NotFoundError(opts.label)
-    if (!opts.engine || !opts.sessions) throw new ServiceUnavailableError(ENGINE_UNAVAILABLE)
+    if (!opts.engine || !opts.sessions) throw engineUnavailable()
     if (needsRunning && entity.status !== 'RUNNING') throw new ConflictError(`${opts.label} is ${entity.status.toLowerCase()}; start it to open a terminal`)
     return { auth, principal: p }
   }

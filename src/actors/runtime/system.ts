@@ -11,11 +11,12 @@ import { pruneOutbox, type OutboxEvent } from '../../store/outbox.ts'
 import { insertReminders, type Reminder } from '../../store/reminders.ts'
 import { ClusterPlacement } from './cluster.ts'
 import { resolveConfig, type ActorSystemOptions, type RuntimeConfig } from './config.ts'
-import type { ActorKind, ActorRef, AnyActorKind, AskOptions, TellOptions, TurnContext } from './define.ts'
+import type { ActorKind, ActorRef, AnyActorKind, AskOptions, TellOptions } from './define.ts'
 import { ActorSystemStoppedError, ActorTimeoutError, FencedError, NotOwnerError, UnknownActorKindError } from './errors.ts'
 import { ActorInstance, actorKey, type Envelope, type Reply } from './instance.ts'
 import { RuntimeMetrics, type ActorSample } from './metrics.ts'
-import { TurnCommitter, type TurnEffects, type TurnOutcome, type TurnScope } from './persisted.ts'
+import { turnContext } from './context.ts'
+import { TurnCommitter, type TurnEffects, type TurnOutcome } from './persisted.ts'
 import { LocalPlacement, shardOf, type ClusterStatus, type Placement } from './placement.ts'
 import { ReminderPoller } from './reminders.ts'
 import { ShardTransport } from './transport.ts'
@@ -54,7 +55,20 @@ export class ActorSystem {
     this.metrics = new RuntimeMetrics(opts.metrics, () => this.#sample())
     this.#committer = new TurnCommitter(
       opts.sql,
-      (instance, env, scope) => this.#context(instance, env, scope),
+      (instance, env, scope) =>
+        turnContext(
+          {
+            nodeId: this.nodeId,
+            logger: this.#logger,
+            tell: (kind, id, message, opts) => this.tell(kind, id, message, opts),
+            ask: (kind, id, message, opts) => this.ask(kind, id, message, opts),
+            kind: (kind) => this.#kind(kind),
+            reminder: (kind, id, at, message) => this.#reminder(kind, id, at, message),
+          },
+          instance,
+          env,
+          scope,
+        ),
       { maxBatchTurns: this.config.maxBatchTurns, commitConcurrency: this.config.commitConcurrency },
       this.metrics,
       this.#logger,
@@ -384,59 +398,6 @@ export class ActorSystem {
           this.#logger.error({ err, topic: event.topic }, 'event listener threw')
         }
       }
-    }
-  }
-
-  // ---- turn context ----------------------------------------------------------------------
-
-  #context(inst: ActorInstance, env: Envelope, scope: TurnScope): TurnContext<unknown> {
-    const system = this
-    const { kind, id } = env
-    const effects = scope.effects
-    const record = (what: string) => {
-      if (!scope.open) throw new Error(`ctx.${what} of ${inst.key} used after its handler returned`)
-    }
-    const self: ActorRef<unknown> = {
-      kind,
-      id,
-      // Inside the handler a tell to itself waits for the commit, like any other effect;
-      // from a background task it goes out at once.
-      tell: (message, opts) => {
-        if (!scope.open) return system.tell(kind, id, message, opts)
-        const errors = inst.def.validate(message)
-        if (errors.length > 0) throw new ValidationError(`invalid ${kind} message`, errors)
-        effects.sends.push({ kind, id, message, messageId: opts?.messageId })
-      },
-      ask: (message, opts) => system.ask(kind, id, message, opts),
-    }
-    return {
-      kind,
-      id,
-      messageId: env.messageId,
-      nodeId: this.nodeId,
-      get tx() {
-        return scope.tx
-      },
-      self,
-      logger: this.#logger,
-      emit(topic, type, data) {
-        record('emit')
-        effects.events.push({ topic, type, data, at: new Date() })
-      },
-      schedule(at, message) {
-        record('schedule')
-        effects.reminders.push(system.#reminder(kind, id, at, message))
-      },
-      send(toKind, toId, message) {
-        record('send')
-        const errors = system.#kind(toKind).validate(message)
-        if (errors.length > 0) throw new ValidationError(`invalid ${toKind} message`, errors)
-        effects.sends.push({ kind: toKind, id: toId, message })
-      },
-      background(task) {
-        record('background')
-        effects.background.push(task)
-      },
     }
   }
 

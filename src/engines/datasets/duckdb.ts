@@ -17,15 +17,17 @@
  * Paths handed to this module are server-generated (UUID names under UPLOAD_DIR); they are
  * still quoted as SQL literals, never spliced raw.
  */
-import { copyFile, mkdir, mkdtemp, open, rename, rm, stat } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { DuckDBInstance, StatementType, type DuckDBConnection } from '@duckdb/node-api'
 import { AppError, UnprocessableError } from '../../core/errors.ts'
 import { Semaphore } from '../../core/semaphore.ts'
-import { confirmNdjsonLine, detectDelimiter, readTextHead, splitDelimitedLine, splitFormat, type DatasetFormat } from './format.ts'
-import { columnKind, type ColumnKind, type ColumnProfile, type DatasetProfile, type TopValue } from './profile.ts'
-import { DatasetParseError, isCsvSniffFailure, isTypeGuessFailure, queryFailure, QueryTimeoutError, readFailure } from './errors.ts'
-import { isoTimestamp, jsonSafeConverter, type JsonValue } from './values.ts'
+import { splitFormat, type DatasetFormat } from './format.ts'
+import { columnKind, type DatasetProfile } from './profile.ts'
+import { queryFailure, QueryTimeoutError, readFailure } from './errors.ts'
+import { jsonSafeConverter, type JsonValue } from './values.ts'
+import { countRows, ident, lit, writeParquet } from './duckdb-read.ts'
+import { summarize } from './duckdb-profile.ts'
 
 import {
   DEFAULT_ENGINE_OPTIONS,
@@ -47,17 +49,6 @@ import {
   type ReadColumnsOptions,
   type ResultColumn,
 } from './engine.ts'
-
-/** SQL string literal. */
-function lit(s: string): string {
-  if (s.includes('\0')) throw new AppError('invalid_path', 'path contains a NUL byte')
-  return `'${s.replaceAll("'", "''")}'`
-}
-
-/** SQL identifier. */
-function ident(s: string): string {
-  return `"${s.replaceAll('"', '""')}"`
-}
 
 interface SessionSettings {
   /**
@@ -123,119 +114,12 @@ export class DuckDBDatasetEngine implements DatasetEngine {
   }
 
   /**
-   * The table function reading `src` in `format`. CSV/TSV get an explicit delimiter (ours,
-   * from the head) and RFC 4180 double quotes: left to guess everything, DuckDB's sniffer
-   * reads a file with one bad row as a single text column instead of reporting the row.
-   */
-  async #reader(src: string, format: DatasetFormat, sampleAll: boolean): Promise<string> {
-    const { base, gzip } = splitFormat(format)
-    // read_csv spells "no compression" 'none', read_json 'uncompressed'.
-    const compression = `compression=${gzip ? "'gzip'" : base === 'json' || base === 'ndjson' ? "'uncompressed'" : "'none'"}`
-    const sample = sampleAll ? ', sample_size=-1' : ''
-    switch (base) {
-      case 'parquet':
-        return `read_parquet(${lit(src)})`
-      case 'json':
-        return `read_json(${lit(src)}, format='auto', ${compression}${sample})`
-      case 'ndjson':
-        return `read_json(${lit(src)}, format='newline_delimited', ${compression}${sample})`
-      case 'csv':
-      case 'tsv': {
-        const delim = base === 'tsv' ? '\t' : await this.#csvDelimiter(src, gzip)
-        const delimOpt = delim === undefined ? '' : `, delim=${lit(delim)}`
-        return `read_csv(${lit(src)}${delimOpt}, quote='"', ${compression}${sample})`
-      }
-    }
-  }
-
-  async #csvDelimiter(src: string, gzip: boolean): Promise<string | undefined> {
-    const head = await readTextHead(src, gzip)
-    return head ? detectDelimiter(head.text, head.truncated) : undefined
-  }
-
-  /**
-   * When DuckDB's sniffer gives up on a CSV it says so without a line number. Reading it
-   * again with the dialect fixed (delimiter, RFC 4180 quotes, header, as many text columns
-   * as the header has) makes the reader stop at the first row that breaks it, with its line.
-   */
-  async #locateCsvError(c: DuckDBConnection, src: string, format: DatasetFormat): Promise<unknown> {
-    const { base, gzip } = splitFormat(format)
-    const head = await readTextHead(src, gzip)
-    if (!head) return undefined
-    const delim = base === 'tsv' ? '\t' : (detectDelimiter(head.text, head.truncated) ?? ',')
-    const header = head.text.split(/\r\n|\n|\r/, 1)[0] ?? ''
-    const width = splitDelimitedLine(header, delim).length
-    const columns = Array.from({ length: width }, (_, i) => `'c${i}': 'VARCHAR'`).join(', ')
-    try {
-      await c.run(
-        `SELECT count(*) FROM (SELECT * FROM read_csv(${lit(src)}, auto_detect=false, header=true, delim=${lit(delim)}, quote='"', escape='"', ` +
-          `compression=${gzip ? "'gzip'" : "'none'"}, columns={${columns}}))`,
-      )
-      return undefined
-    } catch (err) {
-      return err
-    }
-  }
-
-  /** A malformed-NDJSON failure re-pointed at the line that is really broken (see confirmNdjsonLine). */
-  async #ndjsonLineFixed(err: AppError, src: string, format: DatasetFormat): Promise<AppError> {
-    const { base, gzip } = splitFormat(format)
-    // 'json' too: read_json's auto mode reads one-object-per-line files the same way.
-    if (!(err instanceof DatasetParseError) || err.line === undefined || (base !== 'ndjson' && base !== 'json') || !err.message.includes('Malformed JSON')) {
-      return err
-    }
-    const line = await confirmNdjsonLine(src, gzip, err.line)
-    return line === err.line ? err : new DatasetParseError(err.message.replace(`in line ${err.line}`, `in line ${line}`), line)
-  }
-
-  /** COPY the source to a temporary Parquet file next to `dest`, then rename it into place. */
-  async #writeParquet(c: DuckDBConnection, src: string, dest: string, format: DatasetFormat): Promise<void> {
-    const { base } = splitFormat(format)
-    const label = base === 'ndjson' ? 'NDJSON' : base.toUpperCase()
-    const tmp = `${dest}.tmp-${crypto.randomUUID()}`
-    try {
-      if (base === 'parquet') {
-        // Already Parquet: a byte copy is the fast read copy. Its validity is checked by the
-        // profile that reads it next.
-        await copyFile(src, tmp)
-      } else {
-        // Snappy (DuckDB's default) rather than zstd: on the 1M-row benchmark CSV zstd made the
-        // copy half the size (5.7 vs 10.9 MB) but cost ~15 % more CPU to write and ~5 % more to
-        // read back, and profiling time is what the 1.5× budget is about.
-        const copy = async (sampleAll: boolean) =>
-          c.run(`COPY (SELECT * FROM ${await this.#reader(src, format, sampleAll)}) TO ${lit(tmp)} (FORMAT parquet, COMPRESSION snappy)`)
-        try {
-          await copy(false)
-        } catch (err) {
-          const message = err instanceof Error ? err.message : String(err)
-          if (isTypeGuessFailure(message)) {
-            await rm(tmp, { force: true })
-            try {
-              await copy(true)
-            } catch (again) {
-              throw readFailure(again, label, src)
-            }
-          } else if (isCsvSniffFailure(message) && (base === 'csv' || base === 'tsv')) {
-            throw readFailure((await this.#locateCsvError(c, src, format)) ?? err, label, src)
-          } else {
-            throw await this.#ndjsonLineFixed(readFailure(err, label, src), src, format)
-          }
-        }
-      }
-      await rename(tmp, dest)
-    } catch (err) {
-      await rm(tmp, { force: true })
-      throw err
-    }
-  }
-
-  /**
    * Convert `src` (any DatasetFormat) to Parquet at `dest`, atomically (a reader of `dest`
    * never sees half a file). Malformed input rejects with a DatasetParseError (422) whose
    * message names the line where the file broke when DuckDB reports one.
    */
   async toParquet(src: string, dest: string, format: DatasetFormat, opts: { signal?: AbortSignal } = {}): Promise<void> {
-    await this.#session(this.#background, { spill: true, signal: opts.signal }, (c) => this.#writeParquet(c, src, dest, format))
+    await this.#session(this.#background, { spill: true, signal: opts.signal }, (c) => writeParquet(c, src, dest, format))
   }
 
   /**
@@ -251,9 +135,9 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     const parquetPath = opts.parquetPath ?? `${src}.parquet`
     const topN = opts.topValues ?? DEFAULT_TOP_VALUES
     return this.#session(this.#background, { spill: true, signal: opts.signal }, async (c) => {
-      await this.#writeParquet(c, src, parquetPath, format)
+      await writeParquet(c, src, parquetPath, format)
       try {
-        return await this.#summarize(c, parquetPath, topN)
+        return await summarize(c, parquetPath, topN)
       } catch (err) {
         // An uploaded Parquet file is copied as is, so this is where a corrupt one shows; a
         // profile that failed leaves no copy behind.
@@ -261,73 +145,6 @@ export class DuckDBDatasetEngine implements DatasetEngine {
         throw readFailure(err, 'Parquet', parquetPath, { ioIsFileFault: splitFormat(format).base === 'parquet' })
       }
     })
-  }
-
-  /**
-   * The statistics SUMMARIZE reports (min, max, approximate distinct count, mean, std,
-   * approximate quartiles, null share), computed in one aggregate over the Parquet copy, then
-   * one top-values query. SUMMARIZE itself runs a separate t-digest for each quartile of each
-   * column; here one digest per column answers all three (approx_quantile with a list), which
-   * makes the whole scan about 40 % cheaper. Statistics a type has no meaning for (the mean of
-   * a boolean, the quartiles of an interval) are not asked for.
-   */
-  async #summarize(c: DuckDBConnection, parquetPath: string, topN: number): Promise<DatasetProfile> {
-    const source = `read_parquet(${lit(parquetPath)})`
-    const schema = (await c.runAndReadAll(`DESCRIBE SELECT * FROM ${source}`)).getRowObjectsJson()
-    const select = ['count(*)']
-    const at = (expr: string) => select.push(expr) - 1
-    const plans = schema.map((r) => {
-      const name = String(r.column_name)
-      const type = String(r.column_type)
-      const kind = columnKind(type)
-      const x = ident(name)
-      const moments = kind === 'number' || (kind === 'temporal' && type !== 'INTERVAL')
-      return {
-        name,
-        type,
-        kind,
-        min: at(`min(${x})::VARCHAR`),
-        max: at(`max(${x})::VARCHAR`),
-        distinct: at(`approx_count_distinct(${x})`),
-        count: at(`count(${x})`),
-        mean: moments ? at(`avg(${x})::VARCHAR`) : -1,
-        quartiles: moments ? at(`approx_quantile(${x}, [0.25, 0.5, 0.75])::VARCHAR[]`) : -1,
-        std: kind === 'number' ? at(`stddev(${x})`) : -1,
-      }
-    })
-    const row = (await c.runAndReadAll(`SELECT ${select.join(', ')} FROM ${source}`)).convertRows(jsonSafeConverter)[0] ?? []
-    const value = (i: number): JsonValue => (i < 0 ? null : (row[i] ?? null))
-    const rowCount = Number(value(0) ?? 0)
-    const columns = plans.map((p) => {
-      const quartiles = value(p.quartiles)
-      const q = Array.isArray(quartiles) ? quartiles : []
-      return toColumnProfile(
-        { name: p.name, type: p.type, kind: p.kind, min: value(p.min), max: value(p.max), distinct: value(p.distinct), count: value(p.count), mean: value(p.mean), std: value(p.std), q25: q[0] ?? null, q50: q[1] ?? null, q75: q[2] ?? null },
-        rowCount,
-      )
-    })
-    const wanted = columns.map((col, i) => ({ col, i })).filter(({ col }) => col.kind === 'text' && !nearlyUnique(col, rowCount))
-    if (topN > 0 && wanted.length > 0) {
-      const parts = wanted.map(
-        ({ col, i }) =>
-          `(SELECT ${i} AS col, ${ident(col.name)}::VARCHAR AS value, count(*) AS n FROM ${source} ` +
-          `WHERE ${ident(col.name)} IS NOT NULL GROUP BY 2 ORDER BY 3 DESC, 2 LIMIT ${topN})`,
-      )
-      const rows = (await c.runAndReadAll(`SELECT * FROM (${parts.join(' UNION ALL ')}) ORDER BY col, n DESC, value`)).convertRowObjects(jsonSafeConverter)
-      const byCol = new Map<number, TopValue[]>()
-      for (const r of rows) {
-        const list = byCol.get(Number(r.col)) ?? []
-        list.push({ value: String(r.value), count: Number(r.n) })
-        byCol.set(Number(r.col), list)
-      }
-      for (const { col, i } of wanted) {
-        const top = byCol.get(i) ?? []
-        // A most frequent value seen once means every value is distinct (the estimate that
-        // let the column through was off): the list would be arbitrary, so leave it out.
-        if (top.length > 0 && top[0]!.count > 1) col.topValues = top
-      }
-    }
-    return { rowCount, columns }
   }
 
   /**
@@ -520,10 +337,6 @@ function neutraliseText(s: string): string {
   return FORMULA_START.some((c) => s.startsWith(c)) ? `'${s}` : s
 }
 
-async function countRows(c: DuckDBConnection, source: string): Promise<number> {
-  const r = await c.runAndReadAll(`SELECT count(*) AS n FROM ${source}`)
-  return Number(r.getRowsJson()[0]?.[0] ?? 0)
-}
 
 /**
  * `v` with the dataset's server path replaced by `data` in every string. The sandbox cannot
@@ -535,70 +348,6 @@ function redact(v: JsonValue, path: string): JsonValue {
   if (Array.isArray(v)) return v.map((x) => redact(x, path))
   if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, redact(x, path)]))
   return v
-}
-
-/** A number when the text is one a double holds exactly; the text otherwise. */
-function numeric(v: JsonValue): number | string | null {
-  if (v === null || v === undefined) return null
-  const s = String(v)
-  const n = Number(s)
-  if (!Number.isFinite(n)) return s
-  if (/^-?\d+$/.test(s) && !Number.isSafeInteger(n)) return s
-  return n
-}
-
-function temporal(v: JsonValue): string | null {
-  return v === null || v === undefined ? null : isoTimestamp(String(v))
-}
-
-/** One column's aggregates, as #summarize reads them (text casts, like SUMMARIZE's). */
-interface ColumnAggregates {
-  name: string
-  type: string
-  kind: ColumnKind
-  min: JsonValue
-  max: JsonValue
-  distinct: JsonValue
-  /** Non-null cells. */
-  count: JsonValue
-  mean: JsonValue
-  std: JsonValue
-  q25: JsonValue
-  q50: JsonValue
-  q75: JsonValue
-}
-
-function toColumnProfile(a: ColumnAggregates, rowCount: number): ColumnProfile {
-  const { kind } = a
-  const stat = kind === 'number' ? numeric : kind === 'temporal' ? temporal : (v: JsonValue) => (v === null ? null : String(v))
-  const std = a.std === null ? null : Number(a.std)
-  const nonNull = Number(a.count ?? 0)
-  return {
-    name: a.name,
-    type: a.type,
-    kind,
-    nullPercent: rowCount > 0 ? Math.round((1 - nonNull / rowCount) * 10_000) / 100 : 0,
-    // HyperLogLog can overshoot on small columns (1,249 "distinct" in 1,000 rows); a count
-    // above the number of rows is never right.
-    approxDistinct: Math.min(Number(a.distinct ?? 0), rowCount),
-    min: stat(a.min),
-    max: stat(a.max),
-    mean: stat(a.mean),
-    std: std !== null && Number.isFinite(std) ? std : null,
-    q25: stat(a.q25),
-    q50: stat(a.q50),
-    q75: stat(a.q75),
-  }
-}
-
-/**
- * Skip top values where at least 95 % of the non-null values look distinct: an id or free-text
- * column, whose "top" values would all have a count of 1 — and grouping a million distinct
- * strings is the most expensive part of a profile.
- */
-function nearlyUnique(col: ColumnProfile, rowCount: number): boolean {
-  const nonNull = rowCount * (1 - col.nullPercent / 100)
-  return nonNull > 20 && col.approxDistinct >= 0.95 * nonNull
 }
 
 function castExpression(column: string, as: ColumnCast): string {
