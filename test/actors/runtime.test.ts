@@ -18,6 +18,7 @@ import {
   type RuntimeConfig,
 } from '../../src/actors/runtime/index.ts'
 import { claimShards } from '../../src/store/actor-shards.ts'
+import type { Db } from '../../src/store/db.ts'
 import { readOutbox } from '../../src/store/outbox.ts'
 import { countReminders } from '../../src/store/reminders.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
@@ -87,9 +88,44 @@ const job = defineActor({
   },
 })
 
+/**
+ * Store functions as the table modules write them: statements built from fragments of the
+ * same handle (`sql\`select ${COLUMNS(sql)} …\``). Inside a turn they run on ctx.tx.
+ */
+const LEDGER = (sql: Db) => sql`actor, note`
+const byActor = (sql: Db, actor: string) => sql`actor = ${actor}`
+async function appendNote(sql: Db, actor: string, note: string) {
+  const [row] = await sql<{ actor: string; note: string }[]>`insert into test_ledger (${LEDGER(sql)}) values (${actor}, ${note}) returning ${LEDGER(sql)}`
+  return row!
+}
+async function notesOf(sql: Db, actor: string) {
+  return (await sql<{ note: string }[]>`select note from test_ledger where ${byActor(sql, actor)} order by note`).map((r) => r.note)
+}
+
+/** Writes and reads through those functions in its turn; `fail` throws after the write. */
+const notes = defineActor({
+  kind: 'notes',
+  messages: T.Union([T.Object({ type: T.Literal('add'), note: T.String(), fail: T.Optional(T.Boolean()) }), T.Object({ type: T.Literal('begin') })]),
+  initial: () => ({}),
+  async handle(ctx, _state, msg) {
+    if (msg.type === 'begin') {
+      // Db has no begin(); code that reaches for one (a cast to Sql) is refused at run time too.
+      await (ctx.tx as unknown as { begin(fn: () => Promise<void>): Promise<void> }).begin(async () => {})
+      return
+    }
+    const added = await appendNote(ctx.tx, ctx.id, msg.note)
+    const all = await notesOf(ctx.tx, ctx.id)
+    // A fragment never awaited is never run on its own (before the fix it ran as a statement).
+    void byActor(ctx.tx, 'never-run')
+    const values = await ctx.tx`select ${LEDGER(ctx.tx)} from test_ledger where ${byActor(ctx.tx, ctx.id)} order by note`.values()
+    if (msg.fail) throw new ConflictError('refused after writing')
+    return { reply: { added, all, values } }
+  },
+})
+
 function makeSystem(config: Partial<RuntimeConfig> = {}): ActorSystem {
   const system = createActorSystem({ sql: db.sql, logger, config: { nodeId: 'single', shards: 8, ...config } })
-  system.register(counter).register(barrier).register(picky).register(job)
+  system.register(counter).register(barrier).register(picky).register(job).register(notes)
   systems.push(system)
   return system
 }
@@ -195,6 +231,28 @@ describe('turns', () => {
     })
     const [row] = await db.sql`select state from actor_state where kind = 'job' and actor_id = 'j1'`
     expect(row!.state).toEqual({ status: 'done', result: 42 })
+  })
+
+  test('ctx.tx runs statements built from fragments as postgres.js does, in the turn: committed with it, rolled back with it', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      expect(await system.ask('notes', 'n1', { type: 'add', note: 'a' })).toEqual({ added: { actor: 'n1', note: 'a' }, all: ['a'], values: [['n1', 'a']] })
+      expect(await system.ask('notes', 'n1', { type: 'add', note: 'b' })).toEqual({ added: { actor: 'n1', note: 'b' }, all: ['a', 'b'], values: [['n1', 'a'], ['n1', 'b']] })
+      // A turn that throws after its nested-fragment write leaves nothing behind.
+      expect(await system.ask('notes', 'n1', { type: 'add', note: 'c', fail: true }).catch((e) => e)).toBeInstanceOf(ConflictError)
+      expect(await notesOf(db.sql, 'n1')).toEqual(['a', 'b'])
+      expect(await notesOf(db.sql, 'never-run')).toEqual([])
+      expect(unhandled).toEqual([])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+  })
+
+  test('ctx.tx refuses transaction control: the turn is the transaction', async () => {
+    const err = await system.ask('notes', 'n2', { type: 'begin' }).catch((e) => e)
+    expect(String(err)).toContain('ctx.tx.begin is not available in an actor turn')
   })
 
   test('a redelivered message id is applied once and answered with the first reply', async () => {

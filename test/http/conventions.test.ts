@@ -133,6 +133,26 @@ describe('rate limits', () => {
     expect((await limited.call('POST', '/api/auth/login', { body, headers: ip(2) })).status).toBe(401)
   })
 
+  test('TRUST_PROXY is each server\'s own: a trusting server beside a strict one in the same process changes neither', async () => {
+    // The strict one first: a setting shared by the process would be the trusting one's after.
+    const strict = await testServer({ AUTH_RATE_LIMIT_MAX_REQUESTS: '2' })
+    const trusting = await testServer({ AUTH_RATE_LIMIT_MAX_REQUESTS: '2', TRUST_PROXY: 'true' })
+    try {
+      const body = { email: 'nobody@example.com', password: 'Whatever1!' }
+      const attempts = async (s: TestServer) => {
+        const codes: number[] = []
+        for (let i = 0; i < 3; i++) codes.push((await s.call('POST', '/api/auth/login', { body, headers: { 'x-forwarded-for': `192.0.2.${i}` } })).status)
+        return codes
+      }
+      expect(await attempts(strict)).toEqual([401, 401, 429])
+      expect(await attempts(trusting)).toEqual([401, 401, 401])
+      expect(await attempts(strict)).toEqual([429, 429, 429])
+    } finally {
+      await strict.stop()
+      await trusting.stop()
+    }
+  })
+
   test('without TRUST_PROXY a forged X-Forwarded-For does not buy new attempts', async () => {
     const strict = await testServer({ AUTH_RATE_LIMIT_MAX_REQUESTS: '2' })
     try {
