@@ -10,7 +10,6 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Config, ResolvedConfig } from './config.ts'
 import { createLogger, type Logger } from './core/logger.ts'
-import { PG, pgCode } from './core/errors.ts'
 import { Metrics } from './core/metrics.ts'
 import { createActorSystem, type RuntimeConfig } from './actors/runtime/index.ts'
 import { AuthService } from './auth/service.ts'
@@ -42,7 +41,6 @@ import { topicHead, readOutbox } from './store/outbox.ts'
 import { MemoryRateLimitStore, RedisRateLimitStore } from './store/rate-limit.ts'
 import { createRedis, type Redis } from './store/redis.ts'
 import { MemoryCacheStore, RedisCacheStore } from './store/response-cache.ts'
-import * as users from './store/users.ts'
 import { Hub } from './ws/hub.ts'
 import { liveRoutes } from './ws/routes.ts'
 
@@ -99,26 +97,6 @@ export function resolveJwtSecret(config: Readonly<Config>): string {
   const secret = Buffer.from(crypto.getRandomValues(new Uint8Array(48))).toString('base64url')
   writeFileSync(file, secret + '\n', { mode: 0o600 })
   return secret
-}
-
-/** Create the first admin when there is none. Returns the generated password, if one was generated. */
-async function ensureAdmin(sql: Sql, auth: AuthService, config: Readonly<Config>): Promise<{ email: string; password?: string } | undefined> {
-  if ((await users.countAdmins(sql)) > 0) return undefined
-  const generated = config.admin.password ? undefined : `Qx-${Buffer.from(crypto.getRandomValues(new Uint8Array(15))).toString('base64url')}9!`
-  const password = config.admin.password ?? generated!
-  const existing = await users.findSecretByEmail(sql, config.admin.email)
-  if (existing) {
-    await users.update(sql, existing.id, { role: 'ADMIN', isActive: true })
-    return { email: config.admin.email }
-  }
-  try {
-    await users.insert(sql, { email: config.admin.email, firstName: 'Admin', lastName: 'User', role: 'ADMIN', passwordHash: await auth.hashPassword(password) })
-  } catch (err) {
-    // Several nodes booting at once: another one created the admin first.
-    if (pgCode(err) === PG.uniqueViolation) return undefined
-    throw err
-  }
-  return { email: config.admin.email, password: generated }
 }
 
 /** The container engine's address: DOCKER_HOST, or the local socket when it exists (resolved here only). */
@@ -225,7 +203,7 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
   }
   await actors.start()
 
-  const admin = await ensureAdmin(sql, auth, config)
+  const admin = await auth.ensureAdmin(config.admin)
   const app = createApp(http, {
     probes,
     modules: [

@@ -7,7 +7,7 @@
 import { Type as T, type Static } from '@sinclair/typebox'
 import * as store from '../store/vms.ts'
 import type { VmRow } from '../store/vms.ts'
-import { defineComputeActor } from './compute/lifecycle.ts'
+import { defineComputeActor, newLifecycle } from './compute/lifecycle.ts'
 import { computeMessages, Cpu, MemoryMb, StorageMb } from './compute/messages.ts'
 import type { ComputeSettings } from './compute/turn.ts'
 
@@ -51,16 +51,7 @@ export function vmActor(settings: ComputeSettings & { runtime: string }) {
           image: f.image ?? settings.images[0]!,
           runtime: settings.runtime,
           resources: { cpu: f.size.cpu, memory: f.size.memory, storage: f.size.disk ?? 0, gpu: f.size.gpu ?? false },
-          status: 'CREATING',
-          statusReason: null,
-          containerId: null,
-          generation: 0,
-          lifecycle: {},
-          lastActivityAt: null,
-          startedAt: null,
-          stoppedAt: null,
-          createdAt: now,
-          updatedAt: now,
+          ...newLifecycle(now),
         }
       },
       applyPatch(v, p): VmRow {

@@ -7,7 +7,7 @@
 import { Type as T, type Static } from '@sinclair/typebox'
 import * as store from '../store/workstations.ts'
 import type { WorkstationRow } from '../store/workstations.ts'
-import { defineComputeActor } from './compute/lifecycle.ts'
+import { defineComputeActor, newLifecycle } from './compute/lifecycle.ts'
 import { Cpu, MemoryMb, StorageMb } from './compute/messages.ts'
 import type { ComputeSettings } from './compute/turn.ts'
 
@@ -59,16 +59,7 @@ export function workstationActor(settings: ComputeSettings) {
           image: f.image ?? settings.images[0]!,
           runtime: null,
           resources: { cpu: f.resources.cpu, memory: f.resources.memory, storage: f.resources.storage ?? 0, gpu: f.resources.gpu ?? false },
-          status: 'CREATING',
-          statusReason: null,
-          containerId: null,
-          generation: 0,
-          lifecycle: {},
-          lastActivityAt: null,
-          startedAt: null,
-          stoppedAt: null,
-          createdAt: now,
-          updatedAt: now,
+          ...newLifecycle(now),
         }
       },
       applyPatch(w, p): WorkstationRow {

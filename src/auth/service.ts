@@ -1,6 +1,8 @@
 /**
  * Accounts and logins, with no HTTP in sight: register, login (with lockout), refresh-token
- * rotation with reuse detection, logout, password change.
+ * rotation with reuse detection, logout, password change, account changes and the first
+ * admin. The one writer of the `users` and `sessions` tables (with ./sessions.ts, which
+ * revokes).
  */
 import type { Config } from '../config.ts'
 import { ConflictError, PG, pgCode, RateLimitedError, UnauthorizedError, ValidationError } from '../core/errors.ts'
@@ -95,6 +97,43 @@ export class AuthService {
     }
     await this.opts.onUserChanged?.(user.id)
     return { user: publicUser(user), ...(await this.openSession(user, meta)) }
+  }
+
+  /**
+   * Change a user's names, organization, role or active flag (the caller decided who may).
+   * A deactivation revokes every session at once; a new role or reactivation drops the
+   * cached principals so the next request sees it. Undefined when there is no such user.
+   */
+  async updateUser(id: string, patch: users.UserPatch): Promise<users.UserRow | undefined> {
+    const u = await users.update(this.sql, id, patch)
+    if (!u) return undefined
+    if (patch.isActive === false) await this.registry.revokeUser(u.id, 'deactivated')
+    else if (patch.role !== undefined || patch.isActive !== undefined) await this.registry.invalidateUser(u.id)
+    return u
+  }
+
+  /**
+   * Create the first admin when there is none (`password` undefined: generate one, returned
+   * once); an existing account with the admin's email is made an active admin. Several nodes
+   * booting at once create one.
+   */
+  async ensureAdmin(admin: { email: string; password: string | undefined }): Promise<{ email: string; password?: string } | undefined> {
+    if ((await users.countAdmins(this.sql)) > 0) return undefined
+    const generated = admin.password ? undefined : `Qx-${Buffer.from(crypto.getRandomValues(new Uint8Array(15))).toString('base64url')}9!`
+    const password = admin.password ?? generated!
+    const existing = await users.findSecretByEmail(this.sql, admin.email)
+    if (existing) {
+      await users.update(this.sql, existing.id, { role: 'ADMIN', isActive: true })
+      return { email: admin.email }
+    }
+    try {
+      await users.insert(this.sql, { email: admin.email, firstName: 'Admin', lastName: 'User', role: 'ADMIN', passwordHash: await this.hashPassword(password) })
+    } catch (err) {
+      // Several nodes booting at once: another one created the admin first.
+      if (pgCode(err) === PG.uniqueViolation) return undefined
+      throw err
+    }
+    return { email: admin.email, password: generated }
   }
 
   async login(email: string, password: string, meta: RequestMeta = {}): Promise<LoginResult> {

@@ -85,10 +85,8 @@ export function userRoutes(deps: HttpDeps) {
         if (isAdmin && me.userId === params.id && (body.role !== undefined && body.role !== 'ADMIN' || body.isActive === false)) {
           throw new ValidationError('Validation failed', [{ field: body.role !== undefined ? 'role' : 'isActive', message: 'Admins cannot demote or deactivate themselves' }])
         }
-        const u = await users.update(deps.sql, params.id, body)
+        const u = await deps.auth.updateUser(params.id, body)
         if (!u) throw new NotFoundError('User')
-        if (body.isActive === false) await deps.auth.registry.revokeUser(u.id, 'deactivated')
-        else if (body.role !== undefined || body.isActive !== undefined) await deps.auth.registry.invalidateUser(u.id)
         await deps.cache.invalidate(`user:${u.id}`, 'users')
         return ok(serializeUser(u))
       },
@@ -104,9 +102,8 @@ export function userRoutes(deps: HttpDeps) {
       async ({ request, params }) => {
         const me = await requireRole(deps, request, 'ADMIN')
         if (me.userId === params.id) throw new ValidationError('Validation failed', [{ field: 'id', message: 'Admins cannot deactivate themselves' }])
-        const u = await users.update(deps.sql, params.id, { isActive: false })
+        const u = await deps.auth.updateUser(params.id, { isActive: false })
         if (!u) throw new NotFoundError('User')
-        await deps.auth.registry.revokeUser(u.id, 'deactivated')
         await deps.cache.invalidate(`user:${u.id}`, 'users')
         return ok(serializeUser(u))
       },

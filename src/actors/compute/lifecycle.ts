@@ -50,6 +50,11 @@ export interface ComputeKindHooks<R extends ComputeCore, C, P> {
   applyPatch(row: R, patch: P): R
 }
 
+/** The lifecycle fields of a new entity: CREATING, no container, never run. */
+export function newLifecycle(now: Date): Pick<ComputeCore, 'status' | 'statusReason' | 'containerId' | 'generation' | 'lifecycle' | 'lastActivityAt' | 'startedAt' | 'stoppedAt' | 'createdAt' | 'updatedAt'> {
+  return { status: 'CREATING', statusReason: null, containerId: null, generation: 0, lifecycle: {}, lastActivityAt: null, startedAt: null, stoppedAt: null, createdAt: now, updatedAt: now }
+}
+
 export interface ComputeState<R> {
   row: R | null
   /** The current activation has aligned the row with the engine (not persisted). */
