@@ -1,6 +1,7 @@
 /** Boot: first admin, JWT secret kept in DATA_DIR, production refusals, several nodes at once. */
 import { afterAll, describe, expect, test } from 'bun:test'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadConfig } from '../src/config.ts'
@@ -68,8 +69,16 @@ describe('boot', () => {
     )
     try {
       await Promise.all(ports.map((p, i) => waitForHealth(`http://127.0.0.1:${p}`, procs[i]!)))
-      const versions = await db.sql`select version from schema_migrations order by version`
-      expect(versions.map((r) => r.version)).toEqual(versions.map((_, i) => i + 1))
+      // Every file of sql/ applied exactly once: its number, its file name, and the sha256 of
+      // its content (computed here, not by the code under test) recorded.
+      const dir = join(import.meta.dir, '..', 'sql')
+      const files = readdirSync(dir)
+        .filter((f) => f.endsWith('.sql'))
+        .sort()
+        .map((name) => ({ version: Number(/^(\d{4})_/.exec(name)?.[1]), name, checksum: createHash('sha256').update(readFileSync(join(dir, name))).digest('hex') }))
+      expect(files.length).toBeGreaterThan(0)
+      const applied = await db.sql<{ version: number; name: string; checksum: string }[]>`select version, name, checksum from schema_migrations order by version`
+      expect(applied.map((r) => ({ version: r.version, name: r.name, checksum: r.checksum }))).toEqual(files)
       const admins = await db.sql`select count(*)::int as n from users where role = 'ADMIN'`
       expect(admins[0]!.n).toBe(1)
       // A token from one node works on another (shared secret, shared sessions).

@@ -2,6 +2,7 @@
  * Keyset (cursor) pagination on (created_at, id): stable under concurrent inserts and as
  * fast on page 1,000 as on page 1. The cursor is opaque to clients (base64url JSON).
  */
+import { isUuid } from '../core/ids.ts'
 import { ValidationError } from '../core/errors.ts'
 
 export interface Cursor {
@@ -27,7 +28,7 @@ export function decodeCursor(text: string | undefined): Cursor | undefined {
   if (text === undefined || text === '') return undefined
   try {
     const c = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as Cursor
-    if (typeof c.t === 'string' && typeof c.id === 'string' && /^\d{4}-\d\d-\d\d[ T][\d:.]+([+-]\d\d(:?\d\d)?|Z)$/.test(c.t) && /^[0-9a-f-]{36}$/.test(c.id)) return c
+    if (typeof c.t === 'string' && typeof c.id === 'string' && /^\d{4}-\d\d-\d\d[ T][\d:.]+([+-]\d\d(:?\d\d)?|Z)$/.test(c.t) && isUuid(c.id)) return c
   } catch {
     // fall through to the error below
   }

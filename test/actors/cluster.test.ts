@@ -2,11 +2,11 @@
  * The actor runtime as a cluster: real node processes (test/actors/node.ts) against one
  * PostgreSQL database and one Redis, with a short lease TTL (1 s) so failover is quick.
  *
- * Bound stated for the kill -9 test: with CLUSTER_LEASE_TTL_MS=1000 a dead node's shards are
+ * What to expect of the kill -9 test: with CLUSTER_LEASE_TTL_MS=1000 a dead node's shards are
  * claimed within ttl + one heartbeat (~1.4 s), and the jobs it had taken are back in their
  * queues once their lock (2 × ttl) has expired and two stalled checks (ttl / 2 apart) have run:
- * about 3 s after the kill. The whole stream of 5,000 increments, failover included, must
- * finish within FAILOVER_RUN_BOUND_MS (30 s; it takes 7-11 s on a busy 2-core machine).
+ * about 3 s after the kill; the whole stream takes 7-11 s on a busy 2-core machine. The test
+ * awaits the failover itself (its own timeout is the bound) and prints how long it took.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Subprocess } from 'bun'
@@ -22,7 +22,6 @@ import { until } from '../support/until.ts'
 const redisUrl = service('redis', import.meta.file)
 const SHARDS = 16
 const LEASE_TTL_MS = 1000
-const FAILOVER_RUN_BOUND_MS = 30_000
 
 interface NodeStatus extends ClusterStatus {
   activeTurns: number
@@ -231,19 +230,30 @@ describe.skipIf(!redisUrl)('cluster of node processes', () => {
   test('kill -9 during 5,000 increments to 200 counters: every counter equals its acknowledged increments', async () => {
     const ids = range(5000).map((i) => `kill-${(i * 7) % 200}`)
     const victim = live().find((n) => n.id === 'node-b')!
+    // The shards the victim owns when it dies, and the counters of this test that live there.
+    const victimShards = new Set((await victim.status()).shards.filter((s) => s.owner === victim.id).map((s) => s.shard))
+    const orphaned = [...new Set(ids)].filter((id) => victimShards.has(shardOf('counter', id, SHARDS)))
+    expect(orphaned.length).toBeGreaterThan(0)
     const started = performance.now()
     const result = await stream('kill', ids, 48, (acked) => {
       if (acked === 1500) victim.proc.kill('SIGKILL')
     })
-    const elapsed = performance.now() - started
+    console.log(`[cluster] 5,000 increments with a node killed after 1,500: ${((performance.now() - started) / 1000).toFixed(1)} s, ${result.retries} retries`)
     expect(result.acked).toBe(5000)
     expect(victim.alive).toBe(false)
     const values = await counterValues()
     const expected = tally(ids)
     const wrong = [...expected].filter(([id, n]) => values.get(id) !== n)
     expect(wrong).toEqual([])
-    expect(elapsed).toBeLessThan(FAILOVER_RUN_BOUND_MS)
+    // "Failover completes": the survivors share every shard (the dead node's included), and each
+    // counter the dead node hosted is served by its new owner, a survivor, with its state intact.
     await eventually('the survivors to share the dead node\'s shards', () => balanced(live()), 20_000, 100)
+    const survivors = live()
+    const via = survivors[0]!
+    for (const id of orphaned) {
+      expect(survivors.map((n) => n.id)).toContain((await ownerOf(via, id))!)
+      expect([id, await via.ask(id, { type: 'get' })]).toEqual([id, { ok: true, reply: expected.get(id)! }])
+    }
   }, 90_000)
 
   test('a stale owner whose lease was taken cannot commit (fencing)', async () => {

@@ -44,6 +44,25 @@ async function failure(p: Promise<unknown>): Promise<unknown> {
   )
 }
 
+/**
+ * The Workers started while this is in scope (`using`), and which of them have exited: the
+ * trainer pool keeps its Workers to itself, and a cancellation test must see the thread gone,
+ * not only train() rejected. Swaps the global Worker for a subclass that records both.
+ */
+function trackWorkers(): { started: Worker[]; exited: Set<Worker> } & Disposable {
+  const Original = globalThis.Worker
+  const started: Worker[] = []
+  const exited = new Set<Worker>()
+  globalThis.Worker = class extends Original {
+    constructor(...args: ConstructorParameters<typeof Worker>) {
+      super(...args)
+      started.push(this)
+      this.addEventListener('close', () => exited.add(this))
+    }
+  }
+  return { started, exited, [Symbol.dispose]: () => void (globalThis.Worker = Original) }
+}
+
 async function tempDir(): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), 'quadrax-trainer-'))
   dirs.push(d)
@@ -265,7 +284,9 @@ describe('running off the event loop', () => {
   const bigSpec = () =>
     ({ data: customers({ rows: 20_000, seed: 1 }), task: 'CLASSIFICATION', target: 'purchased', params: { epochs: 1000, seed: 1 } }) as const
 
-  test('cancelling stops a long training', async () => {
+  test('cancelling stops a long training: train() rejects once its Worker has exited', async () => {
+    closeIdleWorker() // so this run starts a Worker of its own, the one tracked below
+    using workers = trackWorkers()
     const controller = new AbortController()
     const firstEpoch = Promise.withResolvers<void>()
     let epochsSeen = 0
@@ -277,16 +298,22 @@ describe('running off the event loop', () => {
       },
     })
     await firstEpoch.promise
+    expect(workers.started).toHaveLength(1)
+    const worker = workers.started[0]!
+    expect(workers.exited.has(worker)).toBe(false) // training, 999 epochs to go
     const t0 = performance.now()
     controller.abort()
     const seenAtAbort = epochsSeen
     const err = await failure(run)
-    console.log(`[trainer] cancel: rejected ${(performance.now() - t0).toFixed(1)} ms after abort, Worker exited`)
+    // Read at once: the Worker's state when train() rejected, not some time after.
+    const exitedAtRejection = workers.exited.has(worker)
+    console.log(`[trainer] cancel: rejected ${(performance.now() - t0).toFixed(1)} ms after abort, after epoch ${seenAtAbort} of 1000`)
     expect(err).toBeInstanceOf(TrainingCancelledError)
     expect((err as TrainingCancelledError).message).toBe('Training was cancelled')
-    // train() settles only after the Worker has exited; no epoch is reported after the abort.
+    // "Cancelling stops the Worker": train() settles only once the Worker thread has exited, so
+    // a cancelled run leaves no thread training on; and no epoch is reported after the abort.
+    expect(exitedAtRejection).toBe(true)
     expect(epochsSeen).toBe(seenAtAbort)
-    expect(seenAtAbort).toBeLessThan(1000)
   })
 
   test('a timeout signal reports a timeout', async () => {
@@ -295,36 +322,57 @@ describe('running off the event loop', () => {
     expect((err as Error).message).toBe('Training timed out')
   })
 
-  test('the event loop answers timers and HTTP within 50 ms while training runs', async () => {
+  test('the event loop answers timers and HTTP while training runs', async () => {
     using server = Bun.serve({ port: 0, fetch: () => new Response('ok') })
     const controller = new AbortController()
     const started = Promise.withResolvers<void>()
-    const run = failure(train(bigSpec(), { signal: controller.signal, onEpoch: () => started.resolve() }))
+    let epochs = 0
+    let nextEpoch: PromiseWithResolvers<void> | undefined
+    const run = failure(
+      train(bigSpec(), {
+        signal: controller.signal,
+        onEpoch: () => {
+          epochs++
+          started.resolve()
+          nextEpoch?.resolve()
+        },
+      }),
+    )
     await started.promise // the Worker is busy with tfjs from here on
 
+    // The epoch reached when each timer fired and each request was answered; the delays are
+    // printed for information only (no test asserts on wall-clock time).
+    const timerFiredAt: number[] = []
+    const answeredAt: number[] = []
     const timerDelays: number[] = []
     const httpLatencies: number[] = []
     for (let i = 0; i < 40; i++) {
       const t0 = performance.now()
       await new Promise((r) => setImmediate(r))
       timerDelays.push(performance.now() - t0)
+      timerFiredAt.push(epochs)
       const t1 = performance.now()
       const res = await fetch(server.url)
       expect(await res.text()).toBe('ok')
       httpLatencies.push(performance.now() - t1)
+      answeredAt.push(epochs)
     }
+    // Training goes on after the last answer: one more epoch arrives before the run ends. Had
+    // the training held this thread, the answers would have come after it, or never.
+    nextEpoch = Promise.withResolvers<void>()
+    const after = await Promise.race([nextEpoch.promise.then(() => 'another epoch' as const), run.then(() => 'the run ended' as const)])
+    const lastEpoch = epochs
     controller.abort()
     expect(await run).toBeInstanceOf(TrainingCancelledError)
     const sorted = [...httpLatencies].sort((a, b) => a - b)
-    const p95 = sorted[Math.floor(sorted.length * 0.95) - 1]!
     console.log(
-      `[trainer] during training: setTimeout(0) max ${Math.max(...timerDelays).toFixed(2)} ms, HTTP round trip p50 ${sorted[19]!.toFixed(2)} p95 ${p95.toFixed(2)} max ${sorted.at(-1)!.toFixed(2)} ms (40 each)`,
+      `[trainer] during training (epochs 1-${lastEpoch}): setImmediate max ${Math.max(...timerDelays).toFixed(2)} ms, HTTP round trip p50 ${sorted[19]!.toFixed(2)} p95 ${sorted[37]!.toFixed(2)} max ${sorted.at(-1)!.toFixed(2)} ms (40 each)`,
     )
-    // A blocked event loop would delay every timer; the timers prove it is free. HTTP round
-    // trips are judged at p95: with the Worker holding one of two cores, the OS may park the
-    // client or server thread once in a while (a single 190 ms outlier was seen under load).
-    expect(Math.max(...timerDelays)).toBeLessThan(50)
-    expect(p95).toBeLessThan(50)
+    // "Training does not block the event loop": every timer fired and every request was
+    // answered between the first epoch callback and a later one, i.e. while training ran.
+    expect(after).toBe('another epoch')
+    const during = (at: number[]) => at.filter((e) => e >= 1 && e < lastEpoch).length
+    expect([during(timerFiredAt), during(answeredAt)]).toEqual([40, 40])
   })
 
   test('a Worker that finished cleanly is reused; a cancelled one is not', async () => {

@@ -8,7 +8,7 @@ import { loadConfig } from '../../src/config.ts'
 import { createLogger } from '../../src/core/logger.ts'
 import { aiFeature } from '../../src/features/ai.ts'
 import { startServer, type RunningServer } from '../../src/server.ts'
-import { testServer, PASSWORD, type TestServer } from '../support/app.ts'
+import { absentDockerSocket, tempDataDir, testServer, PASSWORD, type TestServer } from '../support/app.ts'
 import { testDatabase } from '../support/db.ts'
 import { Gate, startOpenAiServer, type OpenAiTestServer } from '../support/openai-server.ts'
 import { wsClient, type WsClient } from '../support/ws.ts'
@@ -445,7 +445,8 @@ describe('spend control and configuration', () => {
   })
 
   test('without OPENAI_API_KEY the AI routes answer 503, /health shows ai disabled, the rest works', async () => {
-    const off = await testServer({}, { features: [aiFeature] })
+    // No container engine either, whatever this host has: its /health is then 200.
+    const off = await testServer({}, { features: [aiFeature], localDockerSocket: absentDockerSocket() })
     try {
       const u = await off.user()
       const notConfigured = { success: false, error: 'AI assistant not configured', details: [] }
@@ -473,6 +474,7 @@ describe('spend control and configuration', () => {
 describe('recovery', () => {
   test('an answer whose server stopped mid-stream is ended with the text its deltas kept: by cancel, or by the watchdog', async () => {
     await using db = await testDatabase()
+    await using dataDir = await tempDataDir()
     const config = loadConfig({
       NODE_ENV: 'test',
       PORT: '0',
@@ -482,7 +484,7 @@ describe('recovery', () => {
       JWT_SECRET: 'test-secret-'.padEnd(48, 'x'),
       ADMIN_EMAIL: 'admin@test.local',
       ADMIN_PASSWORD: 'AdminPass123!',
-      DATA_DIR: '/tmp/quadrax-test-data',
+      DATA_DIR: dataDir.path,
       OPENAI_API_KEY: ai.apiKey,
       OPENAI_BASE_URL: ai.baseURL,
       DATABASE_URL: db.url,

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, test } from 'bun:test'
 import { loadConfig } from '../../src/config.ts'
 import { createLogger } from '../../src/core/logger.ts'
 import { startServer, type RunningServer } from '../../src/server.ts'
+import { tempDataDir } from '../support/app.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
 import { service } from '../support/services.ts'
 import { until } from '../support/until.ts'
@@ -15,17 +16,20 @@ const redisUrl = service('redis', 'test/http/revocation.test.ts')
 describe.if(Boolean(redisUrl))('revocation across nodes', () => {
   let db: TestDatabase
   const servers: RunningServer[] = []
+  let dataDir: Awaited<ReturnType<typeof tempDataDir>> | undefined
   afterAll(async () => {
     for (const s of servers) await s.stop()
     await db?.drop()
+    await dataDir?.[Symbol.asyncDispose]()
   })
 
   test('logout, password change and deactivation on one node apply on the other at once', async () => {
     db = await testDatabase()
+    dataDir = await tempDataDir()
     const prefix = `test-${crypto.randomUUID()}`
     const env = {
       NODE_ENV: 'test', PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', BCRYPT_ROUNDS: '4', JWT_SECRET: 'rev-test-'.padEnd(48, 'x'), DATABASE_URL: db.url, REDIS_URL: redisUrl!, REDIS_PREFIX: `${prefix}:`,
-      ADMIN_PASSWORD: 'AdminPass123!', RATE_LIMIT_MAX_REQUESTS: '100000', AUTH_RATE_LIMIT_MAX_REQUESTS: '100000', DATA_DIR: '/tmp/quadrax-test-data',
+      ADMIN_PASSWORD: 'AdminPass123!', RATE_LIMIT_MAX_REQUESTS: '100000', AUTH_RATE_LIMIT_MAX_REQUESTS: '100000', DATA_DIR: dataDir.path,
     }
     for (const nodeId of ['rev-a', 'rev-b']) servers.push(await startServer(loadConfig({ ...env, NODE_ID: nodeId }), { logger: createLogger('silent'), features: [], queuePrefix: prefix }))
     const [a, b] = servers as [RunningServer, RunningServer]

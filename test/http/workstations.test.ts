@@ -6,28 +6,15 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type Dockerode from 'dockerode'
 import { loadConfig } from '../../src/config.ts'
-import type { Db } from '../../src/store/db.ts'
 import { createLogger } from '../../src/core/logger.ts'
 import { workstationsFeature } from '../../src/features/workstations.ts'
 import { startServer } from '../../src/server.ts'
-import { testServer, type TestServer } from '../support/app.ts'
+import { absentDockerSocket, tempDataDir, testServer, type TestServer } from '../support/app.ts'
 import { testDatabase } from '../support/db.ts'
-import { dockerTestEnv, until } from '../support/docker.ts'
+import { dockerTestEnv, removeContainersOf, until } from '../support/docker.ts'
 import { wsClient, type WsClient } from '../support/ws.ts'
 
 const docker = dockerTestEnv(import.meta.file)
-
-/** Remove every container and volume of the users of this test database (labelled with their ids). */
-async function removeContainersOf(raw: Dockerode, sql: Db): Promise<void> {
-  const owners = (await sql<{ id: string }[]>`select id from users`).map((r) => r.id)
-  for (const owner of owners) {
-    const label = [`quadrax.owner=${owner}`]
-    const containers = await raw.listContainers({ all: true, filters: { label } })
-    await Promise.all(containers.map((c) => raw.getContainer(c.Id).remove({ force: true, v: true }).catch(() => {})))
-    const { Volumes } = await raw.listVolumes({ filters: { label } })
-    await Promise.all((Volumes ?? []).map((v) => raw.getVolume(v.Name).remove().catch(() => {})))
-  }
-}
 
 /** The statuses of `status` events on `topic` (of entity `id` on a user topic), in order. */
 function statusEvents(messages: any[], topic: string, id?: string): string[] {
@@ -365,6 +352,7 @@ describe.skipIf(!docker)('workstations (real engine)', () => {
 describe.skipIf(!docker)('reconciliation at node boot', () => {
   test('a container killed while no node ran: the next boot marks it ERROR with an event', async () => {
     const db = await testDatabase()
+    await using dataDir = await tempDataDir() // both boots share it (the generated JWT secret)
     const config = loadConfig({
       NODE_ENV: 'test',
       PORT: '0',
@@ -374,7 +362,7 @@ describe.skipIf(!docker)('reconciliation at node boot', () => {
       JWT_SECRET: 'test-secret-'.padEnd(48, 'x'),
       ADMIN_EMAIL: 'admin@test.local',
       ADMIN_PASSWORD: 'AdminPass123!',
-      DATA_DIR: '/tmp/quadrax-test-data',
+      DATA_DIR: dataDir.path,
       DATABASE_URL: db.url,
       DOCKER_HOST: docker!.host,
     })
@@ -458,8 +446,11 @@ describe.skipIf(!docker)('idle culling', () => {
 
 describe('without an engine', () => {
   test('none configured: engine-backed endpoints answer 503 "container engine unavailable"; /health shows docker disabled', async () => {
-    const t = await testServer({}, { features: [workstationsFeature] })
+    // No DOCKER_HOST (testServer does not read process.env), and no local socket whatever this
+    // host has: otherwise the server would fall back to /var/run/docker.sock.
+    const t = await testServer({}, { features: [workstationsFeature], localDockerSocket: absentDockerSocket() })
     try {
+      expect(t.config.dockerHost).toBeUndefined()
       const u = await t.user()
       const r = await t.json('POST', '/api/workstations', { token: u.token, body: body() })
       expect(r.status).toBe(503)

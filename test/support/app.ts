@@ -1,10 +1,14 @@
 /**
- * A real server for a test file: its own database, port 0, fast bcrypt.
+ * A real server for a test file: its own database and data directory, port 0, fast bcrypt.
  *
  *   const t = await testServer()
  *   afterAll(() => t.stop())
  *   const res = await t.call('GET', '/api/auth/me', { token })
  */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { loadConfig, type Config } from '../../src/config.ts'
 import { createLogger } from '../../src/core/logger.ts'
 import { startServer, type RunningServer, type StartOptions } from '../../src/server.ts'
@@ -26,8 +30,31 @@ export interface TestServer {
 
 export const PASSWORD = 'SecurePass123!'
 
+/**
+ * A socket path that does not exist, for `StartOptions.localDockerSocket`: with DOCKER_HOST
+ * unset, a server then has no container engine even on a host with /var/run/docker.sock.
+ * Its directory was made by mkdtemp (a name no one else holds) and removed at once.
+ */
+export function absentDockerSocket(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'quadrax-no-docker-'))
+  rmSync(dir, { recursive: true })
+  return join(dir, 'docker.sock')
+}
+
+/** A DATA_DIR of the caller's own (for tests that boot servers themselves), removed on dispose. */
+export async function tempDataDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await mkdtemp(join(tmpdir(), 'quadrax-test-data-'))
+  return { path, [Symbol.asyncDispose]: () => rm(path, { recursive: true, force: true }) }
+}
+
 export async function testServer(env: Record<string, string> = {}, opts: StartOptions = {}): Promise<TestServer> {
   const db = await testDatabase()
+  // Each server its own DATA_DIR (DuckDB's spill files, a generated JWT secret), removed by
+  // stop(); a test that passes DATA_DIR keeps its own and removes it itself.
+  const dataDir = env.DATA_DIR === undefined ? await mkdtemp(join(tmpdir(), 'quadrax-test-data-')) : undefined
+  const removeDataDir = async () => {
+    if (dataDir) await rm(dataDir, { recursive: true, force: true })
+  }
   const config = loadConfig({
     NODE_ENV: 'test',
     PORT: '0',
@@ -39,13 +66,16 @@ export async function testServer(env: Record<string, string> = {}, opts: StartOp
     AUTH_RATE_LIMIT_MAX_REQUESTS: '100000',
     ADMIN_EMAIL: 'admin@test.local',
     ADMIN_PASSWORD: 'AdminPass123!',
-    DATA_DIR: '/tmp/quadrax-test-data',
+    DATA_DIR: dataDir,
     // Redis is shared by every test run on the machine: keys of this server stay its own.
     REDIS_PREFIX: `test-${crypto.randomUUID().slice(0, 8)}:`,
     ...env,
     DATABASE_URL: db.url,
   })
-  const server = await startServer(config, { logger: createLogger(config.logLevel), ...opts })
+  const server = await startServer(config, { logger: createLogger(config.logLevel), ...opts }).catch(async (err: unknown) => {
+    await removeDataDir()
+    throw err
+  })
   const call = (method: string, path: string, o: { token?: string; body?: unknown; headers?: Record<string, string> } = {}) => {
     const headers: Record<string, string> = { ...(o.headers ?? {}) }
     if (o.token) headers.authorization = `Bearer ${o.token}`
@@ -96,6 +126,7 @@ export async function testServer(env: Record<string, string> = {}, opts: StartOp
     stop: async () => {
       await server.stop()
       await db.drop()
+      await removeDataDir()
     },
   }
 }

@@ -9,6 +9,7 @@
 import Dockerode from 'dockerode'
 import { DockerEngine, type DockerEngineOptions } from '../../src/engines/containers/docker.ts'
 import { LABELS } from '../../src/engines/containers/docker-spec.ts'
+import type { Db } from '../../src/store/db.ts'
 import { service } from './services.ts'
 export { until } from './until.ts'
 
@@ -26,6 +27,18 @@ export interface DockerTestEnv {
   exec(container: string, cmd: string[]): Promise<{ exitCode: number | null; stdout: string; stderr: string }>
   /** Remove every container and volume labelled with this file's owner id. */
   cleanup(): Promise<void>
+}
+
+/** Remove every container and volume of the users of this test database (labelled with their ids). */
+export async function removeContainersOf(raw: Dockerode, sql: Db): Promise<void> {
+  const owners = (await sql<{ id: string }[]>`select id from users`).map((r) => r.id)
+  for (const owner of owners) {
+    const label = [`${LABELS.owner}=${owner}`]
+    const containers = await raw.listContainers({ all: true, filters: { label } })
+    await Promise.all(containers.map((c) => raw.getContainer(c.Id).remove({ force: true, v: true }).catch(() => {})))
+    const { Volumes } = await raw.listVolumes({ filters: { label } })
+    await Promise.all((Volumes ?? []).map((v) => raw.getVolume(v.Name).remove().catch(() => {})))
+  }
 }
 
 function rawClient(host: string): Dockerode {

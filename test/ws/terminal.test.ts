@@ -5,27 +5,13 @@
  * input keeping a workstation from being culled.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import type Dockerode from 'dockerode'
-import type { Db } from '../../src/store/db.ts'
 import { workstationsFeature } from '../../src/features/workstations.ts'
 import { testServer, type TestServer } from '../support/app.ts'
-import { dockerTestEnv, until } from '../support/docker.ts'
+import { dockerTestEnv, removeContainersOf, until } from '../support/docker.ts'
 import { wsClient, type WsClient } from '../support/ws.ts'
 
 const docker = dockerTestEnv(import.meta.file)
 const FAST = { reminderPollMs: 100 }
-
-/** Remove every container and volume of the users of this test database (labelled with their ids). */
-async function removeContainersOf(raw: Dockerode, sql: Db): Promise<void> {
-  const owners = (await sql<{ id: string }[]>`select id from users`).map((r) => r.id)
-  for (const owner of owners) {
-    const label = [`quadrax.owner=${owner}`]
-    const containers = await raw.listContainers({ all: true, filters: { label } })
-    await Promise.all(containers.map((c) => raw.getContainer(c.Id).remove({ force: true, v: true }).catch(() => {})))
-    const { Volumes } = await raw.listVolumes({ filters: { label } })
-    await Promise.all((Volumes ?? []).map((v) => raw.getVolume(v.Name).remove().catch(() => {})))
-  }
-}
 
 interface Term extends WsClient {
   /** Everything the screen received so far, as text. */
