@@ -378,8 +378,8 @@ describe.skipIf(!docker)('DockerEngine (real engine)', () => {
     try {
       mkdirSync(join(dir, 'x'))
       const gone = new DockerEngine({ host: `unix://${join(dir, 'docker.sock')}`, images: [env.image] })
-      for (const p of [gone.ping(), gone.info(), gone.ensure(spec()), gone.inspect(spec()), gone.list()]) {
-        const err = await rejection(p)
+      // Every rejection handled as it happens (they settle in any order).
+      for (const err of await Promise.all([gone.ping(), gone.info(), gone.ensure(spec()), gone.inspect(spec()), gone.list()].map(rejection))) {
         expect([err.status, err.message]).toEqual([503, 'container engine unavailable'])
       }
       const refused = new DockerEngine({ host: 'tcp://127.0.0.1:1', images: [env.image] })

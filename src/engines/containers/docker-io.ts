@@ -78,6 +78,12 @@ export function pause(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
+/** Where GET /_ping goes for these client options: a unix socket or an HTTP(S) address. */
+export function pingTarget(o: Dockerode.DockerOptions): { url: string; init: RequestInit } {
+  if (o.socketPath) return { url: 'http://docker/_ping', init: { unix: o.socketPath } as RequestInit }
+  return { url: `${o.protocol ?? 'http'}://${o.host}:${o.port}/_ping`, init: {} }
+}
+
 /** Run one engine call; its failure as one of our errors (see mapEngineError). */
 export async function engineCall<T>(op: EngineOperation, fn: () => Promise<T>, subject?: { image?: string }): Promise<T> {
   try {
