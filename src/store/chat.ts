@@ -174,7 +174,7 @@ export const listMessages = timed('chat.listMessages', async function listMessag
  * with text (a failed answer has none; one still streaming is the answer being asked for).
  *
  * Only the newest messages that could fit a prompt of `budgetTokens` are read. Two bounds,
- * both exact for the estimator in llm-context.ts (every message costs at least 3 framing
+ * both exact for the estimator in src/engines/llm/context.ts (every message costs at least 3 framing
  * tokens plus one for its text, and a text of n characters at least n/4 tokens): at most
  * budget/4 rows, and no row whose newer neighbours alone already hold 4 × budget characters.
  */

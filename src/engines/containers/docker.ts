@@ -3,7 +3,7 @@
  *
  * Everything a caller may choose is checked here before the engine sees it (image on the
  * allow-list, a runtime the engine has, a GPU only where there is one), and every
- * container gets the same hardened HostConfig (container-spec.ts). Names derive from the
+ * container gets the same hardened HostConfig (docker-spec.ts). Names derive from the
  * entity, so create is idempotent: two concurrent `ensure`s race on the engine's unique
  * container name, the loser gets 409 and adopts the winner's container.
  */

@@ -132,7 +132,7 @@ export function loadPredictor(artifact: ModelArtifact): Predictor {
         continue
       }
       const v = r[f.name]
-      // null is a missing value: imputed as in training (see trainer-preprocess.ts).
+      // null is a missing value: imputed as in training (see src/engines/trainer/preprocess.ts).
       if (v === null) continue
       if (f.type === 'number') {
         if (typeof v !== 'number' || !Number.isFinite(v)) errors.push({ field: f.name, message: `must be a number, got ${describe(v)}` })

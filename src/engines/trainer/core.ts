@@ -1,13 +1,13 @@
 /**
  * The training itself: split, preprocess, fit a dense network with tfjs, evaluate, and
- * assemble the artifact. It runs inside the training Worker (trainer-worker.ts); it is a
+ * assemble the artifact. It runs inside the training Worker (worker.ts); it is a
  * module of its own so the benchmark can also run it on the calling thread.
  *
  * tfjs (`@tensorflow/tfjs`, pure JS, with the WASM or CPU backend) is used as an autodiff
  * and optimizer engine. The training loop is ours rather than `tf.LayersModel.fit`: fit
  * adds per-batch callback and bookkeeping work, and at the batch sizes of tabular training
  * per-op overhead is most of the cost (compared in bench/models-trainer.ts). Weights are
- * initialised and rows shuffled from our seeded streams (trainer-random.ts), so a run is
+ * initialised and rows shuffled from our seeded streams (random.ts), so a run is
  * reproducible on the same backend.
  */
 import type * as TF from '@tensorflow/tfjs'

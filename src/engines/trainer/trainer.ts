@@ -7,12 +7,12 @@
  *     { onEpoch: (p) => record(p.metrics, p.epoch), signal },
  *   )
  *   await saveArtifact(dir, artifact)
- *   const model = loadPredictor(await loadArtifact(dir))   // from ./predictor.ts
+ *   const model = loadPredictor(await loadArtifact(dir))   // from src/engines/serving/predictor.ts
  *
- * Training runs in a Bun Worker (trainer-worker.ts) so the caller's event loop keeps
+ * Training runs in a Bun Worker (worker.ts) so the caller's event loop keeps
  * serving while tfjs computes; the only work on the caller's thread is turning the rows
- * into typed columns (trainer-data.ts). Aborting `signal` terminates the Worker at once.
- * Workers are reused between runs for a while (trainer-pool.ts).
+ * into typed columns (data.ts). Aborting `signal` terminates the Worker at once.
+ * Workers are reused between runs for a while (pool.ts).
  */
 import { ValidationError } from '../../core/errors.ts'
 import type { ModelArtifact, EpochProgress } from './artifact.ts'
