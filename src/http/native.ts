@@ -15,7 +15,6 @@ import { callerOf, type HttpDeps } from './context.ts'
 import { errorResponse } from './plugins/errors.ts'
 import { apiLimit } from './plugins/rate-limit.ts'
 
-
 export type BunRouteHandler = (request: Request & { params: Record<string, string> }, server: Server<unknown>) => Response | Promise<Response>
 /** Path pattern → method → handler, as Bun.serve's `routes` takes them. */
 export type NativeRoutes = Record<string, Record<string, BunRouteHandler>>
