@@ -34,7 +34,7 @@ export function aiFeature(ctx: FeatureContext): Feature {
     actors: [kind],
     routes: [aiRoutes(ctx.http, model !== undefined)],
     topics: {
-      chat: async (principal, id) => isUuid(id) && (await chat.findSession(sql, id))?.userId === principal.userId,
+      chat: { resource: 'chat', ownerOf: async (id) => (isUuid(id) ? (await chat.findSession(sql, id))?.userId : undefined) },
     },
     // The probe checks what a node needs to serve the assistant: its tables. It does not call
     // the provider: that would spend quota on every health check, and an upstream outage must

@@ -69,7 +69,7 @@ export function computeFeature(ctx: FeatureContext, o: ComputeFeatureOptions): F
         find: (id) => o.findById(sql, id),
       }),
     ],
-    topics: { [o.kind]: async (p, id) => isUuid(id) && (await o.ownerOf(sql, id)) === p.userId },
+    topics: { [o.kind]: { resource: o.kind, ownerOf: (id) => (isUuid(id) ? o.ownerOf(sql, id) : undefined) } },
     async start() {
       if (!engine) return
       void watchEngine({ kind: o.kind, engine, actors, existing, logger, signal: stopping.signal })

@@ -29,7 +29,7 @@ export function datakitsFeature(ctx: FeatureContext): Feature {
     uploadPaths: [UPLOAD_PATH],
     cachedReads: [datakitsRead],
     topics: {
-      datakit: async (principal, id) => isUuid(id) && (await store.findDatakit(sql, id))?.ownerId === principal.userId,
+      datakit: { resource: 'datakit', ownerOf: async (id) => (isUuid(id) ? (await store.findDatakit(sql, id))?.ownerId : undefined) },
     },
     async start() {
       // Versions a stopped node was profiling: their actors profile them again.

@@ -14,7 +14,7 @@ import type { HttpDeps } from '../http/context.ts'
 import type { HealthProbe } from '../http/health.ts'
 import type { CachedRead, Fallback, NativeRoutes } from '../http/native.ts'
 import type { UpgradeGate } from '../ws/auth.ts'
-import type { TopicAuthorizer } from '../ws/hub.ts'
+import type { TopicOwner } from '../ws/hub.ts'
 
 /** The engines of one server, each built once (undefined: not configured here). */
 export interface Engines {
@@ -41,8 +41,8 @@ export interface Feature {
   actors?: AnyActorKind[]
   /** Route modules (Elysia instances) to add to the app. */
   routes?: Array<Elysia<any, any, any, any, any, any, any>>
-  /** Who may subscribe to `<kind>:<id>` topics (admins always may). */
-  topics?: Record<string, TopicAuthorizer>
+  /** What `<kind>:<id>` topics are about, and whose each is (the access policy decides who may watch). */
+  topics?: Record<string, TopicOwner>
   /**
    * Routes Bun's router serves ahead of Elysia (path → method → handler), for the hottest
    * paths; each hands what it does not handle itself to `app.fetch`.

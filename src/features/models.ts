@@ -35,7 +35,7 @@ export function modelsFeature(ctx: FeatureContext): Feature {
     routes: [modelRoutes(ctx.http, { serving, plan: { datasets, containers, datakitDir: datakitDir(config.uploadDir) } }), runRoutes(ctx.http)],
     nativeRoutes: (app) => ({ [PREDICT_PATH]: { POST: predictRoute(ctx.http, serving, app.fetch) } }),
     topics: {
-      run: async (principal, id) => isUuid(id) && (await runs.runOwner(sql, id)) === principal.userId,
+      run: { resource: 'run', ownerOf: (id) => (isUuid(id) ? runs.runOwner(sql, id) : undefined) },
     },
     async start() {
       await serving.boot()

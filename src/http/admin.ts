@@ -1,6 +1,6 @@
 /** /api/admin: operators' views. */
 import { Elysia, t } from 'elysia'
-import { bearer, Envelope, errors, ok, requireRole, type HttpDeps } from './context.ts'
+import { bearer, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
 
 const perKind = t.Record(t.String(), t.Integer(), { description: 'Live actors per kind' })
 const cluster = t.Object(
@@ -21,7 +21,7 @@ export function adminRoutes(deps: HttpDeps, live: { connections(): number }) {
   return new Elysia({ prefix: '/api/admin' }).get(
     '/cluster',
     async ({ request }) => {
-      await requireRole(deps, request, 'ADMIN')
+      await requireAction(deps, request, 'platform', 'read')
       const status = await deps.actors.clusterStatus()
       return ok({ ...status, liveActorsHere: deps.actors.liveActors(), websocketConnectionsHere: live.connections() })
     },

@@ -12,7 +12,6 @@
  * /health shows `ai: disabled`; the rest of the platform is unaffected.
  */
 import { Elysia, t } from 'elysia'
-import { NotFoundError } from '../core/errors.ts'
 import * as chat from '../store/chat.ts'
 import * as outbox from '../store/outbox.ts'
 import { AiNotConfiguredError } from '../engines/llm/errors.ts'
@@ -28,7 +27,7 @@ import {
   type SentReply,
 } from '../actors/chat-session.ts'
 import type { Replied } from '../actors/runtime/index.ts'
-import { bearer, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
+import { authorize, bearer, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
 
 namespace AiModel {
   export const session = t.Object(
@@ -102,13 +101,14 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
   const ask = (id: string, message: ChatSessionMessage) => deps.actors.ask(CHAT_SESSION_KIND, id, message)
   const session = async (id: string, message: ChatSessionMessage) => serializeSession((await ask(id, message)) as Replied<chat.ChatSessionRow>)
 
-  /** The session if the caller may read it (owner, or admin), else 404. */
-  const readable = async (request: Request, id: string) => {
-    const me = await requireUser(deps, request)
-    const s = await chat.findSession(deps.sql, id)
-    if (!s || (s.userId !== me.userId && me.role !== 'ADMIN')) throw new NotFoundError('Chat session')
-    return s
-  }
+  /**
+   * The caller and the session, if the access policy lets the caller do `action` to it: an
+   * admin reads anyone's session, only its owner talks in it (404 otherwise). The session's
+   * actor checks the owner again on every write.
+   */
+  const access = (request: Request, id: string, action: 'read' | 'chat') =>
+    authorize(deps, request, { resource: 'chat', action, label: 'Chat session', load: () => chat.findSession(deps.sql, id) })
+  const readable = async (request: Request, id: string) => (await access(request, id, 'read')).obj
 
   return (
     new Elysia({ prefix: '/api/ai' })
@@ -119,7 +119,7 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
       .post(
         '/sessions',
         async ({ request, body, set }) => {
-          const me = await requireUser(deps, request)
+          const me = await requireAction(deps, request, 'chat', 'chat')
           const created = await session(crypto.randomUUID(), { type: 'create', userId: me.userId, title: body?.title ?? DEFAULT_TITLE })
           set.status = 201
           return ok(created)
@@ -133,7 +133,7 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
       .get(
         '/sessions',
         async ({ request, query }) => {
-          const me = await requireUser(deps, request)
+          const me = await requireAction(deps, request, 'chat', 'read')
           const limit = query.limit ?? 20
           const page = await chat.listSessions(deps.sql, { userId: me.userId, limit, cursor: query.cursor })
           return ok(page.items.map(serializeSession), { nextCursor: page.nextCursor, limit })
@@ -152,7 +152,7 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
       .patch(
         '/sessions/:id',
         async ({ request, params, body }) => {
-          const me = await requireUser(deps, request)
+          const { me } = await access(request, params.id, 'chat')
           return ok(await session(params.id, { type: 'rename', userId: me.userId, title: body.title }))
         },
         {
@@ -165,7 +165,7 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
       .delete(
         '/sessions/:id',
         async ({ request, params }) => {
-          const me = await requireUser(deps, request)
+          const { me } = await access(request, params.id, 'chat')
           return ok((await ask(params.id, { type: 'remove', userId: me.userId })) as { id: string })
         },
         {
@@ -192,7 +192,7 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
       .post(
         '/sessions/:id/messages',
         async ({ request, params, body, set }) => {
-          const me = await requireUser(deps, request)
+          const { me } = await access(request, params.id, 'chat')
           const topic = chatTopic(params.id)
           // Read before the send: every event of this answer comes after it.
           const since = await outbox.topicHead(deps.sql, topic)
@@ -218,7 +218,7 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
       .post(
         '/sessions/:id/cancel',
         async ({ request, params, set }) => {
-          const me = await requireUser(deps, request)
+          const { me } = await access(request, params.id, 'chat')
           const r = (await ask(params.id, { type: 'cancel', userId: me.userId })) as { messageId: string | null; cancelling: boolean }
           set.status = 202
           return ok(r)

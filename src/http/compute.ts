@@ -14,19 +14,22 @@ import { engineUnavailable, type ContainerEngine } from '../engines/containers/e
 import type { ComputeCore, ListOptions } from '../store/compute.ts'
 import type { Db } from '../store/db.ts'
 import type { Page } from '../store/pagination.ts'
-import { bearer, Envelope, errors, ok, requireRole, requireUser, type HttpDeps } from './context.ts'
+import { authorize, bearer, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
 import { ComputeApiModel, computeStatus, statsView } from './views/compute.ts'
 
 /** What the edge sends a compute actor (the kind's own payloads are checked by its schema). */
 type ComputeRequest = Extract<ComputeMessage, { type: 'create' | 'update' | 'start' | 'stop' | 'restart' | 'resize' | 'delete' }>
 
-/** Lines of a container's log; none when it has no container yet. */
+/**
+ * Lines of a container's log, the newest within CONTAINER_LOG_TAIL_MAX_BYTES (the engine's tail
+ * budget; what it left out is `droppedBytes`); none when it has no container yet.
+ */
 async function readLogs(engine: ContainerEngine, kind: ComputeKind, id: string, tail: number) {
   try {
-    const lines = await engine.logs({ kind, entityId: id }, { tail })
-    return lines.map((l) => ({ stream: l.stream, line: l.line, at: l.at ? l.at.toISOString() : null }))
+    const { lines, droppedBytes } = await engine.logs({ kind, entityId: id }, { tail })
+    return { lines: lines.map((l) => ({ stream: l.stream, line: l.line, at: l.at ? l.at.toISOString() : null, ...(l.partial ? { partial: true as const } : {}) })), droppedBytes }
   } catch (err) {
-    if (err instanceof NotFoundError) return []
+    if (err instanceof NotFoundError) return { lines: [], droppedBytes: 0 }
     throw err
   }
 }
@@ -63,23 +66,21 @@ export interface ComputeRouteOptions<R extends ComputeCore> {
   touch: (id: string) => void
 }
 
-/** Who may see an entity: its owner or an admin; a stranger gets a 404 (not even its existence). */
-async function visibleEntity<R extends ComputeCore>(deps: HttpDeps, o: Pick<ComputeRouteOptions<R>, 'findById' | 'label'>, me: Principal, id: string): Promise<R> {
-  const row = await o.findById(deps.sql, id)
-  if (!row || (row.ownerId !== me.userId && me.role !== 'ADMIN')) throw new NotFoundError(o.label)
-  return row
+/** The entity if the caller may see it (the access policy: its owner or an admin; a stranger gets 404). */
+async function visibleEntity<R extends ComputeCore>(deps: HttpDeps, o: Pick<ComputeRouteOptions<R>, 'findById' | 'label' | 'kind'>, request: Request, id: string): Promise<{ me: Principal; row: R }> {
+  const { me, obj } = await authorize(deps, request, { resource: o.kind, action: 'read', label: o.label, load: () => o.findById(deps.sql, id) })
+  return { me, row: obj }
 }
 
 /**
- * A change to an entity: VIEWERs are read-only (403), strangers get 404, and without an engine
- * it is a 503. Returns the entity as it was.
+ * A change to an entity, as the access policy allows it: VIEWERs are read-only (403),
+ * strangers get 404, and without an engine it is a 503. Returns the entity as it was.
  */
 export async function changeableEntity<R extends ComputeCore>(deps: HttpDeps, o: ComputeRouteOptions<R>, request: Request, id: string): Promise<R> {
-  const me = await requireRole(deps, request, 'ADMIN', 'USER')
-  const row = await visibleEntity(deps, o, me, id)
+  const { obj } = await authorize(deps, request, { resource: o.kind, action: 'change', label: o.label, load: () => o.findById(deps.sql, id) })
   if (!o.engine) throw engineUnavailable()
   o.touch(id)
-  return row
+  return obj
 }
 
 /**
@@ -104,7 +105,7 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
     .post(
       '/',
       async ({ request, body, set }) => {
-        const me = await requireRole(deps, request, 'ADMIN', 'USER')
+        const me = await requireAction(deps, request, o.kind, 'change')
         engine()
         const created = await ask(crypto.randomUUID(), { type: 'create', ownerId: me.userId, fields: body })
         set.status = 201
@@ -119,7 +120,7 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
     .get(
       '/',
       async ({ request, query }) => {
-        const me = await requireUser(deps, request)
+        const me = await requireAction(deps, request, o.kind, 'read')
         if (query.ownerId && query.ownerId !== me.userId && me.role !== 'ADMIN') throw new ForbiddenError(`Only an admin can list other users' ${name}s`)
         const limit = query.limit ?? 20
         const page = await o.list(sql, { ownerId: query.ownerId ?? me.userId, status: query.status, limit, cursor: query.cursor })
@@ -134,8 +135,7 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
     .get(
       '/:id',
       async ({ request, params }) => {
-        const me = await requireUser(deps, request)
-        const row = await visibleEntity(deps, o, me, params.id)
+        const { me, row } = await visibleEntity(deps, o, request, params.id)
         if (row.ownerId === me.userId) o.touch(row.id)
         return ok(o.view(row))
       },
@@ -211,23 +211,25 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
     .get(
       '/:id/logs',
       async ({ request, params, query }) => {
-        const me = await requireUser(deps, request)
-        const row = await visibleEntity(deps, o, me, params.id)
+        const { me, row } = await visibleEntity(deps, o, request, params.id)
         if (row.ownerId === me.userId) o.touch(row.id)
-        return ok({ lines: await readLogs(engine(), o.kind, row.id, query.tail ?? 100) })
+        return ok(await readLogs(engine(), o.kind, row.id, query.tail ?? 100))
       },
       {
         params: idParams,
         query: ComputeApiModel.logsQuery,
         response: { 200: Envelope.data(ComputeApiModel.logs), ...errors(400, 401, 404, 503) },
-        detail: { summary: `The last \`tail\` lines of the container's output (follow them over WS ${o.wsPrefix}/:id/logs)`, tags, security: bearer },
+        detail: {
+          summary: `The last \`tail\` lines of the container's output, the newest CONTAINER_LOG_TAIL_MAX_BYTES at most (follow them over WS ${o.wsPrefix}/:id/logs)`,
+          tags,
+          security: bearer,
+        },
       },
     )
     .get(
       '/:id/stats',
       async ({ request, params }) => {
-        const me = await requireUser(deps, request)
-        const row = await visibleEntity(deps, o, me, params.id)
+        const { me, row } = await visibleEntity(deps, o, request, params.id)
         if (row.ownerId === me.userId) o.touch(row.id)
         return ok(await readStats(engine(), o.kind, row.id, row.resources.memory))
       },

@@ -3,13 +3,14 @@
  */
 import { t, type TSchema } from 'elysia'
 import type { ResolvedConfig } from '../config.ts'
-import { ForbiddenError, UnauthorizedError } from '../core/errors.ts'
+import { ForbiddenError, NotFoundError, UnauthorizedError } from '../core/errors.ts'
 import type { Logger } from '../core/logger.ts'
 import type { Metrics } from '../core/metrics.ts'
 import type { Sql } from '../store/db.ts'
 import type { RateLimitStore } from '../store/rate-limit.ts'
 import type { Role } from '../store/users.ts'
 import type { ActorSystem } from '../actors/runtime/index.ts'
+import { decide, roleMay, type Action, type Resource } from '../auth/policy.ts'
 import { bearerToken, type Principal } from '../auth/principal.ts'
 import type { AuthService } from '../auth/service.ts'
 import type { ResponseCache } from './plugins/cache.ts'
@@ -113,3 +114,47 @@ export async function requireRole(deps: Pick<HttpDeps, 'auth'>, request: Request
   if (!roles.includes(p.role)) throw new ForbiddenError(`This action requires the ${roles.join(' or ')} role`)
   return p
 }
+
+const READ_ONLY = 'A VIEWER is read-only: this needs the USER or ADMIN role'
+
+/**
+ * The caller, if the access policy (src/auth/policy.ts) lets their role do `action` to a
+ * `resource` at all: 401 without a caller, 403 for a VIEWER's change — before any object is
+ * looked up. For collection routes (create, list) and as the first step of `authorize`.
+ */
+export async function requireAction(deps: Pick<HttpDeps, 'auth'>, request: Request, resource: Resource, action: Action): Promise<Principal> {
+  const me = await requireUser(deps, request)
+  if (!roleMay(me.role, resource, action)) throw new ForbiddenError(resource === 'platform' ? 'This action requires the ADMIN role' : READ_ONLY)
+  return me
+}
+
+/**
+ * The caller and the object, if the access policy lets the caller do `action` to it: 401
+ * without a caller, 403 for a role that may never do it (before the object is looked up),
+ * and 404 `<label> not found` when it does not exist or is not the caller's to see.
+ */
+export async function authorize<T>(
+  deps: Pick<HttpDeps, 'auth'>,
+  request: Request,
+  target: {
+    resource: Resource
+    action: Action
+    label: string
+    load: () => Promise<T | undefined>
+    /** Whose it is (default: its `ownerId`, else its `userId`). */
+    owner?: (obj: T) => string
+  },
+): Promise<{ me: Principal; obj: T }> {
+  const me = await requireAction(deps, request, target.resource, target.action)
+  const obj = await target.load()
+  if (!obj || decide(me, target.action, target.resource, (target.owner ?? ownerOf)(obj)) !== 'allow') throw new NotFoundError(target.label)
+  return { me, obj }
+}
+
+function ownerOf(obj: unknown): string {
+  const o = obj as { ownerId?: string; userId?: string }
+  const owner = o.ownerId ?? o.userId
+  if (owner === undefined) throw new Error('authorize: the object names no owner (give `owner`)')
+  return owner
+}
+

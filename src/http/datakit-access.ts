@@ -2,7 +2,7 @@
 import { ConflictError, NotFoundError } from '../core/errors.ts'
 import type { Principal } from '../auth/principal.ts'
 import * as store from '../store/datakits.ts'
-import { requireRole, requireUser, type HttpDeps } from './context.ts'
+import { authorize, type HttpDeps } from './context.ts'
 import type { CachedRead } from './native.ts'
 
 /** GET /api/datakits: your datakits (admins: everyone's), cached per viewer and query (served from Bun's router on a hit). */
@@ -23,19 +23,17 @@ export class VersionNotReadyError extends ConflictError {
 export function datakitAccess(deps: HttpDeps) {
   const { sql } = deps
 
-  /** The datakit if the caller may read it (owner, or admin), else 404. */
-  const readable = async (request: Request, id: string): Promise<{ me: Principal; d: store.DatakitRow }> => {
-    const me = await requireUser(deps, request)
-    const d = await store.findDatakit(sql, id)
-    if (!d || (d.ownerId !== me.userId && me.role !== 'ADMIN')) throw new NotFoundError('DataKit')
-    return { me, d }
+  /** The caller and the datakit, as the access policy allows `action` (401/403/404). */
+  const access = async (request: Request, id: string, action: 'read' | 'change'): Promise<{ me: Principal; d: store.DatakitRow }> => {
+    const { me, obj } = await authorize(deps, request, { resource: 'datakit', action, label: 'DataKit', load: () => store.findDatakit(sql, id) })
+    return { me, d: obj }
   }
 
+  /** The datakit if the caller may read it (owner, or admin), else 404. */
+  const readable = (request: Request, id: string) => access(request, id, 'read')
+
   /** Like readable, for changes: a VIEWER is refused first (whatever the id). */
-  const writable = async (request: Request, id: string) => {
-    await requireRole(deps, request, 'USER', 'ADMIN')
-    return readable(request, id)
-  }
+  const writable = (request: Request, id: string) => access(request, id, 'change')
 
   /** Drop the cached reads a change of `d` makes stale (before answering the write). */
   const invalidate = (d: { id: string; ownerId: string }) => deps.cache.invalidate(`datakit:${d.id}`, `datakits:${d.ownerId}`, 'datakits')

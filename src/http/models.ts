@@ -20,13 +20,14 @@ import { MODEL_KIND, type ModelMessage } from '../actors/model.ts'
 import type { ModelRunMessage } from '../actors/model-run.ts'
 import { planRun, type PlanEnv } from '../actors/model-run-plan.ts'
 import type { Replied } from '../actors/runtime/index.ts'
+import { decide } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
 import type { ModelServing } from '../engines/serving/serving.ts'
 import * as store from '../store/models.ts'
 import * as runs from '../store/model-runs.ts'
 import * as versions from '../store/model-versions.ts'
 import * as workstations from '../store/workstations.ts'
-import { bearer, documented, Envelope, errors, ok, requireRole, requireUser, type HttpDeps } from './context.ts'
+import { authorize, bearer, documented, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
 import { checkPredictBody, PredictModel, predictionJson, predictRecords } from './predict.ts'
 import { ALIAS, ModelModel, serializeModel, serializeVersion } from './views/model.ts'
 import { RunModel, serializeRun } from './views/run.ts'
@@ -35,11 +36,12 @@ const idParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid model
 const versionParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid model id' }), version: t.Integer({ minimum: 1, error: 'version must be a positive integer' }) })
 const aliasParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid model id' }), alias: t.String({ pattern: ALIAS, error: 'alias must be 1–64 letters, digits, _ or -, starting with a letter (not latest or v<N>)' }) })
 
-/** The model if `me` may see it (owner or admin); otherwise 404, as if it did not exist. */
-async function visibleModel(deps: HttpDeps, me: Principal, id: string): Promise<store.ModelRow> {
-  const m = await store.findModel(deps.sql, id)
-  if (!m || (m.userId !== me.userId && me.role !== 'ADMIN')) throw new NotFoundError('Model')
-  return m
+/**
+ * The caller and the model, if the access policy lets the caller do `action` to it (its owner
+ * or an admin; VIEWERs read only); otherwise 401/403/404 as `authorize` says.
+ */
+function model(deps: HttpDeps, request: Request, id: string, action: 'read' | 'change'): Promise<{ me: Principal; obj: store.ModelRow }> {
+  return authorize(deps, request, { resource: 'model', action, label: 'Model', load: () => store.findModel(deps.sql, id) })
 }
 
 export interface ModelRoutesOptions {
@@ -51,7 +53,6 @@ export interface ModelRoutesOptions {
 export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
   const { serving } = opts
   const plan: PlanEnv = { ...opts.plan, sql: deps.sql, config: deps.config.models }
-  const writer = (request: Request) => requireRole(deps, request, 'USER', 'ADMIN')
   /** Ask the model's actor; it replies with the model's row (status included). */
   const ask = async (id: string, message: ModelMessage) => (await deps.actors.ask(MODEL_KIND, id, message)) as Replied<store.ModelRow>
   /** The workstation a model names must exist and pass `allowed` (422 with `message` otherwise). */
@@ -65,7 +66,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .post(
       '/',
       async ({ request, body, set }) => {
-        const me = await writer(request)
+        const me = await requireAction(deps, request, 'model', 'change')
         await checkWorkstation(body.workstationId, (owner) => owner === me.userId || me.role === 'ADMIN', 'not one of your workstations')
         const m = await ask(crypto.randomUUID(), {
           type: 'create',
@@ -88,14 +89,14 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .get(
       '/',
       async ({ request, query }) => {
-        const me = await requireUser(deps, request)
+        const me = await requireAction(deps, request, 'model', 'read')
         const limit = query.limit ?? 20
         const page = await store.listModels(deps.sql, { userId: me.userId, limit, cursor: query.cursor, type: query.type, status: query.status, framework: query.framework, search: query.search })
         return ok(page.items.map(serializeModel), { nextCursor: page.nextCursor, limit })
       },
       { query: ModelModel.listQuery, response: { 200: Envelope.list(ModelModel.model), ...errors(400, 401) }, detail: { summary: 'Your models (filter by type, status, framework, search; cursor pagination)', tags: ['Models'], security: bearer } },
     )
-    .get('/:id', async ({ request, params }) => ok(serializeModel(await visibleModel(deps, await requireUser(deps, request), params.id))), {
+    .get('/:id', async ({ request, params }) => ok(serializeModel((await model(deps, request, params.id, 'read')).obj)), {
       params: idParams,
       response: { 200: Envelope.data(ModelModel.model), ...errors(400, 401, 404) },
       detail: { summary: 'A model', tags: ['Models'], security: bearer },
@@ -103,8 +104,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .patch(
       '/:id',
       async ({ request, params, body }) => {
-        const me = await writer(request)
-        const m = await visibleModel(deps, me, params.id)
+        const { obj: m } = await model(deps, request, params.id, 'change')
         // One of the model's owner's workstations, whoever edits it.
         await checkWorkstation(body.workstationId, (owner) => owner === m.userId, "not a workstation of the model's owner")
         return ok(serializeModel(await ask(m.id, { type: 'update', patch: body })))
@@ -114,7 +114,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .delete(
       '/:id',
       async ({ request, params }) => {
-        const m = await visibleModel(deps, await writer(request), params.id)
+        const { obj: m } = await model(deps, request, params.id, 'change')
         await deps.actors.ask(MODEL_KIND, m.id, { type: 'delete' } satisfies ModelMessage)
         serving.drop(m.id)
         return ok({ id: m.id, deleted: true })
@@ -128,8 +128,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .post(
       '/:id/train',
       async ({ request, params, body, set }) => {
-        const me = await writer(request)
-        const m = await visibleModel(deps, me, params.id)
+        const { me, obj: m } = await model(deps, request, params.id, 'change')
         const p = await planRun(plan, me, m, body)
         const id = crypto.randomUUID()
         const message: ModelRunMessage = {
@@ -166,7 +165,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .get(
       '/:id/versions',
       async ({ request, params }) => {
-        const m = await visibleModel(deps, await requireUser(deps, request), params.id)
+        const { obj: m } = await model(deps, request, params.id, 'read')
         return ok((await versions.listVersions(deps.sql, m.id)).map(serializeVersion))
       },
       { params: idParams, response: { 200: Envelope.data(t.Array(ModelModel.version)), ...errors(400, 401, 404) }, detail: { summary: 'Versions of a model, newest first', tags: ['Models'], security: bearer } },
@@ -174,7 +173,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .get(
       '/:id/versions/:version',
       async ({ request, params }) => {
-        const m = await visibleModel(deps, await requireUser(deps, request), params.id)
+        const { obj: m } = await model(deps, request, params.id, 'read')
         const v = await versions.findVersion(deps.sql, m.id, params.version)
         if (!v) throw new NotFoundError('Version')
         return ok(serializeVersion(v))
@@ -184,7 +183,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .get(
       '/:id/aliases',
       async ({ request, params }) => {
-        const m = await visibleModel(deps, await requireUser(deps, request), params.id)
+        const { obj: m } = await model(deps, request, params.id, 'read')
         return ok((await store.listAliases(deps.sql, m.id)).map(aliasView))
       },
       { params: idParams, response: { 200: Envelope.data(t.Array(ModelModel.alias)), ...errors(400, 401, 404) }, detail: { summary: 'Aliases of a model', tags: ['Models'], security: bearer } },
@@ -192,7 +191,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .put(
       '/:id/aliases/:alias',
       async ({ request, params, body }) => {
-        const m = await visibleModel(deps, await writer(request), params.id)
+        const { obj: m } = await model(deps, request, params.id, 'change')
         const a = (await deps.actors.ask(MODEL_KIND, m.id, { type: 'setAlias', alias: params.alias, version: body.version } satisfies ModelMessage)) as Replied<store.AliasRow>
         return ok(aliasView(a))
       },
@@ -206,7 +205,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .delete(
       '/:id/aliases/:alias',
       async ({ request, params }) => {
-        const m = await visibleModel(deps, await writer(request), params.id)
+        const { obj: m } = await model(deps, request, params.id, 'change')
         await deps.actors.ask(MODEL_KIND, m.id, { type: 'deleteAlias', alias: params.alias } satisfies ModelMessage)
         return ok({ alias: params.alias, deleted: true })
       },
@@ -215,7 +214,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .post(
       '/:id/deploy',
       async ({ request, params, body }) => {
-        const m = await visibleModel(deps, await writer(request), params.id)
+        const { obj: m } = await model(deps, request, params.id, 'change')
         const b = body ?? {}
         if (b.version !== undefined && b.alias !== undefined) throw new ValidationError('Validation failed', [{ field: 'alias', message: 'Send version or alias, not both' }])
         let version: number
@@ -248,7 +247,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .post(
       '/:id/undeploy',
       async ({ request, params }) => {
-        const m = await visibleModel(deps, await writer(request), params.id)
+        const { obj: m } = await model(deps, request, params.id, 'change')
         const updated = await ask(m.id, { type: 'undeploy' })
         serving.drop(m.id)
         return ok(serializeModel(updated))
@@ -258,11 +257,11 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .post(
       '/:id/predict',
       async ({ request, params, body, set }) => {
-        const me = await requireUser(deps, request)
+        const me = await requireAction(deps, request, 'model', 'read')
         const served = serving.fresh(params.id) ?? (await serving.get(params.id))
-        if (served === undefined || (served !== null && served.ownerId !== me.userId && me.role !== 'ADMIN')) throw new NotFoundError('Model')
+        if (served === undefined || (served !== null && decide(me, 'read', 'model', served.ownerId) !== 'allow')) throw new NotFoundError('Model')
         if (served === null) {
-          await visibleModel(deps, me, params.id)
+          await model(deps, request, params.id, 'read')
           throw new ConflictError('The model is not deployed: deploy a version first (POST /api/models/:id/deploy)')
         }
         const { records, single } = predictRecords(checkPredictBody(body))

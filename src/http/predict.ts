@@ -16,6 +16,7 @@
 import { t } from 'elysia'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { UnprocessableError, ValidationError, type ErrorDetail } from '../core/errors.ts'
+import { decide } from '../auth/policy.ts'
 import type { ModelServing, ServedModel } from '../engines/serving/serving.ts'
 import type { Prediction } from '../engines/serving/predictor.ts'
 import { callerOf, type HttpDeps } from './context.ts'
@@ -140,7 +141,7 @@ export function predictRoute(deps: HttpDeps, serving: ModelServing, fallback: Fa
     const me = callerOf(deps, request)
     if (me === null || me instanceof Promise) return fallback(request)
     const served = serving.fresh(request.params.id!)
-    if (served === undefined || (served.ownerId !== me.userId && me.role !== 'ADMIN')) return fallback(request)
+    if (served === undefined || decide(me, 'read', 'model', served.ownerId) !== 'allow') return fallback(request)
 
     const { meta, headers } = frame.open(request, server)
     let res: Response

@@ -6,7 +6,8 @@ import { Elysia, t } from 'elysia'
 import { NotFoundError } from '../core/errors.ts'
 import * as quotas from '../store/quotas.ts'
 import * as users from '../store/users.ts'
-import { bearer, Envelope, errors, ok, requireRole, requireUser, type HttpDeps } from './context.ts'
+import { decide } from '../auth/policy.ts'
+import { bearer, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
 import { ComputeApiModel } from './views/compute.ts'
 
 const tag = ['Workstations']
@@ -18,9 +19,9 @@ export function quotaRoutes(deps: HttpDeps) {
     .get(
       '/api/workstations/quota',
       async ({ request, query }) => {
-        const me = await requireUser(deps, request)
+        const me = await requireAction(deps, request, 'user', 'read')
         const userId = query.userId ?? me.userId
-        if (userId !== me.userId && me.role !== 'ADMIN') throw new NotFoundError('User')
+        if (decide(me, 'read', 'user', userId) !== 'allow') throw new NotFoundError('User')
         return ok(await report(userId))
       },
       {
@@ -36,7 +37,7 @@ export function quotaRoutes(deps: HttpDeps) {
     .get(
       '/api/admin/quotas/:userId',
       async ({ request, params }) => {
-        await requireRole(deps, request, 'ADMIN')
+        await requireAction(deps, request, 'platform', 'read')
         if (!(await users.findById(deps.sql, params.userId))) throw new NotFoundError('User')
         return ok(await report(params.userId))
       },
@@ -49,7 +50,7 @@ export function quotaRoutes(deps: HttpDeps) {
     .put(
       '/api/admin/quotas/:userId',
       async ({ request, params, body }) => {
-        const me = await requireRole(deps, request, 'ADMIN')
+        const me = await requireAction(deps, request, 'platform', 'change')
         if (!(await users.findById(deps.sql, params.userId))) throw new NotFoundError('User')
         const current = await quotas.getOverride(deps.sql, params.userId)
         const pick = <K extends 'running' | 'cpu' | 'memoryMb'>(k: K) => (body[k] !== undefined ? body[k]! : (current?.[k] ?? null))
@@ -66,7 +67,7 @@ export function quotaRoutes(deps: HttpDeps) {
     .delete(
       '/api/admin/quotas/:userId',
       async ({ request, params }) => {
-        await requireRole(deps, request, 'ADMIN')
+        await requireAction(deps, request, 'platform', 'change')
         if (!(await users.findById(deps.sql, params.userId))) throw new NotFoundError('User')
         await quotas.removeOverride(deps.sql, params.userId)
         return ok(await report(params.userId))

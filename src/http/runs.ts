@@ -6,13 +6,12 @@
  * VIEWER reads but cannot cancel.
  */
 import { Elysia, t } from 'elysia'
-import { NotFoundError, ValidationError } from '../core/errors.ts'
+import { ValidationError } from '../core/errors.ts'
 import type { ModelRunMessage } from '../actors/model-run.ts'
-import type { Principal } from '../auth/principal.ts'
 import * as models from '../store/models.ts'
 import * as store from '../store/model-runs.ts'
 import { parseRunFilter, parseRunOrder } from '../store/run-filter.ts'
-import { bearer, Envelope, errors, ok, requireRole, requireUser, type HttpDeps } from './context.ts'
+import { authorize, bearer, Envelope, errors, ok, type HttpDeps } from './context.ts'
 import { MAX_HISTORY, RunModel, serializeRun } from './views/run.ts'
 
 /** Deepest page of a model's runs (offset paging). */
@@ -21,10 +20,9 @@ const MAX_OFFSET = 100_000
 const idParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid run id' }) })
 const modelParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid model id' }) })
 
-async function visibleRun(deps: HttpDeps, me: Principal, id: string): Promise<store.RunRow> {
-  const r = await store.findRun(deps.sql, id)
-  if (!r || (r.userId !== me.userId && me.role !== 'ADMIN')) throw new NotFoundError('Run')
-  return r
+/** The caller and the run, if the access policy lets the caller do `action` to it (401/403/404). */
+function run(deps: HttpDeps, request: Request, id: string, action: 'read' | 'change') {
+  return authorize(deps, request, { resource: 'run', action, label: 'Run', load: () => store.findRun(deps.sql, id) })
 }
 
 function decodeOffset(cursor: string | undefined): number {
@@ -38,13 +36,13 @@ export function runRoutes(deps: HttpDeps) {
   return new Elysia()
     .get(
       '/api/runs/:id',
-      async ({ request, params }) => ok(await serializeRun(deps, await visibleRun(deps, await requireUser(deps, request), params.id))),
+      async ({ request, params }) => ok(await serializeRun(deps, (await run(deps, request, params.id, 'read')).obj)),
       { params: idParams, response: { 200: Envelope.data(RunModel.run), ...errors(400, 401, 404) }, detail: { summary: 'A run: status, params, tags, latest metrics', tags: ['Runs'], security: bearer } },
     )
     .get(
       '/api/runs/:id/metrics',
       async ({ request, params, query }) => {
-        const r = await visibleRun(deps, await requireUser(deps, request), params.id)
+        const { obj: r } = await run(deps, request, params.id, 'read')
         return ok(await store.metricHistory(deps.sql, r.id, { key: query.key, limit: query.limit ?? MAX_HISTORY }))
       },
       {
@@ -57,8 +55,7 @@ export function runRoutes(deps: HttpDeps) {
     .post(
       '/api/runs/:id/cancel',
       async ({ request, params }) => {
-        const me = await requireRole(deps, request, 'USER', 'ADMIN')
-        const r = await visibleRun(deps, me, params.id)
+        const { obj: r } = await run(deps, request, params.id, 'change')
         await deps.actors.ask('model-run', r.id, { type: 'cancel' } satisfies ModelRunMessage)
         return ok(await serializeRun(deps, (await store.findRun(deps.sql, r.id))!))
       },
@@ -67,9 +64,7 @@ export function runRoutes(deps: HttpDeps) {
     .get(
       '/api/models/:id/runs',
       async ({ request, params, query }) => {
-        const me = await requireUser(deps, request)
-        const m = await models.findModel(deps.sql, params.id)
-        if (!m || (m.userId !== me.userId && me.role !== 'ADMIN')) throw new NotFoundError('Model')
+        const { obj: m } = await authorize(deps, request, { resource: 'model', action: 'read', label: 'Model', load: () => models.findModel(deps.sql, params.id) })
         const limit = query.limit ?? 20
         const offset = decodeOffset(query.cursor)
         const page = await store.listRuns(deps.sql, { modelId: m.id, filter: parseRunFilter(query.filter), order: parseRunOrder(query.orderBy), limit, offset })

@@ -4,7 +4,7 @@ import { ForbiddenError, NotFoundError, ValidationError } from '../core/errors.t
 import * as users from '../store/users.ts'
 import { AuthModel } from './auth.ts'
 import type { CachedRead } from './native.ts'
-import { bearer, documented, Envelope, errors, ok, requireRole, requireUser, type HttpDeps } from './context.ts'
+import { authorize, bearer, documented, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
 
 namespace UserModel {
   export const role = t.Union([t.Literal('ADMIN'), t.Literal('USER'), t.Literal('VIEWER')])
@@ -45,11 +45,14 @@ const idParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid user 
 export const usersRead: CachedRead = { path: '/api/users', scope: (p) => (p.role === 'ADMIN' ? 'users' : null) }
 
 export function userRoutes(deps: HttpDeps) {
+  /** The caller and the user record, as the access policy allows (self or admin; 404 otherwise). */
+  const user = (request: Request, id: string, action: 'read' | 'change') =>
+    authorize(deps, request, { resource: 'user', action, label: 'User', load: () => users.findById(deps.sql, id), owner: (u) => u.id })
   return new Elysia({ prefix: '/api/users' })
     .get(
       '/',
       async ({ request, query, set }) => {
-        const me = await requireRole(deps, request, 'ADMIN')
+        const me = await requireAction(deps, request, 'platform', 'read')
         return deps.cache.serve(request, set.headers as Record<string, string>, { scope: usersRead.scope(me, {})!, viewer: me.userId, route: usersRead.path }, async () => {
           const limit = query.limit ?? 20
           const page = await users.list(deps.sql, { limit, cursor: query.cursor, search: query.search, role: query.role })
@@ -64,11 +67,8 @@ export function userRoutes(deps: HttpDeps) {
     .get(
       '/:id',
       async ({ request, params }) => {
-        const me = await requireUser(deps, request)
         // A stranger learns nothing, not even that the id exists.
-        if (me.role !== 'ADMIN' && me.userId !== params.id) throw new NotFoundError('User')
-        const u = await users.findById(deps.sql, params.id)
-        if (!u) throw new NotFoundError('User')
+        const { obj: u } = await user(request, params.id, 'read')
         return ok(serializeUser(u))
       },
       { params: idParams, response: { 200: Envelope.data(UserModel.user), ...errors(400, 401, 404) }, detail: { summary: 'A user (self or admin)', tags: ['Users'], security: bearer } },
@@ -76,9 +76,8 @@ export function userRoutes(deps: HttpDeps) {
     .patch(
       '/:id',
       async ({ request, params, body }) => {
-        const me = await requireUser(deps, request)
+        const { me } = await user(request, params.id, 'change')
         const isAdmin = me.role === 'ADMIN'
-        if (!isAdmin && me.userId !== params.id) throw new NotFoundError('User')
         if (!isAdmin && (body.role !== undefined || body.isActive !== undefined)) {
           throw new ForbiddenError('Only an admin can change roles or deactivate accounts')
         }
@@ -100,7 +99,7 @@ export function userRoutes(deps: HttpDeps) {
     .delete(
       '/:id',
       async ({ request, params }) => {
-        const me = await requireRole(deps, request, 'ADMIN')
+        const me = await requireAction(deps, request, 'platform', 'change')
         if (me.userId === params.id) throw new ValidationError('Validation failed', [{ field: 'id', message: 'Admins cannot deactivate themselves' }])
         const u = await deps.auth.updateUser(params.id, { isActive: false })
         if (!u) throw new NotFoundError('User')

@@ -15,6 +15,7 @@
 import type { ServerWebSocket } from 'bun'
 import type { Logger } from '../core/logger.ts'
 import type { OutboxEvent } from '../store/outbox.ts'
+import { decide, type Resource } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
 import { CLOSE, type ServerMessage } from './protocol.ts'
 
@@ -27,8 +28,15 @@ export interface EventFeed {
   head(topic: string): Promise<number>
 }
 
-/** May `principal` watch `id` of this topic kind? */
-export type TopicAuthorizer = (principal: Principal, id: string) => Promise<boolean> | boolean
+/**
+ * What the objects of a topic kind are, and whose one is: the access policy (src/auth/policy.ts)
+ * decides from that who may watch `<kind>:<id>` (its owner, admins). `ownerOf` is undefined
+ * for an object that does not exist.
+ */
+export interface TopicOwner {
+  resource: Resource
+  ownerOf(id: string): Promise<string | undefined> | string | undefined
+}
 
 export interface HubOptions {
   maxReplay: number
@@ -63,7 +71,7 @@ function encodeEvent(e: OutboxEvent): string {
 
 export class Hub {
   private readonly topics = new Map<string, TopicState>()
-  private readonly authorizers = new Map<string, TopicAuthorizer>()
+  private readonly authorizers = new Map<string, TopicOwner>()
   readonly connections = new Map<Socket, Connection>()
   private stopFeed?: () => void
   private sweeper?: Timer
@@ -73,12 +81,12 @@ export class Hub {
     private readonly feed: EventFeed,
     private readonly opts: HubOptions,
   ) {
-    this.authorizers.set('user', (p, id) => p.userId === id)
+    this.authorizers.set('user', { resource: 'user', ownerOf: (id) => id })
   }
 
-  /** Register who may watch topics of `kind` (`workstation`, `run`, …). Admins may watch all. */
-  authorize(kind: string, fn: TopicAuthorizer) {
-    this.authorizers.set(kind, fn)
+  /** Register the objects topics of `kind` (`workstation`, `run`, …) are about. */
+  authorize(kind: string, owner: TopicOwner) {
+    this.authorizers.set(kind, owner)
   }
 
   start(publish: (topic: string, message: string) => void) {
@@ -134,15 +142,15 @@ export class Hub {
     ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg))
   }
 
+  /** May `principal` watch `topic`? A read of the topic's object, as the access policy says. */
   async canWatch(principal: Principal, topic: string): Promise<boolean> {
     const i = topic.indexOf(':')
-    const kind = topic.slice(0, i)
-    const id = topic.slice(i + 1)
-    const auth = this.authorizers.get(kind)
-    if (!auth) return false
-    if (principal.role === 'ADMIN') return true
-    return auth(principal, id)
+    const t = this.authorizers.get(topic.slice(0, i))
+    if (!t) return false
+    const owner = await t.ownerOf(topic.slice(i + 1))
+    return owner !== undefined && decide(principal, 'read', t.resource, owner) === 'allow'
   }
+
 
   async subscribe(ws: Socket, topic: string, since: number | undefined, id?: string): Promise<void> {
     const c = this.connections.get(ws)

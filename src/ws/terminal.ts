@@ -27,9 +27,10 @@
  */
 import { Elysia } from 'elysia'
 import type { ServerWebSocket } from 'bun'
-import { AppError, ConflictError, NotFoundError } from '../core/errors.ts'
+import { AppError, ConflictError, ForbiddenError, NotFoundError } from '../core/errors.ts'
 import { isUuid } from '../core/ids.ts'
 import type { Logger } from '../core/logger.ts'
+import { decide, roleMay } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
 import { engineUnavailable, type ContainerEngine, type ExecSession } from '../engines/containers/engine.ts'
 import type { ComputeStatus } from '../store/compute.ts'
@@ -309,9 +310,13 @@ export function containerSocketRoutes(opts: ContainerSocketOptions) {
   const admit = async (request: Request, id: string, needsRunning: boolean): Promise<{ auth: UpgradeAuth; principal: Principal }> => {
     const auth = await authenticateUpgrade(opts.gate, request)
     const p = auth.principal
+    // The access policy, as HTTP routes ask it: a shell is a change (a VIEWER gets 403, even
+    // on their own workstation); following logs is a read. A stranger learns nothing, not even
+    // that the id exists (404).
+    const action = needsRunning ? 'shell' : 'read'
+    if (!roleMay(p.role, opts.kind, action)) throw new ForbiddenError('A VIEWER is read-only: a terminal needs the USER or ADMIN role')
     const entity = isUuid(id) ? await opts.find(id) : undefined
-    // A stranger learns nothing, not even that the id exists.
-    if (!entity || (entity.ownerId !== p.userId && p.role !== 'ADMIN')) throw new NotFoundError(opts.label)
+    if (!entity || decide(p, action, opts.kind, entity.ownerId) !== 'allow') throw new NotFoundError(opts.label)
     if (!opts.engine || !opts.sessions) throw engineUnavailable()
     if (needsRunning && entity.status !== 'RUNNING') throw new ConflictError(`${opts.label} is ${entity.status.toLowerCase()}; start it to open a terminal`)
     return { auth, principal: p }
