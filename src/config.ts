@@ -65,10 +65,26 @@ const EnvSchema = T.Object({
 
   RATE_LIMIT_WINDOW_MS: Int({ default: 900_000, minimum: 1 }),
   RATE_LIMIT_MAX_REQUESTS: Int({ default: 100, minimum: 1 }),
+  // The default of the login and register budgets below (it was once one budget for all three).
   AUTH_RATE_LIMIT_WINDOW_MS: Int({ default: 900_000, minimum: 1 }),
   AUTH_RATE_LIMIT_MAX_REQUESTS: Int({ default: 5, minimum: 1 }),
+  AUTH_LOGIN_RATE_LIMIT_WINDOW_MS: T.Optional(Int({ minimum: 1 })),
+  AUTH_LOGIN_RATE_LIMIT_MAX_REQUESTS: T.Optional(Int({ minimum: 1 })),
+  AUTH_REGISTER_RATE_LIMIT_WINDOW_MS: T.Optional(Int({ minimum: 1 })),
+  AUTH_REGISTER_RATE_LIMIT_MAX_REQUESTS: T.Optional(Int({ minimum: 1 })),
+  AUTH_REFRESH_RATE_LIMIT_WINDOW_MS: Int({ default: 900_000, minimum: 1 }),
+  AUTH_REFRESH_RATE_LIMIT_MAX_REQUESTS: Int({ default: 100, minimum: 1 }),
+  // Login throttling (src/auth/login-throttle.ts): per account and source, per source, per account.
   LOGIN_LOCKOUT_THRESHOLD: Int({ default: 5, minimum: 1 }),
+  LOGIN_BACKOFF_BASE_MS: Int({ default: 60_000, minimum: 1 }),
   LOGIN_LOCKOUT_MS: Int({ default: 900_000, minimum: 1 }),
+  LOGIN_FAILURE_WINDOW_MS: Int({ default: 86_400_000, minimum: 1 }),
+  LOGIN_SOURCE_MAX_FAILURES: Int({ default: 30, minimum: 1 }),
+  LOGIN_SOURCE_WINDOW_MS: Int({ default: 900_000, minimum: 1 }),
+  LOGIN_ACCOUNT_MAX_FAILURES: Int({ default: 50, minimum: 1 }),
+  LOGIN_ACCOUNT_WINDOW_MS: Int({ default: 3_600_000, minimum: 1 }),
+  LOGIN_ACCOUNT_SLOW_INTERVAL_MS: Int({ default: 30_000, minimum: 1 }),
+  LOGIN_TRUSTED_SOURCE_TTL_MS: Int({ default: 30 * 24 * 3_600_000, minimum: 1 }),
   TRUST_PROXY: Bool(false),
 
   CORS_ORIGIN: Str('http://localhost:5173'),
@@ -106,6 +122,11 @@ const EnvSchema = T.Object({
   TRAINING_CONCURRENCY: Int({ default: 2, minimum: 1, maximum: 64 }),
   TRAINING_MAX_ACTIVE_RUNS: Int({ default: 10, minimum: 1 }),
   TRAINING_MAX_ROWS: Int({ default: 1_000_000, minimum: 1 }),
+  TRAINING_CONCURRENCY_PER_USER: Int({ default: 1, minimum: 1, maximum: 64 }),
+  TRAINING_LOG_MAX_BYTES: Int({ default: 16 * 1024 * 1024, minimum: 1024 }),
+  CONTAINER_LOG_LINE_MAX_BYTES: Int({ default: 16 * 1024, minimum: 256, maximum: 16 * 1024 * 1024 }),
+  CONTAINER_LOG_TAIL_MAX_BYTES: Int({ default: 1024 * 1024, minimum: 1024 }),
+  CONTAINER_LOG_FOLLOW_MAX_BYTES: Int({ default: 64 * 1024 * 1024, minimum: 1024 }),
 })
 type Env = Static<typeof EnvSchema>
 
@@ -137,8 +158,18 @@ export interface Config {
   /** Bearer token /metrics requires; undefined: /metrics is open (scraped on a private network). */
   metricsToken: string | undefined
   rateLimit: { windowMs: number; max: number }
-  authRateLimit: { windowMs: number; max: number }
-  lockout: { threshold: number; windowMs: number }
+  /** Requests per client IP (or IPv6 /64) to each credential endpoint. */
+  authRateLimit: { login: { windowMs: number; max: number }; register: { windowMs: number; max: number }; refresh: { windowMs: number; max: number } }
+  /**
+   * Failed-login throttling (the rules: src/auth/login-throttle.ts). `pair`: one account from
+   * one source, with exponential backoff; `source`: one source across accounts; `account`: one
+   * account from every source, which slows sources that never signed in to it.
+   */
+  login: {
+    pair: { free: number; baseMs: number; maxMs: number; windowMs: number }
+    source: { maxFailures: number; windowMs: number }
+    account: { maxFailures: number; windowMs: number; slowIntervalMs: number; trustedSourceTtlMs: number }
+  }
   trustProxy: boolean
   corsOrigins: readonly string[]
   cacheTtlSeconds: number
@@ -153,7 +184,9 @@ export interface Config {
   quota: { running: number; cpu: number; memoryMb: number }
   terminal: { reattachGraceMs: number }
   /** Models: artifact directory, container-run image allow-list, run timeouts (default, max), runs executing at once per node, queued+running runs per user, rows a built-in run may read. */
-  models: { dir: string; trainingImages: readonly string[]; defaultTimeoutSeconds: number; maxTimeoutSeconds: number; concurrency: number; maxActiveRunsPerUser: number; maxRows: number }
+  models: { dir: string; trainingImages: readonly string[]; defaultTimeoutSeconds: number; maxTimeoutSeconds: number; concurrency: number; maxActiveRunsPerUser: number; maxRows: number; concurrencyPerUser: number; logMaxBytes: number }
+  /** Container output read into the server: bytes per line (longer ones come in pieces), per GET …/logs, per WS log follow. */
+  containerLogs: { lineMaxBytes: number; tailMaxBytes: number; followMaxBytes: number }
   ws: { maxPayloadBytes: number; maxConnectionsPerUser: number; messagesPerSecond: number; idleTimeoutSeconds: number; maxBufferedBytes: number; maxReplay: number; ticketTtlMs: number }
 }
 
@@ -230,6 +263,10 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   if (e.METRICS_TOKEN !== undefined && e.METRICS_TOKEN !== '' && e.METRICS_TOKEN.length < 16) {
     throw new ConfigError('METRICS_TOKEN is too short: expected at least 16 characters (or unset, for an open /metrics)')
   }
+  if (e.LOGIN_FAILURE_WINDOW_MS < e.LOGIN_LOCKOUT_MS) {
+    // A pair's failures would be forgotten before its longest wait is over.
+    throw new ConfigError(`LOGIN_FAILURE_WINDOW_MS=${e.LOGIN_FAILURE_WINDOW_MS} is invalid: expected at least LOGIN_LOCKOUT_MS (${e.LOGIN_LOCKOUT_MS})`)
+  }
   if (e.ADMIN_PASSWORD !== undefined && e.ADMIN_PASSWORD.length < 8) {
     throw new ConfigError('ADMIN_PASSWORD is too short: expected at least 8 characters')
   }
@@ -272,8 +309,16 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     sentryDsn: e.SENTRY_DSN,
     metricsToken: e.METRICS_TOKEN || undefined,
     rateLimit: Object.freeze({ windowMs: e.RATE_LIMIT_WINDOW_MS, max: e.RATE_LIMIT_MAX_REQUESTS }),
-    authRateLimit: Object.freeze({ windowMs: e.AUTH_RATE_LIMIT_WINDOW_MS, max: e.AUTH_RATE_LIMIT_MAX_REQUESTS }),
-    lockout: Object.freeze({ threshold: e.LOGIN_LOCKOUT_THRESHOLD, windowMs: e.LOGIN_LOCKOUT_MS }),
+    authRateLimit: Object.freeze({
+      login: Object.freeze({ windowMs: e.AUTH_LOGIN_RATE_LIMIT_WINDOW_MS ?? e.AUTH_RATE_LIMIT_WINDOW_MS, max: e.AUTH_LOGIN_RATE_LIMIT_MAX_REQUESTS ?? e.AUTH_RATE_LIMIT_MAX_REQUESTS }),
+      register: Object.freeze({ windowMs: e.AUTH_REGISTER_RATE_LIMIT_WINDOW_MS ?? e.AUTH_RATE_LIMIT_WINDOW_MS, max: e.AUTH_REGISTER_RATE_LIMIT_MAX_REQUESTS ?? e.AUTH_RATE_LIMIT_MAX_REQUESTS }),
+      refresh: Object.freeze({ windowMs: e.AUTH_REFRESH_RATE_LIMIT_WINDOW_MS, max: e.AUTH_REFRESH_RATE_LIMIT_MAX_REQUESTS }),
+    }),
+    login: Object.freeze({
+      pair: Object.freeze({ free: e.LOGIN_LOCKOUT_THRESHOLD, baseMs: e.LOGIN_BACKOFF_BASE_MS, maxMs: e.LOGIN_LOCKOUT_MS, windowMs: e.LOGIN_FAILURE_WINDOW_MS }),
+      source: Object.freeze({ maxFailures: e.LOGIN_SOURCE_MAX_FAILURES, windowMs: e.LOGIN_SOURCE_WINDOW_MS }),
+      account: Object.freeze({ maxFailures: e.LOGIN_ACCOUNT_MAX_FAILURES, windowMs: e.LOGIN_ACCOUNT_WINDOW_MS, slowIntervalMs: e.LOGIN_ACCOUNT_SLOW_INTERVAL_MS, trustedSourceTtlMs: e.LOGIN_TRUSTED_SOURCE_TTL_MS }),
+    }),
     trustProxy: e.TRUST_PROXY,
     corsOrigins: Object.freeze(corsOrigins),
     cacheTtlSeconds: e.CACHE_TTL_SECONDS,
@@ -292,6 +337,13 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       concurrency: e.TRAINING_CONCURRENCY,
       maxActiveRunsPerUser: e.TRAINING_MAX_ACTIVE_RUNS,
       maxRows: e.TRAINING_MAX_ROWS,
+      concurrencyPerUser: Math.min(e.TRAINING_CONCURRENCY_PER_USER, e.TRAINING_CONCURRENCY),
+      logMaxBytes: e.TRAINING_LOG_MAX_BYTES,
+    }),
+    containerLogs: Object.freeze({
+      lineMaxBytes: e.CONTAINER_LOG_LINE_MAX_BYTES,
+      tailMaxBytes: e.CONTAINER_LOG_TAIL_MAX_BYTES,
+      followMaxBytes: e.CONTAINER_LOG_FOLLOW_MAX_BYTES,
     }),
     ws: Object.freeze({
       maxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,

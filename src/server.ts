@@ -111,7 +111,10 @@ function buildEngines(config: ResolvedConfig, deps: { sql: Sql; logger: Logger; 
   // One container engine for everything that runs containers: its allow-list is every kind's
   // images together, and each kind checks its own list before asking it.
   const images = [...new Set([...config.workstations.images, ...config.vms.images, ...config.models.trainingImages])]
-  const containers = deps.dockerHost ? new DockerEngine({ host: deps.dockerHost, images }) : undefined
+  const dropped = metrics.counter('container_log_dropped_bytes_total', 'Container output past a log limit (CONTAINER_LOG_*, TRAINING_LOG_MAX_BYTES), counted and dropped', ['kind'])
+  const containers = deps.dockerHost
+    ? new DockerEngine({ host: deps.dockerHost, images, logs: config.containerLogs, onLogDropped: (bytes, kind) => dropped.inc({ kind }, bytes) })
+    : undefined
   const d = config.datakits
   const datasets = new DuckDBDatasetEngine({
     threads: d.duckdbThreads > 0 ? d.duckdbThreads : DEFAULT_ENGINE_OPTIONS.threads,
@@ -164,9 +167,11 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
   const prefix = config.redisPrefix
   const registry = new SessionRegistry(sql, { logger, redis: redis && redisSub ? { pub: redis, sub: redisSub, prefix } : undefined })
   await registry.start()
-  const auth = new AuthService(sql, resolved, registry, { refreshReuseGraceMs: opts.refreshReuseGraceMs })
-  const cache = new ResponseCache(redis ? new RedisCacheStore(redis, `${prefix}cache:`) : new MemoryCacheStore(), metrics, config.cacheTtlSeconds)
   const rateLimits = redis ? new RedisRateLimitStore(redis, `${prefix}rl:`) : new MemoryRateLimitStore()
+  // Failed-login counters: shared through Redis in a cluster; alone, an in-process store of
+  // their own, so a flood of cheap API-limit keys never pushes them out of a bounded store.
+  const auth = new AuthService(sql, resolved, registry, { refreshReuseGraceMs: opts.refreshReuseGraceMs, limits: redis ? rateLimits : undefined })
+  const cache = new ResponseCache(redis ? new RedisCacheStore(redis, `${prefix}cache:`) : new MemoryCacheStore(), metrics, config.cacheTtlSeconds)
   const tickets = redis ? new RedisTicketStore(redis, `${prefix}wsticket:`) : new MemoryTicketStore()
   const actors = createActorSystem({
     sql,

@@ -49,44 +49,78 @@ function parseMetricLine(line: string, now: number): MetricPoint | null {
   return { key: o.metric, value: o.value, step, timestamp }
 }
 
-/** Log lines a run streams at most; beyond it one notice says the rest was dropped. */
+/** Log lines a run streams at most; beyond it one notice says the rest was dropped (and counted). */
 const MAX_LOG_LINES = 10_000
-const MAX_LINE = 4096
 const FLUSH_MS = 200
 const FLUSH_ITEMS = 200
 
 /**
  * Buffers what a container prints and hands it to the actor in batches: one message per
  * FLUSH_MS or FLUSH_ITEMS, not one per line, so a chatty job costs a few turns a second.
+ *
+ * What a run keeps is bounded twice: the engine decodes at most TRAINING_LOG_MAX_BYTES of
+ * output (lines arrive in pieces of CONTAINER_LOG_LINE_MAX_BYTES at most) and only counts the
+ * rest; here at most MAX_LOG_LINES log lines are streamed. Whatever either drops is counted,
+ * said in a last notice, and recorded on the run (tag quadrax.dropped_output_bytes).
  */
 class OutputPump {
   readonly tail: string[] = []
   #metrics: MetricPoint[] = []
   #logs: LogEntry[] = []
   #lines = 0
+  /** Bytes of log lines past MAX_LOG_LINES. */
+  #dropped = 0
   #timer: ReturnType<typeof setTimeout> | undefined
-  constructor(readonly report: Reporter) {}
+  constructor(
+    readonly report: Reporter,
+    readonly maxBytes: number,
+  ) {}
 
   push(l: LogLine): void {
     const now = Date.now()
-    const m = parseMetricLine(l.line, now)
+    const m = l.partial ? null : parseMetricLine(l.line, now)
     if (m) this.#metrics.push(m)
     else {
       this.tail.push(l.line.slice(0, 300))
       if (this.tail.length > 5) this.tail.shift()
       this.#lines++
-      if (this.#lines <= MAX_LOG_LINES) this.#logs.push({ stream: l.stream, line: l.line.length > MAX_LINE ? l.line.slice(0, MAX_LINE) + '…' : l.line, at: l.at?.getTime() ?? now })
-      else if (this.#lines === MAX_LOG_LINES + 1) this.#logs.push({ stream: 'stderr', line: `[quadrax] more than ${MAX_LOG_LINES} log lines: the rest is not streamed`, at: now })
+      if (this.#lines <= MAX_LOG_LINES) this.#logs.push({ stream: l.stream, line: l.line, at: l.at?.getTime() ?? now, ...(l.partial ? { partial: true as const } : {}) })
+      else {
+        this.#dropped += Buffer.byteLength(l.line) + (l.partial ? 0 : 1)
+        if (this.#lines === MAX_LOG_LINES + 1) this.#notice(`[quadrax] more than ${MAX_LOG_LINES} log lines: the rest is not streamed`)
+      }
     }
-    if (this.#metrics.length + this.#logs.length >= FLUSH_ITEMS) this.flush()
-    else this.#timer ??= setTimeout(() => this.flush(), FLUSH_MS)
+    this.#schedule()
   }
 
-  flush(): void {
+  /** The engine stopped decoding: the run's output reached maxBytes. */
+  cut(): void {
+    this.#notice(`[quadrax] output past ${this.maxBytes} bytes is not kept (TRAINING_LOG_MAX_BYTES): the rest, metric lines included, is only counted`)
+    this.#schedule()
+  }
+
+  /** The job ended: the last batch, with the count of everything dropped (returned too). */
+  finish(droppedByEngine: number): number {
+    const dropped = droppedByEngine + this.#dropped
+    if (dropped > 0) this.#notice(`[quadrax] ${dropped} bytes of output were dropped (limits: TRAINING_LOG_MAX_BYTES=${this.maxBytes}, ${MAX_LOG_LINES} log lines)`)
+    this.flush(dropped > 0 ? dropped : undefined)
+    return dropped
+  }
+
+  flush(droppedBytes?: number): void {
     clearTimeout(this.#timer)
     this.#timer = undefined
     if (this.#metrics.length) this.report.metrics(this.#metrics.splice(0))
-    if (this.#logs.length) this.report.logs(this.#logs.splice(0))
+    if (this.#logs.length || droppedBytes !== undefined) this.report.logs(this.#logs.splice(0), droppedBytes)
+  }
+
+  #notice(line: string): void {
+    this.#logs.push({ stream: 'stderr', line, at: Date.now(), notice: true })
+  }
+
+  #schedule(): void {
+    if (this.#metrics.length + this.#logs.length >= FLUSH_ITEMS) this.flush()
+    else this.#timer ??= setTimeout(() => this.flush(), FLUSH_MS)
   }
 }
 
@@ -125,7 +159,7 @@ export async function runContainer(env: TaskEnv, run: { id: string; modelId: str
     await chmod(output, 0o755)
     await chown(output, env.containerUser.uid, env.containerUser.gid).catch(() => chmod(output, 0o777))
 
-    const pump = new OutputPump(report)
+    const pump = new OutputPump(report, env.logMaxBytes)
     const result = await env.containers.run(
       {
         entityId: run.id,
@@ -137,9 +171,9 @@ export async function runContainer(env: TaskEnv, run: { id: string; modelId: str
         input: { hostPath: input, containerPath: '/input' },
         output: { hostPath: output, containerPath: '/output' },
       },
-      { signal, onLine: (l) => pump.push(l) },
+      { signal, onLine: (l) => pump.push(l), maxOutputBytes: env.logMaxBytes, onOutputCut: () => pump.cut() },
     )
-    pump.flush()
+    pump.finish(result.droppedOutputBytes)
     if (result.cancelled || signal.aborted) return
     if (result.error !== null || result.exitCode !== 0) {
       const tail = pump.tail.length ? `; last output: ${pump.tail.join(' | ')}` : ''

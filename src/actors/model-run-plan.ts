@@ -142,6 +142,8 @@ export async function planRun(env: PlanEnv, me: Principal, model: ModelRow, body
   }
   if (!env.containers) throw engineUnavailable()
   const resources = checkResources(body.resources ?? DEFAULT_RESOURCES)
+  // More cores, memory or GPU than the engine has is a 422 here, not a run that fails later.
+  await env.containers.checkPlacement(null, resources)
   const jobEnv = body.env ?? {}
   checkEnv(jobEnv)
   const spec: ContainerSpec = {

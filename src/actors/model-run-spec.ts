@@ -59,12 +59,17 @@ export interface LogEntry {
   stream: 'stdout' | 'stderr'
   line: string
   at: number
+  /** A piece of a line longer than CONTAINER_LOG_LINE_MAX_BYTES: it goes on in the stream's next entry. */
+  partial?: true
+  /** Written by the platform, not the job (a limit reached, output dropped). */
+  notice?: true
 }
 
 /** How a task reports back to its actor (each call is a message to it). */
 export interface Reporter {
   metrics(points: MetricPoint[]): void
-  logs(lines: LogEntry[]): void
+  /** `droppedBytes`: the run's final count of output dropped past its limits (recorded on the run). */
+  logs(lines: LogEntry[], droppedBytes?: number): void
   /** Resolves true when the actor registered the version; false when the run ended meanwhile. */
   succeeded(artifact: ArtifactInfo): Promise<boolean>
   failed(reason: string): void
@@ -79,6 +84,8 @@ export interface TaskEnv {
   containers: ContainerEngine | undefined
   /** User and group the container engine runs jobs as (owner of the output folder). */
   containerUser: { uid: number; gid: number }
+  /** TRAINING_LOG_MAX_BYTES: output of one container run kept and streamed; the rest is counted. */
+  logMaxBytes: number
   logger: Logger
 }
 

@@ -8,7 +8,9 @@
  *
  * The work itself (reading the DataKit, training in a Worker or a container, writing the
  * artifact) runs in a background task started after the create turn commits; it waits for
- * one of this node's TRAINING_CONCURRENCY slots, asks the actor for `started`, and reports
+ * one of this node's TRAINING_CONCURRENCY slots (shared fairly between users: at most
+ * TRAINING_CONCURRENCY_PER_USER each, and a freed slot goes to the waiting user who holds the
+ * fewest), asks the actor for `started`, and reports
  * metrics, logs and the outcome back as messages, so every change of the run's rows happens
  * in one of its turns and every change is an event on `run:<id>`.
  *
@@ -18,7 +20,7 @@
  */
 import { Type as T, type Static } from '@sinclair/typebox'
 import { AppError, ConflictError, NotFoundError, PG, pgCode } from '../core/errors.ts'
-import { Semaphore } from '../core/semaphore.ts'
+import { FairSemaphore } from '../core/fair-semaphore.ts'
 import type { Db } from '../store/db.ts'
 import * as store from '../store/model-runs.ts'
 import * as versions from '../store/model-versions.ts'
@@ -54,7 +56,18 @@ export const ModelRunMessage = T.Union([
   T.Object({
     type: T.Literal('logs'),
     attempt: Attempt,
-    lines: T.Array(T.Object({ stream: T.Union([T.Literal('stdout'), T.Literal('stderr')]), line: T.String(), at: T.Number() }), { maxItems: 1000 }),
+    lines: T.Array(
+      T.Object({
+        stream: T.Union([T.Literal('stdout'), T.Literal('stderr')]),
+        line: T.String(),
+        at: T.Number(),
+        partial: T.Optional(T.Literal(true)),
+        notice: T.Optional(T.Literal(true)),
+      }),
+      { maxItems: 1000 },
+    ),
+    /** With the last batch of a run whose output went past its limits: the bytes dropped. */
+    droppedBytes: T.Optional(T.Integer({ minimum: 0 })),
   }),
   T.Object({
     type: T.Literal('succeeded'),
@@ -85,6 +98,8 @@ export interface ModelRunOptions {
   env: TaskEnv
   /** Runs executing at once on this node (TRAINING_CONCURRENCY); more wait QUEUED. */
   concurrency: number
+  /** Of those, runs of one user at once (TRAINING_CONCURRENCY_PER_USER); default: all of them. */
+  concurrencyPerUser?: number
   /** Queued + running runs per user (TRAINING_MAX_ACTIVE_RUNS). */
   maxActiveRunsPerUser: number
   /** The default compute quota container runs count against (admins override per user). */
@@ -94,6 +109,9 @@ export interface ModelRunOptions {
 }
 
 const ACTIVE: readonly store.RunStatus[] = ['QUEUED', 'RUNNING']
+
+/** The run tag that records how many bytes of a container run's output were dropped past its limits. */
+const DROPPED_TAG = 'quadrax.dropped_output_bytes'
 const isActive = (s: store.RunRow): boolean => ACTIVE.includes(s.status)
 
 /** A reason a user can act on, from whatever a run's task threw. */
@@ -107,8 +125,10 @@ function failureReason(err: unknown): string {
 
 /** The `model-run` actor kind, bound to this node's engines and settings. */
 export function modelRunActor(opts: ModelRunOptions) {
-  // Runs executing at once on this node; a run cancelled while it waits gives up its place.
-  const slots = new Semaphore(opts.concurrency)
+  // Runs executing at once on this node, keyed by user: one user's queue of runs never holds
+  // another's first run back by more than a slot's turnover (issue 14, item 3). A run
+  // cancelled while it waits gives up its place.
+  const slots = new FairSemaphore(opts.concurrency, Math.min(opts.concurrency, opts.concurrencyPerUser ?? opts.concurrency))
   // Tasks of this node, by run id: cancel and timeout abort them; resume skips runs that have one.
   const local = new Map<string, { attempt: number; ctl: AbortController }>()
 
@@ -147,8 +167,11 @@ export function modelRunActor(opts: ModelRunOptions) {
       metrics: (points) => {
         for (let i = 0; i < points.length; i += 1000) progress({ type: 'metrics', attempt, points: points.slice(i, i + 1000) })
       },
-      logs: (lines) => {
-        for (let i = 0; i < lines.length; i += 1000) progress({ type: 'logs', attempt, lines: lines.slice(i, i + 1000) })
+      logs: (lines, droppedBytes) => {
+        for (let i = 0; i < lines.length || (i === 0 && droppedBytes !== undefined); i += 1000) {
+          const last = i + 1000 >= lines.length
+          progress({ type: 'logs', attempt, lines: lines.slice(i, i + 1000), ...(last && droppedBytes !== undefined ? { droppedBytes } : {}) })
+        }
       },
       succeeded: async (artifact: ArtifactInfo) => ((await self.ask({ type: 'succeeded', attempt, artifact })) as { registered: boolean }).registered,
       failed: (reason) => tell({ type: 'failed', attempt, reason }),
@@ -164,7 +187,7 @@ export function modelRunActor(opts: ModelRunOptions) {
       const signal = AbortSignal.any([systemSignal, ctl.signal])
       local.set(run.id, { attempt, ctl })
       try {
-        await slots.acquire(signal)
+        await slots.acquire(run.userId, signal)
         try {
           const { proceed } = (await self.ask({ type: 'started', attempt })) as { proceed: boolean }
           if (!proceed) return
@@ -181,7 +204,7 @@ export function modelRunActor(opts: ModelRunOptions) {
             report.failed(failureReason(err))
           }
         } finally {
-          slots.release()
+          slots.release(run.userId)
         }
       } catch (err) {
         if (!signal.aborted) log.error({ err, runId: run.id }, 'training run task failed')
@@ -249,7 +272,8 @@ export function modelRunActor(opts: ModelRunOptions) {
         }
         case 'logs': {
           if (!state || state.status !== 'RUNNING' || state.attempts !== msg.attempt) return { reply: { accepted: false } }
-          ctx.emit(`run:${ctx.id}`, 'logs', { runId: ctx.id, lines: msg.lines })
+          if (msg.droppedBytes !== undefined) await store.setTags(ctx.tx, ctx.id, { [DROPPED_TAG]: String(msg.droppedBytes) })
+          ctx.emit(`run:${ctx.id}`, 'logs', { runId: ctx.id, lines: msg.lines, ...(msg.droppedBytes !== undefined ? { droppedBytes: msg.droppedBytes } : {}) })
           return { reply: { accepted: true } }
         }
         case 'succeeded': {

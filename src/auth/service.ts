@@ -1,15 +1,17 @@
 /**
- * Accounts and logins, with no HTTP in sight: register, login (with lockout), refresh-token
+ * Accounts and logins, with no HTTP in sight: register, login (throttled: ./login-throttle.ts), refresh-token
  * rotation with reuse detection, logout, password change, account changes and the first
  * admin. The one writer of the `users` and `sessions` tables (with ./sessions.ts, which
  * revokes).
  */
 import type { Config } from '../config.ts'
-import { ConflictError, PG, pgCode, RateLimitedError, UnauthorizedError, ValidationError } from '../core/errors.ts'
+import { ConflictError, PG, pgCode, UnauthorizedError, ValidationError } from '../core/errors.ts'
 import { Jwt } from '../core/jwt.ts'
 import type { Sql } from '../store/db.ts'
+import { MemoryRateLimitStore, type RateLimitStore } from '../store/rate-limit.ts'
 import * as sessions from '../store/sessions.ts'
 import * as users from '../store/users.ts'
+import { LoginThrottle } from './login-throttle.ts'
 import type { Principal } from './principal.ts'
 import type { SessionRegistry } from './sessions.ts'
 
@@ -65,15 +67,21 @@ export class AuthService {
   readonly jwt: Jwt
   /** A bcrypt hash of a random string: verified against when the email is unknown, so timing does not reveal which emails exist. */
   private dummyHash: Promise<string>
+  private readonly throttle: LoginThrottle
 
+  /**
+   * `opts.limits`: where failed-login counters live — the Redis rate-limit store in a cluster,
+   * so every node sees the same counts; when not given, an in-process store of their own.
+   */
   constructor(
     private readonly sql: Sql,
-    private readonly config: Pick<Config, 'jwt' | 'bcryptRounds' | 'lockout'> & { jwt: { secret: string } },
+    private readonly config: Pick<Config, 'jwt' | 'bcryptRounds' | 'login'> & { jwt: { secret: string } },
     readonly registry: SessionRegistry,
-    private readonly opts: { refreshReuseGraceMs?: number; onUserChanged?: (userId: string) => Promise<void> | void } = {},
+    private readonly opts: { refreshReuseGraceMs?: number; onUserChanged?: (userId: string) => Promise<void> | void; limits?: RateLimitStore } = {},
   ) {
     this.jwt = new Jwt(config.jwt.secret)
     this.dummyHash = Bun.password.hash(crypto.randomUUID(), { algorithm: 'bcrypt', cost: config.bcryptRounds })
+    this.throttle = new LoginThrottle(opts.limits ?? new MemoryRateLimitStore(), config.login)
   }
 
   hashPassword(password: string): Promise<string> {
@@ -136,29 +144,20 @@ export class AuthService {
     return { email: admin.email, password: generated }
   }
 
+  /**
+   * Sign in. Throttled per account and source, per source and per account (the rules are in
+   * ./login-throttle.ts); a known and an unknown email get the same answers and cost the same
+   * work (a bcrypt verification, against a dummy hash for the unknown one).
+   */
   async login(email: string, password: string, meta: RequestMeta = {}): Promise<LoginResult> {
+    const attempt = await this.throttle.admit(email, meta.ip)
     const user = await users.findSecretByEmail(this.sql, email)
-    if (!user) {
-      await Bun.password.verify(password, await this.dummyHash)
+    const ok = await Bun.password.verify(password, user ? user.passwordHash : await this.dummyHash)
+    if (!user || !ok) {
+      await this.throttle.failed(attempt)
       throw new UnauthorizedError('Invalid email or password')
     }
-    if (user.lockedUntil && user.lockedUntil.getTime() > Date.now()) {
-      const wait = Math.ceil((user.lockedUntil.getTime() - Date.now()) / 1000)
-      throw new RateLimitedError('Account temporarily locked after too many failed logins; try again later', wait, [
-        { field: 'email', message: `Locked for another ${wait} s` },
-      ])
-    }
-    const ok = await Bun.password.verify(password, user.passwordHash)
-    if (!ok) {
-      const r = await users.recordFailedLogin(this.sql, user.id, this.config.lockout.threshold, this.config.lockout.windowMs)
-      if (r.lockedUntil) {
-        const wait = Math.ceil((r.lockedUntil.getTime() - Date.now()) / 1000)
-        throw new RateLimitedError('Account temporarily locked after too many failed logins; try again later', wait, [
-          { field: 'email', message: `Locked for another ${wait} s` },
-        ])
-      }
-      throw new UnauthorizedError('Invalid email or password')
-    }
+    await this.throttle.succeeded(attempt)
     if (!user.isActive) throw new UnauthorizedError('This account has been deactivated')
     await users.recordSuccessfulLogin(this.sql, user.id)
     return { user: publicUser(user), ...(await this.openSession(user, meta)) }

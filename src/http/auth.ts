@@ -4,6 +4,7 @@ import { bearer, documented, Envelope, errors, ok, requireUser, type HttpDeps } 
 import { authRateLimit } from './plugins/rate-limit.ts'
 import * as users from '../store/users.ts'
 import { NotFoundError } from '../core/errors.ts'
+import { LoginThrottledError } from '../auth/login-throttle.ts'
 import type { CachedRead } from './native.ts'
 
 export namespace AuthModel {
@@ -46,7 +47,7 @@ export function authRoutes(deps: HttpDeps) {
     .post(
       '/register',
       async ({ body, request, set }) => {
-        await authRateLimit(deps, request, set)
+        await authRateLimit(deps, 'register', request, set)
         const { email, password, firstName, lastName, organization } = body
         const r = await deps.auth.register({ email, password, firstName, lastName, organization }, meta(request))
         await deps.cache.invalidate('users')
@@ -58,15 +59,20 @@ export function authRoutes(deps: HttpDeps) {
     .post(
       '/login',
       async ({ body, request, set }) => {
-        await authRateLimit(deps, request, set)
-        return ok(await deps.auth.login(body.email, body.password, meta(request)))
+        await authRateLimit(deps, 'login', request, set)
+        try {
+          return ok(await deps.auth.login(body.email, body.password, meta(request)))
+        } catch (err) {
+          if (err instanceof LoginThrottledError) deps.metrics.rateLimited.inc({ limit: `login_${err.rule}` })
+          throw err
+        }
       },
       { body: AuthModel.login, response: { 200: Envelope.data(AuthModel.session), ...errors(400, 401, 429) }, detail: { summary: 'Log in with email and password', tags: ['Auth'] } },
     )
     .post(
       '/refresh',
       async ({ body, request, set }) => {
-        await authRateLimit(deps, request, set)
+        await authRateLimit(deps, 'refresh', request, set)
         return ok(await deps.auth.refresh(body.refreshToken))
       },
       {

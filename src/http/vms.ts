@@ -42,7 +42,7 @@ export function vmRoutes(deps: HttpDeps, ctx: { engine: ContainerEngine | undefi
         if (!engine) throw engineUnavailable()
         let available = true
         try {
-          await engine.checkPlacement(ctx.runtime, false)
+          await engine.checkPlacement(ctx.runtime, {})
         } catch (err) {
           if (!(err instanceof UnprocessableError)) throw err
           available = false

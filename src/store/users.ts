@@ -16,12 +16,14 @@ export interface UserRow {
   updatedAt: Date
 }
 
-/** The row plus the fields that never leave the server. */
+/**
+ * The row plus the field that never leaves the server. (The columns failed_logins,
+ * first_failed_login_at and locked_until of the per-account lockout are no longer read:
+ * failed logins are throttled in the rate-limit store, see src/auth/login-throttle.ts. They
+ * stay until every node of a rolling upgrade has stopped reading them.)
+ */
 export interface UserSecretRow extends UserRow {
   passwordHash: string
-  failedLogins: number
-  firstFailedLoginAt: Date | null
-  lockedUntil: Date | null
 }
 
 const PUBLIC = (sql: Db) => sql`
@@ -46,16 +48,14 @@ export const findById = timed('users.findById', async function findById(sql: Db,
 
 export const findSecretByEmail = timed('users.findSecretByEmail', async function findSecretByEmail(sql: Db, email: string): Promise<UserSecretRow | undefined> {
   const [row] = await sql<UserSecretRow[]>`
-    select ${PUBLIC(sql)}, password_hash as "passwordHash", failed_logins as "failedLogins",
-           first_failed_login_at as "firstFailedLoginAt", locked_until as "lockedUntil"
+    select ${PUBLIC(sql)}, password_hash as "passwordHash"
     from users where email = ${email.toLowerCase()}`
   return row
 })
 
 export const findSecretById = timed('users.findSecretById', async function findSecretById(sql: Db, id: string): Promise<UserSecretRow | undefined> {
   const [row] = await sql<UserSecretRow[]>`
-    select ${PUBLIC(sql)}, password_hash as "passwordHash", failed_logins as "failedLogins",
-           first_failed_login_at as "firstFailedLoginAt", locked_until as "lockedUntil"
+    select ${PUBLIC(sql)}, password_hash as "passwordHash"
     from users where id = ${id}`
   return row
 })
@@ -65,30 +65,8 @@ export const countAdmins = timed('users.countAdmins', async function countAdmins
   return row!.n
 })
 
-/**
- * Count a failed login inside the lockout window; lock the account when the count reaches
- * `threshold`. One statement, so concurrent failures cannot under-count.
- */
-export const recordFailedLogin = timed('users.recordFailedLogin', async function recordFailedLogin(sql: Db, id: string, threshold: number, windowMs: number): Promise<{ failedLogins: number; lockedUntil: Date | null }> {
-  const [row] = await sql<{ failedLogins: number; lockedUntil: Date | null }[]>`
-    update users set
-      failed_logins = case when first_failed_login_at is null or first_failed_login_at < now() - ${windowMs} * interval '1 millisecond'
-                           then 1 else failed_logins + 1 end,
-      first_failed_login_at = case when first_failed_login_at is null or first_failed_login_at < now() - ${windowMs} * interval '1 millisecond'
-                           then now() else first_failed_login_at end
-    where id = ${id}
-    returning failed_logins as "failedLogins", locked_until as "lockedUntil"`
-  if (row && row.failedLogins >= threshold) {
-    const [locked] = await sql<{ lockedUntil: Date }[]>`
-      update users set locked_until = now() + ${windowMs} * interval '1 millisecond', failed_logins = 0, first_failed_login_at = null
-      where id = ${id} returning locked_until as "lockedUntil"`
-    return { failedLogins: row.failedLogins, lockedUntil: locked!.lockedUntil }
-  }
-  return row ?? { failedLogins: 0, lockedUntil: null }
-})
-
 export const recordSuccessfulLogin = timed('users.recordSuccessfulLogin', async function recordSuccessfulLogin(sql: Db, id: string): Promise<void> {
-  await sql`update users set failed_logins = 0, first_failed_login_at = null, locked_until = null, last_login_at = now() where id = ${id}`
+  await sql`update users set last_login_at = now() where id = ${id}`
 })
 
 export const setPassword = timed('users.setPassword', async function setPassword(sql: Db, id: string, passwordHash: string): Promise<void> {

@@ -17,7 +17,7 @@ import type { Logger } from '../core/logger.ts'
 import type { OutboxEvent } from '../store/outbox.ts'
 import { decide, type Resource } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
-import { CLOSE, type ServerMessage } from './protocol.ts'
+import { CLOSE, reply } from './protocol.ts'
 
 export interface EventFeed {
   /** Committed events, possibly out of order across turns; returns an unsubscribe. */
@@ -138,10 +138,6 @@ export class Hub {
     return n
   }
 
-  private send(ws: Socket, msg: ServerMessage | string) {
-    ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg))
-  }
-
   /** May `principal` watch `topic`? A read of the topic's object, as the access policy says. */
   async canWatch(principal: Principal, topic: string): Promise<boolean> {
     const i = topic.indexOf(':')
@@ -156,12 +152,12 @@ export class Hub {
     const c = this.connections.get(ws)
     if (!c) return
     if (!(await this.canWatch(c.principal, topic))) {
-      this.send(ws, { op: 'error', code: 'forbidden', message: 'You cannot subscribe to this topic', id, topic })
+      reply(ws, { op: 'error', code: 'forbidden', message: 'You cannot subscribe to this topic', id, topic })
       return
     }
     if (c.closed) return
     if (c.topics.has(topic)) {
-      this.send(ws, { op: 'ack', for: 'subscribe', id, topic, seq: this.topics.get(topic)?.delivered })
+      reply(ws, { op: 'ack', for: 'subscribe', id, topic, seq: this.topics.get(topic)?.delivered })
       return
     }
     c.topics.add(topic)
@@ -175,11 +171,11 @@ export class Hub {
       if (sent >= target) {
         // Caught up: from here on the native topic delivers everything after `target`.
         ws.subscribe(topic)
-        this.send(ws, { op: 'ack', for: 'subscribe', id, topic, seq: Math.max(sent, target) })
+        reply(ws, { op: 'ack', for: 'subscribe', id, topic, seq: Math.max(sent, target) })
         return
       }
       if (replayed >= this.opts.maxReplay) {
-        this.send(ws, { op: 'error', code: 'replay_limit', message: `More than ${this.opts.maxReplay} events since ${since}: reload the state, then subscribe without since`, id, topic })
+        reply(ws, { op: 'error', code: 'replay_limit', message: `More than ${this.opts.maxReplay} events since ${since}: reload the state, then subscribe without since`, id, topic })
         c.topics.delete(topic)
         this.release(topic)
         return

@@ -18,12 +18,25 @@ const ClientMessage = T.Union([
 ])
 type ClientMessage = Static<typeof ClientMessage>
 
-const ServerEvent = T.Object({ op: T.Literal('event'), topic: T.String(), seq: T.Integer(), type: T.String(), data: T.Unknown(), at: T.String() })
-const ServerAck = T.Object({ op: T.Literal('ack'), id: T.Optional(T.String()), for: T.String(), topic: T.Optional(T.String()), seq: T.Optional(T.Integer()) })
-const ServerError = T.Object({ op: T.Literal('error'), code: T.String(), message: T.String(), id: T.Optional(T.String()), topic: T.Optional(T.String()) })
-const ServerPong = T.Object({ op: T.Literal('pong'), id: T.Optional(T.String()) })
+// Closed objects: a frame with a field the schema does not name is not a protocol message
+// (test/ws/live.test.ts checks every frame a session receives against ServerMessage).
+const ServerEvent = T.Object({ op: T.Literal('event'), topic: T.String(), seq: T.Integer(), type: T.String(), data: T.Unknown(), at: T.String() }, { additionalProperties: false })
+const ServerAck = T.Object(
+  { op: T.Literal('ack'), id: T.Optional(T.String()), for: T.Union([T.Literal('subscribe'), T.Literal('unsubscribe')]), topic: T.Optional(T.String()), seq: T.Optional(T.Integer()) },
+  { additionalProperties: false },
+)
+const ServerError = T.Object({ op: T.Literal('error'), code: T.String(), message: T.String(), id: T.Optional(T.String()), topic: T.Optional(T.String()) }, { additionalProperties: false })
+const ServerPong = T.Object({ op: T.Literal('pong'), id: T.Optional(T.String()) }, { additionalProperties: false })
 export const ServerMessage = T.Union([ServerEvent, ServerAck, ServerError, ServerPong])
 export type ServerMessage = Static<typeof ServerMessage>
+
+/**
+ * Send one protocol message. Returns nothing on purpose: a WebSocket handler that returned
+ * `ws.send(…)`'s byte count had Elysia send that number as a frame of its own.
+ */
+export function reply(ws: { send(data: string): unknown }, msg: ServerMessage): void {
+  ws.send(JSON.stringify(msg))
+}
 
 export const clientMessage = TypeCompiler.Compile(ClientMessage)
 const byOp = new Map(ClientMessage.anyOf.map((schema) => [schema.properties.op.const as string, TypeCompiler.Compile(schema)]))

@@ -5,7 +5,7 @@ import type { Config } from '../config.ts'
 import type { Logger } from '../core/logger.ts'
 import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth, type UpgradeGate } from './auth.ts'
 import type { Hub } from './hub.ts'
-import { clientMessage, CLOSE, explain } from './protocol.ts'
+import { clientMessage, CLOSE, explain, reply } from './protocol.ts'
 
 interface Bucket {
   tokens: number
@@ -37,6 +37,47 @@ export function liveRoutes({ hub, gate, limits, logger }: LiveRoutesOptions) {
     return ++b.strikes > limits.messagesPerSecond * 2 ? 'abusive' : 'limited'
   }
 
+  async function handle(raw: ServerWebSocket<unknown>, message: unknown): Promise<void> {
+    const verdict = allow(raw)
+    if (verdict === 'abusive') {
+      raw.close(CLOSE.policy, 'message rate limit exceeded')
+      return
+    }
+    if (verdict === 'limited') {
+      reply(raw, { op: 'error', code: 'rate_limited', message: `At most ${limits.messagesPerSecond} messages per second` })
+      return
+    }
+    let msg: unknown = message
+    if (typeof msg === 'string') {
+      try {
+        msg = JSON.parse(msg)
+      } catch {
+        reply(raw, { op: 'error', code: 'bad_message', message: 'Frames must be JSON objects' })
+        return
+      }
+    }
+    if (!clientMessage.Check(msg)) {
+      reply(raw, { op: 'error', code: 'bad_message', message: explain(msg) })
+      return
+    }
+    switch (msg.op) {
+      case 'subscribe':
+        await hub.subscribe(raw, msg.topic, msg.since, msg.id)
+        return
+      case 'unsubscribe':
+        hub.unsubscribe(raw, msg.topic)
+        reply(raw, { op: 'ack', for: 'unsubscribe', id: msg.id, topic: msg.topic })
+        return
+      case 'ping':
+        reply(raw, { op: 'pong', id: msg.id })
+        return
+      default: {
+        const never: never = msg
+        return never
+      }
+    }
+  }
+
   return new Elysia()
     .ws('/ws', {
       async upgrade(ctx) {
@@ -45,46 +86,24 @@ export function liveRoutes({ hub, gate, limits, logger }: LiveRoutesOptions) {
         if (auth.protocol) (ctx.set.headers as Record<string, string>)['sec-websocket-protocol'] = auth.protocol
         ;(ctx as unknown as { wsAuth: UpgradeAuth }).wsAuth = auth
       },
-      open(ws) {
+      open(ws): void {
         const { wsAuth } = ws.data as unknown as { wsAuth: UpgradeAuth }
         hub.open(ws.raw as ServerWebSocket<unknown>, wsAuth.principal)
       },
-      async message(ws, message) {
+      // No handler here returns a value: Elysia sends whatever a handler returns as a frame
+      // (createHandleWSResponse in elysia/dist/ws), and `ServerWebSocket.send` returns a
+      // number (bytes sent, or -1/0), so `return raw.send(…)` put stray frames like `23` on
+      // the wire. Replies go through `reply`, typed as protocol messages.
+      async message(ws, message): Promise<void> {
         const raw = ws.raw as ServerWebSocket<unknown>
-        const verdict = allow(raw)
-        if (verdict === 'abusive') return raw.close(CLOSE.policy, 'message rate limit exceeded')
-        if (verdict === 'limited') return raw.send(JSON.stringify({ op: 'error', code: 'rate_limited', message: `At most ${limits.messagesPerSecond} messages per second` }))
-        let msg: unknown = message
-        if (typeof msg === 'string') {
-          try {
-            msg = JSON.parse(msg)
-          } catch {
-            return raw.send(JSON.stringify({ op: 'error', code: 'bad_message', message: 'Frames must be JSON objects' }))
-          }
-        }
-        if (!clientMessage.Check(msg)) {
-          return raw.send(JSON.stringify({ op: 'error', code: 'bad_message', message: explain(msg) }))
-        }
         try {
-          switch (msg.op) {
-            case 'subscribe':
-              return await hub.subscribe(raw, msg.topic, msg.since, msg.id)
-            case 'unsubscribe':
-              hub.unsubscribe(raw, msg.topic)
-              return raw.send(JSON.stringify({ op: 'ack', for: 'unsubscribe', id: msg.id, topic: msg.topic }))
-            case 'ping':
-              return raw.send(JSON.stringify({ op: 'pong', id: msg.id }))
-            default: {
-              const never: never = msg
-              return never
-            }
-          }
+          await handle(raw, message)
         } catch (err) {
           logger.error({ err }, 'websocket message failed')
-          raw.send(JSON.stringify({ op: 'error', code: 'internal', message: 'Internal error' }))
+          reply(raw, { op: 'error', code: 'internal', message: 'Internal error' })
         }
       },
-      close(ws) {
+      close(ws): void {
         hub.close(ws.raw as ServerWebSocket<unknown>)
       },
     })

@@ -19,7 +19,11 @@
  *
  * WS <prefix>/:id/logs[?tail=N]
  *   The last N lines, then new ones as text frames `{"op":"log","stream","line","at"}`, and
- *   `{"op":"end"}` when the container stops.
+ *   `{"op":"end"}` when the container stops. A line longer than CONTAINER_LOG_LINE_MAX_BYTES
+ *   comes in pieces, each but the last with `"partial":true`. One follow streams at most
+ *   CONTAINER_LOG_FOLLOW_MAX_BYTES of output: past it a notice (`"notice":true`, stream
+ *   stderr) says so, the rest is only counted, and at the end a second notice and the end frame
+ *   (`{"op":"end","droppedBytes":N}`) give the count.
  *
  * Terminals and log streams attach to a running container and never change its lifecycle, so
  * they are served here at the edge, after an SQL ownership check, rather than in the actor's
@@ -32,7 +36,7 @@ import { isUuid } from '../core/ids.ts'
 import type { Logger } from '../core/logger.ts'
 import { decide, roleMay } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
-import { engineUnavailable, type ContainerEngine, type ExecSession } from '../engines/containers/engine.ts'
+import { engineUnavailable, type ContainerEngine, type ExecSession, type LogCut } from '../engines/containers/engine.ts'
 import type { ComputeStatus } from '../store/compute.ts'
 import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth, type UpgradeGate } from './auth.ts'
 
@@ -297,6 +301,13 @@ interface Attached {
   tail: number
 }
 
+/** What a log follower is told when its byte budget runs out, and when it ends. */
+function followCutNotice(cut: LogCut): string {
+  return cut.final
+    ? `[quadrax] ${cut.droppedBytes} bytes of output were dropped: this log stream's limit is ${cut.maxBytes} bytes (CONTAINER_LOG_FOLLOW_MAX_BYTES)`
+    : `[quadrax] output past ${cut.maxBytes} bytes is not streamed (CONTAINER_LOG_FOLLOW_MAX_BYTES); reconnect to follow on, or read the latest lines with GET …/logs?tail=`
+}
+
 const int = (v: unknown, min: number, max: number): number | undefined => {
   const n = typeof v === 'string' && /^\d{1,6}$/.test(v) ? Number(v) : undefined
   return n !== undefined && n >= min && n <= max ? n : undefined
@@ -374,15 +385,21 @@ export function containerSocketRoutes(opts: ContainerSocketOptions) {
         opts.onActivity?.({ kind: opts.kind, id: a.id })
         void (async () => {
           try {
+            let droppedBytes = 0
             for await (const l of opts.engine!.followLogs({ kind: opts.kind, entityId: a.id }, { tail: a.tail, signal: abort.signal })) {
-              raw.send(JSON.stringify({ op: 'log', stream: l.stream, line: l.line, at: l.at ? l.at.toISOString() : null }))
+              if ('cut' in l) {
+                droppedBytes = l.droppedBytes
+                raw.send(JSON.stringify({ op: 'log', stream: 'stderr', line: followCutNotice(l), at: new Date().toISOString(), notice: true }))
+              } else {
+                raw.send(JSON.stringify({ op: 'log', stream: l.stream, line: l.line, at: l.at ? l.at.toISOString() : null, ...(l.partial ? { partial: true } : {}) }))
+              }
               if (raw.getBufferedAmount() > opts.maxBufferedBytes) {
                 raw.close(TERMINAL_CLOSE.slow, 'slow consumer')
                 return
               }
             }
             if (!abort.signal.aborted) {
-              raw.send(JSON.stringify({ op: 'end' }))
+              raw.send(JSON.stringify(droppedBytes > 0 ? { op: 'end', droppedBytes } : { op: 'end' }))
               raw.close(1000, 'container stopped')
             }
           } catch (err) {

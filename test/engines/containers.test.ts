@@ -157,18 +157,19 @@ describe.skipIf(!docker)('DockerEngine (real engine)', () => {
     await engine.ensure(s)
     await engine.start(s)
     const lines = await until(async () => {
-      const l = await engine.logs(s, { tail: 1000 })
+      const { lines: l } = await engine.logs(s, { tail: 1000 })
       return l.some((x) => x.line === 'two') && l.some((x) => x.line === 'tick 0') && l
     }, 'the first log lines')
     // The engine copies stdout and stderr separately: order holds within a stream only.
     expect(lines.filter((l) => l.stream === 'stdout').slice(0, 3).map((l) => l.line)).toEqual(['one', 'three', 'tick 0'])
     expect(lines.filter((l) => l.stream === 'stderr').map((l) => l.line)).toEqual(['two'])
     expect(lines[0]!.at).toBeInstanceOf(Date)
-    expect((await engine.logs(s, { tail: 1 })).length).toBe(1)
+    expect((await engine.logs(s, { tail: 1 })).lines.length).toBe(1)
 
     const ac = new AbortController()
     const followed: LogLine[] = []
     for await (const line of engine.followLogs(s, { tail: 0, signal: ac.signal })) {
+      if ('cut' in line) throw new Error('no budget was exceeded here')
       followed.push(line)
       if (followed.length === 3) ac.abort()
     }
@@ -262,7 +263,7 @@ describe.skipIf(!docker)('DockerEngine (real engine)', () => {
         },
         { onLine: (l) => lines.push(l) },
       )
-      expect({ ...result, durationMs: 0, lines: result.exitCode === 0 ? [] : lines }).toEqual({ exitCode: 0, oomKilled: false, cancelled: false, timedOut: false, error: null, durationMs: 0, lines: [] })
+      expect({ ...result, durationMs: 0, lines: result.exitCode === 0 ? [] : lines }).toEqual({ exitCode: 0, oomKilled: false, cancelled: false, timedOut: false, error: null, durationMs: 0, droppedOutputBytes: 0, lines: [] })
       const metrics = lines.filter((l) => l.stream === 'stdout' && l.line.startsWith('{')).map((l) => JSON.parse(l.line))
       expect(metrics).toEqual([
         { step: 1, loss: 0.9 },
@@ -364,6 +365,27 @@ describe.skipIf(!docker)('DockerEngine (real engine)', () => {
     const missingImage = await rejection(lenient.ensure(spec({ image: 'quadrax/not-imported:1' })))
     expect(missingImage.status).toBe(422)
     expect(missingImage.message).toContain('is not available on the container engine')
+
+    // More than the engine has: refused before anything is created, each field named.
+    const info = await engine.info()
+    const hostMb = Math.floor(info.memoryBytes / MB)
+    const tooBig = spec({ resources: { cpu: info.cpus + 1, memory: hostMb + 1024 } })
+    const capacity = await rejection(engine.ensure(tooBig))
+    expect([capacity.status, capacity.message, capacity.details]).toEqual([
+      422,
+      `cpu: ${info.cpus + 1} cores requested, the container engine has ${info.cpus}; memory: ${hostMb + 1024} MB requested, the container engine has ${hostMb} MB`,
+      [
+        { field: 'resources.cpu', message: `${info.cpus + 1} cores requested, the container engine has ${info.cpus}` },
+        { field: 'resources.memory', message: `${hostMb + 1024} MB requested, the container engine has ${hostMb} MB` },
+      ],
+    ])
+    expect((await engine.inspect(tooBig)).state).toBe('missing')
+    const fits = spec()
+    await engine.ensure(fits)
+    const resize = await rejection(engine.updateLimits(fits, { cpu: info.cpus * 4, memory: 64 }))
+    expect([resize.status, resize.details]).toEqual([422, [{ field: 'resources.cpu', message: `${info.cpus * 4} cores requested, the container engine has ${info.cpus}` }]])
+    const job = await rejection(engine.run({ entityId: crypto.randomUUID(), ownerId: env.ownerId, image: env.image, resources: { cpu: info.cpus + 0.5, memory: 64 }, command: ['true'] }))
+    expect(job.details).toEqual([{ field: 'resources.cpu', message: `${info.cpus + 0.5} cores requested, the container engine has ${info.cpus}` }])
 
     const badResources = await rejection(engine.ensure(spec({ resources: { cpu: 0, memory: 64 } })))
     expect(badResources.status).toBe(422)

@@ -133,6 +133,14 @@ describe('rate limits', () => {
     expect((await limited.call('POST', '/api/auth/login', { body, headers: ip(2) })).status).toBe(401)
   })
 
+  test('the auth limits count an IPv6 client by its /64 (one subscriber’s block), and IPv4-mapped IPv6 as IPv4', async () => {
+    const body = { email: 'nobody@example.com', password: 'Whatever1!' }
+    const from = (ip: string) => limited.call('POST', '/api/auth/login', { body, headers: { 'x-forwarded-for': ip } })
+    expect([(await from('2001:db8:aa:1::1')).status, (await from('2001:db8:aa:1:ffff::2')).status, (await from('2001:db8:aa:1::3')).status]).toEqual([401, 401, 429])
+    expect((await from('2001:db8:aa:2::1')).status).toBe(401)
+    expect([(await from('203.0.113.77')).status, (await from('::ffff:203.0.113.77')).status, (await from('203.0.113.77')).status]).toEqual([401, 401, 429])
+  })
+
   test('TRUST_PROXY is each server\'s own: a trusting server beside a strict one in the same process changes neither', async () => {
     // The strict one first: a setting shared by the process would be the trusting one's after.
     const strict = await testServer({ AUTH_RATE_LIMIT_MAX_REQUESTS: '2' })

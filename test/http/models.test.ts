@@ -688,15 +688,27 @@ describe.skipIf(!dockerHost)('custom training in a container (real engine)', () 
     expect(await readdir(join(modelDir, model.id, 'runs', run.id))).toEqual(['attempt-1'])
   }, LONG)
 
-  test('a failing job is FAILED with its exit code and last output; over-quota resources are a 409', async () => {
+  test('a failing job is FAILED with its exit code and last output; more than the engine has is a 422, over-quota a 409', async () => {
     const run = await train(u.token, model.id, { datakitId: kit, image: TEST_IMAGE, command: ['sh', '-c', 'echo "cannot find the labels"; exit 3'] })
     const done = await finished(u.token, run.id)
     expect(done.status).toBe('FAILED')
     expect(done.error).toContain('exited with code 3')
     expect(done.error).toContain('cannot find the labels')
+    // More cores than the engine has: refused when asked, with the limit named, and no run recorded.
+    const { cpus } = await server.context.engines.containers!.info()
+    const runsBefore = (await api('GET', `/api/models/${model.id}/runs`, { token: u.token })).body.data.length
     const big = await api('POST', `/api/models/${model.id}/train`, { token: u.token, body: { datakitId: kit, image: TEST_IMAGE, command: ['true'], resources: { cpu: 200, memory: 64 } } })
-    expect(big.status).toBe(409)
-    expect(big.body.details[0].field).toBe('quota.cpu')
+    expect(big).toEqual({ status: 422, body: { success: false, error: `cpu: 200 cores requested, the container engine has ${cpus}`, details: [{ field: 'resources.cpu', message: `200 cores requested, the container engine has ${cpus}` }] } })
+    expect((await api('GET', `/api/models/${model.id}/runs`, { token: u.token })).body.data.length).toBe(runsBefore)
+    // Within the engine, past the user's quota (an admin's override): 409.
+    await t.db.sql`insert into user_quotas (user_id, max_cpu) values (${u.id}, 0.25)`
+    try {
+      const over = await api('POST', `/api/models/${model.id}/train`, { token: u.token, body: { datakitId: kit, image: TEST_IMAGE, command: ['true'], resources: { cpu: 0.5, memory: 64 } } })
+      expect(over.status).toBe(409)
+      expect(over.body.details[0].field).toBe('quota.cpu')
+    } finally {
+      await t.db.sql`delete from user_quotas where user_id = ${u.id}`
+    }
   }, LONG)
 })
 

@@ -151,6 +151,31 @@ describe.skipIf(!docker)('VMs under gVisor (real engine)', () => {
     expect(gpu.body.details).toEqual([{ field: 'resources.gpu', message: 'no GPU is available' }])
   })
 
+  test('more cores or memory than the engine has: a 422 naming each limit at create and at resize, nothing recorded', async () => {
+    const info = await docker!.engine().info()
+    const hostMb = Math.floor(info.memoryBytes / MB)
+    const cpu = info.cpus + 1
+    const memory = hostMb + 512
+    const before = (await t.json('GET', '/api/vms', { token: alice.token })).body.data.length
+    const r = await t.json('POST', '/api/vms', { token: alice.token, body: vmBody({ size: { cpu, memory } }) })
+    expect(r).toMatchObject({
+      status: 422,
+      body: {
+        success: false,
+        error: `cpu: ${cpu} cores requested, the container engine has ${info.cpus}; memory: ${memory} MB requested, the container engine has ${hostMb} MB`,
+        details: [
+          { field: 'resources.cpu', message: `${cpu} cores requested, the container engine has ${info.cpus}` },
+          { field: 'resources.memory', message: `${memory} MB requested, the container engine has ${hostMb} MB` },
+        ],
+      },
+    })
+    expect((await t.json('GET', '/api/vms', { token: alice.token })).body.data.length).toBe(before)
+    // Resizing the VM of the earlier tests (running) past the engine: refused before it is stopped.
+    const resize = await t.json('POST', `/api/vms/${vm}/resize`, { token: alice.token, body: { cpu, memory: 128 } })
+    expect([resize.status, resize.body.details]).toEqual([422, [{ field: 'resources.cpu', message: `${cpu} cores requested, the container engine has ${info.cpus}` }]])
+    expect((await t.json('GET', `/api/vms/${vm}`, { token: alice.token })).body.data.status).toBe('RUNNING')
+  })
+
   test('workstations and VMs share one quota', async () => {
     const erin = await t.user()
     const admin = await t.admin()

@@ -95,6 +95,39 @@ describe.skipIf(!docker)('workstations (real engine)', () => {
     expect((await t.json('GET', '/api/workstations', { token: alice.token })).body.data.filter((w: any) => w.name === 'ab')).toEqual([])
   }, 60_000)
 
+  test("resources beyond the engine's are a 422 naming each limit: the guide's example at create, and an update", async () => {
+    const info = await docker!.engine().info()
+    const hostMb = Math.floor(info.memoryBytes / MB)
+    const named = (r: { status: number; body: any }) => [r.status, r.body.details.map((d: any) => d.field)]
+    // The guide's example: refused at once, not a 201 followed by a silent ERROR.
+    const guide = await t.json('POST', '/api/workstations', { token: alice.token, body: body({ name: 'guide-example', resources: { cpu: 8, memory: 16384, gpu: true } }) })
+    const expected = [8 > info.cpus && 'resources.cpu', 16384 > hostMb && 'resources.memory', !info.nvidia && 'resources.gpu'].filter(Boolean)
+    expect(named(guide)).toEqual(expected.length ? [422, expected] : [201, expect.anything()])
+    if (8 > info.cpus) expect(guide.body.error).toStartWith(`cpu: 8 cores requested, the container engine has ${info.cpus}`)
+    // Past the engine in cores and memory, wherever this runs.
+    const cpu = info.cpus + 1
+    const memory = hostMb + 512
+    const both = await t.json('POST', '/api/workstations', { token: alice.token, body: body({ name: 'too-big', resources: { cpu, memory } }) })
+    expect(both).toMatchObject({
+      status: 422,
+      body: {
+        success: false,
+        error: `cpu: ${cpu} cores requested, the container engine has ${info.cpus}; memory: ${memory} MB requested, the container engine has ${hostMb} MB`,
+        details: [
+          { field: 'resources.cpu', message: `${cpu} cores requested, the container engine has ${info.cpus}` },
+          { field: 'resources.memory', message: `${memory} MB requested, the container engine has ${hostMb} MB` },
+        ],
+      },
+    })
+    const names = (await t.json('GET', '/api/workstations?limit=100', { token: alice.token })).body.data.map((w: any) => w.name)
+    expect(names.filter((n: string) => n === 'guide-example' || n === 'too-big')).toEqual([])
+    // An update of a stopped workstation's resources is checked the same way.
+    const w = await create()
+    const patch = await t.json('PATCH', `/api/workstations/${w.id}`, { token: alice.token, body: { resources: { cpu: 0.5, memory } } })
+    expect([patch.status, patch.body.details]).toEqual([422, [{ field: 'resources.memory', message: `${memory} MB requested, the container engine has ${hostMb} MB` }]])
+    expect((await t.json('GET', `/api/workstations/${w.id}`, { token: alice.token })).body.data).toMatchObject({ status: 'STOPPED', resources: { cpu: 0.5, memory: 64 } })
+  }, 60_000)
+
   test('full lifecycle: CREATING → STOPPED → STARTING → RUNNING, logs, stats, restart, stop, delete; every step an event', async () => {
     const r = await t.json('POST', '/api/workstations', { token: alice.token, body: body({ resources: { cpu: 0.5, memory: 96, storage: 2048, gpu: false } }) })
     expect(r.status).toBe(201)

@@ -62,8 +62,97 @@ for (const [name, make] of rateStores) {
       const rs = await Promise.all(Array.from({ length: 50 }, () => s.hit('c', 60_000, 20)))
       expect(rs.filter((r) => r.allowed).length).toBe(20)
     })
+
+    test('peek reads a count and its reset without counting; absent keys read 0', async () => {
+      const s = make()
+      expect(await s.peek('p')).toEqual({ count: 0, resetMs: 0 })
+      await s.hit('p', 60_000, 5)
+      await s.hit('p', 60_000, 5)
+      const a = await s.peek('p')
+      const b = await s.peek('p')
+      expect([a.count, b.count]).toEqual([2, 2])
+      expect(a.resetMs).toBeGreaterThan(50_000)
+      expect(a.resetMs).toBeLessThanOrEqual(60_000)
+      expect((await s.hit('p', 60_000, 5)).remaining).toBe(2)
+    })
+
+    test('hold sets a key for exactly so long, replacing what it held; it then expires', async () => {
+      const s = make()
+      for (let i = 0; i < 3; i++) await s.hit('h', 60_000, 5)
+      await s.hold('h', 120_000)
+      const held = await s.peek('h')
+      expect(held.count).toBe(1)
+      expect(held.resetMs).toBeGreaterThan(60_000)
+      await s.hold('h', 40)
+      expect((await s.peek('h')).resetMs).toBeLessThanOrEqual(40)
+      await until(async () => (await s.peek('h')).count === 0, 'the hold to expire', 5_000)
+    })
+
+    test('backoff: free attempts at once, then refused until a doubling wait has passed', async () => {
+      const s = make()
+      const policy = { free: 2, baseMs: 60_000, maxMs: 100_000, windowMs: 3_600_000 }
+      const a = [await s.backoff('b', policy), await s.backoff('b', policy)]
+      expect(a.map((r) => [r.allowed, r.count, r.retryMs])).toEqual([
+        [true, 1, 0],
+        [true, 2, 0],
+      ])
+      const refused = await s.backoff('b', policy)
+      expect(refused.allowed).toBe(false)
+      expect(refused.count).toBe(2) // a refused attempt is not counted
+      expect(refused.retryMs).toBeGreaterThan(50_000)
+      expect(refused.retryMs).toBeLessThanOrEqual(60_000)
+      await s.reset('b')
+      expect((await s.backoff('b', policy)).allowed).toBe(true)
+    })
+
+    test('backoff: the wait doubles per attempt past the free ones and stops at maxMs', async () => {
+      const s = make()
+      // 100 ms, then 200 ms, then capped at 300 ms (not 400): awaited as conditions, not slept.
+      // Each wait is read right after the attempt it follows; the margins are 100 ms.
+      const policy = { free: 1, baseMs: 100, maxMs: 300, windowMs: 60_000 }
+      expect((await s.backoff('d', policy)).allowed).toBe(true)
+      const waits: number[] = []
+      for (let i = 0; i < 3; i++) {
+        const r = await s.backoff('d', policy)
+        expect(r.allowed).toBe(false)
+        waits.push(r.retryMs)
+        await until(async () => (await s.backoff('d', policy)).allowed, `attempt ${i + 2}`, 5_000, 5)
+      }
+      expect(waits[0]).toBeLessThanOrEqual(100)
+      expect(waits[1]).toBeGreaterThan(100)
+      expect(waits[1]).toBeLessThanOrEqual(200)
+      expect(waits[2]).toBeGreaterThan(200)
+      expect(waits[2]).toBeLessThanOrEqual(300)
+    })
+
+    test('backoff: concurrent attempts are counted one by one (no more than `free` get through at once)', async () => {
+      const s = make()
+      const rs = await Promise.all(Array.from({ length: 30 }, () => s.backoff('cc', { free: 5, baseMs: 60_000, maxMs: 60_000, windowMs: 60_000 })))
+      expect(rs.filter((r) => r.allowed).length).toBe(5)
+    })
+
+    test('backoff: a key is forgotten windowMs after its last attempt', async () => {
+      const s = make()
+      const policy = { free: 1, baseMs: 60_000, maxMs: 60_000, windowMs: 40 }
+      expect((await s.backoff('f', policy)).allowed).toBe(true)
+      expect((await s.backoff('f', policy)).allowed).toBe(false)
+      await until(async () => (await s.backoff('f', policy)).allowed, 'the key to be forgotten', 5_000)
+    })
   })
 }
+
+describe('rate limit store: memory bound', () => {
+  test('holds at most maxKeys keys: expired ones go first, then the oldest; the newest are kept', async () => {
+    const s = new MemoryRateLimitStore(100)
+    for (let i = 0; i < 50; i++) await s.hold(`gone${i}`, 1)
+    await until(async () => (await s.peek('gone49')).count === 0, 'the holds to expire', 5_000)
+    for (let i = 0; i < 1000; i++) await s.backoff(`k${i}`, { free: 1, baseMs: 60_000, maxMs: 60_000, windowMs: 60_000 })
+    expect(s.size).toBeLessThanOrEqual(100)
+    expect((await s.peek('gone0')).count).toBe(0)
+    // The most recent keys still count.
+    expect((await s.backoff('k999', { free: 1, baseMs: 60_000, maxMs: 60_000, windowMs: 60_000 })).allowed).toBe(false)
+  })
+})
 
 const entry = (body: string, ttlMs = 60_000) => ({ body, etag: `W/"${body}"`, contentType: 'application/json', expiresAt: Date.now() + ttlMs })
 

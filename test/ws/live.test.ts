@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import { ServerMessage } from '../../src/ws/protocol.ts'
 import { testServer, type TestServer } from '../support/app.ts'
 import { wsClient } from '../support/ws.ts'
 import { beaconFeature } from './beacon.ts'
@@ -200,5 +202,73 @@ describe('events', () => {
     expect(sent).toBeLessThan(400) // closed long before everything was sent
     expect(process.memoryUsage().rss - rssBefore).toBeLessThan(64 * 1024 * 1024)
     sock.end()
+  })
+})
+
+describe('frames on the wire', () => {
+  /** A client that keeps every frame exactly as it arrived (the shared client parses them). */
+  async function rawClient(token: string) {
+    const ws = new WebSocket(t.url.replace(/^http/, 'ws') + '/ws', { headers: { authorization: `Bearer ${token}` } } as unknown as string[])
+    const frames: (string | ArrayBuffer | Blob)[] = []
+    const waiters: { pred: (m: any) => boolean; resolve: (m: any) => void }[] = []
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => (ws.onclose = (e) => resolve({ code: e.code, reason: e.reason })))
+    ws.onmessage = (e) => {
+      frames.push(e.data)
+      let m: unknown
+      try {
+        m = typeof e.data === 'string' ? JSON.parse(e.data) : undefined
+      } catch {
+        return
+      }
+      for (const w of [...waiters]) if (w.pred(m)) waiters.splice(waiters.indexOf(w), 1), w.resolve(m)
+    }
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => resolve()
+      ws.onerror = () => reject(new Error('WebSocket failed to open'))
+    })
+    const next = (pred: (m: any) => boolean) =>
+      new Promise<any>((resolve) => waiters.push({ pred: (m) => typeof m === 'object' && m !== null && pred(m), resolve }))
+    const ask = (msg: unknown, pred: (m: any) => boolean) => {
+      const p = next(pred)
+      ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg))
+      return p
+    }
+    return { ws, frames, closed, next, ask }
+  }
+
+  test('every frame of a subscribe/unsubscribe/ping/bad-message/rate-limited session is a protocol message', async () => {
+    const u = await t.user()
+    const other = await t.user()
+    const c = await rawClient(u.token)
+    const topic = `user:${u.id}`
+    expect(await c.ask({ op: 'subscribe', topic, id: 's1' }, (m) => m.op === 'ack' && m.id === 's1')).toMatchObject({ for: 'subscribe', topic })
+    const events = c.next((m) => m.op === 'event' && m.data.n === 1)
+    await emit(topic, 2)
+    await events
+    expect(await c.ask({ op: 'subscribe', topic, id: 's2' }, (m) => m.op === 'ack' && m.id === 's2')).toMatchObject({ for: 'subscribe', topic })
+    expect(await c.ask({ op: 'subscribe', topic: `user:${other.id}`, id: 's3' }, (m) => m.id === 's3')).toMatchObject({ op: 'error', code: 'forbidden' })
+    expect(await c.ask({ op: 'unsubscribe', topic, id: 'u1' }, (m) => m.id === 'u1')).toEqual({ op: 'ack', for: 'unsubscribe', id: 'u1', topic })
+    expect(await c.ask({ op: 'ping', id: 'p1' }, (m) => m.id === 'p1')).toEqual({ op: 'pong', id: 'p1' })
+    expect(await c.ask('not json', (m) => m.op === 'error')).toMatchObject({ code: 'bad_message' })
+    expect(await c.ask({ op: 'nope' }, (m) => m.op === 'error')).toMatchObject({ code: 'bad_message' })
+    // A flood: pongs, then rate_limited errors, then (sustained) the server closes with 1008.
+    // Every frame sent before the close has arrived once `closed` resolves.
+    const limited = c.next((m) => m.op === 'error' && m.code === 'rate_limited')
+    for (let i = 0; i < 200 && c.ws.readyState === WebSocket.OPEN; i++) c.ws.send(JSON.stringify({ op: 'ping', id: `f${i}` }))
+    await limited
+    expect((await c.closed).code).toBe(1008)
+
+    const check = TypeCompiler.Compile(ServerMessage)
+    const bad = c.frames.filter((f) => {
+      if (typeof f !== 'string') return true
+      try {
+        const m = JSON.parse(f)
+        return typeof m !== 'object' || m === null || !check.Check(m)
+      } catch {
+        return true
+      }
+    })
+    expect(bad).toEqual([])
+    expect(c.frames.length).toBeGreaterThan(10)
   })
 })

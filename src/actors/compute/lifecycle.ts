@@ -104,7 +104,8 @@ async function handle<R extends ComputeCore, C, P>(
     // The runtime checked `fields` against this kind's own create schema when it was sent.
     const row = hooks.build(ctx.id, msg.ownerId, msg.fields as C, new Date())
     checkImage(row.image, settings.images)
-    await requireEngine(settings).checkPlacement(row.runtime, row.resources.gpu)
+    // What the engine cannot run is a 422 now, not an ERROR after a 201 (cores, memory, GPU).
+    await requireEngine(settings).checkPlacement(row.runtime, row.resources)
     const t = new Turn(ctx, hooks.kind, settings, row)
     const data: StatusEvent = { kind: hooks.kind, id: row.id, name: row.name, status: 'CREATING', previous: null, reason: null, at: t.now.toISOString() }
     t.emit('status', data)
@@ -127,7 +128,8 @@ async function handle<R extends ComputeCore, C, P>(
   /** From CREATING, STOPPED or ERROR (start and restart alike): checks, quota, STARTING, then boot. */
   const beginStart = async () => {
     requireEngine(settings)
-    await t.engine.checkPlacement(t.row.runtime, t.row.resources.gpu)
+    // Again at each start: the engine may have changed since the entity was created.
+    await t.engine.checkPlacement(t.row.runtime, t.row.resources)
     await t.claimQuota(t.row.resources)
     t.transition('STARTING', null, { lifecycle: {} })
     ctx.self.tell({ type: 'boot' })
@@ -259,7 +261,7 @@ async function handle<R extends ComputeCore, C, P>(
       switch (t.row.status) {
         case 'RUNNING':
           requireEngine(settings)
-          await t.engine.checkPlacement(t.row.runtime, resources.gpu)
+          await t.engine.checkPlacement(t.row.runtime, resources)
           await t.claimQuota(resources)
           t.transition('STOPPING', null, { lifecycle: { pending: 'resize', pendingResources: resources, stopCause: 'user' } })
           ctx.self.tell({ type: 'halt' })
@@ -268,7 +270,7 @@ async function handle<R extends ComputeCore, C, P>(
         case 'ERROR':
         case 'CREATING':
           // Applied to the container when it next starts (boot updates the limits first).
-          if (resources.gpu) await t.engine.checkPlacement(t.row.runtime, true)
+          await t.engine.checkPlacement(t.row.runtime, resources)
           t.set({ resources })
           t.updated({ resources })
           return done()
@@ -289,7 +291,7 @@ async function handle<R extends ComputeCore, C, P>(
         throw new AppError('conflict', `stop the ${label.toLowerCase()} before changing its image or resources`, { status: 409 })
       }
       checkImage(next.image, settings.images)
-      if (next.resources.gpu && !t.row.resources.gpu) await t.engine.checkPlacement(next.runtime, true)
+      if (JSON.stringify(next.resources) !== JSON.stringify(t.row.resources)) await t.engine.checkPlacement(next.runtime, next.resources)
       t.set(next)
       t.updated(patch as Record<string, unknown>)
       return done()

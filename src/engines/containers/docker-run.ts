@@ -9,7 +9,7 @@ import { mapEngineError, oomReason, statusOf } from './docker-errors.ts'
 import { awaitCreated, bindMount, chunks, engineCall, inspectRaw, NEVER } from './docker-io.ts'
 import { LABELS, checkRef, containerName, hardenedHostConfig, labelsFor } from './docker-spec.ts'
 import { LogDecoder } from './docker-streams.ts'
-import { checkEnv, checkImage, checkResources, type ContainerEngine, type ContainerRef, type RunOptions, type RunResult, type RunSpec } from './engine.ts'
+import { checkEnv, checkImage, checkResources, type ContainerEngine, type ContainerRef, type LogCut, type LogLine, type RunOptions, type RunResult, type RunSpec } from './engine.ts'
 
 /** What a job needs of the engine that runs it. */
 export interface JobEngine extends Pick<ContainerEngine, 'checkPlacement' | 'remove'> {
@@ -18,6 +18,10 @@ export interface JobEngine extends Pick<ContainerEngine, 'checkPlacement' | 'rem
   user: string
   stopTimeoutSeconds: number
   pidsLimit: number
+  /** CONTAINER_LOG_LINE_MAX_BYTES: longer lines reach onLine in pieces. */
+  maxLineBytes: number
+  /** Told of output dropped past RunOptions.maxOutputBytes (a metric). */
+  onLogDropped: (bytes: number) => void
 }
 
 export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions = {}): Promise<RunResult> {
@@ -27,7 +31,7 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
   checkImage(spec.image, engine.images)
   const env = checkEnv(spec.env)
   if (spec.command.length === 0) throw new UnprocessableError('a run needs a command')
-  const runtime = await engine.checkPlacement(spec.runtime, resources.gpu ?? false)
+  const runtime = await engine.checkPlacement(spec.runtime, resources)
   const ref: ContainerRef = { kind: 'run', entityId: spec.entityId }
   const name = containerName('run', spec.entityId)
   const mounts: Dockerode.MountSettings[] = []
@@ -64,6 +68,7 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
   const c = docker.getContainer(name)
   let cancelled = false
   let timedOut = false
+  let droppedOutputBytes = 0
   const kill = () => {
     c.kill().catch(() => {
       // 409 (not running) or 404 (gone): it has already stopped, which is the goal.
@@ -97,9 +102,18 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
         if (cancelled || timedOut) kill()
       }
       const logs = await engineCall('other', () => c.logs({ stdout: true, stderr: true, timestamps: true, follow: true }))
-      const decoder = new LogDecoder(true)
-      for await (const chunk of chunks(logs)) for (const line of decoder.push(chunk)) opts.onLine?.(line)
-      for (const line of decoder.end()) opts.onLine?.(line)
+      const decoder = new LogDecoder(true, { maxLineBytes: engine.maxLineBytes, maxBytes: opts.maxOutputBytes })
+      const deliver = (items: Array<LogLine | LogCut>) => {
+        for (const item of items) {
+          if (!('cut' in item)) opts.onLine?.(item)
+          else if (!item.final) opts.onOutputCut?.(item)
+        }
+      }
+      // Read to the end even past the budget (only counting): the stream's end is the job's.
+      for await (const chunk of chunks(logs)) deliver(decoder.push(chunk))
+      deliver(decoder.end())
+      droppedOutputBytes = decoder.droppedBytes
+      if (droppedOutputBytes > 0) engine.onLogDropped(droppedOutputBytes)
     }
     const waited = cancelled ? null : ((await engineCall('other', () => c.wait({ condition: 'not-running' }))) as { StatusCode?: number })
     const final = await inspectRaw(docker, name)
@@ -112,7 +126,7 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
     else if (oomKilled) error = oomReason(resources.memory)
     else if (final?.State.Error) error = final.State.Error
     else if (exitCode !== 0) error = `the job exited with code ${exitCode}`
-    return { exitCode, oomKilled, cancelled, timedOut, error, durationMs: Date.now() - started }
+    return { exitCode, oomKilled, cancelled, timedOut, error, durationMs: Date.now() - started, droppedOutputBytes }
   } finally {
     clearTimeout(timer)
     opts.signal?.removeEventListener('abort', onAbort)

@@ -8,6 +8,7 @@
  * container name, the loser gets 409 and adopts the winner's container.
  */
 import Dockerode from 'dockerode'
+import type DockerModem from 'docker-modem'
 import { isAbsolute } from 'node:path'
 import { ConflictError, NotFoundError, ServiceUnavailableError, UnprocessableError } from '../../core/errors.ts'
 import { mapEngineError, oomReason, statusOf } from './docker-errors.ts'
@@ -18,6 +19,7 @@ import {
   checkResources,
   ENGINE_UNAVAILABLE,
   type ContainerEngine,
+  type ContainerKind,
   type ContainerResources,
   type ContainerEvent,
   type ContainerRef,
@@ -31,7 +33,10 @@ import {
   type ExecOptions,
   type ExecSession,
   type ListFilter,
+  type LogCut,
   type LogLine,
+  type LogTail,
+  type PlacementNeeds,
   type RunOptions,
   type RunResult,
   type RunSpec,
@@ -61,7 +66,27 @@ export interface DockerEngineOptions {
   pingTimeoutMs?: number
   /** How long the engine's runtimes list is trusted before it is asked again. Default 30000. */
   infoTtlMs?: number
+  /** Bounds on container output read into the server (see DEFAULT_LOG_LIMITS). */
+  logs?: Partial<ContainerLogLimits>
+  /** Told of output dropped past a budget (for a metric), per kind of container. */
+  onLogDropped?: (bytes: number, kind: ContainerKind) => void
 }
+
+/** How much container output the server reads in: per line, per tail request, per follow. */
+export interface ContainerLogLimits {
+  /** CONTAINER_LOG_LINE_MAX_BYTES: a longer line comes in pieces of this size (LogLine.partial). */
+  lineMaxBytes: number
+  /** CONTAINER_LOG_TAIL_MAX_BYTES: the most recent output `logs` returns at most. */
+  tailMaxBytes: number
+  /** CONTAINER_LOG_FOLLOW_MAX_BYTES: output one `followLogs` delivers before it only counts. */
+  followMaxBytes: number
+}
+
+/** The defaults of ContainerLogLimits (documented with their variables in the README). */
+export const DEFAULT_LOG_LIMITS: ContainerLogLimits = { lineMaxBytes: 16 * 1024, tailMaxBytes: 1024 * 1024, followMaxBytes: 64 * 1024 * 1024 }
+
+/** Bytes a line stands for in a budget: its text and, when complete, its newline. */
+const lineBytes = (l: LogLine): number => Buffer.byteLength(l.line) + (l.partial ? 0 : 1)
 
 const STATES: readonly ContainerState[] = ['created', 'running', 'paused', 'restarting', 'removing', 'exited', 'dead']
 
@@ -77,6 +102,8 @@ export class DockerEngine implements ContainerEngine {
   private readonly stopTimeoutSeconds: number
   private readonly pingTimeoutMs: number
   private readonly infoTtlMs: number
+  private readonly logLimits: ContainerLogLimits
+  private readonly onLogDropped: (bytes: number, kind: ContainerKind) => void
   private cachedInfo: { info: EngineInfo; at: number } | null = null
 
   constructor(opts: DockerEngineOptions) {
@@ -88,11 +115,14 @@ export class DockerEngine implements ContainerEngine {
     this.stopTimeoutSeconds = opts.stopTimeoutSeconds ?? 10
     this.pingTimeoutMs = opts.pingTimeoutMs ?? 3000
     this.infoTtlMs = opts.infoTtlMs ?? 30_000
+    this.logLimits = { ...DEFAULT_LOG_LIMITS, ...opts.logs }
+    this.onLogDropped = opts.onLogDropped ?? (() => {})
     if (this.images.length === 0) throw new Error('images must list at least one allowed image')
     if (this.pidsLimit <= 0) throw new Error('pidsLimit must be > 0')
     if (this.stopTimeoutSeconds < 0) throw new Error('stopTimeoutSeconds must be >= 0')
     if (/^(0|root)(:|$)/.test(this.user)) throw new Error('user must not be root: containers always run as a non-root user')
     if (!isAbsolute(this.home)) throw new Error('home must be an absolute path')
+    for (const [k, v] of Object.entries(this.logLimits)) if (!Number.isInteger(v) || v < 16) throw new Error(`logs.${k} must be an integer >= 16`)
     const modem = modemOptions(opts.host)
     this.docker = new Dockerode(modem)
     this.pingTarget = pingTarget(modem)
@@ -146,20 +176,28 @@ export class DockerEngine implements ContainerEngine {
     return this.info()
   }
 
-  async checkPlacement(runtime: string | null | undefined, gpu: boolean): Promise<string> {
+  /**
+   * Capacity is checked here, before anything is recorded: the engine itself refuses more
+   * cores than it has only when the container is created (`Range of CPUs is from 0.01 to
+   * 2.00`), which reached the user as a workstation gone to ERROR after a 201 (issue 14,
+   * item 14), and it accepts a memory limit above the host's, which then never holds.
+   */
+  async checkPlacement(runtime: string | null | undefined, needs: PlacementNeeds): Promise<string> {
     const name = runtime ?? this.defaultRuntime
     let caps = await this.capabilities()
-    if (!caps.runtimes.includes(name) || (gpu && !caps.nvidia)) caps = await this.capabilities(true)
-    if (!caps.runtimes.includes(name)) {
+    if (placementRefusals(caps, name, needs).length > 0) caps = await this.capabilities(true)
+    const refusals = placementRefusals(caps, name, needs)
+    if (refusals.length === 0) return name
+    if (refusals[0]!.field === 'runtime') {
       const offered = caps.runtimes.filter((r) => !r.startsWith('io.containerd.'))
       throw new UnprocessableError(`runtime ${JSON.stringify(name)} is not available on this container engine (available: ${offered.join(', ')})`, [
         { field: 'runtime', message: 'not available on this engine' },
       ])
     }
-    if (gpu && !caps.nvidia) {
-      throw new UnprocessableError('no GPU is available on this engine: it has no NVIDIA runtime', [{ field: 'resources.gpu', message: 'no GPU is available' }])
+    if (refusals.length === 1 && refusals[0]!.field === 'resources.gpu') {
+      throw new UnprocessableError('no GPU is available on this engine: it has no NVIDIA runtime', refusals)
     }
-    return name
+    throw new UnprocessableError(refusals.map((r) => `${r.field.replace('resources.', '')}: ${r.message}`).join('; '), refusals)
   }
 
   // ---- lifecycle ----------------------------------------------------------------------
@@ -169,7 +207,7 @@ export class DockerEngine implements ContainerEngine {
     const resources = checkResources(spec.resources)
     checkImage(spec.image, this.images)
     const env = checkEnv(spec.env)
-    const runtime = await this.checkPlacement(spec.runtime, resources.gpu ?? false)
+    const runtime = await this.checkPlacement(spec.runtime, resources)
     const name = containerName(spec.kind, spec.entityId)
 
     const existing = await inspectRaw(this.docker, name)
@@ -302,7 +340,7 @@ export class DockerEngine implements ContainerEngine {
         { field: 'resources.gpu', message: 'cannot change on an existing container' },
       ])
     }
-    if (r.gpu) await this.checkPlacement(info.HostConfig.Runtime, true)
+    await this.checkPlacement(info.HostConfig.Runtime, r)
     const memory = r.memory * 1024 * 1024
     await engineCall('update', () =>
       this.docker.getContainer(name).update({ Memory: memory, MemorySwap: memory, NanoCpus: Math.round(r.cpu * 1e9) }),
@@ -312,21 +350,67 @@ export class DockerEngine implements ContainerEngine {
 
   // ---- observation --------------------------------------------------------------------
 
-  async logs(ref: ContainerRef, opts: { tail?: number } = {}): Promise<LogLine[]> {
-    const buf = await engineCall('other', () =>
-      this.container(ref).logs({ stdout: true, stderr: true, timestamps: true, follow: false, tail: opts.tail ?? 100 }),
-    )
-    const decoder = new LogDecoder(true)
-    return [...decoder.push(Buffer.isBuffer(buf) ? buf : Buffer.from(buf as unknown as string)), ...decoder.end()]
+  async logs(ref: ContainerRef, opts: { tail?: number; maxBytes?: number } = {}): Promise<LogTail> {
+    const maxBytes = opts.maxBytes ?? this.logLimits.tailMaxBytes
+    // As a stream even without follow: dockerode would gather the whole answer in memory, and
+    // `tail` counts the engine's messages (16 KiB each at most), not bytes.
+    const stream = await this.logStream(ref, { follow: false, tail: opts.tail ?? 100 })
+    const decoder = new LogDecoder(true, { maxLineBytes: this.logLimits.lineMaxBytes })
+    // The newest lines within the budget: the oldest leave first.
+    const kept: LogLine[] = []
+    let head = 0
+    let bytes = 0
+    let dropped = 0
+    const keep = (items: Array<LogLine | LogCut>) => {
+      for (const l of items) {
+        if ('cut' in l) continue
+        kept.push(l)
+        bytes += lineBytes(l)
+        while (bytes > maxBytes && head < kept.length) {
+          const old = lineBytes(kept[head]!)
+          bytes -= old
+          dropped += old
+          head++
+        }
+        if (head > 1024 && head * 2 > kept.length) kept.splice(0, head), (head = 0)
+      }
+    }
+    for await (const chunk of chunks(stream)) keep(decoder.push(chunk))
+    keep(decoder.end())
+    if (dropped > 0) this.onLogDropped(dropped, ref.kind)
+    return { lines: kept.slice(head), droppedBytes: dropped }
   }
 
-  async *followLogs(ref: ContainerRef, opts: { tail?: number; signal?: AbortSignal } = {}): AsyncGenerator<LogLine> {
-    const stream = await engineCall('other', () =>
-      this.container(ref).logs({ stdout: true, stderr: true, timestamps: true, follow: true, tail: opts.tail ?? 100 }),
+  async *followLogs(ref: ContainerRef, opts: { tail?: number; signal?: AbortSignal; maxBytes?: number } = {}): AsyncGenerator<LogLine | LogCut> {
+    const stream = await this.logStream(ref, { follow: true, tail: opts.tail ?? 100 })
+    const decoder = new LogDecoder(true, { maxLineBytes: this.logLimits.lineMaxBytes, maxBytes: opts.maxBytes ?? this.logLimits.followMaxBytes })
+    try {
+      for await (const chunk of chunks(stream, opts.signal)) yield* decoder.push(chunk)
+      yield* decoder.end()
+    } finally {
+      if (decoder.droppedBytes > 0) this.onLogDropped(decoder.droppedBytes, ref.kind)
+    }
+  }
+
+  /** The container's log as a response stream (dockerode streams only with follow). */
+  private logStream(ref: ContainerRef, opts: { follow: boolean; tail: number }): Promise<NodeJS.ReadableStream> {
+    const name = containerName(ref.kind, ref.entityId)
+    return engineCall(
+      'other',
+      () =>
+        new Promise<NodeJS.ReadableStream>((resolve, reject) => {
+          ;(this.docker.modem as DockerModem).dial(
+            {
+              path: `/containers/${name}/logs?`,
+              method: 'GET',
+              isStream: true,
+              statusCodes: { 200: true, 404: 'no such container', 500: 'server error' },
+              options: { stdout: true, stderr: true, timestamps: true, follow: opts.follow, tail: opts.tail },
+            },
+            (err, data) => (err ? reject(err) : resolve(data as NodeJS.ReadableStream)),
+          )
+        }),
     )
-    const decoder = new LogDecoder(true)
-    for await (const chunk of chunks(stream, opts.signal)) yield* decoder.push(chunk)
-    yield* decoder.end()
   }
 
   async stats(ref: ContainerRef): Promise<ContainerStats> {
@@ -413,7 +497,9 @@ export class DockerEngine implements ContainerEngine {
       user: this.user,
       stopTimeoutSeconds: this.stopTimeoutSeconds,
       pidsLimit: this.pidsLimit,
-      checkPlacement: (runtime: string | null | undefined, gpu: boolean) => this.checkPlacement(runtime, gpu),
+      maxLineBytes: this.logLimits.lineMaxBytes,
+      onLogDropped: (bytes: number) => this.onLogDropped(bytes, 'run'),
+      checkPlacement: (runtime: string | null | undefined, needs: PlacementNeeds) => this.checkPlacement(runtime, needs),
       remove: (ref: ContainerRef, o?: { keepVolume?: boolean }) => this.remove(ref, o),
     }
     return runJob(job, spec, opts)
@@ -452,3 +538,21 @@ export class DockerEngine implements ContainerEngine {
   }
 }
 
+
+const MB = 1024 * 1024
+
+/** What `needs` asks beyond what the engine has, one detail per field (the runtime first). */
+function placementRefusals(caps: EngineInfo, runtime: string, needs: PlacementNeeds): { field: string; message: string }[] {
+  if (!caps.runtimes.includes(runtime)) return [{ field: 'runtime', message: 'not available on this engine' }]
+  const out: { field: string; message: string }[] = []
+  // 0 means the engine did not say; nothing to check against then.
+  if (needs.cpu !== undefined && caps.cpus > 0 && needs.cpu > caps.cpus) {
+    out.push({ field: 'resources.cpu', message: `${needs.cpu} cores requested, the container engine has ${caps.cpus}` })
+  }
+  const memoryMb = Math.floor(caps.memoryBytes / MB)
+  if (needs.memory !== undefined && memoryMb > 0 && needs.memory > memoryMb) {
+    out.push({ field: 'resources.memory', message: `${needs.memory} MB requested, the container engine has ${memoryMb} MB` })
+  }
+  if (needs.gpu && !caps.nvidia) out.push({ field: 'resources.gpu', message: 'no GPU is available' })
+  return out
+}

@@ -154,6 +154,42 @@ export interface LogLine {
   line: string
   /** The engine's timestamp for the line. */
   at: Date | null
+  /**
+   * Set when the line was longer than the engine's line limit (CONTAINER_LOG_LINE_MAX_BYTES):
+   * this piece holds that many bytes, and the line goes on in the stream's next LogLine.
+   */
+  partial?: true
+}
+
+/**
+ * A log read ran past its byte budget (`maxBytes`): output after this point is counted, not
+ * decoded. Yielded once when the budget runs out (`final: false`), and once more when the
+ * read ends (`final: true`, the total count).
+ */
+export interface LogCut {
+  cut: true
+  /** The budget that ran out. */
+  maxBytes: number
+  /** Bytes of output dropped so far (the total when `final`). */
+  droppedBytes: number
+  final: boolean
+}
+
+/** The last lines of a container's output, within a byte budget (the oldest go first). */
+export interface LogTail {
+  lines: LogLine[]
+  /** Bytes of older output left out to stay within the budget. */
+  droppedBytes: number
+}
+
+/**
+ * Capacity a container asks of the engine: cores, memory (MB) and a GPU, each checked
+ * against what the engine has when given.
+ */
+export interface PlacementNeeds {
+  cpu?: number
+  memory?: number
+  gpu?: boolean
 }
 
 /** A process started inside a running container with a TTY: a terminal. */
@@ -194,8 +230,15 @@ export interface RunSpec {
 }
 
 export interface RunOptions {
-  /** Called for every complete line the job writes, in order per stream. */
+  /** Called for every line the job writes (or piece of a long one, see LogLine.partial), in order per stream. */
   onLine?: (line: LogLine) => void
+  /**
+   * Bytes of output decoded at most; the rest is only counted (RunResult.droppedOutputBytes).
+   * Default: no budget (memory stays bounded by the line limit all the same).
+   */
+  maxOutputBytes?: number
+  /** Called once, in order with onLine, when maxOutputBytes runs out. */
+  onOutputCut?: (cut: LogCut) => void
   /** Abort to cancel: the container is killed and the result says `cancelled`. */
   signal?: AbortSignal
   /** Kill the job after this long; the result says `timedOut`. */
@@ -210,6 +253,8 @@ export interface RunResult {
   /** A reason a user can act on when the job failed. */
   error: string | null
   durationMs: number
+  /** Bytes of output past maxOutputBytes, counted and dropped. */
+  droppedOutputBytes: number
 }
 
 export type ContainerEventAction = 'start' | 'die' | 'stop' | 'destroy' | 'oom'
@@ -251,12 +296,13 @@ export interface ContainerEngine {
   ping(): Promise<void>
   info(): Promise<EngineInfo>
   /**
-   * Can the engine run a container under `runtime` (null: its default) with a GPU or not?
-   * A clear 422 naming the field when it cannot, so a caller can refuse before it records
-   * anything; returns the runtime's name. The engine's capabilities are cached briefly, and
-   * asked again before a refusal.
+   * Can the engine run a container under `runtime` (null: its default) with these needs: no
+   * more cores or memory than the engine has, a GPU only where there is one? A clear 422
+   * naming each field it cannot honour (`resources.cpu`, `resources.memory`, `resources.gpu`,
+   * `runtime`), so a caller can refuse before it records anything; returns the runtime's name.
+   * The engine's capabilities are cached briefly, and asked again before a refusal.
    */
-  checkPlacement(runtime: string | null | undefined, gpu: boolean): Promise<string>
+  checkPlacement(runtime: string | null | undefined, needs: PlacementNeeds): Promise<string>
   /**
    * Create the container and its home volume unless they exist; never starts it. An
    * existing container is returned as it is (a changed image or runtime means remove and
@@ -274,9 +320,17 @@ export interface ContainerEngine {
   inspect(ref: ContainerRef): Promise<ContainerStatus>
   /** New cpu/memory limits (resize); gpu cannot change on an existing container. */
   updateLimits(ref: ContainerRef, resources: ContainerResources): Promise<ContainerStatus>
-  logs(ref: ContainerRef, opts?: { tail?: number }): Promise<LogLine[]>
-  /** The last `tail` lines, then new ones as they come, until the container stops or `signal` aborts. */
-  followLogs(ref: ContainerRef, opts?: { tail?: number; signal?: AbortSignal }): AsyncIterable<LogLine>
+  /**
+   * The last `tail` lines, at most `maxBytes` of them (default: the engine's tail budget); the
+   * engine's response is read as a stream, so memory stays within the budget and one line.
+   */
+  logs(ref: ContainerRef, opts?: { tail?: number; maxBytes?: number }): Promise<LogTail>
+  /**
+   * The last `tail` lines, then new ones as they come, until the container stops or `signal`
+   * aborts. Past `maxBytes` of output (default: the engine's follow budget) a LogCut is
+   * yielded and the rest only counted; a final LogCut gives the total when it ends.
+   */
+  followLogs(ref: ContainerRef, opts?: { tail?: number; signal?: AbortSignal; maxBytes?: number }): AsyncIterable<LogLine | LogCut>
   stats(ref: ContainerRef): Promise<ContainerStats>
   /** A TTY process in a running container (a terminal). */
   exec(ref: ContainerRef, opts: ExecOptions): Promise<ExecSession>

@@ -1,13 +1,17 @@
 /**
  * Rate limits, answered with 429, Retry-After and the RateLimit-* headers
  * (draft-ietf-httpapi-ratelimit-headers). The API limit counts per user, or per client IP
- * for anonymous calls; the auth limit (register, login, refresh) counts per IP.
+ * for anonymous calls; each credential endpoint (register, login, refresh) has a budget of
+ * its own per client source — one budget for all three let a tab that refreshes its token
+ * lock its user out of logging in. Failed logins are throttled apart from these request
+ * budgets (src/auth/login-throttle.ts).
  */
 import type { Elysia } from 'elysia'
 import { RateLimitedError } from '../../core/errors.ts'
 import { MemoryRateLimitStore, type RateLimitResult } from '../../store/rate-limit.ts'
 import { principalOf, type HttpDeps } from '../context.ts'
 import type { Principal } from '../../auth/principal.ts'
+import { sourceOf } from '../../auth/login-throttle.ts'
 
 // Header values are small numbers that repeat: the limit on every request, the seconds to
 // the reset within a window; remember their text rather than make it per request.
@@ -64,8 +68,11 @@ export function apiRateLimit(deps: HttpDeps) {
     })
 }
 
-/** The stricter limit for credential endpoints, per client IP. */
-export function authRateLimit(deps: HttpDeps, request: Request, set: { headers: unknown }) {
-  const { windowMs, max } = deps.config.authRateLimit
-  return take(deps, 'auth', `auth:ip:${deps.frame.clientIp(request)}`, windowMs, max, set)
+/**
+ * The stricter limit of a credential endpoint, per client source (an IP; an IPv6 /64), with a
+ * budget and key of each endpoint's own (AUTH_LOGIN_/AUTH_REGISTER_/AUTH_REFRESH_RATE_LIMIT_*).
+ */
+export function authRateLimit(deps: HttpDeps, endpoint: 'login' | 'register' | 'refresh', request: Request, set: { headers: unknown }) {
+  const { windowMs, max } = deps.config.authRateLimit[endpoint]
+  return take(deps, `auth_${endpoint}`, `auth:${endpoint}:${sourceOf(deps.frame.clientIp(request))}`, windowMs, max, set)
 }

@@ -61,7 +61,17 @@ export namespace ComputeApiModel {
     pids: t.Integer(),
     at: t.String(),
   })
-  export const logs = t.Object({ lines: t.Array(t.Object({ stream: t.Union([t.Literal('stdout'), t.Literal('stderr')]), line: t.String(), at: t.Union([t.String(), t.Null()]) })) })
+  export const logs = t.Object({
+    lines: t.Array(
+      t.Object({
+        stream: t.Union([t.Literal('stdout'), t.Literal('stderr')]),
+        line: t.String(),
+        at: t.Union([t.String(), t.Null()]),
+        partial: t.Optional(t.Literal(true, { description: 'The line was longer than CONTAINER_LOG_LINE_MAX_BYTES: it goes on in the next line of the stream' })),
+      }),
+    ),
+    droppedBytes: t.Integer({ minimum: 0, description: 'Bytes of older output left out to stay within CONTAINER_LOG_TAIL_MAX_BYTES' }),
+  })
   export const deleted = t.Object({ id: t.String(), deleted: t.Literal(true) })
   export const logsQuery = t.Object({ tail: t.Optional(t.Integer({ minimum: 0, maximum: 10_000, default: 100 })) })
 }
