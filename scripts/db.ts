@@ -20,7 +20,10 @@ if (command === 'reset' && config.isProduction) {
   process.exit(1)
 }
 
-const embedded = config.databaseUrl ? undefined : await startEmbedded({ dir: join(resolve(config.dataDir), 'postgres') })
+// A server running on the same DATA_DIR keeps its embedded PostgreSQL: the script uses it
+// (attach) and leaves it running; otherwise the script starts the cluster and stops it after.
+const embedded = config.databaseUrl ? undefined : await startEmbedded({ dir: join(resolve(config.dataDir), 'postgres'), attach: true })
+if (embedded?.attached) console.log('using the embedded PostgreSQL of the server running on this DATA_DIR (left running)')
 const sql = connect(config.databaseUrl ?? embedded!.url, { max: 2, name: 'quadrax-db-script' })
 try {
   if (command === 'reset') {

@@ -18,6 +18,7 @@ const Bool = (def: boolean) => T.Boolean({ default: def })
 const EnvSchema = T.Object({
   PORT: Int({ default: 3001, maximum: 65535 }),
   HOST: Str('0.0.0.0'),
+  REUSE_PORT: Bool(false),
   NODE_ENV: T.Union([T.Literal('development'), T.Literal('production'), T.Literal('test')], { default: 'development' }),
   FRONTEND_URL: Str('http://localhost:5173'),
 
@@ -43,6 +44,17 @@ const EnvSchema = T.Object({
   DATAKIT_DUCKDB_MEMORY_LIMIT: T.String({ default: '1GB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\\s*$' }),
   DATAKIT_PROFILE_CONCURRENCY: Int({ default: 1, minimum: 1, maximum: 64 }),
   DATAKIT_QUERY_CONCURRENCY: Int({ default: 2, minimum: 1, maximum: 64 }),
+  DATAKIT_QUERY_CONCURRENCY_PER_USER: Int({ default: 1, minimum: 1, maximum: 64 }),
+  DATAKIT_QUERY_QUEUE_PER_USER: Int({ default: 16, minimum: 1, maximum: 10_000 }),
+  DATAKIT_QUERY_MEMORY_MB: Int({ default: 512, minimum: 128 }),
+  DATAKIT_QUERY_MAX_BYTES: T.String({ default: '8MB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
+  DATAKIT_EXPORT_MAX_BYTES: T.String({ default: '1GB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
+  DATAKIT_PROFILE_CONCURRENCY_PER_USER: Int({ default: 1, minimum: 1, maximum: 64 }),
+  DATAKIT_PROFILE_MEMORY_MB: Int({ default: 1024, minimum: 128 }),
+  DATAKIT_PROFILE_TIMEOUT_MS: Int({ default: 120_000, minimum: 1000 }),
+  DATAKIT_MAX_DECOMPRESSED_BYTES: T.String({ default: '1GB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
+  DATAKIT_MAX_ROWS: Int({ default: 20_000_000, minimum: 1 }),
+  DATAKIT_MAX_COLUMNS: Int({ default: 1_000, minimum: 1, maximum: 100_000 }),
 
   OPENAI_API_KEY: Str(),
   OPENAI_BASE_URL: Str(),
@@ -87,7 +99,8 @@ const EnvSchema = T.Object({
   LOGIN_TRUSTED_SOURCE_TTL_MS: Int({ default: 30 * 24 * 3_600_000, minimum: 1 }),
   TRUST_PROXY: Bool(false),
 
-  CORS_ORIGIN: Str('http://localhost:5173'),
+  // Unset: FRONTEND_URL's origin.
+  CORS_ORIGIN: Str(),
   CACHE_TTL_SECONDS: Int({ default: 300, minimum: 1 }),
   SHUTDOWN_TIMEOUT_MS: Int({ default: 10_000, minimum: 0 }),
 
@@ -133,6 +146,8 @@ type Env = Static<typeof EnvSchema>
 export interface Config {
   port: number
   host: string
+  /** SO_REUSEPORT on the listener: several processes may share PORT (off: a busy port stops the boot). */
+  reusePort: boolean
   env: Env['NODE_ENV']
   isProduction: boolean
   frontendUrl: string
@@ -148,7 +163,29 @@ export interface Config {
   maxFileSize: number
   uploadDir: string
   /** DataKits: storage quota, sandboxed query limits, DuckDB resources (0 threads = auto). */
-  datakits: { storageQuotaBytes: number; queryTimeoutMs: number; queryMaxRows: number; duckdbThreads: number; duckdbMemoryLimit: string; profileConcurrency: number; queryConcurrency: number }
+  datakits: {
+    storageQuotaBytes: number
+    queryTimeoutMs: number
+    queryMaxRows: number
+    duckdbThreads: number
+    duckdbMemoryLimit: string
+    profileConcurrency: number
+    queryConcurrency: number
+    /** Fairness: slots one user may hold, and interactive operations one user may have waiting (more: 429). */
+    queryConcurrencyPerUser: number
+    queryQueuePerUser: number
+    profileConcurrencyPerUser: number
+    /** Resident memory of one query / profiling worker process (MiB); bytes of a query's JSON rows and of its export file. */
+    queryMemoryMb: number
+    profileMemoryMb: number
+    queryMaxBytes: number
+    exportMaxBytes: number
+    profileTimeoutMs: number
+    /** What an uploaded dataset may be: decompressed bytes (gzip), rows, columns. */
+    maxDecompressedBytes: number
+    maxRows: number
+    maxColumns: number
+  }
   openai: { apiKey: string | undefined; baseUrl: string | undefined; model: string; maxRetries: number; timeoutMs: number; idleTimeoutMs: number }
   /** The AI assistant: prompt budget, reply cap, per-user daily token budget (0 = unlimited). */
   ai: { contextTokens: number; maxReplyTokens: number; dailyTokenBudget: number }
@@ -254,7 +291,17 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   if (isProduction && !e.JWT_SECRET) {
     throw new ConfigError('JWT_SECRET is required when NODE_ENV=production: expected at least 32 characters')
   }
-  const corsOrigins = (e.CORS_ORIGIN ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+  let frontendOrigin: string
+  try {
+    const u = new URL(e.FRONTEND_URL!)
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)')
+    frontendOrigin = u.origin
+  } catch {
+    throw new ConfigError(`FRONTEND_URL=${JSON.stringify(e.FRONTEND_URL)} is invalid: expected the web app's http(s) URL, like https://app.example.com`)
+  }
+  // The web app may call the API (CORS) and open live sessions (the WebSocket Origin check)
+  // unless CORS_ORIGIN says otherwise.
+  const corsOrigins = (e.CORS_ORIGIN ?? frontendOrigin).split(',').map((s) => s.trim()).filter(Boolean)
   for (const o of corsOrigins) {
     if (o !== '*' && !/^https?:\/\/[^/\s]+$/.test(o)) {
       throw new ConfigError(`CORS_ORIGIN contains ${JSON.stringify(o)}: expected a comma-separated list of origins like https://app.example.com (or *)`)
@@ -273,6 +320,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   return Object.freeze({
     port: e.PORT,
     host: e.HOST!,
+    reusePort: e.REUSE_PORT,
     env: e.NODE_ENV,
     isProduction,
     frontendUrl: e.FRONTEND_URL!,
@@ -294,6 +342,17 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       duckdbMemoryLimit: e.DATAKIT_DUCKDB_MEMORY_LIMIT.replace(/\s+/g, ''),
       profileConcurrency: e.DATAKIT_PROFILE_CONCURRENCY,
       queryConcurrency: e.DATAKIT_QUERY_CONCURRENCY,
+      queryConcurrencyPerUser: e.DATAKIT_QUERY_CONCURRENCY_PER_USER,
+      queryQueuePerUser: e.DATAKIT_QUERY_QUEUE_PER_USER,
+      profileConcurrencyPerUser: e.DATAKIT_PROFILE_CONCURRENCY_PER_USER,
+      queryMemoryMb: e.DATAKIT_QUERY_MEMORY_MB,
+      profileMemoryMb: e.DATAKIT_PROFILE_MEMORY_MB,
+      queryMaxBytes: parseSize(e.DATAKIT_QUERY_MAX_BYTES),
+      exportMaxBytes: parseSize(e.DATAKIT_EXPORT_MAX_BYTES),
+      profileTimeoutMs: e.DATAKIT_PROFILE_TIMEOUT_MS,
+      maxDecompressedBytes: parseSize(e.DATAKIT_MAX_DECOMPRESSED_BYTES),
+      maxRows: e.DATAKIT_MAX_ROWS,
+      maxColumns: e.DATAKIT_MAX_COLUMNS,
     }),
     openai: Object.freeze({
       apiKey: e.OPENAI_API_KEY,

@@ -1,28 +1,37 @@
-/** Entry point: `npm start`. */
+/**
+ * Entry point: `npm start`. Everything it writes is one JSON log event per line on stdout
+ * (pino), the first-boot banner and a refused boot included.
+ */
 import { ConfigError, loadConfig } from './config.ts'
+import { watchUnhandledRejections } from './core/error-reporting.ts'
 import { createLogger } from './core/logger.ts'
-import { startServer } from './server.ts'
+import { PortInUseError, startServer } from './server.ts'
+import { EmbeddedInUseError } from './store/embedded.ts'
 
 let config
 try {
   config = loadConfig()
 } catch (err) {
   if (err instanceof ConfigError) {
-    console.error(`Configuration error: ${err.message}`)
+    // LOG_LEVEL may be the bad value: this one line is written at the default level.
+    createLogger('info').fatal(`Configuration error: ${err.message}`)
     process.exit(1)
   }
   throw err
 }
 const logger = createLogger(config.logLevel)
 
-process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection'))
+watchUnhandledRejections(logger)
 
 let server
 try {
   server = await startServer(config, { logger, banner: true })
 } catch (err) {
-  logger.fatal({ err }, 'failed to start')
-  console.error(`Failed to start: ${err instanceof Error ? err.message : String(err)}`)
+  // A refused boot is said even under LOG_LEVEL=silent. Refusals we expect (a busy port, a data
+  // directory in use) are their message alone; anything else carries its stack too.
+  const log = logger.isLevelEnabled('fatal') ? logger : createLogger('fatal')
+  const expected = err instanceof PortInUseError || err instanceof EmbeddedInUseError
+  log.fatal(expected ? {} : { err }, `Failed to start: ${err instanceof Error ? err.message : String(err)}`)
   process.exit(1)
 }
 

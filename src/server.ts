@@ -9,6 +9,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Config, ResolvedConfig } from './config.ts'
+import { startErrorReporting } from './core/error-reporting.ts'
 import { createLogger, type Logger } from './core/logger.ts'
 import { Metrics } from './core/metrics.ts'
 import { createActorSystem, type RuntimeConfig } from './actors/runtime/index.ts'
@@ -43,6 +44,7 @@ import { createRedis, type Redis } from './store/redis.ts'
 import { MemoryCacheStore, RedisCacheStore } from './store/response-cache.ts'
 import { Hub } from './ws/hub.ts'
 import { liveRoutes } from './ws/routes.ts'
+import { asyncApiRoutes } from './ws/asyncapi.ts'
 
 /** The platform's features, installed in this order. A new feature adds one line here. */
 const FEATURES: readonly FeatureFactory[] = [aiFeature, workstationsFeature, vmsFeature, modelsFeature, datakitsFeature]
@@ -121,7 +123,19 @@ function buildEngines(config: ResolvedConfig, deps: { sql: Sql; logger: Logger; 
     memoryLimit: d.duckdbMemoryLimit,
     backgroundConcurrency: d.profileConcurrency,
     interactiveConcurrency: d.queryConcurrency,
-    tempDirectory: join(config.dataDir, 'duckdb-tmp'),
+    interactivePerUser: d.queryConcurrencyPerUser,
+    backgroundPerUser: d.profileConcurrencyPerUser,
+    interactiveQueuePerUser: d.queryQueuePerUser,
+    queryMemoryMb: d.queryMemoryMb,
+    profileMemoryMb: d.profileMemoryMb,
+    profileTimeoutMs: d.profileTimeoutMs,
+    queryTimeoutMs: d.queryTimeoutMs,
+    queryMaxRows: d.queryMaxRows,
+    queryMaxBytes: d.queryMaxBytes,
+    exportMaxBytes: d.exportMaxBytes,
+    limits: { maxDecompressedBytes: d.maxDecompressedBytes, maxRows: d.maxRows, maxColumns: d.maxColumns },
+    // Absolute: the worker processes run with this as their working directory.
+    tempDirectory: resolve(config.dataDir, 'duckdb-tmp'),
   })
   const log = logger.child({ component: 'ai' })
   const retries = metrics.counter('ai_provider_retries_total', 'Retries of AI provider requests, by upstream status', ['status'])
@@ -138,19 +152,69 @@ function buildEngines(config: ResolvedConfig, deps: { sql: Sql; logger: Logger; 
   return { containers, datasets, chat, serving }
 }
 
+/** PORT is taken (and REUSE_PORT is off): the boot stops with this message. */
+export class PortInUseError extends Error {
+  override name = 'PortInUseError'
+  constructor(host: string, port: number) {
+    super(
+      `port ${port} on ${host} is already in use, most likely by another QUADRAX server: stop it, or set PORT to a free port ` +
+        '(REUSE_PORT=true lets several processes share one port on purpose; the kernel then splits connections between them)',
+    )
+  }
+}
+
+/**
+ * Refuse a busy port before anything starts (the embedded database above all): a bind
+ * without SO_REUSEPORT fails on a port held by anyone, with or without it.
+ */
+function ensurePortFree(host: string, port: number): void {
+  try {
+    Bun.listen({ hostname: host, port, socket: { data() {} } }).stop(true)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new PortInUseError(host, port)
+    throw err
+  }
+}
+
 export async function startServer(config: Readonly<Config>, opts: StartOptions = {}): Promise<RunningServer> {
   const logger = opts.logger ?? createLogger(config.logLevel)
   const secret = resolveJwtSecret(config)
   const resolved: ResolvedConfig = { ...config, jwt: { ...config.jwt, secret } }
+  if (config.port !== 0 && !config.reusePort) ensurePortFree(config.host, config.port)
 
   let embedded: EmbeddedDatabase | undefined
   let databaseUrl = config.databaseUrl
   if (!databaseUrl) {
     const t0 = performance.now()
-    embedded = await startEmbedded({ dir: join(resolve(config.dataDir), 'postgres'), onLog: (m) => logger.debug({ pg: String(m) }, 'embedded postgres') })
+    const log = logger.child({ component: 'embedded-postgres' })
+    embedded = await startEmbedded({
+      dir: join(resolve(config.dataDir), 'postgres'),
+      onLog: (m) => log.debug({ pg: String(m).trimEnd() }, 'postgres output'),
+      // Brought back if anything stops it while the server runs; the pool reconnects by itself.
+      supervise: true,
+      onEvent: (e) => {
+        if (e.type === 'exited') log.error({ code: e.code, signal: e.signal }, 'embedded PostgreSQL exited unexpectedly; restarting it')
+        else if (e.type === 'restarted') log.info({ attempt: e.attempt }, 'embedded PostgreSQL restarted')
+        else log.warn({ err: e.err, attempt: e.attempt, retryInMs: e.retryInMs }, 'embedded PostgreSQL did not restart; retrying')
+      },
+    })
     databaseUrl = embedded.url
-    logger.info({ ms: Math.round(performance.now() - t0), dir: join(config.dataDir, 'postgres') }, 'embedded PostgreSQL started')
+    log.info({ ms: Math.round(performance.now() - t0), dir: join(config.dataDir, 'postgres') }, 'embedded PostgreSQL started')
   }
+  try {
+    return await assemble(config, resolved, databaseUrl, embedded, logger, opts)
+  } catch (err) {
+    // Nothing may keep running after a failed boot, the embedded cluster least of all: its
+    // orphan would hold the data directory.
+    await embedded?.stop().catch(() => {})
+    throw err
+  }
+}
+
+/** Everything past the database: pools, actors, engines, features, the app; then listen. */
+async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, databaseUrl: string, embedded: EmbeddedDatabase | undefined, logger: Logger, opts: StartOptions): Promise<RunningServer> {
+  // A route's 500s and unhandled rejections go to Sentry when SENTRY_DSN is set.
+  const stopReporting = await startErrorReporting({ dsn: config.sentryDsn, environment: config.env })
   const metrics = new Metrics()
   const sql = connect(databaseUrl, { max: config.databasePoolMax, name: 'quadrax', metrics })
   const { applied } = await migrate(sql)
@@ -213,6 +277,7 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     probes,
     modules: [
       liveRoutes({ hub, gate, limits: config.ws, logger }),
+      asyncApiRoutes(config),
       ticketRoutes(http, tickets),
       adminRoutes(http, { connections: () => hub.connections.size }),
       ...features.flatMap((f) => f.routes ?? []),
@@ -227,42 +292,70 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
   )
   // Elysia merges these over its own routes on Bun's router when it listens.
   if (Object.keys(nativeRoutes).length) app.config.serve = { ...app.config.serve, routes: nativeRoutes } as typeof app.config.serve
-  app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: Math.max(config.maxFileSize + 1024 * 1024, 2 * 1024 * 1024) })
-  const server = app.server!
-  hub.start((topic, message) => void server.publish(topic, message))
-  for (const f of features) await f.start?.()
-  const host = config.host === '0.0.0.0' ? 'localhost' : config.host
-  const url = `http://${host}:${server.port}`
-
-  if (opts.banner) {
-    if (admin?.password) {
-      console.log(`\nFirst admin account created: ${admin.email}\nGenerated password (shown once, change it after logging in): ${admin.password}\n`)
-    } else if (admin) {
-      console.log(`\nFirst admin account: ${admin.email} (password from ADMIN_PASSWORD)\n`)
-    }
-    console.log(`QUADRAX ML API listening on ${url}\nSwagger UI: ${url}/swagger   OpenAPI: ${url}/swagger/json\n`)
-  }
-  logger.info({ url, embedded: Boolean(embedded), redis: Boolean(redis) }, 'server started')
-
+  let server: NonNullable<typeof app.server> | undefined
+  let started = false
   let stopping: Promise<void> | undefined
   const stop = () =>
     (stopping ??= (async () => {
       const deadline = new Promise<void>((r) => setTimeout(r, config.shutdownTimeoutMs).unref?.())
       const graceful = (async () => {
-        for (const f of [...features].reverse()) await f.stop?.().catch((err) => logger.error({ err, feature: f.name }, 'feature stop failed'))
+        if (started) for (const f of [...features].reverse()) await f.stop?.().catch((err) => logger.error({ err, feature: f.name }, 'feature stop failed'))
         hub.stop()
-        await server.stop(false) // stop accepting; resolves when in-flight requests are done
+        await server?.stop(false) // stop accepting; resolves when in-flight requests are done
         for (const f of opts.onStop ?? []) await f()
         await actors.stop() // finish turns in progress, passivate, release leases
       })()
       await Promise.race([graceful, deadline])
-      server.stop(true)
+      server?.stop(true)
+      await engines.datasets.close() // its worker processes (DataKit queries, profiling)
       await sql.end({ timeout: 5 })
       redis?.disconnect()
       redisSub?.disconnect()
       await embedded?.stop()
-      logger.info('server stopped')
+      await stopReporting()
+      if (started) logger.info('server stopped')
     })())
 
-  return { url, port: server.port!, http, context, hub, app, stop }
+  try {
+    app.listen({
+      port: config.port,
+      hostname: config.host,
+      // Elysia's Bun adapter turns SO_REUSEPORT on unless told otherwise: a second server on
+      // the same port then binds without a word and the kernel splits requests between them.
+      reusePort: config.reusePort,
+      // Bun answers a declared Content-Length past this cap with a bare 413 before the app
+      // sees the request. Every body is bounded by the app instead, in the API's envelope:
+      // the request frame (JSON_BODY_LIMIT, declared or read), upload routes (MAX_FILE_SIZE
+      // and the storage quota, as they stream). Bodies no route reads are dropped as they
+      // arrive, with backpressure (measured: RSS flat while 2 GB went to an unread body).
+      maxRequestBodySize: Number.MAX_SAFE_INTEGER,
+    })
+  } catch (err) {
+    await stop()
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new PortInUseError(config.host, config.port)
+    throw err
+  }
+  const listening = app.server!
+  server = listening
+  hub.start((topic, message) => void listening.publish(topic, message))
+  for (const f of features) await f.start?.()
+  started = true
+  const host = config.host === '0.0.0.0' ? 'localhost' : config.host
+  const url = `http://${host}:${listening.port}`
+
+  if (opts.banner) {
+    // The banner is log events like any other (one JSON line each), with the sentence a
+    // newcomer reads in `msg`; at info even when LOG_LEVEL is higher (production's warn), since
+    // a generated password is shown only here.
+    const banner = logger.isLevelEnabled('info') || logger.level === 'silent' ? logger : logger.child({}, { level: 'info' })
+    if (admin?.password) {
+      banner.info({ email: admin.email, generatedPassword: admin.password }, `First admin account created: ${admin.email}; generated password (shown once, change it after logging in): ${admin.password}`)
+    } else if (admin) {
+      banner.info({ email: admin.email }, `First admin account: ${admin.email} (password from ADMIN_PASSWORD)`)
+    }
+    banner.info({ url, swagger: `${url}/swagger`, openapi: `${url}/swagger/json` }, `QUADRAX ML API listening on ${url}; Swagger UI: ${url}/swagger; OpenAPI: ${url}/swagger/json`)
+  }
+  logger.info({ url, embedded: Boolean(embedded), redis: Boolean(redis) }, 'server started')
+
+  return { url, port: listening.port!, http, context, hub, app, stop }
 }

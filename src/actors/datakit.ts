@@ -112,18 +112,21 @@ export function datakitActor(opts: DatakitActorOptions) {
       sha256: file.sha256,
     })
     emit(ctx, d, 'status', { version, status: 'PROCESSING', error: null, errorLine: null })
-    profileLater(ctx, d.id, version, file.fileId, file.format)
+    profileLater(ctx, d, version, file.fileId, file.format)
   }
 
-  function profileLater(ctx: TurnContext<DatakitMessage>, id: string, version: number, fileId: string, format: DatasetFormat): void {
+  function profileLater(ctx: TurnContext<DatakitMessage>, d: { id: string; ownerId: string }, version: number, fileId: string, format: DatasetFormat): void {
     const self = ctx.self
-    ctx.background((systemSignal) => profile(self, id, version, fileId, format, systemSignal))
+    ctx.background((systemSignal) => profile(self, d, version, fileId, format, systemSignal))
   }
 
-  /** The background work of one version. Reports with `self.tell`; never throws. */
+  /**
+   * The background work of one version, in the owner's share of the profiling slots (so one
+   * user's uploads never hold another's back). Reports with `self.tell`; never throws.
+   */
   async function profile(
     self: ActorRef<DatakitMessage>,
-    id: string,
+    { id, ownerId }: { id: string; ownerId: string },
     version: number,
     fileId: string,
     format: DatasetFormat,
@@ -139,7 +142,7 @@ export function datakitActor(opts: DatakitActorOptions) {
     const files = datakitFiles(opts.dir, fileId)
     const started = performance.now()
     try {
-      const p: DatasetProfile = await opts.engine.profile(files.original, format, { parquetPath: files.parquet, signal })
+      const p: DatasetProfile = await opts.engine.profile(files.original, format, { user: ownerId, parquetPath: files.parquet, signal })
       const parquetBytes = (await stat(files.parquet)).size
       log.info({ datakit: id, version, rows: p.rowCount, columns: p.columns.length, ms: Math.round(performance.now() - started) }, 'dataset profiled')
       self.tell({ type: 'profiled', version, fileId, parquetBytes, profile: p }, { messageId: `${id}:${version}:profiled` })
@@ -234,7 +237,7 @@ export function datakitActor(opts: DatakitActorOptions) {
         case 'resume': {
           if (!state) return
           for (const v of await store.processingVersions(ctx.tx, state.id)) {
-            profileLater(ctx, state.id, v.version, v.fileId, v.format as DatasetFormat)
+            profileLater(ctx, state, v.version, v.fileId, v.format as DatasetFormat)
           }
           return
         }

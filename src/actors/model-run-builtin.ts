@@ -13,7 +13,7 @@ import { describeColumns, type BuiltinSpec, type DataColumn, type Reporter, type
  * The named columns of a version's Parquet copy as the trainer takes them: numbers as
  * doubles, text as strings, booleans, dates and times as seconds since the epoch.
  */
-async function readColumns(env: TaskEnv, source: RunSource, columns: DataColumn[], signal: AbortSignal): Promise<Record<string, unknown[]>> {
+async function readColumns(env: TaskEnv, source: RunSource, columns: DataColumn[], signal: AbortSignal, user: string): Promise<Record<string, unknown[]>> {
   const wanted = columns.map((col) => {
     if (col.kind === 'unsupported') {
       throw new TrainingDataError(`Column "${col.name}" has type ${col.type}, which built-in training cannot use; leave it out of the features`, [{ field: col.name, message: `unsupported type ${col.type}` }])
@@ -21,6 +21,7 @@ async function readColumns(env: TaskEnv, source: RunSource, columns: DataColumn[
     return { name: col.name, as: col.kind }
   })
   return env.datasets.readColumns(source.parquetPath, wanted, {
+    user,
     maxRows: env.maxRows,
     signal,
     tooMany: (count) =>
@@ -38,8 +39,9 @@ function points(metrics: Record<string, number>, step: number, prefix = ''): Met
     .map(([key, value]) => ({ key: prefix + key, value, step, timestamp: now }))
 }
 
-export async function runBuiltin(env: TaskEnv, spec: BuiltinSpec, artifactPath: string, signal: AbortSignal, report: Reporter): Promise<void> {
-  const columns = await describeColumns(env.datasets, spec.source.parquetPath).catch((err) => {
+/** `user`: on whose behalf the DataKit is read (their share of the dataset engine's slots). */
+export async function runBuiltin(env: TaskEnv, spec: BuiltinSpec, artifactPath: string, signal: AbortSignal, report: Reporter, user: string): Promise<void> {
+  const columns = await describeColumns(env.datasets, spec.source.parquetPath, user).catch((err) => {
     throw new TrainingDataError(`The DataKit's data could not be read (was the DataKit deleted?): ${err instanceof Error ? err.message : String(err)}`)
   })
   const byName = new Map(columns.map((c) => [c.name, c]))
@@ -48,7 +50,7 @@ export async function runBuiltin(env: TaskEnv, spec: BuiltinSpec, artifactPath: 
     if (!col) throw new TrainingDataError(`Column "${name}" is not in DataKit version ${spec.source.version}`, [{ field: name, message: 'no such column' }])
     return col
   })
-  const data = await readColumns(env, spec.source, wanted, signal)
+  const data = await readColumns(env, spec.source, wanted, signal, user)
   // The resolved params (seed included) go back in as they were recorded; the network shape
   // is refused for the linear algorithms, which resolve it to nothing.
   const { hiddenUnits, activation, ...common } = spec.params

@@ -66,7 +66,7 @@ export async function planRun(env: PlanEnv, me: Principal, model: ModelRow, body
   const source: RunSource = { datakitId: src.datakitId, version: src.version, parquetPath: datakitFiles(env.datakitDir, src.fileId).parquet, rows: src.rowCount }
   let columns: DataColumn[]
   try {
-    columns = await describeColumns(env.datasets, source.parquetPath)
+    columns = await describeColumns(env.datasets, source.parquetPath, me.userId)
   } catch (err) {
     // The user learns what to do; the cause (DuckDB's error) stays on the error, and the edge
     // logs it with the request id (src/http/plugins/errors.ts).

@@ -108,9 +108,9 @@ function kindOfType(type: string): ColumnKind {
   return 'unsupported'
 }
 
-/** The columns of a DataKit version with what built-in training can make of them. */
-export async function describeColumns(datasets: DatasetEngine, parquetPath: string): Promise<DataColumn[]> {
-  return (await datasets.describe(parquetPath)).map((c) => ({ name: c.name, type: c.type, kind: kindOfType(c.type) }))
+/** The columns of a DataKit version with what built-in training can make of them (read in `user`'s share of the dataset engine). */
+export async function describeColumns(datasets: DatasetEngine, parquetPath: string, user: string): Promise<DataColumn[]> {
+  return (await datasets.describe(parquetPath, { user })).map((c) => ({ name: c.name, type: c.type, kind: kindOfType(c.type) }))
 }
 
 /**

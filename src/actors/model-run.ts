@@ -195,7 +195,7 @@ export function modelRunActor(opts: ModelRunOptions) {
           const spec = run.spec as unknown as RunSpec
           const artifactPath = runArtifactPath(run.modelId, run.id, attempt)
           try {
-            if (spec.kind === 'BUILTIN') await runBuiltin(opts.env, spec, artifactPath, signal, report)
+            if (spec.kind === 'BUILTIN') await runBuiltin(opts.env, spec, artifactPath, signal, report, run.userId)
             else await runContainer(opts.env, run, spec, artifactPath, signal, report)
           } catch (err) {
             // Cancelled or timed out: the actor already ended the run. Stopping: the next boot resumes it.

@@ -2,7 +2,7 @@
  * The hash thread of src/core/stream-hash.ts: hashes what the producer puts in the shared
  * ring, one job at a time, sleeping on the SEQ word while there is nothing to do.
  */
-import { ABORTED, ENDED, FILLED, RING_BYTES, SEQ, STATE, type ThreadReply, type ThreadRequest } from './stream-hash.ts'
+import { ABORTED, ENDED, FILLED, RING_BYTES, SEQ, SLEEPING, STATE, type ThreadReply, type ThreadRequest } from './stream-hash.ts'
 
 declare const self: Worker
 
@@ -29,8 +29,11 @@ function run(ring: Uint8Array, c: Int32Array): ThreadReply {
     }
     // Everything the producer wrote before it ended the job was counted in FILLED first.
     if (state === ENDED) return { type: 'digest', hex: hasher.digest('hex') }
-    // Nothing to hash yet: sleep until the producer signals (returns at once if it already has).
+    // Nothing to hash yet: sleep until the producer has a batch for us or ends the job (returns
+    // at once if SEQ moved since it was read above).
+    Atomics.store(c, SLEEPING, 1)
     Atomics.wait(c, SEQ, seq)
+    Atomics.store(c, SLEEPING, 0)
   }
 }
 

@@ -1,6 +1,7 @@
 /** /api/admin: operators' views. */
 import { Elysia, t } from 'elysia'
-import { bearer, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { access } from '../auth/route-access.ts'
 
 const perKind = t.Record(t.String(), t.Integer(), { description: 'Live actors per kind' })
 const cluster = t.Object(
@@ -13,7 +14,26 @@ const cluster = t.Object(
     liveActorsHere: perKind,
     websocketConnectionsHere: t.Integer(),
   },
-  { title: 'ClusterStatus' },
+  {
+    title: 'ClusterStatus',
+    examples: [
+      {
+        mode: 'cluster',
+        nodeId: 'node-7f3a2c1e',
+        nodes: [
+          { id: 'node-7f3a2c1e', lastHeartbeat: '2026-12-04T10:15:00.000Z', shards: 32, liveActors: { workstation: 3, 'chat-session': 1 } },
+          { id: 'node-b41d9e07', lastHeartbeat: '2026-12-04T10:14:59.000Z', shards: 32, liveActors: { 'model-run': 2 } },
+        ],
+        shards: [
+          { shard: 0, owner: 'node-7f3a2c1e', epoch: 7 },
+          { shard: 1, owner: 'node-b41d9e07', epoch: 4 },
+        ],
+        liveActors: { workstation: 3, 'chat-session': 1, 'model-run': 2 },
+        liveActorsHere: { workstation: 3, 'chat-session': 1 },
+        websocketConnectionsHere: 12,
+      },
+    ],
+  },
 )
 
 /** `live`: what the WebSocket edge reports of this node (its open connections). */
@@ -27,7 +47,14 @@ export function adminRoutes(deps: HttpDeps, live: { connections(): number }) {
     },
     {
       response: { 200: Envelope.data(cluster), ...errors(401, 403) },
-      detail: { summary: 'Cluster nodes, shard owners and epochs, and live actors per kind (admin)', tags: ['System'], security: bearer },
+      detail: {
+        summary: 'Cluster state: nodes, shard owners and live actors',
+        description:
+          'The nodes of the cluster (with `REDIS_URL`; one node otherwise) with their last heartbeat, the shards each owns, and every shard\'s owner and epoch (`CLUSTER_SHARDS`, leases of `CLUSTER_LEASE_TTL_MS`); ' +
+          'live actors per kind in the cluster and on the node that answered, and that node\'s open WebSocket connections. Read live, never cached.',
+        tags: ['System'],
+        ...access.admin('read'),
+      },
     },
   )
 }

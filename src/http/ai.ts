@@ -27,21 +27,45 @@ import {
   type SentReply,
 } from '../actors/chat-session.ts'
 import type { Replied } from '../actors/runtime/index.ts'
-import { authorize, bearer, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { authorize, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { access } from '../auth/route-access.ts'
+
+/** Example values of the documented schemas (the OpenAPI document shows them). */
+const EXAMPLE = (() => {
+  const sessionId = '7c1e4b2a-5d3f-4a8e-9b6c-2f0d1e3a4b5c'
+  const session = { id: sessionId, title: 'Churn model questions', generating: false, generatingMessageId: null, createdAt: '2026-12-04T10:15:00.000Z', updatedAt: '2026-12-04T10:16:12.000Z' }
+  const asked = { sessionId, role: 'user' as const, model: null, finishReason: null, usage: null, error: null, completedAt: null }
+  const question = { ...asked, id: 'b5d8f3e1-2c4a-4f6b-9d7e-0a1b2c3d4e5f', content: 'How do I train a churn model on my customers DataKit?', status: 'completed' as const, createdAt: '2026-12-04T10:16:10.000Z' }
+  const answer = {
+    id: 'e2a9c4f1-6b7d-4e3a-8c5f-1a2b3c4d5e6f',
+    sessionId,
+    role: 'assistant' as const,
+    content: 'Create a model with `POST /api/models`, then start a run with `POST /api/models/{id}/train` naming your DataKit and its target column, e.g. `churned`.',
+    status: 'completed' as const,
+    model: 'gpt-4o-mini',
+    finishReason: 'stop',
+    usage: { promptTokens: 412, completionTokens: 38, totalTokens: 450, estimated: false },
+    error: null,
+    createdAt: '2026-12-04T10:16:10.001Z',
+    completedAt: '2026-12-04T10:16:12.000Z',
+  }
+  const streaming = { ...answer, content: '', status: 'streaming' as const, finishReason: null, usage: null, completedAt: null }
+  return { sessionId, session, question, answer, streaming }
+})()
 
 namespace AiModel {
-  export const session = t.Object(
-    {
-      id: t.String({ format: 'uuid' }),
-      title: t.String(),
-      generating: t.Boolean({ description: 'An answer is being generated (a send now gets 409)' }),
-      generatingMessageId: t.Union([t.String(), t.Null()]),
-      createdAt: t.String({ format: 'date-time' }),
-      updatedAt: t.String({ format: 'date-time' }),
-      lastMessageAt: t.Optional(t.Union([t.String({ format: 'date-time' }), t.Null()])),
-    },
-    { title: 'ChatSession' },
-  )
+  const sessionFields = {
+    id: t.String({ format: 'uuid' }),
+    title: t.String(),
+    generating: t.Boolean({ description: 'An answer is being generated (a send now gets 409)' }),
+    generatingMessageId: t.Union([t.String(), t.Null()], { description: 'The assistant message being generated, if any' }),
+    createdAt: t.String({ format: 'date-time' }),
+    updatedAt: t.String({ format: 'date-time' }),
+    lastMessageAt: t.Optional(t.Union([t.String({ format: 'date-time' }), t.Null()], { description: 'In lists: when the last message was written (null: none yet)' })),
+  }
+  export const session = t.Object(sessionFields, { title: 'ChatSession', examples: [EXAMPLE.session] })
+  /** The same, as lists show it (with `lastMessageAt`). */
+  export const listed = t.Object(sessionFields, { title: 'ChatSession', examples: [{ ...EXAMPLE.session, lastMessageAt: '2026-12-04T10:16:12.000Z' }] })
   export const message = t.Object(
     {
       id: t.String({ format: 'uuid' }),
@@ -61,31 +85,37 @@ namespace AiModel {
       createdAt: t.String({ format: 'date-time' }),
       completedAt: t.Union([t.String({ format: 'date-time' }), t.Null()]),
     },
-    { title: 'ChatMessage' },
+    { title: 'ChatMessage', examples: [EXAMPLE.answer] },
   )
   export const create = t.Object(
-    { title: t.Optional(t.String({ minLength: 1, maxLength: MAX_TITLE_CHARS, error: `Title must be 1–${MAX_TITLE_CHARS} characters` })) },
-    { additionalProperties: false },
+    { title: t.Optional(t.String({ minLength: 1, maxLength: MAX_TITLE_CHARS, description: `Default: "${DEFAULT_TITLE}"`, error: `Title must be 1–${MAX_TITLE_CHARS} characters` })) },
+    { additionalProperties: false, examples: [{ title: 'Churn model questions' }] },
   )
   export const patch = t.Object(
     { title: t.String({ minLength: 1, maxLength: MAX_TITLE_CHARS, error: `Title must be 1–${MAX_TITLE_CHARS} characters` }) },
-    { additionalProperties: false },
+    { additionalProperties: false, examples: [{ title: 'Churn model: training questions' }] },
   )
   export const send = t.Object(
     { content: t.String({ minLength: 1, maxLength: MAX_MESSAGE_CHARS, error: `Message must be 1–${MAX_MESSAGE_CHARS} characters` }) },
-    { additionalProperties: false },
+    { additionalProperties: false, examples: [{ content: EXAMPLE.question.content }] },
   )
-  export const sent = t.Object({
-    userMessage: message,
-    assistantMessage: message,
-    topic: t.String({ description: 'Subscribe to it on /ws to receive the answer' }),
-    since: t.Integer({ description: 'Subscribe with this `since` to receive every event of this answer, even those sent before you subscribed' }),
-  })
-  export const cancelled = t.Object({
-    messageId: t.Union([t.String(), t.Null()], { description: 'The answer being cancelled; null when none was being generated' }),
-    cancelling: t.Boolean(),
-  })
-  export const deleted = t.Object({ id: t.String({ format: 'uuid' }) })
+  export const sent = t.Object(
+    {
+      userMessage: message,
+      assistantMessage: message,
+      topic: t.String({ description: 'Subscribe to it on /ws to receive the answer' }),
+      since: t.Integer({ description: 'Subscribe with this `since` to receive every event of this answer, even those sent before you subscribed' }),
+    },
+    { examples: [{ userMessage: EXAMPLE.question, assistantMessage: EXAMPLE.streaming, topic: `chat:${EXAMPLE.sessionId}`, since: 41 }] },
+  )
+  export const cancelled = t.Object(
+    {
+      messageId: t.Union([t.String(), t.Null()], { description: 'The answer being cancelled; null when none was being generated' }),
+      cancelling: t.Boolean(),
+    },
+    { examples: [{ messageId: EXAMPLE.answer.id, cancelling: true }] },
+  )
+  export const deleted = t.Object({ id: t.String({ format: 'uuid' }) }, { examples: [{ id: EXAMPLE.sessionId }] })
   export const messagesQuery = t.Object({
     ...Envelope.pageQuery,
     order: t.Optional(t.Union([t.Literal('asc'), t.Literal('desc')], { description: 'asc (default): conversation order; desc: newest first' })),
@@ -93,8 +123,9 @@ namespace AiModel {
   export const listQuery = t.Object(Envelope.pageQuery)
 }
 
-const idParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid chat session id' }) })
-const TAGS = ['AI Assistant']
+const idParams = t.Object({ id: t.String({ format: 'uuid', description: 'The chat session id', error: 'Invalid chat session id' }) })
+const TAGS = ['AI']
+const NOT_CONFIGURED = 'Without `OPENAI_API_KEY` every `/api/ai` route answers 503 `AI assistant not configured`.'
 
 /** The /api/ai routes over an actor system where the `chat-session` kind is registered. */
 export function aiRoutes(deps: HttpDeps, configured: boolean) {
@@ -106,9 +137,9 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
    * admin reads anyone's session, only its owner talks in it (404 otherwise). The session's
    * actor checks the owner again on every write.
    */
-  const access = (request: Request, id: string, action: 'read' | 'chat') =>
+  const guard = (request: Request, id: string, action: 'read' | 'chat') =>
     authorize(deps, request, { resource: 'chat', action, label: 'Chat session', load: () => chat.findSession(deps.sql, id) })
-  const readable = async (request: Request, id: string) => (await access(request, id, 'read')).obj
+  const readable = async (request: Request, id: string) => (await guard(request, id, 'read')).obj
 
   return (
     new Elysia({ prefix: '/api/ai' })
@@ -127,7 +158,15 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
         {
           body: t.Optional(AiModel.create),
           response: { 201: Envelope.data(AiModel.session), ...errors(400, 401, 503) },
-          detail: { summary: 'Start a chat session with the AI assistant', tags: TAGS, security: bearer },
+          detail: {
+            summary: 'Start a chat session with the AI assistant',
+            description:
+              `Creates an empty session (the body is optional; the title defaults to "${DEFAULT_TITLE}", at most ${MAX_TITLE_CHARS} characters) and answers it with 201. ` +
+              'Send messages with `POST /api/ai/sessions/{id}/messages`; the answers stream on the WebSocket topic `chat:<id>`. ' +
+              NOT_CONFIGURED,
+            tags: TAGS,
+            ...access.collection('chat', 'chat'),
+          },
         },
       )
       .get(
@@ -140,38 +179,70 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
         },
         {
           query: AiModel.listQuery,
-          response: { 200: Envelope.list(AiModel.session), ...errors(400, 401, 503) },
-          detail: { summary: 'Your chat sessions, newest first (cursor pagination)', tags: TAGS, security: bearer },
+          response: { 200: Envelope.list(AiModel.listed), ...errors(400, 401, 503) },
+          detail: {
+            summary: 'List your chat sessions',
+            description:
+              'Your own sessions, newest first, a page at a time (`limit`, `cursor`), each with `lastMessageAt`; admins too see only their own here. ' +
+              '400 for a bad `limit` or `cursor`. ' +
+              NOT_CONFIGURED,
+            tags: TAGS,
+            ...access.collection('chat', 'read'),
+          },
         },
       )
       .get('/sessions/:id', async ({ request, params }) => ok(serializeSession(await readable(request, params.id))), {
         params: idParams,
         response: { 200: Envelope.data(AiModel.session), ...errors(400, 401, 404, 503) },
-        detail: { summary: 'A chat session', tags: TAGS, security: bearer },
+        detail: {
+          summary: 'Get a chat session',
+          description:
+            'The session\'s title, times, and whether an answer is being generated (`generating`, `generatingMessageId`). ' +
+            '400 when the id is not a UUID, 404 when there is no such session. ' +
+            NOT_CONFIGURED,
+          tags: TAGS,
+          ...access.object('chat', 'read'),
+        },
       })
       .patch(
         '/sessions/:id',
         async ({ request, params, body }) => {
-          const { me } = await access(request, params.id, 'chat')
+          const { me } = await guard(request, params.id, 'chat')
           return ok(await session(params.id, { type: 'rename', userId: me.userId, title: body.title }))
         },
         {
           params: idParams,
           body: AiModel.patch,
           response: { 200: Envelope.data(AiModel.session), ...errors(400, 401, 404, 503) },
-          detail: { summary: 'Rename a chat session', tags: TAGS, security: bearer },
+          detail: {
+            summary: 'Rename a chat session',
+            description:
+              `Sets the title (1–${MAX_TITLE_CHARS} characters) and answers the session; a \`session\` event {session} follows on \`chat:<id>\`. ` +
+              '400 for a bad title or id, 404 when there is no such session. ' +
+              NOT_CONFIGURED,
+            tags: TAGS,
+            ...access.object('chat', 'chat'),
+          },
         },
       )
       .delete(
         '/sessions/:id',
         async ({ request, params }) => {
-          const { me } = await access(request, params.id, 'chat')
+          const { me } = await guard(request, params.id, 'chat')
           return ok((await ask(params.id, { type: 'remove', userId: me.userId })) as { id: string })
         },
         {
           params: idParams,
           response: { 200: Envelope.data(AiModel.deleted), ...errors(400, 401, 404, 503) },
-          detail: { summary: 'Delete a chat session and its messages (an answer in progress is stopped)', tags: TAGS, security: bearer },
+          detail: {
+            summary: 'Delete a chat session and its messages',
+            description:
+              'Deletes the session and all its messages for good; an answer in progress is stopped (the tokens it used still count against the daily budget). ' +
+              'A `deleted` event {id} follows on `chat:<id>`. 400 when the id is not a UUID, 404 when there is no such session. ' +
+              NOT_CONFIGURED,
+            tags: TAGS,
+            ...access.object('chat', 'chat'),
+          },
         },
       )
       .get(
@@ -186,13 +257,23 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
           params: idParams,
           query: AiModel.messagesQuery,
           response: { 200: Envelope.list(AiModel.message), ...errors(400, 401, 404, 503) },
-          detail: { summary: "A session's messages (conversation order; cursor pagination)", tags: TAGS, security: bearer },
+          detail: {
+            summary: "List a session's messages",
+            description:
+              'Your messages and the assistant\'s answers, in conversation order (`order=desc`: newest first), a page at a time (`limit`, `cursor`). ' +
+              'An answer in progress shows `status: "streaming"` and no text yet (its text arrives as `delta` events on `chat:<id>` and is stored when it ends); ' +
+              '`cancelled` and `interrupted` answers keep their partial text, `failed` ones have none and say why in `error`. ' +
+              '400 for a bad id, `limit`, `cursor` or `order`; 404 when there is no such session. ' +
+              NOT_CONFIGURED,
+            tags: TAGS,
+            ...access.object('chat', 'read'),
+          },
         },
       )
       .post(
         '/sessions/:id/messages',
         async ({ request, params, body, set }) => {
-          const { me } = await access(request, params.id, 'chat')
+          const { me } = await guard(request, params.id, 'chat')
           const topic = chatTopic(params.id)
           // Read before the send: every event of this answer comes after it.
           const since = await outbox.topicHead(deps.sql, topic)
@@ -205,20 +286,26 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
           body: AiModel.send,
           response: { 202: Envelope.data(AiModel.sent), ...errors(400, 401, 404, 409, 422, 429, 503) },
           detail: {
-            summary: 'Send a message; answers 202 at once while the answer streams on /ws (topic chat:<id>)',
+            summary: 'Send a message to the assistant',
             description:
-              'Events on `chat:<id>`: `message` {message}, `started` {messageId, userMessageId, model}, `delta` {messageId, index, text}, ' +
+              `Stores your message (1–${MAX_MESSAGE_CHARS.toLocaleString('en-US')} characters) and answers 202 at once with it, the assistant message being generated (\`streaming\`), the \`topic\` and a \`since\`: ` +
+              'subscribe to `chat:<id>` on `/ws` with that `since` to receive every event of the answer, even if you subscribe late. ' +
+              'Events: `message` {message}, `started` {messageId, userMessageId, model}, `delta` {messageId, index, text}, ' +
               '`done` {message} (final: completed | cancelled | interrupted | failed), `error` {messageId, code, message}. ' +
-              '409 while an answer is being generated; 429 when the daily token budget is used up (details: dailyTokenBudget, tokensUsedToday, resetsAt).',
+              '409 while an answer is being generated (one at a time per session; the detail names it); ' +
+              '422 when the message alone does not fit the prompt budget (`AI_CONTEXT_TOKENS`); ' +
+              '429 when your tokens today reached `AI_DAILY_TOKEN_BUDGET` (with `Retry-After` until UTC midnight and details `dailyTokenBudget`, `tokensUsedToday`, `resetsAt`). ' +
+              'Answers are at most `AI_MAX_REPLY_TOKENS` long and bounded in time by `OPENAI_TIMEOUT_MS` and `OPENAI_IDLE_TIMEOUT_MS`. ' +
+              NOT_CONFIGURED,
             tags: TAGS,
-            security: bearer,
+            ...access.object('chat', 'chat'),
           },
         },
       )
       .post(
         '/sessions/:id/cancel',
         async ({ request, params, set }) => {
-          const { me } = await access(request, params.id, 'chat')
+          const { me } = await guard(request, params.id, 'chat')
           const r = (await ask(params.id, { type: 'cancel', userId: me.userId })) as { messageId: string | null; cancelling: boolean }
           set.status = 202
           return ok(r)
@@ -227,9 +314,14 @@ export function aiRoutes(deps: HttpDeps, configured: boolean) {
           params: idParams,
           response: { 202: Envelope.data(AiModel.cancelled), ...errors(400, 401, 404, 503) },
           detail: {
-            summary: 'Stop the answer being generated; its text so far is kept, marked cancelled (a `done` event follows)',
+            summary: 'Stop the answer being generated',
+            description:
+              'Answers 202 with the message being stopped (`cancelling: true`); its text so far is kept, marked `cancelled`, and a `done` event follows on `chat:<id>`. ' +
+              'With no answer in progress it changes nothing and answers `messageId: null`, `cancelling: false`. ' +
+              '400 when the id is not a UUID, 404 when there is no such session. ' +
+              NOT_CONFIGURED,
             tags: TAGS,
-            security: bearer,
+            ...access.object('chat', 'chat'),
           },
         },
       )

@@ -11,6 +11,7 @@ import { healthRoutes } from './health.ts'
 import { errorHandler } from './plugins/errors.ts'
 import { apiRateLimit } from './plugins/rate-limit.ts'
 import { requestFrame, type RequestFrameOptions } from './plugins/request.ts'
+import { swaggerUi } from './docs.ts'
 import { userRoutes, usersRead } from './users.ts'
 import type { HealthProbe } from './health.ts'
 
@@ -18,6 +19,17 @@ import type { HealthProbe } from './health.ts'
 export const CORE_READS = [meRead, usersRead]
 
 export type RouteModule = Elysia<any, any, any, any, any, any, any>
+
+const API_TITLE = 'QUADRAX ML API'
+/**
+ * What the platform offers, as its routes do: a feature that answers 404 (pipelines and
+ * CodeSheets of the guide are not built) is not named. The assistant's system prompt
+ * (src/engines/llm/context.ts) lists the same.
+ */
+const API_DESCRIPTION =
+  'For ML teams: accounts and roles; workstations and VMs (containers with resource limits and live terminals); ' +
+  'datasets (DataKits: upload, profile, sandboxed SQL, export); models (training runs, versions, deployment and prediction); ' +
+  'and an AI assistant. Live events and terminals over the WebSocket at /ws.'
 
 export interface AppOptions extends RequestFrameOptions {
   /** What /health reports. */
@@ -46,12 +58,14 @@ export function createApp(deps: HttpDeps, opts: AppOptions) {
   })
     .use(requestFrame(deps.frame, opts))
     .use(errorHandler(deps))
+    .use(swaggerUi(deps.frame, { title: API_TITLE }))
     .use(apiRateLimit(deps))
     .use(
       swagger({
+        // The document at /swagger/json; the page at /swagger is src/http/docs.ts's.
         path: '/swagger',
         documentation: {
-          info: { title: 'QUADRAX ML API', version: '0.1.0', description: 'Workstations, datasets, models, pipelines and an AI assistant for ML teams.' },
+          info: { title: API_TITLE, version: '0.1.0', description: API_DESCRIPTION },
           tags: [
             { name: 'Auth', description: 'Accounts, logins and tokens' },
             { name: 'Users', description: 'User management' },

@@ -1,42 +1,86 @@
 /** /api/auth: register, login, refresh, logout, me, change-password. */
 import { Elysia, t } from 'elysia'
-import { bearer, documented, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
+import { documented, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
+import { access } from '../auth/route-access.ts'
 import { authRateLimit } from './plugins/rate-limit.ts'
 import * as users from '../store/users.ts'
 import { NotFoundError } from '../core/errors.ts'
 import { LoginThrottledError } from '../auth/login-throttle.ts'
 import type { CachedRead } from './native.ts'
 
+/** Example values of the documented schemas (the OpenAPI document shows them). */
+const EXAMPLE = {
+  user: { id: '3f6c2a9e-8b1d-4c7a-9e52-1d7b4a0c6f21', email: 'user@example.com', firstName: 'John', lastName: 'Doe', role: 'USER' as const },
+  token:
+    'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIzZjZjMmE5ZS04YjFkLTRjN2EtOWU1Mi0xZDdiNGEwYzZmMjEiLCJzaWQiOiI5YjJlN2Q0MS0wYzVhLTQ4ZjMtYTZkMS03ZThmMmI0YzlkMDMiLCJ0eXAiOiJhY2Nlc3MiLCJpYXQiOjE3OTY0NjA5MDAsImV4cCI6MTc5NjQ2MTgwMH0.q1Xb8n3VfKz0Jm2RtY7cWd5LhG4sPa9eUo6iTj-NrCk',
+  refreshToken:
+    'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIzZjZjMmE5ZS04YjFkLTRjN2EtOWU1Mi0xZDdiNGEwYzZmMjEiLCJzaWQiOiI5YjJlN2Q0MS0wYzVhLTQ4ZjMtYTZkMS03ZThmMmI0YzlkMDMiLCJnZW4iOjAsInR5cCI6InJlZnJlc2giLCJqdGkiOiJjMWQ0ZTdmMC0yYjNhLTRjNWQtOGU5Zi0wYTFiMmMzZDRlNWYiLCJpYXQiOjE3OTY0NjA5MDAsImV4cCI6MTc5OTA1MjkwMH0.Zr4Wm8KcT2pQx6Vb0Ny3Hd9Ls5Gf1Ja7Eo2Ui8Ck-Mw',
+}
+
 export namespace AuthModel {
   const email = t.String({ format: 'email', maxLength: 254, error: 'Invalid email format' })
   const name = (label: string) => t.String({ minLength: 1, maxLength: 100, error: `${label} is required (1–100 characters)` })
+  // The schema checks presence and the upper bound; the rule itself is checked, and reported
+  // per rule broken, by the auth service (src/auth/service.ts `passwordProblems`).
+  const PASSWORD_RULE = '8–128 characters with a lowercase and an uppercase letter, a digit and a symbol (e.g. `SecurePass123!`); a weak password is a 400 whose detail names every rule it breaks'
   export const register = t.Object(
     {
       email,
-      password: t.String({ minLength: 1, maxLength: 128, error: 'Password is required' }),
+      password: t.String({ minLength: 1, maxLength: 128, description: PASSWORD_RULE, error: 'Password is required' }),
       firstName: name('First name'),
       lastName: name('Last name'),
       organization: t.Optional(t.String({ maxLength: 200, error: 'Organization must be at most 200 characters' })),
     },
-    { additionalProperties: false },
+    { additionalProperties: false, examples: [{ email: 'user@example.com', password: 'SecurePass123!', firstName: 'John', lastName: 'Doe', organization: 'Company Inc' }] },
   )
-  export const login = t.Object({ email, password: t.String({ minLength: 1, maxLength: 128, error: 'Password is required' }) }, { additionalProperties: false })
-  export const refresh = t.Object({ refreshToken: t.String({ minLength: 1, maxLength: 4096, error: 'Refresh token is required' }) }, { additionalProperties: false })
+  export const login = t.Object(
+    { email, password: t.String({ minLength: 1, maxLength: 128, error: 'Password is required' }) },
+    { additionalProperties: false, examples: [{ email: 'user@example.com', password: 'SecurePass123!' }] },
+  )
+  export const refresh = t.Object(
+    { refreshToken: t.String({ minLength: 1, maxLength: 4096, description: 'The `refreshToken` of the last login or refresh', error: 'Refresh token is required' }) },
+    { additionalProperties: false, examples: [{ refreshToken: EXAMPLE.refreshToken }] },
+  )
   export const changePassword = t.Object(
     {
       currentPassword: t.String({ minLength: 1, maxLength: 128, error: 'Current password is required' }),
-      newPassword: t.String({ minLength: 1, maxLength: 128, error: 'New password is required' }),
+      newPassword: t.String({ minLength: 1, maxLength: 128, description: `${PASSWORD_RULE}; it must differ from the current one`, error: 'New password is required' }),
     },
-    { additionalProperties: false },
+    { additionalProperties: false, examples: [{ currentPassword: 'SecurePass123!', newPassword: 'Sturdier-Pass456' }] },
   )
-  export const user = t.Object({ id: t.String({ format: 'uuid' }), email: t.String(), firstName: t.String(), lastName: t.String(), role: t.Union([t.Literal('ADMIN'), t.Literal('USER'), t.Literal('VIEWER')]) })
-  export const me = t.Composite([
-    user,
-    t.Object({ organization: t.Union([t.String(), t.Null()]), isActive: t.Boolean(), lastLoginAt: t.Union([t.String(), t.Null()]), createdAt: t.String(), updatedAt: t.String() }),
-  ])
-  export const tokens = t.Object({ token: t.String(), refreshToken: t.String(), expiresIn: t.Integer(), refreshExpiresIn: t.Integer(), tokenType: t.Literal('Bearer') })
-  export const session = t.Composite([t.Object({ user }), tokens])
+  export const user = t.Object(
+    { id: t.String({ format: 'uuid' }), email: t.String(), firstName: t.String(), lastName: t.String(), role: t.Union([t.Literal('ADMIN'), t.Literal('USER'), t.Literal('VIEWER')]) },
+    { examples: [EXAMPLE.user] },
+  )
+  export const me = t.Composite(
+    [
+      user,
+      t.Object({
+        organization: t.Union([t.String(), t.Null()]),
+        isActive: t.Boolean({ description: 'false: deactivated (cannot sign in)' }),
+        lastLoginAt: t.Union([t.String(), t.Null()], { description: 'ISO time of the last successful login' }),
+        createdAt: t.String(),
+        updatedAt: t.String(),
+      }),
+    ],
+    { examples: [{ ...EXAMPLE.user, organization: 'Company Inc', isActive: true, lastLoginAt: '2026-12-04T10:15:00.000Z', createdAt: '2026-11-02T08:30:00.000Z', updatedAt: '2026-11-02T08:30:00.000Z' }] },
+  )
+  const tokenPair = { token: EXAMPLE.token, refreshToken: EXAMPLE.refreshToken, expiresIn: 900, refreshExpiresIn: 2592000, tokenType: 'Bearer' as const }
+  export const tokens = t.Object(
+    {
+      token: t.String({ description: 'The access token: send it as `Authorization: Bearer <token>`' }),
+      refreshToken: t.String({ description: 'Single use: exchange it at `POST /api/auth/refresh` for a new pair' }),
+      expiresIn: t.Integer({ description: 'Seconds the access token is valid (`JWT_ACCESS_TTL_SECONDS`)' }),
+      refreshExpiresIn: t.Integer({ description: 'Seconds the refresh token is valid (`JWT_REFRESH_TTL_SECONDS`)' }),
+      tokenType: t.Literal('Bearer'),
+    },
+    { examples: [tokenPair] },
+  )
+  export const session = t.Composite([t.Object({ user }), tokens], { examples: [{ user: EXAMPLE.user, ...tokenPair }] })
 }
+
+/** A cached read's 304, for the OpenAPI document. */
+export const NOT_MODIFIED = { description: 'Not modified: the `If-None-Match` ETag is still current (no body)' }
 
 /** GET /api/auth/me: the caller's own record, cached per user (served from Bun's router on a hit). */
 export const meRead: CachedRead = { path: '/api/auth/me', scope: (p) => `user:${p.userId}` }
@@ -54,7 +98,20 @@ export function authRoutes(deps: HttpDeps) {
         set.status = 201
         return ok(r)
       },
-      { body: AuthModel.register, response: { 201: Envelope.data(AuthModel.session), ...errors(400, 409, 429) }, detail: { summary: 'Create an account', tags: ['Auth'] } },
+      {
+        body: AuthModel.register,
+        response: { 201: Envelope.data(AuthModel.session), ...errors(400, 409, 429) },
+        detail: {
+          summary: 'Create an account',
+          description:
+            'Creates a `USER` account and signs it in: answers 201 with the user and a token pair, as a login does. ' +
+            'Passwords need 8–128 characters with a lowercase and an uppercase letter, a digit and a symbol; a weak one is a 400 whose detail names every rule it breaks, ' +
+            'and unknown fields (such as `role`) are a 400 too. 409 when an account has the email already (compared without regard to case). ' +
+            'Each client source has a budget of register requests of its own (`AUTH_REGISTER_RATE_LIMIT_WINDOW_MS` / `AUTH_REGISTER_RATE_LIMIT_MAX_REQUESTS`, default 5 per 15 minutes); past it, 429.',
+          tags: ['Auth'],
+          ...access.public,
+        },
+      },
     )
     .post(
       '/login',
@@ -67,7 +124,21 @@ export function authRoutes(deps: HttpDeps) {
           throw err
         }
       },
-      { body: AuthModel.login, response: { 200: Envelope.data(AuthModel.session), ...errors(400, 401, 429) }, detail: { summary: 'Log in with email and password', tags: ['Auth'] } },
+      {
+        body: AuthModel.login,
+        response: { 200: Envelope.data(AuthModel.session), ...errors(400, 401, 429) },
+        detail: {
+          summary: 'Log in with email and password',
+          description:
+            'Opens a session: answers the user, an access `token` (valid `JWT_ACCESS_TTL_SECONDS`, default 15 minutes) and a single-use `refreshToken` (`JWT_REFRESH_TTL_SECONDS`, default 30 days). ' +
+            'A wrong email or password is a 401 with the same answer whether the account exists or not; a deactivated account is a 401 too. ' +
+            'Failed logins are throttled, never locked out: per source (`LOGIN_SOURCE_MAX_FAILURES`), per account (`LOGIN_ACCOUNT_MAX_FAILURES`) and per account and source (`LOGIN_LOCKOUT_THRESHOLD`, then waits from `LOGIN_BACKOFF_BASE_MS` up to `LOGIN_LOCKOUT_MS`); ' +
+            'a refused attempt is a 429 with `Retry-After` and the rule in `details`, and its password is not checked. ' +
+            'Each source also has a budget of login requests (`AUTH_LOGIN_RATE_LIMIT_WINDOW_MS` / `AUTH_LOGIN_RATE_LIMIT_MAX_REQUESTS`, default 5 per 15 minutes; 429).',
+          tags: ['Auth'],
+          ...access.public,
+        },
+      },
     )
     .post(
       '/refresh',
@@ -78,7 +149,16 @@ export function authRoutes(deps: HttpDeps) {
       {
         body: AuthModel.refresh,
         response: { 200: Envelope.data(AuthModel.tokens), ...errors(400, 401, 429) },
-        detail: { summary: 'Exchange a refresh token for a new token pair (single use; reuse revokes the session)', tags: ['Auth'] },
+        detail: {
+          summary: 'Exchange a refresh token for a new token pair',
+          description:
+            'Answers a new access token and a new refresh token for the same session; the refresh token sent is spent. ' +
+            'Sending a spent refresh token again revokes the whole session (someone else holds a copy) — except within 2 s of its own exchange, which is two tabs refreshing at once: the later one just gets a 401. ' +
+            '401 for a token that is invalid, expired, spent or of a revoked session. ' +
+            'Each client source has a budget of refresh requests apart from login\'s (`AUTH_REFRESH_RATE_LIMIT_WINDOW_MS` / `AUTH_REFRESH_RATE_LIMIT_MAX_REQUESTS`, default 100 per 15 minutes; 429).',
+          tags: ['Auth'],
+          ...access.public,
+        },
       },
     )
     .post(
@@ -88,7 +168,17 @@ export function authRoutes(deps: HttpDeps) {
         await deps.auth.logout(me)
         return ok({ loggedOut: true })
       },
-      { response: { 200: Envelope.data(t.Object({ loggedOut: t.Boolean() })), ...errors(401) }, detail: { summary: 'Revoke this session', tags: ['Auth'], security: bearer } },
+      {
+        response: { 200: Envelope.data(t.Object({ loggedOut: t.Boolean() }, { examples: [{ loggedOut: true }] })), ...errors(401) },
+        detail: {
+          summary: 'Log out: revoke this session',
+          description:
+            'Revokes the session the token belongs to, at once and on every node: its access and refresh tokens stop working and its WebSocket connections close (code 4001, `session revoked`). ' +
+            'The user\'s other sessions are not touched.',
+          tags: ['Auth'],
+          ...access.signedIn,
+        },
+      },
     )
     .get(
       '/me',
@@ -100,7 +190,17 @@ export function authRoutes(deps: HttpDeps) {
           return ok(u)
         })
       },
-      { detail: { summary: 'The current user (cached per user; ETag)', tags: ['Auth'], security: bearer, responses: documented({ 200: Envelope.data(AuthModel.me), ...errors(401) }) } },
+      {
+        detail: {
+          summary: 'The current user',
+          description:
+            'The caller\'s own record: names, role, organization, whether the account is active, the last login and when it was created and changed. ' +
+            'Served from a per-user response cache with an `ETag` (send it back in `If-None-Match` for a 304) and `X-Cache: HIT|MISS`; any change to the user drops the entry before it answers.',
+          tags: ['Auth'],
+          ...access.signedIn,
+          responses: { ...documented({ 200: Envelope.data(AuthModel.me), ...errors(401) }), 304: NOT_MODIFIED },
+        },
+      },
     )
     .post(
       '/change-password',
@@ -113,7 +213,15 @@ export function authRoutes(deps: HttpDeps) {
       {
         body: AuthModel.changePassword,
         response: { 200: Envelope.data(AuthModel.session), ...errors(400, 401) },
-        detail: { summary: 'Change the password; every session of the user is revoked and a new one opened', tags: ['Auth'], security: bearer },
+        detail: {
+          summary: 'Change your password',
+          description:
+            'Checks `currentPassword`, sets `newPassword`, revokes every session of the user — on every node, closing their WebSocket connections (code 4001) — and opens a new one: ' +
+            'answers the user and a fresh token pair, as a login does. ' +
+            '400 when the current password is wrong, when the new one is weak (8–128 characters with a lowercase and an uppercase letter, a digit and a symbol; the detail names every rule it breaks), or when it equals the current one.',
+          tags: ['Auth'],
+          ...access.signedIn,
+        },
       },
     )
 }

@@ -10,11 +10,12 @@ import { ForbiddenError, NotFoundError } from '../core/errors.ts'
 import type { ComputeKind, ComputeMessage } from '../actors/compute/messages.ts'
 import type { Replied } from '../actors/runtime/index.ts'
 import type { Principal } from '../auth/principal.ts'
+import { access } from '../auth/route-access.ts'
 import { engineUnavailable, type ContainerEngine } from '../engines/containers/engine.ts'
 import type { ComputeCore, ListOptions } from '../store/compute.ts'
 import type { Db } from '../store/db.ts'
 import type { Page } from '../store/pagination.ts'
-import { authorize, bearer, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { authorize, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
 import { ComputeApiModel, computeStatus, statsView } from './views/compute.ts'
 
 /** What the edge sends a compute actor (the kind's own payloads are checked by its schema). */
@@ -44,6 +45,22 @@ async function readStats(engine: ContainerEngine, kind: ComputeKind, id: string,
   }
 }
 
+/** What the documentation of the shared routes says differently for each kind (Markdown). */
+interface ComputeDocs {
+  /** The variable listing the images it may run ("WORKSTATION_IMAGES"). */
+  images: string
+  /** What the create body calls its resources ("resources", "size"). */
+  resources: string
+  /** Said of a create besides what every kind shares. */
+  create?: string
+  /** What a PATCH may change, and when. */
+  patch: string
+  /** Whether a PATCH can be refused for the entity's state (409). */
+  patchConflicts: boolean
+  /** Said of its owner's reads (idle culling), where it applies. */
+  activity?: string
+}
+
 /** What the shared routes of a compute kind need to know about it. */
 export interface ComputeRouteOptions<R extends ComputeCore> {
   kind: ComputeKind
@@ -64,6 +81,7 @@ export interface ComputeRouteOptions<R extends ComputeCore> {
   engine: ContainerEngine | undefined
   /** An API call on the entity by its owner: activity. */
   touch: (id: string) => void
+  docs: ComputeDocs
 }
 
 /** The entity if the caller may see it (the access policy: its owner or an admin; a stranger gets 404). */
@@ -101,6 +119,14 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
   const name = o.label === 'VM' ? 'VM' : o.label.toLowerCase()
   const tags = [o.tag]
 
+  // The documentation: what each route does, its events, limits and errors, for this kind.
+  const d = o.docs
+  const topics = `\`${o.kind}:<id>\` and \`user:<ownerId>\``
+  const noEngine = '503 when no container engine is available.'
+  const capacity = `checked against what the container engine has (cores, memory, an NVIDIA runtime for \`gpu\`): asking for more is a 422 with one detail per limit (\`resources.cpu\`, \`resources.memory\`, \`resources.gpu\`)`
+  const quota = `claims the compute quota under a per-user lock: past \`QUOTA_MAX_RUNNING\`, \`QUOTA_MAX_CPU\` or \`QUOTA_MAX_MEMORY_MB\` (or the user's override) it is a 409 \`quota_exceeded\` whose details say what is used, requested and allowed (\`quota.running\`, \`quota.cpu\`, \`quota.memoryMb\`)`
+  const activity = d.activity ? ` ${d.activity}` : ''
+
   return new Elysia({ prefix: o.prefix })
     .post(
       '/',
@@ -113,8 +139,17 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
       },
       {
         body: o.create,
-        response: { 201: one, ...errors(400, 401, 403, 422, 503) },
-        detail: { summary: `Create a ${name} (status CREATING, then STOPPED once its container exists); image from the allow-list`, tags, security: bearer },
+        response: { 201: one, ...errors(400, 403, 422, 503) },
+        detail: {
+          summary: `Create a ${name}`,
+          description:
+            `Creates a ${name} and answers 201 with it in status CREATING. Its actor then creates the container (with a home volume) on the container engine: ` +
+            `STOPPED follows, or ERROR with a reason (e.g. the image is missing on the engine), as a \`status\` event on ${topics}; start it with \`POST ${o.prefix}/:id/start\`.\n\n` +
+            `\`image\` must be one of \`${d.images}\` (default: the first); another is a 422. \`${d.resources}\` is ${capacity}, and nothing is recorded.${d.create ? ` ${d.create}` : ''} ` +
+            `The compute quota applies when it starts, not here. ${noEngine}`,
+          tags,
+          ...access.collection(o.kind, 'change'),
+        },
       },
     )
     .get(
@@ -127,9 +162,20 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
         return ok(page.items.map((r) => o.view(r)), { nextCursor: page.nextCursor, limit })
       },
       {
-        query: t.Object({ ...Envelope.pageQuery, status: t.Optional(computeStatus), ownerId: t.Optional(t.String({ format: 'uuid', error: 'Invalid owner id' })) }),
-        response: { 200: Envelope.list(o.entity), ...errors(400, 401, 403) },
-        detail: { summary: `Your ${name}s (status filter, cursor pagination; admins: ?ownerId=)`, tags, security: bearer },
+        query: t.Object({
+          ...Envelope.pageQuery,
+          status: t.Optional(computeStatus),
+          ownerId: t.Optional(t.String({ format: 'uuid', error: 'Invalid owner id', description: "Admins: another user's (default: your own)" })),
+        }),
+        response: { 200: Envelope.list(o.entity), ...errors(400, 403) },
+        detail: {
+          summary: `List your ${name}s`,
+          description:
+            `Your ${name}s, oldest first, a page at a time (\`limit\`, and \`cursor\` from the previous page's \`meta.nextCursor\`), optionally only those in one \`status\`. ` +
+            `Read from the database: it answers without a container engine. Admins list another user's with \`ownerId\`; anyone else naming another user is refused with 403.`,
+          tags,
+          ...access.collection(o.kind, 'read'),
+        },
       },
     )
     .get(
@@ -139,7 +185,18 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
         if (row.ownerId === me.userId) o.touch(row.id)
         return ok(o.view(row))
       },
-      { params: idParams, response: { 200: one, ...errors(400, 401, 404) }, detail: { summary: `A ${name}`, tags, security: bearer } },
+      {
+        params: idParams,
+        response: { 200: one, ...errors(400, 404) },
+        detail: {
+          summary: `Get a ${name}`,
+          description:
+            `The ${name}: its status, \`statusReason\` (why it is in ERROR, or stopped on its own), resources, image, container and times. ` +
+            `Read from the database: it answers without a container engine.${activity} Follow its changes live on the topic \`${o.kind}:<id>\` (WebSocket \`/ws\`).`,
+          tags,
+          ...access.object(o.kind, 'read'),
+        },
+      },
     )
     .patch(
       '/:id',
@@ -150,8 +207,15 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
       {
         params: idParams,
         body: o.patch,
-        response: { 200: one, ...errors(400, 401, 403, 404, 409, 422, 503) },
-        detail: { summary: `Change a ${name}`, tags, security: bearer },
+        response: { 200: one, ...(d.patchConflicts ? errors(400, 403, 404, 409, 422, 503) : errors(400, 403, 404, 422, 503)) },
+        detail: {
+          summary: `Change a ${name}`,
+          description:
+            `${d.patch} Answers the ${name} as changed, and an \`updated\` event \`{kind, id, name, changes, at}\` goes to ${topics}. ` +
+            `Any change is a 422 while the image (the new one, or its own) is not on \`${d.images}\`. ${noEngine}`,
+          tags,
+          ...access.object(o.kind, 'change'),
+        },
       },
     )
     .delete(
@@ -162,8 +226,15 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
       },
       {
         params: idParams,
-        response: { 200: Envelope.data(ComputeApiModel.deleted), ...errors(400, 401, 403, 404, 503) },
-        detail: { summary: `Delete a ${name}, its container and its home volume`, tags, security: bearer },
+        response: { 200: Envelope.data(ComputeApiModel.deleted), ...errors(400, 403, 404, 503) },
+        detail: {
+          summary: `Delete a ${name} with its container and home volume`,
+          description:
+            `Deletes the ${name} in any status: its container (killed if running) and its home volume are removed — the files in it are gone — and then its record. ` +
+            `A \`deleted\` event \`{kind, id, name, at}\` goes to ${topics}. 503 when no container engine is available (nothing is deleted).`,
+          tags,
+          ...access.object(o.kind, 'change'),
+        },
       },
     )
     .post(
@@ -176,8 +247,17 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
       },
       {
         params: idParams,
-        response: { 200: one, 202: one, ...errors(400, 401, 403, 404, 409, 422, 503) },
-        detail: { summary: 'Start (202 STARTING; RUNNING or ERROR follows as a `status` event); 409 past the quota', tags, security: bearer },
+        response: { 200: one, 202: one, ...errors(400, 403, 404, 409, 422, 503) },
+        detail: {
+          summary: `Start a ${name}`,
+          description:
+            `Starts a STOPPED (or CREATING, or ERROR) ${name}. Its resources are checked again against what the container engine has, which may have changed since it was created: ` +
+            `more than it has is a 422 naming each limit (\`resources.cpu\`, \`resources.memory\`, \`resources.gpu\`). Then it ${quota}. ` +
+            `Answers 202 with status STARTING; RUNNING, or ERROR with a reason, follows as a \`status\` event on ${topics}. ` +
+            `Already RUNNING: 200, unchanged (STARTING: 202, unchanged). 409 while it is STOPPING. ${noEngine}`,
+          tags,
+          ...access.object(o.kind, 'change'),
+        },
       },
     )
     .post(
@@ -190,8 +270,16 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
       },
       {
         params: idParams,
-        response: { 200: one, 202: one, ...errors(400, 401, 403, 404, 503) },
-        detail: { summary: 'Stop (202 STOPPING; STOPPED follows as a `status` event)', tags, security: bearer },
+        response: { 200: one, 202: one, ...errors(400, 403, 404, 503) },
+        detail: {
+          summary: `Stop a ${name}`,
+          description:
+            `Stops a RUNNING, STARTING or ERROR ${name}: 202 with status STOPPING; STOPPED (or ERROR, if the engine fails) follows as a \`status\` event on ${topics}, and its compute quota is released. ` +
+            `Already STOPPED or CREATING: 200, unchanged. Stopping during a restart${o.kind === 'vm' ? ' or resize' : ''} cancels the start that was to follow. ` +
+            `Its home volume is kept. ${noEngine}`,
+          tags,
+          ...access.object(o.kind, 'change'),
+        },
       },
     )
     .post(
@@ -204,8 +292,16 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
       },
       {
         params: idParams,
-        response: { 202: one, ...errors(400, 401, 403, 404, 409, 422, 503) },
-        detail: { summary: 'Restart: stop, then start (events STOPPING, STOPPED, STARTING, RUNNING)', tags, security: bearer },
+        response: { 202: one, ...errors(400, 403, 404, 409, 422, 503) },
+        detail: {
+          summary: `Restart a ${name}`,
+          description:
+            `A RUNNING ${name} is stopped and started again, keeping its quota: 202 with status STOPPING, then \`status\` events STOPPED, STARTING and RUNNING on ${topics}. ` +
+            `A STOPPED, CREATING or ERROR one is started as by \`POST ${o.prefix}/:id/start\` (capacity 422, quota 409) and answers 202 STARTING; ` +
+            `one that is STOPPING starts again once stopped, and one that is STARTING is left as it is (202). ${noEngine}`,
+          tags,
+          ...access.object(o.kind, 'change'),
+        },
       },
     )
     .get(
@@ -218,11 +314,15 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
       {
         params: idParams,
         query: ComputeApiModel.logsQuery,
-        response: { 200: Envelope.data(ComputeApiModel.logs), ...errors(400, 401, 404, 503) },
+        response: { 200: Envelope.data(ComputeApiModel.logs), ...errors(400, 404, 503) },
         detail: {
-          summary: `The last \`tail\` lines of the container's output, the newest CONTAINER_LOG_TAIL_MAX_BYTES at most (follow them over WS ${o.wsPrefix}/:id/logs)`,
+          summary: `Read a ${name}'s recent output`,
+          description:
+            `The last \`tail\` lines (default 100, at most 10000) the container wrote to stdout and stderr, within the newest \`CONTAINER_LOG_TAIL_MAX_BYTES\` of its output: ` +
+            `\`droppedBytes\` counts the older output left out, and a line longer than \`CONTAINER_LOG_LINE_MAX_BYTES\` comes in pieces marked \`partial\`. ` +
+            `No lines before its container exists. To follow the output live, open the WebSocket \`${o.wsPrefix}/:id/logs\`.${activity} ${noEngine}`,
           tags,
-          security: bearer,
+          ...access.object(o.kind, 'read'),
         },
       },
     )
@@ -235,9 +335,15 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
       },
       {
         params: idParams,
-        response: { 200: Envelope.data(ComputeApiModel.stats), ...errors(400, 401, 404, 503) },
-        detail: { summary: 'Live CPU %, memory used/limit and PIDs from the engine', tags, security: bearer },
+        response: { 200: Envelope.data(ComputeApiModel.stats), ...errors(400, 404, 503) },
+        detail: {
+          summary: `Read a ${name}'s live resource use`,
+          description:
+            `A sample from the container engine: CPU use in percent of one core (\`cpuPercent\`, 200 = two cores busy) against the \`cpuLimit\` cores it may use, ` +
+            `memory used and its limit in bytes, and the number of processes. Without a running container: \`running: false\` and zeros (the memory limit from its resources).${activity} ${noEngine}`,
+          tags,
+          ...access.object(o.kind, 'read'),
+        },
       },
     )
 }
-

@@ -52,9 +52,14 @@ export namespace Envelope {
     },
     { title: 'Error' },
   )
-  export const data = <S extends TSchema>(schema: S) => t.Object({ success: t.Literal(true), data: schema })
+  // The envelope's example wraps the payload's (the OpenAPI document shows it per response).
+  const example = (schema: TSchema, wrap: (e: unknown) => unknown) => (Array.isArray(schema.examples) && schema.examples.length > 0 ? { examples: [wrap(schema.examples[0])] } : {})
+  export const data = <S extends TSchema>(schema: S) => t.Object({ success: t.Literal(true), data: schema }, example(schema, (e) => ({ success: true, data: e })))
   export const list = <S extends TSchema>(schema: S) =>
-    t.Object({ success: t.Literal(true), data: t.Array(schema), meta: t.Object({ nextCursor: t.Union([t.String(), t.Null()]), limit: t.Integer() }) })
+    t.Object(
+      { success: t.Literal(true), data: t.Array(schema), meta: t.Object({ nextCursor: t.Union([t.String(), t.Null()]), limit: t.Integer() }) },
+      example(schema, (e) => ({ success: true, data: [e], meta: { nextCursor: null, limit: 20 } })),
+    )
   export const pageQuery = {
     limit: t.Optional(t.Integer({ minimum: 1, maximum: 100, default: 20, description: 'Page size (1–100)' })),
     cursor: t.Optional(t.String({ maxLength: 512, description: 'The `meta.nextCursor` of the previous page' })),

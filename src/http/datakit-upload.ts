@@ -10,7 +10,7 @@ import { Value } from '@sinclair/typebox/value'
 import { AppError, ForbiddenError, ValidationError } from '../core/errors.ts'
 import { DATAKIT_KIND, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, type DatakitMessage } from '../actors/datakit.ts'
 import { ActorTimeoutError } from '../actors/runtime/index.ts'
-import { ACCEPTED_TYPES_TEXT, detectFormat, type DatasetFormat } from '../engines/datasets/format.ts'
+import { ACCEPTED_TYPES_TEXT, checkDatasetLimits, detectFormat, type DatasetFormat } from '../engines/datasets/format.ts'
 import * as store from '../store/datakits.ts'
 import { bearer, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
 import { datakitAccess } from './datakit-access.ts'
@@ -89,6 +89,9 @@ async function upload(request: Request, set: { status?: number | string }) {
     if (fields.datakitId === undefined && fields.name === undefined) throw new ValidationError('Validation failed', [{ field: 'name', message: 'Required' }])
     // The content decides: a 415 naming the accepted types otherwise.
     const format: DatasetFormat = await detectFormat(file.path)
+    // What its ends tell (a gzip's size, a CSV header's width): 413/422 naming the limit now,
+    // rather than a FAILED version later (profiling checks the rest).
+    await checkDatasetLimits(file.path, format, config.datakits)
     const uploaded = { fileId: file.id, originalName: file.originalName, format, sizeBytes: file.size, sha256: file.sha256, uploadedBy: me.userId }
     const description = fields.description === undefined ? undefined : fields.description === '' ? null : fields.description
     let id: string
@@ -127,7 +130,9 @@ async function upload(request: Request, set: { status?: number | string }) {
           description:
             `Multipart form: \`dataset\` (the file), \`name\`, \`description\`, optional \`datakitId\` (adds version N+1). ` +
             `The body is streamed to disk and hashed (sha256). Accepted content: ${ACCEPTED_TYPES_TEXT} (415 otherwise, decided from the bytes, not the name). ` +
-            `413 when the file exceeds MAX_FILE_SIZE or the uploader's storage quota (details: usedBytes, allowedBytes, incomingBytes). ` +
+            `413 when the file exceeds MAX_FILE_SIZE or the uploader's storage quota (details: usedBytes, allowedBytes, incomingBytes), or a gzip file's trailer says it decompresses past DATAKIT_MAX_DECOMPRESSED_BYTES; ` +
+            `422 when a CSV/TSV header has more than DATAKIT_MAX_COLUMNS fields (details: \`{field: "limit", message: "NAME=value"}\`). ` +
+            'Limits only profiling can see (rows, decompressed size past 4 GiB, JSON/Parquet width, DATAKIT_PROFILE_TIMEOUT_MS, DATAKIT_PROFILE_MEMORY_MB) end the version FAILED with a reason naming the limit. ' +
             'The datakit is PROCESSING until profiled; follow `datakit:<id>` on /ws or poll GET /api/datakits/:id.',
           tags: TAGS,
           security: bearer,

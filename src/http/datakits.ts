@@ -161,7 +161,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
           const { me, d } = await readable(request, params.id)
           return deps.cache.serve(request, set.headers as Record<string, string>, { scope: `datakit:${d.id}`, viewer: me.userId, route: '/api/datakits/:id/preview' }, async () => {
             const v = await readyVersion(d, query.version)
-            const p = await engine.preview(datakitFiles(dir, v.fileId).parquet, query.limit ?? 50, query.offset ?? 0)
+            const p = await engine.preview(datakitFiles(dir, v.fileId).parquet, query.limit ?? 50, query.offset ?? 0, { user: me.userId, signal: request.signal })
             return ok({ version: v.version, ...p })
           })
         },
@@ -169,10 +169,10 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
           params: idParams,
           query: DatakitModel.previewQuery,
           detail: {
-            summary: 'Rows of a READY version, in file order (limit 1–1000, offset; cached)',
+            summary: 'Rows of a READY version, in file order (limit 1–1000, offset; at most DATAKIT_QUERY_MAX_BYTES of JSON; cached)',
             tags: TAGS,
             security: bearer,
-            responses: documented({ 200: Envelope.data(DatakitModel.preview), ...errors(400, 401, 404, 409) }),
+            responses: documented({ 200: Envelope.data(DatakitModel.preview), ...errors(400, 401, 404, 409, 422, 429) }),
           },
         },
       )
@@ -205,11 +205,11 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
       .get(
         '/:id/export',
         async ({ request, params, query, set }) => {
-          const { d } = await readable(request, params.id)
+          const { me, d } = await readable(request, params.id)
           const v = await readyVersion(d, query.version)
           const format: ExportFormat = query.format ?? 'csv'
           await mkdir(exportDir, { recursive: true })
-          const res = await engine.exportTo(datakitFiles(dir, v.fileId).parquet, format, join(exportDir, `${crypto.randomUUID()}.${format}`))
+          const res = await engine.exportTo(datakitFiles(dir, v.fileId).parquet, format, join(exportDir, `${crypto.randomUUID()}.${format}`), { user: me.userId, signal: request.signal })
           const h = set.headers as Record<string, string>
           h['content-type'] = res.contentType
           h['content-length'] = String(res.bytes)
@@ -223,26 +223,74 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
             summary: 'A READY version as CSV (formula cells neutralised), JSON (array of objects) or Parquet, streamed',
             tags: TAGS,
             security: bearer,
-            responses: { 200: { description: 'The exported file', content: { 'text/csv': { schema: { type: 'string' } } } }, ...documented(errors(400, 401, 404, 409)) },
+            responses: { 200: { description: 'The exported file', content: { 'text/csv': { schema: { type: 'string' } } } }, ...documented(errors(400, 401, 404, 409, 422, 429)) },
           },
         },
       )
       .post(
         '/:id/query',
         async ({ request, params, body }) => {
-          const { d } = await readable(request, params.id)
+          const { me, d } = await readable(request, params.id)
           const v = await readyVersion(d, body.version)
-          const r = await engine.query(datakitFiles(dir, v.fileId).parquet, body.sql, { timeoutMs: config.datakits.queryTimeoutMs, maxRows: config.datakits.queryMaxRows })
+          const r = await engine.query(datakitFiles(dir, v.fileId).parquet, body.sql, { user: me.userId, signal: request.signal })
           return ok({ version: v.version, ...r })
         },
         {
           params: idParams,
           body: DatakitModel.query,
-          response: { 200: Envelope.data(DatakitModel.queryResult), ...errors(400, 401, 404, 409, 422) },
+          response: { 200: Envelope.data(DatakitModel.queryResult), ...errors(400, 401, 404, 409, 422, 429) },
           detail: {
-            summary: 'Run one read-only DuckDB query over the table `data` (sandboxed: no files, network, extensions or writes; time and row limits; 422 with DuckDB’s message)',
+            summary: 'Run one read-only DuckDB query over the table `data` (sandboxed; bounded in time, memory, rows and bytes)',
+            description:
+              'One read-only statement (SELECT, WITH, FROM-first, SUMMARIZE, DESCRIBE) over the table `data`, in a fresh DuckDB with no file, network, extension or write access, ' +
+              'run in a worker process. At most DATAKIT_QUERY_MAX_ROWS rows and DATAKIT_QUERY_MAX_BYTES bytes of JSON are returned (`truncated: true`, `truncatedBy`: `rows` or `bytes`); ' +
+              'POST /query/export streams the whole result as a file. 422 `query_timeout` past DATAKIT_QUERY_TIMEOUT_MS, `query_memory_exceeded` past DATAKIT_QUERY_MEMORY_MB ' +
+              '(details: `{field: "limit", message: "NAME=value"}`), or with DuckDB’s message; 429 when you already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting.',
             tags: TAGS,
             security: bearer,
+          },
+        },
+      )
+      .post(
+        '/:id/query/export',
+        async ({ request, params, body, set }) => {
+          const { me, d } = await readable(request, params.id)
+          const v = await readyVersion(d, body.version)
+          const format: ExportFormat = body.format ?? 'csv'
+          await mkdir(exportDir, { recursive: true })
+          const res = await engine.exportQuery(datakitFiles(dir, v.fileId).parquet, body.sql, format, join(exportDir, `${crypto.randomUUID()}.${format}`), {
+            user: me.userId,
+            signal: request.signal,
+          })
+          const h = set.headers as Record<string, string>
+          h['content-type'] = res.contentType
+          h['content-length'] = String(res.bytes)
+          h['content-disposition'] = contentDisposition(`${sanitizeFilename(d.name.replace(/[\\/]/g, '_'), 'datakit')}-v${v.version}-query.${format}`)
+          // consumeFile is a pull stream: it reads the next chunk only when the client took the last.
+          return new Response(await consumeFile(res.path), { headers: h })
+        },
+        {
+          params: idParams,
+          body: DatakitModel.queryExport,
+          detail: {
+            summary: 'The whole result of one sandboxed query as a CSV, Parquet or JSON file, streamed',
+            description:
+              'The same sandbox and checks as POST /query, without the row and byte caps of a JSON answer: DuckDB writes the result to a file (CSV cells that look like formulas ' +
+              'are neutralised), which is then streamed with backpressure and removed. Bounded by DATAKIT_QUERY_TIMEOUT_MS and DATAKIT_QUERY_MEMORY_MB (422) and by ' +
+              'DATAKIT_EXPORT_MAX_BYTES of file (413 `export_too_large`: the export is stopped as soon as the file outgrows it); errors come before the first byte, in the envelope.',
+            tags: TAGS,
+            security: bearer,
+            responses: {
+              200: {
+                description: 'The result file',
+                content: {
+                  'text/csv': { schema: { type: 'string' } },
+                  'application/vnd.apache.parquet': { schema: { type: 'string', format: 'binary' } },
+                  'application/json': { schema: { type: 'string' } },
+                },
+              },
+              ...documented(errors(400, 401, 404, 409, 413, 422, 429)),
+            },
           },
         },
       )

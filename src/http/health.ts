@@ -3,6 +3,7 @@ import { timingSafeEqual } from 'node:crypto'
 import { Elysia, t } from 'elysia'
 import { AppError } from '../core/errors.ts'
 import type { HttpDeps } from './context.ts'
+import { access } from '../auth/route-access.ts'
 
 type Status = 'healthy' | 'unhealthy' | 'disabled'
 
@@ -29,16 +30,38 @@ async function probe(check: (() => Promise<void>) | undefined): Promise<{ status
 
 const serviceSchema = t.Object({ status: t.Union([t.Literal('healthy'), t.Literal('unhealthy'), t.Literal('disabled')]), latencyMs: t.Optional(t.Number()), error: t.Optional(t.String()) })
 
+const healthFields = {
+  status: t.Union([t.Literal('healthy'), t.Literal('unhealthy')]),
+  timestamp: t.String({ description: 'ISO time of the report' }),
+  uptimeSeconds: t.Number({ description: 'Seconds since this server process started' }),
+  services: t.Record(t.String(), serviceSchema, { description: 'Per service: database, redis, docker, ai' }),
+}
+const healthy = {
+  status: 'healthy',
+  timestamp: '2026-12-04T10:15:00.000Z',
+  uptimeSeconds: 86400,
+  services: { database: { status: 'healthy', latencyMs: 0.84 }, redis: { status: 'healthy', latencyMs: 0.31 }, docker: { status: 'healthy', latencyMs: 2.47 }, ai: { status: 'disabled' } },
+}
 /** The same shape whether healthy (200) or not (503). */
-const healthSchema = t.Object(
-  {
-    status: t.Union([t.Literal('healthy'), t.Literal('unhealthy')]),
-    timestamp: t.String(),
-    uptimeSeconds: t.Number(),
-    services: t.Record(t.String(), serviceSchema),
-  },
-  { title: 'Health' },
-)
+const healthSchema = t.Object(healthFields, { title: 'Health', examples: [healthy] })
+const unhealthySchema = t.Object(healthFields, {
+  title: 'Health',
+  description: 'Unhealthy: a configured service does not answer. The body is the health report, as for 200 but with `status: "unhealthy"` (not the error envelope)',
+  examples: [{ ...healthy, status: 'unhealthy', services: { ...healthy.services, docker: { status: 'unhealthy', error: 'no answer within 2000 ms' } } }],
+})
+
+/** A few lines of what /metrics answers, for the OpenAPI document. */
+const METRICS_EXAMPLE = [
+  '# HELP http_request_duration_seconds HTTP request duration by route and status',
+  '# TYPE http_request_duration_seconds histogram',
+  'http_request_duration_seconds_bucket{le="0.005",method="GET",route="/api/auth/me",status="200"} 1523',
+  'http_request_duration_seconds_sum{method="GET",route="/api/auth/me",status="200"} 2.91',
+  'http_request_duration_seconds_count{method="GET",route="/api/auth/me",status="200"} 1530',
+  '# HELP http_rate_limited_total Requests refused by a rate limit',
+  '# TYPE http_rate_limited_total counter',
+  'http_rate_limited_total{limit="auth_login"} 3',
+  '',
+].join('\n')
 
 const sha256 = (s: string) => new Bun.CryptoHasher('sha256').update(s).digest()
 
@@ -78,8 +101,17 @@ export function healthRoutes(deps: HttpDeps, probes: readonly HealthProbe[]) {
         return { status: healthy ? 'healthy' : 'unhealthy', timestamp: new Date().toISOString(), uptimeSeconds: Math.round(process.uptime()), services }
       },
       {
-        response: { 200: healthSchema, 503: healthSchema },
-        detail: { summary: 'Health of the server and the services it depends on', tags: ['System'] },
+        response: { 200: healthSchema, 503: unhealthySchema },
+        detail: {
+          summary: 'Health of the server and the services it depends on',
+          description:
+            'Probes each service the server depends on — `database`, `redis`, `docker` and `ai` (the assistant\'s tables; the provider is not called) — each within 2 s, ' +
+            'and reports it `healthy` (with its `latencyMs`), `unhealthy` (with the `error`) or `disabled` (not configured). ' +
+            '200 when none is unhealthy; 503 when a configured one is, with the same report as the body (`status: "unhealthy"`), not the error envelope. ' +
+            'Never cached (`Cache-Control: no-store`): for load balancers and monitors.',
+          tags: ['System'],
+          ...access.public,
+        },
       },
     )
     .get(
@@ -93,8 +125,17 @@ export function healthRoutes(deps: HttpDeps, probes: readonly HealthProbe[]) {
       {
         detail: {
           summary: 'Prometheus metrics',
-          description: 'Open unless METRICS_TOKEN is set; then `Authorization: Bearer <METRICS_TOKEN>` is required (401 otherwise).',
+          description:
+            'The server\'s metrics in the Prometheus text format: request durations by method, route and status, database query durations by table-module function ' +
+            '(`db_query_duration_seconds{query="users.findById"}`), response-cache lookups, rate-limit refusals (`http_rate_limited_total{limit}`), the features\' own metrics ' +
+            '(actors, dropped container output, the AI assistant) and process metrics. ' +
+            'Open unless `METRICS_TOKEN` is set; then only `Authorization: Bearer <METRICS_TOKEN>` opens it (401 otherwise, whatever user token is sent) — without a token, keep it on a private network.',
           tags: ['System'],
+          ...access.public,
+          responses: {
+            200: { description: 'The metrics, in the Prometheus text exposition format (version 0.0.4)', content: { 'text/plain': { schema: { type: 'string' }, example: METRICS_EXAMPLE } } },
+            401: { description: '`METRICS_TOKEN` is set and the request does not send it as a Bearer token' },
+          },
         },
       },
     )

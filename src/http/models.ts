@@ -22,12 +22,13 @@ import { planRun, type PlanEnv } from '../actors/model-run-plan.ts'
 import type { Replied } from '../actors/runtime/index.ts'
 import { decide } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
+import { access } from '../auth/route-access.ts'
 import type { ModelServing } from '../engines/serving/serving.ts'
 import * as store from '../store/models.ts'
 import * as runs from '../store/model-runs.ts'
 import * as versions from '../store/model-versions.ts'
 import * as workstations from '../store/workstations.ts'
-import { authorize, bearer, documented, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { authorize, documented, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
 import { checkPredictBody, PredictModel, predictionJson, predictRecords } from './predict.ts'
 import { ALIAS, ModelModel, serializeModel, serializeVersion } from './views/model.ts'
 import { RunModel, serializeRun } from './views/run.ts'
@@ -82,8 +83,16 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
       },
       {
         body: ModelModel.create,
-        response: { 201: Envelope.data(ModelModel.model), ...errors(400, 401, 403, 409, 422) },
-        detail: { summary: 'Create a model (the guide\'s body: name, description, type, framework, workstationId)', tags: ['Models'], security: bearer },
+        response: { 201: Envelope.data(ModelModel.model), ...errors(400, 403, 409, 422) },
+        detail: {
+          summary: 'Create a model',
+          description:
+            'Registers a model (the guide\'s body: `name`, `description`, `type` CLASSIFICATION or REGRESSION, `framework`, default TENSORFLOW, and optionally the `workstationId` of one of your workstations) ' +
+            'and answers 201 with it in status DRAFT; train it with `POST /api/models/:id/train`. ' +
+            '409 when you already have a model of that name; 422 when `workstationId` is not one of your workstations.',
+          tags: ['Models'],
+          ...access.collection('model', 'change'),
+        },
       },
     )
     .get(
@@ -94,12 +103,28 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
         const page = await store.listModels(deps.sql, { userId: me.userId, limit, cursor: query.cursor, type: query.type, status: query.status, framework: query.framework, search: query.search })
         return ok(page.items.map(serializeModel), { nextCursor: page.nextCursor, limit })
       },
-      { query: ModelModel.listQuery, response: { 200: Envelope.list(ModelModel.model), ...errors(400, 401) }, detail: { summary: 'Your models (filter by type, status, framework, search; cursor pagination)', tags: ['Models'], security: bearer } },
+      {
+        query: ModelModel.listQuery,
+        response: { 200: Envelope.list(ModelModel.model), ...errors(400) },
+        detail: {
+          summary: 'List your models',
+          description:
+            'Your models, oldest first, a page at a time (`limit`, and `cursor` from the previous page\'s `meta.nextCursor`), optionally filtered by `type`, `status`, `framework` ' +
+            'and `search` (text in the name or description). A model\'s status is derived from its runs and deployment (see the Model schema).',
+          tags: ['Models'],
+          ...access.collection('model', 'read'),
+        },
+      },
     )
     .get('/:id', async ({ request, params }) => ok(serializeModel((await model(deps, request, params.id, 'read')).obj)), {
       params: idParams,
-      response: { 200: Envelope.data(ModelModel.model), ...errors(400, 401, 404) },
-      detail: { summary: 'A model', tags: ['Models'], security: bearer },
+      response: { 200: Envelope.data(ModelModel.model), ...errors(400, 404) },
+      detail: {
+        summary: 'Get a model',
+        description: 'The model with its derived status, the number of runs queued or running, its latest version and what is deployed (version, and the alias it was deployed by).',
+        tags: ['Models'],
+        ...access.object('model', 'read'),
+      },
     })
     .patch(
       '/:id',
@@ -109,7 +134,19 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
         await checkWorkstation(body.workstationId, (owner) => owner === m.userId, "not a workstation of the model's owner")
         return ok(serializeModel(await ask(m.id, { type: 'update', patch: body })))
       },
-      { params: idParams, body: ModelModel.patch, response: { 200: Envelope.data(ModelModel.model), ...errors(400, 401, 403, 404, 409, 422) }, detail: { summary: 'Rename or describe a model', tags: ['Models'], security: bearer } },
+      {
+        params: idParams,
+        body: ModelModel.patch,
+        response: { 200: Envelope.data(ModelModel.model), ...errors(400, 403, 404, 409, 422) },
+        detail: {
+          summary: 'Rename or describe a model',
+          description:
+            'Changes any of `name`, `description` and `workstationId` (null unlinks the workstation) and answers the model. ' +
+            "409 when its owner already has another model of that name; 422 when `workstationId` is not one of the model owner's workstations.",
+          tags: ['Models'],
+          ...access.object('model', 'change'),
+        },
+      },
     )
     .delete(
       '/:id',
@@ -121,8 +158,15 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
       },
       {
         params: idParams,
-        response: { 200: Envelope.data(t.Object({ id: t.String(), deleted: t.Boolean() })), ...errors(400, 401, 403, 404, 409) },
-        detail: { summary: 'Delete a model with its runs, versions and artifacts (not while a run is active)', tags: ['Models'], security: bearer },
+        response: { 200: Envelope.data(ModelModel.deleted), ...errors(400, 403, 404, 409) },
+        detail: {
+          summary: 'Delete a model with its runs, versions and artifacts',
+          description:
+            'Deletes the model, its runs (with their params, tags and metrics), its versions and aliases, stops serving it, and removes its artifacts from `MODEL_DIR`. ' +
+            '409 while one of its runs is queued or running: cancel it first (`POST /api/runs/:id/cancel`).',
+          tags: ['Models'],
+          ...access.object('model', 'change'),
+        },
       },
     )
     .post(
@@ -154,11 +198,23 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
       {
         params: idParams,
         body: ModelModel.train,
-        response: { 202: Envelope.data(RunModel.run), ...errors(400, 401, 403, 404, 409, 422, 503) },
+        response: { 202: Envelope.data(RunModel.run), ...errors(400, 403, 404, 409, 422, 503) },
         detail: {
-          summary: 'Train: start a run on a DataKit (built-in TENSORFLOW trainer, or an allow-listed image and command). QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED; live on run:<id>',
+          summary: 'Train a model on a DataKit',
+          description:
+            'Starts a training run on a version of one of your DataKits (default: its current version) and answers 202 with the run, QUEUED. ' +
+            'Built-in training (TENSORFLOW models): `target`, and optionally `features`, `algorithm`, `params`, `validationSplit`. ' +
+            'Custom training in a container: `image` (from `TRAINING_IMAGES`) and `command`, optionally `resources` (default 1 core, 512 MB), `env`, `params`.\n\n' +
+            'The run goes QUEUED → RUNNING → SUCCEEDED (registering the next model version) | FAILED | CANCELLED, each change a `status` event on `run:<id>` ' +
+            '(and `model-run.status` on `user:<id>`), with `metrics` and `logs` events while it runs; it waits for one of the `TRAINING_CONCURRENCY` slots ' +
+            '(at most `TRAINING_CONCURRENCY_PER_USER` per user) and is stopped past `timeoutSeconds` (default `TRAINING_TIMEOUT_SECONDS`, at most `TRAINING_MAX_TIMEOUT_SECONDS`).\n\n' +
+            'Refused before a run exists: 400 for settings that do not fit (a missing `target`, built-in settings on a container run or the reverse, a timeout over the maximum); ' +
+            '404 when the DataKit (or the version named) does not exist or is not the model owner\'s; 409 while the DataKit is still processing, past `TRAINING_MAX_ACTIVE_RUNS` queued or running runs, ' +
+            'or — for a container run — past the compute quota (`quota_exceeded`, as a workstation start); 422 when the DataKit failed or lacks a named column, ' +
+            'a built-in run for another framework, an image not on `TRAINING_IMAGES`, or `resources` beyond what the container engine has; ' +
+            '503 for a container run when no container engine is available.',
           tags: ['Models'],
-          security: bearer,
+          ...access.object('model', 'change'),
         },
       },
     )
@@ -168,7 +224,17 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
         const { obj: m } = await model(deps, request, params.id, 'read')
         return ok((await versions.listVersions(deps.sql, m.id)).map(serializeVersion))
       },
-      { params: idParams, response: { 200: Envelope.data(t.Array(ModelModel.version)), ...errors(400, 401, 404) }, detail: { summary: 'Versions of a model, newest first', tags: ['Models'], security: bearer } },
+      {
+        params: idParams,
+        response: { 200: Envelope.data(ModelModel.versions), ...errors(400, 404) },
+        detail: {
+          summary: 'List the versions of a model',
+          description:
+            'Every version the model\'s successful runs registered, newest first: the run, the artifact `format` (only `quadrax.tabular` can be deployed), the input schema, the final metrics, the artifact files and the aliases pointing at it.',
+          tags: ['Models'],
+          ...access.object('model', 'read'),
+        },
+      },
     )
     .get(
       '/:id/versions/:version',
@@ -178,7 +244,16 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
         if (!v) throw new NotFoundError('Version')
         return ok(serializeVersion(v))
       },
-      { params: versionParams, response: { 200: Envelope.data(ModelModel.version), ...errors(400, 401, 404) }, detail: { summary: 'One version: input schema, metrics, artifact files', tags: ['Models'], security: bearer } },
+      {
+        params: versionParams,
+        response: { 200: Envelope.data(ModelModel.version), ...errors(400, 404) },
+        detail: {
+          summary: 'Get a version of a model',
+          description: 'One version: the run that registered it, its artifact format and files, the input schema predictions are checked against, its metrics and aliases. 404 when the model has no such version.',
+          tags: ['Models'],
+          ...access.object('model', 'read'),
+        },
+      },
     )
     .get(
       '/:id/aliases',
@@ -186,7 +261,16 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
         const { obj: m } = await model(deps, request, params.id, 'read')
         return ok((await store.listAliases(deps.sql, m.id)).map(aliasView))
       },
-      { params: idParams, response: { 200: Envelope.data(t.Array(ModelModel.alias)), ...errors(400, 401, 404) }, detail: { summary: 'Aliases of a model', tags: ['Models'], security: bearer } },
+      {
+        params: idParams,
+        response: { 200: Envelope.data(ModelModel.aliases), ...errors(400, 404) },
+        detail: {
+          summary: 'List the aliases of a model',
+          description: 'The model\'s aliases (such as `production` or `champion`), by name, each with the version it points at.',
+          tags: ['Models'],
+          ...access.object('model', 'read'),
+        },
+      },
     )
     .put(
       '/:id/aliases/:alias',
@@ -198,8 +282,15 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
       {
         params: aliasParams,
         body: ModelModel.setAlias,
-        response: { 200: Envelope.data(ModelModel.alias), ...errors(400, 401, 403, 404) },
-        detail: { summary: 'Point an alias (e.g. production) at a version', tags: ['Models'], security: bearer },
+        response: { 200: Envelope.data(ModelModel.alias), ...errors(400, 403, 404) },
+        detail: {
+          summary: 'Point an alias at a version',
+          description:
+            'Creates the alias, or moves it, to point at `version`. Names are 1–64 letters, digits, `_` or `-`, starting with a letter; `latest` and `v<N>` are reserved (400). ' +
+            'Moving an alias does not change what is deployed: deploy by alias again to serve the new version. 404 when the model has no such version.',
+          tags: ['Models'],
+          ...access.object('model', 'change'),
+        },
       },
     )
     .delete(
@@ -209,7 +300,16 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
         await deps.actors.ask(MODEL_KIND, m.id, { type: 'deleteAlias', alias: params.alias } satisfies ModelMessage)
         return ok({ alias: params.alias, deleted: true })
       },
-      { params: aliasParams, response: { 200: Envelope.data(t.Object({ alias: t.String(), deleted: t.Boolean() })), ...errors(400, 401, 403, 404) }, detail: { summary: 'Remove an alias', tags: ['Models'], security: bearer } },
+      {
+        params: aliasParams,
+        response: { 200: Envelope.data(ModelModel.aliasDeleted), ...errors(400, 403, 404) },
+        detail: {
+          summary: 'Remove an alias',
+          description: 'Removes the alias; the version it pointed at, and what is deployed, stay as they are. 404 when the model has no such alias.',
+          tags: ['Models'],
+          ...access.object('model', 'change'),
+        },
+      },
     )
     .post(
       '/:id/deploy',
@@ -240,8 +340,16 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
       {
         params: idParams,
         body: t.Optional(ModelModel.deploy),
-        response: { 200: Envelope.data(ModelModel.model), ...errors(400, 401, 403, 404, 409, 422) },
-        detail: { summary: 'Deploy a version for serving ({version} or {alias}; neither: the latest version)', tags: ['Models'], security: bearer },
+        response: { 200: Envelope.data(ModelModel.model), ...errors(400, 403, 404, 409, 422) },
+        detail: {
+          summary: 'Deploy a version of a model for serving',
+          description:
+            'Serves a version for `POST /api/models/:id/predict`: the one named by `version` or by `alias`, or without either the latest; it replaces what was deployed, and the model answers with status DEPLOYED. ' +
+            "The version's artifact is loaded first, so a version that cannot be served changes nothing: 422 for the files of a container run without a `quadrax.tabular` model, or a damaged artifact. " +
+            '400 for both `version` and `alias`; 404 for no such version or alias; 409 when the model has no version yet (train it first).',
+          tags: ['Models'],
+          ...access.object('model', 'change'),
+        },
       },
     )
     .post(
@@ -252,7 +360,16 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
         serving.drop(m.id)
         return ok(serializeModel(updated))
       },
-      { params: idParams, response: { 200: Envelope.data(ModelModel.model), ...errors(400, 401, 403, 404) }, detail: { summary: 'Stop serving a model', tags: ['Models'], security: bearer } },
+      {
+        params: idParams,
+        response: { 200: Envelope.data(ModelModel.model), ...errors(400, 403, 404) },
+        detail: {
+          summary: 'Stop serving a model',
+          description: 'Stops serving the model (predictions answer 409 until it is deployed again) and answers the model, whose status follows its runs again. Its versions and aliases stay.',
+          tags: ['Models'],
+          ...access.object('model', 'change'),
+        },
+      },
     )
     .post(
       '/:id/predict',
@@ -274,11 +391,19 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
         // hands everything else here. The body is checked with a precompiled validator in
         // both, and documented here.
         detail: {
-          summary: 'Predict with the deployed version: {"inputs": {…}} → prediction (class and probabilities, or value); instances / dataframe_records / dataframe_split → predictions',
+          summary: 'Predict with the deployed version of a model',
+          description:
+            'Runs the deployed version on the records sent, in one of four forms: the guide\'s `{"inputs": {…}}` (one record) answers `prediction`; ' +
+            '`inputs` as a list, and MLflow `/invocations` bodies — `instances`, `dataframe_records`, `dataframe_split {columns, data}` — answer `predictions`, in order. ' +
+            'A prediction is a `class` with its `probabilities` (classification) or a `value` (regression). The body is at most 1 MB of JSON (413 past it).\n\n' +
+            'Records are checked against the version\'s input schema: a missing or unknown field or a wrong type is a 422 with one detail per field (`[3].age` in a batch); ' +
+            '`null` is a missing value, imputed as in training. No records, more than 10000, or `dataframe_split` rows that do not match its columns are a 422 too. ' +
+            '400 for a body in none (or more than one) of the forms; 409 when the model is not deployed; ' +
+            '503 when the deployed version cannot be loaded on this server.',
           tags: ['Models'],
-          security: bearer,
+          ...access.object('model', 'read'),
           requestBody: { required: true, content: { 'application/json': { schema: PredictModel.body } } },
-          responses: documented({ 200: Envelope.data(PredictModel.predicted), ...errors(400, 401, 404, 409, 422) }),
+          responses: documented({ 200: Envelope.data(PredictModel.predicted), ...errors(400, 404, 409, 422, 503) }),
         },
       },
     )

@@ -41,19 +41,33 @@ export namespace PredictModel {
         t.Object({ columns: t.Array(t.String()), data: t.Array(t.Array(t.Unknown())), index: t.Optional(t.Array(t.Unknown())) }, { description: 'MLflow /invocations: pandas "split" orientation' }),
       ),
     },
-    { additionalProperties: false },
+    {
+      additionalProperties: false,
+      examples: [
+        { inputs: { age: 35, income: 50000, location: 'urban' } },
+        { instances: [{ age: 35, income: 50000, location: 'urban' }, { age: 52, income: 82000, location: 'rural' }] },
+        { dataframe_split: { columns: ['age', 'income', 'location'], data: [[35, 50000, 'urban'], [52, 82000, 'rural']] } },
+      ],
+    },
   )
   export type body = typeof body.static
-  const prediction = t.Union([
-    t.Object({ class: t.Union([t.String(), t.Number(), t.Boolean()]), probabilities: t.Record(t.String(), t.Number()) }),
-    t.Object({ value: t.Number() }),
-  ])
-  export const predicted = t.Object({
-    modelId: t.String({ format: 'uuid' }),
-    version: t.Integer(),
-    prediction: t.Optional(prediction),
-    predictions: t.Optional(t.Array(prediction)),
-  })
+  const prediction = (description?: string) =>
+    t.Union(
+      [
+        t.Object({ class: t.Union([t.String(), t.Number(), t.Boolean()]), probabilities: t.Record(t.String(), t.Number(), { description: 'Per class label' }) }),
+        t.Object({ value: t.Number() }),
+      ],
+      description ? { description } : {},
+    )
+  export const predicted = t.Object(
+    {
+      modelId: t.String({ format: 'uuid' }),
+      version: t.Integer({ description: 'The deployed version that answered' }),
+      prediction: t.Optional(prediction('For one record sent as `inputs`: a class with its probabilities, or a value')),
+      predictions: t.Optional(t.Array(prediction(), { description: 'For a list of records, in their order' })),
+    },
+    { examples: [{ modelId: 'a1f3c5e7-2b4d-4f6a-8c0e-1d3f5b7d9e2a', version: 3, prediction: { class: 1, probabilities: { '0': 0.18, '1': 0.82 } } }] },
+  )
 }
 
 // Checked with a precompiled validator rather than a route `body` schema (which costs the

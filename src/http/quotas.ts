@@ -7,10 +7,12 @@ import { NotFoundError } from '../core/errors.ts'
 import * as quotas from '../store/quotas.ts'
 import * as users from '../store/users.ts'
 import { decide } from '../auth/policy.ts'
-import { bearer, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { access } from '../auth/route-access.ts'
 import { ComputeApiModel } from './views/compute.ts'
 
 const tag = ['Workstations']
+const userIdParams = t.Object({ userId: t.String({ format: 'uuid', description: 'The user whose quota it is', error: 'Invalid user id' }) })
 
 /** The quota routes: the caller's (or, for an admin, anyone's) usage, and admins' overrides. */
 export function quotaRoutes(deps: HttpDeps) {
@@ -25,12 +27,21 @@ export function quotaRoutes(deps: HttpDeps) {
         return ok(await report(userId))
       },
       {
-        query: t.Object({ userId: t.Optional(t.String({ format: 'uuid', error: 'Invalid user id' })) }),
+        query: t.Object({
+          userId: t.Optional(
+            t.String({ format: 'uuid', description: 'Admins: whose quota (default: your own)', examples: ['3f6c2a9e-8b1d-4c7a-9e52-1d7b4a0c6f21'], error: 'Invalid user id' }),
+          ),
+        }),
         response: { 200: Envelope.data(ComputeApiModel.quotaReport), ...errors(400, 401, 404) },
         detail: {
-          summary: 'Compute quota: what running workstations, VMs and training containers use, and what is allowed (admins: ?userId=)',
+          summary: 'Your compute quota: what is in use and what is allowed',
+          description:
+            'What holds compute on your behalf — workstations and VMs while starting, running or stopping, and container training runs while queued or running — ' +
+            'as `used` (how many, their CPU cores and memory in MB) next to what is `allowed`: the defaults `QUOTA_MAX_RUNNING`, `QUOTA_MAX_CPU` and `QUOTA_MAX_MEMORY_MB` ' +
+            '(`source: "default"`) or an admin\'s override (`source: "override"`). A start past it is a 409 that names each limit. ' +
+            'An admin may ask for anyone\'s with `userId`; anyone else naming another user gets 404, as for a user that does not exist.',
           tags: tag,
-          security: bearer,
+          ...access.collection('user', 'read'),
         },
       },
     )
@@ -42,9 +53,16 @@ export function quotaRoutes(deps: HttpDeps) {
         return ok(await report(params.userId))
       },
       {
-        params: t.Object({ userId: t.String({ format: 'uuid', error: 'Invalid user id' }) }),
+        params: userIdParams,
         response: { 200: Envelope.data(ComputeApiModel.quotaReport), ...errors(400, 401, 403, 404) },
-        detail: { summary: "A user's compute quota and usage (admin)", tags: ['System'], security: bearer },
+        detail: {
+          summary: "Get a user's compute quota and usage",
+          description:
+            'The user\'s compute in use (workstations and VMs starting, running or stopping; container training runs queued or running) and their limits, ' +
+            'with `source` saying whether an override applies. 404 when there is no such user.',
+          tags: ['System'],
+          ...access.admin('read'),
+        },
       },
     )
     .put(
@@ -58,10 +76,18 @@ export function quotaRoutes(deps: HttpDeps) {
         return ok(await report(params.userId))
       },
       {
-        params: t.Object({ userId: t.String({ format: 'uuid', error: 'Invalid user id' }) }),
+        params: userIdParams,
         body: ComputeApiModel.quotaOverride,
         response: { 200: Envelope.data(ComputeApiModel.quotaReport), ...errors(400, 401, 403, 404) },
-        detail: { summary: "Override a user's compute quota (admin; null = back to the default)", tags: ['System'], security: bearer },
+        detail: {
+          summary: "Override a user's compute quota",
+          description:
+            'Sets any of the user\'s three limits — `running` (workstations, VMs and training containers at once), `cpu` (cores) and `memoryMb` — in place of the defaults; ' +
+            'a limit left out keeps its current override, `null` puts it back to the default. Answers the user\'s quota report. ' +
+            'Lowering a limit stops nothing that runs: later starts are checked against it. 404 when there is no such user.',
+          tags: ['System'],
+          ...access.admin('change'),
+        },
       },
     )
     .delete(
@@ -73,9 +99,16 @@ export function quotaRoutes(deps: HttpDeps) {
         return ok(await report(params.userId))
       },
       {
-        params: t.Object({ userId: t.String({ format: 'uuid', error: 'Invalid user id' }) }),
+        params: userIdParams,
         response: { 200: Envelope.data(ComputeApiModel.quotaReport), ...errors(400, 401, 403, 404) },
-        detail: { summary: "Remove a user's quota override (admin)", tags: ['System'], security: bearer },
+        detail: {
+          summary: "Remove a user's quota override",
+          description:
+            'Puts all three of the user\'s limits back to the defaults (`QUOTA_MAX_RUNNING`, `QUOTA_MAX_CPU`, `QUOTA_MAX_MEMORY_MB`) and answers the quota report; ' +
+            'without an override it changes nothing. 404 when there is no such user.',
+          tags: ['System'],
+          ...access.admin('change'),
+        },
       },
     )
 }

@@ -8,10 +8,11 @@
 import { Elysia, t } from 'elysia'
 import { ValidationError } from '../core/errors.ts'
 import type { ModelRunMessage } from '../actors/model-run.ts'
+import { access } from '../auth/route-access.ts'
 import * as models from '../store/models.ts'
 import * as store from '../store/model-runs.ts'
 import { parseRunFilter, parseRunOrder } from '../store/run-filter.ts'
-import { authorize, bearer, Envelope, errors, ok, type HttpDeps } from './context.ts'
+import { authorize, Envelope, errors, ok, type HttpDeps } from './context.ts'
 import { MAX_HISTORY, RunModel, serializeRun } from './views/run.ts'
 
 /** Deepest page of a model's runs (offset paging). */
@@ -37,7 +38,19 @@ export function runRoutes(deps: HttpDeps) {
     .get(
       '/api/runs/:id',
       async ({ request, params }) => ok(await serializeRun(deps, (await run(deps, request, params.id, 'read')).obj)),
-      { params: idParams, response: { 200: Envelope.data(RunModel.run), ...errors(400, 401, 404) }, detail: { summary: 'A run: status, params, tags, latest metrics', tags: ['Runs'], security: bearer } },
+      {
+        params: idParams,
+        response: { 200: Envelope.data(RunModel.run), ...errors(400, 404) },
+        detail: {
+          summary: 'Get a training run',
+          description:
+            'The run: its status (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED), `error` (why it failed, in words a user can act on), the `version` it registered, ' +
+            'its spec, MLflow-style `params` and `tags` (`quadrax.dropped_output_bytes` when a container run printed past its limits), the latest value of each metric, ' +
+            '`attempts` (2 or more when it was started again after its server stopped) and times. Follow it live on the topic `run:<id>` (WebSocket `/ws`).',
+          tags: ['Runs'],
+          ...access.object('run', 'read'),
+        },
+      },
     )
     .get(
       '/api/runs/:id/metrics',
@@ -48,8 +61,13 @@ export function runRoutes(deps: HttpDeps) {
       {
         params: idParams,
         query: RunModel.metricsQuery,
-        response: { 200: Envelope.data(t.Array(RunModel.point)), ...errors(400, 401, 404) },
-        detail: { summary: 'Metric history (key, value, step, timestamp), by key then step', tags: ['Runs'], security: bearer },
+        response: { 200: Envelope.data(RunModel.points), ...errors(400, 404) },
+        detail: {
+          summary: "Read a run's metric history",
+          description: `Every logged point \`{key, value, step, timestamp}\` of the run's metrics (or of one, with \`key\`), by key then step; at most \`limit\` points (default and maximum ${MAX_HISTORY}).`,
+          tags: ['Runs'],
+          ...access.object('run', 'read'),
+        },
       },
     )
     .post(
@@ -59,7 +77,18 @@ export function runRoutes(deps: HttpDeps) {
         await deps.actors.ask('model-run', r.id, { type: 'cancel' } satisfies ModelRunMessage)
         return ok(await serializeRun(deps, (await store.findRun(deps.sql, r.id))!))
       },
-      { params: idParams, response: { 200: Envelope.data(RunModel.run), ...errors(400, 401, 403, 404, 409) }, detail: { summary: 'Cancel a queued or running run (409 once it ended)', tags: ['Runs'], security: bearer } },
+      {
+        params: idParams,
+        response: { 200: Envelope.data(RunModel.run), ...errors(400, 403, 404, 409) },
+        detail: {
+          summary: 'Cancel a training run',
+          description:
+            'Ends a QUEUED or RUNNING run as CANCELLED at once: its training stops (the Worker is terminated, the container killed), nothing of it is registered, ' +
+            'and its slot and compute quota are freed. A `status` event goes to `run:<id>` (and `model-run.status` to `user:<id>`). 409 once the run has ended.',
+          tags: ['Runs'],
+          ...access.object('run', 'change'),
+        },
+      },
     )
     .get(
       '/api/models/:id/runs',
@@ -74,8 +103,16 @@ export function runRoutes(deps: HttpDeps) {
       {
         params: modelParams,
         query: RunModel.listQuery,
-        response: { 200: Envelope.list(RunModel.run), ...errors(400, 401, 404) },
-        detail: { summary: "A model's runs, searchable like MLflow's (filter=metrics.val_accuracy > 0.9, orderBy=metrics.val_loss ASC)", tags: ['Runs'], security: bearer },
+        response: { 200: Envelope.list(RunModel.run), ...errors(400, 404) },
+        detail: {
+          summary: "Search a model's training runs",
+          description:
+            "The model's runs, newest first, searchable like MLflow's `search_runs`: `filter` such as `metrics.val_accuracy > 0.9 and params.algorithm = 'dense_network'`, " +
+            '`orderBy` such as `metrics.val_loss ASC` (runs without the metric last). A page at a time: `limit`, and `cursor` from the previous page\'s `meta.nextCursor` ' +
+            `(at most ${MAX_OFFSET} runs deep). 400 for a filter or ordering that does not parse (the message gives the position) or a bad cursor.`,
+          tags: ['Runs'],
+          ...access.object('model', 'read'),
+        },
       },
     )
 }

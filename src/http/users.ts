@@ -2,9 +2,10 @@
 import { Elysia, t } from 'elysia'
 import { ForbiddenError, NotFoundError, ValidationError } from '../core/errors.ts'
 import * as users from '../store/users.ts'
-import { AuthModel } from './auth.ts'
+import { AuthModel, NOT_MODIFIED } from './auth.ts'
 import type { CachedRead } from './native.ts'
-import { authorize, bearer, documented, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { authorize, documented, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { access } from '../auth/route-access.ts'
 
 namespace UserModel {
   export const role = t.Union([t.Literal('ADMIN'), t.Literal('USER'), t.Literal('VIEWER')])
@@ -16,12 +17,21 @@ namespace UserModel {
       lastName: t.Optional(t.String({ minLength: 1, maxLength: 100, error: 'Last name must be 1–100 characters' })),
       organization: t.Optional(t.Union([t.String({ maxLength: 200 }), t.Null()], { error: 'Organization must be at most 200 characters' })),
       role: t.Optional(role),
-      isActive: t.Optional(t.Boolean()),
+      isActive: t.Optional(t.Boolean({ description: 'Admins only: false deactivates the account and revokes its sessions' })),
     },
     // Unknown fields (id, email, passwordHash, …) are a 400, never silently applied.
-    { additionalProperties: false, minProperties: 1, error: 'Provide at least one of firstName, lastName, organization, role, isActive' },
+    {
+      additionalProperties: false,
+      minProperties: 1,
+      error: 'Provide at least one of firstName, lastName, organization, role, isActive',
+      examples: [{ firstName: 'Jane', lastName: 'Doe', organization: 'Acme Analytics' }],
+    },
   )
-  export const listQuery = t.Object({ ...Envelope.pageQuery, search: t.Optional(t.String({ maxLength: 100 })), role: t.Optional(role) })
+  export const listQuery = t.Object({
+    ...Envelope.pageQuery,
+    search: t.Optional(t.String({ maxLength: 100, description: 'Part of the email, first or last name or organization (any case)', examples: ['doe'] })),
+    role: t.Optional(role),
+  })
 }
 
 function serializeUser(u: users.UserRow) {
@@ -39,7 +49,7 @@ function serializeUser(u: users.UserRow) {
   }
 }
 
-const idParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid user id' }) })
+const idParams = t.Object({ id: t.String({ format: 'uuid', description: 'The user id', error: 'Invalid user id' }) })
 
 /** GET /api/users: the admin's list, cached per admin and query (served from Bun's router on a hit). */
 export const usersRead: CachedRead = { path: '/api/users', scope: (p) => (p.role === 'ADMIN' ? 'users' : null) }
@@ -61,7 +71,17 @@ export function userRoutes(deps: HttpDeps) {
       },
       {
         query: UserModel.listQuery,
-        detail: { summary: 'List users (admin; search, cursor pagination; cached, ETag)', tags: ['Users'], security: bearer, responses: documented({ 200: Envelope.list(UserModel.user), ...errors(400, 401, 403) }) },
+        detail: {
+          summary: 'List users',
+          description:
+            'Every account, oldest first, a page at a time (`limit`, `cursor`), deactivated ones included. ' +
+            '`search` keeps the users whose email, first or last name or organization contains it (any case); `role` keeps one role. ' +
+            'Served from a response cache per admin and query with an `ETag` (`If-None-Match` → 304) and `X-Cache: HIT|MISS`; any change to an account drops it before it answers. ' +
+            '400 for a bad `limit`, `cursor`, `search` or `role`.',
+          tags: ['Users'],
+          ...access.admin('read'),
+          responses: { ...documented({ 200: Envelope.list(UserModel.user), ...errors(400, 401, 403) }), 304: NOT_MODIFIED },
+        },
       },
     )
     .get(
@@ -71,7 +91,16 @@ export function userRoutes(deps: HttpDeps) {
         const { obj: u } = await user(request, params.id, 'read')
         return ok(serializeUser(u))
       },
-      { params: idParams, response: { 200: Envelope.data(UserModel.user), ...errors(400, 401, 404) }, detail: { summary: 'A user (self or admin)', tags: ['Users'], security: bearer } },
+      {
+        params: idParams,
+        response: { 200: Envelope.data(UserModel.user), ...errors(400, 401, 404) },
+        detail: {
+          summary: 'Get a user',
+          description: 'The account\'s record: names, role, organization, whether it is active, the last login and when it was created and changed. 400 when the id is not a UUID, 404 when there is no such user.',
+          tags: ['Users'],
+          ...access.object('user', 'read'),
+        },
+      },
     )
     .patch(
       '/:id',
@@ -93,7 +122,16 @@ export function userRoutes(deps: HttpDeps) {
         params: idParams,
         body: UserModel.patch,
         response: { 200: Envelope.data(UserModel.user), ...errors(400, 401, 403, 404) },
-        detail: { summary: 'Update a user (self: names and organization; admin: also role and isActive)', tags: ['Users'], security: bearer },
+        detail: {
+          summary: 'Update a user',
+          description:
+            'Changes the fields given (at least one) and answers the updated record. ' +
+            'Everyone may change their own `firstName`, `lastName` and `organization` (null clears it), VIEWERs included; only an admin may change `role` and `isActive` (403 otherwise). ' +
+            'Deactivating an account (`isActive: false`) revokes all its sessions at once, on every node, closing their WebSocket connections; a new role applies from the user\'s next request. ' +
+            '400 when an admin would demote or deactivate themselves, and for unknown fields (`email`, `id`, …: never applied); 404 when there is no such user.',
+          tags: ['Users'],
+          ...access.object('user', 'change'),
+        },
       },
     )
     .delete(
@@ -106,6 +144,17 @@ export function userRoutes(deps: HttpDeps) {
         await deps.cache.invalidate(`user:${u.id}`, 'users')
         return ok(serializeUser(u))
       },
-      { params: idParams, response: { 200: Envelope.data(UserModel.user), ...errors(400, 401, 403, 404) }, detail: { summary: 'Deactivate a user and revoke their sessions (admin)', tags: ['Users'], security: bearer } },
+      {
+        params: idParams,
+        response: { 200: Envelope.data(UserModel.user), ...errors(400, 401, 403, 404) },
+        detail: {
+          summary: 'Deactivate a user',
+          description:
+            'Deactivates the account — it is kept, with `isActive: false`, and `PATCH` with `isActive: true` restores it — and revokes all its sessions at once, on every node, closing their WebSocket connections. ' +
+            'Answers the updated record. 400 for the admin\'s own account (or an id that is not a UUID), 404 when there is no such user.',
+          tags: ['Users'],
+          ...access.admin('change'),
+        },
+      },
     )
 }

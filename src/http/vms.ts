@@ -8,11 +8,12 @@ import { Elysia, t } from 'elysia'
 import { UnprocessableError } from '../core/errors.ts'
 import type { VmMessage } from '../actors/vm.ts'
 import type { Replied } from '../actors/runtime/index.ts'
+import { access } from '../auth/route-access.ts'
 import { engineUnavailable, type ContainerEngine } from '../engines/containers/engine.ts'
 import * as store from '../store/vms.ts'
 import type { VmRow } from '../store/vms.ts'
 import { changeableEntity, computeRoutes, type ComputeRouteOptions } from './compute.ts'
-import { bearer, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
+import { Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
 import { VmModel, vmView } from './views/vm.ts'
 
 export function vmRoutes(deps: HttpDeps, ctx: { engine: ContainerEngine | undefined; runtime: string }) {
@@ -31,8 +32,25 @@ export function vmRoutes(deps: HttpDeps, ctx: { engine: ContainerEngine | undefi
     engine: ctx.engine,
     // VMs are not culled when idle (like cloud instances): no activity to record.
     touch: () => {},
+    docs: {
+      images: 'VM_IMAGES',
+      resources: 'size',
+      create:
+        'It runs under the engine runtime `VM_RUNTIME` (gVisor `runsc`, `kata-runtime` or `runc`), the administrator\'s choice and never the caller\'s: ' +
+        'if the engine lacks it, creating or starting a VM is a 422 (`runtime`; see `GET /api/vms/runtime`).',
+      patch: 'Changes `name` and `description`; the size changes with `POST /api/vms/:id/resize`.',
+      patchConflicts: false,
+    },
   }
-  const runtimeInfo = t.Object({ runtime: t.String(), available: t.Boolean(), engineRuntimes: t.Array(t.String()), gpu: t.Boolean() })
+  const runtimeInfo = t.Object(
+    {
+      runtime: t.String({ description: 'VM_RUNTIME' }),
+      available: t.Boolean({ description: 'Whether the container engine has that runtime' }),
+      engineRuntimes: t.Array(t.String(), { description: 'The runtimes the engine offers' }),
+      gpu: t.Boolean({ description: 'Whether the engine has an NVIDIA runtime (`gpu: true` needs it)' }),
+    },
+    { examples: [{ runtime: 'runsc', available: true, engineRuntimes: ['runc', 'runsc'], gpu: false }] },
+  )
   return new Elysia()
     .get(
       '/api/vms/runtime',
@@ -51,8 +69,16 @@ export function vmRoutes(deps: HttpDeps, ctx: { engine: ContainerEngine | undefi
         return ok({ runtime: ctx.runtime, available, engineRuntimes: info.runtimes.filter((r) => !r.startsWith('io.containerd.')), gpu: info.nvidia })
       },
       {
-        response: { 200: Envelope.data(runtimeInfo), ...errors(401, 503) },
-        detail: { summary: 'The runtime VMs run under (VM_RUNTIME), and whether the engine has it', tags: ['VMs'], security: bearer },
+        response: { 200: Envelope.data(runtimeInfo), ...errors(503) },
+        detail: {
+          summary: 'Show the runtime VMs run under, and whether the engine has it',
+          description:
+            'The engine runtime every VM runs under (`VM_RUNTIME`: gVisor `runsc`, `kata-runtime` or `runc`), whether this container engine has it ' +
+            '(`available`; without it, creating or starting a VM is a 422), the runtimes the engine offers, and whether it has a GPU (an NVIDIA runtime). ' +
+            '503 when no container engine is available.',
+          tags: ['VMs'],
+          ...access.signedIn,
+        },
       },
     )
     .use(computeRoutes(deps, o))
@@ -68,11 +94,18 @@ export function vmRoutes(deps: HttpDeps, ctx: { engine: ContainerEngine | undefi
       {
         params: t.Object({ id: t.String({ format: 'uuid', error: 'Invalid VM id' }) }),
         body: VmModel.size,
-        response: { 200: Envelope.data(VmModel.vm), 202: Envelope.data(VmModel.vm), ...errors(400, 401, 403, 404, 409, 422, 503) },
+        response: { 200: Envelope.data(VmModel.vm), 202: Envelope.data(VmModel.vm), ...errors(400, 403, 404, 409, 422, 503) },
         detail: {
-          summary: 'Resize: a stopped VM takes the new size at once (200); a running one is stopped, its limits updated, and started again (202)',
+          summary: 'Resize a VM',
+          description:
+            'Gives the VM a new size: `cpu` and `memory` are required, `disk` and `gpu` keep their values when left out. The size is checked against what the container engine has: ' +
+            'asking for more is a 422 with one detail per limit (`resources.cpu`, `resources.memory`, `resources.gpu`).\n\n' +
+            'A STOPPED, CREATING or ERROR VM takes it at once: 200, with an `updated` event. A RUNNING one claims the compute quota for the new size ' +
+            '(past `QUOTA_MAX_RUNNING`, `QUOTA_MAX_CPU`, `QUOTA_MAX_MEMORY_MB` or the user\'s override: 409 `quota_exceeded`), is stopped, its limits updated and started again: ' +
+            '202 with status STOPPING, then `status` events STOPPED, STARTING and RUNNING on `vm:<id>` and `user:<ownerId>`. ' +
+            '409 while it is STARTING or STOPPING. 503 when no container engine is available.',
           tags: ['VMs'],
-          security: bearer,
+          ...access.object('vm', 'change'),
         },
       },
     )

@@ -17,7 +17,7 @@ import type { Logger } from '../core/logger.ts'
 import type { OutboxEvent } from '../store/outbox.ts'
 import { decide, type Resource } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
-import { CLOSE, reply } from './protocol.ts'
+import { CLOSE, reply, type ServerMessage } from './protocol.ts'
 
 export interface EventFeed {
   /** Committed events, possibly out of order across turns; returns an unsubscribe. */
@@ -66,7 +66,8 @@ type Socket = ServerWebSocket<unknown>
 
 function encodeEvent(e: OutboxEvent): string {
   const at = e.at instanceof Date ? e.at.toISOString() : String(e.at)
-  return JSON.stringify({ op: 'event', topic: e.topic, seq: e.seq, type: e.type, data: e.data, at })
+  const frame: ServerMessage = { op: 'event', topic: e.topic, seq: e.seq, type: e.type, data: e.data, at }
+  return JSON.stringify(frame)
 }
 
 export class Hub {
@@ -101,7 +102,7 @@ export class Hub {
   stop() {
     this.stopFeed?.()
     clearInterval(this.sweeper)
-    for (const ws of this.connections.keys()) ws.close(1001, 'server shutting down')
+    for (const ws of this.connections.keys()) ws.close(CLOSE.shutdown, 'server shutting down')
   }
 
   private sweep() {

@@ -1,11 +1,11 @@
-/** WS /ws: live events (the protocol is in protocol.ts). Tickets are issued over HTTP (src/http/live.ts). */
+/** WS /ws: live events (the protocol is in protocol.ts; documented at /asyncapi.json). Tickets are issued over HTTP (src/http/live.ts). */
 import { Elysia } from 'elysia'
 import type { ServerWebSocket } from 'bun'
 import type { Config } from '../config.ts'
 import type { Logger } from '../core/logger.ts'
 import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth, type UpgradeGate } from './auth.ts'
 import type { Hub } from './hub.ts'
-import { clientMessage, CLOSE, explain, reply } from './protocol.ts'
+import { clientMessage, CLOSE, explain, LIVE_ROUTE, reply } from './protocol.ts'
 
 interface Bucket {
   tokens: number
@@ -80,6 +80,7 @@ export function liveRoutes({ hub, gate, limits, logger }: LiveRoutesOptions) {
 
   return new Elysia()
     .ws('/ws', {
+      detail: LIVE_ROUTE,
       async upgrade(ctx) {
         const auth = await authenticateUpgrade(gate, ctx.request)
         if (hub.countFor(auth.principal.userId) >= limits.maxConnectionsPerUser) throw new TooManyConnectionsError(limits.maxConnectionsPerUser)

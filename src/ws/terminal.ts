@@ -28,6 +28,9 @@
  * Terminals and log streams attach to a running container and never change its lifecycle, so
  * they are served here at the edge, after an SQL ownership check, rather than in the actor's
  * turns (which must stay short).
+ *
+ * Every frame goes out through the typed senders of ./container-protocol.ts (its schemas are
+ * the frames' definition, and the AsyncAPI document's); handlers return nothing (see ./routes.ts).
  */
 import { Elysia } from 'elysia'
 import type { ServerWebSocket } from 'bun'
@@ -39,14 +42,24 @@ import type { Principal } from '../auth/principal.ts'
 import { engineUnavailable, type ContainerEngine, type ExecSession, type LogCut } from '../engines/containers/engine.ts'
 import type { ComputeStatus } from '../store/compute.ts'
 import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth, type UpgradeGate } from './auth.ts'
+import {
+  LOG_TAIL,
+  LOGS_CLOSE,
+  logsRoute,
+  parseResize,
+  sendLog,
+  sendOutput,
+  sendTerminal,
+  TERMINAL_CLOSE,
+  TERMINAL_DEFAULTS,
+  TERMINAL_SIZE,
+  terminalRoute,
+} from './container-protocol.ts'
 
 type Socket = ServerWebSocket<unknown>
 
 /** bash where the image has it, sh otherwise. */
 const SHELL = ['/bin/sh', '-c', 'if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi']
-
-/** Close codes of terminal sockets (4000–4999: the application's). */
-const TERMINAL_CLOSE = { exited: 1000, shutdown: 1001, failed: 1011, slow: 1013, attachedElsewhere: 4003 } as const
 
 export interface TerminalTarget {
   kind: 'workstation' | 'vm'
@@ -93,9 +106,9 @@ export class TerminalSessions {
   readonly maxPerUser: number
 
   constructor(private readonly opts: TerminalOptions) {
-    this.backlogLimit = opts.backlogBytes ?? 64 * 1024
-    this.bufferLimit = opts.maxBufferedBytes ?? 1024 * 1024
-    this.maxPerUser = opts.maxSessionsPerUser ?? 10
+    this.backlogLimit = opts.backlogBytes ?? TERMINAL_DEFAULTS.backlogBytes
+    this.bufferLimit = opts.maxBufferedBytes ?? TERMINAL_DEFAULTS.outputPauseBytes
+    this.maxPerUser = opts.maxSessionsPerUser ?? TERMINAL_DEFAULTS.sessionsPerUser
     if (opts.graceMs <= 0) throw new Error('graceMs must be > 0')
   }
 
@@ -127,8 +140,8 @@ export class TerminalSessions {
       }
       s.socket = socket
       this.bySocket.set(socket, s)
-      socket.send(JSON.stringify({ op: 'session', sessionId: s.id, reattached: true }))
-      if (s.backlogBytes > 0) socket.send(Buffer.concat(s.backlog))
+      sendTerminal(socket, { op: 'session', sessionId: s.id, reattached: true })
+      if (s.backlogBytes > 0) sendOutput(socket, Buffer.concat(s.backlog))
       if (opts.cols && opts.rows) void s.exec?.resize(opts.cols, opts.rows).catch(() => {})
       this.resume(s)
       return
@@ -148,7 +161,7 @@ export class TerminalSessions {
     }
     this.sessions.set(s.id, s)
     this.bySocket.set(socket, s)
-    socket.send(JSON.stringify({ op: 'session', sessionId: s.id, reattached: false }))
+    sendTerminal(socket, { op: 'session', sessionId: s.id, reattached: false })
     let exec: ExecSession
     try {
       exec = await this.opts.engine.exec({ kind: target.kind, entityId: target.id }, { cmd: SHELL, cols: opts.cols, rows: opts.rows })
@@ -158,7 +171,7 @@ export class TerminalSessions {
       s.ended = true
       this.sessions.delete(s.id)
       if (s.socket) {
-        s.socket.send(JSON.stringify({ op: 'error', message }))
+        sendTerminal(s.socket, { op: 'error', message })
         this.bySocket.delete(s.socket)
         s.socket.close(TERMINAL_CLOSE.failed, 'terminal failed')
       }
@@ -183,12 +196,10 @@ export class TerminalSessions {
   input(socket: Socket, message: string | Buffer): void {
     const s = this.bySocket.get(socket)
     if (!s || s.ended) return
-    if (typeof message === 'string' && message.startsWith('{"op"')) {
-      const control = parseControl(message)
-      if (control) {
-        if (s.exec) void s.exec.resize(control.cols, control.rows).catch(() => {})
-        return
-      }
+    const size = typeof message === 'string' ? parseResize(message) : undefined
+    if (size) {
+      if (s.exec) void s.exec.resize(size.cols, size.rows).catch(() => {})
+      return
     }
     this.opts.onActivity?.(s.target)
     if (s.exec) s.exec.stream.write(message)
@@ -235,7 +246,7 @@ export class TerminalSessions {
     while (s.backlogBytes > this.backlogLimit && s.backlog.length > 1) s.backlogBytes -= s.backlog.shift()!.length
     const socket = s.socket
     if (!socket) return
-    socket.send(chunk)
+    sendOutput(socket, chunk)
     if (socket.getBufferedAmount() > this.bufferLimit && !s.paused) {
       s.paused = true
       s.exec?.stream.pause()
@@ -256,21 +267,10 @@ export class TerminalSessions {
     this.sessions.delete(s.id)
     if (socket && wasLive) {
       this.bySocket.delete(socket)
-      socket.send(JSON.stringify({ op: 'exit', code }))
+      sendTerminal(socket, { op: 'exit', code })
       socket.close(TERMINAL_CLOSE.exited, 'shell exited')
     }
   }
-}
-
-function parseControl(text: string): { cols: number; rows: number } | undefined {
-  try {
-    const m = JSON.parse(text) as { op?: unknown; cols?: unknown; rows?: unknown }
-    const ok = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 1000
-    if (m.op === 'resize' && ok(m.cols) && ok(m.rows)) return { cols: m.cols, rows: m.rows }
-  } catch {
-    // Not JSON after all: it is keyboard input.
-  }
-  return undefined
 }
 
 export interface ContainerSocketOptions {
@@ -335,6 +335,7 @@ export function containerSocketRoutes(opts: ContainerSocketOptions) {
 
   return new Elysia()
     .ws(`${opts.prefix}/:id/terminal`, {
+      detail: terminalRoute(opts.kind),
       async upgrade(ctx) {
         const id = ctx.params.id ?? ''
         const query = ctx.query as Record<string, string | undefined>
@@ -345,7 +346,8 @@ export function containerSocketRoutes(opts: ContainerSocketOptions) {
           throw new TooManyConnectionsError(sessions.maxPerUser)
         }
         if (auth.protocol) (ctx.set.headers as Record<string, string>)['sec-websocket-protocol'] = auth.protocol
-        const attached: Attached = { auth, id, sessionId, cols: int(query.cols, 1, 1000), rows: int(query.rows, 1, 1000), tail: 0 }
+        const size = (v: string | undefined) => int(v, TERMINAL_SIZE.min, TERMINAL_SIZE.max)
+        const attached: Attached = { auth, id, sessionId, cols: size(query.cols), rows: size(query.rows), tail: 0 }
         ;(ctx as unknown as { terminal: Attached }).terminal = attached
       },
       open(ws) {
@@ -370,12 +372,13 @@ export function containerSocketRoutes(opts: ContainerSocketOptions) {
       },
     })
     .ws(`${opts.prefix}/:id/logs`, {
+      detail: logsRoute(opts.kind),
       async upgrade(ctx) {
         const id = ctx.params.id ?? ''
         const query = ctx.query as Record<string, string | undefined>
         const { auth } = await admit(ctx.request, id, false)
         if (auth.protocol) (ctx.set.headers as Record<string, string>)['sec-websocket-protocol'] = auth.protocol
-        ;(ctx as unknown as { terminal: Attached }).terminal = { auth, id, tail: int(query.tail, 0, 10_000) ?? 100 }
+        ;(ctx as unknown as { terminal: Attached }).terminal = { auth, id, tail: int(query.tail, 0, LOG_TAIL.max) ?? LOG_TAIL.default }
       },
       open(ws) {
         const raw = ws.raw as Socket
@@ -389,24 +392,24 @@ export function containerSocketRoutes(opts: ContainerSocketOptions) {
             for await (const l of opts.engine!.followLogs({ kind: opts.kind, entityId: a.id }, { tail: a.tail, signal: abort.signal })) {
               if ('cut' in l) {
                 droppedBytes = l.droppedBytes
-                raw.send(JSON.stringify({ op: 'log', stream: 'stderr', line: followCutNotice(l), at: new Date().toISOString(), notice: true }))
+                sendLog(raw, { op: 'log', stream: 'stderr', line: followCutNotice(l), at: new Date().toISOString(), notice: true })
               } else {
-                raw.send(JSON.stringify({ op: 'log', stream: l.stream, line: l.line, at: l.at ? l.at.toISOString() : null, ...(l.partial ? { partial: true } : {}) }))
+                sendLog(raw, { op: 'log', stream: l.stream, line: l.line, at: l.at ? l.at.toISOString() : null, ...(l.partial ? { partial: true } : {}) })
               }
               if (raw.getBufferedAmount() > opts.maxBufferedBytes) {
-                raw.close(TERMINAL_CLOSE.slow, 'slow consumer')
+                raw.close(LOGS_CLOSE.slow, 'slow consumer')
                 return
               }
             }
             if (!abort.signal.aborted) {
-              raw.send(JSON.stringify(droppedBytes > 0 ? { op: 'end', droppedBytes } : { op: 'end' }))
-              raw.close(1000, 'container stopped')
+              sendLog(raw, droppedBytes > 0 ? { op: 'end', droppedBytes } : { op: 'end' })
+              raw.close(LOGS_CLOSE.ended, 'container stopped')
             }
           } catch (err) {
             if (abort.signal.aborted) return
             const missing = err instanceof NotFoundError
-            raw.send(JSON.stringify(missing ? { op: 'end' } : { op: 'error', message: err instanceof AppError && err.expose ? err.message : 'log stream failed' }))
-            raw.close(missing ? 1000 : TERMINAL_CLOSE.failed, missing ? 'no container' : 'log stream failed')
+            sendLog(raw, missing ? { op: 'end' } : { op: 'error', message: err instanceof AppError && err.expose ? err.message : 'log stream failed' })
+            raw.close(missing ? LOGS_CLOSE.ended : LOGS_CLOSE.failed, missing ? 'no container' : 'log stream failed')
           } finally {
             followers.delete(raw)
           }

@@ -56,6 +56,27 @@ describe('streamHasher', () => {
     }
   })
 
+  test('chunks that leave the thread asleep (below its wake-up batch) lose no wake-up, before or after the digest', async () => {
+    // The thread sleeps once the ring is empty and is woken only when a batch (1 MiB) is waiting
+    // or the job ends: fed 1,000-byte chunks with a turn of the event loop after each, it sleeps
+    // with bytes pending again and again. A lost wake-up would leave the digest waiting forever.
+    const data = bytes(THREAD_MIN_BYTES + 777, 5)
+    for (const size of [1000, 1024 * 1024 - 1, 1024 * 1024 + 1]) {
+      const hasher = streamHasher(data.length)
+      expect(hasher.where).toBe('thread')
+      const chunks = cut(data, [size])
+      for (const c of chunks) {
+        const p = hasher.update(c)
+        if (p) await p
+        await new Promise((resolve) => setImmediate(resolve))
+      }
+      expect(await hasher.digest()).toBe(expected(chunks))
+    }
+    // Less than one batch in all: only the digest wakes the thread.
+    const small = streamHasher(THREAD_MIN_BYTES)
+    expect(await feed(small, [data.subarray(0, 100), data.subarray(100, 5000)])).toBe(expected([data.subarray(0, 5000)]))
+  })
+
   test('an empty stream on the thread', async () => {
     const hasher = streamHasher(THREAD_MIN_BYTES)
     expect(hasher.where).toBe('thread')

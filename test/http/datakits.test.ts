@@ -178,6 +178,7 @@ describe('documentation', () => {
         '/api/datakits/{id}/download',
         '/api/datakits/{id}/export',
         '/api/datakits/{id}/query',
+        '/api/datakits/{id}/query/export',
         '/api/datakits/{id}/versions',
         '/api/datakits/{id}/versions/{n}/diff',
       ].sort(),

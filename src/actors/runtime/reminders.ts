@@ -13,7 +13,16 @@ import type { Logger } from '../../core/logger.ts'
 import type { Sql } from '../../store/db.ts'
 import { dueReminders, type Reminder } from '../../store/reminders.ts'
 
+/** The longest wait between two polls while the database keeps failing. */
+const MAX_BACKOFF_MS = 30_000
+
+/**
+ * While the database is unreachable the poller backs off (pollMs doubled per failure, at most
+ * MAX_BACKOFF_MS) and says so at the 1st, 2nd, 4th, 8th… failure (the rest at debug), then once
+ * when a poll succeeds again: a database down for an hour is a dozen lines, not 3,600.
+ */
 export class ReminderPoller {
+  #failures = 0
   #timer: ReturnType<typeof setTimeout> | undefined
   #nextAt = Infinity
   #running = false
@@ -63,19 +72,26 @@ export class ReminderPoller {
       return
     }
     this.#running = true
+    let delay = this.pollMs
     try {
       const due = await dueReminders(this.sql, this.ownedShards())
+      if (this.#failures > 0) this.logger.info({ failures: this.#failures }, 'reminder poll recovered')
+      this.#failures = 0
       for (const r of due) {
         if (this.#inFlight.has(r.id)) continue
         this.#inFlight.add(r.id)
         this.deliver(r, () => this.#inFlight.delete(r.id))
       }
     } catch (err) {
-      this.logger.warn({ err }, 'reminder poll failed')
+      const failures = ++this.#failures
+      delay = Math.min(MAX_BACKOFF_MS, this.pollMs * 2 ** failures)
+      const quiet = (failures & (failures - 1)) !== 0 // not a power of two
+      this.logger[quiet ? 'debug' : 'warn']({ err, failures, retryInMs: delay }, 'reminder poll failed; backing off')
     } finally {
       this.#running = false
     }
-    this.#arm(this.#again ? 0 : this.pollMs)
+    // A poke (a reminder stored meanwhile) still arms an earlier poll; a failed one waits.
+    this.#arm(this.#again && this.#failures === 0 ? 0 : delay)
     this.#again = false
   }
 }

@@ -8,7 +8,6 @@
  * container name, the loser gets 409 and adopts the winner's container.
  */
 import Dockerode from 'dockerode'
-import type DockerModem from 'docker-modem'
 import { isAbsolute } from 'node:path'
 import { ConflictError, NotFoundError, ServiceUnavailableError, UnprocessableError } from '../../core/errors.ts'
 import { mapEngineError, oomReason, statusOf } from './docker-errors.ts'
@@ -83,7 +82,7 @@ export interface ContainerLogLimits {
 }
 
 /** The defaults of ContainerLogLimits (documented with their variables in the README). */
-export const DEFAULT_LOG_LIMITS: ContainerLogLimits = { lineMaxBytes: 16 * 1024, tailMaxBytes: 1024 * 1024, followMaxBytes: 64 * 1024 * 1024 }
+const DEFAULT_LOG_LIMITS: ContainerLogLimits = { lineMaxBytes: 16 * 1024, tailMaxBytes: 1024 * 1024, followMaxBytes: 64 * 1024 * 1024 }
 
 /** Bytes a line stands for in a budget: its text and, when complete, its newline. */
 const lineBytes = (l: LogLine): number => Buffer.byteLength(l.line) + (l.partial ? 0 : 1)
@@ -372,7 +371,11 @@ export class DockerEngine implements ContainerEngine {
           dropped += old
           head++
         }
-        if (head > 1024 && head * 2 > kept.length) kept.splice(0, head), (head = 0)
+        // Compact now and then rather than shift() per line.
+        if (head > 1024 && head * 2 > kept.length) {
+          kept.splice(0, head)
+          head = 0
+        }
       }
     }
     for await (const chunk of chunks(stream)) keep(decoder.push(chunk))
@@ -399,7 +402,8 @@ export class DockerEngine implements ContainerEngine {
       'other',
       () =>
         new Promise<NodeJS.ReadableStream>((resolve, reject) => {
-          ;(this.docker.modem as DockerModem).dial(
+          // dockerode types its modem as any; this is docker-modem's dial.
+          ;(this.docker.modem as { dial(o: object, cb: (err: unknown, data: unknown) => void): void }).dial(
             {
               path: `/containers/${name}/logs?`,
               method: 'GET',

@@ -7,7 +7,7 @@
 import { copyFile, rename, rm } from 'node:fs/promises'
 import type { DuckDBConnection } from '@duckdb/node-api'
 import { AppError } from '../../core/errors.ts'
-import { DatasetParseError, isCsvSniffFailure, isTypeGuessFailure, readFailure } from './errors.ts'
+import { DatasetLimitError, DatasetParseError, isCsvSniffFailure, isTypeGuessFailure, readFailure } from './errors.ts'
 import { confirmNdjsonLine, detectDelimiter, readTextHead, splitDelimitedLine, splitFormat, type DatasetFormat } from './format.ts'
 
 /** SQL string literal. */
@@ -32,7 +32,7 @@ export async function countRows(c: DuckDBConnection, source: string): Promise<nu
  * from the head) and RFC 4180 double quotes: left to guess everything, DuckDB's sniffer
  * reads a file with one bad row as a single text column instead of reporting the row.
  */
-async function reader(src: string, format: DatasetFormat, sampleAll: boolean): Promise<string> {
+export async function reader(src: string, format: DatasetFormat, sampleAll: boolean): Promise<string> {
   const { base, gzip } = splitFormat(format)
   // read_csv spells "no compression" 'none', read_json 'uncompressed'.
   const compression = `compression=${gzip ? "'gzip'" : base === 'json' || base === 'ndjson' ? "'uncompressed'" : "'none'"}`
@@ -93,22 +93,28 @@ async function ndjsonLineFixed(err: AppError, src: string, format: DatasetFormat
   return line === err.line ? err : new DatasetParseError(err.message.replace(`in line ${err.line}`, `in line ${line}`), line)
 }
 
-/** COPY the source to a temporary Parquet file next to `dest`, then rename it into place. */
-export async function writeParquet(c: DuckDBConnection, src: string, dest: string, format: DatasetFormat): Promise<void> {
+/**
+ * COPY the source to a temporary Parquet file next to `dest`, then rename it into place.
+ * `maxRows`: a source with more rows is refused (DatasetLimitError, DATAKIT_MAX_ROWS); a text
+ * source is read up to one row past the limit and no further, so a file of 374 million rows
+ * costs what reading maxRows + 1 of them does.
+ */
+export async function writeParquet(c: DuckDBConnection, src: string, dest: string, format: DatasetFormat, opts: { maxRows?: number } = {}): Promise<void> {
   const { base } = splitFormat(format)
   const label = base === 'ndjson' ? 'NDJSON' : base.toUpperCase()
   const tmp = `${dest}.tmp-${crypto.randomUUID()}`
   try {
     if (base === 'parquet') {
       // Already Parquet: a byte copy is the fast read copy. Its validity is checked by the
-      // profile that reads it next.
+      // profile that reads it next; its rows are counted from the footer first.
       await copyFile(src, tmp)
     } else {
       // Snappy (DuckDB's default) rather than zstd: on the 1M-row benchmark CSV zstd made the
       // copy half the size (5.7 vs 10.9 MB) but cost ~15 % more CPU to write and ~5 % more to
       // read back, and profiling time is what the 1.5× budget is about.
+      const limit = opts.maxRows === undefined ? '' : ` LIMIT ${opts.maxRows + 1}`
       const copy = async (sampleAll: boolean) =>
-        c.run(`COPY (SELECT * FROM ${await reader(src, format, sampleAll)}) TO ${lit(tmp)} (FORMAT parquet, COMPRESSION snappy)`)
+        c.run(`COPY (SELECT * FROM ${await reader(src, format, sampleAll)}${limit}) TO ${lit(tmp)} (FORMAT parquet, COMPRESSION snappy)`)
       try {
         await copy(false)
       } catch (err) {
@@ -127,6 +133,8 @@ export async function writeParquet(c: DuckDBConnection, src: string, dest: strin
         }
       }
     }
+    // From the footer (a corrupt upload fails here or in the profile that reads it next).
+    if (opts.maxRows !== undefined && (await countRows(c, `read_parquet(${lit(tmp)})`).catch(() => 0)) > opts.maxRows) throw DatasetLimitError.rows(opts.maxRows)
     await rename(tmp, dest)
   } catch (err) {
     await rm(tmp, { force: true })

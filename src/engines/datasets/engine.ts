@@ -1,7 +1,11 @@
 /**
  * The dataset engine as DataKits and training see it: profiling and Parquet conversion,
- * preview, sandboxed SQL, export, and column reads, over files named by the server. DuckDB
- * implements it (duckdb.ts); callers depend on this module only.
+ * preview, sandboxed SQL and its export, whole-dataset export, and column reads, over files
+ * named by the server. DuckDB implements it (duckdb.ts); callers depend on this module only.
+ *
+ * Every operation runs on behalf of a user (`user`: their id): slots are shared fairly
+ * between users, at most a few per user, so one user's backlog never holds another's first
+ * operation back by more than one slot's turnover.
  */
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -9,15 +13,53 @@ import type { DatasetFormat } from './format.ts'
 import type { DatasetProfile } from './profile.ts'
 import type { JsonValue } from './values.ts'
 
+/** What an uploaded dataset may be, checked at upload where possible and while profiling. */
+export interface DatasetLimits {
+  /** Bytes a gzip upload may decompress to (DATAKIT_MAX_DECOMPRESSED_BYTES). */
+  maxDecompressedBytes: number
+  /** Rows (DATAKIT_MAX_ROWS). */
+  maxRows: number
+  /** Columns (DATAKIT_MAX_COLUMNS). */
+  maxColumns: number
+}
+
 export interface DatasetEngineOptions {
   /** DuckDB worker threads per operation. */
   threads: number
-  /** DuckDB memory_limit per operation, e.g. "1GB"; beyond it profiling spills to disk. */
+  /**
+   * DuckDB's memory_limit per operation, e.g. "1GB": an upper bound. Each operation's DuckDB
+   * gets the smaller of this and its process budget minus a reserve for the runtime (see
+   * duckdbMemoryLimit in worker-pool.ts); beyond it profiling spills to disk.
+   */
   memoryLimit: string
   /** Profiling/conversion operations running at once; more wait their turn. */
   backgroundConcurrency: number
   /** Preview/query/export operations running at once; more wait their turn. */
   interactiveConcurrency: number
+  /** Of those, at most this many for one user (DATAKIT_QUERY_CONCURRENCY_PER_USER). */
+  interactivePerUser: number
+  /** Profiling/conversion for one user at once (DATAKIT_PROFILE_CONCURRENCY_PER_USER). */
+  backgroundPerUser: number
+  /**
+   * Interactive operations one user may have waiting beyond those running
+   * (DATAKIT_QUERY_QUEUE_PER_USER); one more is a 429. Background work (profiling) always
+   * queues: uploads are bounded by the storage quota.
+   */
+  interactiveQueuePerUser: number
+  /** Resident memory of the process running one query, preview or export, in MiB (DATAKIT_QUERY_MEMORY_MB). */
+  queryMemoryMb: number
+  /** Resident memory of the process profiling or converting one dataset, in MiB (DATAKIT_PROFILE_MEMORY_MB). */
+  profileMemoryMb: number
+  /** Time one profile or conversion may take (DATAKIT_PROFILE_TIMEOUT_MS); a whole-dataset export too. */
+  profileTimeoutMs: number
+  /** Defaults of a query's bounds (DATAKIT_QUERY_TIMEOUT_MS, _MAX_ROWS, _MAX_BYTES; a preview's time too). */
+  queryTimeoutMs: number
+  queryMaxRows: number
+  queryMaxBytes: number
+  /** Bytes a query's export file may reach (DATAKIT_EXPORT_MAX_BYTES). */
+  exportMaxBytes: number
+  /** Bounds of an uploaded dataset. */
+  limits: DatasetLimits
   /** Where profiling and export may spill (a private subdirectory per operation). */
   tempDirectory: string
 }
@@ -25,18 +67,28 @@ export interface DatasetEngineOptions {
 /**
  * Sized for the 2-core laptop the design targets: every operation may use both cores (DuckDB
  * parallelises a single scan well), one background job at a time so two uploads do not
- * thrash, two interactive slots. Worst case 3 × 1 GB of DuckDB memory.
+ * thrash, two interactive slots, one of them per user. Worst case: the server plus
+ * 2 × 512 MiB of queries and 1 GiB of profiling.
  */
 export const DEFAULT_ENGINE_OPTIONS: Readonly<DatasetEngineOptions> = Object.freeze({
   threads: Math.max(1, Math.min(2, availableParallelism())),
   memoryLimit: '1GB',
   backgroundConcurrency: 1,
   interactiveConcurrency: 2,
+  interactivePerUser: 1,
+  backgroundPerUser: 1,
+  interactiveQueuePerUser: 16,
+  queryMemoryMb: 512,
+  profileMemoryMb: 1024,
+  profileTimeoutMs: 120_000,
+  queryTimeoutMs: 10_000,
+  queryMaxRows: 10_000,
+  queryMaxBytes: 8 * 1024 * 1024,
+  exportMaxBytes: 1024 ** 3,
+  limits: Object.freeze({ maxDecompressedBytes: 1024 ** 3, maxRows: 20_000_000, maxColumns: 1_000 }),
   tempDirectory: join(tmpdir(), 'quadrax-duckdb'),
 })
 
-export const DEFAULT_QUERY_TIMEOUT_MS = 10_000
-export const DEFAULT_QUERY_MAX_ROWS = 10_000
 export const MAX_PREVIEW_ROWS = 1_000
 /** Top values kept per text column. */
 export const DEFAULT_TOP_VALUES = 5
@@ -60,21 +112,43 @@ export interface DatasetPreview {
   offset: number
   limit: number
   totalRows: number
+  /** Fewer rows than asked for because their JSON would pass DATAKIT_QUERY_MAX_BYTES. */
+  truncated: boolean
 }
 
-export interface QueryOptions {
+/** On whose behalf an operation runs: the user whose share of the slots it takes. */
+export interface OnBehalf {
+  user: string
+  /** Aborting stops the operation (or its wait for a slot); it rejects with the signal's reason. */
+  signal?: AbortSignal
+}
+
+export interface QueryOptions extends OnBehalf {
   timeoutMs?: number
   maxRows?: number
+  /** JSON bytes of the rows answered (the row that would cross it is not sent). */
+  maxBytes?: number
 }
+
+/** Why a result was cut short: too many rows, or too many bytes. */
+export type TruncatedBy = 'rows' | 'bytes'
 
 export interface QueryResult {
   columns: ResultColumn[]
   rows: Record<string, JsonValue>[]
-  /** Rows returned (at most maxRows). */
+  /** Rows returned (at most maxRows, and at most maxBytes of them). */
   rowCount: number
-  /** True when the query produced more than maxRows rows and the rest were not read. */
+  /** True when the query produced more than was returned and the rest were not read. */
   truncated: boolean
+  /** What cut it short, when truncated. */
+  truncatedBy: TruncatedBy | null
   elapsedMs: number
+}
+
+export interface QueryExportOptions extends OnBehalf {
+  timeoutMs?: number
+  /** Bytes the export file may reach; past them the export is stopped (413). */
+  maxBytes?: number
 }
 
 export interface ExportResult {
@@ -83,12 +157,10 @@ export interface ExportResult {
   contentType: string
 }
 
-export interface ProfileOptions {
+export interface ProfileOptions extends OnBehalf {
   /** Where the Parquet copy goes; default: next to the source, `<src>.parquet`. */
   parquetPath?: string
   topValues?: number
-  /** Aborting interrupts DuckDB; the promise rejects with the signal's reason. */
-  signal?: AbortSignal
 }
 
 /**
@@ -97,19 +169,23 @@ export interface ProfileOptions {
  */
 export interface DatasetEngine {
   /** Write `src` as Parquet at `parquetPath`, then profile it. See DuckDBDatasetEngine.profile. */
-  profile(src: string, format: DatasetFormat, opts?: ProfileOptions): Promise<DatasetProfile>
-  toParquet(src: string, dest: string, format: DatasetFormat, opts?: { signal?: AbortSignal }): Promise<void>
-  preview(parquetPath: string, limit: number, offset: number): Promise<DatasetPreview>
-  query(parquetPath: string, sql: string, opts?: QueryOptions): Promise<QueryResult>
-  exportTo(parquetPath: string, format: ExportFormat, dest: string, opts?: ExportOptions): Promise<ExportResult>
+  profile(src: string, format: DatasetFormat, opts: ProfileOptions): Promise<DatasetProfile>
+  toParquet(src: string, dest: string, format: DatasetFormat, opts: OnBehalf): Promise<void>
+  preview(parquetPath: string, limit: number, offset: number, opts: OnBehalf): Promise<DatasetPreview>
+  query(parquetPath: string, sql: string, opts: QueryOptions): Promise<QueryResult>
+  /** The whole result of one sandboxed query written to `dest` (see DuckDBDatasetEngine.exportQuery). */
+  exportQuery(parquetPath: string, sql: string, format: ExportFormat, dest: string, opts: QueryExportOptions): Promise<ExportResult>
+  exportTo(parquetPath: string, format: ExportFormat, dest: string, opts: ExportOptions): Promise<ExportResult>
   /** The columns of a Parquet file with their types (read from its footer). */
-  describe(parquetPath: string): Promise<ResultColumn[]>
+  describe(parquetPath: string, opts: OnBehalf): Promise<ResultColumn[]>
   /**
    * Named columns of a Parquet file as arrays of plain values, for work that needs the data
    * in memory (training): each column cast as asked. Runs in a background slot; rejects with
    * `opts.tooMany(rows)` when the file has more than `maxRows` rows, before reading any.
    */
   readColumns(parquetPath: string, columns: readonly { name: string; as: ColumnCast }[], opts: ReadColumnsOptions): Promise<Record<string, unknown[]>>
+  /** Stop the engine's worker processes (operations in flight fail). */
+  close(): Promise<void>
 }
 
 /**
@@ -118,18 +194,16 @@ export interface DatasetEngine {
  */
 export type ColumnCast = 'number' | 'string' | 'boolean' | 'time'
 
-export interface ReadColumnsOptions {
+export interface ReadColumnsOptions extends OnBehalf {
   maxRows: number
   /** The error for a file with more rows than maxRows. */
   tooMany(rows: number): Error
-  signal?: AbortSignal
 }
 
-export interface ExportOptions {
+export interface ExportOptions extends OnBehalf {
   /**
    * CSV only: prefix cells that a spreadsheet would evaluate as a formula (default true, for
    * files people open). Off for files programs read (a training job's input): the data as it is.
    */
   neutraliseFormulas?: boolean
-  signal?: AbortSignal
 }

@@ -6,7 +6,7 @@
  * JSON reader, and a `Possible fixes:` section of reader-option advice that means nothing to
  * someone who uploaded a file through a web form.
  */
-import { AppError, UnprocessableError } from '../../core/errors.ts'
+import { AppError, UnprocessableError, type ErrorDetail } from '../../core/errors.ts'
 
 /** A dataset that could not be read (malformed CSV/JSON…). `line` is DuckDB's 1-based line. */
 export class DatasetParseError extends UnprocessableError {
@@ -17,10 +17,129 @@ export class DatasetParseError extends UnprocessableError {
   }
 }
 
-/** A sandboxed query that ran past its time limit (and was interrupted). */
-export class QueryTimeoutError extends UnprocessableError {
+/** `{ field: 'limit', message: 'NAME=value' }`: the setting a refusal is about, in the envelope's details. */
+export function limitDetail(setting: string, value: number | string): ErrorDetail {
+  return { field: 'limit', message: `${setting}=${value}` }
+}
+
+/**
+ * A bound of the engine was reached: the operation was stopped (or refused) and nothing of it
+ * was kept. `code` names the bound (`query_timeout`, `query_memory_exceeded`,
+ * `too_many_columns`…), `details` the setting and its value (see limitDetail).
+ */
+export class LimitError extends AppError {
+  constructor(code: string, message: string, status: 413 | 422 | 429, details: ErrorDetail[], headers?: Record<string, string>) {
+    super(code, message, { status, details, headers })
+  }
+}
+
+/**
+ * A sandboxed query (preview, export) that ran past its time limit and was stopped; `queued`:
+ * the time ran out while it waited for a slot behind the same user's other operations.
+ */
+export class QueryTimeoutError extends LimitError {
+  constructor(timeoutMs: number, queued = false) {
+    super(
+      'query_timeout',
+      queued
+        ? `The query did not finish within ${timeoutMs} ms (DATAKIT_QUERY_TIMEOUT_MS): it waited all that time for your other DataKit operations to finish (DATAKIT_QUERY_CONCURRENCY_PER_USER). Run fewer at once.`
+        : `The query did not finish within ${timeoutMs} ms (DATAKIT_QUERY_TIMEOUT_MS) and was stopped. Narrow it down (filters, LIMIT, fewer joins) and try again.`,
+      422,
+      [limitDetail('DATAKIT_QUERY_TIMEOUT_MS', timeoutMs)],
+    )
+  }
+}
+
+/** A sandboxed query (or preview, or export) that needed more memory than its process may use. */
+export class QueryMemoryError extends LimitError {
+  constructor(memoryMb: number) {
+    super(
+      'query_memory_exceeded',
+      `The query needed more than ${memoryMb} MB of memory (DATAKIT_QUERY_MEMORY_MB) and was stopped. Aggregate or filter before returning large values, or add a LIMIT.`,
+      422,
+      [limitDetail('DATAKIT_QUERY_MEMORY_MB', memoryMb)],
+    )
+  }
+}
+
+/** A query export whose file grew past its byte limit. */
+export class ExportTooLargeError extends LimitError {
+  constructor(maxBytes: number) {
+    super(
+      'export_too_large',
+      `The export grew past ${maxBytes} bytes (DATAKIT_EXPORT_MAX_BYTES) and was stopped. Select fewer rows or columns, or export in parts.`,
+      413,
+      [limitDetail('DATAKIT_EXPORT_MAX_BYTES', maxBytes)],
+    )
+  }
+}
+
+/** A user with DATAKIT_QUERY_QUEUE_PER_USER operations already waiting for a slot. */
+export class QueueFullError extends LimitError {
+  constructor(queued: number) {
+    super(
+      'too_many_queued',
+      `You already have ${queued} DataKit operations waiting (DATAKIT_QUERY_QUEUE_PER_USER); wait for them to finish and try again.`,
+      429,
+      [limitDetail('DATAKIT_QUERY_QUEUE_PER_USER', queued)],
+      { 'retry-after': '1' },
+    )
+  }
+}
+
+/** Profiling (or conversion) that ran past DATAKIT_PROFILE_TIMEOUT_MS. */
+export class ProfileTimeoutError extends LimitError {
   constructor(timeoutMs: number) {
-    super(`The query did not finish within ${timeoutMs} ms and was stopped. Narrow it down (filters, LIMIT, fewer joins) and try again.`)
+    super(
+      'profile_timeout',
+      `Profiling the dataset did not finish within ${timeoutMs} ms (DATAKIT_PROFILE_TIMEOUT_MS) and was stopped. Upload a smaller or narrower file.`,
+      422,
+      [limitDetail('DATAKIT_PROFILE_TIMEOUT_MS', timeoutMs)],
+    )
+  }
+}
+
+/** Profiling (or conversion) that needed more memory than DATAKIT_PROFILE_MEMORY_MB. */
+export class ProfileMemoryError extends LimitError {
+  constructor(memoryMb: number) {
+    super(
+      'profile_memory_exceeded',
+      `Profiling the dataset needed more than ${memoryMb} MB of memory (DATAKIT_PROFILE_MEMORY_MB) and was stopped. Upload a narrower file (fewer columns) or a smaller one.`,
+      422,
+      [limitDetail('DATAKIT_PROFILE_MEMORY_MB', memoryMb)],
+    )
+  }
+}
+
+/** A dataset past one of DATAKIT_MAX_DECOMPRESSED_BYTES (413), DATAKIT_MAX_ROWS or DATAKIT_MAX_COLUMNS (422). */
+export class DatasetLimitError extends LimitError {
+  static decompressed(maxBytes: number, atLeast?: number): DatasetLimitError {
+    const size = atLeast === undefined ? 'more than' : `at least ${atLeast} bytes, more than`
+    return new DatasetLimitError(
+      'dataset_too_large',
+      `The file decompresses to ${size} the ${maxBytes} bytes allowed (DATAKIT_MAX_DECOMPRESSED_BYTES). Upload a smaller file.`,
+      413,
+      [limitDetail('DATAKIT_MAX_DECOMPRESSED_BYTES', maxBytes)],
+    )
+  }
+
+  static rows(maxRows: number): DatasetLimitError {
+    return new DatasetLimitError(
+      'too_many_rows',
+      `The dataset has more than ${maxRows} rows (DATAKIT_MAX_ROWS). Upload a sample or split it into parts.`,
+      422,
+      [limitDetail('DATAKIT_MAX_ROWS', maxRows)],
+    )
+  }
+
+  static columns(maxColumns: number, found: number | undefined): DatasetLimitError {
+    const has = found === undefined ? `more than ${maxColumns}` : String(found)
+    return new DatasetLimitError(
+      'too_many_columns',
+      `The dataset has ${has} columns; at most ${maxColumns} are allowed (DATAKIT_MAX_COLUMNS). Upload a narrower file (or split its columns into several DataKits).`,
+      422,
+      [limitDetail('DATAKIT_MAX_COLUMNS', maxColumns)],
+    )
   }
 }
 
@@ -110,9 +229,14 @@ export function readFailure(err: unknown, label: string, path: string, opts: { i
   return new DatasetParseError(`The ${label} file could not be read: ${first}`, line)
 }
 
-/** A query error for the client: DuckDB's message with the dataset's path replaced by `data`. */
-export function queryFailure(err: unknown, parquetPath: string): UnprocessableError {
+/** True for DuckDB's "Out of Memory Error" (its memory_limit reached, spilling impossible or not allowed). */
+export function isOutOfMemory(err: unknown): boolean {
+  return duckErrorType(err instanceof Error ? err.message : String(err)) === 'Out of Memory'
+}
+
+/** A query error for the client: DuckDB's message with the server's paths (the dataset's, an export's) replaced by `data`. */
+export function queryFailure(err: unknown, paths: string[]): UnprocessableError {
   const raw = err instanceof Error ? err.message : String(err)
-  const text = redactPath(raw, parquetPath, 'data')
+  const text = paths.reduce((t, p) => redactPath(t, p, 'data'), raw)
   return new UnprocessableError(text.length > 2000 ? `${text.slice(0, 2000)}…` : text)
 }

@@ -9,6 +9,7 @@ import { createReadStream } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { createGunzip } from 'node:zlib'
 import { UnsupportedMediaTypeError } from '../../core/errors.ts'
+import { DatasetLimitError } from './errors.ts'
 
 /** Formats the dataset engine reads. `.gz` variants are gzip-compressed text formats. */
 export type DatasetFormat = 'csv' | 'tsv' | 'json' | 'ndjson' | 'parquet' | 'csv.gz' | 'tsv.gz' | 'json.gz' | 'ndjson.gz'
@@ -294,6 +295,37 @@ export async function detectFormat(path: string): Promise<DatasetFormat> {
   const text = decodeText(head, truncated)
   if (text === undefined) reject('binary data or text that is not UTF-8')
   return classifyText(text, truncated)
+}
+
+/**
+ * The dataset limits that can be checked from a file's ends, before any of it is parsed (the
+ * upload is refused at once; profiling checks the rest, see duckdb-ops.ts):
+ *
+ * - a gzip file whose trailer (ISIZE: the uncompressed size mod 2^32, RFC 1952 §2.3.1) is
+ *   over `maxDecompressedBytes` is refused (413): the real size is ISIZE plus a multiple of
+ *   4 GiB, so never less. A bomb that wraps past 4 GiB is caught while it is decompressed.
+ * - a CSV/TSV whose header line has more than `maxColumns` fields is refused (422); a header
+ *   longer than the head read here is counted as far as it goes.
+ */
+export async function checkDatasetLimits(path: string, format: DatasetFormat, limits: { maxDecompressedBytes: number; maxColumns: number }): Promise<void> {
+  const { base, gzip } = splitFormat(format)
+  if (gzip) {
+    const size = (await stat(path)).size
+    const trailer = size >= 18 ? await readRange(path, size - 4, 4) : new Uint8Array()
+    if (trailer.length === 4) {
+      const isize = new DataView(trailer.buffer, trailer.byteOffset, 4).getUint32(0, true)
+      if (isize > limits.maxDecompressedBytes) throw DatasetLimitError.decompressed(limits.maxDecompressedBytes, isize)
+    }
+  }
+  if (base !== 'csv' && base !== 'tsv') return
+  const head = await readTextHead(path, gzip)
+  if (!head) return
+  const lineEnd = head.text.search(/\r\n|\n|\r/)
+  const complete = lineEnd >= 0 || !head.truncated
+  const header = lineEnd >= 0 ? head.text.slice(0, lineEnd) : head.text
+  const delim = base === 'tsv' ? '\t' : (detectDelimiter(head.text, head.truncated) ?? ',')
+  const fields = splitDelimitedLine(header, delim).length
+  if (fields > limits.maxColumns) throw DatasetLimitError.columns(limits.maxColumns, complete ? fields : undefined)
 }
 
 /**

@@ -136,12 +136,14 @@ export function buildSystemPrompt(summary: UserResourceSummary): string {
   const who = summary.userName ? ` The user's name is ${quoteName(summary.userName)}.` : ''
   return [
     'You are the QUADRAX ML assistant, built into QUADRAX ML, a self-hosted machine-learning platform.',
+    // Only what the API offers (the OpenAPI description in src/http/app.ts lists the same):
+    // naming a feature that does not exist sends users to pages and endpoints that answer 404.
     'On QUADRAX ML users can:',
-    '- run Workstations: isolated development containers with their own files and terminal;',
+    '- run Workstations: isolated development containers with their own files and a live terminal;',
     '- start VMs: compute resources with CPU and memory limits;',
-    '- upload DataKits: datasets (CSV, JSON, Parquet) that the platform stores, profiles and lets them query;',
+    '- upload DataKits: datasets (CSV, TSV, JSON, NDJSON, Parquet) that the platform stores, profiles and lets them query with SQL and export;',
     '- train, evaluate, deploy and query Models (predictions through POST /api/models/{id}/predict);',
-    '- automate work with Pipelines and explore data in CodeSheets (notebooks).',
+    '- follow their resources live over the WebSocket at /ws.',
     'Help with machine-learning questions and with using the platform. You cannot act on the user\'s behalf:',
     'explain which page or API endpoint does what they want. Be concise and concrete; say so when you do not know.',
     '',

@@ -100,8 +100,12 @@ function secure(res: Response): Response {
   return res
 }
 
-// The Swagger UI page loads its script and styles from a CDN.
-const SWAGGER_CSP = "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; frame-ancestors 'none'"
+/**
+ * The Swagger UI's policy (src/http/docs.ts serves it from the installed package): nothing from
+ * another host, no inline script. Inline styles stay allowed: Swagger UI sets style attributes.
+ */
+export const SWAGGER_CSP =
+  "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 export const JSON_BODY_LIMIT = 1024 * 1024
 const GZIP_MIN = 1024
@@ -229,8 +233,8 @@ export function requestFrame(frame: Frame, opts: RequestFrameOptions = {}) {
         Object.assign(h, headers)
         const url = request.url
         const pathStart = url.indexOf('/', 8)
-        // The Swagger UI page is a static Response, which Elysia serves without running the
-        // mapResponse hook that adds the security headers: give it them here, with its own CSP.
+        // Everything under /swagger (the UI served by src/http/docs.ts, the document) carries
+        // the security headers with the UI's own CSP.
         if (url.startsWith('/swagger', pathStart)) Object.assign(h, SECURITY_HEADERS, { 'content-security-policy': SWAGGER_CSP })
 
         if (request.method === 'OPTIONS' && request.headers.has('access-control-request-method')) {

@@ -15,9 +15,9 @@ export const computeStatus = t.Union([t.Literal('CREATING'), t.Literal('STOPPED'
 /** The fields every compute entity shows: status, owner, container and times. */
 export const ComputeViewFields = {
   status: computeStatus,
-  statusReason: t.Union([t.String(), t.Null()]),
+  statusReason: t.Union([t.String(), t.Null()], { description: 'Why it is in ERROR, or why it stopped or started outside a request (idle timeout, the engine), in words a user can act on' }),
   ownerId: t.String(),
-  containerId: t.Union([t.String(), t.Null()]),
+  containerId: t.Union([t.String(), t.Null()], { description: "The engine's container id (null before the container exists)" }),
   lastActivityAt: time,
   startedAt: time,
   stoppedAt: time,
@@ -41,39 +41,76 @@ export function computeViewFields(r: Replied<ComputeCore>) {
 }
 
 export namespace ComputeApiModel {
-  export const quota = t.Object({ running: t.Integer(), cpu: t.Number(), memoryMb: t.Integer() })
-  export const quotaReport = t.Object({ used: quota, allowed: quota, source: t.Union([t.Literal('default'), t.Literal('override')]) })
+  export const quota = t.Object(
+    {
+      running: t.Integer({ description: 'Workstations, VMs and container training runs holding compute' }),
+      cpu: t.Number({ description: 'Cores' }),
+      memoryMb: t.Integer({ description: 'MB' }),
+    },
+    { examples: [{ running: 1, cpu: 1, memoryMb: 1024 }] },
+  )
+  export const quotaReport = t.Object(
+    {
+      used: quota,
+      allowed: quota,
+      source: t.Union([t.Literal('default'), t.Literal('override')], { description: "default: QUOTA_MAX_RUNNING, QUOTA_MAX_CPU, QUOTA_MAX_MEMORY_MB; override: an admin's limits for this user" }),
+    },
+    { examples: [{ used: { running: 1, cpu: 1, memoryMb: 1024 }, allowed: { running: 4, cpu: 8, memoryMb: 16384 }, source: 'default' }] },
+  )
   export const quotaOverride = t.Object(
     {
       running: t.Optional(t.Union([t.Integer({ minimum: 0, maximum: 10_000 }), t.Null()])),
       cpu: t.Optional(t.Union([t.Number({ minimum: 0, maximum: 100_000 }), t.Null()])),
       memoryMb: t.Optional(t.Union([t.Integer({ minimum: 0, maximum: 1024 * 1024 * 1024 }), t.Null()])),
     },
-    { additionalProperties: false, minProperties: 1, error: 'Provide at least one of running, cpu, memoryMb (null = back to the default)' },
+    {
+      additionalProperties: false,
+      minProperties: 1,
+      error: 'Provide at least one of running, cpu, memoryMb (null = back to the default)',
+      examples: [{ running: 6, cpu: 16, memoryMb: null }],
+    },
   )
-  export const stats = t.Object({
-    running: t.Boolean(),
-    cpuPercent: t.Number(),
-    cpuLimit: t.Number(),
-    memoryUsedBytes: t.Number(),
-    memoryLimitBytes: t.Number(),
-    memoryPercent: t.Number(),
-    pids: t.Integer(),
-    at: t.String(),
+  export const stats = t.Object(
+    {
+      running: t.Boolean({ description: 'false: no running container (the numbers are then 0)' }),
+      cpuPercent: t.Number({ description: 'Percent of one core, as `docker stats` shows it (200 = two cores busy)' }),
+      cpuLimit: t.Number({ description: 'Cores the container may use, to read cpuPercent against' }),
+      memoryUsedBytes: t.Number(),
+      memoryLimitBytes: t.Number(),
+      memoryPercent: t.Number(),
+      pids: t.Integer({ description: 'Processes in the container' }),
+      at: t.String({ description: 'When the sample was taken (ISO 8601)' }),
+    },
+    { examples: [{ running: true, cpuPercent: 12.5, cpuLimit: 1, memoryUsedBytes: 52428800, memoryLimitBytes: 1073741824, memoryPercent: 4.88, pids: 7, at: '2026-12-04T10:15:00.000Z' }] },
+  )
+  export const logs = t.Object(
+    {
+      lines: t.Array(
+        t.Object({
+          stream: t.Union([t.Literal('stdout'), t.Literal('stderr')]),
+          line: t.String(),
+          at: t.Union([t.String(), t.Null()], { description: "The engine's timestamp for the line (ISO 8601)" }),
+          partial: t.Optional(t.Literal(true, { description: 'The line was longer than CONTAINER_LOG_LINE_MAX_BYTES: it goes on in the next line of the stream' })),
+        }),
+      ),
+      droppedBytes: t.Integer({ minimum: 0, description: 'Bytes of older output left out to stay within CONTAINER_LOG_TAIL_MAX_BYTES' }),
+    },
+    {
+      examples: [
+        {
+          lines: [
+            { stream: 'stdout', line: 'Epoch 3/20 - loss: 0.412 - accuracy: 0.861', at: '2026-12-04T10:14:58.120Z' },
+            { stream: 'stderr', line: 'WARNING: no GPU found, training on the CPU', at: '2026-12-04T10:14:58.342Z' },
+          ],
+          droppedBytes: 0,
+        },
+      ],
+    },
+  )
+  export const deleted = t.Object({ id: t.String(), deleted: t.Literal(true) }, { examples: [{ id: '6f1c2b9e-8d4a-4f3e-9a57-2c1d0e8b7a64', deleted: true }] })
+  export const logsQuery = t.Object({
+    tail: t.Optional(t.Integer({ minimum: 0, maximum: 10_000, default: 100, description: 'How many of the newest lines (0–10000)', examples: [200] })),
   })
-  export const logs = t.Object({
-    lines: t.Array(
-      t.Object({
-        stream: t.Union([t.Literal('stdout'), t.Literal('stderr')]),
-        line: t.String(),
-        at: t.Union([t.String(), t.Null()]),
-        partial: t.Optional(t.Literal(true, { description: 'The line was longer than CONTAINER_LOG_LINE_MAX_BYTES: it goes on in the next line of the stream' })),
-      }),
-    ),
-    droppedBytes: t.Integer({ minimum: 0, description: 'Bytes of older output left out to stay within CONTAINER_LOG_TAIL_MAX_BYTES' }),
-  })
-  export const deleted = t.Object({ id: t.String(), deleted: t.Literal(true) })
-  export const logsQuery = t.Object({ tail: t.Optional(t.Integer({ minimum: 0, maximum: 10_000, default: 100 })) })
 }
 
 export function statsView(s: ContainerStats) {

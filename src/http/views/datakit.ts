@@ -92,7 +92,15 @@ export namespace DatakitModel {
   export const resultColumn = t.Object({ name: t.String(), type: t.String() })
   const row = t.Record(t.String(), t.Unknown())
   export const preview = t.Object(
-    { version: t.Integer(), columns: t.Array(resultColumn), rows: t.Array(row), offset: t.Integer(), limit: t.Integer(), totalRows: t.Integer() },
+    {
+      version: t.Integer(),
+      columns: t.Array(resultColumn),
+      rows: t.Array(row),
+      offset: t.Integer(),
+      limit: t.Integer(),
+      totalRows: t.Integer(),
+      truncated: t.Boolean({ description: 'Fewer rows than `limit`: more would pass DATAKIT_QUERY_MAX_BYTES of JSON' }),
+    },
     { title: 'DataKitPreview' },
   )
   export const query = t.Object(
@@ -108,10 +116,21 @@ export namespace DatakitModel {
       columns: t.Array(resultColumn),
       rows: t.Array(row),
       rowCount: t.Integer(),
-      truncated: t.Boolean({ description: 'More rows than DATAKIT_QUERY_MAX_ROWS: the rest were not read' }),
+      truncated: t.Boolean({ description: 'The result had more than was returned (see truncatedBy); the rest was not read. POST /query/export gives all of it' }),
+      truncatedBy: t.Union([t.Literal('rows'), t.Literal('bytes'), t.Null()], {
+        description: '`rows`: DATAKIT_QUERY_MAX_ROWS reached; `bytes`: the next row would take the JSON of the rows past DATAKIT_QUERY_MAX_BYTES; null when not truncated',
+      }),
       elapsedMs: t.Integer(),
     },
     { title: 'DataKitQueryResult' },
+  )
+  export const queryExport = t.Object(
+    {
+      sql: t.String({ minLength: 1, maxLength: 100_000, description: 'One read-only DuckDB statement over the table `data`' }),
+      format: t.Optional(t.Union([t.Literal('csv'), t.Literal('parquet'), t.Literal('json')], { default: 'csv', description: 'csv (header, formula cells neutralised), parquet, or json (an array of objects)' })),
+      version: t.Optional(t.Integer({ minimum: 1, description: 'Default: the newest READY version' })),
+    },
+    { additionalProperties: false },
   )
   export const exportQuery = t.Object({
     format: t.Optional(t.Union([t.Literal('csv'), t.Literal('parquet'), t.Literal('json')], { default: 'csv' })),

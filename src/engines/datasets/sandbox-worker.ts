@@ -1,0 +1,21 @@
+/**
+ * A dataset worker process: started by the server's pool (worker-pool.ts) with
+ * `bun sandbox-worker.ts <settings JSON>`, it runs the DuckDB operations it is sent over
+ * Bun's IPC channel one at a time (duckdb-ops.ts) and answers each. It keeps no state between
+ * operations; the pool kills it when it outgrows its memory budget or its time, and starts
+ * another. It exits when the server goes away (the IPC channel closes).
+ */
+import { runOp, type WorkerSettings } from './duckdb-ops.ts'
+import { toWire, type FromWorker, type ToWorker } from './sandbox-protocol.ts'
+
+const settings = JSON.parse(process.argv[2] ?? '') as WorkerSettings
+const send = (m: FromWorker) => process.send!(m)
+
+process.on('message', (m: ToWorker) => {
+  runOp(settings, m.op).then(
+    (value) => send({ type: 'done', id: m.id, value }),
+    (err: unknown) => send({ type: 'failed', id: m.id, error: toWire(err) }),
+  )
+})
+process.on('disconnect', () => process.exit(0))
+send({ type: 'ready' })

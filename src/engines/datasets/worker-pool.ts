@@ -1,0 +1,349 @@
+/**
+ * Dataset work in worker processes, one per slot, each held to a memory budget and a time
+ * limit by the operating system: the process is killed past either, and the memory it held
+ * goes back with it.
+ *
+ * Why processes: DuckDB's memory_limit does not cover every allocation. In one process,
+ * `SELECT list_sum(range(1000000000))` under `memory_limit='256MB'` reached 7.7 GB of RSS and
+ * ignored an interrupt for 37 s (measured here, DuckDB 1.5.6); several in parallel took the
+ * server past 15 GB. An rlimit does not work either: with RLIMIT_AS at 2.5 GB Bun cannot even
+ * map libduckdb.so (JavaScriptCore reserves large virtual ranges), while 2 GB and 3 GB work —
+ * the address space says nothing about memory used. A cgroup would (memory.max), but the
+ * server cannot count on a writable cgroup v2 hierarchy (here: cgroup v1, and a container
+ * normally has none). So each worker's resident set is read from /proc/<pid>/status every
+ * `watchMs` while it works, and the process is killed (SIGKILL) once it is over budget; the
+ * overshoot is what it can allocate in that interval. DuckDB's own memory_limit stays set,
+ * below the budget, so the operators it does govern fail cleanly (or spill) first.
+ *
+ * Slots are shared fairly between users (FairSemaphore: at most `perUser` each, a freed slot
+ * goes to the waiting user holding the fewest), and a user may have at most `queuePerUser`
+ * operations waiting beyond those. A worker runs one operation at a time in a fresh DuckDB; one that ends
+ * above half its budget (allocators keep what they freed) is replaced, and an idle one exits
+ * after `idleMs`, so the memory comes back. A worker that dies is replaced on demand; other
+ * slots never notice.
+ */
+import { readFileSync } from 'node:fs'
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { Subprocess } from 'bun'
+import { AppError, ServiceUnavailableError } from '../../core/errors.ts'
+import { FairSemaphore } from '../../core/fair-semaphore.ts'
+import { DUCKDB_OUT_OF_MEMORY, type SandboxOp, type SandboxResults, type WorkerSettings } from './duckdb-ops.ts'
+import { QueueFullError } from './errors.ts'
+import { fromWire, type FromWorker, type ToWorker } from './sandbox-protocol.ts'
+
+const WORKER_ENTRY = fileURLToPath(new URL('./sandbox-worker.ts', import.meta.url))
+const MiB = 1024 * 1024
+
+export interface WorkerPoolOptions {
+  /** Worker processes, i.e. operations running at once. */
+  size: number
+  /** Of those, at most this many for one user. */
+  perUser: number
+  /** Operations one user may have waiting beyond `perUser` running (one more is a 429); undefined: no cap. */
+  queuePerUser?: number
+  /** Resident memory one worker may use, MiB. */
+  memoryMb: number
+  /** DuckDB threads per operation. */
+  threads: number
+  /** Upper bound of DuckDB's memory_limit, as DuckDB spells it ("1GB"); see duckdbMemoryLimit. */
+  duckdbMemoryLimit: string
+  /** Working directory of the workers, and the parent of each operation's scratch directory. */
+  tempDirectory: string
+  /** An idle worker exits after this long (default 30 s); the next operation starts one (~0.2 s). */
+  idleMs?: number
+  /** How often a busy worker's memory (and `watch`) is checked, ms (default 20). */
+  watchMs?: number
+  /**
+   * Whether an operation's time limit counts from its arrival (waiting for a slot included:
+   * interactive work, so no request outlives it) or from its start (background work, which
+   * may queue behind a user's other uploads for longer than one of them may run).
+   */
+  deadlineFromArrival: boolean
+}
+
+/** The bounds of one operation, and the errors that say which was crossed. */
+export interface RunLimits {
+  timeoutMs: number
+  /** `queued`: the time ran out while it waited for a slot (see deadlineFromArrival). */
+  timeoutError(queued: boolean): AppError
+  memoryError(): AppError
+  /** Checked with the memory; an error stops the operation (an export file past its size). */
+  watch?(): AppError | undefined
+  signal?: AbortSignal
+}
+
+/** An operation as callers give it: the pool adds its scratch directory. */
+export type PoolOp = SandboxOp extends infer T ? (T extends unknown ? Omit<T, 'scratch'> : never) : never
+
+interface Job {
+  id: number
+  resolve(value: unknown): void
+  reject(err: unknown): void
+  limits: RunLimits
+}
+
+class Worker {
+  readonly proc: Subprocess<'ignore', 'inherit', 'inherit'>
+  readonly ready: Promise<void>
+  job: Job | undefined
+  /** Why we killed it; undefined when it died by itself. */
+  killedFor: unknown
+  idleTimer: ReturnType<typeof setTimeout> | undefined
+
+  constructor(settings: WorkerSettings, cwd: string, onExit: (w: Worker) => void) {
+    const { promise, resolve, reject } = Promise.withResolvers<void>()
+    this.ready = promise
+    this.proc = Bun.spawn({
+      cmd: [process.execPath, WORKER_ENTRY, JSON.stringify(settings)],
+      cwd,
+      // Nothing of the server's environment (secrets, database URL) reaches the worker; DuckDB
+      // derives no directory from a home that does not exist.
+      env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', HOME: '/nonexistent', TMPDIR: cwd },
+      stdio: ['ignore', 'inherit', 'inherit'],
+      serialization: 'json',
+      ipc: (m: FromWorker) => {
+        if (m.type === 'ready') return resolve()
+        const job = this.job
+        if (!job || job.id !== m.id) return
+        this.job = undefined
+        if (m.type === 'done') job.resolve(m.value)
+        else job.reject(fromWire(m.error))
+      },
+    })
+    void this.proc.exited.then(() => {
+      reject(new AppError('dataset_engine_failed', `DuckDB worker exited before it was ready (${this.proc.signalCode ?? this.proc.exitCode})`))
+      const job = this.job
+      this.job = undefined
+      job?.reject(this.killedFor ?? new AppError('dataset_engine_failed', `DuckDB worker died (${this.proc.signalCode ?? `exit ${this.proc.exitCode}`})`))
+      onExit(this)
+    })
+    promise.catch(() => {})
+  }
+
+  /** Its resident set in bytes (undefined where /proc is not readable). */
+  rss(): number | undefined {
+    return residentBytes(this.proc.pid)
+  }
+
+  async kill(reason: unknown): Promise<void> {
+    this.killedFor ??= reason
+    this.proc.kill('SIGKILL')
+    await this.proc.exited
+  }
+}
+
+/** VmRSS of `pid` from /proc, in bytes; undefined when it cannot be read (not Linux, process gone). */
+function residentBytes(pid: number): number | undefined {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) * 1024 : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const DUCKDB_UNITS: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 1024, MIB: MiB, GIB: 1024 * MiB, TIB: 1024 ** 4 }
+
+/**
+ * DuckDB's memory_limit for a worker with `budgetMb` MiB: the configured ceiling, but never
+ * more than the budget less a reserve for the runtime and result conversion (a quarter of the
+ * budget, at least 160 MiB: an idle worker with DuckDB loaded holds ~80 MB).
+ */
+export function duckdbMemoryLimit(ceiling: string, budgetMb: number): string {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*$/i.exec(ceiling)
+  const ceilingBytes = m ? Number(m[1]) * DUCKDB_UNITS[m[2]!.toUpperCase()]! : Infinity
+  const reserveMb = Math.max(160, budgetMb / 4)
+  const mb = Math.floor(Math.min(ceilingBytes / MiB, budgetMb - reserveMb))
+  return `${Math.max(32, mb)}MiB`
+}
+
+export class WorkerPool {
+  readonly #opts: Required<Omit<WorkerPoolOptions, 'queuePerUser'>> & Pick<WorkerPoolOptions, 'queuePerUser'>
+  readonly #settings: WorkerSettings
+  readonly #slots: FairSemaphore
+  readonly #workers = new Set<Worker>()
+  readonly #idle: Worker[] = []
+  /** Operations admitted (running or waiting for a slot), by user. */
+  readonly #inFlight = new Map<string, number>()
+  /** Workers running an operation, with what stops it. */
+  readonly #busy = new Map<Worker, (err: AppError) => void>()
+  #watch: ReturnType<typeof setInterval> | undefined
+  #seq = 0
+  #closed = false
+
+  constructor(opts: WorkerPoolOptions) {
+    this.#opts = { idleMs: 30_000, watchMs: 20, ...opts }
+    if (!Number.isInteger(opts.size) || opts.size < 1) throw new Error('size must be an integer >= 1')
+    if (!(opts.memoryMb >= 64)) throw new Error('memoryMb must be >= 64')
+    this.#slots = new FairSemaphore(opts.size, Math.min(opts.perUser, opts.size))
+    this.#settings = { threads: opts.threads, duckdbMemoryLimit: duckdbMemoryLimit(opts.duckdbMemoryLimit, opts.memoryMb) }
+  }
+
+  /** Pids of the live workers (for measurements: their RSS is the engine's memory). */
+  pids(): number[] {
+    return [...this.#workers].map((w) => w.proc.pid)
+  }
+
+  /**
+   * Run `op` for `user` in a worker, within `limits`. Waits for a slot (fairly between users;
+   * QueueFullError when the user already has `queuePerUser` waiting), then resolves with the
+   * operation's result or rejects with its error — or with `timeoutError()`, `memoryError()`,
+   * a `watch()` error or the signal's reason once the worker was killed for it.
+   */
+  async run<K extends PoolOp['kind']>(user: string, op: Extract<PoolOp, { kind: K }>, limits: RunLimits): Promise<SandboxResults[K]> {
+    const arrived = performance.now()
+    if (this.#opts.deadlineFromArrival) {
+      const deadline = AbortSignal.timeout(limits.timeoutMs)
+      await this.#admit(user, limits.signal ? AbortSignal.any([limits.signal, deadline]) : deadline).catch((err: unknown) => {
+        throw deadline.aborted && !limits.signal?.aborted ? limits.timeoutError(true) : err
+      })
+    } else await this.#admit(user, limits.signal)
+    const scratch = join(this.#opts.tempDirectory, `op-${crypto.randomUUID()}`)
+    try {
+      limits.signal?.throwIfAborted()
+      const worker = await this.#take()
+      const left = this.#opts.deadlineFromArrival ? Math.max(1, limits.timeoutMs - (performance.now() - arrived)) : limits.timeoutMs
+      return (await this.#exec(worker, { ...op, scratch } as SandboxOp, { ...limits, timeoutMs: left })) as SandboxResults[K]
+    } finally {
+      await rm(scratch, { recursive: true, force: true })
+      this.#release(user)
+    }
+  }
+
+  /**
+   * `fn` in this process, holding one of the pool's slots for `user` (same fairness and queue
+   * cap as run): for light work that needs no worker, e.g. reading a Parquet footer.
+   */
+  async hold<T>(user: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    // No deadline: what runs here is light and trusted (see DuckDBDatasetEngine.describe).
+    await this.#admit(user, signal)
+    try {
+      signal?.throwIfAborted()
+      return await fn()
+    } finally {
+      this.#release(user)
+    }
+  }
+
+  /**
+   * Wait for a slot for `user`. Refused when they already have `perUser` running and
+   * `queuePerUser` more waiting: counted from admission to release, synchronously (a slot that
+   * is free is granted on a later tick, so counting waiters by the promise would count it).
+   */
+  async #admit(user: string, signal: AbortSignal | undefined): Promise<void> {
+    if (this.#closed) throw new ServiceUnavailableError('The dataset engine is stopping')
+    const inFlight = this.#inFlight.get(user) ?? 0
+    const cap = this.#opts.queuePerUser
+    if (cap !== undefined && inFlight >= this.#slots.perKey + cap) throw new QueueFullError(cap)
+    this.#inFlight.set(user, inFlight + 1)
+    try {
+      await this.#slots.acquire(user, signal)
+    } catch (err) {
+      this.#done(user)
+      throw err
+    }
+  }
+
+  /** Give `user`'s slot back (after #admit succeeded). */
+  #release(user: string): void {
+    this.#done(user)
+    this.#slots.release(user)
+  }
+
+  #done(user: string): void {
+    const left = (this.#inFlight.get(user) ?? 1) - 1
+    if (left > 0) this.#inFlight.set(user, left)
+    else this.#inFlight.delete(user)
+  }
+
+  /** Stop every worker; operations in flight fail with 503. */
+  async close(): Promise<void> {
+    this.#closed = true
+    const stopping = new ServiceUnavailableError('The dataset engine is stopping')
+    await Promise.all([...this.#workers].map((w) => w.kill(stopping)))
+  }
+
+  /** An idle worker, or a new one once it is ready. */
+  async #take(): Promise<Worker> {
+    const idle = this.#idle.pop()
+    if (idle) {
+      clearTimeout(idle.idleTimer)
+      idle.proc.ref()
+      return idle
+    }
+    await mkdir(this.#opts.tempDirectory, { recursive: true })
+    const w = new Worker(this.#settings, this.#opts.tempDirectory, (dead) => this.#forget(dead))
+    this.#workers.add(w)
+    await w.ready
+    return w
+  }
+
+  #forget(w: Worker): void {
+    this.#workers.delete(w)
+    const i = this.#idle.indexOf(w)
+    if (i >= 0) this.#idle.splice(i, 1)
+    clearTimeout(w.idleTimer)
+  }
+
+  #exec(worker: Worker, op: SandboxOp, limits: RunLimits): Promise<unknown> {
+    const budget = this.#opts.memoryMb * MiB
+    return new Promise((resolve, reject) => {
+      let stopped = false
+      const stop = (err: unknown) => {
+        if (stopped) return
+        stopped = true
+        void worker.kill(err)
+      }
+      const timer = setTimeout(() => stop(limits.timeoutError(false)), limits.timeoutMs)
+      const onAbort = () => stop(limits.signal!.reason)
+      limits.signal?.addEventListener('abort', onAbort, { once: true })
+      const settle = (ok: boolean, value: unknown) => {
+        clearTimeout(timer)
+        limits.signal?.removeEventListener('abort', onAbort)
+        this.#busy.delete(worker)
+        if (this.#busy.size === 0) {
+          clearInterval(this.#watch)
+          this.#watch = undefined
+        }
+        // A killed worker has exited by now (its job is rejected from the exit handler).
+        if (!stopped) this.#park(worker, budget)
+        if (ok) resolve(value)
+        else reject(value instanceof AppError && value.code === DUCKDB_OUT_OF_MEMORY ? limits.memoryError() : value)
+      }
+      worker.job = { id: ++this.#seq, resolve: (v) => settle(true, v), reject: (e) => settle(false, e), limits }
+      this.#busy.set(worker, stop)
+      this.#watch ??= setInterval(() => this.#check(budget), this.#opts.watchMs)
+      const message: ToWorker = { id: worker.job.id, op }
+      worker.proc.send(message)
+    })
+  }
+
+  /** Stop busy workers past their memory budget or their `watch`. */
+  #check(budget: number): void {
+    for (const [worker, stop] of this.#busy) {
+      const limits = worker.job?.limits
+      if (!limits) continue
+      const rss = worker.rss()
+      if (rss !== undefined && rss > budget) stop(limits.memoryError())
+      else {
+        const err = limits.watch?.()
+        if (err) stop(err)
+      }
+    }
+  }
+
+  /** Back to the idle list, or retired when it kept too much memory or the pool is closing. */
+  #park(worker: Worker, budget: number): void {
+    if (this.#closed || (worker.rss() ?? 0) > budget / 2) {
+      void worker.kill(undefined)
+      return
+    }
+    worker.idleTimer = setTimeout(() => void worker.kill(undefined), this.#opts.idleMs)
+    worker.idleTimer.unref?.()
+    // The server's event loop does not wait for idle workers; they exit when it does (IPC closes).
+    worker.proc.unref()
+    this.#idle.push(worker)
+  }
+}

@@ -1,0 +1,408 @@
+/**
+ * Every route in the route table — HTTP and WebSocket — called as the owner of an object,
+ * another user, a VIEWER (an owner demoted after creating their objects), an admin and
+ * anonymously, on a real server (PostgreSQL, Docker, DuckDB, tfjs, an OpenAI-compatible peer),
+ * over real HTTP and real WebSockets. What each caller should get follows from the route's
+ * access declaration (`detail['x-access']`, src/auth/route-access.ts), by these rules:
+ *
+ * - anonymous: 401 (public routes: the same answer as a signed-in caller);
+ * - another user, on someone's object: exactly the answer for an id that does not exist (404,
+ *   same body: nothing leaks, not even that the id is taken);
+ * - a VIEWER: reads (and chat) go through; changes and shells are 403, on their own objects too;
+ * - an admin: everything, except talking in someone else's chat (404 as for no such session);
+ *   the platform routes (users, quotas, cluster) are the admins' only (403 for the rest);
+ * - the owner: everything their role allows.
+ *
+ * "Goes through" means: not 401, not 403, and not the answer for an id that does not exist —
+ * a 409 or 422 about the object's state is an answer about the object. Every status any of
+ * these calls gets must be documented for the operation in the OpenAPI document. A route
+ * without an access declaration fails here, so a new route cannot skip this test.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { RouteAccess } from '../../src/auth/route-access.ts'
+import { closeIdleWorker } from '../../src/engines/trainer/pool.ts'
+import { testServer, type TestServer } from '../support/app.ts'
+import { multipartBytes } from '../support/datakit-upload.ts'
+import { field } from '../support/datasets.ts'
+import { dockerTestEnv, removeContainersOf } from '../support/docker.ts'
+import { startOpenAiServer, type OpenAiTestServer } from '../support/openai-server.ts'
+import { customers } from '../support/tabular.ts'
+import { until } from '../support/until.ts'
+import { wsClient } from '../support/ws.ts'
+
+const docker = dockerTestEnv(import.meta.file)
+const LONG = 120_000
+
+type Role = 'USER' | 'VIEWER' | 'ADMIN'
+type Kind = 'workstation' | 'vm' | 'datakit' | 'model' | 'run' | 'chat' | 'user'
+type Who = 'owner' | 'other' | 'viewer' | 'admin' | 'anonymous'
+interface Caller {
+  id: string
+  token: string
+}
+type Fixtures = Record<Kind, string>
+interface Answer {
+  status: number
+  body: unknown
+}
+interface Route {
+  method: string
+  path: string
+  hooks: { detail?: Record<string, any>; body?: any; query?: any }
+}
+
+// The server starts before the tests are declared: the route table names them.
+const ai: OpenAiTestServer = await startOpenAiServer()
+const dataDir = await mkdtemp(join(tmpdir(), 'quadrax-access-'))
+const t: TestServer = await testServer(
+  {
+    DOCKER_HOST: docker!.host,
+    VM_RUNTIME: 'runsc',
+    TRAINING_IMAGES: docker!.image,
+    MODEL_DIR: join(dataDir, 'models'),
+    UPLOAD_DIR: join(dataDir, 'uploads'),
+    OPENAI_API_KEY: ai.apiKey,
+    OPENAI_BASE_URL: ai.baseURL,
+    OPENAI_MODEL: 'gpt-test',
+    AI_DAILY_TOKEN_BUDGET: '0',
+  },
+  { actorConfig: { reminderPollMs: 100 } },
+)
+const routes = (t.server.app.routes as unknown as Route[]).filter((r) => !r.path.includes('*'))
+let owner: Caller
+let other: Caller
+let viewer: Caller
+let admin: Caller
+const fx = {} as Record<'owner' | 'viewer', Fixtures>
+let doc: any
+
+beforeAll(async () => {
+  ;[owner, other, viewer, admin] = await Promise.all([t.user(), t.user(), t.user(), t.user({ role: 'ADMIN' })])
+  fx.owner = await fixtures(owner)
+  fx.viewer = await fixtures(viewer)
+  viewer = await demote(viewer)
+  doc = (await t.json('GET', '/swagger/json')).body
+}, LONG)
+
+afterAll(async () => {
+  if (docker) await removeContainersOf(docker.raw, t.db.sql)
+  await t.stop()
+  await ai.stop()
+  closeIdleWorker()
+  await rm(dataDir, { recursive: true, force: true })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Callers and their objects
+
+async function fresh(role: Role): Promise<Caller> {
+  const u = await t.user({ role })
+  return { id: u.id, token: u.token }
+}
+
+/** The caller, demoted to VIEWER after making their objects (a fresh token: the role is read per session). */
+async function demote(c: Caller): Promise<Caller> {
+  await t.db.sql`update users set role = 'VIEWER' where id = ${c.id}`
+  await t.server.http.auth.registry.invalidateUser(c.id)
+  const email = (await t.db.sql<{ email: string }[]>`select email from users where id = ${c.id}`)[0]!.email
+  const l = await t.json('POST', '/api/auth/login', { body: { email, password: 'SecurePass123!' } })
+  expect(l.status).toBe(200)
+  return { id: c.id, token: l.body.data.token }
+}
+
+async function api(method: string, path: string, token: string | undefined, body?: unknown): Promise<Answer> {
+  const headers: Record<string, string> = {}
+  if (token) headers.authorization = `Bearer ${token}`
+  let payload: Uint8Array | string | undefined
+  if (body instanceof Multipart) {
+    headers['content-type'] = body.contentType
+    payload = body.bytes
+  } else if (body !== undefined) {
+    headers['content-type'] = 'application/json'
+    payload = JSON.stringify(body)
+  }
+  const res = await fetch(t.url + path, { method, headers, body: payload })
+  const text = await res.text()
+  let parsed: unknown = text
+  try {
+    parsed = text ? JSON.parse(text) : null
+  } catch {}
+  return { status: res.status, body: parsed }
+}
+
+class Multipart {
+  constructor(
+    readonly bytes: Uint8Array,
+    readonly contentType: string,
+  ) {}
+}
+
+const CSV = (() => {
+  const rows = customers({ rows: 120, seed: 7 })
+  const cols = Object.keys(rows[0]!)
+  return [cols.join(','), ...rows.map((r) => cols.map((c) => field(r[c])).join(','))].join('\n') + '\n'
+})()
+
+async function csvForm(extra: Record<string, string> = {}): Promise<Multipart> {
+  const f = await multipartBytes([{ name: 'dataset', filename: 'customers.csv', contentType: 'text/csv', data: CSV }, ...Object.entries(extra).map(([name, value]) => ({ name, value }))])
+  return new Multipart(f.body, f.contentType)
+}
+
+const created = (r: Answer, what: string): string => {
+  if (r.status !== 201 && r.status !== 202) throw new Error(`${what}: ${r.status} ${JSON.stringify(r.body)}`)
+  return (r.body as { data: { id: string } }).data.id
+}
+
+const make = {
+  workstation: async (c: Caller) =>
+    created(await api('POST', '/api/workstations', c.token, { name: `ws-${crypto.randomUUID().slice(0, 6)}`, description: 'An access-test workstation', function: 'DEVELOPMENT', resources: { cpu: 0.5, memory: 64 } }), 'workstation'),
+  vm: async (c: Caller) => created(await api('POST', '/api/vms', c.token, { name: `vm-${crypto.randomUUID().slice(0, 6)}`, size: { cpu: 0.5, memory: 64 } }), 'vm'),
+  datakit: async (c: Caller) => {
+    const id = created(await api('POST', '/api/datakits/upload', c.token, await csvForm({ name: `kit-${crypto.randomUUID().slice(0, 6)}` })), 'datakit')
+    await until(async () => ((await api('GET', `/api/datakits/${id}`, c.token)).body as any).data.status === 'READY', 'the datakit to be READY')
+    return id
+  },
+  model: async (c: Caller) => created(await api('POST', '/api/models', c.token, { name: `model-${crypto.randomUUID().slice(0, 6)}`, type: 'CLASSIFICATION' }), 'model'),
+  chat: async (c: Caller) => created(await api('POST', '/api/ai/sessions', c.token, { title: 'access test' }), 'chat session'),
+}
+
+/** One of each kind of object, owned by `c`; the model has a trained version 1 (from run `run`). */
+async function fixtures(c: Caller): Promise<Fixtures> {
+  const [workstation, vm, datakit, chat, model] = await Promise.all([make.workstation(c), make.vm(c), make.datakit(c), make.chat(c), make.model(c)])
+  const run = (await api('POST', `/api/models/${model}/train`, c.token, { datakitId: datakit, target: 'purchased', algorithm: 'logistic_regression', params: { epochs: 2 } })) as any
+  expect(run.status).toBe(202)
+  const runId = run.body.data.id as string
+  await until(async () => {
+    const s = ((await api('GET', `/api/runs/${runId}`, c.token)).body as any).data.status
+    if (s === 'FAILED' || s === 'CANCELLED') throw new Error(`fixture run ${s}`)
+    return s === 'SUCCEEDED'
+  }, 'the fixture run to succeed', 60_000)
+  return { workstation, vm, datakit, chat, model, run: runId, user: c.id }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes: what they act on, and the request to send
+
+const access = (r: Route): RouteAccess | undefined => r.hooks.detail?.['x-access']
+const params = (path: string) => [...path.matchAll(/:(\w+)/g)].map((m) => m[1]!)
+
+/** The kind of object the route's first path parameter names. */
+function subjectKind(path: string): Kind | undefined {
+  const m = /\/([\w-]+)\/:(\w+)/.exec(path)
+  if (!m) return undefined
+  if (m[2] === 'userId') return 'user'
+  const byCollection: Record<string, Kind> = { users: 'user', workstations: 'workstation', vms: 'vm', models: 'model', runs: 'run', datakits: 'datakit', sessions: 'chat' }
+  return byCollection[m[1]!]
+}
+
+/** The path with its parameters filled: the subject, then version 1, alias `production`, the owner. */
+function fill(path: string, subject: string, ownerId: string): string {
+  const [first, ...rest] = params(path)
+  let p = first ? path.replace(`:${first}`, subject) : path
+  for (const name of rest) p = p.replace(`:${name}`, ({ version: '1', n: '1', alias: 'production', userId: ownerId } as Record<string, string>)[name] ?? 'x')
+  return p.length > 1 ? p.replace(/\/$/, '') : p
+}
+
+/** Required query parameters, from their documented examples (or defaults). */
+function query(r: Route): string {
+  const q = r.hooks.query
+  if (!q?.properties) return ''
+  const entries: string[] = []
+  for (const name of q.required ?? []) {
+    const s = q.properties[name]
+    const v = s.examples?.[0] ?? s.default
+    if (v === undefined) throw new Error(`${r.method} ${r.path}: required query parameter ${name} has no example`)
+    entries.push(`${name}=${encodeURIComponent(String(v))}`)
+  }
+  return entries.length ? `?${entries.join('&')}` : ''
+}
+
+/** Bodies that must name the caller's own objects to mean anything (the rest: the documented example). */
+const BODY: Record<string, (f: Fixtures) => unknown> = {
+  'POST /api/models/:id/train': (f) => ({ datakitId: f.datakit, target: 'purchased', algorithm: 'logistic_regression', params: { epochs: 1 } }),
+  'POST /api/models/:id/deploy': () => ({ version: 1 }),
+  'PUT /api/models/:id/aliases/:alias': () => ({ version: 1 }),
+  'POST /api/models/:id/predict': () => ({ inputs: { age: 35, income: 50000, location: 'urban' } }),
+}
+
+async function body(r: Route, f: Fixtures): Promise<unknown> {
+  const override = BODY[`${r.method} ${r.path}`]
+  if (override) return override(f)
+  if (r.hooks.detail?.['x-content-type'] === 'multipart/form-data') return csvForm({ name: `kit-${crypto.randomUUID().slice(0, 6)}` })
+  const schema = r.hooks.body
+  if (!schema) return undefined
+  const example = schema.examples?.[0]
+  if (example === undefined) throw new Error(`${r.method} ${r.path}: the request body has no documented example`)
+  return example
+}
+
+/** The statuses the OpenAPI document lists for the route. */
+function documented(r: Route): string[] {
+  const path = (r.path.length > 1 ? r.path.replace(/\/$/, '') : r.path).replace(/:(\w+)/g, '{$1}')
+  const op = doc.paths?.[path]?.[r.method.toLowerCase()]
+  return op ? Object.keys(op.responses ?? {}) : []
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls
+
+/** An HTTP route, or a WebSocket upgrade (101 when it opens, else the refusal's status and body). */
+async function call(r: Route, path: string, token: string | undefined, payload: unknown): Promise<Answer> {
+  if (r.method !== 'WS') return api(r.method, path, token, payload)
+  try {
+    const c = await wsClient(t.url, token, { path })
+    c.close()
+    return { status: 101, body: null }
+  } catch {
+    const headers: Record<string, string> = { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': btoa('0123456789abcdef') }
+    if (token) headers.authorization = `Bearer ${token}`
+    const res = await fetch(t.url + path, { headers, signal: AbortSignal.timeout(15_000) })
+    return { status: res.status, body: await res.json() }
+  }
+}
+
+/** Does the route change or remove its subject for good (then each caller that may do it gets a fresh one)? */
+const consumes = (r: Route, kind: Kind | undefined) =>
+  r.method !== 'GET' && r.method !== 'WS' && (kind === 'user' || (r.method === 'DELETE' && new RegExp(`:${params(r.path)[0]}/?$`).test(r.path)))
+
+interface Case {
+  who: Who
+  answer: Answer
+  /** The same call, as the same caller, on an object that does not exist. */
+  missing?: Answer
+}
+
+async function runCases(r: Route): Promise<Case[]> {
+  const acc = access(r)!
+  const kind = subjectKind(r.path)
+  const cases: Case[] = []
+  const signedInChange = acc === 'signed-in' && r.method !== 'GET' && r.method !== 'WS'
+  for (const who of ['anonymous', 'other', 'viewer', 'admin', 'owner'] as const) {
+    const base: Caller = who === 'viewer' ? viewer : owner
+    const baseFx = who === 'viewer' ? fx.viewer : fx.owner
+    let caller: Caller | undefined = { owner, other, viewer, admin, anonymous: undefined }[who]
+    let subject = kind ? baseFx[kind] : ''
+    // Routes that end a session or a password, or remove their object, get fresh callers/objects.
+    if (signedInChange && caller) caller = await fresh(who === 'viewer' ? 'VIEWER' : who === 'admin' ? 'ADMIN' : 'USER')
+    if (kind && consumes(r, kind) && (who === 'owner' || who === 'admin' || (kind === 'user' && who === 'viewer'))) {
+      if (kind === 'user') {
+        const u = await fresh(who === 'viewer' ? 'VIEWER' : 'USER')
+        subject = u.id
+        if (who !== 'admin') caller = u
+      } else if (kind in make) subject = await make[kind as keyof typeof make](base)
+    }
+    const payload = await body(r, baseFx)
+    const answer = await call(r, fill(r.path, subject, base.id) + query(r), caller?.token, payload)
+    const missing = kind && caller ? await call(r, fill(r.path, crypto.randomUUID(), base.id) + query(r), caller.token, await body(r, baseFx)) : undefined
+    cases.push({ who, answer, missing })
+  }
+  return cases
+}
+
+const show = (c: Case) => `${c.who}: ${c.answer.status} ${JSON.stringify(c.answer.body).slice(0, 200)}`
+
+function expectThrough(c: Case) {
+  expect(c.answer.status, show(c)).not.toBe(401)
+  expect(c.answer.status, show(c)).not.toBe(403)
+  if (c.missing) expect([c.answer.status, c.answer.body], `${show(c)} — the same as for a missing object`).not.toEqual([c.missing.status, c.missing.body])
+}
+
+function expectRules(acc: RouteAccess, cases: Case[]) {
+  const by = Object.fromEntries(cases.map((c) => [c.who, c])) as Record<Who, Case>
+  if (acc === 'public') {
+    // The same answer whoever asks (an example login is refused alike, signed in or not).
+    for (const who of ['other', 'viewer', 'admin', 'owner'] as const) expect(by[who].answer.status, show(by[who])).toBe(by.anonymous.answer.status)
+    expect(by.anonymous.answer.status, show(by.anonymous)).not.toBe(403)
+    return
+  }
+  expect(by.anonymous.answer.status, show(by.anonymous)).toBe(401)
+  if (acc === 'signed-in') {
+    for (const who of ['other', 'viewer', 'admin', 'owner'] as const) expectThrough(by[who])
+    return
+  }
+  const { resource, action, object } = acc
+  if (resource === 'platform') {
+    for (const who of ['other', 'viewer', 'owner'] as const) expect(by[who].answer.status, show(by[who])).toBe(403)
+    expectThrough(by.admin)
+    return
+  }
+  const viewerMay = action === 'read' || action === 'chat' || (resource === 'user' && action === 'change')
+  if (viewerMay) expectThrough(by.viewer)
+  else expect(by.viewer.answer.status, show(by.viewer)).toBe(403)
+  expectThrough(by.owner)
+  if (!object) {
+    expectThrough(by.other)
+    expectThrough(by.admin)
+    return
+  }
+  // Someone else's object is, to them, an object that does not exist.
+  expect(by.other.answer.status, show(by.other)).toBe(404)
+  expect(by.other.answer, show(by.other)).toEqual(by.other.missing!)
+  if (action === 'chat') {
+    expect(by.admin.answer.status, show(by.admin)).toBe(404)
+    expect(by.admin.answer, show(by.admin)).toEqual(by.admin.missing!)
+  } else expectThrough(by.admin)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('the route table', () => {
+  test('every route declares who may call it, and object routes name a kind of object the policy knows', () => {
+    const undeclared = routes.filter((r) => access(r) === undefined).map((r) => `${r.method} ${r.path}`)
+    expect(undeclared).toEqual([])
+    for (const r of routes) {
+      const acc = access(r)!
+      if (typeof acc === 'object' && acc.object) expect(subjectKind(r.path), `${r.method} ${r.path}`).toBe(acc.resource as Kind)
+    }
+    // The matrix below covers HTTP routes and WebSocket upgrades alike.
+    expect(routes.filter((r) => r.method === 'WS').length).toBeGreaterThanOrEqual(5)
+  })
+})
+
+describe('every route as owner, another user, a VIEWER, an admin and anonymously', () => {
+  for (const r of routes) {
+    test(`${r.method} ${r.path}`, async () => {
+      const acc = access(r)
+      if (acc === undefined) throw new Error(`${r.method} ${r.path} declares no access`)
+      const cases = await runCases(r)
+      expectRules(acc, cases)
+      if (r.method !== 'WS' && !r.hooks.detail?.hide) {
+        const listed = documented(r)
+        for (const c of cases) {
+          expect(listed, `${r.method} ${r.path}: ${show(c)} — status not in the OpenAPI document`).toContain(String(c.answer.status))
+          if (c.missing) expect(listed, `${r.method} ${r.path}: missing object ${c.missing.status} not documented`).toContain(String(c.missing.status))
+        }
+      }
+    }, LONG)
+  }
+})
+
+describe('WebSocket topics', () => {
+  const kinds = ['user', 'workstation', 'vm', 'run', 'chat', 'datakit'] as const
+
+  async function subscribe(c: Caller, topic: string): Promise<any> {
+    const ws = await wsClient(t.url, c.token)
+    try {
+      ws.send({ op: 'subscribe', topic, id: 's' })
+      return await ws.next((m) => m.id === 's' && (m.op === 'ack' || m.op === 'error'))
+    } finally {
+      ws.close()
+    }
+  }
+
+  for (const kind of kinds) {
+    test(`${kind}:<id> — owner and admin subscribe, a VIEWER to their own, another user is refused as for no such object`, async () => {
+      const topic = `${kind}:${fx.owner[kind]}`
+      expect((await subscribe(owner, topic)).op).toBe('ack')
+      expect((await subscribe(admin, topic)).op).toBe('ack')
+      expect((await subscribe(viewer, `${kind}:${fx.viewer[kind]}`)).op).toBe('ack')
+      const refused = await subscribe(other, topic)
+      expect(refused).toMatchObject({ op: 'error', code: 'forbidden' })
+      const missing = await subscribe(other, `${kind}:${crypto.randomUUID()}`)
+      expect({ ...refused, topic: undefined }).toEqual({ ...missing, topic: undefined })
+    }, LONG)
+  }
+})
