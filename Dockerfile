@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
-# Multi-stage build on the official Bun image; runs as the image's non-root `bun` user.
+# Multi-stage build on the official Bun image; runs as the image's non-root `bun` user (uid 1000).
+# To drive the host's Docker Engine through its socket, that user needs the socket's group:
+# docker-compose.yml adds it (group_add: DOCKER_GID).
 FROM oven/bun:1.4.5 AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -8,12 +10,14 @@ RUN bun install --production --ignore-scripts
 
 FROM oven/bun:1.4.5-slim AS runtime
 WORKDIR /app
-ENV NODE_ENV=production PORT=3001 DATA_DIR=/app/data UPLOAD_DIR=/app/uploads
+# Everything kept on disk lives in these three folders: mount a volume on each (docker-compose.yml).
+ENV NODE_ENV=production PORT=3001 DATA_DIR=/app/data UPLOAD_DIR=/app/uploads MODEL_DIR=/app/models
 COPY --from=deps --chown=bun:bun /app/node_modules ./node_modules
 COPY --chown=bun:bun package.json tsconfig.json bunfig.toml ./
 COPY --chown=bun:bun src ./src
 COPY --chown=bun:bun sql ./sql
-RUN mkdir -p /app/data /app/uploads && chown -R bun:bun /app/data /app/uploads
+# Owned by `bun` in the image, so a new named volume mounted on them starts out writable by it.
+RUN mkdir -p /app/data /app/uploads /app/models && chown -R bun:bun /app/data /app/uploads /app/models
 USER bun
 EXPOSE 3001
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

@@ -26,9 +26,23 @@ const databaseUrl = benchDb.url
 
 const rawPort = await freePort()
 const raw = Bun.spawn([process.execPath, join(import.meta.dir, 'support/raw-server.ts')], { env: { ...process.env, PORT: String(rawPort) }, stdout: 'ignore', stderr: 'inherit' })
-const api = await startBenchServer({ dataDir, databaseUrl })
+let api: Awaited<ReturnType<typeof startBenchServer>> | undefined
+
+/** Everything this run started or made goes, however it ends (an error, Ctrl-C, SIGTERM). */
+let cleaning: Promise<void> | undefined
+const cleanup = () =>
+  (cleaning ??= (async () => {
+    raw.kill()
+    await Promise.all([api?.stop(), raw.exited])
+    await benchDb.drop()
+    rmSync(dataDir, { recursive: true, force: true })
+  })())
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => void cleanup().finally(() => process.exit(130)))
+}
 
 try {
+  api = await startBenchServer({ dataDir, databaseUrl })
   const base = api.base
   await waitHealthy(`http://127.0.0.1:${rawPort}/`, raw)
   const post = (path: string, body: unknown, token?: string) =>
@@ -58,8 +72,5 @@ try {
   table.row('raw Bun.serve hello (baseline, after)', baseline2)
   console.log(`\ntarget: authenticated GET /api/auth/me ≥ 0.50× raw — measured ${table.ratio(rows[1]![1])}`)
 } finally {
-  raw.kill()
-  await Promise.all([api.stop(), raw.exited])
-  await benchDb.drop()
-  rmSync(dataDir, { recursive: true, force: true })
+  await cleanup()
 }

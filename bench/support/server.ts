@@ -5,6 +5,7 @@
  * a known admin, and fast bcrypt. `extra` adds or overrides variables.
  */
 import { join } from 'node:path'
+import { removeEmbeddedData } from '../../src/store/embedded.ts'
 import { freePort, waitHealthy } from './load.ts'
 
 export interface BenchServer {
@@ -12,6 +13,11 @@ export interface BenchServer {
   proc: Bun.Subprocess
   /** POST/GET JSON; returns `data` or throws with the status and body. */
   call(method: string, path: string, body?: unknown, token?: string): Promise<any>
+  /**
+   * Stop the server (SIGTERM: it stops its embedded PostgreSQL itself) and remove that
+   * cluster for good, including where it really lived (as root, under /var/lib/quadrax-embedded,
+   * which removing `dataDir` alone would leave behind).
+   */
   stop(): Promise<void>
 }
 
@@ -39,8 +45,18 @@ export async function startBenchServer(opts: { dataDir: string; databaseUrl: str
   const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-md', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []
   const proc = Bun.spawn([process.execPath, ...profile, join(import.meta.dir, '../../src/main.ts')], { env, stdout: 'ignore', stderr: 'inherit', cwd: opts.dataDir })
   const base = `http://127.0.0.1:${port}`
+  let stopping: Promise<void> | undefined
+  const stop = () =>
+    (stopping ??= (async () => {
+      proc.kill('SIGTERM')
+      await proc.exited
+      if (!opts.databaseUrl) await removeEmbeddedData(join(env.DATA_DIR!, 'postgres'))
+    })())
   // /swagger/json rather than /health: /health is 503 while a configured service is down.
-  await waitHealthy(`${base}/swagger/json`, proc)
+  await waitHealthy(`${base}/swagger/json`, proc).catch(async (err) => {
+    await stop()
+    throw err
+  })
   return {
     base,
     proc,
@@ -54,9 +70,6 @@ export async function startBenchServer(opts: { dataDir: string; databaseUrl: str
       if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`)
       return json.data
     },
-    async stop() {
-      proc.kill('SIGTERM')
-      await proc.exited
-    },
+    stop,
   }
 }

@@ -16,7 +16,7 @@ const closed = { additionalProperties: false } as const
 const Uuid = T.String({ format: 'uuid' })
 const Timestamp = T.String({ format: 'date-time', description: 'When it happened (ISO 8601, UTC)' })
 const Nullable = <S extends TSchema>(s: S) => T.Union([s, T.Null()])
-const Literals = <const L extends readonly string[]>(values: L, options: object = {}) => T.Union(values.map((v) => T.Literal(v)), options)
+const Literals = <const L extends readonly string[]>(values: L) => T.Union(values.map((v: L[number]) => T.Literal(v)))
 
 // Example ids, the same across examples so they read as one story.
 const ID = {

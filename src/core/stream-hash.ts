@@ -94,12 +94,13 @@ class HashThread {
       this.#ring.set(n === bytes.byteLength ? bytes : bytes.subarray(off, off + n), this.#writePos)
       this.#writePos = (this.#writePos + n) % RING_BYTES
       const filled = Atomics.add(c, FILLED, n) + n
-      // SEQ first, SLEEPING after: a thread that set SLEEPING after this load finds SEQ changed
+      // SEQ first, SLEEPING after: a thread that set SLEEPING after this look finds SEQ changed
       // and does not sleep; one that set it before is seen here (the atomics are sequentially
-      // consistent). A full ring is always past WAKE_BYTES, so a producer waiting for room has
-      // woken the thread.
+      // consistent). The flag is taken back here, so a thread slow to wake up is notified once,
+      // not once per chunk until it runs. A full ring is always past WAKE_BYTES, so a producer
+      // waiting for room has woken the thread.
       Atomics.add(c, SEQ, 1)
-      if (filled >= WAKE_BYTES && Atomics.load(c, SLEEPING) === 1) Atomics.notify(c, SEQ)
+      if (filled >= WAKE_BYTES && Atomics.compareExchange(c, SLEEPING, 1, 0) === 1) Atomics.notify(c, SEQ)
     }
     let finished = false
     const update = async (bytes: Uint8Array, from: number): Promise<void> => {

@@ -20,13 +20,14 @@ const EXAMPLE = {
 export namespace AuthModel {
   const email = t.String({ format: 'email', maxLength: 254, error: 'Invalid email format' })
   const name = (label: string) => t.String({ minLength: 1, maxLength: 100, error: `${label} is required (1–100 characters)` })
-  // The schema checks presence and the upper bound; the rule itself is checked, and reported
-  // per rule broken, by the auth service (src/auth/service.ts `passwordProblems`).
+  // The schema shows and checks the length; the rest of the rule is checked, and reported per
+  // rule broken, by the auth service (src/auth/service.ts `passwordProblems`), which owns it.
   const PASSWORD_RULE = '8–128 characters with a lowercase and an uppercase letter, a digit and a symbol (e.g. `SecurePass123!`); a weak password is a 400 whose detail names every rule it breaks'
+  const PASSWORD_ERROR = 'Password must be 8–128 characters with a lowercase and an uppercase letter, a digit and a symbol'
   export const register = t.Object(
     {
       email,
-      password: t.String({ minLength: 1, maxLength: 128, description: PASSWORD_RULE, error: 'Password is required' }),
+      password: t.String({ minLength: 8, maxLength: 128, description: PASSWORD_RULE, error: PASSWORD_ERROR }),
       firstName: name('First name'),
       lastName: name('Last name'),
       organization: t.Optional(t.String({ maxLength: 200, error: 'Organization must be at most 200 characters' })),
@@ -44,7 +45,7 @@ export namespace AuthModel {
   export const changePassword = t.Object(
     {
       currentPassword: t.String({ minLength: 1, maxLength: 128, error: 'Current password is required' }),
-      newPassword: t.String({ minLength: 1, maxLength: 128, description: `${PASSWORD_RULE}; it must differ from the current one`, error: 'New password is required' }),
+      newPassword: t.String({ minLength: 8, maxLength: 128, description: `${PASSWORD_RULE}; it must differ from the current one`, error: PASSWORD_ERROR }),
     },
     { additionalProperties: false, examples: [{ currentPassword: 'SecurePass123!', newPassword: 'Sturdier-Pass456' }] },
   )

@@ -229,16 +229,20 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
       )
       .post(
         '/:id/query',
-        async ({ request, params, body }) => {
+        async ({ request, params, body, set }) => {
           const { me, d } = await readable(request, params.id)
           const v = await readyVersion(d, body.version)
           const r = await engine.query(datakitFiles(dir, v.fileId).parquet, body.sql, { user: me.userId, signal: request.signal })
-          return ok({ version: v.version, ...r })
+          // The rows arrive as JSON text from the worker and are spliced in as they are: parsing
+          // and serialising up to DATAKIT_QUERY_MAX_BYTES again here cost the event loop ~150 ms
+          // per 8 MB answer (measured under load), time every other request waits.
+          const meta = JSON.stringify({ version: v.version, columns: r.columns, rowCount: r.rowCount, truncated: r.truncated, truncatedBy: r.truncatedBy, elapsedMs: r.elapsedMs })
+          ;(set.headers as Record<string, string>)['content-type'] = 'application/json'
+          return `{"success":true,"data":${meta.slice(0, -1)},"rows":${r.rowsJson}}}`
         },
         {
           params: idParams,
           body: DatakitModel.query,
-          response: { 200: Envelope.data(DatakitModel.queryResult), ...errors(400, 401, 404, 409, 422, 429) },
           detail: {
             summary: 'Run one read-only DuckDB query over the table `data` (sandboxed; bounded in time, memory, rows and bytes)',
             description:
@@ -248,6 +252,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
               '(details: `{field: "limit", message: "NAME=value"}`), or with DuckDB’s message; 429 when you already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting.',
             tags: TAGS,
             security: bearer,
+            responses: documented({ 200: Envelope.data(DatakitModel.queryResult), ...errors(400, 401, 404, 409, 422, 429) }),
           },
         },
       )

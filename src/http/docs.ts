@@ -11,6 +11,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import type { Elysia } from 'elysia'
 import { respond, SWAGGER_CSP, type Frame } from './plugins/request.ts'
 
@@ -18,7 +19,7 @@ const PAGE_PATH = '/swagger'
 const ASSET_PREFIX = '/swagger/assets/'
 const SPEC_PATH = '/swagger/json'
 
-const DIST = dirname(Bun.resolveSync('swagger-ui-dist/package.json', import.meta.dir))
+const DIST = dirname(fileURLToPath(import.meta.resolve('swagger-ui-dist/package.json')))
 const VERSION = (JSON.parse(readFileSync(join(DIST, 'package.json'), 'utf8')) as { version: string }).version
 
 // What Swagger UI is told: the document, and no online validator (it loads a badge from

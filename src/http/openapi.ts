@@ -20,6 +20,7 @@
  * 0 warnings (test/http/openapi.test.ts); WebSocket routes are left to the AsyncAPI document.
  */
 import { toOpenAPISchema } from '@elysiajs/openapi/openapi'
+import { OptionalKind } from '@sinclair/typebox'
 import type { AnyElysia } from 'elysia'
 import type { RouteAccess } from '../auth/route-access.ts'
 
@@ -44,7 +45,9 @@ const STATUS: Record<number, { description: string; error: string; details?: Arr
   422: { description: 'Well-formed, but cannot be done as asked (the message says why)', error: 'Unprocessable' },
   429: { description: 'Too many requests (`RATE_LIMIT_*`, or this route\'s own budget): see `Retry-After` and `RateLimit-*`', error: 'Too many requests, please try again later' },
   500: { description: 'Unexpected server error: `requestId` finds it in the server log (no internals are returned)', error: 'Internal server error' },
+  502: { description: 'The container engine answered with an error (the message says what it was)', error: 'Container engine error' },
   503: { description: 'A service this operation needs (the container engine, the AI provider…) is not available', error: 'Service unavailable' },
+  504: { description: 'The object did not answer in time (its actor is busy or its node is unreachable); try again', error: 'Timed out' },
 }
 
 const ERROR_SCHEMA = {
@@ -68,8 +71,10 @@ const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head', 'options', 'tr
 
 /** The document for `app`'s HTTP routes. Built once per app (routes do not change after start). */
 export function openApiDocument(app: AnyElysia, info: OpenApiInfo): Json {
-  const routes = ((app as unknown as { getGlobalRoutes(): Json[] }).getGlobalRoutes())
-    .filter((r) => r.method !== 'WS')
+  const all = (app as unknown as { getGlobalRoutes(): Json[] }).getGlobalRoutes().filter((r) => r.method !== 'WS')
+  // Bodies declared `t.Optional(…)` may be left out (the generator marks every body required).
+  const optionalBody = new Set(all.filter((r) => r.hooks?.body?.[OptionalKind] === 'Optional').map((r) => `${String(r.method).toLowerCase()} ${openApiPath(r.path)}`))
+  const routes = all
     // The content type the route reads: Elysia's generator lists every parser it knows for a
     // route without a named parser, and nothing for one with a parser function of its own.
     .map((r) => ({ ...r, hooks: { ...r.hooks, parse: [{ fn: (r.hooks?.detail?.['x-content-type'] as string | undefined) ?? 'application/json' }] } }))
@@ -80,9 +85,14 @@ export function openApiDocument(app: AnyElysia, info: OpenApiInfo): Json {
 
   const paths: Json = {}
   for (const [rawPath, item] of Object.entries(generated.paths as Json) as Array<[string, Json]>) {
-    const path = rawPath.length > 1 ? rawPath.replace(/\/$/, '') : rawPath
+    const path = openApiPath(rawPath)
     paths[path] = { ...(paths[path] ?? {}), ...item }
-    for (const method of METHODS) if (paths[path][method]) finishOperation(paths[path][method])
+    for (const method of METHODS) {
+      const op = paths[path][method]
+      if (!op) continue
+      finishOperation(op)
+      if (op.requestBody && optionalBody.has(`${method} ${path}`)) op.requestBody.required = false
+    }
   }
   const schemas: Json = { ...(generated.components?.schemas ?? {}), Error: ERROR_SCHEMA }
   for (const s of Object.values(schemas)) cleanSchema(s)
@@ -94,6 +104,12 @@ export function openApiDocument(app: AnyElysia, info: OpenApiInfo): Json {
     paths,
     components: { schemas, securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'The `token` from `POST /api/auth/login` (15 minutes; renew with `POST /api/auth/refresh`)' } } },
   }
+}
+
+/** `/api/users/` → `/api/users`, `:id` → `{id}`. */
+function openApiPath(path: string): string {
+  const p = path.replace(/:(\w+)/g, '{$1}')
+  return p.length > 1 ? p.replace(/\/$/, '') : p
 }
 
 function finishOperation(op: Json): void {
@@ -128,6 +144,13 @@ function finishOperation(op: Json): void {
 
 function errorResponse(status: number, acc: RouteAccess | undefined, declared: Json): Json {
   const s = STATUS[status] ?? { description: 'Error', error: 'Error' }
+  // A route whose failure answers a body of its own (GET /health's 503 is the health report)
+  // keeps it; every other error is the envelope.
+  const own = declared.content?.['application/json']
+  if (own?.schema && own.schema.title !== 'Error' && own.schema.$ref !== '#/components/schemas/Error') {
+    finishMedia(own)
+    return { ...declared, description: declared.description && !/^Response for status/.test(declared.description) ? declared.description : s.description }
+  }
   let description = s.description
   let error = s.error
   if (status === 403 && typeof acc === 'object' && acc.resource === 'platform') {

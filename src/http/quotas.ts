@@ -7,7 +7,7 @@ import { NotFoundError } from '../core/errors.ts'
 import * as quotas from '../store/quotas.ts'
 import * as users from '../store/users.ts'
 import { decide } from '../auth/policy.ts'
-import { Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { Envelope, errors, ok, requireAction, requireUser, type HttpDeps } from './context.ts'
 import { access } from '../auth/route-access.ts'
 import { ComputeApiModel } from './views/compute.ts'
 
@@ -21,7 +21,7 @@ export function quotaRoutes(deps: HttpDeps) {
     .get(
       '/api/workstations/quota',
       async ({ request, query }) => {
-        const me = await requireAction(deps, request, 'user', 'read')
+        const me = await requireUser(deps, request)
         const userId = query.userId ?? me.userId
         if (decide(me, 'read', 'user', userId) !== 'allow') throw new NotFoundError('User')
         return ok(await report(userId))
@@ -41,7 +41,7 @@ export function quotaRoutes(deps: HttpDeps) {
             '(`source: "default"`) or an admin\'s override (`source: "override"`). A start past it is a 409 that names each limit. ' +
             'An admin may ask for anyone\'s with `userId`; anyone else naming another user gets 404, as for a user that does not exist.',
           tags: tag,
-          ...access.collection('user', 'read'),
+          ...access.signedIn,
         },
       },
     )

@@ -176,21 +176,23 @@ function placeDataDir(dir: string): string {
 }
 
 /**
- * Remove a cluster's files for good: the data directory and, when it was relocated (see
- * `placeDataDir`), the directory it really lives in. For throw-away clusters (benchmarks,
- * tests) whose DATA_DIR is about to be deleted: deleting only the symlink would leave the
- * cluster's files behind under /var/lib/quadrax-embedded.
+ * Remove a throw-away cluster for good (benchmarks, tests whose DATA_DIR is about to go): its
+ * postmaster, if its owner died without stopping it, then its files, where it really lives too
+ * (see `placeDataDir`): deleting only `dir`, a symlink, would leave the cluster behind under
+ * /var/lib/quadrax-embedded. Refuses a cluster whose owner is still running.
  */
-export function removeEmbeddedData(dir: string): void {
+export async function removeEmbeddedData(dir: string): Promise<void> {
   const wanted = resolve(dir)
+  let real = wanted
   try {
-    if (lstatSync(wanted).isSymbolicLink()) {
-      const real = realpathSync(wanted)
-      if (real.startsWith(RELOCATED_ROOT + '/')) rmSync(real, { recursive: true, force: true })
-    }
+    if (lstatSync(wanted).isSymbolicLink()) real = realpathSync(wanted)
   } catch {
-    // already gone
+    return // nothing there
   }
+  const found = existsSync(join(real, 'PG_VERSION')) ? running(real, join(dirname(wanted), '.postgres-owner')) : undefined
+  if (found?.owner !== undefined) throw new EmbeddedInUseError(`the embedded PostgreSQL in ${wanted} is still running (owner pid ${found.owner}): stop it first`)
+  if (found) await stopOrphan(found.pid)
+  if (real !== wanted && real.startsWith(RELOCATED_ROOT + '/')) rmSync(real, { recursive: true, force: true })
   rmSync(wanted, { recursive: true, force: true })
 }
 

@@ -5,7 +5,7 @@
  * WS <prefix>/:id/terminal[?session=<id>&cols=&rows=]
  *   Authenticated at the upgrade like /ws (Authorization header, `bearer.<token>`
  *   subprotocol, or a single-use `?ticket=`); a stranger gets 401/404 before any upgrade, and
- *   only the owner or an admin gets a shell. The first frame is text:
+ *   only the owner or an admin gets a shell (a VIEWER: 403). The first frame is text:
  *   `{"op":"session","sessionId":"…","reattached":false}`. Then screen output arrives as
  *   binary frames; text or binary frames from the client are keyboard input, except a text
  *   frame holding `{"op":"resize","cols":…,"rows":…}`. When the shell exits: `{"op":"exit",

@@ -222,6 +222,8 @@ function query(r: Route): string {
 
 /** Bodies that must name the caller's own objects to mean anything (the rest: the documented example). */
 const BODY: Record<string, (f: Fixtures) => unknown> = {
+  // The example's email is taken once registered: each caller registers an address of its own.
+  'POST /api/auth/register': () => ({ email: `access-${crypto.randomUUID().slice(0, 8)}@example.com`, password: 'SecurePass123!', firstName: 'Ada', lastName: 'Lovelace' }),
   'POST /api/models/:id/train': (f) => ({ datakitId: f.datakit, target: 'purchased', algorithm: 'logistic_regression', params: { epochs: 1 } }),
   'POST /api/models/:id/deploy': () => ({ version: 1 }),
   'PUT /api/models/:id/aliases/:alias': () => ({ version: 1 }),
@@ -293,6 +295,10 @@ async function runCases(r: Route): Promise<Case[]> {
         subject = u.id
         if (who !== 'admin') caller = u
       } else if (kind in make) subject = await make[kind as keyof typeof make](base)
+    } else if (kind && kind in make && consumes(r, kind) && who === 'viewer') {
+      // A VIEWER may remove what they may make (a chat session): one of their own to remove.
+      // What they may not make, they may not remove either: the shared one stays.
+      subject = await make[kind as keyof typeof make](base).catch(() => subject)
     }
     const payload = await body(r, baseFx)
     const answer = await call(r, fill(r.path, subject, base.id) + query(r), caller?.token, payload)

@@ -632,6 +632,7 @@ describe('access', () => {
       ['GET', `/api/datakits/${id}/download`],
       ['GET', `/api/datakits/${id}/export?format=csv`],
       ['POST', `/api/datakits/${id}/query`, { sql: 'SELECT 1' }],
+      ['POST', `/api/datakits/${id}/query/export`, { sql: 'SELECT 1' }],
       ['GET', `/api/datakits/${id}/versions`],
       ['GET', `/api/datakits/${id}/versions/1/diff?against=1`],
     ]

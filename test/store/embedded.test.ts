@@ -102,7 +102,7 @@ describe('embedded PostgreSQL', () => {
     }
     // A throw-away cluster's files go with it, where it really lived too (bench/http.ts).
     const real = readlinkSync(dir)
-    removeEmbeddedData(dir)
+    await removeEmbeddedData(dir)
     expect([gone(dir), gone(real)]).toEqual([true, true])
   }, 60_000)
 

@@ -21,6 +21,7 @@
  * still quoted as SQL literals, never spliced raw.
  */
 import { statSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { copyFile, readdir, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import type { DuckDBConnection } from '@duckdb/node-api'
@@ -62,10 +63,16 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     const o = this.options
     if (!Number.isInteger(o.threads) || o.threads < 1) throw new Error('threads must be an integer >= 1')
     const common = { threads: o.threads, duckdbMemoryLimit: o.memoryLimit, tempDirectory: o.tempDirectory, ...pool }
-    this.#background = new WorkerPool({ ...common, size: o.backgroundConcurrency, perUser: o.backgroundPerUser, memoryMb: o.profileMemoryMb, deadlineFromArrival: false })
+    // The interactive slots together use at most the machine's cores: on the 2-core target,
+    // one user's query with two DuckDB threads left another's `select 1` a third of a core and
+    // its p99 several times its quiet one (bench/support/abuse-datakits.ts, item 3).
+    const interactiveThreads = Math.max(1, Math.min(o.threads, Math.floor(availableParallelism() / o.interactiveConcurrency)))
+    this.#background = new WorkerPool({ ...common, size: o.backgroundConcurrency, perUser: o.backgroundPerUser, memoryMb: o.profileMemoryMb, deadlineFromArrival: false, spareInstance: false })
     this.#interactive = new WorkerPool({
       ...common,
+      threads: interactiveThreads,
       deadlineFromArrival: true,
+      spareInstance: true,
       size: o.interactiveConcurrency,
       perUser: o.interactivePerUser,
       queuePerUser: o.interactiveQueuePerUser,
@@ -156,7 +163,14 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     const maxRows = opts.maxRows ?? o.queryMaxRows
     const maxBytes = opts.maxBytes ?? o.queryMaxBytes
     if (!(timeoutMs > 0) || !Number.isInteger(maxRows) || maxRows < 1 || !(maxBytes > 0)) throw new Error('timeoutMs and maxBytes must be > 0 and maxRows an integer >= 1')
-    return this.#interactive.run(opts.user, { kind: 'query', parquetPath, sql, maxRows, maxBytes }, this.#queryLimits(timeoutMs, opts.signal))
+    const r = await this.#interactive.run(opts.user, { kind: 'query', parquetPath, sql, maxRows, maxBytes }, this.#queryLimits(timeoutMs, opts.signal))
+    let rows: QueryResult['rows'] | undefined
+    return {
+      ...r,
+      get rows() {
+        return (rows ??= JSON.parse(r.rowsJson) as QueryResult['rows'])
+      },
+    }
   }
 
   /**

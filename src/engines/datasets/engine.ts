@@ -24,7 +24,10 @@ export interface DatasetLimits {
 }
 
 export interface DatasetEngineOptions {
-  /** DuckDB worker threads per operation. */
+  /**
+   * DuckDB worker threads per operation (interactive ones: at most cores / interactiveConcurrency,
+   * so the interactive slots together never take more than the machine's cores).
+   */
   threads: number
   /**
    * DuckDB's memory_limit per operation, e.g. "1GB": an upper bound. Each operation's DuckDB
@@ -136,6 +139,8 @@ export type TruncatedBy = 'rows' | 'bytes'
 export interface QueryResult {
   columns: ResultColumn[]
   rows: Record<string, JsonValue>[]
+  /** `rows` as JSON text, as the worker wrote it (an HTTP answer splices it in; `rows` parses it on first use). */
+  rowsJson: string
   /** Rows returned (at most maxRows, and at most maxBytes of them). */
   rowCount: number
   /** True when the query produced more than was returned and the rest were not read. */

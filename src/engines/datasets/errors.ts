@@ -18,7 +18,7 @@ export class DatasetParseError extends UnprocessableError {
 }
 
 /** `{ field: 'limit', message: 'NAME=value' }`: the setting a refusal is about, in the envelope's details. */
-export function limitDetail(setting: string, value: number | string): ErrorDetail {
+function limitDetail(setting: string, value: number | string): ErrorDetail {
   return { field: 'limit', message: `${setting}=${value}` }
 }
 

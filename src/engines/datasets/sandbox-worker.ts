@@ -5,17 +5,21 @@
  * operations; the pool kills it when it outgrows its memory budget or its time, and starts
  * another. It exits when the server goes away (the IPC channel closes).
  */
-import { runOp, type WorkerSettings } from './duckdb-ops.ts'
+import { prepareSpare, runOp, type WorkerSettings } from './duckdb-ops.ts'
 import { toWire, type FromWorker, type ToWorker } from './sandbox-protocol.ts'
 
 const settings = JSON.parse(process.argv[2] ?? '') as WorkerSettings
 const send = (m: FromWorker) => process.send!(m)
 
 process.on('message', (m: ToWorker) => {
-  runOp(settings, m.op).then(
-    (value) => send({ type: 'done', id: m.id, value }),
-    (err: unknown) => send({ type: 'failed', id: m.id, error: toWire(err) }),
-  )
+  runOp(settings, m.op)
+    .then(
+      (value) => send({ type: 'done', id: m.id, value }),
+      (err: unknown) => send({ type: 'failed', id: m.id, error: toWire(err) }),
+    )
+    // Idle now: the next query's DuckDB is made before it arrives.
+    .finally(() => prepareSpare(settings))
 })
 process.on('disconnect', () => process.exit(0))
+prepareSpare(settings)
 send({ type: 'ready' })

@@ -17,13 +17,14 @@
  *
  * Slots are shared fairly between users (FairSemaphore: at most `perUser` each, a freed slot
  * goes to the waiting user holding the fewest), and a user may have at most `queuePerUser`
- * operations waiting beyond those. A worker runs one operation at a time in a fresh DuckDB; one that ends
- * above half its budget (allocators keep what they freed) is replaced, and an idle one exits
- * after `idleMs`, so the memory comes back. A worker that dies is replaced on demand; other
- * slots never notice.
+ * operations waiting beyond those. A worker runs one operation at a time in a fresh DuckDB;
+ * one that ends above half its budget (allocators keep what they freed) is replaced, and an
+ * idle one exits after `idleMs`, so the memory comes back. A worker killed over a limit is
+ * replaced at once, and one spare is kept starting whenever none is idle, so no one waits for
+ * a process to start because someone else took the last one; other slots never notice.
  */
-import { readFileSync } from 'node:fs'
-import { mkdir, rm } from 'node:fs/promises'
+import { mkdirSync, readFileSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Subprocess } from 'bun'
@@ -47,6 +48,8 @@ export interface WorkerPoolOptions {
   memoryMb: number
   /** DuckDB threads per operation. */
   threads: number
+  /** Workers keep a DuckDB instance ready for the next query (interactive pools; see prepareSpare in duckdb-ops.ts). */
+  spareInstance: boolean
   /** Upper bound of DuckDB's memory_limit, as DuckDB spells it ("1GB"); see duckdbMemoryLimit. */
   duckdbMemoryLimit: string
   /** Working directory of the workers, and the parent of each operation's scratch directory. */
@@ -114,10 +117,11 @@ class Worker {
     })
     void this.proc.exited.then(() => {
       reject(new AppError('dataset_engine_failed', `DuckDB worker exited before it was ready (${this.proc.signalCode ?? this.proc.exitCode})`))
+      // The pool forgets it first (and starts a replacement), then its operation fails.
+      onExit(this)
       const job = this.job
       this.job = undefined
       job?.reject(this.killedFor ?? new AppError('dataset_engine_failed', `DuckDB worker died (${this.proc.signalCode ?? `exit ${this.proc.exitCode}`})`))
-      onExit(this)
     })
     promise.catch(() => {})
   }
@@ -151,7 +155,7 @@ const DUCKDB_UNITS: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, 
  * more than the budget less a reserve for the runtime and result conversion (a quarter of the
  * budget, at least 160 MiB: an idle worker with DuckDB loaded holds ~80 MB).
  */
-export function duckdbMemoryLimit(ceiling: string, budgetMb: number): string {
+function duckdbMemoryLimit(ceiling: string, budgetMb: number): string {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*$/i.exec(ceiling)
   const ceilingBytes = m ? Number(m[1]) * DUCKDB_UNITS[m[2]!.toUpperCase()]! : Infinity
   const reserveMb = Math.max(160, budgetMb / 4)
@@ -169,6 +173,8 @@ export class WorkerPool {
   readonly #inFlight = new Map<string, number>()
   /** Workers running an operation, with what stops it. */
   readonly #busy = new Map<Worker, (err: AppError) => void>()
+  /** A spare worker starting up (see #spare), not yet idle. */
+  #starting: Worker | undefined
   #watch: ReturnType<typeof setInterval> | undefined
   #seq = 0
   #closed = false
@@ -178,7 +184,9 @@ export class WorkerPool {
     if (!Number.isInteger(opts.size) || opts.size < 1) throw new Error('size must be an integer >= 1')
     if (!(opts.memoryMb >= 64)) throw new Error('memoryMb must be >= 64')
     this.#slots = new FairSemaphore(opts.size, Math.min(opts.perUser, opts.size))
-    this.#settings = { threads: opts.threads, duckdbMemoryLimit: duckdbMemoryLimit(opts.duckdbMemoryLimit, opts.memoryMb) }
+    this.#settings = { threads: opts.threads, duckdbMemoryLimit: duckdbMemoryLimit(opts.duckdbMemoryLimit, opts.memoryMb), spareInstance: opts.spareInstance }
+    // The workers' working directory (and where each operation's scratch directory goes).
+    mkdirSync(opts.tempDirectory, { recursive: true })
   }
 
   /** Pids of the live workers (for measurements: their RSS is the engine's memory). */
@@ -203,6 +211,7 @@ export class WorkerPool {
     const scratch = join(this.#opts.tempDirectory, `op-${crypto.randomUUID()}`)
     try {
       limits.signal?.throwIfAborted()
+      if (this.#closed) throw new ServiceUnavailableError('The dataset engine is stopping')
       const worker = await this.#take()
       const left = this.#opts.deadlineFromArrival ? Math.max(1, limits.timeoutMs - (performance.now() - arrived)) : limits.timeoutMs
       return (await this.#exec(worker, { ...op, scratch } as SandboxOp, { ...limits, timeoutMs: left })) as SandboxResults[K]
@@ -265,26 +274,58 @@ export class WorkerPool {
     await Promise.all([...this.#workers].map((w) => w.kill(stopping)))
   }
 
-  /** An idle worker, or a new one once it is ready. */
+  /**
+   * An idle worker, or a new one once it is ready. When that leaves none idle, a spare is
+   * started for the next operation: a worker starts in ~0.2 s on an idle machine (Bun plus
+   * libduckdb), close to a second under load, which a light user's `select 1` should not wait
+   * for because someone else took the last warm worker.
+   */
   async #take(): Promise<Worker> {
-    const idle = this.#idle.pop()
-    if (idle) {
-      clearTimeout(idle.idleTimer)
-      idle.proc.ref()
-      return idle
-    }
-    await mkdir(this.#opts.tempDirectory, { recursive: true })
-    const w = new Worker(this.#settings, this.#opts.tempDirectory, (dead) => this.#forget(dead))
-    this.#workers.add(w)
+    let w = this.#idle.pop()
+    if (w) {
+      clearTimeout(w.idleTimer)
+      w.proc.ref()
+    } else if (this.#starting) {
+      // The spare on its way: take it rather than start another.
+      w = this.#starting
+      this.#starting = undefined
+    } else w = this.#spawn()
+    this.#spare()
     await w.ready
     return w
   }
 
+  #spawn(): Worker {
+    const w = new Worker(this.#settings, this.#opts.tempDirectory, (dead) => this.#forget(dead))
+    this.#workers.add(w)
+    return w
+  }
+
+  /** Start a worker into the idle list when none is idle and the pool has room for one. */
+  #spare(): void {
+    if (this.#closed || this.#starting || this.#idle.length > 0 || this.#workers.size >= this.#opts.size) return
+    const w = this.#spawn()
+    this.#starting = w
+    w.ready.then(
+      () => {
+        if (this.#starting !== w) return // taken by an operation meanwhile
+        this.#starting = undefined
+        if (!this.#closed) this.#park(w, Infinity)
+      },
+      () => {
+        if (this.#starting === w) this.#starting = undefined
+      },
+    )
+  }
+
   #forget(w: Worker): void {
+    const wasBusy = this.#busy.has(w)
     this.#workers.delete(w)
     const i = this.#idle.indexOf(w)
     if (i >= 0) this.#idle.splice(i, 1)
     clearTimeout(w.idleTimer)
+    // Killed mid-operation (over a limit): its replacement is started now, not by the next user.
+    if (wasBusy) this.#spare()
   }
 
   #exec(worker: Worker, op: SandboxOp, limits: RunLimits): Promise<unknown> {
@@ -307,8 +348,8 @@ export class WorkerPool {
           clearInterval(this.#watch)
           this.#watch = undefined
         }
-        // A killed worker has exited by now (its job is rejected from the exit handler).
-        if (!stopped) this.#park(worker, budget)
+        // A worker that was killed, or died, has exited by now (its job is rejected from the exit handler).
+        if (!stopped && this.#workers.has(worker)) this.#park(worker, budget)
         if (ok) resolve(value)
         else reject(value instanceof AppError && value.code === DUCKDB_OUT_OF_MEMORY ? limits.memoryError() : value)
       }
@@ -316,7 +357,17 @@ export class WorkerPool {
       this.#busy.set(worker, stop)
       this.#watch ??= setInterval(() => this.#check(budget), this.#opts.watchMs)
       const message: ToWorker = { id: worker.job.id, op }
-      worker.proc.send(message)
+      try {
+        worker.proc.send(message)
+      } catch (err) {
+        // It died between being taken and being asked (its exit found no job to fail).
+        worker.job = undefined
+        stop(err)
+        settle(false, new AppError('dataset_engine_failed', 'DuckDB worker is gone', { cause: err }))
+        return
+      }
+      // Aborted while a worker was being started: no abort event will come.
+      if (limits.signal?.aborted) onAbort()
     })
   }
 
