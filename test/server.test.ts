@@ -223,6 +223,7 @@ describe('database outages', () => {
     try {
       expect((await login(server.url)).status).toBe(200)
       proxy.cut()
+      const cutAt = events.length
       const down = await login(server.url)
       expect(down.status).toBe(503)
       expect(down.headers.get('retry-after')).toBe('5')
@@ -240,6 +241,10 @@ describe('database outages', () => {
         [6, pollMs * 64, 20],
       ])
 
+      // Nothing else complained meanwhile (no loop logging a warning per tick).
+      const loud = events.slice(cutAt).filter((e) => e.level >= 40)
+      expect([...new Set(loud.map((e) => e.msg))].sort()).toEqual(['database unavailable', 'reminder poll failed; backing off'])
+      expect(loud.filter((e) => e.msg === 'database unavailable')).toHaveLength(1) // one per refused request
       proxy.restore()
       await until(async () => (await fetch(`${server.url}/health`)).status === 200 && (await login(server.url)).status === 200, 'the server to answer again', 30_000, 50)
       await until(() => events.some((e) => e.msg === 'reminder poll recovered'), 'the poller to recover', 30_000)

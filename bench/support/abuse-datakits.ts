@@ -170,6 +170,16 @@ export async function runDatakitAbuse(baseUrl: string, tokens: AbuseTokens, tmpD
   }
 
   await during('1', 'memory bomb: select list_sum(range(1000000000))', () => query('select list_sum(range(1000000000)) AS s'))
+  await during('1', 'four memory bombs at once', async () => {
+    const t0 = performance.now()
+    const answers = await Promise.all(Array.from({ length: 4 }, () => query('select list_sum(range(1000000000)) AS s')))
+    return {
+      status: [...new Set(answers.map((r) => r.status))].join('/'),
+      bound: [...new Set(answers.map((r) => r.bound))].join(', '),
+      error: answers[0]!.error,
+      msToError: Math.max(...answers.map((r) => r.msToError)) || performance.now() - t0,
+    }
+  })
   await during('2', "one 400 MB value: select repeat('x', 400000000)", () => query("select repeat('x', 400000000) AS s"))
   await during('2', 'wide rows: 1 KB × 1,000,000 rows', () => query("select i, repeat('y', 1000) AS pad from range(1000000) t(i)"))
   await during('2', 'the same, exported as CSV (streamed)', async () => {

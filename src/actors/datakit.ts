@@ -23,7 +23,7 @@ import type { Logger } from '../core/logger.ts'
 import type { Db } from '../store/db.ts'
 import * as store from '../store/datakits.ts'
 import type { DatasetEngine } from '../engines/datasets/engine.ts'
-import { DatasetParseError } from '../engines/datasets/errors.ts'
+import { DatasetParseError, LimitError } from '../engines/datasets/errors.ts'
 import { DATASET_FORMATS, type DatasetFormat } from '../engines/datasets/format.ts'
 import type { DatasetProfile } from '../engines/datasets/profile.ts'
 import { datakitFiles } from './datakit-files.ts'
@@ -151,6 +151,7 @@ export function datakitActor(opts: DatakitActorOptions) {
       if (signal.aborted) return
       const exposed = err instanceof AppError && err.expose
       if (!exposed) log.error({ err, datakit: id, version }, 'profiling failed')
+      else if (err instanceof LimitError) log.warn({ datakit: id, version, ownerId, code: err.code }, 'profiling stopped at a limit')
       const reason = exposed ? err.message : 'The dataset could not be profiled because of a server error. Try uploading it again; if it keeps failing, tell an administrator.'
       const line = err instanceof DatasetParseError && err.line !== undefined ? err.line : null
       self.tell({ type: 'profileFailed', version, fileId, reason, line }, { messageId: `${id}:${version}:failed` })

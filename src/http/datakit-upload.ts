@@ -12,7 +12,8 @@ import { DATAKIT_KIND, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, type DatakitMessag
 import { ActorTimeoutError } from '../actors/runtime/index.ts'
 import { ACCEPTED_TYPES_TEXT, checkDatasetLimits, detectFormat, type DatasetFormat } from '../engines/datasets/format.ts'
 import * as store from '../store/datakits.ts'
-import { bearer, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
+import { access } from '../auth/route-access.ts'
+import { Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
 import { datakitAccess } from './datakit-access.ts'
 import { multipartBoundary, receiveUpload } from './upload.ts'
 import { DatakitModel, serializeDetail } from './views/datakit.ts'
@@ -47,7 +48,7 @@ function humanBytes(n: number): string {
 export function uploadRoute(deps: HttpDeps, dir: string) {
   const { config, sql } = deps
   const maxFileSize = config.maxFileSize
-  const access = datakitAccess(deps)
+  const kits = datakitAccess(deps)
   const ask = (id: string, message: DatakitMessage) => deps.actors.ask(DATAKIT_KIND, id, message)
 
   const fileTooLarge = () =>
@@ -97,7 +98,7 @@ async function upload(request: Request, set: { status?: number | string }) {
     let id: string
     try {
       if (fields.datakitId !== undefined) {
-        const { d } = await access.writable(request, fields.datakitId)
+        const { d } = await kits.writable(request, fields.datakitId)
         id = d.id
         await ask(id, { type: 'addVersion', file: uploaded, ...(fields.name !== undefined ? { name: fields.name } : {}), ...(description !== undefined ? { description } : {}) })
       } else {
@@ -112,7 +113,7 @@ async function upload(request: Request, set: { status?: number | string }) {
     }
     keepFile = true
     const row = (await store.findWithLatest(sql, id))!
-    await access.invalidate(row)
+    await kits.invalidate(row)
     set.status = 201
     return ok(serializeDetail(row))
   } finally {
@@ -124,18 +125,20 @@ async function upload(request: Request, set: { status?: number | string }) {
         // The body is the route's to stream: this parser claims it without reading it, so
         // Elysia's own (which would buffer the whole form in memory) never runs.
         parse: () => STREAMED,
-        response: { 201: Envelope.data(DatakitModel.detail), ...errors(400, 401, 403, 404, 413, 415, 422) },
+        response: { 201: Envelope.data(DatakitModel.detail), ...errors(400, 403, 404, 413, 415, 422) },
         detail: {
-          summary: 'Upload a dataset (new datakit, or a new version with datakitId); profiled in the background',
+          summary: 'Upload a dataset as a new datakit, or as a new version of one',
           description:
-            `Multipart form: \`dataset\` (the file), \`name\`, \`description\`, optional \`datakitId\` (adds version N+1). ` +
-            `The body is streamed to disk and hashed (sha256). Accepted content: ${ACCEPTED_TYPES_TEXT} (415 otherwise, decided from the bytes, not the name). ` +
-            `413 when the file exceeds MAX_FILE_SIZE or the uploader's storage quota (details: usedBytes, allowedBytes, incomingBytes), or a gzip file's trailer says it decompresses past DATAKIT_MAX_DECOMPRESSED_BYTES; ` +
-            `422 when a CSV/TSV header has more than DATAKIT_MAX_COLUMNS fields (details: \`{field: "limit", message: "NAME=value"}\`). ` +
-            'Limits only profiling can see (rows, decompressed size past 4 GiB, JSON/Parquet width, DATAKIT_PROFILE_TIMEOUT_MS, DATAKIT_PROFILE_MEMORY_MB) end the version FAILED with a reason naming the limit. ' +
-            'The datakit is PROCESSING until profiled; follow `datakit:<id>` on /ws or poll GET /api/datakits/:id.',
+            `Multipart form: \`dataset\` (the file), \`name\`, \`description\`; with \`datakitId\` it adds version N+1 (\`name\`/\`description\` then optional). ` +
+            `The body is streamed to disk and hashed (sha256); the content decides the type: ${ACCEPTED_TYPES_TEXT} (415 otherwise, whatever the name). ` +
+            'The answer (201) is the datakit with status PROCESSING; it is profiled in the background and a `status` event on `datakit:<id>` says READY or FAILED (with the reason). ' +
+            "413 past MAX_FILE_SIZE or the uploader's storage quota (details: usedBytes, allowedBytes, incomingBytes), or for a gzip file whose trailer says it " +
+            'decompresses past DATAKIT_MAX_DECOMPRESSED_BYTES; 422 for a CSV/TSV header with more than DATAKIT_MAX_COLUMNS fields (details: `{field: "limit", message: "NAME=value"}`). ' +
+            'What only profiling sees (DATAKIT_MAX_ROWS, the width of JSON or Parquet, a gzip stream past the limit, DATAKIT_PROFILE_TIMEOUT_MS, DATAKIT_PROFILE_MEMORY_MB) ends the version FAILED ' +
+            'with a reason naming the limit. 404 for an unknown `datakitId`, 400 for a missing file or name or an unknown field.',
           tags: TAGS,
-          security: bearer,
+          ...access.collection('datakit', 'change'),
+          'x-content-type': 'multipart/form-data',
           requestBody: {
             required: true,
             content: {
@@ -150,6 +153,7 @@ async function upload(request: Request, set: { status?: number | string }) {
                     datakitId: { type: 'string', format: 'uuid', description: 'Add a version to this datakit' },
                   },
                 },
+                example: { dataset: '(the contents of customers.csv)', name: 'Customer Data', description: 'Customer analytics dataset' },
               },
             },
           },

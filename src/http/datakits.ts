@@ -26,7 +26,8 @@ import { FORMAT_MEDIA_TYPES, type DatasetFormat } from '../engines/datasets/form
 import { diffProfiles, type DatasetProfile } from '../engines/datasets/profile.ts'
 import * as store from '../store/datakits.ts'
 import * as users from '../store/users.ts'
-import { bearer, documented, Envelope, errors, ok, requireRole, requireUser, type HttpDeps } from './context.ts'
+import { access } from '../auth/route-access.ts'
+import { documented, Envelope, errors, ok, requireAction, requireRole, requireUser, type HttpDeps } from './context.ts'
 import { datakitAccess, datakitsRead, VersionNotReadyError } from './datakit-access.ts'
 import { contentDisposition, sanitizeFilename } from './upload.ts'
 import { DatakitModel, serializeDatakit, serializeDetail, serializeVersion } from './views/datakit.ts'
@@ -56,7 +57,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
       .get(
         '/',
         async ({ request, query, set }) => {
-          const me = await requireUser(deps, request)
+          const me = await requireAction(deps, request, 'datakit', 'read')
           const isAdmin = me.role === 'ADMIN'
           const ownerId = isAdmin ? query.ownerId : me.userId
           return deps.cache.serve(request, set.headers as Record<string, string>, { scope: datakitsRead.scope(me, {})!, viewer: me.userId, route: datakitsRead.path }, async () => {
@@ -68,10 +69,14 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         {
           query: DatakitModel.listQuery,
           detail: {
-            summary: 'Your datakits (admins: everyone’s), oldest first; search by name, filter by status, cursor pagination (cached, ETag)',
+            summary: 'List your datakits',
+            description:
+              'Your datakits, oldest first, each with its latest version (an admin sees everyone’s, or one user’s with `ownerId`). `search` matches part of the name ' +
+              '(case-insensitive), `status` the latest version’s status; `limit` (1–100, default 20) and `cursor` page through them (`meta.nextCursor`). ' +
+              'Answers are cached per viewer with an ETag (`If-None-Match` → 304). 400 for a bad parameter.',
             tags: TAGS,
-            security: bearer,
-            responses: documented({ 200: Envelope.list(DatakitModel.datakit), ...errors(400, 401) }),
+            ...access.collection('datakit', 'read'),
+            responses: documented({ 200: Envelope.list(DatakitModel.datakit), ...errors(400) }),
           },
         },
       )
@@ -85,8 +90,15 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         },
         {
           query: DatakitModel.storageQuery,
-          response: { 200: Envelope.data(DatakitModel.storage), ...errors(400, 401, 404) },
-          detail: { summary: 'Storage used and allowed (yours; admins: any user’s)', tags: TAGS, security: bearer },
+          response: { 200: Envelope.data(DatakitModel.storage), ...errors(400, 404) },
+          detail: {
+            summary: 'Get DataKit storage used and allowed',
+            description:
+              'Bytes of uploads and their Parquet copies stored by you, against your quota (USER_STORAGE_QUOTA_BYTES, or an admin’s override). ' +
+              'An admin may ask for any user with `userId`; for anyone else another user’s `userId` is a 404.',
+            tags: TAGS,
+            ...access.signedIn,
+          },
         },
       )
       .put(
@@ -100,8 +112,15 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         {
           params: t.Object({ userId: t.String({ format: 'uuid', error: 'Invalid user id' }) }),
           body: DatakitModel.setQuota,
-          response: { 200: Envelope.data(DatakitModel.storage), ...errors(400, 401, 403, 404) },
-          detail: { summary: "Set a user's storage quota (admin; null: back to USER_STORAGE_QUOTA_BYTES)", tags: TAGS, security: bearer },
+          response: { 200: Envelope.data(DatakitModel.storage), ...errors(400, 403, 404) },
+          detail: {
+            summary: "Set a user's DataKit storage quota",
+            description:
+              'Overrides USER_STORAGE_QUOTA_BYTES for one user (`quotaBytes`; `null` returns them to the default) and answers their usage. ' +
+              'Uploads already stored are kept; the next upload is checked against the new figure. 404 when there is no such user.',
+            tags: TAGS,
+            ...access.admin('change'),
+          },
         },
       )
       .get(
@@ -117,10 +136,14 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         {
           params: idParams,
           detail: {
-            summary: 'A datakit with its latest version and profile (cached, ETag)',
+            summary: 'Get a datakit with its latest version and profile',
+            description:
+              'The datakit, its latest version (format, original name, size, sha256, rows, columns, `error` and `errorLine` when it FAILED) and that version’s profile ' +
+              '(`null` until READY): per column its type, null %, approximate distinct count, min, max, mean, std, quartiles and, for text, the top values. ' +
+              'Cached with an ETag. 400 when the id is not a UUID, 404 when there is no such datakit.',
             tags: TAGS,
-            security: bearer,
-            responses: documented({ 200: Envelope.data(DatakitModel.detail), ...errors(400, 401, 404) }),
+            ...access.object('datakit', 'read'),
+            responses: documented({ 200: Envelope.data(DatakitModel.detail), ...errors(400, 404) }),
           },
         },
       )
@@ -137,8 +160,15 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         {
           params: idParams,
           body: DatakitModel.patch,
-          response: { 200: Envelope.data(DatakitModel.detail), ...errors(400, 401, 403, 404) },
-          detail: { summary: 'Rename a datakit or change its description', tags: TAGS, security: bearer },
+          response: { 200: Envelope.data(DatakitModel.detail), ...errors(400, 403, 404) },
+          detail: {
+            summary: 'Rename a datakit or change its description',
+            description:
+              'Sets `name` (1–200 characters) and/or `description` (up to 2000; `null` clears it) and answers the datakit; an `updated` event {id, name, description} ' +
+              'follows on `datakit:<id>` (and `datakit.updated` on `user:<ownerId>`). Unknown fields are refused (400); 404 when there is no such datakit.',
+            tags: TAGS,
+            ...access.object('datakit', 'change'),
+          },
         },
       )
       .delete(
@@ -151,8 +181,15 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         },
         {
           params: idParams,
-          response: { 200: Envelope.data(DatakitModel.deleted), ...errors(400, 401, 403, 404) },
-          detail: { summary: 'Delete a datakit, all its versions and their files', tags: TAGS, security: bearer },
+          response: { 200: Envelope.data(DatakitModel.deleted), ...errors(400, 403, 404) },
+          detail: {
+            summary: 'Delete a datakit, all its versions and their files',
+            description:
+              'Deletes the datakit and every version; profiling in progress is stopped, the uploaded files and Parquet copies are removed in the background and the ' +
+              'storage they used is freed. A `deleted` event {id} follows on `datakit:<id>`. 404 when there is no such datakit.',
+            tags: TAGS,
+            ...access.object('datakit', 'change'),
+          },
         },
       )
       .get(
@@ -169,10 +206,14 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
           params: idParams,
           query: DatakitModel.previewQuery,
           detail: {
-            summary: 'Rows of a READY version, in file order (limit 1–1000, offset; at most DATAKIT_QUERY_MAX_BYTES of JSON; cached)',
+            summary: 'Preview rows of a datakit version',
+            description:
+              'Rows `offset … offset+limit` (limit 1–1000, default 50) of the newest READY version, or of `version`, in file order, with the columns and `totalRows`; ' +
+              'no more rows than fit DATAKIT_QUERY_MAX_BYTES of JSON (`truncated: true` then). Read in a worker process under the query limits ' +
+              '(DATAKIT_QUERY_TIMEOUT_MS, DATAKIT_QUERY_MEMORY_MB: 422). Cached with an ETag. 404 for an unknown datakit or version, 409 while the version is PROCESSING or when it FAILED.',
             tags: TAGS,
-            security: bearer,
-            responses: documented({ 200: Envelope.data(DatakitModel.preview), ...errors(400, 401, 404, 409, 422, 429) }),
+            ...access.object('datakit', 'read'),
+            responses: documented({ 200: Envelope.data(DatakitModel.preview), ...errors(400, 404, 409, 422) }),
           },
         },
       )
@@ -195,10 +236,13 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
           params: idParams,
           query: t.Object({ version: t.Optional(t.Integer({ minimum: 1, description: 'Default: the latest version' })) }),
           detail: {
-            summary: 'The uploaded file as it was received (streamed, Content-Disposition: attachment)',
+            summary: 'Download the uploaded file of a datakit version',
+            description:
+              'The file of the latest version, or of `version`, exactly as it was received: streamed, with `Content-Disposition: attachment` and the sanitised original name, ' +
+              'the media type of its detected format and its sha256 in `X-Content-Sha256`. Any version can be downloaded, READY or not. 404 for an unknown datakit or version.',
             tags: TAGS,
-            security: bearer,
-            responses: { 200: { description: 'The file', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...documented(errors(400, 401, 404)) },
+            ...access.object('datakit', 'read'),
+            responses: { 200: { description: 'The file', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...documented(errors(400, 404)) },
           },
         },
       )
@@ -220,10 +264,24 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
           params: idParams,
           query: DatakitModel.exportQuery,
           detail: {
-            summary: 'A READY version as CSV (formula cells neutralised), JSON (array of objects) or Parquet, streamed',
+            summary: 'Export a datakit version as CSV, JSON or Parquet',
+            description:
+              'The newest READY version, or `version`, as CSV (cells of text columns that a spreadsheet would evaluate as a formula get a leading `\'`), a JSON array of ' +
+              'objects, or Parquet; written by a worker process, then streamed and removed. Bounded by DATAKIT_PROFILE_TIMEOUT_MS and DATAKIT_QUERY_MEMORY_MB (422). ' +
+              '404 for an unknown datakit or version, 409 while the version is PROCESSING or when it FAILED.',
             tags: TAGS,
-            security: bearer,
-            responses: { 200: { description: 'The exported file', content: { 'text/csv': { schema: { type: 'string' } } } }, ...documented(errors(400, 401, 404, 409, 422, 429)) },
+            ...access.object('datakit', 'read'),
+            responses: {
+              200: {
+                description: 'The exported file',
+                content: {
+                  'text/csv': { schema: { type: 'string' } },
+                  'application/json': { schema: { type: 'string' }, example: '[{"id":1,"city":"Lisbon"}]' },
+                  'application/vnd.apache.parquet': { schema: { type: 'string', format: 'binary' } },
+                },
+              },
+              ...documented(errors(400, 404, 409, 422)),
+            },
           },
         },
       )
@@ -244,15 +302,16 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
           params: idParams,
           body: DatakitModel.query,
           detail: {
-            summary: 'Run one read-only DuckDB query over the table `data` (sandboxed; bounded in time, memory, rows and bytes)',
+            summary: 'Run a read-only SQL query over a datakit',
             description:
-              'One read-only statement (SELECT, WITH, FROM-first, SUMMARIZE, DESCRIBE) over the table `data`, in a fresh DuckDB with no file, network, extension or write access, ' +
-              'run in a worker process. At most DATAKIT_QUERY_MAX_ROWS rows and DATAKIT_QUERY_MAX_BYTES bytes of JSON are returned (`truncated: true`, `truncatedBy`: `rows` or `bytes`); ' +
-              'POST /query/export streams the whole result as a file. 422 `query_timeout` past DATAKIT_QUERY_TIMEOUT_MS, `query_memory_exceeded` past DATAKIT_QUERY_MEMORY_MB ' +
-              '(details: `{field: "limit", message: "NAME=value"}`), or with DuckDB’s message; 429 when you already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting.',
+              'One read-only DuckDB statement (SELECT, WITH, FROM-first, SUMMARIZE, DESCRIBE) over the table `data` (the newest READY version, or `version`), in a fresh ' +
+              'DuckDB with no file, network, extension or write access, in a worker process. At most DATAKIT_QUERY_MAX_ROWS rows and DATAKIT_QUERY_MAX_BYTES of JSON come back ' +
+              '(`truncated: true`, `truncatedBy`: `rows` or `bytes`); POST /query/export gives the whole result as a file. 422 with DuckDB’s message for a refused or failing ' +
+              'statement, or naming the bound in `details` (`{field: "limit", message: "NAME=value"}`): DATAKIT_QUERY_TIMEOUT_MS (counted from arrival), DATAKIT_QUERY_MEMORY_MB. ' +
+              '429 when you already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting; 404 for an unknown datakit or version, 409 while it is not READY.',
             tags: TAGS,
-            security: bearer,
-            responses: documented({ 200: Envelope.data(DatakitModel.queryResult), ...errors(400, 401, 404, 409, 422, 429) }),
+            ...access.object('datakit', 'read'),
+            responses: documented({ 200: Envelope.data(DatakitModel.queryResult), ...errors(400, 404, 409, 422) }),
           },
         },
       )
@@ -278,23 +337,24 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
           params: idParams,
           body: DatakitModel.queryExport,
           detail: {
-            summary: 'The whole result of one sandboxed query as a CSV, Parquet or JSON file, streamed',
+            summary: 'Export the whole result of a SQL query as a file',
             description:
-              'The same sandbox and checks as POST /query, without the row and byte caps of a JSON answer: DuckDB writes the result to a file (CSV cells that look like formulas ' +
-              'are neutralised), which is then streamed with backpressure and removed. Bounded by DATAKIT_QUERY_TIMEOUT_MS and DATAKIT_QUERY_MEMORY_MB (422) and by ' +
-              'DATAKIT_EXPORT_MAX_BYTES of file (413 `export_too_large`: the export is stopped as soon as the file outgrows it); errors come before the first byte, in the envelope.',
+              'The same sandbox and checks as POST /query, without the row and byte caps of a JSON answer: DuckDB writes the whole result as CSV (header; cells that look ' +
+              'like formulas neutralised), Parquet or a JSON array, which is then streamed with backpressure and removed. Bounded by DATAKIT_QUERY_TIMEOUT_MS and ' +
+              'DATAKIT_QUERY_MEMORY_MB (422) and by DATAKIT_EXPORT_MAX_BYTES of file (413 `export_too_large`: stopped as soon as the file outgrows it); every error comes ' +
+              'before the first byte, in the envelope. 429 when you already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting; 404 for an unknown datakit or version, 409 while it is not READY.',
             tags: TAGS,
-            security: bearer,
+            ...access.object('datakit', 'read'),
             responses: {
               200: {
                 description: 'The result file',
                 content: {
                   'text/csv': { schema: { type: 'string' } },
                   'application/vnd.apache.parquet': { schema: { type: 'string', format: 'binary' } },
-                  'application/json': { schema: { type: 'string' } },
+                  'application/json': { schema: { type: 'string' }, example: '[{"city":"Lisbon","n":2600}]' },
                 },
               },
-              ...documented(errors(400, 401, 404, 409, 413, 422, 429)),
+              ...documented(errors(400, 404, 409, 413, 422)),
             },
           },
         },
@@ -310,10 +370,13 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         {
           params: idParams,
           detail: {
-            summary: 'Every version, newest first (cached, ETag)',
+            summary: 'List the versions of a datakit',
+            description:
+              'Every version, newest first: its status (`error`/`errorLine` when it FAILED, e.g. the CSV line that broke or the DATAKIT_MAX_* limit it crossed), format, ' +
+              'original name, size, sha256, rows and columns. Cached with an ETag. 404 when there is no such datakit.',
             tags: TAGS,
-            security: bearer,
-            responses: documented({ 200: Envelope.data(t.Array(DatakitModel.version)), ...errors(400, 401, 404) }),
+            ...access.object('datakit', 'read'),
+            responses: documented({ 200: Envelope.data(DatakitModel.versions), ...errors(400, 404) }),
           },
         },
       )
@@ -333,8 +396,15 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         {
           params: versionParams,
           query: DatakitModel.diffQuery,
-          response: { 200: Envelope.data(DatakitModel.diff), ...errors(400, 401, 404, 409) },
-          detail: { summary: 'Columns added, removed and retyped, and the row-count change, from version `against` (default n − 1) to n', tags: TAGS, security: bearer },
+          response: { 200: Envelope.data(DatakitModel.diff), ...errors(400, 404, 409) },
+          detail: {
+            summary: 'Compare the profiles of two datakit versions',
+            description:
+              'Columns added, removed and retyped (matched by name), and the change in rows, from version `against` (default n − 1) to version n. ' +
+              '400 for version 1 without `against`, or `against` equal to n; 404 for an unknown datakit or version; 409 when either version is not READY.',
+            tags: TAGS,
+            ...access.object('datakit', 'read'),
+          },
         },
       )
   )

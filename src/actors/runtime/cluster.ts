@@ -17,6 +17,7 @@
  * TTL runs out; survivors claim them with a new epoch, and the epoch check in every turn
  * transaction keeps the old owner, should it come back, from committing anything.
  */
+import { FailureStreak } from '../../core/failure-streak.ts'
 import type { Logger } from '../../core/logger.ts'
 import type { Sql } from '../../store/db.ts'
 import { claimShards, listShards, releaseShards } from '../../store/actor-shards.ts'
@@ -100,6 +101,10 @@ export class ClusterPlacement implements Placement {
   #timer: ReturnType<typeof setInterval> | undefined
   #ticking: Promise<void> | undefined
   #again = false
+  /** Heartbeats failing in a row (Redis down): warned at the 1st, 2nd, 4th… (every tick otherwise). */
+  readonly #heartbeatFailures = new FailureStreak()
+  /** Shard claims whose epochs could not be recorded in a row (PostgreSQL down). */
+  readonly #claimFailures = new FailureStreak()
   #leaving = false
   #stopped = false
   readonly #startedAt = new Date().toISOString()
@@ -150,8 +155,11 @@ export class ClusterPlacement implements Placement {
           this.#again = false
           await this.#step()
         } while (this.#again && !this.#leaving)
+        const failures = this.#heartbeatFailures.succeed()
+        if (failures > 0) this.#o.logger.info({ failures }, 'cluster heartbeat recovered')
       } catch (err) {
-        this.#o.logger.warn({ err }, 'cluster heartbeat failed')
+        const loud = this.#heartbeatFailures.fail()
+        this.#o.logger[loud ? 'warn' : 'debug']({ err, failures: this.#heartbeatFailures.count }, 'cluster heartbeat failed')
       } finally {
         this.#ticking = undefined
       }
@@ -226,8 +234,10 @@ export class ClusterPlacement implements Placement {
     let epochs
     try {
       epochs = await claimShards(sql, won, config.nodeId)
+      this.#claimFailures.succeed()
     } catch (err) {
-      logger.error({ err, shards: won }, 'could not record shard epochs; giving the leases back')
+      const loud = this.#claimFailures.fail()
+      logger[loud ? 'error' : 'debug']({ err, shards: won, failures: this.#claimFailures.count }, 'could not record shard epochs; giving the leases back')
       await Promise.all(won.map((s) => this.#redis.eval(RELEASE, 1, this.#lease(s), config.nodeId).catch(() => {})))
       return
     }

@@ -9,6 +9,7 @@
  * rolled-back turn's group): there is no caller to give the error to, and retrying a handler
  * that throws would deliver it forever. A kind that wants a retry schedules a new reminder.
  */
+import { FailureStreak } from '../../core/failure-streak.ts'
 import type { Logger } from '../../core/logger.ts'
 import type { Sql } from '../../store/db.ts'
 import { dueReminders, type Reminder } from '../../store/reminders.ts'
@@ -18,11 +19,11 @@ const MAX_BACKOFF_MS = 30_000
 
 /**
  * While the database is unreachable the poller backs off (pollMs doubled per failure, at most
- * MAX_BACKOFF_MS) and says so at the 1st, 2nd, 4th, 8th… failure (the rest at debug), then once
- * when a poll succeeds again: a database down for an hour is a dozen lines, not 3,600.
+ * MAX_BACKOFF_MS) and warns at the 1st, 2nd, 4th, 8th… failure (FailureStreak), then says once
+ * that a poll succeeded again: a database down for an hour is a dozen lines, not 3,600.
  */
 export class ReminderPoller {
-  #failures = 0
+  readonly #failures = new FailureStreak()
   #timer: ReturnType<typeof setTimeout> | undefined
   #nextAt = Infinity
   #running = false
@@ -75,23 +76,23 @@ export class ReminderPoller {
     let delay = this.pollMs
     try {
       const due = await dueReminders(this.sql, this.ownedShards())
-      if (this.#failures > 0) this.logger.info({ failures: this.#failures }, 'reminder poll recovered')
-      this.#failures = 0
+      const failures = this.#failures.succeed()
+      if (failures > 0) this.logger.info({ failures }, 'reminder poll recovered')
       for (const r of due) {
         if (this.#inFlight.has(r.id)) continue
         this.#inFlight.add(r.id)
         this.deliver(r, () => this.#inFlight.delete(r.id))
       }
     } catch (err) {
-      const failures = ++this.#failures
+      const loud = this.#failures.fail()
+      const failures = this.#failures.count
       delay = Math.min(MAX_BACKOFF_MS, this.pollMs * 2 ** failures)
-      const quiet = (failures & (failures - 1)) !== 0 // not a power of two
-      this.logger[quiet ? 'debug' : 'warn']({ err, failures, retryInMs: delay }, 'reminder poll failed; backing off')
+      this.logger[loud ? 'warn' : 'debug']({ err, failures, retryInMs: delay }, 'reminder poll failed; backing off')
     } finally {
       this.#running = false
     }
     // A poke (a reminder stored meanwhile) still arms an earlier poll; a failed one waits.
-    this.#arm(this.#again && this.#failures === 0 ? 0 : delay)
+    this.#arm(this.#again && this.#failures.count === 0 ? 0 : delay)
     this.#again = false
   }
 }

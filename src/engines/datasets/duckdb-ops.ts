@@ -56,7 +56,7 @@ export interface SandboxResults {
   profile: DatasetProfile
   toParquet: null
   preview: DatasetPreview
-  /** The rows as JSON text: the server splices it into its answer rather than parse and serialise 8 MB again. */
+  /** The rows only as JSON text (rowsJson): the server splices it into its answer rather than parse and serialise 8 MB again. */
   query: Omit<QueryResult, 'rows'>
   exportQuery: { bytes: number }
   export: { bytes: number }
@@ -112,8 +112,11 @@ export function prepareSpare(settings: WorkerSettings): void {
   if (!settings.spareInstance) return
   const opts = { threads: settings.threads, memoryLimit: settings.duckdbMemoryLimit }
   if (spare?.key === spareKey(opts)) return
-  spare = { key: spareKey(opts), instance: createInstance(opts) }
-  spare.instance.catch(() => (spare = undefined))
+  const instance = createInstance(opts)
+  spare = { key: spareKey(opts), instance }
+  instance.catch(() => {
+    if (spare?.instance === instance) spare = undefined
+  })
 }
 
 /**

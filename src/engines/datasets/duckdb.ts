@@ -58,11 +58,11 @@ export class DuckDBDatasetEngine implements DatasetEngine {
   readonly #background: WorkerPool
   readonly #interactive: WorkerPool
 
-  constructor(options: Partial<DatasetEngineOptions> = {}, pool: { idleMs?: number; watchMs?: number } = {}) {
+  constructor(options: Partial<DatasetEngineOptions> = {}) {
     this.options = Object.freeze({ ...DEFAULT_ENGINE_OPTIONS, ...options, limits: Object.freeze({ ...DEFAULT_ENGINE_OPTIONS.limits, ...options.limits }) })
     const o = this.options
     if (!Number.isInteger(o.threads) || o.threads < 1) throw new Error('threads must be an integer >= 1')
-    const common = { threads: o.threads, duckdbMemoryLimit: o.memoryLimit, tempDirectory: o.tempDirectory, ...pool }
+    const common = { threads: o.threads, duckdbMemoryLimit: o.memoryLimit, tempDirectory: o.tempDirectory }
     // The interactive slots together use at most the machine's cores: on the 2-core target,
     // one user's query with two DuckDB threads left another's `select 1` a third of a core and
     // its p99 several times its quiet one (bench/support/abuse-datakits.ts, item 3).
@@ -94,9 +94,15 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     return { timeoutMs: o.profileTimeoutMs, timeoutError: () => new ProfileTimeoutError(o.profileTimeoutMs), memoryError: () => new ProfileMemoryError(o.profileMemoryMb), signal }
   }
 
-  #queryLimits(timeoutMs: number, signal: AbortSignal | undefined, watch?: () => AppError | undefined): RunLimits {
+  #queryLimits(timeoutMs: number, signal: AbortSignal | undefined, opts: { watch?: () => AppError | undefined; exporting?: boolean } = {}): RunLimits {
     const memoryMb = this.options.queryMemoryMb
-    return { timeoutMs, timeoutError: (queued) => new QueryTimeoutError(timeoutMs, queued), memoryError: () => new QueryMemoryError(memoryMb), watch, signal }
+    return {
+      timeoutMs,
+      timeoutError: (queued) => new QueryTimeoutError(timeoutMs, queued, opts.exporting),
+      memoryError: () => new QueryMemoryError(memoryMb),
+      watch: opts.watch,
+      signal,
+    }
   }
 
   /**
@@ -185,7 +191,7 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     const maxBytes = opts.maxBytes ?? this.options.exportMaxBytes
     const tooLarge = () => (fileSize(dest) > maxBytes ? new ExportTooLargeError(maxBytes) : undefined)
     try {
-      const { bytes } = await this.#interactive.run(opts.user, { kind: 'exportQuery', parquetPath, sql, format, dest }, this.#queryLimits(timeoutMs, opts.signal, tooLarge))
+      const { bytes } = await this.#interactive.run(opts.user, { kind: 'exportQuery', parquetPath, sql, format, dest }, this.#queryLimits(timeoutMs, opts.signal, { watch: tooLarge }))
       // Finished between two checks.
       if (bytes > maxBytes) throw new ExportTooLargeError(maxBytes)
       return { path: dest, bytes, contentType: EXPORT_MEDIA_TYPES[format] }
@@ -214,7 +220,7 @@ export class DuckDBDatasetEngine implements DatasetEngine {
         await rename(tmp, dest)
       } else {
         const o = this.options
-        await this.#interactive.run(opts.user, { kind: 'export', parquetPath, format, dest, neutraliseFormulas }, this.#queryLimits(o.profileTimeoutMs, opts.signal))
+        await this.#interactive.run(opts.user, { kind: 'export', parquetPath, format, dest, neutraliseFormulas }, this.#queryLimits(o.profileTimeoutMs, opts.signal, { exporting: true }))
       }
     } catch (err) {
       await removeTemporaries(dest)

@@ -38,14 +38,18 @@ export class LimitError extends AppError {
  * the time ran out while it waited for a slot behind the same user's other operations.
  */
 export class QueryTimeoutError extends LimitError {
-  constructor(timeoutMs: number, queued = false) {
+  /** `exporting`: a whole-dataset export, bounded by DATAKIT_PROFILE_TIMEOUT_MS (it is as big as the dataset). */
+  constructor(timeoutMs: number, queued = false, exporting = false) {
+    const what = exporting ? 'export' : 'query'
+    const setting = exporting ? 'DATAKIT_PROFILE_TIMEOUT_MS' : 'DATAKIT_QUERY_TIMEOUT_MS'
+    const advice = exporting ? 'Export a query of the part you need instead (POST /api/datakits/:id/query/export).' : 'Narrow it down (filters, LIMIT, fewer joins) and try again.'
     super(
       'query_timeout',
       queued
-        ? `The query did not finish within ${timeoutMs} ms (DATAKIT_QUERY_TIMEOUT_MS): it waited all that time for your other DataKit operations to finish (DATAKIT_QUERY_CONCURRENCY_PER_USER). Run fewer at once.`
-        : `The query did not finish within ${timeoutMs} ms (DATAKIT_QUERY_TIMEOUT_MS) and was stopped. Narrow it down (filters, LIMIT, fewer joins) and try again.`,
+        ? `The ${what} did not finish within ${timeoutMs} ms (${setting}): it waited all that time for your other DataKit operations to finish (DATAKIT_QUERY_CONCURRENCY_PER_USER). Run fewer at once.`
+        : `The ${what} did not finish within ${timeoutMs} ms (${setting}) and was stopped. ${advice}`,
       422,
-      [limitDetail('DATAKIT_QUERY_TIMEOUT_MS', timeoutMs)],
+      [limitDetail(setting, timeoutMs)],
     )
   }
 }

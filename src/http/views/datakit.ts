@@ -6,6 +6,62 @@ import type { DatasetProfile } from '../../engines/datasets/profile.ts'
 import type * as store from '../../store/datakits.ts'
 import { Envelope } from '../context.ts'
 
+const DATAKIT_ID = '3b9f1c2e-7a44-4d2b-9e0f-5c8a1d6e2f70'
+const OWNER_ID = '8e2d4c6a-1f3b-4a5c-9d7e-0b1c2d3e4f50'
+const VERSION_EXAMPLE = {
+  version: 1,
+  status: 'READY',
+  error: null,
+  errorLine: null,
+  format: 'csv',
+  originalName: 'customers.csv',
+  sizeBytes: 1048576,
+  sha256: '9f2c1e7d5b3a4f60c8e1d2b3a4f5e6d7c8b9a0f1e2d3c4b5a69788796a5b4c3d',
+  parquetBytes: 412876,
+  rowCount: 10000,
+  columnCount: 3,
+  uploadedBy: OWNER_ID,
+  createdAt: '2026-12-04T10:15:00.000Z',
+  profiledAt: '2026-12-04T10:15:02.000Z',
+}
+const DATAKIT_EXAMPLE = {
+  id: DATAKIT_ID,
+  ownerId: OWNER_ID,
+  name: 'Customer Data',
+  description: 'Customer analytics dataset',
+  status: 'READY',
+  error: null,
+  currentVersion: 1,
+  latestVersion: VERSION_EXAMPLE,
+  createdAt: '2026-12-04T10:15:00.000Z',
+  updatedAt: '2026-12-04T10:15:02.000Z',
+}
+const PROFILE_EXAMPLE = {
+  rowCount: 10000,
+  columns: [
+    { name: 'id', type: 'BIGINT', kind: 'number', nullPercent: 0, approxDistinct: 10000, min: 1, max: 10000, mean: 5000.5, std: 2886.9, q25: 2500, q50: 5000, q75: 7500 },
+    { name: 'age', type: 'BIGINT', kind: 'number', nullPercent: 1.2, approxDistinct: 62, min: 18, max: 79, mean: 41.3, std: 12.7, q25: 31, q50: 41, q75: 52 },
+    {
+      name: 'city',
+      type: 'VARCHAR',
+      kind: 'text',
+      nullPercent: 0,
+      approxDistinct: 4,
+      min: 'Kyoto',
+      max: 'Oslo',
+      mean: null,
+      std: null,
+      q25: null,
+      q50: null,
+      q75: null,
+      topValues: [
+        { value: 'Lisbon', count: 2600 },
+        { value: 'Oslo', count: 2500 },
+      ],
+    },
+  ],
+}
+
 export namespace DatakitModel {
   export const status = t.Union([t.Literal('PROCESSING'), t.Literal('READY'), t.Literal('FAILED')])
   export const version = t.Object(
@@ -25,8 +81,9 @@ export namespace DatakitModel {
       createdAt: t.String({ format: 'date-time' }),
       profiledAt: t.Union([t.String({ format: 'date-time' }), t.Null()]),
     },
-    { title: 'DataKitVersion' },
+    { title: 'DataKitVersion', examples: [VERSION_EXAMPLE] },
   )
+  export const versions = t.Array(version, { examples: [[{ ...VERSION_EXAMPLE, version: 2, originalName: 'customers-2026.csv', rowCount: 12000 }, VERSION_EXAMPLE]] })
   export const datakit = t.Object(
     {
       id: t.String({ format: 'uuid' }),
@@ -40,7 +97,7 @@ export namespace DatakitModel {
       createdAt: t.String({ format: 'date-time' }),
       updatedAt: t.String({ format: 'date-time' }),
     },
-    { title: 'DataKit' },
+    { title: 'DataKit', examples: [DATAKIT_EXAMPLE] },
   )
   export const topValue = t.Object({ value: t.String(), count: t.Integer() })
   const stat = t.Union([t.Number(), t.String(), t.Null()])
@@ -62,22 +119,23 @@ export namespace DatakitModel {
     },
     { title: 'DataKitColumn' },
   )
-  export const profile = t.Object({ rowCount: t.Integer(), columns: t.Array(column) }, { title: 'DataKitProfile' })
+  export const profile = t.Object({ rowCount: t.Integer(), columns: t.Array(column) }, { title: 'DataKitProfile', examples: [PROFILE_EXAMPLE] })
   export const detail = t.Composite([datakit, t.Object({ profile: t.Union([profile, t.Null()], { description: "The latest version's profile (null until READY)" }) })], {
     title: 'DataKitDetail',
+    examples: [{ ...DATAKIT_EXAMPLE, profile: PROFILE_EXAMPLE }],
   })
   export const listQuery = t.Object({
     ...Envelope.pageQuery,
-    search: t.Optional(t.String({ maxLength: 100, description: 'Case-insensitive part of the name' })),
+    search: t.Optional(t.String({ maxLength: 100, description: 'Case-insensitive part of the name', examples: ['customer'] })),
     status: t.Optional(status),
-    ownerId: t.Optional(t.String({ format: 'uuid', description: "Admins: only this user's datakits" })),
+    ownerId: t.Optional(t.String({ format: 'uuid', description: "Admins: only this user's datakits", examples: [OWNER_ID] })),
   })
   export const patch = t.Object(
     {
       name: t.Optional(t.String({ minLength: 1, maxLength: MAX_NAME_CHARS, pattern: '\\S', error: `Name must be 1–${MAX_NAME_CHARS} characters` })),
       description: t.Optional(t.Union([t.String({ maxLength: MAX_DESCRIPTION_CHARS }), t.Null()], { error: `Description must be at most ${MAX_DESCRIPTION_CHARS} characters` })),
     },
-    { additionalProperties: false, minProperties: 1, error: 'Provide name and/or description' },
+    { additionalProperties: false, minProperties: 1, error: 'Provide name and/or description', examples: [{ name: 'Customer Data 2026', description: 'Customers, deduplicated' }] },
   )
   export const uploadFields = t.Object({
     name: t.Optional(t.String({ minLength: 1, maxLength: MAX_NAME_CHARS, pattern: '\\S', error: `Name must be 1–${MAX_NAME_CHARS} characters` })),
@@ -101,14 +159,34 @@ export namespace DatakitModel {
       totalRows: t.Integer(),
       truncated: t.Boolean({ description: 'Fewer rows than `limit`: more would pass DATAKIT_QUERY_MAX_BYTES of JSON' }),
     },
-    { title: 'DataKitPreview' },
+    {
+      title: 'DataKitPreview',
+      examples: [
+        {
+          version: 1,
+          columns: [
+            { name: 'id', type: 'BIGINT' },
+            { name: 'age', type: 'BIGINT' },
+            { name: 'city', type: 'VARCHAR' },
+          ],
+          rows: [
+            { id: 1, age: 34, city: 'Lisbon' },
+            { id: 2, age: 51, city: 'Oslo' },
+          ],
+          offset: 0,
+          limit: 2,
+          totalRows: 10000,
+          truncated: false,
+        },
+      ],
+    },
   )
   export const query = t.Object(
     {
       sql: t.String({ minLength: 1, maxLength: 100_000, description: 'One read-only DuckDB statement over the table `data`' }),
       version: t.Optional(t.Integer({ minimum: 1, description: 'Default: the newest READY version' })),
     },
-    { additionalProperties: false },
+    { additionalProperties: false, examples: [{ sql: 'SELECT city, count(*) AS n, avg(age) AS mean_age FROM data GROUP BY city ORDER BY n DESC' }] },
   )
   export const queryResult = t.Object(
     {
@@ -122,7 +200,27 @@ export namespace DatakitModel {
       }),
       elapsedMs: t.Integer(),
     },
-    { title: 'DataKitQueryResult' },
+    {
+      title: 'DataKitQueryResult',
+      examples: [
+        {
+          version: 1,
+          columns: [
+            { name: 'city', type: 'VARCHAR' },
+            { name: 'n', type: 'BIGINT' },
+            { name: 'mean_age', type: 'DOUBLE' },
+          ],
+          rows: [
+            { city: 'Lisbon', n: 2600, mean_age: 40.8 },
+            { city: 'Oslo', n: 2500, mean_age: 42.1 },
+          ],
+          rowCount: 2,
+          truncated: false,
+          truncatedBy: null,
+          elapsedMs: 12,
+        },
+      ],
+    },
   )
   export const queryExport = t.Object(
     {
@@ -130,10 +228,10 @@ export namespace DatakitModel {
       format: t.Optional(t.Union([t.Literal('csv'), t.Literal('parquet'), t.Literal('json')], { default: 'csv', description: 'csv (header, formula cells neutralised), parquet, or json (an array of objects)' })),
       version: t.Optional(t.Integer({ minimum: 1, description: 'Default: the newest READY version' })),
     },
-    { additionalProperties: false },
+    { additionalProperties: false, examples: [{ sql: 'SELECT * FROM data WHERE age >= 30', format: 'csv' }] },
   )
   export const exportQuery = t.Object({
-    format: t.Optional(t.Union([t.Literal('csv'), t.Literal('parquet'), t.Literal('json')], { default: 'csv' })),
+    format: t.Optional(t.Union([t.Literal('csv'), t.Literal('parquet'), t.Literal('json')], { default: 'csv', examples: ['csv'] })),
     version: t.Optional(t.Integer({ minimum: 1, description: 'Default: the newest READY version' })),
   })
   export const diff = t.Object(
@@ -145,9 +243,21 @@ export namespace DatakitModel {
       retyped: t.Array(t.Object({ name: t.String(), from: t.String(), to: t.String() })),
       rowCount: t.Object({ from: t.Integer(), to: t.Integer(), change: t.Integer() }),
     },
-    { title: 'DataKitVersionDiff' },
+    {
+      title: 'DataKitVersionDiff',
+      examples: [
+        {
+          from: 1,
+          to: 2,
+          added: [{ name: 'score', type: 'BIGINT' }],
+          removed: [{ name: 'note', type: 'VARCHAR' }],
+          retyped: [{ name: 'id', from: 'BIGINT', to: 'VARCHAR' }],
+          rowCount: { from: 10000, to: 12000, change: 2000 },
+        },
+      ],
+    },
   )
-  export const diffQuery = t.Object({ against: t.Optional(t.Integer({ minimum: 1, description: 'The older version (default: n − 1)' })) })
+  export const diffQuery = t.Object({ against: t.Optional(t.Integer({ minimum: 1, description: 'The older version (default: n − 1)', examples: [1] })) })
   export const storage = t.Object(
     {
       userId: t.String({ format: 'uuid' }),
@@ -156,14 +266,14 @@ export namespace DatakitModel {
       remainingBytes: t.Integer(),
       overridden: t.Boolean({ description: "An admin set this user's quota (otherwise USER_STORAGE_QUOTA_BYTES)" }),
     },
-    { title: 'StorageUsage' },
+    { title: 'StorageUsage', examples: [{ userId: OWNER_ID, usedBytes: 1461452, quotaBytes: 10737418240, remainingBytes: 10735956788, overridden: false }] },
   )
-  export const storageQuery = t.Object({ userId: t.Optional(t.String({ format: 'uuid', description: "Admins: another user's usage" })) })
+  export const storageQuery = t.Object({ userId: t.Optional(t.String({ format: 'uuid', description: "Admins: another user's usage", examples: [OWNER_ID] })) })
   export const setQuota = t.Object(
     { quotaBytes: t.Union([t.Integer({ minimum: 0 }), t.Null()], { description: 'Bytes; null returns the user to the default' }) },
-    { additionalProperties: false },
+    { additionalProperties: false, examples: [{ quotaBytes: 21474836480 }] },
   )
-  export const deleted = t.Object({ id: t.String({ format: 'uuid' }) })
+  export const deleted = t.Object({ id: t.String({ format: 'uuid' }) }, { examples: [{ id: DATAKIT_ID }] })
 }
 
 export function serializeVersion(v: store.VersionRow) {
