@@ -4,7 +4,6 @@
  * composition root (src/server.ts).
  */
 import { Elysia } from 'elysia'
-import { swagger } from '@elysiajs/swagger'
 import { authRoutes, meRead } from './auth.ts'
 import type { HttpDeps } from './context.ts'
 import { healthRoutes } from './health.ts'
@@ -26,10 +25,19 @@ const API_TITLE = 'QUADRAX ML API'
  * CodeSheets of the guide are not built) is not named. The assistant's system prompt
  * (src/engines/llm/context.ts) lists the same.
  */
-const API_DESCRIPTION =
+const API_DESCRIPTION = [
   'For ML teams: accounts and roles; workstations and VMs (containers with resource limits and live terminals); ' +
-  'datasets (DataKits: upload, profile, sandboxed SQL, export); models (training runs, versions, deployment and prediction); ' +
-  'and an AI assistant. Live events and terminals over the WebSocket at /ws.'
+    'datasets (DataKits: upload, profile, sandboxed SQL, export); models (training runs, versions, deployment and prediction); ' +
+    'and an AI assistant.',
+  '**Signing in.** `POST /api/auth/login` answers a `token` (valid `expiresIn` seconds: 15 minutes by default) and a single-use `refreshToken`; send the token as ' +
+    '`Authorization: Bearer <token>` (the "Authorize" button here) and renew it with `POST /api/auth/refresh`.',
+  '**Answers.** Every success is `{ "success": true, "data": … }`; every failure is `{ "success": false, "error", "details" }` ' +
+    'with the status saying what kind of failure it is. An object that is not yours answers 404, exactly as one that does not exist; ' +
+    'each operation says who may call it under **Access**. Limits (body sizes, rates, quotas, query budgets) are named in the error when one is reached.',
+  '**Live sessions.** Events, chat streaming, terminals and log follows go over one WebSocket at `/ws`; ' +
+    'its protocol (messages, topics, close codes) is the AsyncAPI 3.1 document at [`/asyncapi.json`](/asyncapi.json).',
+].join('\n\n')
+const API_VERSION = '0.1.0'
 
 export interface AppOptions extends RequestFrameOptions {
   /** What /health reports. */
@@ -58,24 +66,8 @@ export function createApp(deps: HttpDeps, opts: AppOptions) {
   })
     .use(requestFrame(deps.frame, opts))
     .use(errorHandler(deps))
-    .use(swaggerUi(deps.frame, { title: API_TITLE }))
+    .use(swaggerUi(deps.frame, { title: API_TITLE, version: API_VERSION, description: API_DESCRIPTION }))
     .use(apiRateLimit(deps))
-    .use(
-      swagger({
-        // The document at /swagger/json; the page at /swagger is src/http/docs.ts's.
-        path: '/swagger',
-        documentation: {
-          info: { title: API_TITLE, version: '0.1.0', description: API_DESCRIPTION },
-          tags: [
-            { name: 'Auth', description: 'Accounts, logins and tokens' },
-            { name: 'Users', description: 'User management' },
-            { name: 'System', description: 'Health, metrics and cluster state' },
-            { name: 'Live', description: 'WebSocket live sessions (/ws)' },
-          ],
-          components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
-        },
-      }),
-    )
     .use(healthRoutes(deps, opts.probes))
     .use(authRoutes(deps))
     .use(userRoutes(deps))

@@ -79,8 +79,6 @@ export function documented(responses: Record<number, TSchema>) {
   )
 }
 
-export const bearer = [{ bearerAuth: [] as string[] }]
-
 // The authenticated caller of a request, resolved once and remembered for its lifetime.
 // A value (not a promise) once known, so hot paths can read it without awaiting.
 const principals = new WeakMap<Request, Principal | null | Promise<Principal | null>>()
