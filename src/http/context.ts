@@ -8,7 +8,6 @@ import type { Logger } from '../core/logger.ts'
 import type { Metrics } from '../core/metrics.ts'
 import type { Sql } from '../store/db.ts'
 import type { RateLimitStore } from '../store/rate-limit.ts'
-import type { Role } from '../store/users.ts'
 import type { ActorSystem } from '../actors/runtime/index.ts'
 import { decide, roleMay, type Action, type Resource } from '../auth/policy.ts'
 import { bearerToken, type Principal } from '../auth/principal.ts'
@@ -108,13 +107,6 @@ export function callerOf(deps: Pick<HttpDeps, 'auth'>, request: Request): Princi
 export async function requireUser(deps: Pick<HttpDeps, 'auth'>, request: Request): Promise<Principal> {
   const p = await principalOf(deps, request)
   if (!p) throw new UnauthorizedError(bearerToken(request) ? 'Invalid or expired token' : 'Authentication required')
-  return p
-}
-
-/** The caller if their role is one of `roles`, else 401/403. */
-export async function requireRole(deps: Pick<HttpDeps, 'auth'>, request: Request, ...roles: Role[]): Promise<Principal> {
-  const p = await requireUser(deps, request)
-  if (!roles.includes(p.role)) throw new ForbiddenError(`This action requires the ${roles.join(' or ')} role`)
   return p
 }
 

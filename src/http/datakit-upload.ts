@@ -7,13 +7,13 @@
 import { mkdir, rm } from 'node:fs/promises'
 import { Elysia } from 'elysia'
 import { Value } from '@sinclair/typebox/value'
-import { AppError, ForbiddenError, ValidationError } from '../core/errors.ts'
+import { AppError, ValidationError } from '../core/errors.ts'
 import { DATAKIT_KIND, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, type DatakitMessage } from '../actors/datakit.ts'
 import { ActorTimeoutError } from '../actors/runtime/index.ts'
 import { ACCEPTED_TYPES_TEXT, checkDatasetLimits, detectFormat, type DatasetFormat } from '../engines/datasets/format.ts'
 import * as store from '../store/datakits.ts'
 import { access } from '../auth/route-access.ts'
-import { Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
+import { Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
 import { datakitAccess } from './datakit-access.ts'
 import { multipartBoundary, receiveUpload } from './upload.ts'
 import { DatakitModel, serializeDetail } from './views/datakit.ts'
@@ -58,8 +58,8 @@ export function uploadRoute(deps: HttpDeps, dir: string) {
     })
 
 async function upload(request: Request, set: { status?: number | string }) {
-  const me = await requireUser(deps, request)
-  if (me.role === 'VIEWER') throw new ForbiddenError('A VIEWER cannot upload datasets')
+  // A VIEWER is refused (403) before a byte of the body is read.
+  const me = await requireAction(deps, request, 'datakit', 'change')
   multipartBoundary(request.headers.get('content-type'))
   const { usedBytes: used, quotaBytes: quota, remainingBytes: remaining } = await store.storageUsage(sql, me.userId, config.datakits.storageQuotaBytes)
   // A declared length that cannot fit is refused before a byte of it is read.
@@ -135,7 +135,7 @@ async function upload(request: Request, set: { status?: number | string }) {
             "413 past MAX_FILE_SIZE or the uploader's storage quota (details: usedBytes, allowedBytes, incomingBytes), or for a gzip file whose trailer says it " +
             'decompresses past DATAKIT_MAX_DECOMPRESSED_BYTES; 422 for a CSV/TSV header with more than DATAKIT_MAX_COLUMNS fields (details: `{field: "limit", message: "NAME=value"}`). ' +
             'What only profiling sees (DATAKIT_MAX_ROWS, the width of JSON or Parquet, a gzip stream past the limit, DATAKIT_PROFILE_TIMEOUT_MS, DATAKIT_PROFILE_MEMORY_MB) ends the version FAILED ' +
-            'with a reason naming the limit. 404 for an unknown `datakitId`, 400 for a missing file or name or an unknown field.',
+            'with a reason naming the limit. 404 for an unknown `datakitId`, 400 for a missing file or name or an unknown field, 403 for a VIEWER (before the body is read).',
           tags: TAGS,
           ...access.collection('datakit', 'change'),
           'x-content-type': 'multipart/form-data',

@@ -27,7 +27,7 @@ import { diffProfiles, type DatasetProfile } from '../engines/datasets/profile.t
 import * as store from '../store/datakits.ts'
 import * as users from '../store/users.ts'
 import { access } from '../auth/route-access.ts'
-import { documented, Envelope, errors, ok, requireAction, requireRole, requireUser, type HttpDeps } from './context.ts'
+import { documented, Envelope, errors, ok, requireAction, requireUser, type HttpDeps } from './context.ts'
 import { datakitAccess, datakitsRead, VersionNotReadyError } from './datakit-access.ts'
 import { contentDisposition, sanitizeFilename } from './upload.ts'
 import { DatakitModel, serializeDatakit, serializeDetail, serializeVersion } from './views/datakit.ts'
@@ -102,22 +102,23 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         },
       )
       .put(
-        '/storage/:userId',
-        async ({ request, params, body }) => {
-          await requireRole(deps, request, 'ADMIN')
-          if (!(await users.findById(sql, params.userId))) throw new NotFoundError('User')
-          await store.setQuotaOverride(sql, params.userId, body.quotaBytes)
-          return ok(await usage(params.userId))
+        '/storage',
+        async ({ request, query, body }) => {
+          await requireAction(deps, request, 'platform', 'change')
+          if (!(await users.findById(sql, query.userId))) throw new NotFoundError('User')
+          await store.setQuotaOverride(sql, query.userId, body.quotaBytes)
+          return ok(await usage(query.userId))
         },
         {
-          params: t.Object({ userId: t.String({ format: 'uuid', error: 'Invalid user id' }) }),
+          query: DatakitModel.setQuotaQuery,
           body: DatakitModel.setQuota,
           response: { 200: Envelope.data(DatakitModel.storage), ...errors(400, 403, 404) },
           detail: {
             summary: "Set a user's DataKit storage quota",
             description:
-              'Overrides USER_STORAGE_QUOTA_BYTES for one user (`quotaBytes`; `null` returns them to the default) and answers their usage. ' +
-              'Uploads already stored are kept; the next upload is checked against the new figure. 404 when there is no such user.',
+              'Overrides USER_STORAGE_QUOTA_BYTES for the user `userId` (`quotaBytes`; `null` returns them to the default) and answers their usage, as ' +
+              '`GET /storage?userId=` does. Uploads already stored are kept; the next upload is checked against the new figure. 403 for anyone but an admin, ' +
+              '404 when there is no such user, 400 for a `userId` that is not a UUID or a negative `quotaBytes`.',
             tags: TAGS,
             ...access.admin('change'),
           },
@@ -165,7 +166,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
             summary: 'Rename a datakit or change its description',
             description:
               'Sets `name` (1–200 characters) and/or `description` (up to 2000; `null` clears it) and answers the datakit; an `updated` event {id, name, description} ' +
-              'follows on `datakit:<id>` (and `datakit.updated` on `user:<ownerId>`). Unknown fields are refused (400); 404 when there is no such datakit.',
+              'follows on `datakit:<id>` (and `datakit.updated` on `user:<ownerId>`). Unknown fields are refused (400); 403 for a VIEWER; 404 when there is no such datakit.',
             tags: TAGS,
             ...access.object('datakit', 'change'),
           },
@@ -186,7 +187,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
             summary: 'Delete a datakit, all its versions and their files',
             description:
               'Deletes the datakit and every version; profiling in progress is stopped, the uploaded files and Parquet copies are removed in the background and the ' +
-              'storage they used is freed. A `deleted` event {id} follows on `datakit:<id>`. 404 when there is no such datakit.',
+              'storage they used is freed. A `deleted` event {id} follows on `datakit:<id>`. 403 for a VIEWER; 404 when there is no such datakit.',
             tags: TAGS,
             ...access.object('datakit', 'change'),
           },
@@ -210,10 +211,12 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
             description:
               'Rows `offset … offset+limit` (limit 1–1000, default 50) of the newest READY version, or of `version`, in file order, with the columns and `totalRows`; ' +
               'no more rows than fit DATAKIT_QUERY_MAX_BYTES of JSON (`truncated: true` then). Read in a worker process under the query limits ' +
-              '(DATAKIT_QUERY_TIMEOUT_MS, DATAKIT_QUERY_MEMORY_MB: 422). Cached with an ETag. 404 for an unknown datakit or version, 409 while the version is PROCESSING or when it FAILED.',
+              '(DATAKIT_QUERY_TIMEOUT_MS, DATAKIT_QUERY_MEMORY_MB: 422 naming the one crossed in `details`), in one of your query slots ' +
+              '(429 when you already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting). Cached with an ETag. 404 for an unknown datakit or version, ' +
+              '409 while the version is PROCESSING or when it FAILED.',
             tags: TAGS,
             ...access.object('datakit', 'read'),
-            responses: documented({ 200: Envelope.data(DatakitModel.preview), ...errors(400, 404, 409, 422) }),
+            responses: documented({ 200: Envelope.data(DatakitModel.preview), ...errors(400, 404, 409, 422, 429) }),
           },
         },
       )
@@ -267,8 +270,9 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
             summary: 'Export a datakit version as CSV, JSON or Parquet',
             description:
               'The newest READY version, or `version`, as CSV (cells of text columns that a spreadsheet would evaluate as a formula get a leading `\'`), a JSON array of ' +
-              'objects, or Parquet; written by a worker process, then streamed and removed. Bounded by DATAKIT_PROFILE_TIMEOUT_MS and DATAKIT_QUERY_MEMORY_MB (422). ' +
-              '404 for an unknown datakit or version, 409 while the version is PROCESSING or when it FAILED.',
+              'objects, or Parquet; CSV and JSON are written by a worker process in one of your query slots, then streamed and removed. Bounded by ' +
+              'DATAKIT_PROFILE_TIMEOUT_MS (it is as big as the dataset) and DATAKIT_QUERY_MEMORY_MB (422 naming the one crossed in `details`); 429 when you ' +
+              'already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting. 404 for an unknown datakit or version, 409 while the version is PROCESSING or when it FAILED.',
             tags: TAGS,
             ...access.object('datakit', 'read'),
             responses: {
@@ -280,7 +284,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
                   'application/vnd.apache.parquet': { schema: { type: 'string', format: 'binary' } },
                 },
               },
-              ...documented(errors(400, 404, 409, 422)),
+              ...documented(errors(400, 404, 409, 422, 429)),
             },
           },
         },
@@ -305,13 +309,16 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
             summary: 'Run a read-only SQL query over a datakit',
             description:
               'One read-only DuckDB statement (SELECT, WITH, FROM-first, SUMMARIZE, DESCRIBE) over the table `data` (the newest READY version, or `version`), in a fresh ' +
-              'DuckDB with no file, network, extension or write access, in a worker process. At most DATAKIT_QUERY_MAX_ROWS rows and DATAKIT_QUERY_MAX_BYTES of JSON come back ' +
-              '(`truncated: true`, `truncatedBy`: `rows` or `bytes`); POST /query/export gives the whole result as a file. 422 with DuckDB’s message for a refused or failing ' +
-              'statement, or naming the bound in `details` (`{field: "limit", message: "NAME=value"}`): DATAKIT_QUERY_TIMEOUT_MS (counted from arrival), DATAKIT_QUERY_MEMORY_MB. ' +
-              '429 when you already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting; 404 for an unknown datakit or version, 409 while it is not READY.',
+              'DuckDB with no file, network, extension or write access, in a worker process of its own. DuckDB’s settings (`current_setting()`, `duckdb_settings()`, ' +
+              '`pg_settings`) and SQL built while the query runs (`query()`, `query_table()`) are refused: they would show the server’s paths. ' +
+              'At most DATAKIT_QUERY_MAX_ROWS rows and DATAKIT_QUERY_MAX_BYTES of JSON come back (`truncated: true`, `truncatedBy`: `rows` or `bytes`; a value larger ' +
+              'than what is left is not even read); POST /query/export gives the whole result as a file. 422 with DuckDB’s message for a refused or failing statement, ' +
+              'or naming the bound in `details` (`{field: "limit", message: "NAME=value"}`): DATAKIT_QUERY_TIMEOUT_MS (counted from arrival; the worker is killed) or ' +
+              'DATAKIT_QUERY_MEMORY_MB (the worker’s resident memory, also held by the kernel). Your queries run one at a time (DATAKIT_QUERY_CONCURRENCY_PER_USER) and ' +
+              'take turns fairly with other users’; 429 when you already have DATAKIT_QUERY_QUEUE_PER_USER waiting. 404 for an unknown datakit or version, 409 while it is not READY.',
             tags: TAGS,
             ...access.object('datakit', 'read'),
-            responses: documented({ 200: Envelope.data(DatakitModel.queryResult), ...errors(400, 404, 409, 422) }),
+            responses: documented({ 200: Envelope.data(DatakitModel.queryResult), ...errors(400, 404, 409, 422, 429) }),
           },
         },
       )
@@ -354,7 +361,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
                   'application/json': { schema: { type: 'string' }, example: '[{"city":"Lisbon","n":2600}]' },
                 },
               },
-              ...documented(errors(400, 404, 409, 413, 422)),
+              ...documented(errors(400, 404, 409, 413, 422, 429)),
             },
           },
         },

@@ -169,10 +169,9 @@ describe('documentation', () => {
     const paths = Object.keys(doc.body.paths).filter((p) => p.startsWith('/api/datakits'))
     expect(paths.sort()).toEqual(
       [
-        '/api/datakits/',
+        '/api/datakits',
         '/api/datakits/upload',
         '/api/datakits/storage',
-        '/api/datakits/storage/{userId}',
         '/api/datakits/{id}',
         '/api/datakits/{id}/preview',
         '/api/datakits/{id}/download',
@@ -677,7 +676,7 @@ describe('access', () => {
       await t.server.http.auth.registry.invalidateUser(viewer.id)
       const before = uploads()
       const r = await upload(viewer.token, [filePart('x.csv', 'a,b\n1,2\n'), { name: 'name', value: 'nope' }])
-      expect(r).toMatchObject({ status: 403, body: { success: false, error: 'A VIEWER cannot upload datasets' } })
+      expect(r).toMatchObject({ status: 403, body: { success: false, error: 'A VIEWER is read-only: this needs the USER or ADMIN role' } })
       expect(uploads()).toEqual(before)
       expect((await t.json('PATCH', `/api/datakits/${own}`, { token: viewer.token, body: { name: 'x' } })).status).toBe(403)
       expect((await t.json('DELETE', `/api/datakits/${own}`, { token: viewer.token })).status).toBe(403)
@@ -702,9 +701,9 @@ describe('storage quota', () => {
       expect(usage.usedBytes).toBeGreaterThan(toDelimited(ROWS).length) // upload + Parquet copy
       expect(usage).toMatchObject({ userId: user.id, quotaBytes: t.config.datakits.storageQuotaBytes, overridden: false })
 
-      const set = await t.json('PUT', `/api/datakits/storage/${user.id}`, { token: admin.token, body: { quotaBytes: usage.usedBytes + 1000 } })
+      const set = await t.json('PUT', `/api/datakits/storage?userId=${user.id}`, { token: admin.token, body: { quotaBytes: usage.usedBytes + 1000 } })
       expect(set.body.data).toMatchObject({ quotaBytes: usage.usedBytes + 1000, remainingBytes: 1000, overridden: true })
-      expect((await t.json('PUT', `/api/datakits/storage/${user.id}`, { token: user.token, body: { quotaBytes: 1e12 } })).status).toBe(403)
+      expect((await t.json('PUT', `/api/datakits/storage?userId=${user.id}`, { token: user.token, body: { quotaBytes: 1e12 } })).status).toBe(403)
 
       const before = uploads()
       const fits = await upload(user.token, [filePart('small.csv', 'a\n' + '1\n'.repeat(400)), { name: 'name', value: 'fits' }])
@@ -720,7 +719,7 @@ describe('storage quota', () => {
       expect(streamed.status).toBe(413)
       expect(uploads().filter((n) => !before.includes(n))).toHaveLength(1) // only "fits"
 
-      await t.json('PUT', `/api/datakits/storage/${user.id}`, { token: admin.token, body: { quotaBytes: null } })
+      await t.json('PUT', `/api/datakits/storage?userId=${user.id}`, { token: admin.token, body: { quotaBytes: null } })
       expect((await t.json('GET', `/api/datakits/storage?userId=${user.id}`, { token: admin.token })).body.data.overridden).toBe(false)
     } finally {
       ws.close()

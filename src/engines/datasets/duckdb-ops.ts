@@ -10,7 +10,7 @@
  * Paths handed to this module are server-generated (UUID names under UPLOAD_DIR); they are
  * still quoted as SQL literals, never spliced raw.
  */
-import { mkdir, rename, rm, stat } from 'node:fs/promises'
+import { mkdir, rename, rm, stat, symlink } from 'node:fs/promises'
 import { createReadStream, createWriteStream } from 'node:fs'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
@@ -33,6 +33,10 @@ export interface WorkerSettings {
   duckdbMemoryLimit: string
   /** Keep a DuckDB instance made ahead for the next query (see prepareSpare): interactive workers. */
   spareInstance: boolean
+  /** The worker runs user SQL: it works out what the sandbox refuses before it says it is ready (prepareSandbox). */
+  sandbox: boolean
+  /** Private writable memory the worker may map beyond what it holds once ready, bytes (the kernel's bound: rlimit.ts). */
+  memoryGrowthBytes: number
 }
 
 /**
@@ -120,6 +124,22 @@ export function prepareSpare(settings: WorkerSettings): void {
 }
 
 /**
+ * Everything a new worker does before its first operation, so that what it then holds is its
+ * baseline (see rlimit.ts): DuckDB loaded with an instance of the operations' shape (the spare,
+ * or one made and closed), and the sandbox's refusals worked out.
+ */
+export async function warmUp(settings: WorkerSettings): Promise<void> {
+  if (settings.sandbox) await prepareSandbox()
+  if (settings.spareInstance) {
+    prepareSpare(settings)
+    await spare?.instance
+  } else {
+    const instance = await createInstance({ threads: settings.threads, memoryLimit: settings.duckdbMemoryLimit })
+    instance.closeSync()
+  }
+}
+
+/**
  * Run `fn` on a connection to a fresh in-memory DuckDB, closed afterwards. `spillDir`: where
  * DuckDB may spill past its memory limit; none (the SQL sandbox) means such an operation fails
  * instead of writing to disk.
@@ -152,9 +172,11 @@ export async function runOp(settings: WorkerSettings, op: SandboxOp): Promise<Sa
       case 'preview':
         return await withDuckDB(duck(false), (c) => preview(c, op))
       case 'query':
-        return await withDuckDB(duck(false), (c) => query(c, op))
-      case 'exportQuery':
-        return await withDuckDB(duck(false), (c) => exportQuery(c, op))
+        return await inScratch(op.scratch, { [SANDBOX_DATA]: op.parquetPath }, () => withDuckDB(duck(false), (c) => query(c, op)))
+      case 'exportQuery': {
+        const links = { [SANDBOX_DATA]: op.parquetPath, [sandboxResult(op.format)]: op.dest }
+        return await inScratch(op.scratch, links, () => withDuckDB(duck(false), (c) => exportQuery(c, op)))
+      }
       case 'export':
         return await withDuckDB(duck(true), (c) => exportDataset(c, op))
       default: {
@@ -236,11 +258,21 @@ async function profile(duck: { threads: number; memoryLimit: string; spillDir?: 
 }
 
 /**
+ * How far DuckDB computes a streamed result ahead of what is fetched. It counts the fixed-size
+ * part of each chunk only, not the strings, so its default (976 KiB: about twenty chunks of an
+ * (id, text) result) let `SELECT i, repeat('x', 10000) FROM range(1000000)` hold 414 MB before
+ * the first chunk was fetched, and a result that should come back truncated at
+ * DATAKIT_QUERY_MAX_BYTES ended over the memory budget. At 100 KB: 59 MB, one or two chunks.
+ */
+const STREAMING_BUFFER = '100KB'
+
+/**
  * Rows `offset … offset+limit` of the Parquet copy, in file order, as JSON-safe values, with the
  * total row count from the Parquet footer; at most `maxBytes` of them.
  */
 async function preview(c: DuckDBConnection, op: Extract<SandboxOp, { kind: 'preview' }>): Promise<DatasetPreview> {
   const source = `read_parquet(${lit(op.parquetPath)})`
+  await c.run(`SET streaming_buffer_size = ${lit(STREAMING_BUFFER)}`)
   const result = await c.stream(`SELECT * FROM ${source} LIMIT ${op.limit} OFFSET ${op.offset}`)
   const names = result.deduplicatedColumnNames()
   const types = result.columnTypes()
@@ -256,16 +288,155 @@ async function preview(c: DuckDBConnection, op: Extract<SandboxOp, { kind: 'prev
 }
 
 /**
- * The sandbox for user SQL: a fresh database in which the view `data` is created first, then
- * `allowed_paths` is narrowed to this one Parquet file (and the export's file, when there is
- * one), `enable_external_access` switched off (no other file, no URL, no ATTACH, no extension
- * install/load) and the configuration locked so the statement cannot switch anything back.
- * The statement is parsed by DuckDB (extractStatements): exactly one, and its prepared
- * statement type must be SELECT (which covers WITH, VALUES, FROM-first, SUMMARIZE, DESCRIBE).
+ * The names the sandbox gives the files it may touch: symbolic links in the operation's scratch
+ * directory, which is the worker's working directory while the operation runs (inScratch). The
+ * view's definition (duckdb_views()), the statement that writes an export (current_query()) and
+ * a `filename` column then say `data.parquet` and `result.csv`, never a server path.
  */
-async function sandboxed(c: DuckDBConnection, parquetPath: string, sql: string, writable: string[] = []) {
-  await c.run(`CREATE VIEW data AS SELECT * FROM read_parquet(${lit(parquetPath)})`)
-  await c.run(`SET allowed_paths = [${[parquetPath, ...writable].map(lit).join(', ')}]`)
+const SANDBOX_DATA = 'data.parquet'
+const sandboxResult = (format: ExportFormat) => `result.${format}`
+
+/**
+ * Run `fn` with the process's working directory in `scratch`, where each of `links` (name →
+ * target) is a symbolic link. A worker runs one operation at a time, so the working directory is
+ * this operation's alone; the pool removes `scratch` (the links, not their targets) afterwards.
+ */
+async function inScratch<T>(scratch: string, links: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+  await mkdir(scratch, { recursive: true })
+  await Promise.all(Object.entries(links).map(([name, target]) => symlink(target, join(scratch, name))))
+  const home = process.cwd()
+  process.chdir(scratch)
+  try {
+    return await fn()
+  } finally {
+    process.chdir(home)
+  }
+}
+
+/** What a name in SQL is: a scalar (or aggregate) function, a table function, or a table or view. */
+type NameKind = 'scalar' | 'table' | 'view'
+type Names = Record<NameKind, Set<string>>
+
+/**
+ * What user SQL may not name: DuckDB's settings, because `allowed_paths` holds the real paths of
+ * the files the sandbox may use (DuckDB canonicalises them with realpath(3), through the links
+ * above), and SQL built while the query runs (query(), query_table(),
+ * json_execute_serialized_sql()), which a check of the statement's text cannot see into.
+ * Replacing paths in the answer is not enough: `reverse(value)` or `replace(sql, '/', '|')` carry
+ * a path out in disguise. Built-in macros and views that use any of these are refused with them
+ * (refusedNames).
+ */
+const REFUSED_ROOTS: Readonly<Record<NameKind, readonly string[]>> = {
+  scalar: ['current_setting'],
+  table: ['duckdb_settings', 'query', 'query_table', 'json_execute_serialized_sql'],
+  view: [],
+}
+
+/** REFUSED_ROOTS and the built-in macros and views that use one; the same for every instance of this DuckDB. */
+let refused: Promise<Names> | undefined
+
+/**
+ * The closure of REFUSED_ROOTS over DuckDB's built-in macros and views (pg_settings reads
+ * duckdb_settings(), histogram_values() runs query_table(), the table macro histogram() calls
+ * histogram_values()…), each definition judged by its parse tree as a query is (60 ms, once per
+ * worker: see prepareSandbox). By kind, so the table macro histogram() is refused and the
+ * aggregate histogram(x) is not.
+ */
+async function refusedNames(c: DuckDBConnection): Promise<Names> {
+  const rows = (
+    await c.runAndReadAll(`
+      SELECT CASE function_type WHEN 'table_macro' THEN 'table' ELSE 'scalar' END, function_name,
+             json_serialize_sql(CASE function_type WHEN 'table_macro' THEN macro_definition ELSE 'SELECT ' || macro_definition END)
+      FROM duckdb_functions() WHERE macro_definition IS NOT NULL
+      UNION ALL
+      SELECT 'view', view_name, json_serialize_sql(regexp_replace(sql, '^CREATE (TEMP |TEMPORARY )?VIEW .+? AS ', ''))
+      FROM duckdb_views() WHERE internal`)
+  ).getRows()
+  const defs = rows.map(([kind, name, tree]) => ({ kind: kind as NameKind, name: String(name).toLowerCase(), tree: JSON.parse(String(tree)) as unknown }))
+  const names: Names = { scalar: new Set(REFUSED_ROOTS.scalar), table: new Set(REFUSED_ROOTS.table), view: new Set(REFUSED_ROOTS.view) }
+  for (let grew = true; grew; ) {
+    grew = false
+    for (const d of defs) {
+      if (names[d.kind].has(d.name) || namedIn(d.tree, names) === undefined) continue
+      names[d.kind].add(d.name)
+      grew = true
+    }
+  }
+  return names
+}
+
+/** Work out refusedNames in an idle worker, so no query waits for it. */
+async function prepareSandbox(): Promise<void> {
+  await withDuckDB({ threads: 1, memoryLimit: '64MiB' }, sandboxNames)
+}
+
+function sandboxNames(c: DuckDBConnection): Promise<Names> {
+  return (refused ??= refusedNames(c).catch((err: unknown) => {
+    refused = undefined
+    throw err
+  }))
+}
+
+/**
+ * Refuse `sql` (one SELECT) when its parse tree names a function, table function, view or macro
+ * of refusedNames: DuckDB's own parser decides (json_serialize_sql), so quoting, case and
+ * qualified names (`system.main.current_setting`) change nothing.
+ */
+async function refuseHidden(c: DuckDBConnection, sql: string): Promise<void> {
+  const names = await sandboxNames(c)
+  const [[text]] = (await c.runAndReadAll('SELECT json_serialize_sql($1::VARCHAR)', [sql])).getRows() as [[string]]
+  const tree = JSON.parse(text) as { error?: boolean }
+  if (tree.error) throw new UnprocessableError('This query cannot be checked by the DataKit sandbox; write it as a plain SELECT')
+  const found = namedIn(tree, names)
+  if (found) {
+    throw new UnprocessableError(
+      `${found} is not available in the DataKit sandbox: it shows the server's settings or runs SQL built while the query runs`,
+      [{ field: 'sql', message: found }],
+    )
+  }
+}
+
+/**
+ * The first name in a json_serialize_sql tree that `names` refuses: a table function
+ * (`TABLE_FUNCTION` refs), a table or view (`table_name`: base tables, SUMMARIZE/DESCRIBE), or a
+ * scalar, aggregate or window function (`function_name` anywhere else).
+ */
+function namedIn(node: unknown, names: Names): string | undefined {
+  if (Array.isArray(node)) {
+    for (const x of node) {
+      const found = namedIn(x, names)
+      if (found) return found
+    }
+    return undefined
+  }
+  if (node === null || typeof node !== 'object') return undefined
+  const o = node as Record<string, unknown>
+  const is = (kind: NameKind, name: unknown) => typeof name === 'string' && names[kind].has(name.toLowerCase())
+  if (o.type === 'TABLE_FUNCTION' && is('table', (o.function as { function_name?: unknown } | undefined)?.function_name)) {
+    return String((o.function as { function_name: string }).function_name).toLowerCase()
+  }
+  if (is('view', o.table_name)) return String(o.table_name).toLowerCase()
+  if (is('scalar', o.function_name)) return String(o.function_name).toLowerCase()
+  for (const value of Object.values(o)) {
+    const found = namedIn(value, names)
+    if (found) return found
+  }
+  return undefined
+}
+
+/**
+ * The sandbox for user SQL: a fresh database in which the view `data` is created over
+ * `data.parquet` (see SANDBOX_DATA), then `allowed_paths` is narrowed to that file (and the
+ * export's, when there is one), `enable_external_access` switched off (no other file, no URL, no
+ * ATTACH, no extension install/load) and the configuration locked so the statement cannot switch
+ * anything back. The statement is parsed by DuckDB (extractStatements): exactly one, its prepared
+ * statement type must be SELECT (which covers WITH, VALUES, FROM-first, SUMMARIZE, DESCRIBE), and
+ * it may not name what would show the server's paths (refuseHidden).
+ */
+async function sandboxed(c: DuckDBConnection, sql: string, writable: string[] = []) {
+  await c.run(`CREATE VIEW data AS SELECT * FROM read_parquet(${lit(SANDBOX_DATA)})`)
+  await c.run(`SET streaming_buffer_size = ${lit(STREAMING_BUFFER)}`)
+  await c.run(`SET allowed_paths = [${[SANDBOX_DATA, ...writable].map(lit).join(', ')}]`)
   await c.run(`SET enable_external_access = false`)
   await c.run(`SET lock_configuration = true`)
   const statements = await c.extractStatements(sql).catch((err: unknown) => {
@@ -282,6 +453,7 @@ async function sandboxed(c: DuckDBConnection, parquetPath: string, sql: string, 
   if (prepared.statementType !== StatementType.SELECT) {
     throw new UnprocessableError(`Only read-only queries (SELECT, WITH …) are allowed; this is a ${StatementType[prepared.statementType] ?? 'different'} statement`)
   }
+  await refuseHidden(c, sql)
   return prepared
 }
 
@@ -294,11 +466,11 @@ async function sandboxed(c: DuckDBConnection, parquetPath: string, sql: string, 
 async function query(c: DuckDBConnection, op: Extract<SandboxOp, { kind: 'query' }>): Promise<SandboxResults['query']> {
   const started = performance.now()
   try {
-    const prepared = await sandboxed(c, op.parquetPath, op.sql)
+    const prepared = await sandboxed(c, op.sql)
     const result = await prepared.stream()
     const names = result.deduplicatedColumnNames()
     const types = result.columnTypes()
-    const read = await readRows(() => result.fetchChunk(), names, { maxRows: op.maxRows, maxBytes: op.maxBytes, redact: [op.parquetPath] })
+    const read = await readRows(() => result.fetchChunk(), names, { maxRows: op.maxRows, maxBytes: op.maxBytes, redact: [op.parquetPath, op.scratch] })
     return {
       columns: names.map((name, i) => ({ name, type: String(types[i]!) })),
       rowsJson: `[${read.json.join(',')}]`,
@@ -309,33 +481,37 @@ async function query(c: DuckDBConnection, op: Extract<SandboxOp, { kind: 'query'
     }
   } catch (err) {
     if (err instanceof AppError || isOutOfMemory(err)) throw err
-    throw queryFailure(err, [op.parquetPath])
+    throw queryFailure(err, [op.parquetPath, op.scratch])
   }
 }
 
 /**
- * The whole result of one sandboxed statement written to `dest` by DuckDB's COPY: the
- * statement is checked as for a query, then run through `query()` (which takes exactly one
- * SELECT) inside our own COPY, so it is never spliced into SQL text. CSV cells of text columns
+ * The whole result of one sandboxed statement written to `dest` by DuckDB's COPY, through the
+ * link `result.<format>` (see SANDBOX_DATA): the statement is checked as for a query, then run
+ * through `query()` (which takes exactly one SELECT) inside our own COPY, so it is never spliced
+ * into SQL text. CSV cells of text columns
  * are neutralised as for exportDataset. The pool stops the process when `dest` outgrows its
  * byte limit or the time limit passes.
  */
 async function exportQuery(c: DuckDBConnection, op: Extract<SandboxOp, { kind: 'exportQuery' }>): Promise<{ bytes: number }> {
   try {
-    const prepared = await sandboxed(c, op.parquetPath, op.sql, [op.dest])
+    const result = sandboxResult(op.format)
+    const prepared = await sandboxed(c, op.sql, [result])
     const columns: ResultColumn[] = Array.from({ length: prepared.columnCount }, (_, i) => ({ name: prepared.columnName(i), type: String(prepared.columnType(i)) }))
     const aliases = columns.map((_, i) => `c${i}`)
     const source = `query(${lit(op.sql)}) AS q(${aliases.join(', ')})`
-    // Text columns scrubbed of the server's paths, as query results are (see readRows).
-    const scrubbed = columns.map((col, i) => (col.type === 'VARCHAR' ? scrubSql(aliases[i]!, [op.parquetPath, op.dest]) : aliases[i]!))
+    // No path is spliced in here to scrub the values with (replace(c0, '/srv/…', 'data')): the
+    // statement would then hold it, and current_query() shows the statement.
     const select = columns.map((col, i) =>
-      op.format === 'csv' ? `${neutralisedColumn(scrubbed[i]!, col.type)} AS ${ident(neutraliseText(col.name))}` : `${scrubbed[i]} AS ${ident(col.name)}`,
+      op.format === 'csv' ? `${neutralisedColumn(aliases[i]!, col.type)} AS ${ident(neutraliseText(col.name))}` : `${aliases[i]} AS ${ident(col.name)}`,
     )
-    await c.run(`COPY (SELECT ${select.join(', ')} FROM ${source}) TO ${lit(op.dest)} (${copyFormat(op.format)})`)
+    // Straight into the link's target: a file that exists already would otherwise be written as
+    // tmp_result.<format> first, a name the sandbox does not allow.
+    await c.run(`COPY (SELECT ${select.join(', ')} FROM ${source}) TO ${lit(result)} (${copyFormat(op.format)}, USE_TMP_FILE false)`)
     return { bytes: (await stat(op.dest)).size }
   } catch (err) {
     if (err instanceof AppError || isOutOfMemory(err)) throw err
-    throw queryFailure(err, [op.parquetPath, op.dest])
+    throw queryFailure(err, [op.parquetPath, op.dest, op.scratch])
   }
 }
 
@@ -387,11 +563,6 @@ function neutralisedColumn(column: string, type: string): string {
   if (kind === 'number' || kind === 'boolean') return column
   const text = `CAST(${column} AS VARCHAR)`
   return `CASE WHEN left(${text}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || ${text} ELSE ${text} END`
-}
-
-/** SQL: the text `column` with every path in `paths` replaced by `data`. */
-function scrubSql(column: string, paths: string[]): string {
-  return paths.reduce((expr, p) => `replace(${expr}, ${lit(p)}, 'data')`, column)
 }
 
 function neutraliseText(s: string): string {
@@ -450,9 +621,9 @@ function stringBytes(vector: DuckDBVector, row: number): number | undefined {
 }
 
 /**
- * `v` with the server paths in `paths` replaced by `data` in every string. The sandbox cannot
- * hide them from catalog functions (duckdb_views() shows the view's definition,
- * duckdb_settings() shows allowed_paths), so results are scrubbed instead, like errors.
+ * `v` with the server paths in `paths` replaced by `data` in every string: a second line of
+ * defence behind the sandbox's relative names and refusals (see SANDBOX_DATA, REFUSED_ROOTS),
+ * which are what keep a path out of an answer — a replacement alone is undone by reverse().
  */
 function redact(v: JsonValue, paths: string[]): JsonValue {
   if (paths.length === 0) return v

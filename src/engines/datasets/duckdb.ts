@@ -67,17 +67,19 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     // one user's query with two DuckDB threads left another's `select 1` a third of a core and
     // its p99 several times its quiet one (bench/support/abuse-datakits.ts, item 3).
     const interactiveThreads = Math.max(1, Math.min(o.threads, Math.floor(availableParallelism() / o.interactiveConcurrency)))
-    this.#background = new WorkerPool({ ...common, size: o.backgroundConcurrency, perUser: o.backgroundPerUser, memoryMb: o.profileMemoryMb, deadlineFromArrival: false, spareInstance: false })
+    this.#background = new WorkerPool({ ...common, size: o.backgroundConcurrency, perUser: o.backgroundPerUser, memoryMb: o.profileMemoryMb, deadlineFromArrival: false, spareInstance: false, sandbox: false })
     this.#interactive = new WorkerPool({
       ...common,
       threads: interactiveThreads,
       deadlineFromArrival: true,
       spareInstance: true,
+      sandbox: true,
       size: o.interactiveConcurrency,
       perUser: o.interactivePerUser,
       queuePerUser: o.interactiveQueuePerUser,
       memoryMb: o.queryMemoryMb,
     })
+    void removeStaleScratch(o.tempDirectory, Math.max(o.profileTimeoutMs, o.queryTimeoutMs) + 60_000)
   }
 
   /** Pids of the worker processes alive now (their memory is the engine's; for measurements). */
@@ -282,6 +284,21 @@ function fileSize(path: string): number {
     return statSync(path).size
   } catch {
     return 0
+  }
+}
+
+/**
+ * Remove the operations' scratch directories (`op-*`) that a server which died mid-operation left
+ * in `dir`; only those older than any operation may run (`maxAgeMs`), so that a second server
+ * started on the same data directory by mistake takes nothing from a live one.
+ */
+async function removeStaleScratch(dir: string, maxAgeMs: number): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[])
+  const now = Date.now()
+  for (const name of names.filter((n) => n.startsWith('op-'))) {
+    const path = join(dir, name)
+    const age = await stat(path).then((s) => now - s.mtimeMs, () => 0)
+    if (age > maxAgeMs) await rm(path, { recursive: true, force: true }).catch(() => {})
   }
 }
 

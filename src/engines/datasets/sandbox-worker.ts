@@ -4,8 +4,12 @@
  * Bun's IPC channel one at a time (duckdb-ops.ts) and answers each. It keeps no state between
  * operations; the pool kills it when it outgrows its memory budget or its time, and starts
  * another. It exits when the server goes away (the IPC channel closes).
+ *
+ * Before it says it is ready it loads DuckDB and then caps its own memory with the kernel
+ * (RLIMIT_DATA, rlimit.ts): what it has mapped by then plus the budget, and not a byte more.
  */
-import { prepareSpare, runOp, type WorkerSettings } from './duckdb-ops.ts'
+import { prepareSpare, runOp, warmUp, type WorkerSettings } from './duckdb-ops.ts'
+import { limitDataGrowth } from './rlimit.ts'
 import { toWire, type FromWorker, type ToWorker } from './sandbox-protocol.ts'
 
 const settings = JSON.parse(process.argv[2] ?? '') as WorkerSettings
@@ -21,5 +25,7 @@ process.on('message', (m: ToWorker) => {
     .finally(() => prepareSpare(settings))
 })
 process.on('disconnect', () => process.exit(0))
-prepareSpare(settings)
+await warmUp(settings)
+// Where it cannot be set (not Linux), the pool's watch of the resident set bounds the worker alone.
+limitDataGrowth(settings.memoryGrowthBytes)
 send({ type: 'ready' })

@@ -6,14 +6,19 @@
  * Why processes: DuckDB's memory_limit does not cover every allocation. In one process,
  * `SELECT list_sum(range(1000000000))` under `memory_limit='256MB'` reached 7.7 GB of RSS and
  * ignored an interrupt for 37 s (measured here, DuckDB 1.5.6); several in parallel took the
- * server past 15 GB. An rlimit does not work either: with RLIMIT_AS at 2.5 GB Bun cannot even
- * map libduckdb.so (JavaScriptCore reserves large virtual ranges), while 2 GB and 3 GB work —
- * the address space says nothing about memory used. A cgroup would (memory.max), but the
- * server cannot count on a writable cgroup v2 hierarchy (here: cgroup v1, and a container
- * normally has none). So each worker's resident set is read from /proc/<pid>/status every
- * `watchMs` while it works, and the process is killed (SIGKILL) once it is over budget; the
- * overshoot is what it can allocate in that interval. DuckDB's own memory_limit stays set,
- * below the budget, so the operators it does govern fail cleanly (or spill) first.
+ * server past 15 GB. A cgroup would bound a process's memory (memory.max), but the server
+ * cannot count on a writable cgroup hierarchy (a container normally has none). So two bounds,
+ * both outside DuckDB:
+ * - the kernel's: each worker, once DuckDB is loaded, sets RLIMIT_DATA on itself to what it has
+ *   mapped plus the budget (rlimit.ts). An allocation past it fails at once (DuckDB: "Out of
+ *   Memory Error"), so the bomb above is refused in ~20 ms at a resident set of ~100 MB. It
+ *   bounds address space, not memory used, hence relative (RLIMIT_AS cannot be: Bun reserves
+ *   gigabytes of address space at start);
+ * - the pool's: each busy worker's resident set is read from /proc/<pid>/status every
+ *   `watchMs`, and the process is killed (SIGKILL) once it is over budget; the overshoot is
+ *   what it can touch in that interval.
+ * DuckDB's own memory_limit stays set, below the budget, so the operators it governs fail
+ * cleanly (or spill) first. A worker whose operation ran out of memory, either way, is retired.
  *
  * Slots are shared fairly between users (FairSemaphore: at most `perUser` each, a freed slot
  * goes to the waiting user holding the fewest), and a user may have at most `queuePerUser`
@@ -50,6 +55,8 @@ export interface WorkerPoolOptions {
   threads: number
   /** Workers keep a DuckDB instance ready for the next query (interactive pools; see prepareSpare in duckdb-ops.ts). */
   spareInstance: boolean
+  /** Workers run user SQL (see prepareSandbox in duckdb-ops.ts). */
+  sandbox: boolean
   /** Upper bound of DuckDB's memory_limit, as DuckDB spells it ("1GB"); see duckdbMemoryLimit. */
   duckdbMemoryLimit: string
   /** Working directory of the workers, and the parent of each operation's scratch directory. */
@@ -93,6 +100,8 @@ class Worker {
   job: Job | undefined
   /** Why we killed it; undefined when it died by itself. */
   killedFor: unknown
+  /** Retired after an operation that ran out of memory: its replacement starts when it has exited. */
+  replaceOnExit = false
   idleTimer: ReturnType<typeof setTimeout> | undefined
 
   constructor(settings: WorkerSettings, cwd: string, onExit: (w: Worker) => void) {
@@ -184,7 +193,13 @@ export class WorkerPool {
     if (!Number.isInteger(opts.size) || opts.size < 1) throw new Error('size must be an integer >= 1')
     if (!(opts.memoryMb >= 64)) throw new Error('memoryMb must be >= 64')
     this.#slots = new FairSemaphore(opts.size, Math.min(opts.perUser, opts.size))
-    this.#settings = { threads: opts.threads, duckdbMemoryLimit: duckdbMemoryLimit(opts.duckdbMemoryLimit, opts.memoryMb), spareInstance: opts.spareInstance }
+    this.#settings = {
+      threads: opts.threads,
+      duckdbMemoryLimit: duckdbMemoryLimit(opts.duckdbMemoryLimit, opts.memoryMb),
+      spareInstance: opts.spareInstance,
+      sandbox: opts.sandbox,
+      memoryGrowthBytes: opts.memoryMb * MiB,
+    }
     // The workers' working directory (and where each operation's scratch directory goes).
     mkdirSync(opts.tempDirectory, { recursive: true })
   }
@@ -324,8 +339,9 @@ export class WorkerPool {
     const i = this.#idle.indexOf(w)
     if (i >= 0) this.#idle.splice(i, 1)
     clearTimeout(w.idleTimer)
-    // Killed mid-operation (over a limit): its replacement is started now, not by the next user.
-    if (wasBusy) this.#spare()
+    // Killed mid-operation (over a limit), or retired after running out of memory: its
+    // replacement is started now, not by the next user.
+    if (wasBusy || w.replaceOnExit) this.#spare()
   }
 
   #exec(worker: Worker, op: SandboxOp, limits: RunLimits): Promise<unknown> {
@@ -348,10 +364,20 @@ export class WorkerPool {
           clearInterval(this.#watch)
           this.#watch = undefined
         }
-        // A worker that was killed, or died, has exited by now (its job is rejected from the exit handler).
+        const outOfMemory = !ok && value instanceof AppError && value.code === DUCKDB_OUT_OF_MEMORY
+        // A worker that was killed, or died, has exited by now (its job is rejected from the exit
+        // handler). One whose DuckDB ran out of memory (its memory_limit, or the kernel's
+        // RLIMIT_DATA refusing an allocation) is retired as one killed over its budget is: a fresh
+        // process is the only sure way to have all of it back.
+        if (outOfMemory && !stopped && this.#workers.has(worker)) {
+          // Answered once it is gone (SIGKILL: a few ms), so its memory is back by then.
+          worker.replaceOnExit = true
+          void worker.kill(undefined).then(() => reject(limits.memoryError()))
+          return
+        }
         if (!stopped && this.#workers.has(worker)) this.#park(worker, budget)
         if (ok) resolve(value)
-        else reject(value instanceof AppError && value.code === DUCKDB_OUT_OF_MEMORY ? limits.memoryError() : value)
+        else reject(outOfMemory ? limits.memoryError() : value)
       }
       worker.job = { id: ++this.#seq, resolve: (v) => settle(true, v), reject: (e) => settle(false, e), limits }
       this.#busy.set(worker, stop)

@@ -269,6 +269,7 @@ export namespace DatakitModel {
     { title: 'StorageUsage', examples: [{ userId: OWNER_ID, usedBytes: 1461452, quotaBytes: 10737418240, remainingBytes: 10735956788, overridden: false }] },
   )
   export const storageQuery = t.Object({ userId: t.Optional(t.String({ format: 'uuid', description: "Admins: another user's usage", examples: [OWNER_ID] })) })
+  export const setQuotaQuery = t.Object({ userId: t.String({ format: 'uuid', error: 'Invalid user id', description: 'Whose quota', examples: [OWNER_ID] }) })
   export const setQuota = t.Object(
     { quotaBytes: t.Union([t.Integer({ minimum: 0 }), t.Null()], { description: 'Bytes; null returns the user to the default' }) },
     { additionalProperties: false, examples: [{ quotaBytes: 21474836480 }] },
