@@ -6,6 +6,7 @@
  * (https://bun.sh/docs/runtime/env), which is exactly how the guide describes its
  * `.env` files; real environment variables win over all of them.
  */
+import { resolve } from 'node:path'
 import { Type as T, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 
@@ -328,12 +329,14 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     bcryptRounds: e.BCRYPT_ROUNDS,
     databaseUrl: e.DATABASE_URL,
     databasePoolMax: e.DATABASE_POOL_MAX,
-    dataDir: e.DATA_DIR!,
+    // Folders are absolute from here on: DataKit workers and containers run elsewhere (their
+    // own working directory, a bind mount), where a relative path means another folder.
+    dataDir: resolve(e.DATA_DIR!),
     redisUrl: e.REDIS_URL,
     redisPrefix: e.REDIS_PREFIX,
     dockerHost: e.DOCKER_HOST,
     maxFileSize: parseSize(e.MAX_FILE_SIZE),
-    uploadDir: e.UPLOAD_DIR!,
+    uploadDir: resolve(e.UPLOAD_DIR!),
     datakits: Object.freeze({
       storageQuotaBytes: parseSize(e.USER_STORAGE_QUOTA_BYTES),
       queryTimeoutMs: e.DATAKIT_QUERY_TIMEOUT_MS,
@@ -389,7 +392,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     quota: Object.freeze({ running: e.QUOTA_MAX_RUNNING, cpu: e.QUOTA_MAX_CPU, memoryMb: e.QUOTA_MAX_MEMORY_MB }),
     terminal: Object.freeze({ reattachGraceMs: e.TERMINAL_REATTACH_GRACE_MS }),
     models: Object.freeze({
-      dir: e.MODEL_DIR!,
+      dir: resolve(e.MODEL_DIR!),
       trainingImages: Object.freeze(imageList('TRAINING_IMAGES', e.TRAINING_IMAGES!)),
       defaultTimeoutSeconds: Math.min(e.TRAINING_TIMEOUT_SECONDS, e.TRAINING_MAX_TIMEOUT_SECONDS),
       maxTimeoutSeconds: e.TRAINING_MAX_TIMEOUT_SECONDS,

@@ -4,9 +4,10 @@
  * lines, against a running server with a container engine (DOCKER_HOST, and the image on
  * TRAINING_IMAGES). Each result names the limit that bounds it, the time from the request to
  * the run's end, and the bytes the server counted and dropped (the run's tag
- * quadrax.dropped_output_bytes). The caller measures the server's peak RSS around it.
+ * quadrax.dropped_output_bytes). The caller measures around each run (`around`: the server's
+ * peak RSS, a light user's latencies).
  *
- *   const results = await runContainerLogAbuse(base, token)
+ *   const results = await runContainerLogAbuse(base, token, { around: (scenario, run) => measured(run) })
  */
 import { multipartBytes, postUpload } from '../../test/support/datakit-upload.ts'
 
@@ -37,6 +38,8 @@ export interface ContainerAbuseOptions {
   floodLines?: number
   /** timeoutSeconds of each run. Default 60. */
   timeoutSeconds?: number
+  /** Runs each scenario (after the DataKit and model it needs exist); default: just runs it. */
+  around?: (scenario: string, run: () => Promise<ContainerAbuseResult>) => Promise<ContainerAbuseResult>
 }
 
 const TERMINAL = ['SUCCEEDED', 'FAILED', 'CANCELLED']
@@ -74,7 +77,9 @@ export async function runContainerLogAbuse(baseUrl: string, token: string, opts:
   }
   const model = (await call('POST', '/api/models', { name: `abuse-${crypto.randomUUID().slice(0, 8)}`, type: 'CLASSIFICATION', framework: 'CUSTOM' })).id as string
 
-  const run = async (scenario: string, bound: ContainerAbuseResult['bound'], script: string): Promise<ContainerAbuseResult> => {
+  const around = opts.around ?? ((_scenario, run) => run())
+  const run = (scenario: string, bound: ContainerAbuseResult['bound'], script: string) => around(scenario, () => runOnce(scenario, bound, script))
+  const runOnce = async (scenario: string, bound: ContainerAbuseResult['bound'], script: string): Promise<ContainerAbuseResult> => {
     const started = performance.now()
     const { id } = await call('POST', `/api/models/${model}/train`, { datakitId: kit, image, command: ['sh', '-c', script], resources: { cpu: 1, memory: 64 }, timeoutSeconds })
     let r: any

@@ -7,10 +7,9 @@
  * 3. one user's many slow queries while a light user runs `select 1`,
  * 4. a gzip bomb (1.4 MB → 1.5 GB of rows) and a 5,000-column CSV.
  *
- * For each: the bound that answered (status, error, the limit named in `details`), the time
- * to that answer, and the light user's `select 1` latencies during the abuse next to quiet
- * ones. The caller measures the server's RSS around it (`workerPids` of the engine add the
- * workers' memory when it runs in the same process).
+ * For each: the bound that answered (status, error, the limit named in `details`) and the time
+ * to that answer. The caller measures around each abuse (`Around`): the server's memory, and
+ * the light user's `select 1` latencies (`lightUser`) next to quiet ones.
  */
 import { createGzip } from 'node:zlib'
 import { createWriteStream } from 'node:fs'
@@ -35,30 +34,30 @@ export function wideCsv(columns: number, rows: number): string {
   return lines.join('\n') + '\n'
 }
 
-export interface AbuseTokens {
-  /** Owns the datakits and runs the abuse. */
-  abuser: string
-  /** Runs `select 1` on a datakit of its own during the abuse. */
-  light: string
-}
-
-export interface AbuseOutcome {
-  item: string
-  what: string
+/** How the server answered one abuse. */
+export interface Answer {
   /** HTTP status that answered the abuse (or the version status for a background failure). */
   status: number | string
   /** The limit the answer named (`details` `{ field: 'limit', message: 'NAME=value' }`), or what bounded it. */
   bound: string
   error: string | null
-  /** From sending the abuse to its answer. */
+  /** From sending the abuse to the server's answer (for a streamed export: its first byte). */
   msToError: number
-  /** The light user's `select 1` latencies (ms) while this abuse ran. */
-  lightMs: number[]
+  /** The time limit that applies, and its variable: the abuse must end within it (+ 1 s). */
+  timeout: { name: string; ms: number }
+  /** Anything else worth a line (a streamed export's size and duration). */
+  note?: string
 }
 
-export interface AbuseReport {
-  quietMs: number[]
-  outcomes: AbuseOutcome[]
+/** Runs one abuse while the caller measures around it (the server's memory, a light user's latencies). */
+export type Around = (item: string, what: string, abuse: () => Promise<Answer>) => Promise<void>
+
+/** The time limits of the server under test (its defaults: src/config.ts). */
+export interface DatakitTimeouts {
+  /** DATAKIT_QUERY_TIMEOUT_MS: a query or a query export, counted from its arrival. */
+  queryMs: number
+  /** DATAKIT_PROFILE_TIMEOUT_MS: profiling an upload, counted from its start. */
+  profileMs: number
 }
 
 interface Api {
@@ -97,11 +96,15 @@ function api(baseUrl: string): Api {
 
 const limitOf = (body: any): string => (body?.details ?? []).find((d: { field: string }) => d.field === 'limit')?.message ?? ''
 
+const SMALL_CSV = `id,k,name\n${Array.from({ length: 1000 }, (_, i) => `${i},${i % 7},name ${i}`).join('\n')}\n`
+
 /** A datakit of `token`'s, READY (polls GET until profiled). */
 async function readyKit(a: Api, token: string, name: string, csv: string): Promise<string> {
   const up = await a.upload(token, name, `${name}.csv`, new Blob([csv]))
   if (up.status !== 201) throw new Error(`upload failed: ${up.status} ${JSON.stringify(up.body)}`)
-  return (await settle(a, token, up.body.data.id)).id
+  const s = await settle(a, token, up.body.data.id)
+  if (s.status !== 'READY') throw new Error(`datakit ${name} ended ${s.status}: ${s.error}`)
+  return s.id
 }
 
 /** GET the datakit until its latest version is no longer PROCESSING. */
@@ -115,19 +118,81 @@ async function settle(a: Api, token: string, id: string, timeoutMs = 300_000): P
   }
 }
 
-/** `select 1` by the light user, again and again until `done` settles; latencies in ms. */
-async function lightLoad(a: Api, token: string, kit: string, done: Promise<unknown>): Promise<number[]> {
-  const out: number[] = []
-  let finished = false
-  void done.finally(() => (finished = true))
-  while (!finished) {
+/** The light user's `select 1` latencies (ms), and the answers that were not 200. */
+export interface LightSample {
+  ms: number[]
+  failures: string[]
+}
+
+/** One `select 1` of the light user: when it was sent and answered (`now()` clock), its latency and status. */
+interface LightQuery {
+  start: number
+  end: number
+  ms: number
+  status: number
+  error: string
+}
+
+/** Milliseconds on a clock every process of the machine shares (the epoch, sub-millisecond). */
+export const now = (): number => performance.timeOrigin + performance.now()
+
+/**
+ * A user at a keyboard: `select 1` on a datakit of their own, one at a time, 50 ms apart, from
+ * start to stop. In a process of its own, so the bench's own work (reading an 8 MB answer or a
+ * 1 GB export, sampling /proc) never delays it and shows up as the server's latency.
+ */
+export interface LightUser {
+  /** The queries in flight at some time in [from, to] (`now()` clock). */
+  between(from: number, to: number): LightSample
+  /** Wait until `n` more queries were answered (quiet measurements). */
+  next(n: number): Promise<void>
+  stop(): Promise<void>
+}
+
+export async function startLightUser(baseUrl: string, token: string): Promise<LightUser> {
+  const kit = await readyKit(api(baseUrl), token, 'light', SMALL_CSV)
+  const queries: LightQuery[] = []
+  let waiter: { count: number; resolve(): void } | undefined
+  const proc = Bun.spawn([process.execPath, import.meta.path, 'light-user', baseUrl, token, kit], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    serialization: 'json',
+    ipc(q: LightQuery) {
+      queries.push(q)
+      if (waiter && queries.length >= waiter.count) waiter.resolve()
+    },
+  })
+  const next = async (n: number) => {
+    const { promise, resolve } = Promise.withResolvers<void>()
+    waiter = { count: queries.length + n, resolve }
+    await Promise.race([promise, proc.exited.then((code) => Promise.reject(new Error(`the light user's process exited (${code})`)))])
+    waiter = undefined
+  }
+  // The first query warms a worker; it counts in no measurement.
+  await next(1)
+  return {
+    between(from, to) {
+      const inWindow = queries.filter((q) => q.end >= from && q.start <= to)
+      return { ms: inWindow.filter((q) => q.status === 200).map((q) => q.ms), failures: inWindow.filter((q) => q.status !== 200).map((q) => `${q.status} ${q.error}`.trim()) }
+    },
+    next,
+    async stop() {
+      proc.kill()
+      await proc.exited
+    },
+  }
+}
+
+// The light user's process (see startLightUser): argv base URL, token, datakit id.
+if (import.meta.main && process.argv[2] === 'light-user') {
+  const [base, token, kit] = process.argv.slice(3) as [string, string, string]
+  const a = api(base)
+  process.on('disconnect', () => process.exit(0))
+  for (;;) {
+    const start = now()
     const r = await a.json('POST', `/api/datakits/${kit}/query`, token, { sql: 'select 1 AS one' })
-    if (r.status !== 200) throw new Error(`light user's select 1 failed: ${r.status} ${JSON.stringify(r.body)}`)
-    out.push(r.ms)
-    // One query in flight at a time, a short pause between: a user at a keyboard, not a load test.
+    process.send!({ start, end: now(), ms: r.ms, status: r.status, error: r.status === 200 ? '' : String(r.body?.error ?? '') } satisfies LightQuery)
     await Bun.sleep(50)
   }
-  return out
 }
 
 /** The p-th percentile (0–100) of `xs`. */
@@ -138,88 +203,78 @@ export function percentile(xs: number[], p: number): number {
 }
 
 /**
- * Run every DataKit abuse against the server at `baseUrl` (default limits expected) and report
- * the bound, the time to the error and the light user's latencies for each. The abuser's
- * datakits are left in place (the caller's server is throw-away). `tmpDir`: where the gzip
- * bomb is written (about 1.4 MB).
+ * Run every DataKit abuse as `abuser` against the server at `baseUrl` (default limits
+ * expected, their time limits in `timeouts`), each inside `around`. The abuser's datakits are
+ * left in place (the caller's server is throw-away). `tmpDir`: where the gzip bomb is written
+ * (about 1.4 MB).
  */
-export async function runDatakitAbuse(baseUrl: string, tokens: AbuseTokens, tmpDir: string): Promise<AbuseReport> {
+export async function runDatakitAbuse(baseUrl: string, abuser: string, tmpDir: string, timeouts: DatakitTimeouts, around: Around): Promise<void> {
   const a = api(baseUrl)
-  const rows = Array.from({ length: 1000 }, (_, i) => `${i},${i % 7},name ${i}`).join('\n')
-  const [kit, lightKit] = await Promise.all([
-    readyKit(a, tokens.abuser, 'abuse', `id,k,name\n${rows}\n`),
-    readyKit(a, tokens.light, 'light', `id,k,name\n${rows}\n`),
-  ])
-  // Quiet: the light user alone (the first query warms a worker).
-  await a.json('POST', `/api/datakits/${lightKit}/query`, tokens.light, { sql: 'select 1 AS one' })
-  const quietMs: number[] = []
-  for (let i = 0; i < 30; i++) {
-    quietMs.push((await a.json('POST', `/api/datakits/${lightKit}/query`, tokens.light, { sql: 'select 1 AS one' })).ms)
-    await Bun.sleep(50)
+  const kit = await readyKit(a, abuser, 'abuse', SMALL_CSV)
+  const queryTimeout = { name: 'DATAKIT_QUERY_TIMEOUT_MS', ms: timeouts.queryMs }
+  const profileTimeout = { name: 'DATAKIT_PROFILE_TIMEOUT_MS', ms: timeouts.profileMs }
+  const query = async (sql: string): Promise<Answer> => {
+    const r = await a.json('POST', `/api/datakits/${kit}/query`, abuser, { sql })
+    const truncated = r.body?.data?.truncatedBy ? `truncated by ${r.body.data.truncatedBy}, ${r.body.data.rowCount} rows` : ''
+    return { status: r.status, bound: limitOf(r.body) || truncated, error: r.body?.error ?? null, msToError: r.ms, timeout: queryTimeout }
   }
-
-  const outcomes: AbuseOutcome[] = []
-  const during = async (item: string, what: string, abuse: () => Promise<Omit<AbuseOutcome, 'item' | 'what' | 'lightMs'>>) => {
-    const run = abuse()
-    const [outcome, lightMs] = await Promise.all([run, lightLoad(a, tokens.light, lightKit, run)])
-    outcomes.push({ item, what, ...outcome, lightMs })
-  }
-  const query = async (sql: string) => {
-    const r = await a.json('POST', `/api/datakits/${kit}/query`, tokens.abuser, { sql })
-    return { status: r.status, bound: limitOf(r.body) || (r.body?.data?.truncatedBy ? `truncated by ${r.body.data.truncatedBy}` : ''), error: r.body?.error ?? null, msToError: r.ms }
-  }
-
-  await during('1', 'memory bomb: select list_sum(range(1000000000))', () => query('select list_sum(range(1000000000)) AS s'))
-  await during('1', 'four memory bombs at once', async () => {
-    const t0 = performance.now()
-    const answers = await Promise.all(Array.from({ length: 4 }, () => query('select list_sum(range(1000000000)) AS s')))
+  /** `n` of the same query at once: every status and bound, the slowest answer. */
+  const many = async (n: number, sql: string): Promise<Answer> => {
+    const answers = await Promise.all(Array.from({ length: n }, () => query(sql)))
     return {
       status: [...new Set(answers.map((r) => r.status))].join('/'),
       bound: [...new Set(answers.map((r) => r.bound))].join(', '),
-      error: answers[0]!.error,
-      msToError: Math.max(...answers.map((r) => r.msToError)) || performance.now() - t0,
+      error: answers.find((r) => r.error)?.error ?? null,
+      msToError: Math.max(...answers.map((r) => r.msToError)),
+      timeout: queryTimeout,
     }
-  })
-  await during('2', "one 400 MB value: select repeat('x', 400000000)", () => query("select repeat('x', 400000000) AS s"))
-  await during('2', 'wide rows: 1 KB × 1,000,000 rows', () => query("select i, repeat('y', 1000) AS pad from range(1000000) t(i)"))
-  await during('2', 'the same, exported as CSV (streamed)', async () => {
+  }
+  /** An upload, then its profiling: the upload's answer when refused, else the version's end. */
+  const upload = async (name: string, filename: string, data: Blob): Promise<Answer> => {
+    const t0 = performance.now()
+    const up = await a.upload(abuser, name, filename, data)
+    if (up.status !== 201) return { status: up.status, bound: limitOf(up.body), error: up.body?.error ?? null, msToError: up.ms, timeout: profileTimeout }
+    const s = await settle(a, abuser, up.body.data.id)
+    const named = /\b[A-Z][A-Z0-9_]+=\S+/.exec(s.error ?? '')?.[0] ?? ''
+    return { status: s.status, bound: named, error: s.error, msToError: performance.now() - t0, timeout: profileTimeout }
+  }
+
+  await around('1', 'memory bomb: select list_sum(range(1000000000))', () => query('select list_sum(range(1000000000)) AS s'))
+  await around('1', 'four memory bombs at once', () => many(4, 'select list_sum(range(1000000000)) AS s'))
+  await around('2', "one 400 MB value: select repeat('x', 400000000)", () => query("select repeat('x', 400000000) AS s"))
+  await around('2', 'wide rows: 1 KB × 1,000,000 rows', () => query("select i, repeat('y', 1000) AS pad from range(1000000) t(i)"))
+  await around('2', 'the same, exported as CSV (streamed)', async () => {
     const t0 = performance.now()
     const res = await fetch(`${baseUrl}/api/datakits/${kit}/query/export`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${tokens.abuser}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${abuser}`, 'content-type': 'application/json' },
       body: JSON.stringify({ sql: "select i, repeat('y', 1000) AS pad from range(1000000) t(i)", format: 'csv' }),
     })
+    const answered = performance.now() - t0
+    if (!res.ok) {
+      const body: any = await res.json()
+      return { status: res.status, bound: limitOf(body), error: body?.error ?? null, msToError: answered, timeout: queryTimeout }
+    }
     let bytes = 0
-    if (res.ok) for await (const chunk of res.body!) bytes += chunk.byteLength
-    const body: any = res.ok ? null : await res.json()
-    return { status: res.status, bound: res.ok ? `${bytes} bytes streamed` : limitOf(body), error: body?.error ?? null, msToError: performance.now() - t0 }
+    for await (const chunk of res.body!) bytes += chunk.byteLength
+    const secs = (performance.now() - t0) / 1000
+    return {
+      status: res.status,
+      bound: 'DATAKIT_EXPORT_MAX_BYTES (not reached)',
+      error: null,
+      msToError: answered,
+      timeout: queryTimeout,
+      note: `${(bytes / 1e6).toFixed(0)} MB streamed, the last byte after ${secs.toFixed(1)} s`,
+    }
   })
-  await during('3', "8 slow queries by one user (each until DATAKIT_QUERY_TIMEOUT_MS)", async () => {
+  await around('3', '8 slow queries by one user (each until DATAKIT_QUERY_TIMEOUT_MS)', () =>
     // CPU-bound and small in memory (range() streams; the filter is never true): it ends at the time limit.
-    const slow = 'SELECT count(*) AS n FROM range(1000000000000000) t(i) WHERE hash(i) = 0 AND i < 0'
-    const t0 = performance.now()
-    const answers = await Promise.all(Array.from({ length: 8 }, () => a.json('POST', `/api/datakits/${kit}/query`, tokens.abuser, { sql: slow })))
-    const statuses = [...new Set(answers.map((r) => r.status))].join('/')
-    const bounds = [...new Set(answers.map((r) => limitOf(r.body)))].join(', ')
-    return { status: statuses, bound: bounds, error: answers[0]!.body?.error ?? null, msToError: Math.max(...answers.map((r) => r.ms)) || performance.now() - t0 }
-  })
+    many(8, 'SELECT count(*) AS n FROM range(1000000000000000) t(i) WHERE hash(i) = 0 AND i < 0'),
+  )
   // Made before the light user starts measuring (compressing 1.5 GB takes a few seconds here).
   const bomb = `${tmpDir}/datakit-gzip-bomb.csv.gz`
   await writeGzipBomb(bomb, 1_470_000_000)
-  await during('4', `gzip bomb: ${(Bun.file(bomb).size / 1e6).toFixed(2)} MB → 1.47 GB of CSV rows`, async () => {
-    const path = bomb
-    const t0 = performance.now()
-    const up = await a.upload(tokens.abuser, 'bomb', 'bomb.csv.gz', Bun.file(path))
-    if (up.status !== 201) return { status: up.status, bound: limitOf(up.body), error: up.body?.error ?? null, msToError: up.ms }
-    const s = await settle(a, tokens.abuser, up.body.data.id)
-    return { status: s.status, bound: s.error ?? '', error: s.error, msToError: performance.now() - t0 }
-  })
-  await during('4', '5,000-column CSV', async () => {
-    const up = await a.upload(tokens.abuser, 'wide', 'wide.csv', new Blob([wideCsv(5000, 200)]))
-    if (up.status !== 201) return { status: up.status, bound: limitOf(up.body), error: up.body?.error ?? null, msToError: up.ms }
-    const t0 = performance.now()
-    const s = await settle(a, tokens.abuser, up.body.data.id)
-    return { status: s.status, bound: s.error ?? '', error: s.error, msToError: up.ms + performance.now() - t0 }
-  })
-  return { quietMs, outcomes }
+  await around('4', `gzip bomb: ${(Bun.file(bomb).size / 1e6).toFixed(2)} MB → 1.47 GB of CSV rows`, () => upload('bomb', 'bomb.csv.gz', Bun.file(bomb)))
+  const wide = new Blob([wideCsv(5000, 200)])
+  await around('4', '5,000-column CSV', () => upload('wide', 'wide.csv', wide))
 }

@@ -21,7 +21,8 @@ export interface BenchServer {
   stop(): Promise<void>
 }
 
-export async function startBenchServer(opts: { dataDir: string; databaseUrl: string | undefined; extra?: Record<string, string> }): Promise<BenchServer> {
+/** `log`: a file for the server's stdout (its JSON log lines); default: discarded. */
+export async function startBenchServer(opts: { dataDir: string; databaseUrl: string | undefined; extra?: Record<string, string>; log?: string }): Promise<BenchServer> {
   const port = await freePort()
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
@@ -43,7 +44,7 @@ export async function startBenchServer(opts: { dataDir: string; databaseUrl: str
   else delete env.DATABASE_URL
   // BENCH_PROFILE=<dir>: the server writes a CPU profile (markdown and .cpuprofile) there on exit.
   const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-md', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []
-  const proc = Bun.spawn([process.execPath, ...profile, join(import.meta.dir, '../../src/main.ts')], { env, stdout: 'ignore', stderr: 'inherit', cwd: opts.dataDir })
+  const proc = Bun.spawn([process.execPath, ...profile, join(import.meta.dir, '../../src/main.ts')], { env, stdout: opts.log ? Bun.file(opts.log) : 'ignore', stderr: 'inherit', cwd: opts.dataDir })
   const base = `http://127.0.0.1:${port}`
   let stopping: Promise<void> | undefined
   const stop = () =>

@@ -13,6 +13,15 @@ describe('config', () => {
     expect(Object.isFrozen(c)).toBe(true)
   })
 
+  test('DATA_DIR, UPLOAD_DIR and MODEL_DIR are absolute: relative ones are taken from the working directory', () => {
+    // DataKit workers run in a scratch directory of their own: a relative UPLOAD_DIR (the
+    // default ./uploads) made every profile fail with ENOENT there.
+    const d = loadConfig({})
+    expect([d.dataDir, d.uploadDir, d.models.dir]).toEqual([`${process.cwd()}/data`, `${process.cwd()}/uploads`, `${process.cwd()}/data/models`])
+    const c = loadConfig({ DATA_DIR: '/srv/q', UPLOAD_DIR: 'up/../files', MODEL_DIR: '/srv/q/models/' })
+    expect([c.dataDir, c.uploadDir, c.models.dir]).toEqual(['/srv/q', `${process.cwd()}/files`, '/srv/q/models'])
+  })
+
   test('values are converted and validated', () => {
     const c = loadConfig({ PORT: '8080', TRUST_PROXY: 'true', CORS_ORIGIN: 'http://a.com, https://b.com', MAX_FILE_SIZE: '1.5GB' })
     expect(c.port).toBe(8080)
