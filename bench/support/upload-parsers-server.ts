@@ -1,20 +1,20 @@
 /**
- * The upload path of POST /api/datakits/upload with the multipart parser chosen per request, for
- * bench/datakits.ts section 2: `receiveUpload` (src/http/upload.ts) with the route's own options —
- * the file streamed to UPLOAD_DIR under a UUID while the hash thread hashes it, checked against
- * a file-size limit and a storage quota as it arrives, the text fields capped in bytes, the
- * part-count and header-size limits, the file name sanitised, errors in the envelope — and only
- * the parser differing: POST /builtin, /busboy or /remix (POST /gc runs a full collection). Authentication, type detection and the
- * actor turn that follow in the real route are the same whatever the parser, so they are left
- * out. Its own process, so that its CPU time and peak RSS are the upload path's alone.
+ * The upload path of POST /api/datakits/upload alone, for bench/datakits.ts section 2:
+ * `receiveUpload` (src/http/upload.ts) with the route's own options — the file streamed to
+ * `<dir>` under a UUID while the hash thread hashes it, checked against a file-size limit and a
+ * storage quota as it arrives, the text fields capped in bytes, the part-count and header-size
+ * limits, the file name sanitised, errors in the envelope. Authentication, type detection and
+ * the actor turn that follow in the real route are left out; the file is removed before the
+ * 201. Its own process, so that its CPU time and peak RSS (VmHWM) are the upload path's alone.
+ * (Named for when it ran @fastify/busboy and @remix-run/multipart-parser through the same path:
+ * README.md, "Uploads".)
  *
  *   bun bench/support/upload-parsers-server.ts <dir>   → prints "listening <port>"
  */
 import { mkdirSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { AppError } from '../../src/core/errors.ts'
-import { receiveUpload, type MultipartParser } from '../../src/http/upload.ts'
-import { busboyParser, remixParser } from './multipart-parsers.ts'
+import { receiveUpload } from '../../src/http/upload.ts'
 
 const dir = process.argv[2]
 if (!dir) {
@@ -23,10 +23,9 @@ if (!dir) {
 }
 mkdirSync(dir, { recursive: true })
 
-const parsers: Record<string, MultipartParser | undefined> = { builtin: undefined, busboy: busboyParser, remix: remixParser }
 // The route's values: MAX_FILE_SIZE and a quota far above the bench's files, the text fields'
 // byte caps of src/http/datakit-upload.ts.
-const LIMIT = 8 * 1024 ** 3
+const LIMIT = 64 * 1024 ** 3
 const tooLarge = (what: string) => () => new AppError('payload_too_large', `${what} exceeded`, { status: 413 })
 
 const server = Bun.serve({
@@ -34,14 +33,6 @@ const server = Bun.serve({
   port: 0,
   maxRequestBodySize: LIMIT,
   async fetch(request) {
-    const name = new URL(request.url).pathname.slice(1)
-    // Between measured uploads: the garbage of the last one (remix-run's parser leaves the whole
-    // file) is collected here, not billed to whichever parser comes next.
-    if (name === 'gc') {
-      Bun.gc(true)
-      return new Response(null, { status: 204 })
-    }
-    if (!Object.hasOwn(parsers, name)) return Response.json({ success: false, error: 'no such parser' }, { status: 404 })
     try {
       const { file } = await receiveUpload(request, {
         dir,
@@ -51,7 +42,6 @@ const server = Bun.serve({
           { bytes: LIMIT, error: tooLarge('MAX_FILE_SIZE') },
           { bytes: LIMIT, error: tooLarge('storage quota') },
         ],
-        parser: parsers[name],
       })
       await rm(file.path, { force: true })
       return Response.json({ success: true, data: { size: file.size, sha256: file.sha256, originalName: file.originalName } }, { status: 201 })

@@ -9,13 +9,17 @@
  * bytes, and only when they begin with a CR), so a delimiter split across two chunks — or
  * across many one-byte chunks — is found all the same.
  *
- * Why not a library: bench/datakits.ts (section 2) runs @fastify/busboy and
- * @remix-run/multipart-parser through this same upload path. busboy is as fast through it
- * (the disk write and the hash bound an upload, not the parser) but accepts what the upload
- * tests refuse: a part with no Content-Disposition is skipped silently and `--boundaryJUNK` is
- * taken as a delimiter. remix-run's parser holds each part whole in memory before yielding it
- * (a 256 MB file: +206 MB RSS) and fails on a valid body whose epilogue arrives in its own
- * chunk. The numbers are in README.md, "Uploads".
+ * Why not a library: bench/datakits.ts ran @fastify/busboy 3.2.6 and @remix-run/multipart-parser
+ * 0.16.3 through this same upload path on 256 MB and 1 GB files (README.md, "Uploads", has the
+ * numbers). busboy was as fast, within the noise of a shared 2-core machine (the disk write,
+ * the hash and the client bound an upload, not the parser), but does not keep what this parser
+ * does and the upload tests check: it takes `--boundaryJUNK` as a delimiter and silently drops
+ * the part behind it (a body of only such parts is an empty form, no error), skips a part
+ * without Content-Disposition, truncates a header section past its limit instead of refusing
+ * it, takes `filename` over `filename*` and leaves the HTML standard's `%22` escaped; none of
+ * its options change that. remix-run's parser (the newest on npm) yields a part only once the
+ * part has ended, its content held in memory: a 1 GB file took the server to 2.1 GB RSS, at a
+ * third of the speed; and it refused a valid body sent in 1-byte chunks.
  */
 import { open, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -32,13 +36,6 @@ interface PartInfo {
 }
 
 export type MultipartEvent = { type: 'part'; part: PartInfo } | { type: 'data'; bytes: Uint8Array } | { type: 'end' }
-
-/**
- * A streaming multipart parser as `receiveUpload` drives it: the events of the body in order,
- * read only as fast as they are consumed. The bytes of a `data` event are never reused by the
- * parser (the file writer holds on to them); errors are AppErrors (400 for a malformed body).
- */
-export type MultipartParser = (body: ReadableStream<Uint8Array>, boundary: string, limits: MultipartLimits) => AsyncIterable<MultipartEvent>
 
 export interface MultipartLimits {
   /** Largest header section of one part. */
@@ -358,8 +355,6 @@ export interface ReceiveOptions {
   /** Checked in order while the file streams in; the first one crossed ends the upload. */
   limits: ByteLimit[]
   multipart?: Partial<MultipartLimits>
-  /** The parser; `parseMultipart` unless given (bench/datakits.ts runs libraries through the same path). */
-  parser?: MultipartParser
 }
 
 interface ReceivedFile {
@@ -395,8 +390,7 @@ export async function receiveUpload(request: Request, opts: ReceiveOptions): Pro
   const declared = request.headers.get('content-length')
   try {
     let current: { kind: 'file'; hasher: StreamHasher } | { kind: 'field'; name: string; chunks: Buffer[]; size: number; max: number } | undefined
-    const parse = opts.parser ?? parseMultipart
-    for await (const ev of parse(request.body, boundary, { ...DEFAULT_LIMITS, ...opts.multipart })) {
+    for await (const ev of parseMultipart(request.body, boundary, opts.multipart)) {
       if (ev.type === 'part') {
         const { name, filename } = ev.part
         if (name === opts.fileField) {

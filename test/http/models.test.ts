@@ -186,7 +186,7 @@ describe('OpenAPI', () => {
     const paths = Object.keys(doc.body.paths).filter((p) => p.startsWith('/api/models') || p.startsWith('/api/runs'))
     expect(paths.sort()).toEqual(
       [
-        '/api/models/',
+        '/api/models',
         '/api/models/{id}',
         '/api/models/{id}/train',
         '/api/models/{id}/runs',

@@ -84,6 +84,43 @@ describe('multipart parser', () => {
       }
     }
   })
+
+  // What @fastify/busboy 3.2.6 did differently when bench:datakits ran it through the upload path
+  // (README.md, "Uploads"): it parsed each of these bodies without an error, dropped the part
+  // behind `--bndJUNK` and the part without Content-Disposition, kept a 20 KB header section,
+  // and gave `x.csv` and `a%22b.csv` as the file names.
+  const refusal = async (body: string) => {
+    try {
+      await parse(cutAt(enc.encode(body), [7, 40]), 'bnd')
+      return 'accepted'
+    } catch (err) {
+      return err as { status: number; details: unknown }
+    }
+  }
+  const part = (headers: string, value: string) => `--bnd\r\n${headers}\r\n\r\n${value}\r\n`
+
+  test('a malformed part is a 400 naming what is wrong, never skipped', async () => {
+    const body = (message: string) => ({ status: 400, details: [{ field: 'body', message }] })
+    expect(await refusal(part('Content-Disposition: form-data; name="a"', 'x') + '--bndJUNK\r\nContent-Disposition: form-data; name="b"\r\n\r\ny\r\n--bnd--\r\n')).toMatchObject(
+      body('garbage after a boundary'),
+    )
+    expect(await refusal(part('Content-Type: text/plain', 'x') + part('Content-Disposition: form-data; name="a"', 'y') + '--bnd--\r\n')).toMatchObject(
+      body('every part needs Content-Disposition: form-data'),
+    )
+    // A complete header section, but past the 16 KB limit.
+    expect(await refusal(part(`Content-Disposition: form-data; name="a"; x="${'x'.repeat(20_000)}"`, 'v') + '--bnd--\r\n')).toMatchObject(
+      body('part headers exceed 16384 bytes'),
+    )
+  })
+
+  test('file names: filename* (RFC 8187) over filename, and the HTML standard’s %22 unescaped', async () => {
+    const body =
+      part(`Content-Disposition: form-data; name="dataset"; filename="x.csv"; filename*=UTF-8''%E2%82%AC%20data.csv`, 'a') +
+      part('Content-Disposition: form-data; name="other"; filename="a%22b.csv"', 'b') +
+      '--bnd--\r\n'
+    const got = await parse(cutAt(enc.encode(body), [5, 60, 61]), 'bnd')
+    expect(got.map((p) => p.filename)).toEqual(['€ data.csv', 'a"b.csv'])
+  })
 })
 
 describe('through the upload route', () => {
