@@ -12,14 +12,16 @@ import { homedir } from 'node:os'
 import { AppError } from '../../src/core/errors.ts'
 import { DuckDBDatasetEngine } from '../../src/engines/datasets/duckdb.ts'
 import type { DatasetEngineOptions } from '../../src/engines/datasets/engine.ts'
-import { QueryTimeoutError } from '../../src/engines/datasets/errors.ts'
+import { QueryMemoryError, QueryTimeoutError } from '../../src/engines/datasets/errors.ts'
 import { checkDatasetLimits, detectFormat } from '../../src/engines/datasets/format.ts'
+import { WorkerPool, type RunLimits } from '../../src/engines/datasets/worker-pool.ts'
 import { wideCsv, writeGzipBomb } from '../../bench/support/abuse-datakits.ts'
 import { sampleRows, tempDir, writeCsv, writeLargeCsv, writeNdjson } from '../support/datasets.ts'
 import { until } from '../support/until.ts'
 
 const dir = tempDir('quadrax-dataset-limits-')
 const engines: DuckDBDatasetEngine[] = []
+const pools: WorkerPool[] = []
 /** An engine of its own for a test (closed at the end), its scratch space under `dir`. */
 function engineWith(options: Partial<DatasetEngineOptions> = {}): DuckDBDatasetEngine {
   const e = new DuckDBDatasetEngine({ tempDirectory: dir.file(`tmp-${engines.length}`), ...options })
@@ -33,7 +35,7 @@ beforeAll(async () => {
   await engineWith().toParquet(await writeCsv(dir.file('sample.csv'), sampleRows(200)), parquet, 'csv', { user: 'setup' })
 })
 afterAll(async () => {
-  await Promise.all(engines.map((e) => e.close()))
+  await Promise.all([...engines, ...pools].map((e) => e.close()))
   dir[Symbol.dispose]()
 })
 
@@ -258,6 +260,63 @@ describe('fair slots', () => {
     // In arrival order (a plain queue) the light upload would come last. Shared fairly, the
     // users take turns: heavy's next one was already waiting its turn when light's arrived.
     expect(order).toEqual(['heavy1', 'heavy2', 'light', 'heavy3', 'heavy4'])
+  })
+})
+
+describe('worker churn', () => {
+  /** The interactive pool as the engine makes it at the default limits (DATAKIT_QUERY_CONCURRENCY=2, per user 1). */
+  function queryPool(): WorkerPool {
+    const pool = new WorkerPool({ size: 2, perUser: 1, memoryMb: 512, threads: 1, spareInstance: true, sandbox: true, duckdbMemoryLimit: '1GB', tempDirectory: dir.file(`tmp-pool-${pools.length}`), deadlineFromArrival: true })
+    pools.push(pool)
+    return pool
+  }
+  /** `sql` for `user`: its answer (or error code), the pid of the worker that ran it, and whether that worker was ready when taken. */
+  async function served(pool: WorkerPool, user: string, sql: string, timeoutMs = 10_000) {
+    let worker: { pid: number; warm: boolean } | undefined
+    const limits: RunLimits = {
+      timeoutMs,
+      timeoutError: (queued) => new QueryTimeoutError(timeoutMs, queued),
+      memoryError: () => new QueryMemoryError(512),
+      onWorker: (pid, warm) => (worker = { pid, warm }),
+    }
+    const answer = await pool.run(user, { kind: 'query', parquetPath: parquet, sql, maxRows: 10, maxBytes: MB }, limits).then(
+      (r) => r.rowsJson,
+      (err: AppError) => err.code,
+    )
+    return { answer, ...worker! }
+  }
+
+  test("a user whose query got its worker killed waits for that worker's replacement; another user's next query still finds a warm one", async () => {
+    const pool = queryPool()
+    // Both users' workers ready and idle.
+    await Promise.all([served(pool, 'abuser', 'SELECT 1'), served(pool, 'light', 'SELECT 1')])
+    // Over the memory budget (the kernel's RLIMIT_DATA refuses it), then past the time limit (killed).
+    for (const [sql, timeoutMs, code] of [
+      ['SELECT list_sum(range(1000000000)) AS s', 10_000, 'query_memory_exceeded'],
+      [ENDLESS, 500, 'query_timeout'],
+    ] as const) {
+      const before = pool.pids()
+      const abuse = await served(pool, 'abuser', sql, timeoutMs)
+      expect(abuse.answer).toBe(code)
+      expect(alive(abuse.pid)).toBe(false)
+      // The abuser's next query, and right behind it the light user's `select 1`.
+      const [next, light] = await Promise.all([served(pool, 'abuser', 'SELECT 2 AS two'), served(pool, 'light', 'SELECT 1 AS one')])
+      expect({ answer: next.answer, startedSince: !before.includes(next.pid) }).toEqual({ answer: '[{"two":2}]', startedSince: true })
+      expect({ answer: light.answer, warm: light.warm, existedBefore: before.includes(light.pid) }).toEqual({ answer: '[{"one":1}]', warm: true, existedBefore: true })
+      // Bounded: DATAKIT_QUERY_CONCURRENCY workers and one spare.
+      expect(pool.pids().length).toBeLessThanOrEqual(3)
+    }
+  })
+
+  test("worker processes run below the server's scheduling priority, every thread of them", async () => {
+    const pool = queryPool()
+    const { pid } = await served(pool, 'a', 'SELECT sum(i) AS s FROM range(1000000) t(i)')
+    /** Field 19 of /proc/<pid>/task/<tid>/stat (after the parenthesised name: index 16). */
+    const niceOf = (p: number, tid: string) => Number(readFileSync(`/proc/${p}/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16])
+    const own = niceOf(process.pid, String(process.pid))
+    const threads = readdirSync(`/proc/${pid}/task`).map((tid) => niceOf(pid, tid))
+    expect(threads.length).toBeGreaterThan(1)
+    expect(threads.filter((nice) => nice <= own)).toEqual([])
   })
 })
 

@@ -23,10 +23,28 @@
  * Slots are shared fairly between users (FairSemaphore: at most `perUser` each, a freed slot
  * goes to the waiting user holding the fewest), and a user may have at most `queuePerUser`
  * operations waiting beyond those. A worker runs one operation at a time in a fresh DuckDB;
- * one that ends above half its budget (allocators keep what they freed) is replaced, and an
- * idle one exits after `idleMs`, so the memory comes back. A worker killed over a limit is
- * replaced at once, and one spare is kept starting whenever none is idle, so no one waits for
- * a process to start because someone else took the last one; other slots never notice.
+ * one that ends above half its budget (allocators keep what they freed) is retired, and an
+ * idle one exits after `idleMs`, so the memory comes back.
+ *
+ * Starting a worker costs ~0.2 s of a core on an idle machine (Bun plus libduckdb), 0.4 s to
+ * over 1 s under load, and that cost falls on the user who caused it. A worker retired because
+ * of a user's operation (killed over its memory or time, died, ran out of memory, kept too
+ * much) is replaced at once by one started for that user: their next operation waits for it,
+ * even when another worker is idle, and no one else takes it while they have not (unless the
+ * pool is full). Without that, a user whose every query ends in a memory error takes the warm
+ * worker another user's `select 1` was about to use, each time, and that user waits for the
+ * start instead (issue 14: the abuser's answers alternated 36 and ~370 ms, the light user's
+ * p90 was 360–490 ms; with it, 28–29 ms, quiet 17). Besides, one spare is kept ready (or
+ * starting) whenever none is idle, so a user whose slot was freed by someone else's retired
+ * worker finds a warm one too (interactive pools; a background pool keeps one only below
+ * `size`, as before).
+ *
+ * Processes: at most `size` + 1 workers alive in an interactive pool (`size` running, one
+ * spare or replacement), `size` in a background one, plus those already SIGKILLed whose exit
+ * the kernel is finishing (their memory is on its way back). The workers run at a lower
+ * scheduling priority than the server (10 nice levels below, set by each on itself:
+ * sandbox-worker.ts), so their start-up and their queries do not starve the server's event
+ * loop, which answers every user.
  */
 import { mkdirSync, readFileSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
@@ -53,7 +71,10 @@ export interface WorkerPoolOptions {
   memoryMb: number
   /** DuckDB threads per operation. */
   threads: number
-  /** Workers keep a DuckDB instance ready for the next query (interactive pools; see prepareSpare in duckdb-ops.ts). */
+  /**
+   * Interactive pools: workers keep a DuckDB instance ready for the next query (see prepareSpare
+   * in duckdb-ops.ts), and the pool may keep one spare worker beyond `size` (see #spare).
+   */
   spareInstance: boolean
   /** Workers run user SQL (see prepareSandbox in duckdb-ops.ts). */
   sandbox: boolean
@@ -82,6 +103,8 @@ export interface RunLimits {
   /** Checked with the memory; an error stops the operation (an export file past its size). */
   watch?(): AppError | undefined
   signal?: AbortSignal
+  /** Told the pid of the worker process that runs the operation, and whether it was ready when taken (for tests and measurements). */
+  onWorker?(pid: number, warm: boolean): void
 }
 
 /** An operation as callers give it: the pool adds its scratch directory. */
@@ -89,6 +112,7 @@ export type PoolOp = SandboxOp extends infer T ? (T extends unknown ? Omit<T, 's
 
 interface Job {
   id: number
+  user: string
   resolve(value: unknown): void
   reject(err: unknown): void
   limits: RunLimits
@@ -100,8 +124,12 @@ class Worker {
   job: Job | undefined
   /** Why we killed it; undefined when it died by itself. */
   killedFor: unknown
-  /** Retired after an operation that ran out of memory: its replacement starts when it has exited. */
-  replaceOnExit = false
+  /** Being killed: never taken again, and no longer counted in the pool's size. */
+  retired = false
+  /** The user whose operation made us retire it (out of memory, kept too much): its replacement is theirs. */
+  retiredBy: string | undefined
+  /** Started to replace a worker that `owner`'s operation retired: theirs until they (or, the pool full, anyone) take it. */
+  owner: string | undefined
   idleTimer: ReturnType<typeof setTimeout> | undefined
 
   constructor(settings: WorkerSettings, cwd: string, onExit: (w: Worker) => void) {
@@ -142,6 +170,7 @@ class Worker {
 
   async kill(reason: unknown): Promise<void> {
     this.killedFor ??= reason
+    this.retired = true
     this.proc.kill('SIGKILL')
     await this.proc.exited
   }
@@ -176,14 +205,18 @@ export class WorkerPool {
   readonly #opts: Required<Omit<WorkerPoolOptions, 'queuePerUser'>> & Pick<WorkerPoolOptions, 'queuePerUser'>
   readonly #settings: WorkerSettings
   readonly #slots: FairSemaphore
+  /** Every worker process not yet exited (retired ones included until they have). */
   readonly #workers = new Set<Worker>()
+  /** Ready and waiting for an operation: spares first, then the others by when they were last used. */
   readonly #idle: Worker[] = []
+  /** Started ahead of an operation (a spare, or a user's replacement), not ready yet. */
+  readonly #starting = new Set<Worker>()
   /** Operations admitted (running or waiting for a slot), by user. */
   readonly #inFlight = new Map<string, number>()
   /** Workers running an operation, with what stops it. */
   readonly #busy = new Map<Worker, (err: AppError) => void>()
-  /** A spare worker starting up (see #spare), not yet idle. */
-  #starting: Worker | undefined
+  /** Workers alive at most (retired ones aside): `size`, plus the spare of an interactive pool. */
+  readonly #cap: number
   #watch: ReturnType<typeof setInterval> | undefined
   #seq = 0
   #closed = false
@@ -193,6 +226,7 @@ export class WorkerPool {
     if (!Number.isInteger(opts.size) || opts.size < 1) throw new Error('size must be an integer >= 1')
     if (!(opts.memoryMb >= 64)) throw new Error('memoryMb must be >= 64')
     this.#slots = new FairSemaphore(opts.size, Math.min(opts.perUser, opts.size))
+    this.#cap = opts.size + (opts.spareInstance ? 1 : 0)
     this.#settings = {
       threads: opts.threads,
       duckdbMemoryLimit: duckdbMemoryLimit(opts.duckdbMemoryLimit, opts.memoryMb),
@@ -227,9 +261,11 @@ export class WorkerPool {
     try {
       limits.signal?.throwIfAborted()
       if (this.#closed) throw new ServiceUnavailableError('The dataset engine is stopping')
-      const worker = await this.#take()
+      const { worker, warm } = this.#take(user)
+      await worker.ready
+      limits.onWorker?.(worker.proc.pid, warm)
       const left = this.#opts.deadlineFromArrival ? Math.max(1, limits.timeoutMs - (performance.now() - arrived)) : limits.timeoutMs
-      return (await this.#exec(worker, { ...op, scratch } as SandboxOp, { ...limits, timeoutMs: left })) as SandboxResults[K]
+      return (await this.#exec(worker, user, { ...op, scratch } as SandboxOp, { ...limits, timeoutMs: left })) as SandboxResults[K]
     } finally {
       await rm(scratch, { recursive: true, force: true })
       this.#release(user)
@@ -290,24 +326,39 @@ export class WorkerPool {
   }
 
   /**
-   * An idle worker, or a new one once it is ready. When that leaves none idle, a spare is
-   * started for the next operation: a worker starts in ~0.2 s on an idle machine (Bun plus
-   * libduckdb), close to a second under load, which a light user's `select 1` should not wait
-   * for because someone else took the last warm worker.
+   * A worker for `user`'s operation (they hold a slot), in this order: the replacement started
+   * for them (ready or not: the start is theirs to wait for), a ready one, the spare on its way,
+   * a new one while the pool has room, else one started for someone else (the pool is full, and
+   * fewer than `size` workers run an operation, so one is free). When that leaves no spare, one
+   * is started.
    */
-  async #take(): Promise<Worker> {
-    let w = this.#idle.pop()
-    if (w) {
-      clearTimeout(w.idleTimer)
-      w.proc.ref()
-    } else if (this.#starting) {
-      // The spare on its way: take it rather than start another.
-      w = this.#starting
-      this.#starting = undefined
-    } else w = this.#spawn()
+  #take(user: string): { worker: Worker; warm: boolean } {
+    const starting = (p: (w: Worker) => boolean) => [...this.#starting].find(p)
+    const theirs = (w: Worker) => w.owner === user
+    const free = (w: Worker) => w.owner === undefined
+    const worker =
+      this.#idle.findLast(theirs) ??
+      starting(theirs) ??
+      this.#idle.findLast(free) ??
+      starting(free) ??
+      (this.#alive() < this.#cap ? this.#spawn() : (this.#idle.at(-1) ?? starting(() => true) ?? this.#spawn()))
+    const i = this.#idle.indexOf(worker)
+    if (i >= 0) {
+      this.#idle.splice(i, 1)
+      clearTimeout(worker.idleTimer)
+      worker.proc.ref()
+    }
+    this.#starting.delete(worker)
+    worker.owner = undefined
     this.#spare()
-    await w.ready
-    return w
+    return { worker, warm: i >= 0 }
+  }
+
+  /** Workers alive and not retired: at most #cap (#take, #spare and #forget start one only below it). */
+  #alive(): number {
+    let n = 0
+    for (const w of this.#workers) if (!w.retired) n++
+    return n
   }
 
   #spawn(): Worker {
@@ -316,35 +367,50 @@ export class WorkerPool {
     return w
   }
 
-  /** Start a worker into the idle list when none is idle and the pool has room for one. */
-  #spare(): void {
-    if (this.#closed || this.#starting || this.#idle.length > 0 || this.#workers.size >= this.#opts.size) return
+  /** Start a worker ahead of an operation: `owner`'s replacement, or (undefined) the pool's spare. */
+  #start(owner: string | undefined): void {
     const w = this.#spawn()
-    this.#starting = w
+    w.owner = owner
+    this.#starting.add(w)
     w.ready.then(
       () => {
-        if (this.#starting !== w) return // taken by an operation meanwhile
-        this.#starting = undefined
-        if (!this.#closed) this.#park(w, Infinity)
+        // Otherwise taken by an operation meanwhile, or gone.
+        if (this.#starting.delete(w)) this.#park(w, 'unused')
       },
-      () => {
-        if (this.#starting === w) this.#starting = undefined
-      },
+      () => this.#starting.delete(w),
     )
   }
 
+  /** Keep one worker ready or starting that anyone may take, while the pool has room for it. */
+  #spare(): void {
+    const free = (w: Worker) => w.owner === undefined
+    if (this.#closed || this.#idle.some(free) || [...this.#starting].some(free) || this.#alive() >= this.#cap) return
+    this.#start(undefined)
+  }
+
   #forget(w: Worker): void {
-    const wasBusy = this.#busy.has(w)
+    // Killed mid-operation (over a limit, or its user went away), died mid-operation, or
+    // retired after one: the user of that operation gets the replacement.
+    const by = w.retiredBy ?? (this.#busy.has(w) ? w.job?.user : undefined)
     this.#workers.delete(w)
+    this.#starting.delete(w)
     const i = this.#idle.indexOf(w)
     if (i >= 0) this.#idle.splice(i, 1)
     clearTimeout(w.idleTimer)
-    // Killed mid-operation (over a limit), or retired after running out of memory: its
-    // replacement is started now, not by the next user.
-    if (wasBusy || w.replaceOnExit) this.#spare()
+    // Not past #cap: the pool may have started a worker while this one was dying (it no longer
+    // counted); one is then free for the user's next operation.
+    if (by !== undefined && !this.#closed && this.#alive() < this.#cap) this.#start(by)
   }
 
-  #exec(worker: Worker, op: SandboxOp, limits: RunLimits): Promise<unknown> {
+  /** Stop `w` for good; once it has exited, #forget starts its replacement if it was retired because of someone. */
+  #retire(w: Worker, by: string | undefined): Promise<void> {
+    w.retiredBy = by
+    const i = this.#idle.indexOf(w)
+    if (i >= 0) this.#idle.splice(i, 1)
+    return w.kill(undefined)
+  }
+
+  #exec(worker: Worker, user: string, op: SandboxOp, limits: RunLimits): Promise<unknown> {
     const budget = this.#opts.memoryMb * MiB
     return new Promise((resolve, reject) => {
       let stopped = false
@@ -365,21 +431,27 @@ export class WorkerPool {
           this.#watch = undefined
         }
         const outOfMemory = !ok && value instanceof AppError && value.code === DUCKDB_OUT_OF_MEMORY
-        // A worker that was killed, or died, has exited by now (its job is rejected from the exit
-        // handler). One whose DuckDB ran out of memory (its memory_limit, or the kernel's
-        // RLIMIT_DATA refusing an allocation) is retired as one killed over its budget is: a fresh
-        // process is the only sure way to have all of it back.
-        if (outOfMemory && !stopped && this.#workers.has(worker)) {
-          // Answered once it is gone (SIGKILL: a few ms), so its memory is back by then.
-          worker.replaceOnExit = true
-          void worker.kill(undefined).then(() => reject(limits.memoryError()))
+        const answer = () => (ok ? resolve(value) : reject(outOfMemory ? limits.memoryError() : value))
+        // A worker that was killed, or died, has exited by now (its job is rejected from the
+        // exit handler, after #forget started its replacement).
+        if (stopped || !this.#workers.has(worker)) return answer()
+        if (this.#closed) {
+          void worker.kill(undefined)
+          return answer()
+        }
+        // One whose DuckDB ran out of memory (its memory_limit, or the kernel's RLIMIT_DATA
+        // refusing an allocation) is retired as one killed over its budget is: a fresh process
+        // is the only sure way to have all of it back. So is one that kept more than half its
+        // budget (allocators keep what they freed). Answered once it is gone (SIGKILL: a few
+        // ms), so its memory is back, and its replacement (this user's) started, by then.
+        if (outOfMemory || (worker.rss() ?? 0) > budget / 2) {
+          void this.#retire(worker, user).then(answer)
           return
         }
-        if (!stopped && this.#workers.has(worker)) this.#park(worker, budget)
-        if (ok) resolve(value)
-        else reject(outOfMemory ? limits.memoryError() : value)
+        this.#park(worker)
+        answer()
       }
-      worker.job = { id: ++this.#seq, resolve: (v) => settle(true, v), reject: (e) => settle(false, e), limits }
+      worker.job = { id: ++this.#seq, user, resolve: (v) => settle(true, v), reject: (e) => settle(false, e), limits }
       this.#busy.set(worker, stop)
       this.#watch ??= setInterval(() => this.#check(budget), this.#opts.watchMs)
       const message: ToWorker = { id: worker.job.id, op }
@@ -411,16 +483,20 @@ export class WorkerPool {
     }
   }
 
-  /** Back to the idle list, or retired when it kept too much memory or the pool is closing. */
-  #park(worker: Worker, budget: number): void {
-    if (this.#closed || (worker.rss() ?? 0) > budget / 2) {
+  /**
+   * Into the idle list, until an operation takes it or `idleMs` passes. The most recently used
+   * is taken first; one that never ran anything (a spare) waits behind those that did.
+   */
+  #park(worker: Worker, used: 'used' | 'unused' = 'used'): void {
+    if (this.#closed) {
       void worker.kill(undefined)
       return
     }
-    worker.idleTimer = setTimeout(() => void worker.kill(undefined), this.#opts.idleMs)
+    worker.idleTimer = setTimeout(() => void this.#retire(worker, undefined), this.#opts.idleMs)
     worker.idleTimer.unref?.()
     // The server's event loop does not wait for idle workers; they exit when it does (IPC closes).
     worker.proc.unref()
-    this.#idle.push(worker)
+    if (used === 'used') this.#idle.push(worker)
+    else this.#idle.unshift(worker)
   }
 }
