@@ -26,14 +26,21 @@ const databaseUrl = benchDb.url
 
 const rawPort = await freePort()
 const raw = Bun.spawn([process.execPath, join(import.meta.dir, 'support/raw-server.ts')], { env: { ...process.env, PORT: String(rawPort) }, stdout: 'ignore', stderr: 'inherit' })
-let api: Awaited<ReturnType<typeof startBenchServer>> | undefined
+// Started here, awaited below: a signal that arrives while it boots must still stop it.
+const starting = startBenchServer({ dataDir, databaseUrl })
+starting.catch(() => {}) // awaited below; a failed start stops its own server
 
-/** Everything this run started or made goes, however it ends (an error, Ctrl-C, SIGTERM). */
+/**
+ * Everything this run started or made goes, however it ends (an error, Ctrl-C, SIGTERM, also
+ * while the server is still booting): the servers, the throw-away database, and the data
+ * directory with the embedded cluster in it (startBenchServer's stop removes the cluster
+ * where it really lives).
+ */
 let cleaning: Promise<void> | undefined
 const cleanup = () =>
   (cleaning ??= (async () => {
     raw.kill()
-    await Promise.all([api?.stop(), raw.exited])
+    await Promise.all([starting.then((api) => api.stop(), () => {}), raw.exited])
     await benchDb.drop()
     rmSync(dataDir, { recursive: true, force: true })
   })())
@@ -42,7 +49,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 try {
-  api = await startBenchServer({ dataDir, databaseUrl })
+  const api = await starting
   const base = api.base
   await waitHealthy(`http://127.0.0.1:${rawPort}/`, raw)
   const post = (path: string, body: unknown, token?: string) =>

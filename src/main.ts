@@ -3,7 +3,7 @@
  * (pino), the first-boot banner and a refused boot included.
  */
 import { ConfigError, loadConfig } from './config.ts'
-import { watchUnhandledRejections } from './core/error-reporting.ts'
+import { exitOnUncaughtException, watchUnhandledRejections } from './core/error-reporting.ts'
 import { createLogger } from './core/logger.ts'
 import { PortInUseError, startServer } from './server.ts'
 import { EmbeddedInUseError } from './store/embedded.ts'
@@ -22,6 +22,7 @@ try {
 const logger = createLogger(config.logLevel)
 
 watchUnhandledRejections(logger)
+exitOnUncaughtException(logger)
 
 let server
 try {

@@ -353,7 +353,9 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
     } else if (admin) {
       banner.info({ email: admin.email }, `First admin account: ${admin.email} (password from ADMIN_PASSWORD)`)
     }
-    banner.info({ url, swagger: `${url}/swagger`, openapi: `${url}/swagger/json` }, `QUADRAX ML API listening on ${url}; Swagger UI: ${url}/swagger; OpenAPI: ${url}/swagger/json`)
+    // FRONTEND_URL: where people use the platform (the API allows that origin unless CORS_ORIGIN says otherwise).
+    const webApp = config.frontendUrl
+    banner.info({ url, swagger: `${url}/swagger`, openapi: `${url}/swagger/json`, webApp }, `QUADRAX ML API listening on ${url}; Swagger UI: ${url}/swagger; OpenAPI: ${url}/swagger/json; web app: ${webApp}`)
   }
   logger.info({ url, embedded: Boolean(embedded), redis: Boolean(redis) }, 'server started')
 

@@ -311,7 +311,7 @@ describe('logs', () => {
     await using db = await testDatabase({ migrate: false })
     const port = await freePort()
     // No ADMIN_PASSWORD: the first boot generates one and says it once.
-    const s = spawnServer({ DATABASE_URL: db.url, PORT: String(port), DATA_DIR: tmp(), ADMIN_PASSWORD: undefined, LOG_LEVEL: 'debug', REDIS_PREFIX: `test-${crypto.randomUUID().slice(0, 8)}:` })
+    const s = spawnServer({ DATABASE_URL: db.url, PORT: String(port), DATA_DIR: tmp(), ADMIN_PASSWORD: undefined, LOG_LEVEL: 'debug', FRONTEND_URL: 'https://app.example.com/quadrax/', REDIS_PREFIX: `test-${crypto.randomUUID().slice(0, 8)}:` })
     const base = `http://127.0.0.1:${port}`
     await waitForHealth(base, s.proc)
     await fetch(`${base}/api/nope`)
@@ -327,7 +327,8 @@ describe('logs', () => {
     const msgs = s.events().map((e) => e.msg)
     const created = s.events().find((e) => e.msg.startsWith('First admin account created: admin@quadrax.local; generated password'))
     expect(typeof created?.generatedPassword).toBe('string')
-    expect(msgs).toContain(`QUADRAX ML API listening on http://127.0.0.1:${port}; Swagger UI: http://127.0.0.1:${port}/swagger; OpenAPI: http://127.0.0.1:${port}/swagger/json`)
+    // The web app's link is FRONTEND_URL's.
+    expect(msgs).toContain(`QUADRAX ML API listening on http://127.0.0.1:${port}; Swagger UI: http://127.0.0.1:${port}/swagger; OpenAPI: http://127.0.0.1:${port}/swagger/json; web app: https://app.example.com/quadrax/`)
     expect(msgs.at(-1)).toBe('server stopped')
   }, 60_000)
 

@@ -1,7 +1,8 @@
 /**
  * Error reporting to Sentry (SENTRY_DSN), with @sentry/bun: a route's unhandled error (its
- * 500) and an unhandled promise rejection, each with what leads to its log lines (the request
- * id, method and path). Without SENTRY_DSN the SDK is not even loaded and every call is a no-op.
+ * 500), an unhandled promise rejection and an exception nothing caught, each with what leads
+ * to its log lines (the request id, method and path). Without SENTRY_DSN the SDK is not even
+ * loaded and every call is a no-op.
  *
  * Only the integrations that shape an error event are installed: the SDK's defaults also wrap
  * Bun.serve, fetch, http and the console, which costs every request and writes to the console
@@ -56,7 +57,7 @@ export interface ErrorContext {
   method?: string
   /** The path, without the query string (which may carry a ticket or a token). */
   path?: string
-  /** How the error was caught: `http.server` (a route's 500), `unhandledRejection`. */
+  /** How the error was caught: `http.server` (a route's 500), `unhandledRejection`, `uncaughtException`. */
   mechanism: string
 }
 
@@ -84,5 +85,20 @@ export function watchUnhandledRejections(logger: Logger): void {
   process.on('unhandledRejection', (reason) => {
     logger.error({ err: reason }, 'unhandled rejection')
     reportError(reason, { mechanism: 'unhandledRejection' })
+  })
+}
+
+/**
+ * The process-wide handler of an exception nothing caught: logged (one JSON line, fatal),
+ * reported and sent (waiting at most `flushMs` for Sentry), then the process exits with 1 as
+ * it would have without a handler: its state is unknown, a supervisor (Docker's restart
+ * policy, systemd) starts a fresh one.
+ */
+export function exitOnUncaughtException(logger: Logger, flushMs = 2000): void {
+  process.on('uncaughtException', (err) => {
+    logger.fatal({ err }, 'uncaught exception; exiting')
+    reportError(err, { mechanism: 'uncaughtException' })
+    const sentry = active?.sentry
+    void (sentry ? sentry.flush(flushMs).catch(() => false) : Promise.resolve(true)).finally(() => process.exit(1))
   })
 }

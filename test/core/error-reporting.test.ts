@@ -89,5 +89,27 @@ describe('SENTRY_DSN', () => {
     expect(sink.events).toHaveLength(1)
     expect(sink.events[0]!.exception!.values.at(-1)).toMatchObject({ type: 'TypeError', value: 'nobody awaited this', mechanism: { type: 'unhandledRejection', handled: false } })
     expect(sink.events[0]!.tags).toEqual({ mechanism: 'unhandledRejection' })
+    sink.events.length = 0
+  }, 60_000)
+
+  test('an exception nothing caught is logged as one fatal JSON line, reported, and the process exits with 1', async () => {
+    const root = join(import.meta.dir, '..', '..')
+    const code = `
+      import { createLogger } from ${JSON.stringify(join(root, 'src/core/logger.ts'))}
+      import { startErrorReporting, exitOnUncaughtException } from ${JSON.stringify(join(root, 'src/core/error-reporting.ts'))}
+      await startErrorReporting({ dsn: ${JSON.stringify(sink.dsn)}, environment: 'test' })
+      exitOnUncaughtException(createLogger('info'))
+      setTimeout(() => { throw new RangeError('nobody caught this') }, 0)
+      setInterval(() => {}, 1 << 30) // without the handler's exit, this would run forever
+    `
+    const proc = Bun.spawn([process.execPath, '-e', code], { cwd: root, stdout: 'pipe', stderr: 'pipe' })
+    const [exit, stdout] = await Promise.all([proc.exited, new Response(proc.stdout).text()])
+    expect(exit).toBe(1)
+    expect(stdout.trim().split('\n').map((l) => JSON.parse(l))).toEqual([expect.objectContaining({ level: 60, msg: 'uncaught exception; exiting', err: expect.objectContaining({ type: 'RangeError', message: 'nobody caught this' }) })])
+    // Sent before the exit: the sink has it already.
+    expect(sink.events).toHaveLength(1)
+    expect(sink.events[0]!.exception!.values.at(-1)).toMatchObject({ type: 'RangeError', value: 'nobody caught this', mechanism: { type: 'uncaughtException', handled: false } })
+    expect(sink.events[0]!.tags).toEqual({ mechanism: 'uncaughtException' })
+    sink.events.length = 0
   }, 60_000)
 })

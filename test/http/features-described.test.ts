@@ -48,4 +48,11 @@ describe('the platform describes only what exists', () => {
     const platform = prompt.slice(0, prompt.indexOf("The user's own resources"))
     expect(claims(platform)).toEqual(truthful(claims(platform)))
   })
+
+  test("the assistant's links to the web app start at FRONTEND_URL", () => {
+    const none = { count: 0, names: [] }
+    const prompt = buildSystemPrompt({ workstations: none, datakits: none, models: none, webAppUrl: 'https://app.example.com/quadrax/' })
+    expect(prompt.split('\n')).toContain('The web app is at https://app.example.com/quadrax/: links to its pages start there.')
+    expect(buildSystemPrompt({ workstations: none, datakits: none, models: none })).not.toContain('web app')
+  })
 })
