@@ -136,6 +136,8 @@ export interface ChatSessionOptions {
   metrics?: Metrics
   /** Prompt budget (system prompt + history), AI_CONTEXT_TOKENS. */
   contextTokens: number
+  /** The web app's URL (FRONTEND_URL), named in the system prompt so links point there. */
+  webAppUrl?: string
   /** Upper bound on one answer, AI_MAX_REPLY_TOKENS. */
   maxReplyTokens: number
   /** Tokens per user per UTC day; 0 = unlimited. AI_DAILY_TOKEN_BUDGET. */
@@ -250,7 +252,7 @@ export function chatSessionActor(opts: ChatSessionOptions) {
         opts.sql<{ firstName: string; lastName: string }[]>`select first_name as "firstName", last_name as "lastName" from users where id = ${session.userId}`,
       ])
       const u = user[0]
-      const system = buildSystemPrompt({ userName: u ? `${u.firstName} ${u.lastName}` : undefined, ...resources })
+      const system = buildSystemPrompt({ userName: u ? `${u.firstName} ${u.lastName}` : undefined, webAppUrl: opts.webAppUrl, ...resources })
       const fitted = fitHistory(system, history, opts.contextTokens)
       let result: ChatResult
       try {

@@ -21,6 +21,7 @@ export function aiFeature(ctx: FeatureContext): Feature {
     logger,
     metrics,
     contextTokens: config.ai.contextTokens,
+    webAppUrl: config.frontendUrl,
     maxReplyTokens: config.ai.maxReplyTokens,
     dailyTokenBudget: config.ai.dailyTokenBudget,
     generationTimeoutMs: config.openai.timeoutMs,

@@ -353,6 +353,8 @@ describe('context', () => {
     const system = ai.requests.at(-1)!.body.messages[0]!
     expect(system.role).toBe('system')
     expect(system.content).toContain('QUADRAX ML')
+    // FRONTEND_URL: where links to the web app's pages point.
+    expect(system.content).toMatch(/The web app is at https?:\/\/\S+: links to its pages start there\./)
     expect(system.content).toContain('- Workstations (1): "alpha-workstation"')
     expect(system.content).toContain('- DataKits (1): "alpha-data"')
     expect(system.content).toContain('- Models (1): "alpha-model"')
