@@ -109,6 +109,14 @@ export class LoginThrottle {
     return attempt
   }
 
+  /**
+   * The attempt was let through but never evaluated (the database could not be asked): it
+   * does not count, so retrying through an outage does not end in a wait afterwards.
+   */
+  async unevaluated(a: LoginAttempt): Promise<void> {
+    await this.store.unbackoff(this.keys(a).pair)
+  }
+
   /** The password was wrong (or the account unknown). */
   async failed(a: LoginAttempt): Promise<void> {
     const k = this.keys(a)

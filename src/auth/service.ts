@@ -151,7 +151,13 @@ export class AuthService {
    */
   async login(email: string, password: string, meta: RequestMeta = {}): Promise<LoginResult> {
     const attempt = await this.throttle.admit(email, meta.ip)
-    const user = await users.findSecretByEmail(this.sql, email)
+    let user: Awaited<ReturnType<typeof users.findSecretByEmail>>
+    try {
+      user = await users.findSecretByEmail(this.sql, email)
+    } catch (err) {
+      await this.throttle.unevaluated(attempt).catch(() => {})
+      throw err
+    }
     const ok = await Bun.password.verify(password, user ? user.passwordHash : await this.dummyHash)
     if (!user || !ok) {
       await this.throttle.failed(attempt)

@@ -43,6 +43,11 @@ export interface RateLimitStore {
    * `min(baseMs · 2^(n − free), maxMs)` after the last. A refused attempt is not counted.
    */
   backoff(key: string, policy: BackoffPolicy): Promise<BackoffResult>
+  /**
+   * Give back one attempt `backoff` counted that was never evaluated (the work it admitted
+   * could not be done, e.g. the database was down): the count drops by one, never below 0.
+   */
+  unbackoff(key: string): Promise<void>
   /** Forget a key (e.g. after a successful login). */
   reset(key: string): Promise<void>
 }
@@ -131,6 +136,11 @@ export class MemoryRateLimitStore implements RateLimitStore {
     return { allowed: true, count: count + 1, retryMs: 0 }
   }
 
+  async unbackoff(key: string): Promise<void> {
+    const w = this.windows.get(key)
+    if (w && w.count > 0) w.count -= 1
+  }
+
   async reset(key: string): Promise<void> {
     this.windows.delete(key)
   }
@@ -174,6 +184,12 @@ redis.call('HSET', KEYS[1], 'c', c + 1, 'l', now)
 redis.call('PEXPIRE', KEYS[1], window)
 return {1, c + 1, 0}`
 
+// One attempt back, never below 0; the window and the last attempt's time stay.
+const UNBACKOFF = `
+local c = tonumber(redis.call('HGET', KEYS[1], 'c') or '0')
+if c > 0 then redis.call('HSET', KEYS[1], 'c', c - 1) end
+return c`
+
 export class RedisRateLimitStore implements RateLimitStore {
   constructor(
     private readonly redis: Redis,
@@ -198,6 +214,10 @@ export class RedisRateLimitStore implements RateLimitStore {
     const [allowed, count, retryMs] = (await this.redis.eval(BACKOFF, 1, this.prefix + key, policy.free, policy.baseMs, policy.maxMs, policy.windowMs)) as [number, number, number]
     return { allowed: allowed === 1, count, retryMs }
   }
+  async unbackoff(key: string): Promise<void> {
+    await this.redis.eval(UNBACKOFF, 1, this.prefix + key)
+  }
+
 
   async reset(key: string): Promise<void> {
     await this.redis.del(this.prefix + key)

@@ -105,6 +105,20 @@ for (const [name, make] of rateStores) {
       expect((await s.backoff('b', policy)).allowed).toBe(true)
     })
 
+    test('unbackoff: an attempt given back frees its place (never below 0)', async () => {
+      const s = make()
+      const policy = { free: 2, baseMs: 60_000, maxMs: 60_000, windowMs: 3_600_000 }
+      await s.unbackoff('u') // nothing to give back
+      expect((await s.backoff('u', policy)).count).toBe(1)
+      expect((await s.backoff('u', policy)).count).toBe(2)
+      expect((await s.backoff('u', policy)).allowed).toBe(false)
+      await s.unbackoff('u')
+      const again = await s.backoff('u', policy)
+      expect([again.allowed, again.count]).toEqual([true, 2])
+      for (let i = 0; i < 5; i++) await s.unbackoff('u')
+      expect((await s.backoff('u', policy)).count).toBe(1)
+    })
+
     test('backoff: the wait doubles per attempt past the free ones and stops at maxMs', async () => {
       const s = make()
       // 100 ms, then 200 ms, then capped at 300 ms (not 400): awaited as conditions, not slept.
