@@ -18,6 +18,7 @@ import { WorkerPool, type RunLimits } from '../../src/engines/datasets/worker-po
 import { wideCsv, writeGzipBomb } from '../../bench/support/abuse-datakits.ts'
 import { sampleRows, tempDir, writeCsv, writeLargeCsv, writeNdjson } from '../support/datasets.ts'
 import { until } from '../support/until.ts'
+import { alive } from '../support/processes.ts'
 
 const dir = tempDir('quadrax-dataset-limits-')
 const engines: DuckDBDatasetEngine[] = []
@@ -57,14 +58,6 @@ const vmDataOf = (pid: number): number => Number(/^VmData:\s+(\d+) kB/m.exec(rea
 const dataLimit = (pid: number): number => {
   const v = /^Max data size\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))?.[1]
   return v === undefined || v === 'unlimited' ? Infinity : Number(v)
-}
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 const MB = 1024 * 1024
 /** A query that runs until it is stopped, in little memory (range() streams; the filter is never true). */

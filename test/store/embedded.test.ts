@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import postgres from 'postgres'
 import { removeEmbeddedData, startEmbedded, type EmbeddedEvent } from '../../src/store/embedded.ts'
 import { until } from '../support/until.ts'
+import { alive } from '../support/processes.ts'
 
 const ROOT = join(import.meta.dir, '..', '..')
 const cleanup: string[] = []
@@ -35,14 +36,6 @@ const gone = (p: string) => {
   }
 }
 const postmasterOf = (dir: string) => Number(readFileSync(join(dir, 'postmaster.pid'), 'utf8').split('\n')[0])
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 /** Another process that starts the cluster in `dir` and owns it until SIGTERM (or SIGKILL). */
 async function owner(dir: string): Promise<{ proc: Bun.Subprocess<'ignore', 'pipe', 'inherit'>; url: string }> {
