@@ -48,6 +48,14 @@ if (!dockerHost) {
   process.exit(2)
 }
 const image = process.env.QUADRAX_TEST_IMAGE ?? 'quadrax/busybox:test'
+/** BENCH_ABUSE_ITEMS=datakits (items 1–4) or containers (item 5); default both. */
+const items = new Set((process.env.BENCH_ABUSE_ITEMS ?? 'datakits,containers').split(',').map((s) => s.trim()))
+for (const item of items) {
+  if (item !== 'datakits' && item !== 'containers') {
+    console.error(`BENCH_ABUSE_ITEMS: unknown ${JSON.stringify(item)} (expected datakits, containers or both, comma-separated)`)
+    process.exit(2)
+  }
+}
 
 // The limits under test stay at their defaults: the server inherits this environment, so drop them from it.
 const LIMIT_VARS = /^(DATAKIT_|TRAINING_|CONTAINER_LOG_|MAX_FILE_SIZE$|USER_STORAGE_QUOTA_BYTES$)/
@@ -312,9 +320,12 @@ try {
     console.error(`  … ${item} ${what}: ${answer.status}, slowest answer ${(answer.msToError / 1000).toFixed(1)} s, ×${answers.length}`)
   }
 
+  if (items.has('datakits')) {
   console.error('bench:abuse — running items 1–4 (DataKits)…')
   await runDatakitAbuse(api.base, abuser, work, { queryMs: defaults.datakits.queryTimeoutMs, profileMs: defaults.datakits.profileTimeoutMs }, measured)
 
+  }
+  if (items.has('containers')) {
   console.error('bench:abuse — running item 5 (container output)…')
   await runContainerLogAbuse(api.base, abuser, {
     image,
@@ -336,6 +347,7 @@ try {
       return result!
     },
   })
+  }
   await quietWindow({ queries: QUIET_QUERIES })
   const load1 = loadavg()
 
@@ -367,7 +379,7 @@ function report(r: { rows: Row[]; quiet: LightSample[]; idle: Memory; load: [num
       `DATAKIT_EXPORT_MAX_BYTES=${d.exportMaxBytes}, DATAKIT_QUERY_CONCURRENCY=${d.queryConcurrency} (per user ${d.queryConcurrencyPerUser}, queue ${d.queryQueuePerUser}), ` +
       `DATAKIT_PROFILE_MEMORY_MB=${d.profileMemoryMb}, DATAKIT_PROFILE_TIMEOUT_MS=${d.profileTimeoutMs}, DATAKIT_MAX_DECOMPRESSED_BYTES=${d.maxDecompressedBytes}, ` +
       `DATAKIT_MAX_ROWS=${d.maxRows}, DATAKIT_MAX_COLUMNS=${d.maxColumns}, TRAINING_LOG_MAX_BYTES=${defaults.models.logMaxBytes}, ` +
-      `CONTAINER_LOG_LINE_MAX_BYTES=${defaults.containerLogs.lineMaxBytes}` +
+      `CONTAINER_LOG_LINE_MAX_BYTES=${defaults.containerLogs.lineMaxBytes}, TRAINING_OUTPUT_BYTES_PER_SECOND=${defaults.models.outputBytesPerSecond}` +
       (dropped.length ? ` (dropped from the environment: ${dropped.join(', ')})` : ''),
   )
   const commit = new TextDecoder().decode(Bun.spawnSync(['git', 'rev-parse', '--short', 'HEAD'], { cwd: import.meta.dir }).stdout).trim()

@@ -138,6 +138,7 @@ const EnvSchema = T.Object({
   TRAINING_MAX_ROWS: Int({ default: 1_000_000, minimum: 1 }),
   TRAINING_CONCURRENCY_PER_USER: Int({ default: 1, minimum: 1, maximum: 64 }),
   TRAINING_LOG_MAX_BYTES: Int({ default: 16 * 1024 * 1024, minimum: 1024 }),
+  TRAINING_OUTPUT_BYTES_PER_SECOND: Int({ default: 8 * 1024 * 1024, minimum: 64 * 1024 }),
   CONTAINER_LOG_LINE_MAX_BYTES: Int({ default: 16 * 1024, minimum: 256, maximum: 16 * 1024 * 1024 }),
   CONTAINER_LOG_TAIL_MAX_BYTES: Int({ default: 1024 * 1024, minimum: 1024 }),
   CONTAINER_LOG_FOLLOW_MAX_BYTES: Int({ default: 64 * 1024 * 1024, minimum: 1024 }),
@@ -222,7 +223,7 @@ export interface Config {
   quota: { running: number; cpu: number; memoryMb: number }
   terminal: { reattachGraceMs: number }
   /** Models: artifact directory, container-run image allow-list, run timeouts (default, max), runs executing at once per node, queued+running runs per user, rows a built-in run may read. */
-  models: { dir: string; trainingImages: readonly string[]; defaultTimeoutSeconds: number; maxTimeoutSeconds: number; concurrency: number; maxActiveRunsPerUser: number; maxRows: number; concurrencyPerUser: number; logMaxBytes: number }
+  models: { dir: string; trainingImages: readonly string[]; defaultTimeoutSeconds: number; maxTimeoutSeconds: number; concurrency: number; maxActiveRunsPerUser: number; maxRows: number; concurrencyPerUser: number; logMaxBytes: number; outputBytesPerSecond: number }
   /** Container output read into the server: bytes per line (longer ones come in pieces), per GET …/logs, per WS log follow. */
   containerLogs: { lineMaxBytes: number; tailMaxBytes: number; followMaxBytes: number }
   ws: { maxPayloadBytes: number; maxConnectionsPerUser: number; messagesPerSecond: number; idleTimeoutSeconds: number; maxBufferedBytes: number; maxReplay: number; ticketTtlMs: number }
@@ -401,6 +402,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       maxRows: e.TRAINING_MAX_ROWS,
       concurrencyPerUser: Math.min(e.TRAINING_CONCURRENCY_PER_USER, e.TRAINING_CONCURRENCY),
       logMaxBytes: e.TRAINING_LOG_MAX_BYTES,
+      outputBytesPerSecond: e.TRAINING_OUTPUT_BYTES_PER_SECOND,
     }),
     containerLogs: Object.freeze({
       lineMaxBytes: e.CONTAINER_LOG_LINE_MAX_BYTES,

@@ -1,7 +1,7 @@
 /**
  * Abuse scenario of issue 14, item 5 (container output), for bench/abuse.ts: container
  * training runs that print (1) one 200 MB line without a newline and (2) a flood of 100,000
- * lines, against a running server with a container engine (DOCKER_HOST, and the image on
+ * lines, after (0) a reference run that prints one line (what a run costs without output), against a running server with a container engine (DOCKER_HOST, and the image on
  * TRAINING_IMAGES). Each result names the limit that bounds it, the time from the request to
  * the run's end, and the bytes the server counted and dropped (the run's tag
  * quadrax.dropped_output_bytes). The caller measures around each run (`around`: the server's
@@ -98,6 +98,9 @@ export async function runContainerLogAbuse(baseUrl: string, token: string, opts:
 
   const flood = 'flood ' + 'z'.repeat(94)
   return [
+    // The reference: what a container run costs the machine (and the light user) without any
+    // output to speak of — creating, starting and removing a container, the input files.
+    await run('reference: a run printing one line', { limit: 'TRAINING_LOG_MAX_BYTES', value: logMax }, 'echo hello; echo done > /output/model.txt'),
     await run(
       `one ${longLine} B line without a newline (kept in pieces of CONTAINER_LOG_LINE_MAX_BYTES=${lineMax})`,
       { limit: 'TRAINING_LOG_MAX_BYTES', value: logMax },

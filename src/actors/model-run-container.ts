@@ -171,7 +171,7 @@ export async function runContainer(env: TaskEnv, run: { id: string; modelId: str
         input: { hostPath: input, containerPath: '/input' },
         output: { hostPath: output, containerPath: '/output' },
       },
-      { signal, onLine: (l) => pump.push(l), maxOutputBytes: env.logMaxBytes, onOutputCut: () => pump.cut() },
+      { signal, onLine: (l) => pump.push(l), maxOutputBytes: env.logMaxBytes, onOutputCut: () => pump.cut(), outputBytesPerSecond: env.outputBytesPerSecond },
     )
     pump.finish(result.droppedOutputBytes)
     if (result.cancelled || signal.aborted) return

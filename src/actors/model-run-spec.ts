@@ -86,6 +86,8 @@ export interface TaskEnv {
   containerUser: { uid: number; gid: number }
   /** TRAINING_LOG_MAX_BYTES: output of one container run kept and streamed; the rest is counted. */
   logMaxBytes: number
+  /** TRAINING_OUTPUT_BYTES_PER_SECOND: a container run printing faster is slowed to this. */
+  outputBytesPerSecond: number
   logger: Logger
 }
 

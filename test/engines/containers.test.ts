@@ -304,6 +304,88 @@ describe.skipIf(!docker)('DockerEngine (real engine)', () => {
     expect(oom.error).toContain('32 MB')
   })
 
+  test('run: a job printing faster than outputBytesPerSecond waits for the reader (its writes block), and what it printed is counted exactly', async () => {
+    const output = mkdtempSync(join(tmpdir(), 'qx-out-'))
+    try {
+      chownSync(output, 1000, 1000)
+      // 256 chunks of 64 KiB (16 MiB), each followed by a note of how many the job has written so far.
+      const CHUNKS = 256
+      const CHUNK = 64 * 1024
+      const script = `i=0; while [ $i -lt ${CHUNKS} ]; do head -c ${CHUNK} /dev/zero | tr '\\000' x; i=$((i+1)); echo $i > /output/progress.tmp; mv /output/progress.tmp /output/progress; done`
+      const ac = new AbortController()
+      let received = 0
+      let writtenWhenRead1MiB: number | undefined
+      const result = await engine.run(
+        { entityId: crypto.randomUUID(), ownerId: env.ownerId, image: env.image, resources: { cpu: 1, memory: 64 }, command: ['sh', '-c', script], output: { hostPath: output } },
+        {
+          signal: ac.signal,
+          outputBytesPerSecond: 256 * 1024,
+          maxOutputBytes: 2 * MB,
+          onLine: (l) => {
+            received += Buffer.byteLength(l.line)
+            if (received >= MB && writtenWhenRead1MiB === undefined) {
+              writtenWhenRead1MiB = Number(readFileSync(join(output, 'progress'), 'utf8'))
+              ac.abort()
+            }
+          },
+        },
+      )
+      expect(result.cancelled).toBe(true)
+      // Read at 256 KiB/s, the first MiB takes seconds; a job not held back by its reader
+      // writes all 16 MiB in a fraction of one. Held back, it is only the pipes', sockets' and
+      // stream buffers ahead of what was read (about 2.5 MiB measured here).
+      expect(writtenWhenRead1MiB).toBeGreaterThanOrEqual(16)
+      expect(writtenWhenRead1MiB).toBeLessThan(CHUNKS / 2)
+
+      // Unpaced, a job's output is counted to the byte past the budget.
+      const counted = await engine.run(
+        { entityId: crypto.randomUUID(), ownerId: env.ownerId, image: env.image, resources: { cpu: 1, memory: 64 }, command: ['sh', '-c', "head -c 5000000 /dev/zero | tr '\\000' y"] },
+        { maxOutputBytes: MB },
+      )
+      expect(counted).toMatchObject({ exitCode: 0, droppedOutputBytes: 5_000_000 - MB })
+    } finally {
+      rmSync(output, { recursive: true, force: true })
+    }
+  })
+
+  test('run: a second follower of a running job (a node that restarted) re-attaches with the output from the start; the job runs once', async () => {
+    const input = mkdtempSync(join(tmpdir(), 'qx-in-'))
+    const output = mkdtempSync(join(tmpdir(), 'qx-out-'))
+    try {
+      chmodSync(input, 0o755)
+      chownSync(output, 1000, 1000)
+      const job = {
+        entityId: crypto.randomUUID(),
+        ownerId: env.ownerId,
+        image: env.image,
+        resources: { cpu: 1, memory: 64 },
+        input: { hostPath: input },
+        output: { hostPath: output },
+        command: ['sh', '-c', 'echo x >> /output/starts; echo one; while [ ! -e /input/go ]; do sleep 0.05; done; echo two'],
+      }
+      const first: string[] = []
+      const second: string[] = []
+      let secondRun: Promise<unknown> | undefined
+      const firstRun = engine.run(job, {
+        onLine: (l) => {
+          first.push(l.line)
+          if (l.line === 'one') secondRun = engine.run(job, { onLine: (m) => second.push(m.line) })
+        },
+      })
+      await until(async () => second.includes('one'), 'the second follower to see the first line')
+      writeFileSync(join(input, 'go'), '')
+      const [a, b] = await Promise.all([firstRun, until(async () => secondRun !== undefined, 'the second run').then(() => secondRun)])
+      expect(a).toMatchObject({ exitCode: 0, error: null })
+      expect(b).toMatchObject({ exitCode: 0, error: null })
+      expect(first).toEqual(['one', 'two'])
+      expect(second).toEqual(['one', 'two'])
+      expect(readFileSync(join(output, 'starts'), 'utf8')).toBe('x\n')
+    } finally {
+      rmSync(input, { recursive: true, force: true })
+      rmSync(output, { recursive: true, force: true })
+    }
+  })
+
   test('events: a docker kill done outside the platform arrives as die', async () => {
     const s = spec()
     await engine.ensure(s)

@@ -1,12 +1,13 @@
 /**
  * Batch jobs on the Docker engine (a container training run): created hardened like every
- * container, its output followed to the end, bounded by a timeout and a cancel signal, and
- * removed afterwards. A node that restarts mid-job re-attaches instead of running it twice.
+ * container, its output read to the end over an attached stream at a bounded pace (a job that
+ * prints faster is slowed), bounded by a timeout and a cancel signal, and removed afterwards. A node that restarts mid-job re-attaches instead of running it twice.
  */
 import type Dockerode from 'dockerode'
 import { ConflictError, UnprocessableError } from '../../core/errors.ts'
 import { mapEngineError, oomReason, statusOf } from './docker-errors.ts'
-import { awaitCreated, bindMount, chunks, engineCall, inspectRaw, NEVER } from './docker-io.ts'
+import type { Readable } from 'node:stream'
+import { awaitCreated, bindMount, chunks, engineCall, inspectRaw, NEVER, pause } from './docker-io.ts'
 import { LABELS, checkRef, containerName, hardenedHostConfig, labelsFor } from './docker-spec.ts'
 import { LogDecoder } from './docker-streams.ts'
 import { checkEnv, checkImage, checkResources, type ContainerEngine, type ContainerRef, type LogCut, type LogLine, type RunOptions, type RunResult, type RunSpec } from './engine.ts'
@@ -22,6 +23,26 @@ export interface JobEngine extends Pick<ContainerEngine, 'checkPlacement' | 'rem
   maxLineBytes: number
   /** Told of output dropped past RunOptions.maxOutputBytes (a metric). */
   onLogDropped: (bytes: number) => void
+}
+
+/** A reading pace: how long to wait after each chunk to average `rate` bytes a second. */
+class Pace {
+  /** Reads may run ahead of the rate by this much (a quarter second's worth), then wait. */
+  static readonly BURST_SECONDS = 0.25
+  #ahead = 0
+  #last = performance.now()
+  constructor(readonly rate: number) {
+    if (!(rate > 0)) throw new Error('outputBytesPerSecond must be > 0')
+  }
+
+  /** Milliseconds to wait after reading `bytes`. */
+  after(bytes: number): number {
+    const now = performance.now()
+    this.#ahead = Math.max(0, this.#ahead - ((now - this.#last) * this.rate) / 1000) + bytes
+    this.#last = now
+    const excess = this.#ahead - this.rate * Pace.BURST_SECONDS
+    return excess > 0 ? (excess / this.rate) * 1000 : 0
+  }
 }
 
 export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions = {}): Promise<RunResult> {
@@ -69,7 +90,10 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
   let cancelled = false
   let timedOut = false
   let droppedOutputBytes = 0
+  // Cancelled or timed out: stop reading too (what it printed meanwhile no longer matters).
+  const stopReading = new AbortController()
   const kill = () => {
+    stopReading.abort()
     c.kill().catch(() => {
       // 409 (not running) or 404 (gone): it has already stopped, which is the goal.
     })
@@ -87,38 +111,62 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
       : undefined
   try {
     if (opts.signal?.aborted) {
+      // Cancelled before it was followed: a re-attached job that is running is stopped too.
       cancelled = true
+      kill()
     } else {
       opts.signal?.addEventListener('abort', onAbort, { once: true })
-      // A node that restarted mid-run finds the container already started (or finished)
-      // and re-attaches to its output from the beginning instead of running it twice.
-      if (existing.State.Status === 'created' && (existing.State.StartedAt ?? NEVER).startsWith('0001-')) {
+      // The job's output comes over an attached stream, not from the engine's log file: the
+      // engine hands it on as the job writes it and blocks the job's writes while we do not
+      // read, so pacing the reads (outputBytesPerSecond) paces the job. A fresh container is
+      // attached before it starts, so nothing it prints is missed. A node that restarted
+      // mid-run finds it already started and re-attaches with the output from the beginning
+      // (the engine's log) instead of running it twice; one that has finished is read from
+      // its log.
+      const fresh = existing.State.Status === 'created' && (existing.State.StartedAt ?? NEVER).startsWith('0001-')
+      let output: NodeJS.ReadableStream
+      let timestamps = false
+      if (fresh) {
+        output = (await engineCall('other', () => c.attach({ stream: true, stdout: true, stderr: true, logs: false }))) as NodeJS.ReadableStream
         try {
           await c.start()
         } catch (err) {
-          if (statusOf(err) !== 304) throw mapEngineError(err, 'start')
+          if (statusOf(err) !== 304) {
+            ;(output as Readable).destroy()
+            throw mapEngineError(err, 'start')
+          }
         }
         // A cancel or timeout that fired while it was starting found nothing to kill yet.
         if (cancelled || timedOut) kill()
+      } else if (existing.State.Running) {
+        output = (await engineCall('other', () => c.attach({ stream: true, stdout: true, stderr: true, logs: true }))) as NodeJS.ReadableStream
+      } else {
+        output = await engineCall('other', () => c.logs({ stdout: true, stderr: true, timestamps: true, follow: true }))
+        timestamps = true
       }
-      const logs = await engineCall('other', () => c.logs({ stdout: true, stderr: true, timestamps: true, follow: true }))
-      const decoder = new LogDecoder(true, { maxLineBytes: engine.maxLineBytes, maxBytes: opts.maxOutputBytes })
+      const decoder = new LogDecoder(timestamps, { maxLineBytes: engine.maxLineBytes, maxBytes: opts.maxOutputBytes })
       const deliver = (items: Array<LogLine | LogCut>) => {
         for (const item of items) {
           if (!('cut' in item)) opts.onLine?.(item)
           else if (!item.final) opts.onOutputCut?.(item)
         }
       }
+      const pace = opts.outputBytesPerSecond !== undefined ? new Pace(opts.outputBytesPerSecond) : undefined
       // Read to the end even past the budget (only counting): the stream's end is the job's.
-      for await (const chunk of chunks(logs)) deliver(decoder.push(chunk))
+      for await (const chunk of chunks(output, stopReading.signal)) {
+        deliver(decoder.push(chunk))
+        const wait = pace?.after(chunk.length) ?? 0
+        if (wait > 0) await pause(wait)
+      }
       deliver(decoder.end())
       droppedOutputBytes = decoder.droppedBytes
       if (droppedOutputBytes > 0) engine.onLogDropped(droppedOutputBytes)
     }
-    const waited = cancelled ? null : ((await engineCall('other', () => c.wait({ condition: 'not-running' }))) as { StatusCode?: number })
+    // Cancelled or timed out, reading stopped at once: the kill is under way, wait for it.
+    const waited = (await engineCall('other', () => c.wait({ condition: 'not-running' }))) as { StatusCode?: number }
     const final = await inspectRaw(docker, name)
     const finished = final?.State.Status === 'exited' || final?.State.Status === 'dead'
-    const exitCode = finished ? final!.State.ExitCode : (waited?.StatusCode ?? null)
+    const exitCode = finished ? final!.State.ExitCode : (waited.StatusCode ?? null)
     const oomKilled = final?.State.OOMKilled ?? false
     let error: string | null = null
     if (cancelled) error = 'cancelled'

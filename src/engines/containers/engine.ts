@@ -239,6 +239,14 @@ export interface RunOptions {
   maxOutputBytes?: number
   /** Called once, in order with onLine, when maxOutputBytes runs out. */
   onOutputCut?: (cut: LogCut) => void
+  /**
+   * Output read at most this fast (bytes per second, averaged over a short window). The job's
+   * output reaches the server over an attached stream with backpressure, so a job printing
+   * faster is slowed to this rate, as a terminal slows a program that prints faster than it
+   * can show: what a flood of output costs the engine and the server stays bounded, whoever
+   * else shares the machine. Default: unpaced.
+   */
+  outputBytesPerSecond?: number
   /** Abort to cancel: the container is killed and the result says `cancelled`. */
   signal?: AbortSignal
   /** Kill the job after this long; the result says `timedOut`. */
