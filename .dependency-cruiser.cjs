@@ -15,7 +15,7 @@
  */
 const IMPLEMENTATIONS = [
   '^src/engines/containers/docker[^/]*[.]ts$',
-  '^src/engines/datasets/duckdb[.]ts$',
+  '^src/engines/datasets/duckdb[^/]*[.]ts$',
   '^src/engines/llm/openai[.]ts$',
   '^src/engines/trainer/(core|worker|pool)[.]ts$',
 ]

@@ -7,7 +7,7 @@
  * call it with their own config.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import type { Config, ResolvedConfig } from './config.ts'
 import { startErrorReporting } from './core/error-reporting.ts'
 import { createLogger, type Logger } from './core/logger.ts'
@@ -25,6 +25,7 @@ import { aiFeature } from './features/ai.ts'
 import { datakitsFeature } from './features/datakits.ts'
 import type { Engines, Feature, FeatureContext, FeatureFactory } from './features/feature.ts'
 import { modelsFeature } from './features/models.ts'
+import { pipelinesFeature } from './features/pipelines.ts'
 import { vmsFeature } from './features/vms.ts'
 import { workstationsFeature } from './features/workstations.ts'
 import { adminRoutes } from './http/admin.ts'
@@ -47,7 +48,7 @@ import { liveRoutes } from './ws/routes.ts'
 import { asyncApiRoutes } from './ws/asyncapi.ts'
 
 /** The platform's features, installed in this order. A new feature adds one line here. */
-const FEATURES: readonly FeatureFactory[] = [aiFeature, workstationsFeature, vmsFeature, modelsFeature, datakitsFeature]
+const FEATURES: readonly FeatureFactory[] = [aiFeature, workstationsFeature, vmsFeature, modelsFeature, datakitsFeature, pipelinesFeature]
 
 export interface RunningServer {
   url: string
@@ -89,7 +90,7 @@ export interface StartOptions {
 export function resolveJwtSecret(config: Readonly<Config>): string {
   if (config.jwt.secret) return config.jwt.secret
   if (config.isProduction) throw new Error('JWT_SECRET is required in production')
-  const dir = resolve(config.dataDir)
+  const dir = config.dataDir
   const file = join(dir, 'jwt-secret')
   if (existsSync(file)) {
     const s = readFileSync(file, 'utf8').trim()
@@ -134,8 +135,8 @@ function buildEngines(config: ResolvedConfig, deps: { sql: Sql; logger: Logger; 
     queryMaxBytes: d.queryMaxBytes,
     exportMaxBytes: d.exportMaxBytes,
     limits: { maxDecompressedBytes: d.maxDecompressedBytes, maxRows: d.maxRows, maxColumns: d.maxColumns },
-    // Absolute: the worker processes run with this as their working directory.
-    tempDirectory: resolve(config.dataDir, 'duckdb-tmp'),
+    // Absolute (config.ts resolves DATA_DIR): the worker processes run with this as their working directory.
+    tempDirectory: join(config.dataDir, 'duckdb-tmp'),
   })
   const log = logger.child({ component: 'ai' })
   const retries = metrics.counter('ai_provider_retries_total', 'Retries of AI provider requests, by upstream status', ['status'])
@@ -148,7 +149,7 @@ function buildEngines(config: ResolvedConfig, deps: { sql: Sql; logger: Logger; 
       log.warn({ attempt: info.attempt, delayMs: info.delayMs, status: info.status, fromRetryAfter: info.fromRetryAfter }, 'AI provider request failed; retrying')
     },
   })
-  const serving = new ModelServing({ sql: deps.sql, modelDir: resolve(config.models.dir), logger })
+  const serving = new ModelServing({ sql: deps.sql, modelDir: config.models.dir, logger })
   return { containers, datasets, chat, serving }
 }
 
@@ -188,7 +189,7 @@ export async function startServer(config: Readonly<Config>, opts: StartOptions =
     const t0 = performance.now()
     const log = logger.child({ component: 'embedded-postgres' })
     embedded = await startEmbedded({
-      dir: join(resolve(config.dataDir), 'postgres'),
+      dir: join(config.dataDir, 'postgres'),
       onLog: (m) => log.debug({ pg: String(m).trimEnd() }, 'postgres output'),
       // Brought back if anything stops it while the server runs; the pool reconnects by itself.
       supervise: true,

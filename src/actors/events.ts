@@ -8,9 +8,11 @@
  *
  * The objects are closed (no fields beyond those named), like the frames of src/ws/protocol.ts.
  * Emitters: src/actors/compute/ (workstation:, vm:, and user: for both), model-run.ts (run:,
- * user: `model-run.status`), chat-session.ts (chat:), datakit.ts (datakit:, user: `datakit.*`).
+ * user: `model-run.status`), chat-session.ts (chat:), datakit.ts (datakit:, user: `datakit.*`),
+ * pipelines/ (pipeline-run:, user: `pipeline-run.status`, `pipeline.*`; see pipelines/events.ts).
  */
 import { Type as T, type TSchema } from '@sinclair/typebox'
+import { PIPELINE_RUN_EVENTS, PIPELINE_RUN_EXAMPLE, USER_PIPELINE_EVENTS } from './pipelines/events.ts'
 
 const closed = { additionalProperties: false } as const
 const Uuid = T.String({ format: 'uuid' })
@@ -267,22 +269,25 @@ export const EVENTS = {
     'datakit.status': DatakitStatusEvent,
     'datakit.updated': datakit.updated,
     'datakit.deleted': datakit.deleted,
+    ...USER_PIPELINE_EVENTS,
   },
   workstation: { ...compute, activity: ComputeActivityEvent },
   vm: compute,
   run: { status: RunStatusEvent, metrics: RunMetricsEvent, logs: RunLogsEvent },
   chat,
   datakit,
+  'pipeline-run': PIPELINE_RUN_EVENTS,
 } satisfies Record<string, Record<string, TSchema>>
 
 export type TopicKind = keyof typeof EVENTS
 
 /** What each topic kind is about, and who may subscribe to it. */
 export const TOPICS: Record<TopicKind, { about: string; example: string }> = {
-  user: { about: "a user's own things: status, changes and deletion of their workstations and VMs, their runs' status, their DataKits' status and changes", example: ID.user },
+  user: { about: "a user's own things: status, changes and deletion of their workstations and VMs, their runs' status, their DataKits' status and changes, their pipelines' changes and pipeline runs' status", example: ID.user },
   workstation: { about: 'one workstation: status, changes, deletion, and CPU activity seen by the idle check', example: ID.workstation },
   vm: { about: 'one VM: status, changes (resizes too) and deletion', example: ID.vm },
   run: { about: 'one training run: status, metrics as they are logged, and a container run’s output lines', example: ID.run },
   chat: { about: 'one AI assistant session: messages, the answer streamed in chunks, renames and deletion', example: ID.chat },
   datakit: { about: 'one DataKit: each version’s profiling status, renames and deletion', example: ID.datakit },
+  'pipeline-run': { about: 'one pipeline run: its status, each step’s transitions (with outputs and errors) and the steps’ log lines', example: PIPELINE_RUN_EXAMPLE },
 }

@@ -14,6 +14,7 @@ import * as datakits from '../store/datakits.ts'
 import type { Db } from '../store/db.ts'
 import type { ModelRow } from '../store/models.ts'
 import { datakitFiles } from './datakit-files.ts'
+import type { ModelRunMessage } from './model-run.ts'
 import { describeColumns, type BuiltinSpec, type ContainerSpec, type DataColumn, type RunSource } from './model-run-spec.ts'
 
 /** A container run without `resources`: one core, 512 MB. */
@@ -163,4 +164,25 @@ export async function planRun(env: PlanEnv, me: Principal, model: ModelRow, body
   if (body.features !== undefined) params.features = JSON.stringify(body.features)
   for (const [k, v] of Object.entries(body.params ?? {})) params[k] ??= typeof v === 'string' ? v : JSON.stringify(v)
   return { runKind: 'CONTAINER' as const, spec, params, tags, timeoutSeconds, source }
+}
+
+/**
+ * The `model-run` actor's `create` message for a planned run: what POST /api/models/:id/train
+ * and a pipeline's `model.train` step both send (the run belongs to the model's owner).
+ */
+export function createRunMessage(model: ModelRow, plan: Awaited<ReturnType<typeof planRun>>): ModelRunMessage {
+  return {
+    type: 'create',
+    run: {
+      modelId: model.id,
+      userId: model.userId,
+      runKind: plan.runKind,
+      spec: plan.spec as unknown as Record<string, unknown>,
+      datakitId: plan.source.datakitId,
+      datakitVersion: plan.source.version,
+      timeoutSeconds: plan.timeoutSeconds,
+      params: plan.params,
+      tags: plan.tags,
+    },
+  }
 }

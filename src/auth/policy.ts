@@ -19,8 +19,12 @@
 import type { Role } from '../store/users.ts'
 import type { Principal } from './principal.ts'
 
-/** What an object is (`platform`: the users, quotas and cluster as a whole). */
-export type Resource = 'workstation' | 'vm' | 'datakit' | 'model' | 'run' | 'chat' | 'user' | 'platform'
+/**
+ * What an object is (`platform`: the users, quotas and cluster as a whole). `pipeline` covers a
+ * pipeline and everything under it — its versions, schedules and runs (a run belongs to the
+ * pipeline's owner).
+ */
+export type Resource = 'workstation' | 'vm' | 'datakit' | 'model' | 'run' | 'pipeline' | 'chat' | 'user' | 'platform'
 
 /**
  * What is done to it:

@@ -21,13 +21,14 @@ export type RouteModule = Elysia<any, any, any, any, any, any, any>
 
 const API_TITLE = 'QUADRAX ML API'
 /**
- * What the platform offers, as its routes do: a feature that answers 404 (pipelines and
- * CodeSheets of the guide are not built) is not named. The assistant's system prompt
+ * What the platform offers, as its routes do: a feature that answers 404 (CodeSheets of the
+ * guide are not built) is not named. The assistant's system prompt
  * (src/engines/llm/context.ts) lists the same.
  */
 const API_DESCRIPTION = [
   'For ML teams: accounts and roles; workstations and VMs (containers with resource limits and live terminals); ' +
     'datasets (DataKits: upload, profile, sandboxed SQL, export); models (training runs, versions, deployment and prediction); ' +
+    'pipelines (DAGs of SQL, training, deployment and container steps with retries, timeouts, step caching and cron schedules); ' +
     'and an AI assistant.',
   '**Signing in.** `POST /api/auth/login` answers a `token` (valid `expiresIn` seconds: 15 minutes by default) and a single-use `refreshToken`; send the token as ' +
     '`Authorization: Bearer <token>` (the "Authorize" button here) and renew it with `POST /api/auth/refresh`.',

@@ -17,8 +17,7 @@ import { Elysia, t } from 'elysia'
 import { ConflictError, NotFoundError, UnprocessableError, ValidationError } from '../core/errors.ts'
 import { iso } from '../core/time.ts'
 import { MODEL_KIND, type ModelMessage } from '../actors/model.ts'
-import type { ModelRunMessage } from '../actors/model-run.ts'
-import { planRun, type PlanEnv } from '../actors/model-run-plan.ts'
+import { createRunMessage, planRun, type PlanEnv } from '../actors/model-run-plan.ts'
 import type { Replied } from '../actors/runtime/index.ts'
 import { decide } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
@@ -175,21 +174,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
         const { me, obj: m } = await model(deps, request, params.id, 'change')
         const p = await planRun(plan, me, m, body)
         const id = crypto.randomUUID()
-        const message: ModelRunMessage = {
-          type: 'create',
-          run: {
-            modelId: m.id,
-            userId: m.userId,
-            runKind: p.runKind,
-            spec: p.spec as unknown as Record<string, unknown>,
-            datakitId: p.source.datakitId,
-            datakitVersion: p.source.version,
-            timeoutSeconds: p.timeoutSeconds,
-            params: p.params,
-            tags: p.tags,
-          },
-        }
-        await deps.actors.ask('model-run', id, message)
+        await deps.actors.ask('model-run', id, createRunMessage(m, p))
         const run = await runs.findRun(deps.sql, id)
         if (!run) throw new NotFoundError('Run')
         set.status = 202

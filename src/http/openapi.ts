@@ -211,4 +211,5 @@ const TAG_DESCRIPTIONS: Record<string, string> = {
   Runs: 'Training runs: status, metrics, cancel',
   AI: 'Chat sessions with the AI assistant',
   DataKits: 'Datasets: uploads, versions, profiles, previews, exports and SQL queries',
+  Pipelines: 'Pipelines: versioned DAG definitions, runs with live progress, step logs, retries, caching and cron schedules',
 }

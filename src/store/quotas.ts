@@ -1,10 +1,10 @@
 /**
  * The compute quota: one rule, one lock and one error for everything that holds compute on
- * a user's behalf — workstations and VMs while STARTING, RUNNING or STOPPING, and container
+ * a user's behalf — workstations and VMs while STARTING, RUNNING or STOPPING, container
  * training runs while QUEUED or RUNNING (a queued run keeps its reservation, so a start
- * cannot take the room it was admitted with). A user cannot escape a workstation quota by
- * starting VMs or training containers, nor the other way round. Later holders (pipeline
- * container steps) join `usage` here and nowhere else.
+ * cannot take the room it was admitted with), and pipeline `container.run` steps while
+ * RUNNING. A user cannot escape a workstation quota by starting VMs, training containers or
+ * pipelines, nor the other way round.
  *
  * Limits: how many holders at once, and their total CPU and memory. Defaults come from the
  * configuration; an admin's override (table `user_quotas`) replaces any of the three.
@@ -34,7 +34,8 @@ export interface QuotaOverride {
 
 /** Something that holds compute: the one being started is left out of the usage it is checked against. */
 export interface ComputeHolder {
-  kind: 'workstation' | 'vm' | 'run'
+  kind: 'workstation' | 'vm' | 'run' | 'pipeline-step'
+  /** For a pipeline step: `<runId>/<stepId>`. */
   id: string
 }
 
@@ -73,6 +74,10 @@ const usage = timed('quotas.usage', async function usage(sql: Db, userId: string
       union all
       select (spec -> 'resources' ->> 'cpu')::float8, (spec -> 'resources' ->> 'memory')::int
       from model_runs where user_id = ${userId} and run_kind = 'CONTAINER' and status in ('QUEUED', 'RUNNING') and id <> ${left('run')}
+      union all
+      select cpu, memory_mb from pipeline_run_steps
+      where user_id = ${userId} and status = 'RUNNING' and cpu is not null
+        and (run_id::text || '/' || step_id) <> ${exclude?.kind === 'pipeline-step' ? exclude.id : ''}
     ) held`
   return row!
 })

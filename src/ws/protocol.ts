@@ -14,7 +14,7 @@ import { EVENTS } from '../actors/events.ts'
 import { access } from '../auth/route-access.ts'
 
 const TOPIC_PATTERN = `^(${Object.keys(EVENTS).join('|')}):[0-9a-fA-F-]{36}$`
-const Topic = T.String({ pattern: TOPIC_PATTERN, description: '`<kind>:<id>`: `user:<your id>`, `workstation:<id>`, `vm:<id>`, `run:<id>`, `chat:<id>`, `datakit:<id>`' })
+const Topic = T.String({ pattern: TOPIC_PATTERN, description: '`<kind>:<id>`: `user:<your id>`, `workstation:<id>`, `vm:<id>`, `run:<id>`, `chat:<id>`, `datakit:<id>`, `pipeline-run:<id>`' })
 const RequestId = T.String({ maxLength: 64, description: 'Yours to choose: the answer carries it back' })
 const EXAMPLE_TOPIC = 'workstation:6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f'
 

@@ -37,13 +37,14 @@ const docker = dockerTestEnv(import.meta.file)
 const LONG = 120_000
 
 type Role = 'USER' | 'VIEWER' | 'ADMIN'
-type Kind = 'workstation' | 'vm' | 'datakit' | 'model' | 'run' | 'chat' | 'user'
+type Kind = 'workstation' | 'vm' | 'datakit' | 'model' | 'run' | 'pipeline' | 'pipeline-run' | 'chat' | 'user'
 type Who = 'owner' | 'other' | 'viewer' | 'admin' | 'anonymous'
 interface Caller {
   id: string
   token: string
 }
-type Fixtures = Record<Kind, string>
+/** One object of each kind, and a schedule of the pipeline (named by `:scheduleId`). */
+type Fixtures = Record<Kind, string> & { schedule: string }
 interface Answer {
   status: number
   body: unknown
@@ -167,11 +168,21 @@ const make = {
   },
   model: async (c: Caller) => created(await api('POST', '/api/models', c.token, { name: `model-${crypto.randomUUID().slice(0, 6)}`, type: 'CLASSIFICATION' }), 'model'),
   chat: async (c: Caller) => created(await api('POST', '/api/ai/sessions', c.token, { title: 'access test' }), 'chat session'),
+  pipeline: async (c: Caller) => created(await api('POST', '/api/pipelines', c.token, { name: `pipeline-${crypto.randomUUID().slice(0, 6)}`, definition: PIPELINE }), 'pipeline'),
 }
 
-/** One of each kind of object, owned by `c`; the model has a trained version 1 (from run `run`). */
+/** The fixture pipelines' definition: two `empty` steps, `a` then `b` (`:stepId` is `a`). */
+const PIPELINE = { steps: [{ id: 'a', kind: 'empty' }, { id: 'b', kind: 'empty', needs: ['a'] }] }
+
+const schedule = async (c: Caller, pipelineId: string) => created(await api('POST', `/api/pipelines/${pipelineId}/schedules`, c.token, { cron: '0 3 * * *' }), 'schedule')
+
+/**
+ * One of each kind of object, owned by `c`; the model has a trained version 1 (from run `run`),
+ * the pipeline a run that SUCCEEDED and a schedule.
+ */
 async function fixtures(c: Caller): Promise<Fixtures> {
-  const [workstation, vm, datakit, chat, model] = await Promise.all([make.workstation(c), make.vm(c), make.datakit(c), make.chat(c), make.model(c)])
+  const [workstation, vm, datakit, chat, model, pipeline] = await Promise.all([make.workstation(c), make.vm(c), make.datakit(c), make.chat(c), make.model(c), make.pipeline(c)])
+  const pipelineRun = created(await api('POST', `/api/pipelines/${pipeline}/runs`, c.token, {}), 'pipeline run')
   const run = (await api('POST', `/api/models/${model}/train`, c.token, { datakitId: datakit, target: 'purchased', algorithm: 'logistic_regression', params: { epochs: 2 } })) as any
   expect(run.status).toBe(202)
   const runId = run.body.data.id as string
@@ -180,7 +191,12 @@ async function fixtures(c: Caller): Promise<Fixtures> {
     if (s === 'FAILED' || s === 'CANCELLED') throw new Error(`fixture run ${s}`)
     return s === 'SUCCEEDED'
   }, 'the fixture run to succeed', 60_000)
-  return { workstation, vm, datakit, chat, model, run: runId, user: c.id }
+  await until(async () => {
+    const s = ((await api('GET', `/api/pipeline-runs/${pipelineRun}`, c.token)).body as any).data.status
+    if (s !== 'QUEUED' && s !== 'RUNNING' && s !== 'SUCCEEDED') throw new Error(`fixture pipeline run ${s}`)
+    return s === 'SUCCEEDED'
+  }, 'the fixture pipeline run to succeed', 60_000)
+  return { workstation, vm, datakit, chat, model, run: runId, pipeline, 'pipeline-run': pipelineRun, schedule: await schedule(c, pipeline), user: c.id }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -194,15 +210,31 @@ function subjectKind(path: string): Kind | undefined {
   const m = /\/([\w-]+)\/:(\w+)/.exec(path)
   if (!m) return undefined
   if (m[2] === 'userId') return 'user'
-  const byCollection: Record<string, Kind> = { users: 'user', workstations: 'workstation', vms: 'vm', models: 'model', runs: 'run', datakits: 'datakit', sessions: 'chat' }
+  const byCollection: Record<string, Kind> = {
+    users: 'user',
+    workstations: 'workstation',
+    vms: 'vm',
+    models: 'model',
+    runs: 'run',
+    datakits: 'datakit',
+    sessions: 'chat',
+    pipelines: 'pipeline',
+    'pipeline-runs': 'pipeline-run',
+  }
   return byCollection[m[1]!]
 }
 
-/** The path with its parameters filled: the subject, then version 1, alias `production`, the owner. */
-function fill(path: string, subject: string, ownerId: string): string {
+/** The policy's resource for a kind of object: a pipeline run is its pipeline's (`pipeline`). */
+const resourceOf = (kind: Kind | undefined): string | undefined => (kind === 'pipeline-run' ? 'pipeline' : kind)
+
+/**
+ * The path with its parameters filled: the subject, then version 1, alias `production`, the
+ * owner, the fixture pipeline's step `a` and its schedule.
+ */
+function fill(path: string, subject: string, ownerId: string, scheduleId: string): string {
   const [first, ...rest] = params(path)
   let p = first ? path.replace(`:${first}`, subject) : path
-  for (const name of rest) p = p.replace(`:${name}`, ({ version: '1', n: '1', alias: 'production', userId: ownerId } as Record<string, string>)[name] ?? 'x')
+  for (const name of rest) p = p.replace(`:${name}`, ({ version: '1', n: '1', alias: 'production', userId: ownerId, stepId: 'a', scheduleId } as Record<string, string>)[name] ?? 'x')
   return p.length > 1 ? p.replace(/\/$/, '') : p
 }
 
@@ -228,6 +260,12 @@ const BODY: Record<string, (f: Fixtures) => unknown> = {
   'POST /api/models/:id/deploy': () => ({ version: 1 }),
   'PUT /api/models/:id/aliases/:alias': () => ({ version: 1 }),
   'POST /api/models/:id/predict': () => ({ inputs: { age: 35, income: 50000, location: 'urban' } }),
+  // Pipeline bodies check their definition in the handler (no body schema on the route to take an example from).
+  'POST /api/pipelines': () => ({ name: `pipeline-${crypto.randomUUID().slice(0, 8)}`, definition: PIPELINE }),
+  'PATCH /api/pipelines/:id': () => ({ description: 'edited by the access test' }),
+  // The examples name params the fixture pipeline does not have.
+  'POST /api/pipelines/:id/runs': () => ({}),
+  'POST /api/pipelines/:id/schedules': () => ({ cron: '0 3 * * *' }),
 }
 
 async function body(r: Route, f: Fixtures): Promise<unknown> {
@@ -300,9 +338,12 @@ async function runCases(r: Route): Promise<Case[]> {
       // What they may not make, they may not remove either: the shared one stays.
       subject = await make[kind as keyof typeof make](base).catch(() => subject)
     }
+    // Removing a schedule: those that may get one of their own to remove.
+    let scheduleId = baseFx.schedule
+    if (r.method === 'DELETE' && r.path.endsWith(':scheduleId') && (who === 'owner' || who === 'admin')) scheduleId = await schedule(base, subject)
     const payload = await body(r, baseFx)
-    const answer = await call(r, fill(r.path, subject, base.id) + query(r), caller?.token, payload)
-    const missing = kind && caller ? await call(r, fill(r.path, crypto.randomUUID(), base.id) + query(r), caller.token, await body(r, baseFx)) : undefined
+    const answer = await call(r, fill(r.path, subject, base.id, scheduleId) + query(r), caller?.token, payload)
+    const missing = kind && caller ? await call(r, fill(r.path, crypto.randomUUID(), base.id, scheduleId) + query(r), caller.token, await body(r, baseFx)) : undefined
     cases.push({ who, answer, missing })
   }
   return cases
@@ -361,7 +402,7 @@ describe('the route table', () => {
     expect(undeclared).toEqual([])
     for (const r of routes) {
       const acc = access(r)!
-      if (typeof acc === 'object' && acc.object) expect(subjectKind(r.path), `${r.method} ${r.path}`).toBe(acc.resource as Kind)
+      if (typeof acc === 'object' && acc.object) expect(resourceOf(subjectKind(r.path)), `${r.method} ${r.path}`).toBe(acc.resource)
     }
     // The matrix below covers HTTP routes and WebSocket upgrades alike.
     expect(routes.filter((r) => r.method === 'WS').length).toBeGreaterThanOrEqual(5)
@@ -387,7 +428,7 @@ describe('every route as owner, another user, a VIEWER, an admin and anonymously
 })
 
 describe('WebSocket topics', () => {
-  const kinds = ['user', 'workstation', 'vm', 'run', 'chat', 'datakit'] as const
+  const kinds = ['user', 'workstation', 'vm', 'run', 'chat', 'datakit', 'pipeline-run'] as const
 
   async function subscribe(c: Caller, topic: string): Promise<any> {
     const ws = await wsClient(t.url, c.token)

@@ -214,7 +214,7 @@ function problems(frame: any): string[] {
 }
 
 describe.skipIf(!docker)('real events validate against the catalog', () => {
-  test('a workstation, a VM, DataKits, a built-in and a container training run, and a chat: every event received matches its topic kind and type', async () => {
+  test('a workstation, a VM, DataKits, a built-in and a container training run, a chat and a pipeline run: every event received matches its topic kind and type', async () => {
     const u = await t.user()
     const c = await wsClient(t.url, u.token)
     const watch = async (topic: string) => {
@@ -331,10 +331,30 @@ describe.skipIf(!docker)('real events validate against the catalog', () => {
       await event(topic, (m) => m.type === 'deleted')
     }
 
+    const pipelines = async () => {
+      const script = 'echo "preparing"; echo "{\\"output\\": \\"rows\\", \\"value\\": 42}"'
+      const steps = [
+        { id: 'start', kind: 'empty' },
+        { id: 'prep', kind: 'container.run', needs: ['start'], with: { image: TEST_IMAGE, command: ['sh', '-c', script], resources: { cpu: 0.5, memory: 64 } } },
+      ]
+      const p = await ok('POST', '/api/pipelines', { name: 'events-pipeline', definition: { steps } }, 201)
+      await ok('PATCH', `/api/pipelines/${p.id}`, { definition: { steps, timeoutSeconds: 600 } })
+      const schedule = await ok('POST', `/api/pipelines/${p.id}/schedules`, { cron: '0 3 * * *', enabled: false }, 201)
+      await ok('DELETE', `/api/pipelines/${p.id}/schedules/${schedule.id}`)
+      const run = await ok('POST', `/api/pipelines/${p.id}/runs`, {}, 202)
+      const topic = `pipeline-run:${run.id}`
+      await watch(topic)
+      const ended = await event(topic, (m) => m.type === 'status' && ['SUCCEEDED', 'FAILED', 'CANCELLED', 'TIMED_OUT'].includes(m.data.status), 90_000)
+      expect(ended.data.status).toBe('SUCCEEDED')
+      await event(topic, (m) => m.type === 'step' && m.data.id === 'prep' && m.data.status === 'SUCCEEDED')
+      await event(topic, (m) => m.type === 'logs' && m.data.stepId === 'prep')
+      await ok('DELETE', `/api/pipelines/${p.id}`)
+    }
+
     try {
-      await Promise.all([workstation(), vm(), datakits(), runs(), chat()])
+      await Promise.all([workstation(), vm(), datakits(), runs(), chat(), pipelines()])
       // The owner's topic carries the compute, run and DataKit events too.
-      for (const type of ['status', 'updated', 'deleted', 'model-run.status', 'datakit.status', 'datakit.updated', 'datakit.deleted']) {
+      for (const type of ['status', 'updated', 'deleted', 'model-run.status', 'datakit.status', 'datakit.updated', 'datakit.deleted', 'pipeline-run.status', 'pipeline.created', 'pipeline.updated', 'pipeline.deleted', 'pipeline.schedule']) {
         await event(`user:${u.id}`, (m) => m.type === type)
       }
 

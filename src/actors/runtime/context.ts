@@ -8,7 +8,7 @@ import type { Logger } from '../../core/logger.ts'
 import type { Reminder } from '../../store/reminders.ts'
 import type { ActorRef, AnyActorKind, AskOptions, TellOptions, TurnContext } from './define.ts'
 import type { ActorInstance, Envelope } from './instance.ts'
-import type { TurnScope } from './persisted.ts'
+import type { TurnScope } from './turn.ts'
 
 /** What a turn's context needs of the actor system. */
 export interface ContextSystem {

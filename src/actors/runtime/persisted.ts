@@ -27,72 +27,24 @@
  * rolls the turn back; the caller then gets the reply stored by the first application. The
  * handler of a redelivered message may thus run again (the design card requires side effects
  * to be idempotent), but its state, events and reply are those of the first application.
+ *
+ * The turn's types are in turn.ts; the statements a turn writes are issued by turn-writes.ts.
  */
-import type postgres from 'postgres'
 import type { Logger } from '../../core/logger.ts'
 import { PG, pgCode } from '../../core/errors.ts'
 import type { Db, Sql } from '../../store/db.ts'
 import { fence, FENCED_SQLSTATE, shardEpochs } from '../../store/actor-shards.ts'
-import { findInbox, type InboxKey } from '../../store/actor-inbox.ts'
-import { recordTurns } from '../../store/actor-turns.ts'
-import type { NewOutboxEvent, OutboxEvent } from '../../store/outbox.ts'
-import { deleteReminders, insertReminders, type Reminder } from '../../store/reminders.ts'
-import type { AnyActorKind, TurnContext } from './define.ts'
+import { findInbox } from '../../store/actor-inbox.ts'
+import { deleteReminders } from '../../store/reminders.ts'
 import { OwnTransaction } from './transaction.ts'
 import type { ActorInstance, Envelope } from './instance.ts'
 import type { RuntimeMetrics } from './metrics.ts'
-
-type Conn = postgres.ReservedSql<{}>
-
-/** What a handler recorded besides its state and reply; applied only if its turn commits. */
-export interface TurnEffects {
-  events: NewOutboxEvent[]
-  reminders: Reminder[]
-  sends: { kind: string; id: string; message: unknown; messageId?: string }[]
-  background: ((signal: AbortSignal) => Promise<void>)[]
-}
-
-export type TurnOutcome =
-  | { type: 'applied'; state: unknown; stateChanged: boolean; reply: unknown; events: OutboxEvent[]; effects: TurnEffects }
-  /** The message had been applied before: this is the reply it got then. */
-  | { type: 'duplicate'; reply: unknown }
-  /** The handler threw, or the turn's writes failed: nothing of the turn was committed.
-   * `reload`: the connection failed around COMMIT, so whether the turn committed is unknown
-   * and the in-memory state must be reloaded before the next turn. */
-  | { type: 'failed'; error: unknown; reload: boolean }
-  /** The fencing check refused the turn: another node owns the actor's shard now. */
-  | { type: 'fenced' }
-
-/** The handler's view of its turn, for the context the system builds around it. */
-export interface TurnScope {
-  readonly effects: TurnEffects
-  /** The turn's transaction (begun at its first statement). */
-  readonly tx: Db
-  /** False once the handler has returned: the context refuses to record anything after. */
-  readonly open: boolean
-}
-
-export type ContextFactory = (instance: ActorInstance, env: Envelope, scope: TurnScope) => TurnContext<unknown>
+import type { ContextFactory, TurnOutcome, TurnScope } from './turn.ts'
+import { inboxKey, issueWrites, type Conn, type Work } from './turn-writes.ts'
 
 export interface CommitterOptions {
   maxBatchTurns: number
   commitConcurrency: number
-}
-
-interface Work {
-  instance: ActorInstance
-  env: Envelope
-  status: 'ok' | 'failed' | 'duplicate'
-  hasState: boolean
-  state: unknown
-  reply: unknown
-  error: unknown
-  effects: TurnEffects
-  events: OutboxEvent[]
-  started: number
-  /** Group commits this turn lost for another turn's reason (a fenced shard, a deadlock). */
-  retries: number
-  resolve(outcome: TurnOutcome): void
 }
 
 /** A group that lost for someone else's reason is committed again at most this often. */
@@ -102,15 +54,6 @@ const noop = () => {}
 
 /** SQLSTATE deadlock_detected: two groups locked rows of a kind's tables in opposite orders. */
 const DEADLOCK_DETECTED = '40P01'
-
-/** postgres.js queries are lazy promises with an `execute` method; async functions return plain promises. */
-function isQuery(x: unknown): x is postgres.PendingQuery<any> {
-  return x instanceof Promise && typeof (x as { execute?: unknown }).execute === 'function'
-}
-
-function inboxKey(env: Envelope): InboxKey {
-  return { kind: env.kind, actorId: env.id, messageId: env.messageId }
-}
 
 function isInboxDuplicate(err: unknown): boolean {
   return pgCode(err) === PG.uniqueViolation && (err as { constraint_name?: string }).constraint_name === 'actor_inbox_pkey'
@@ -214,7 +157,7 @@ export class TurnCommitter {
     try {
       if (w.status === 'ok') {
         try {
-          await this.#issueWrites(conn, [w]).done
+          await issueWrites(conn, [w]).done
         } catch (err) {
           this.#fail(w, err)
         }
@@ -336,7 +279,7 @@ export class TurnCommitter {
       ).then(noop, (err: unknown) => {
         fenceError = err
       })
-      const { done, synchronous } = this.#issueWrites(conn, works)
+      const { done, synchronous } = issueWrites(conn, works)
       const written = done.catch((err: unknown) => {
         writeError = err
       })
@@ -370,58 +313,6 @@ export class TurnCommitter {
     }
   }
 
-  /**
-   * Send the writes of `works`: state, inbox rows and outbox events, reminders (new ones, and
-   * the one a reminder turn consumes). `synchronous` tells whether every statement is already
-   * on its way: the runtime's own are; a kind's persist is when it returns its query rather
-   * than awaiting inside an async function.
-   */
-  #issueWrites(conn: Conn, works: Work[]): { done: Promise<void>; synchronous: boolean } {
-    const all: Promise<unknown>[] = []
-    let synchronous = true
-    const issue = (q: Promise<unknown>) => {
-      // execute() sends queries in call order; catch() marks the rejection handled here, and
-      // allSettled below still reports it.
-      if (isQuery(q)) q.execute()
-      else synchronous = false
-      q.catch(noop)
-      all.push(q)
-    }
-    try {
-      const byKind = new Map<AnyActorKind, Work[]>()
-      for (const w of works) if (w.hasState) byKind.set(w.instance.def, [...(byKind.get(w.instance.def) ?? []), w])
-      for (const [def, changed] of byKind) {
-        if (changed.length > 1 && def.persistMany) issue(def.persistMany(conn, changed.map((w) => ({ id: w.instance.id, state: w.state }))))
-        else for (const w of changed) issue(def.persist(conn, w.instance.id, w.state))
-      }
-      const numbered = recordTurns(conn, {
-        inbox: works.map((w) => ({ ...inboxKey(w.env), reply: w.reply })),
-        events: works.flatMap((w) => w.effects.events),
-      }).then((out) => {
-        let i = 0
-        for (const w of works) w.events = out.slice(i, (i += w.effects.events.length))
-      })
-      numbered.catch(noop)
-      all.push(numbered)
-      const reminders = works.flatMap((w) => w.effects.reminders)
-      if (reminders.length > 0) issue(insertReminders(conn, reminders))
-      const consumed = works.flatMap((w) => (w.env.reminderId ? [w.env.reminderId] : []))
-      if (consumed.length > 0) issue(deleteReminders(conn, consumed))
-    } catch (err) {
-      // A synchronous throw (a reply that is not JSON, a persist that throws before its first
-      // await): wait for what was sent, then report it like a failed statement.
-      const done = Promise.allSettled(all).then(() => Promise.reject(err))
-      done.catch(noop)
-      return { done, synchronous: false }
-    }
-    const done = Promise.allSettled(all).then((results) => {
-      const failed = results.find((r) => r.status === 'rejected')
-      if (failed) throw (failed as PromiseRejectedResult).reason
-    })
-    // Handled by whoever awaits it, possibly only after COMMIT's answer: not "unhandled" meanwhile.
-    done.catch(noop)
-    return { done, synchronous }
-  }
 
   /** A group was rolled back as a whole. */
   async #abort(works: Work[], err: unknown): Promise<void> {

@@ -1,7 +1,8 @@
 /**
- * The actor system: the registry of kinds, the live activations of this node, routing of
- * messages (in-process to a local actor, through the shard's BullMQ queue to a remote one),
- * passivation, reminders, event subscribers and graceful shutdown.
+ * The actor system: the registry of kinds, the live activations of this node (activations.ts),
+ * routing of messages (in-process to a local actor, through the shard's BullMQ queue to a remote
+ * one), passivation, reminders, event subscribers (subscribers.ts), tasks started by turns
+ * (background.ts) and graceful shutdown. Turns are run and committed by persisted.ts.
  */
 import { ValidationError } from '../../core/errors.ts'
 import type { Logger } from '../../core/logger.ts'
@@ -13,13 +14,17 @@ import { ClusterPlacement } from './cluster.ts'
 import { resolveConfig, type ActorSystemOptions, type RuntimeConfig } from './config.ts'
 import type { ActorKind, ActorRef, AnyActorKind, AskOptions, TellOptions } from './define.ts'
 import { ActorSystemStoppedError, ActorTimeoutError, FencedError, NotOwnerError, UnknownActorKindError } from './errors.ts'
-import { ActorInstance, actorKey, type Envelope, type Reply } from './instance.ts'
-import { RuntimeMetrics, type ActorSample } from './metrics.ts'
+import { Activations } from './activations.ts'
+import { BackgroundTasks } from './background.ts'
+import type { ActorInstance, Envelope, Reply } from './instance.ts'
+import { RuntimeMetrics } from './metrics.ts'
 import { turnContext } from './context.ts'
-import { TurnCommitter, type TurnEffects, type TurnOutcome } from './persisted.ts'
+import { TurnCommitter } from './persisted.ts'
 import { LocalPlacement, shardOf, type ClusterStatus, type Placement } from './placement.ts'
 import { ReminderPoller } from './reminders.ts'
+import { Subscribers } from './subscribers.ts'
 import { ShardTransport } from './transport.ts'
+import type { TurnEffects, TurnOutcome } from './turn.ts'
 
 /** Most times one message is routed again after its activation was dropped. */
 const MAX_HOPS = 10
@@ -34,16 +39,13 @@ export class ActorSystem {
   readonly #sql: Sql
   readonly #logger: Logger
   readonly #kinds = new Map<string, AnyActorKind>()
-  /** Live activations, least recently used first (a Map keeps insertion order). */
-  readonly #live = new Map<string, ActorInstance>()
-  readonly #liveByKind = new Map<string, number>()
-  readonly #listeners = new Set<(event: ActorEvent) => void>()
+  readonly #activations: Activations
+  readonly #subscribers: Subscribers
   readonly #committer: TurnCommitter
   readonly #placement: Placement
   readonly #transport: ShardTransport | undefined
   readonly #reminders: ReminderPoller
-  readonly #background = new AbortController()
-  readonly #backgroundTasks = new Set<Promise<void>>()
+  readonly #background: BackgroundTasks
   #state: 'new' | 'running' | 'stopping' | 'stopped' = 'new'
   #timers: ReturnType<typeof setInterval>[] = []
 
@@ -52,7 +54,10 @@ export class ActorSystem {
     this.nodeId = this.config.nodeId
     this.#sql = opts.sql
     this.#logger = opts.logger.child({ component: 'actors', node: this.nodeId })
-    this.metrics = new RuntimeMetrics(opts.metrics, () => this.#sample())
+    this.#activations = new Activations(this.config, (i, e) => this.#run(i, e), (err) => this.#logger.error({ err }, 'mailbox error'))
+    this.#background = new BackgroundTasks(this.#logger)
+    this.#subscribers = new Subscribers(this.#logger)
+    this.metrics = new RuntimeMetrics(opts.metrics, () => this.#activations.sample())
     this.#committer = new TurnCommitter(
       opts.sql,
       (instance, env, scope) =>
@@ -73,7 +78,7 @@ export class ActorSystem {
       this.metrics,
       this.#logger,
     )
-    const onLost = (shard: number) => this.#passivateShard(shard)
+    const onLost = (shard: number) => this.#activations.passivateShard(shard)
     if (opts.redis !== undefined) {
       this.#transport = new ShardTransport({
         redis: opts.redis,
@@ -82,7 +87,7 @@ export class ActorSystem {
         config: this.config,
         logger: this.#logger,
         deliver: (env) => this.#dispatch(env),
-        onEvents: (events) => this.#emitLocal(events),
+        onEvents: (events) => this.#subscribers.emit(events),
       })
       this.#placement = new ClusterPlacement({
         sql: opts.sql,
@@ -123,7 +128,7 @@ export class ActorSystem {
     await this.#placement.start()
     this.#reminders.start()
     const sweep = Math.min(5_000, Math.max(50, Math.floor(this.config.idleTimeoutMs / 4)))
-    this.#timers.push(setInterval(() => this.#passivateIdle(), sweep))
+    this.#timers.push(setInterval(() => this.#activations.passivateIdle(), sweep))
     this.#timers.push(setInterval(() => void this.#prune(), Math.min(3600_000, this.config.inboxRetentionMs / 4)))
     this.#logger.info({ shards: this.#placement.ownedShards().length, cluster: this.#transport !== undefined }, 'actor system started')
   }
@@ -206,8 +211,7 @@ export class ActorSystem {
 
   /** Listen to committed outbox events (of every node, in a cluster). Returns an unsubscribe. */
   subscribe(listener: (event: ActorEvent) => void): () => void {
-    this.#listeners.add(listener)
-    return () => this.#listeners.delete(listener)
+    return this.#subscribers.add(listener)
   }
 
   /** Nodes, shard owners and live actors per kind (GET /api/admin/cluster). */
@@ -217,25 +221,12 @@ export class ActorSystem {
 
   /** Live activations on this node, per kind. */
   liveActors(): Record<string, number> {
-    return Object.fromEntries([...this.#liveByKind].filter(([, n]) => n > 0))
-  }
-
-  #sample(): ActorSample {
-    const out: ActorSample = new Map()
-    for (const inst of this.#live.values()) {
-      const s = out.get(inst.def.kind) ?? { live: 0, waiting: 0 }
-      s.live++
-      s.waiting += inst.mailbox.size
-      out.set(inst.def.kind, s)
-    }
-    return out
+    return this.#activations.liveActors()
   }
 
   /** Turns being run or waiting for a commit on this node (a test and admin aid). */
   get activeTurns(): number {
-    let n = 0
-    for (const inst of this.#live.values()) if (inst.mailbox.busy) n++
-    return n
+    return this.#activations.activeTurns
   }
 
   /**
@@ -250,15 +241,14 @@ export class ActorSystem {
     this.#reminders.stop()
     const drained = (async () => {
       await this.#placement.stop()
-      await Promise.all([...this.#live.values()].map((inst) => inst.mailbox.idle()))
+      await Promise.all(this.#activations.instances().map((inst) => inst.mailbox.idle()))
       await this.#committer.idle()
     })()
     if ((await within(drained, this.config.shutdownTimeoutMs)) === 'timeout') {
       this.#logger.warn({ activeTurns: this.activeTurns }, 'actor system stop timed out with turns in progress')
     }
-    for (const inst of [...this.#live.values()]) this.#passivate(inst, true)
-    this.#background.abort()
-    await within(Promise.allSettled(this.#backgroundTasks), Math.min(1000, this.config.shutdownTimeoutMs))
+    for (const inst of this.#activations.instances()) this.#activations.passivate(inst, true)
+    await within(this.#background.stop(), Math.min(1000, this.config.shutdownTimeoutMs))
     await this.#transport?.stop()
     this.#state = 'stopped'
     this.#logger.info('actor system stopped')
@@ -298,22 +288,7 @@ export class ActorSystem {
   }
 
   #deliverLocal(def: AnyActorKind, shard: number, epoch: number, env: Envelope): void {
-    const key = actorKey(env.kind, env.id)
-    let inst = this.#live.get(key)
-    if (inst && inst.epoch !== epoch) {
-      // An activation from an earlier ownership of the shard: its state may be stale.
-      this.#passivate(inst, true)
-      inst = undefined
-    }
-    if (inst) {
-      this.#live.delete(key)
-      this.#live.set(key, inst)
-    } else {
-      inst = new ActorInstance(def, env.id, shard, epoch, (i, e) => this.#run(i, e), (err) => this.#logger.error({ err }, 'mailbox error'))
-      this.#live.set(key, inst)
-      this.#liveByKind.set(def.kind, (this.#liveByKind.get(def.kind) ?? 0) + 1)
-      if (this.#live.size > this.config.maxLiveActors) this.#passivateOverCap()
-    }
+    const inst = this.#activations.activate(def, env.id, shard, epoch)
     inst.lastUsed = performance.now()
     inst.mailbox.enqueue(env)
   }
@@ -347,7 +322,7 @@ export class ActorSystem {
         // message and those queued behind it are routed again (to the new owner).
         this.#placement.fenced(inst.shard)
         const queued = inst.mailbox.takeAll()
-        this.#passivate(inst, true)
+        this.#activations.passivate(inst, true)
         this.#redispatch(env, inst.shard)
         for (const e of queued) this.#redispatch(e, inst.shard)
         return
@@ -361,7 +336,7 @@ export class ActorSystem {
 
   #afterCommit(inst: ActorInstance, events: OutboxEvent[], effects: TurnEffects): void {
     if (events.length > 0) {
-      this.#emitLocal(events)
+      this.#subscribers.emit(events)
       // After the reply: settle() just queued the answer of a remote ask (its publish), and
       // the fan-out should not be ahead of it on the connection.
       if (this.#transport) queueMicrotask(() => this.#transport!.publishEvents(events))
@@ -374,31 +349,7 @@ export class ActorSystem {
         this.#logger.error({ err, from: inst.key, to: `${s.kind}:${s.id}` }, 'message sent by a turn was refused')
       }
     }
-    for (const task of effects.background) this.#startBackground(inst, task)
-  }
-
-  #startBackground(inst: ActorInstance, task: (signal: AbortSignal) => Promise<void>): void {
-    const p = (async () => {
-      try {
-        await task(this.#background.signal)
-      } catch (err) {
-        if (!this.#background.signal.aborted) this.#logger.error({ err, actor: inst.key }, 'background task failed')
-      }
-    })()
-    this.#backgroundTasks.add(p)
-    void p.finally(() => this.#backgroundTasks.delete(p))
-  }
-
-  #emitLocal(events: OutboxEvent[]): void {
-    for (const event of events) {
-      for (const listener of this.#listeners) {
-        try {
-          listener(event)
-        } catch (err) {
-          this.#logger.error({ err, topic: event.topic }, 'event listener threw')
-        }
-      }
-    }
+    for (const task of effects.background) this.#background.start(inst.key, task)
   }
 
   #reminder(kind: string, id: string, at: Date, message: unknown): Reminder {
@@ -429,41 +380,6 @@ export class ActorSystem {
         done()
       },
     })
-  }
-
-  // ---- passivation ---------------------------------------------------------------------
-
-  #passivate(inst: ActorInstance, force = false): boolean {
-    if (inst.closed) return true
-    if (!force && !inst.idle) return false
-    inst.closed = true
-    if (this.#live.get(inst.key) === inst) this.#live.delete(inst.key)
-    this.#liveByKind.set(inst.def.kind, (this.#liveByKind.get(inst.def.kind) ?? 1) - 1)
-    return true
-  }
-
-  #passivateIdle(): void {
-    const cutoff = performance.now() - this.config.idleTimeoutMs
-    for (const inst of [...this.#live.values()]) if (inst.lastUsed <= cutoff) this.#passivate(inst)
-  }
-
-  /** Over the cap: passivate idle actors, least recently used first. A busy actor stays. */
-  #passivateOverCap(): void {
-    let excess = this.#live.size - this.config.maxLiveActors
-    for (const inst of [...this.#live.values()]) {
-      if (excess <= 0) break
-      if (this.#passivate(inst)) excess--
-    }
-  }
-
-  /** A shard is leaving this node: wait until its actors are idle, then passivate them. */
-  async #passivateShard(shard: number): Promise<void> {
-    for (;;) {
-      const busy = [...this.#live.values()].filter((i) => i.shard === shard && !i.idle)
-      for (const inst of [...this.#live.values()]) if (inst.shard === shard && inst.idle) this.#passivate(inst)
-      if (busy.length === 0) return
-      await Promise.all(busy.map((i) => i.mailbox.idle()))
-    }
   }
 
   /** Drop inbox rows and outbox events past their retention (only the owner of shard 0 does). */

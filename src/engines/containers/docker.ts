@@ -6,11 +6,16 @@
  * container gets the same hardened HostConfig (docker-spec.ts). Names derive from the
  * entity, so create is idempotent: two concurrent `ensure`s race on the engine's unique
  * container name, the loser gets 409 and adopts the winner's container.
+ *
+ * Beside it: docker-placement.ts (what the engine has, whether a container fits),
+ * docker-status.ts (inspect and stats read as the interface's types), docker-logs.ts
+ * (output within its budgets), docker-exec.ts (terminals), docker-run.ts (batch jobs),
+ * docker-events.ts, docker-spec.ts (names, labels, the hardened HostConfig), docker-io.ts.
  */
 import Dockerode from 'dockerode'
 import { isAbsolute } from 'node:path'
 import { ConflictError, NotFoundError, ServiceUnavailableError, UnprocessableError } from '../../core/errors.ts'
-import { mapEngineError, oomReason, statusOf } from './docker-errors.ts'
+import { mapEngineError, statusOf } from './docker-errors.ts'
 import { LABELS, checkRef, containerName, hardenedHostConfig, labelsFor, limitsOf, volumeName } from './docker-spec.ts'
 import {
   checkEnv,
@@ -40,9 +45,11 @@ import {
   type RunResult,
   type RunSpec,
 } from './engine.ts'
-import { LogDecoder } from './docker-streams.ts'
+import { DEFAULT_LOG_LIMITS, DockerLogs, type ContainerLogLimits } from './docker-logs.ts'
+import { EngineCapabilities } from './docker-placement.ts'
+import { missingStatus, sampledStats, STATES, toStatus } from './docker-status.ts'
 import { openExec } from './docker-exec.ts'
-import { awaitCreated, chunks, date, engineCall, inspectRaw, modemOptions, pause, pingTarget, refOfLabels } from './docker-io.ts'
+import { awaitCreated, engineCall, inspectRaw, modemOptions, pause, pingTarget, refOfLabels } from './docker-io.ts'
 import { followEvents } from './docker-events.ts'
 import { runJob } from './docker-run.ts'
 
@@ -71,24 +78,6 @@ export interface DockerEngineOptions {
   onLogDropped?: (bytes: number, kind: ContainerKind) => void
 }
 
-/** How much container output the server reads in: per line, per tail request, per follow. */
-export interface ContainerLogLimits {
-  /** CONTAINER_LOG_LINE_MAX_BYTES: a longer line comes in pieces of this size (LogLine.partial). */
-  lineMaxBytes: number
-  /** CONTAINER_LOG_TAIL_MAX_BYTES: the most recent output `logs` returns at most. */
-  tailMaxBytes: number
-  /** CONTAINER_LOG_FOLLOW_MAX_BYTES: output one `followLogs` delivers before it only counts. */
-  followMaxBytes: number
-}
-
-/** The defaults of ContainerLogLimits (documented with their variables in the README). */
-const DEFAULT_LOG_LIMITS: ContainerLogLimits = { lineMaxBytes: 16 * 1024, tailMaxBytes: 1024 * 1024, followMaxBytes: 64 * 1024 * 1024 }
-
-/** Bytes a line stands for in a budget: its text and, when complete, its newline. */
-const lineBytes = (l: LogLine): number => Buffer.byteLength(l.line) + (l.partial ? 0 : 1)
-
-const STATES: readonly ContainerState[] = ['created', 'running', 'paused', 'restarting', 'removing', 'exited', 'dead']
-
 export class DockerEngine implements ContainerEngine {
   private readonly docker: Dockerode
   /** GET /_ping on the engine, as a bare fetch (see ping). */
@@ -103,7 +92,8 @@ export class DockerEngine implements ContainerEngine {
   private readonly infoTtlMs: number
   private readonly logLimits: ContainerLogLimits
   private readonly onLogDropped: (bytes: number, kind: ContainerKind) => void
-  private cachedInfo: { info: EngineInfo; at: number } | null = null
+  private readonly capabilities: EngineCapabilities
+  private readonly logReader: DockerLogs
 
   constructor(opts: DockerEngineOptions) {
     this.images = [...opts.images]
@@ -125,6 +115,8 @@ export class DockerEngine implements ContainerEngine {
     const modem = modemOptions(opts.host)
     this.docker = new Dockerode(modem)
     this.pingTarget = pingTarget(modem)
+    this.capabilities = new EngineCapabilities(this.docker, this.defaultRuntime, this.infoTtlMs)
+    this.logReader = new DockerLogs(this.docker, this.logLimits, this.onLogDropped)
   }
 
   // ---- engine -------------------------------------------------------------------------
@@ -141,38 +133,8 @@ export class DockerEngine implements ContainerEngine {
     if (!res.ok) throw new ServiceUnavailableError(`${ENGINE_UNAVAILABLE}: the engine answered ${res.status} to a ping`)
   }
 
-  async info(): Promise<EngineInfo> {
-    const raw = (await engineCall('other', () => this.docker.info())) as {
-      ServerVersion?: string
-      OperatingSystem?: string
-      KernelVersion?: string
-      NCPU?: number
-      MemTotal?: number
-      Runtimes?: Record<string, unknown>
-      DefaultRuntime?: string
-    }
-    const runtimes = Object.keys(raw.Runtimes ?? {}).sort()
-    const info: EngineInfo = {
-      engine: 'docker',
-      version: raw.ServerVersion ?? 'unknown',
-      os: raw.OperatingSystem ?? 'unknown',
-      kernel: raw.KernelVersion ?? 'unknown',
-      cpus: raw.NCPU ?? 0,
-      memoryBytes: raw.MemTotal ?? 0,
-      runtimes,
-      defaultRuntime: raw.DefaultRuntime ?? 'runc',
-      // The NVIDIA Container Toolkit registers itself as the `nvidia` runtime.
-      nvidia: runtimes.some((r) => r === 'nvidia' || r.startsWith('nvidia-')),
-    }
-    this.cachedInfo = { info, at: Date.now() }
-    return info
-  }
-
-  /** Runtimes and GPU support change rarely; a miss asks the engine again before refusing. */
-  private async capabilities(fresh = false): Promise<EngineInfo> {
-    const c = this.cachedInfo
-    if (!fresh && c && Date.now() - c.at < this.infoTtlMs) return c.info
-    return this.info()
+  info(): Promise<EngineInfo> {
+    return this.capabilities.info()
   }
 
   /**
@@ -181,22 +143,8 @@ export class DockerEngine implements ContainerEngine {
    * 2.00`), which reached the user as a workstation gone to ERROR after a 201 (issue 14,
    * item 14), and it accepts a memory limit above the host's, which then never holds.
    */
-  async checkPlacement(runtime: string | null | undefined, needs: PlacementNeeds): Promise<string> {
-    const name = runtime ?? this.defaultRuntime
-    let caps = await this.capabilities()
-    if (placementRefusals(caps, name, needs).length > 0) caps = await this.capabilities(true)
-    const refusals = placementRefusals(caps, name, needs)
-    if (refusals.length === 0) return name
-    if (refusals[0]!.field === 'runtime') {
-      const offered = caps.runtimes.filter((r) => !r.startsWith('io.containerd.'))
-      throw new UnprocessableError(`runtime ${JSON.stringify(name)} is not available on this container engine (available: ${offered.join(', ')})`, [
-        { field: 'runtime', message: 'not available on this engine' },
-      ])
-    }
-    if (refusals.length === 1 && refusals[0]!.field === 'resources.gpu') {
-      throw new UnprocessableError('no GPU is available on this engine: it has no NVIDIA runtime', refusals)
-    }
-    throw new UnprocessableError(refusals.map((r) => `${r.field.replace('resources.', '')}: ${r.message}`).join('; '), refusals)
+  checkPlacement(runtime: string | null | undefined, needs: PlacementNeeds): Promise<string> {
+    return this.capabilities.checkPlacement(runtime, needs)
   }
 
   // ---- lifecycle ----------------------------------------------------------------------
@@ -249,7 +197,7 @@ export class DockerEngine implements ContainerEngine {
     if (l[LABELS.entity] !== spec.entityId || l[LABELS.kind] !== spec.kind || l[LABELS.owner] !== spec.ownerId) {
       throw new ConflictError(`a container named ${info.Name.replace(/^\//, '')} exists but does not belong to this ${spec.kind}`)
     }
-    return this.toStatus({ kind: spec.kind, entityId: spec.entityId }, info)
+    return toStatus({ kind: spec.kind, entityId: spec.entityId }, info)
   }
 
   async start(ref: ContainerRef): Promise<ContainerStatus> {
@@ -308,23 +256,8 @@ export class DockerEngine implements ContainerEngine {
   async inspect(ref: ContainerRef): Promise<ContainerStatus> {
     const name = containerName(ref.kind, ref.entityId)
     const info = await inspectRaw(this.docker, name)
-    if (info) return this.toStatus(ref, info)
-    return {
-      ref: { kind: ref.kind, entityId: ref.entityId },
-      name,
-      id: null,
-      state: 'missing',
-      running: false,
-      exitCode: null,
-      oomKilled: false,
-      error: null,
-      startedAt: null,
-      finishedAt: null,
-      ownerId: null,
-      image: null,
-      runtime: null,
-      limits: null,
-    }
+    if (info) return toStatus(ref, info)
+    return missingStatus(ref, name)
   }
 
   async updateLimits(ref: ContainerRef, resources: ContainerResources): Promise<ContainerStatus> {
@@ -349,72 +282,12 @@ export class DockerEngine implements ContainerEngine {
 
   // ---- observation --------------------------------------------------------------------
 
-  async logs(ref: ContainerRef, opts: { tail?: number; maxBytes?: number } = {}): Promise<LogTail> {
-    const maxBytes = opts.maxBytes ?? this.logLimits.tailMaxBytes
-    // As a stream even without follow: dockerode would gather the whole answer in memory, and
-    // `tail` counts the engine's messages (16 KiB each at most), not bytes.
-    const stream = await this.logStream(ref, { follow: false, tail: opts.tail ?? 100 })
-    const decoder = new LogDecoder(true, { maxLineBytes: this.logLimits.lineMaxBytes })
-    // The newest lines within the budget: the oldest leave first.
-    const kept: LogLine[] = []
-    let head = 0
-    let bytes = 0
-    let dropped = 0
-    const keep = (items: Array<LogLine | LogCut>) => {
-      for (const l of items) {
-        if ('cut' in l) continue
-        kept.push(l)
-        bytes += lineBytes(l)
-        while (bytes > maxBytes && head < kept.length) {
-          const old = lineBytes(kept[head]!)
-          bytes -= old
-          dropped += old
-          head++
-        }
-        // Compact now and then rather than shift() per line.
-        if (head > 1024 && head * 2 > kept.length) {
-          kept.splice(0, head)
-          head = 0
-        }
-      }
-    }
-    for await (const chunk of chunks(stream)) keep(decoder.push(chunk))
-    keep(decoder.end())
-    if (dropped > 0) this.onLogDropped(dropped, ref.kind)
-    return { lines: kept.slice(head), droppedBytes: dropped }
+  logs(ref: ContainerRef, opts: { tail?: number; maxBytes?: number } = {}): Promise<LogTail> {
+    return this.logReader.logs(ref, opts)
   }
 
-  async *followLogs(ref: ContainerRef, opts: { tail?: number; signal?: AbortSignal; maxBytes?: number } = {}): AsyncGenerator<LogLine | LogCut> {
-    const stream = await this.logStream(ref, { follow: true, tail: opts.tail ?? 100 })
-    const decoder = new LogDecoder(true, { maxLineBytes: this.logLimits.lineMaxBytes, maxBytes: opts.maxBytes ?? this.logLimits.followMaxBytes })
-    try {
-      for await (const chunk of chunks(stream, opts.signal)) yield* decoder.push(chunk)
-      yield* decoder.end()
-    } finally {
-      if (decoder.droppedBytes > 0) this.onLogDropped(decoder.droppedBytes, ref.kind)
-    }
-  }
-
-  /** The container's log as a response stream (dockerode streams only with follow). */
-  private logStream(ref: ContainerRef, opts: { follow: boolean; tail: number }): Promise<NodeJS.ReadableStream> {
-    const name = containerName(ref.kind, ref.entityId)
-    return engineCall(
-      'other',
-      () =>
-        new Promise<NodeJS.ReadableStream>((resolve, reject) => {
-          // dockerode types its modem as any; this is docker-modem's dial.
-          ;(this.docker.modem as { dial(o: object, cb: (err: unknown, data: unknown) => void): void }).dial(
-            {
-              path: `/containers/${name}/logs?`,
-              method: 'GET',
-              isStream: true,
-              statusCodes: { 200: true, 404: 'no such container', 500: 'server error' },
-              options: { stdout: true, stderr: true, timestamps: true, follow: opts.follow, tail: opts.tail },
-            },
-            (err, data) => (err ? reject(err) : resolve(data as NodeJS.ReadableStream)),
-          )
-        }),
-    )
+  followLogs(ref: ContainerRef, opts: { tail?: number; signal?: AbortSignal; maxBytes?: number } = {}): AsyncGenerator<LogLine | LogCut> {
+    return this.logReader.followLogs(ref, opts)
   }
 
   async stats(ref: ContainerRef): Promise<ContainerStats> {
@@ -429,32 +302,7 @@ export class DockerEngine implements ContainerEngine {
     // stream=false without one-shot: the engine samples twice, so precpu_stats is filled
     // and the CPU delta below covers a real interval.
     const s = await engineCall('other', () => this.docker.getContainer(name).stats({ stream: false }))
-    const cpu = s.cpu_stats
-    const pre = s.precpu_stats
-    const cpuDelta = (cpu?.cpu_usage?.total_usage ?? 0) - (pre?.cpu_usage?.total_usage ?? 0)
-    const systemDelta = (cpu?.system_cpu_usage ?? 0) - (pre?.system_cpu_usage ?? 0)
-    const onlineCpus = cpu?.online_cpus || cpu?.cpu_usage?.percpu_usage?.length || 1
-    // Same formula as the docker CLI (calculateCPUPercentUnix): the container's share of all
-    // CPU time in the interval, scaled to cores. Without a previous sample there is no interval.
-    const cpuPercent = (pre?.system_cpu_usage ?? 0) > 0 && systemDelta > 0 && cpuDelta > 0 ? (cpuDelta / systemDelta) * onlineCpus * 100 : 0
-    const mem = s.memory_stats ?? {}
-    const memStats = (mem.stats ?? {}) as Record<string, number | undefined>
-    // Page cache the kernel can drop is not "used" (the CLI subtracts inactive_file:
-    // total_inactive_file under cgroup v1, inactive_file under v2).
-    const inactive = memStats.total_inactive_file ?? memStats.inactive_file ?? 0
-    const usage = mem.usage ?? 0
-    const memoryUsedBytes = Math.max(0, usage - (inactive < usage ? inactive : 0))
-    const memoryLimitBytes = mem.limit || configuredMemory
-    return {
-      running: true,
-      cpuPercent: Math.round(cpuPercent * 100) / 100,
-      cpuLimit,
-      memoryUsedBytes,
-      memoryLimitBytes,
-      memoryPercent: memoryLimitBytes > 0 ? Math.round((memoryUsedBytes / memoryLimitBytes) * 10000) / 100 : 0,
-      pids: s.pids_stats?.current ?? 0,
-      at: date(s.read) ?? new Date(),
-    }
+    return sampledStats(s, cpuLimit, configuredMemory)
   }
 
   async list(filter: ListFilter = {}): Promise<ContainerSummary[]> {
@@ -515,48 +363,4 @@ export class DockerEngine implements ContainerEngine {
     return this.docker.getContainer(containerName(ref.kind, ref.entityId))
   }
 
-  private toStatus(ref: ContainerRef, info: Dockerode.ContainerInspectInfo): ContainerStatus {
-    const st = info.State
-    const state = STATES.includes(st.Status as ContainerState) ? (st.Status as ContainerState) : 'dead'
-    const limits = limitsOf(info.HostConfig)
-    const finished = state === 'exited' || state === 'dead'
-    let error: string | null = null
-    if (st.OOMKilled) error = oomReason(limits?.memory)
-    else if (st.Error) error = st.Error
-    return {
-      ref: { kind: ref.kind, entityId: ref.entityId },
-      name: info.Name.replace(/^\//, ''),
-      id: info.Id,
-      state,
-      running: st.Running,
-      exitCode: finished ? st.ExitCode : null,
-      oomKilled: st.OOMKilled,
-      error,
-      startedAt: date(st.StartedAt),
-      finishedAt: finished ? date(st.FinishedAt) : null,
-      ownerId: info.Config.Labels?.[LABELS.owner] ?? null,
-      image: info.Config.Image ?? null,
-      runtime: info.HostConfig.Runtime ?? null,
-      limits,
-    }
-  }
-}
-
-
-const MB = 1024 * 1024
-
-/** What `needs` asks beyond what the engine has, one detail per field (the runtime first). */
-function placementRefusals(caps: EngineInfo, runtime: string, needs: PlacementNeeds): { field: string; message: string }[] {
-  if (!caps.runtimes.includes(runtime)) return [{ field: 'runtime', message: 'not available on this engine' }]
-  const out: { field: string; message: string }[] = []
-  // 0 means the engine did not say; nothing to check against then.
-  if (needs.cpu !== undefined && caps.cpus > 0 && needs.cpu > caps.cpus) {
-    out.push({ field: 'resources.cpu', message: `${needs.cpu} cores requested, the container engine has ${caps.cpus}` })
-  }
-  const memoryMb = Math.floor(caps.memoryBytes / MB)
-  if (needs.memory !== undefined && memoryMb > 0 && needs.memory > memoryMb) {
-    out.push({ field: 'resources.memory', message: `${needs.memory} MB requested, the container engine has ${memoryMb} MB` })
-  }
-  if (needs.gpu && !caps.nvidia) out.push({ field: 'resources.gpu', message: 'no GPU is available' })
-  return out
 }

@@ -26,7 +26,7 @@ import { copyFile, readdir, rename, rm, stat } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import type { DuckDBConnection } from '@duckdb/node-api'
 import { AppError } from '../../core/errors.ts'
-import { withDuckDB } from './duckdb-ops.ts'
+import { withDuckDB } from './duckdb-instance.ts'
 import { countRows, ident, lit } from './duckdb-read.ts'
 import {
   DEFAULT_ENGINE_OPTIONS,
@@ -47,10 +47,12 @@ import {
   type QueryResult,
   type ReadColumnsOptions,
   type ResultColumn,
+  type SqlInputs,
 } from './engine.ts'
 import { ExportTooLargeError, ProfileMemoryError, ProfileTimeoutError, QueryMemoryError, QueryTimeoutError } from './errors.ts'
 import type { DatasetFormat } from './format.ts'
 import type { DatasetProfile } from './profile.ts'
+import { checkInputs } from './sandbox-inputs.ts'
 import { WorkerPool, type RunLimits } from './worker-pool.ts'
 
 export class DuckDBDatasetEngine implements DatasetEngine {
@@ -159,7 +161,7 @@ export class DuckDBDatasetEngine implements DatasetEngine {
 
   /**
    * Run one read-only statement over the dataset, exposed as the view `data`, in a worker
-   * process (see duckdb-ops.ts for the sandbox: external access off, configuration locked,
+   * process (see duckdb-sandbox.ts for the sandbox: external access off, configuration locked,
    * exactly one SELECT). Reading stops after `maxRows` rows or `maxBytes` bytes of JSON
    * (`truncated`, `truncatedBy`). Past `timeoutMs` the worker is killed and a
    * QueryTimeoutError (422) thrown; past DATAKIT_QUERY_MEMORY_MB, a QueryMemoryError (422).
@@ -187,13 +189,16 @@ export class DuckDBDatasetEngine implements DatasetEngine {
    * array; the caller streams the file and removes it (consumeFile). Bounded by the query time
    * limit and by `maxBytes` of file (default DATAKIT_EXPORT_MAX_BYTES): the worker is killed
    * once the file outgrows it (ExportTooLargeError, 413) and the partial file removed.
+   * `source` is the Parquet file read as the view `data`, or several read as views by name
+   * (a 422 for a name that is not an SQL identifier, see sandbox-inputs.ts).
    */
-  async exportQuery(parquetPath: string, sql: string, format: ExportFormat, dest: string, opts: QueryExportOptions): Promise<ExportResult> {
+  async exportQuery(source: string | SqlInputs, sql: string, format: ExportFormat, dest: string, opts: QueryExportOptions): Promise<ExportResult> {
+    const inputs = typeof source === 'string' ? { data: source } : checkInputs(source)
     const timeoutMs = opts.timeoutMs ?? this.options.queryTimeoutMs
     const maxBytes = opts.maxBytes ?? this.options.exportMaxBytes
     const tooLarge = () => (fileSize(dest) > maxBytes ? new ExportTooLargeError(maxBytes) : undefined)
     try {
-      const { bytes } = await this.#interactive.run(opts.user, { kind: 'exportQuery', parquetPath, sql, format, dest }, this.#queryLimits(timeoutMs, opts.signal, { watch: tooLarge }))
+      const { bytes } = await this.#interactive.run(opts.user, { kind: 'exportQuery', inputs, sql, format, dest }, this.#queryLimits(timeoutMs, opts.signal, { watch: tooLarge }))
       // Finished between two checks.
       if (bytes > maxBytes) throw new ExportTooLargeError(maxBytes)
       return { path: dest, bytes, contentType: EXPORT_MEDIA_TYPES[format] }

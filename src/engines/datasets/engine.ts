@@ -32,7 +32,7 @@ export interface DatasetEngineOptions {
   /**
    * DuckDB's memory_limit per operation, e.g. "1GB": an upper bound. Each operation's DuckDB
    * gets the smaller of this and its process budget minus a reserve for the runtime (see
-   * duckdbMemoryLimit in worker-pool.ts); beyond it profiling spills to disk.
+   * duckdbMemoryLimit in worker-process.ts); beyond it profiling spills to disk.
    */
   memoryLimit: string
   /** Profiling/conversion operations running at once; more wait their turn. */
@@ -156,6 +156,9 @@ export interface QueryExportOptions extends OnBehalf {
   maxBytes?: number
 }
 
+/** Parquet files one statement reads, by the view name its SQL uses (an SQL identifier; not `result`). */
+export type SqlInputs = Readonly<Record<string, string>>
+
 export interface ExportResult {
   path: string
   bytes: number
@@ -178,8 +181,11 @@ export interface DatasetEngine {
   toParquet(src: string, dest: string, format: DatasetFormat, opts: OnBehalf): Promise<void>
   preview(parquetPath: string, limit: number, offset: number, opts: OnBehalf): Promise<DatasetPreview>
   query(parquetPath: string, sql: string, opts: QueryOptions): Promise<QueryResult>
-  /** The whole result of one sandboxed query written to `dest` (see DuckDBDatasetEngine.exportQuery). */
-  exportQuery(parquetPath: string, sql: string, format: ExportFormat, dest: string, opts: QueryExportOptions): Promise<ExportResult>
+  /**
+   * The whole result of one sandboxed query written to `dest` (see DuckDBDatasetEngine.exportQuery).
+   * `source`: one Parquet file, read as the view `data`, or several by view name (sandbox-inputs.ts).
+   */
+  exportQuery(source: string | SqlInputs, sql: string, format: ExportFormat, dest: string, opts: QueryExportOptions): Promise<ExportResult>
   exportTo(parquetPath: string, format: ExportFormat, dest: string, opts: ExportOptions): Promise<ExportResult>
   /** The columns of a Parquet file with their types (read from its footer). */
   describe(parquetPath: string, opts: OnBehalf): Promise<ResultColumn[]>

@@ -299,7 +299,7 @@ export async function detectFormat(path: string): Promise<DatasetFormat> {
 
 /**
  * The dataset limits that can be checked from a file's ends, before any of it is parsed (the
- * upload is refused at once; profiling checks the rest, see duckdb-ops.ts):
+ * upload is refused at once; profiling checks the rest, see duckdb-upload.ts):
  *
  * - a gzip file whose trailer (ISIZE: the uncompressed size mod 2^32, RFC 1952 §2.3.1) is
  *   over `maxDecompressedBytes` is refused (413): the real size is ISIZE plus a multiple of

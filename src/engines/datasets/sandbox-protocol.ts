@@ -5,7 +5,7 @@
  * classes the callers know (a DatasetParseError keeps its line).
  */
 import { AppError, UnprocessableError, type ErrorDetail } from '../../core/errors.ts'
-import type { SandboxOp } from './duckdb-ops.ts'
+import type { SandboxOp } from './sandbox-ops.ts'
 import { DatasetParseError, LimitError } from './errors.ts'
 
 export interface ToWorker {

@@ -10,8 +10,8 @@
  * Before it says it is ready it loads DuckDB and then caps its own memory with the kernel
  * (RLIMIT_DATA, rlimit.ts): what it has mapped by then plus the budget, and not a byte more.
  */
-import type { WorkerSettings } from './duckdb-ops.ts'
 import { limitDataGrowth, lowerPriority } from './rlimit.ts'
+import type { WorkerSettings } from './sandbox-ops.ts'
 import type { FromWorker, ToWorker } from './sandbox-protocol.ts'
 
 /**
@@ -23,7 +23,7 @@ const BELOW_SERVER = 10
 process.on('disconnect', () => process.exit(0))
 lowerPriority(BELOW_SERVER)
 // Loaded after: libduckdb and its start-up run at the lower priority already.
-const [{ prepareSpare, runOp, warmUp }, { toWire }] = await Promise.all([import('./duckdb-ops.ts'), import('./sandbox-protocol.ts')])
+const [{ runOp, warmUp }, { prepareSpare }, { toWire }] = await Promise.all([import('./duckdb-ops.ts'), import('./duckdb-instance.ts'), import('./sandbox-protocol.ts')])
 
 const settings = JSON.parse(process.argv[2] ?? '') as WorkerSettings
 const send = (m: FromWorker) => process.send!(m)

@@ -45,19 +45,19 @@
  * scheduling priority than the server (10 nice levels below, set by each on itself:
  * sandbox-worker.ts), so their start-up and their queries do not starve the server's event
  * loop, which answers every user.
+ *
+ * One worker process (its start, IPC, resident set and kill) is a WorkerProcess (worker-process.ts).
  */
-import { mkdirSync, readFileSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import type { Subprocess } from 'bun'
 import { AppError, ServiceUnavailableError } from '../../core/errors.ts'
 import { FairSemaphore } from '../../core/fair-semaphore.ts'
-import { DUCKDB_OUT_OF_MEMORY, type SandboxOp, type SandboxResults, type WorkerSettings } from './duckdb-ops.ts'
 import { QueueFullError } from './errors.ts'
-import { fromWire, type FromWorker, type ToWorker } from './sandbox-protocol.ts'
+import type { ToWorker } from './sandbox-protocol.ts'
+import { DUCKDB_OUT_OF_MEMORY, type SandboxOp, type SandboxResults, type WorkerSettings } from './sandbox-ops.ts'
+import { duckdbMemoryLimit, WorkerProcess, type WorkerJob } from './worker-process.ts'
 
-const WORKER_ENTRY = fileURLToPath(new URL('./sandbox-worker.ts', import.meta.url))
 const MiB = 1024 * 1024
 
 export interface WorkerPoolOptions {
@@ -73,12 +73,12 @@ export interface WorkerPoolOptions {
   threads: number
   /**
    * Interactive pools: workers keep a DuckDB instance ready for the next query (see prepareSpare
-   * in duckdb-ops.ts), and the pool may keep one spare worker beyond `size` (see #spare).
+   * in duckdb-instance.ts), and the pool may keep one spare worker beyond `size` (see #spare).
    */
   spareInstance: boolean
-  /** Workers run user SQL (see prepareSandbox in duckdb-ops.ts). */
+  /** Workers run user SQL (see prepareSandbox in duckdb-sandbox.ts). */
   sandbox: boolean
-  /** Upper bound of DuckDB's memory_limit, as DuckDB spells it ("1GB"); see duckdbMemoryLimit. */
+  /** Upper bound of DuckDB's memory_limit, as DuckDB spells it ("1GB"); see duckdbMemoryLimit (worker-process.ts). */
   duckdbMemoryLimit: string
   /** Working directory of the workers, and the parent of each operation's scratch directory. */
   tempDirectory: string
@@ -110,96 +110,12 @@ export interface RunLimits {
 /** An operation as callers give it: the pool adds its scratch directory. */
 export type PoolOp = SandboxOp extends infer T ? (T extends unknown ? Omit<T, 'scratch'> : never) : never
 
-interface Job {
-  id: number
+interface Job extends WorkerJob {
   user: string
-  resolve(value: unknown): void
-  reject(err: unknown): void
   limits: RunLimits
 }
 
-class Worker {
-  readonly proc: Subprocess<'ignore', 'inherit', 'inherit'>
-  readonly ready: Promise<void>
-  job: Job | undefined
-  /** Why we killed it; undefined when it died by itself. */
-  killedFor: unknown
-  /** Being killed: never taken again, and no longer counted in the pool's size. */
-  retired = false
-  /** The user whose operation made us retire it (out of memory, kept too much): its replacement is theirs. */
-  retiredBy: string | undefined
-  /** Started to replace a worker that `owner`'s operation retired: theirs until they (or, the pool full, anyone) take it. */
-  owner: string | undefined
-  idleTimer: ReturnType<typeof setTimeout> | undefined
-
-  constructor(settings: WorkerSettings, cwd: string, onExit: (w: Worker) => void) {
-    const { promise, resolve, reject } = Promise.withResolvers<void>()
-    this.ready = promise
-    this.proc = Bun.spawn({
-      cmd: [process.execPath, WORKER_ENTRY, JSON.stringify(settings)],
-      cwd,
-      // Nothing of the server's environment (secrets, database URL) reaches the worker; DuckDB
-      // derives no directory from a home that does not exist.
-      env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', HOME: '/nonexistent', TMPDIR: cwd },
-      stdio: ['ignore', 'inherit', 'inherit'],
-      serialization: 'json',
-      ipc: (m: FromWorker) => {
-        if (m.type === 'ready') return resolve()
-        const job = this.job
-        if (!job || job.id !== m.id) return
-        this.job = undefined
-        if (m.type === 'done') job.resolve(m.value)
-        else job.reject(fromWire(m.error))
-      },
-    })
-    void this.proc.exited.then(() => {
-      reject(new AppError('dataset_engine_failed', `DuckDB worker exited before it was ready (${this.proc.signalCode ?? this.proc.exitCode})`))
-      // The pool forgets it first (and starts a replacement), then its operation fails.
-      onExit(this)
-      const job = this.job
-      this.job = undefined
-      job?.reject(this.killedFor ?? new AppError('dataset_engine_failed', `DuckDB worker died (${this.proc.signalCode ?? `exit ${this.proc.exitCode}`})`))
-    })
-    promise.catch(() => {})
-  }
-
-  /** Its resident set in bytes (undefined where /proc is not readable). */
-  rss(): number | undefined {
-    return residentBytes(this.proc.pid)
-  }
-
-  async kill(reason: unknown): Promise<void> {
-    this.killedFor ??= reason
-    this.retired = true
-    this.proc.kill('SIGKILL')
-    await this.proc.exited
-  }
-}
-
-/** VmRSS of `pid` from /proc, in bytes; undefined when it cannot be read (not Linux, process gone). */
-function residentBytes(pid: number): number | undefined {
-  try {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return m ? Number(m[1]) * 1024 : undefined
-  } catch {
-    return undefined
-  }
-}
-
-const DUCKDB_UNITS: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 1024, MIB: MiB, GIB: 1024 * MiB, TIB: 1024 ** 4 }
-
-/**
- * DuckDB's memory_limit for a worker with `budgetMb` MiB: the configured ceiling, but never
- * more than the budget less a reserve for the runtime and result conversion (a quarter of the
- * budget, at least 160 MiB: an idle worker with DuckDB loaded holds ~80 MB).
- */
-function duckdbMemoryLimit(ceiling: string, budgetMb: number): string {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)\s*$/i.exec(ceiling)
-  const ceilingBytes = m ? Number(m[1]) * DUCKDB_UNITS[m[2]!.toUpperCase()]! : Infinity
-  const reserveMb = Math.max(160, budgetMb / 4)
-  const mb = Math.floor(Math.min(ceilingBytes / MiB, budgetMb - reserveMb))
-  return `${Math.max(32, mb)}MiB`
-}
+type Worker = WorkerProcess<Job>
 
 export class WorkerPool {
   readonly #opts: Required<Omit<WorkerPoolOptions, 'queuePerUser'>> & Pick<WorkerPoolOptions, 'queuePerUser'>
@@ -362,7 +278,7 @@ export class WorkerPool {
   }
 
   #spawn(): Worker {
-    const w = new Worker(this.#settings, this.#opts.tempDirectory, (dead) => this.#forget(dead))
+    const w: Worker = new WorkerProcess<Job>(this.#settings, this.#opts.tempDirectory, (dead) => this.#forget(dead))
     this.#workers.add(w)
     return w
   }
