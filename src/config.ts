@@ -143,6 +143,7 @@ const EnvSchema = T.Object({
   CONTAINER_LOG_TAIL_MAX_BYTES: Int({ default: 1024 * 1024, minimum: 1024 }),
   CONTAINER_LOG_FOLLOW_MAX_BYTES: Int({ default: 64 * 1024 * 1024, minimum: 1024 }),
   PIPELINE_STEP_CONCURRENCY: Int({ default: 8, minimum: 1, maximum: 1000 }),
+  PIPELINE_SCHEDULE_MIN_INTERVAL_SECONDS: Int({ default: 60, minimum: 1 }),
 })
 type Env = Static<typeof EnvSchema>
 
@@ -222,7 +223,7 @@ export interface Config {
   vms: { images: readonly string[]; runtime: string }
   /** Default per-user compute quota over running workstations and VMs (admins override per user). */
   quota: { running: number; cpu: number; memoryMb: number }
-  pipelines: { stepConcurrency: number }
+  pipelines: { stepConcurrency: number; scheduleMinIntervalSeconds: number }
   terminal: { reattachGraceMs: number }
   /** Models: artifact directory, container-run image allow-list, run timeouts (default, max), runs executing at once per node, queued+running runs per user, rows a built-in run may read. */
   models: { dir: string; trainingImages: readonly string[]; defaultTimeoutSeconds: number; maxTimeoutSeconds: number; concurrency: number; maxActiveRunsPerUser: number; maxRows: number; concurrencyPerUser: number; logMaxBytes: number; outputBytesPerSecond: number }
@@ -393,7 +394,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     workstations: Object.freeze({ images: Object.freeze(imageList('WORKSTATION_IMAGES', e.WORKSTATION_IMAGES!)), idleTimeoutSeconds: e.WORKSTATION_IDLE_TIMEOUT, idleCpuPercent: e.WORKSTATION_IDLE_CPU_PERCENT }),
     vms: Object.freeze({ images: Object.freeze(imageList('VM_IMAGES', e.VM_IMAGES!)), runtime: e.VM_RUNTIME }),
     quota: Object.freeze({ running: e.QUOTA_MAX_RUNNING, cpu: e.QUOTA_MAX_CPU, memoryMb: e.QUOTA_MAX_MEMORY_MB }),
-    pipelines: Object.freeze({ stepConcurrency: e.PIPELINE_STEP_CONCURRENCY }),
+    pipelines: Object.freeze({ stepConcurrency: e.PIPELINE_STEP_CONCURRENCY, scheduleMinIntervalSeconds: e.PIPELINE_SCHEDULE_MIN_INTERVAL_SECONDS }),
     terminal: Object.freeze({ reattachGraceMs: e.TERMINAL_REATTACH_GRACE_MS }),
     models: Object.freeze({
       dir: resolve(e.MODEL_DIR!),

@@ -72,7 +72,7 @@ export function pipelinesFeature(ctx: FeatureContext): Feature {
 
   return {
     name: 'pipelines',
-    actors: [pipelineActor(), pipelineRunActor({ env, kinds: stepKinds, stepConcurrency: config.pipelines.stepConcurrency, quota: config.quota })],
+    actors: [pipelineActor({ scheduleMinIntervalSeconds: config.pipelines.scheduleMinIntervalSeconds }), pipelineRunActor({ env, kinds: stepKinds, stepConcurrency: config.pipelines.stepConcurrency, quota: config.quota })],
     routes: [pipelineRoutes(ctx.http), pipelineRunRoutes(ctx.http), pipelineScheduleRoutes(ctx.http)],
     topics: {
       'pipeline-run': { resource: 'pipeline', ownerOf: (id) => (isUuid(id) ? runs.runOwner(sql, id) : undefined) },

@@ -34,9 +34,9 @@ function run(deps: HttpDeps, request: Request, id: string, action: 'read' | 'cha
 
 /** The run with its steps, as stored now. */
 async function current(deps: HttpDeps, id: string) {
-  const [r, steps] = await Promise.all([runs.findRun(deps.sql, id), runs.listSteps(deps.sql, id)])
-  if (!r) throw new NotFoundError('Pipeline run')
-  return serializeRun(r, steps)
+  const found = await runs.findRunWithSteps(deps.sql, id)
+  if (!found) throw new NotFoundError('Pipeline run')
+  return serializeRun(found.run, found.steps)
 }
 
 const RUN_LIFE =

@@ -82,7 +82,7 @@ export function quotaRoutes(deps: HttpDeps) {
         detail: {
           summary: "Override a user's compute quota",
           description:
-            'Sets any of the user\'s three limits — `running` (workstations, VMs and training containers at once), `cpu` (cores) and `memoryMb` — in place of the defaults; ' +
+            'Sets any of the user\'s three limits — `running` (workstations, VMs, training containers and pipeline container steps at once), `cpu` (cores) and `memoryMb` — in place of the defaults; ' +
             'a limit left out keeps its current override, `null` puts it back to the default. Answers the user\'s quota report. ' +
             'Lowering a limit stops nothing that runs: later starts are checked against it. 404 when there is no such user.',
           tags: ['System'],

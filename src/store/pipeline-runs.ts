@@ -4,7 +4,7 @@
  * (`tx`); the HTTP edge, the pipeline actor (admission) and the step cache read.
  */
 import type postgres from 'postgres'
-import { timed, type Db } from './db.ts'
+import { timed, type Db, type Sql } from './db.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
 
 type Json = postgres.JSONValue
@@ -62,6 +62,14 @@ export const findRun = timed('pipeline_runs.findRun', async function findRun(sql
 export const runOwner = timed('pipeline_runs.runOwner', async function runOwner(sql: Db, id: string): Promise<string | undefined> {
   const [row] = await sql<{ userId: string }[]>`select user_id as "userId" from pipeline_runs where id = ${id}`
   return row?.userId
+})
+
+/** A run and its steps as one snapshot (a run read while its turn commits is never half old, half new). */
+export const findRunWithSteps = timed('pipeline_runs.findRunWithSteps', async function findRunWithSteps(sql: Sql, id: string): Promise<{ run: PipelineRunRow; steps: StepRow[] } | undefined> {
+  return sql.begin('isolation level repeatable read read only', async (tx) => {
+    const run = await findRun(tx, id)
+    return run ? { run, steps: await listSteps(tx, id) } : undefined
+  }) as Promise<{ run: PipelineRunRow; steps: StepRow[] } | undefined>
 })
 
 export const listSteps = timed('pipeline_runs.listSteps', async function listSteps(sql: Db, runId: string): Promise<StepRow[]> {

@@ -134,15 +134,26 @@ export const report = timed('quotas.report', async function report(sql: Db, user
  * the caller's transaction (which must also commit what holds the resources). Throws
  * QuotaExceededError naming every limit it would pass.
  */
-export const claim = timed('quotas.claim', async function claim(tx: Db, userId: string, holder: ComputeHolder, resources: { cpu: number; memoryMb: number }, defaults: QuotaLimits): Promise<void> {
+export const claim = timed('quotas.claim', async function claim(
+  tx: Db,
+  userId: string,
+  holder: ComputeHolder,
+  resources: { cpu: number; memoryMb: number },
+  defaults: QuotaLimits,
+  /** Claimed earlier in the same transaction and not written yet (several holders started in one turn). */
+  alsoClaimed?: QuotaLimits,
+): Promise<void> {
   await lockUser(tx, userId)
-  const used = await usage(tx, userId, holder)
+  const counted = await usage(tx, userId, holder)
+  const used: QuotaLimits = alsoClaimed
+    ? { running: counted.running + alsoClaimed.running, cpu: counted.cpu + alsoClaimed.cpu, memoryMb: counted.memoryMb + alsoClaimed.memoryMb }
+    : counted
   const limits = await effective(tx, userId, defaults)
   const requested: QuotaLimits = { running: 1, cpu: resources.cpu, memoryMb: resources.memoryMb }
   const details: ErrorDetail[] = []
   const round = (n: number) => Math.round(n * 1000) / 1000
   if (used.running + 1 > limits.running) {
-    details.push({ field: 'quota.running', message: `running workstations, VMs and training containers: ${used.running} in use, ${limits.running} allowed` })
+    details.push({ field: 'quota.running', message: `running workstations, VMs, training containers and pipeline container steps: ${used.running} in use, ${limits.running} allowed` })
   }
   if (used.cpu + resources.cpu > limits.cpu + 1e-9) {
     details.push({ field: 'quota.cpu', message: `CPU: ${round(used.cpu)} cores in use, ${resources.cpu} requested, ${round(limits.cpu)} allowed` })

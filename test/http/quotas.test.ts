@@ -78,8 +78,8 @@ describe.if(Boolean(dockerHost))('one compute quota', () => {
     expect(refused.status).toBe(409)
     expect(refused.body).toEqual({
       success: false,
-      error: 'Quota exceeded: running workstations, VMs and training containers: 1 in use, 1 allowed',
-      details: [{ field: 'quota.running', message: 'running workstations, VMs and training containers: 1 in use, 1 allowed' }],
+      error: 'Quota exceeded: running workstations, VMs, training containers and pipeline container steps: 1 in use, 1 allowed',
+      details: [{ field: 'quota.running', message: 'running workstations, VMs, training containers and pipeline container steps: 1 in use, 1 allowed' }],
     })
 
     // Cancelled, the run gives its room back, and the workstation starts.

@@ -190,7 +190,7 @@ describe.skipIf(!docker)('VMs under gVisor (real engine)', () => {
     expect((await t.json('POST', `/api/workstations/${ws.body.data.id}/start`, { token: erin.token })).status).toBe(202)
     const refused = await t.json('POST', `/api/vms/${v.body.data.id}/start`, { token: erin.token })
     expect(refused.status).toBe(409)
-    expect(refused.body.details).toEqual([{ field: 'quota.running', message: 'running workstations, VMs and training containers: 1 in use, 1 allowed' }])
+    expect(refused.body.details).toEqual([{ field: 'quota.running', message: 'running workstations, VMs, training containers and pipeline container steps: 1 in use, 1 allowed' }])
   }, 60_000)
 })
 

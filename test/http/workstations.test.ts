@@ -362,8 +362,8 @@ describe.skipIf(!docker)('workstations (real engine)', () => {
     const refused = both.find((r) => r.status === 409)!
     expect(refused.body).toEqual({
       success: false,
-      error: 'Quota exceeded: running workstations, VMs and training containers: 1 in use, 1 allowed',
-      details: [{ field: 'quota.running', message: 'running workstations, VMs and training containers: 1 in use, 1 allowed' }],
+      error: 'Quota exceeded: running workstations, VMs, training containers and pipeline container steps: 1 in use, 1 allowed',
+      details: [{ field: 'quota.running', message: 'running workstations, VMs, training containers and pipeline container steps: 1 in use, 1 allowed' }],
     })
     const q1 = await t.json('GET', '/api/workstations/quota', { token: dave.token })
     expect(q1.body.data).toEqual({ used: { running: 1, cpu: 0.5, memoryMb: 64 }, allowed: { running: 1, cpu: 8, memoryMb: 256 }, source: 'override' })

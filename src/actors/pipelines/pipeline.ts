@@ -86,8 +86,8 @@ function checkParams(definition: PipelineDefinition, params: unknown, field: str
   return v.params
 }
 
-function checkCron(cron: string, timezone: string): void {
-  const problem = parseSchedule(cron, timezone)
+function checkCron(cron: string, timezone: string, minIntervalSeconds: number): void {
+  const problem = parseSchedule(cron, timezone, minIntervalSeconds)
   if (problem) throw new UnprocessableError('The schedule is not valid', [problem])
 }
 
@@ -99,7 +99,12 @@ function scheduledRunId(scheduleId: string, slot: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`
 }
 
-export function pipelineActor() {
+export interface PipelineOptions {
+  /** PIPELINE_SCHEDULE_MIN_INTERVAL_SECONDS: schedules whose slots are closer are refused. */
+  scheduleMinIntervalSeconds: number
+}
+
+export function pipelineActor(opts: PipelineOptions) {
   /** Admit queued runs into free slots, oldest first. */
   async function admit(ctx: TurnContext<PipelineMessage>, p: store.PipelineRow, active: string[]): Promise<string[]> {
     const free = maxActive(p) - active.length
@@ -184,7 +189,7 @@ export function pipelineActor() {
           return { state: { ...p, activeRuns: active } }
         }
         case 'addSchedule': {
-          checkCron(msg.cron, msg.timezone)
+          checkCron(msg.cron, msg.timezone, opts.scheduleMinIntervalSeconds)
           const params = checkParams(p.definition as PipelineDefinition, msg.params, 'params')
           const s = await store.insertSchedule(ctx.tx, {
             id: msg.scheduleId,
@@ -206,7 +211,7 @@ export function pipelineActor() {
           const cur = await schedule(ctx, p, msg.scheduleId)
           const cron = msg.cron ?? cur.cron
           const timezone = msg.timezone ?? cur.timezone
-          checkCron(cron, timezone)
+          checkCron(cron, timezone, opts.scheduleMinIntervalSeconds)
           const params = msg.params !== undefined ? checkParams(p.definition as PipelineDefinition, msg.params, 'params') : undefined
           const enabled = msg.enabled ?? cur.enabled
           const timing = msg.cron !== undefined || msg.timezone !== undefined || msg.enabled !== undefined

@@ -18,6 +18,8 @@ export interface RunState {
   steps: ReadonlyMap<string, store.StepRow>
   /** Ready steps were left waiting for a free slot (PIPELINE_STEP_CONCURRENCY): look at every step next time. */
   waiting: boolean
+  /** What the last turn changed, for `persist` to write (absent after a load or a create). */
+  written?: { steps: store.StepRow[]; run: boolean }
 }
 
 const TERMINAL_STEP: ReadonlySet<store.StepStatus> = new Set(['SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED', 'UPSTREAM_FAILED'])
@@ -51,6 +53,8 @@ export class Turn<M> {
   running = 0
   /** Steps not in a terminal status. */
   open = 0
+  /** Compute claimed by container steps started in this turn (not written until it commits). */
+  claimed = { running: 0, cpu: 0, memoryMb: 0 }
   #scope: Scope | undefined
   /** `empty` steps started in this turn: they end in the next one. */
   readonly emptyDone: Array<{ stepId: string; attempt: number }> = []

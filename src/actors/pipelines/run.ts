@@ -201,7 +201,7 @@ export function pipelineRunActor(opts: PipelineRunOptions) {
         failAttempt(t, spec, stepId, err.message)
         return
       }
-      const hit = await store.findCachedStep(t.ctx.tx, t.run.userId, cacheKey)
+      const hit = await store.findCachedStep(env.sql, t.run.userId, cacheKey)
       if (hit) {
         finish(t, stepId, 'SUCCEEDED', { attempts: attempt, cached: true, cacheKey, outputs: hit.outputs, startedAt: now, error: null })
         return
@@ -210,7 +210,9 @@ export function pipelineRunActor(opts: PipelineRunOptions) {
     const holds = kind.holds?.(resolved) ?? null
     if (holds) {
       try {
-        await quotas.claim(t.ctx.tx, t.run.userId, { kind: 'pipeline-step', id: `${t.run.id}/${stepId}` }, holds, opts.quota)
+        // Steps started earlier in this turn hold their share already, though not written yet.
+        await quotas.claim(t.ctx.tx, t.run.userId, { kind: 'pipeline-step', id: `${t.run.id}/${stepId}` }, holds, opts.quota, t.claimed)
+        t.claimed = { running: t.claimed.running + 1, cpu: t.claimed.cpu + holds.cpu, memoryMb: t.claimed.memoryMb + holds.memoryMb }
       } catch (err) {
         t.set(stepId, { attempts: attempt, startedAt: s.startedAt ?? now })
         failAttempt(t, spec, stepId, err instanceof Error ? err.message : String(err))
@@ -302,13 +304,11 @@ export function pipelineRunActor(opts: PipelineRunOptions) {
   }
 
   /** Write and announce what the turn changed. */
-  async function commit(t: Turn): Promise<RunState> {
+  function commit(t: Turn): RunState {
     const changed = [...t.changed].map((id) => t.step(id))
-    await store.saveSteps(t.ctx.tx, t.run.id, changed)
     const topic = `pipeline-run:${t.run.id}`
     for (const s of changed) t.ctx.emit(topic, 'step', { runId: t.run.id, ...stepView(s) })
     if (t.runChanged) {
-      await store.updateRun(t.ctx.tx, t.run.id, { status: t.run.status, error: t.run.error, attempt: t.run.attempt, startedAt: t.run.startedAt, endedAt: t.run.endedAt })
       if (t.run.status !== t.state.run.status || t.run.attempt !== t.state.run.attempt) {
         const data = { runId: t.run.id, ...runView(t.run) }
         t.ctx.emit(topic, 'status', data)
@@ -316,15 +316,22 @@ export function pipelineRunActor(opts: PipelineRunOptions) {
       }
     }
     if (t.emptyDone.length) t.ctx.self.tell({ type: 'emptyDone', steps: t.emptyDone })
-    return { ...t.state, run: t.run, steps: t.steps, waiting: t.waiting }
+    // Written by `persist`, in the turn's transaction: a turn that did not use ctx.tx joins a
+    // group commit (one flight for the turns of many actors), the common case of a step ending.
+    return { ...t.state, run: t.run, steps: t.steps, waiting: t.waiting, written: { steps: changed, run: t.runChanged } }
   }
 
   return defineActor({
     kind: PIPELINE_RUN_KIND,
     messages: PipelineRunMessage,
     load,
-    // Every turn writes what it changed itself (commit, above).
-    persist: async () => {},
+    // What the turn changed (commit, above); the create turn wrote its rows itself.
+    async persist(tx, id, state: PipelineRunState) {
+      if (!state?.written) return
+      await store.saveSteps(tx, id, state.written.steps)
+      const r = state.run
+      if (state.written.run) await store.updateRun(tx, id, { status: r.status, error: r.error, attempt: r.attempt, startedAt: r.startedAt, endedAt: r.endedAt })
+    },
     async handle(ctx, state: PipelineRunState, msg) {
       if (msg.type === 'create') {
         if (state) return { state, reply: runView(state.run) }
@@ -444,7 +451,7 @@ export function pipelineRunActor(opts: PipelineRunOptions) {
           throw new Error(`unhandled message ${(never as { type: string }).type}`)
         }
       }
-      const next = await commit(t)
+      const next = commit(t)
       return { state: next, reply: msg.type === 'cancel' || msg.type === 'retry' ? runView(next.run) : undefined }
     },
   })

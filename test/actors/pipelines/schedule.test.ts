@@ -26,8 +26,15 @@ describe('parseSchedule', () => {
     expect(parseSchedule('every day at noon')!.message).toMatch(/^not a cron pattern of 5 fields/)
   })
 
-  test('seconds and years fields are refused (a minute is the finest grain)', () => {
-    expect(parseSchedule('* * * * * *', 'UTC')).toEqual({ field: 'cron', message: expect.stringContaining('exactly 5 parts') })
+  test('a seconds field is accepted when its slots are far enough apart; years fields are refused', () => {
+    // Every second: refused under the default minimum of 60 s, accepted with 1 s.
+    expect(parseSchedule('* * * * * *', 'UTC')).toEqual({ field: 'cron', message: 'fires 1 s apart; slots must be at least 60 s apart (PIPELINE_SCHEDULE_MIN_INTERVAL_SECONDS)' })
+    expect(parseSchedule('* * * * * *', 'UTC', 1)).toBeNull()
+    // Twice a minute at seconds 0 and 50: the closest pair (10 s) decides, not the first gap.
+    expect(parseSchedule('0,50 * * * * *', 'UTC', 30)?.message).toMatch(/^fires 10 s apart/)
+    // Once a minute with seconds, and every classic 5-field pattern, pass the default.
+    expect(parseSchedule('30 * * * * *', 'UTC')).toBeNull()
+    expect(parseSchedule('* * * * *', 'UTC')).toBeNull()
     expect(parseSchedule('0 0 0 * * * 2030', 'UTC')?.field).toBe('cron')
   })
 
