@@ -92,6 +92,13 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
   let droppedOutputBytes = 0
   // Cancelled or timed out: stop reading too (what it printed meanwhile no longer matters).
   const stopReading = new AbortController()
+  let detached = false
+  const onDetach = () => {
+    detached = true
+    stopReading.abort()
+  }
+  if (opts.detach?.aborted) detached = true
+  opts.detach?.addEventListener('abort', onDetach, { once: true })
   const kill = () => {
     stopReading.abort()
     c.kill().catch(() => {
@@ -162,6 +169,7 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
       droppedOutputBytes = decoder.droppedBytes
       if (droppedOutputBytes > 0) engine.onLogDropped(droppedOutputBytes)
     }
+    if (detached) return { exitCode: null, oomKilled: false, cancelled: false, timedOut: false, error: null, durationMs: Date.now() - started, droppedOutputBytes, detached: true }
     // Cancelled or timed out, reading stopped at once: the kill is under way, wait for it.
     const waited = (await engineCall('other', () => c.wait({ condition: 'not-running' }))) as { StatusCode?: number }
     const final = await inspectRaw(docker, name)
@@ -178,7 +186,9 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
   } finally {
     clearTimeout(timer)
     opts.signal?.removeEventListener('abort', onAbort)
-    await engine.remove(ref, { keepVolume: true }).catch(() => {
+    opts.detach?.removeEventListener('abort', onDetach)
+    if (!detached)
+      await engine.remove(ref, { keepVolume: true }).catch(() => {
       // Left behind only if the engine went away; the next run() with this id adopts it.
     })
   }

@@ -247,6 +247,12 @@ export interface RunOptions {
    * else shares the machine. Default: unpaced.
    */
   outputBytesPerSecond?: number
+  /**
+   * Abort to stop following the job and leave it running (this node is stopping): the call
+   * returns at once with `detached`, the container is neither killed nor removed, and a later
+   * run() with the same entityId re-attaches to it.
+   */
+  detach?: AbortSignal
   /** Abort to cancel: the container is killed and the result says `cancelled`. */
   signal?: AbortSignal
   /** Kill the job after this long; the result says `timedOut`. */
@@ -263,6 +269,8 @@ export interface RunResult {
   durationMs: number
   /** Bytes of output past maxOutputBytes, counted and dropped. */
   droppedOutputBytes: number
+  /** Left running, not followed to its end (RunOptions.detach). */
+  detached?: boolean
 }
 
 export type ContainerEventAction = 'start' | 'die' | 'stop' | 'destroy' | 'oom'

@@ -19,7 +19,7 @@ import { chmod, copyFile, link, mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { checkResources, type ContainerResources, type LogLine } from '../../../engines/containers/engine.ts'
 import { StepFailure, type StepEnv, type StepKindRuntime, type StepLogLine, type StepRunContext } from './executor.ts'
-import { asFailure, checkWith, fingerprints, readyInputs, type DatakitInput, type WithOf } from './support.ts'
+import { asFailure, checkWith, fingerprints, nodeStopping, readyInputs, type DatakitInput, type WithOf } from './support.ts'
 
 /** As a container training run without `resources`: one core, 512 MB. */
 const DEFAULT_RESOURCES = { cpu: 1, memory: 512 }
@@ -142,6 +142,13 @@ async function run(env: StepEnv, ctx: StepRunContext, w: Record<string, unknown>
   const output = new Output(ctx.log)
   try {
     if (Object.keys(inputs).length) await prepareInput(dir, inputs)
+    // Cancel and timeouts stop the container; a node that stops leaves it running for the
+    // node that takes the run over (it re-attaches by the same entityId).
+    const cancel = new AbortController()
+    const detach = new AbortController()
+    const onAbort = () => (nodeStopping(ctx.signal) ? detach : cancel).abort(ctx.signal.reason)
+    if (ctx.signal.aborted) onAbort()
+    else ctx.signal.addEventListener('abort', onAbort, { once: true })
     const result = await engine
       .run(
         {
@@ -154,7 +161,8 @@ async function run(env: StepEnv, ctx: StepRunContext, w: Record<string, unknown>
           ...(Object.keys(inputs).length ? { input: { hostPath: dir, containerPath: '/input' } } : {}),
         },
         {
-          signal: ctx.signal,
+          signal: cancel.signal,
+          detach: detach.signal,
           onLine: (l) => output.push(l),
           onOutputCut: (cut) => output.notice(`output past ${cut.maxBytes} bytes is not kept (TRAINING_LOG_MAX_BYTES): the rest, output lines included, is only counted`),
           maxOutputBytes: env.settings.logMaxBytes,
@@ -171,7 +179,8 @@ async function run(env: StepEnv, ctx: StepRunContext, w: Record<string, unknown>
     }
     return output.outputs
   } finally {
-    await rm(dir, { recursive: true, force: true })
+    // A job left running for another node still reads its inputs.
+    if (!ctx.signal.aborted || !nodeStopping(ctx.signal)) await rm(dir, { recursive: true, force: true })
   }
 }
 
