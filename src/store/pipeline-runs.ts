@@ -102,6 +102,13 @@ export const queuedRunIds = timed('pipeline_runs.queuedRunIds', async function q
   return rows.map((r) => r.id)
 })
 
+/** Of these runs, those still QUEUED or RUNNING. */
+export const stillActive = timed('pipeline_runs.stillActive', async function stillActive(sql: Db, ids: string[]): Promise<string[]> {
+  if (ids.length === 0) return []
+  const rows = await sql<{ id: string }[]>`select id from pipeline_runs where id = any(${sql.array(ids)}::uuid[]) and status in ('QUEUED', 'RUNNING')`
+  return rows.map((r) => r.id)
+})
+
 /** Queued or running runs of a pipeline (a pipeline with any cannot be deleted). */
 export const activeRunCount = timed('pipeline_runs.activeRunCount', async function activeRunCount(sql: Db, pipelineId: string): Promise<number> {
   const [row] = await sql<{ n: number }[]>`select count(*)::int as n from pipeline_runs where pipeline_id = ${pipelineId} and status in ('QUEUED', 'RUNNING')`

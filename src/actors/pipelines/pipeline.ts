@@ -106,7 +106,10 @@ export interface PipelineOptions {
 
 export function pipelineActor(opts: PipelineOptions) {
   /** Admit queued runs into free slots, oldest first. */
-  async function admit(ctx: TurnContext<PipelineMessage>, p: store.PipelineRow, active: string[]): Promise<string[]> {
+  async function admit(ctx: TurnContext<PipelineMessage>, p: store.PipelineRow, admitted: string[]): Promise<string[]> {
+    // A run that ended without its `runEnded` reaching us (its node died right after the
+    // commit: sends go out from memory) gives its slot back here.
+    const active = await runs.stillActive(ctx.tx, admitted)
     const free = maxActive(p) - active.length
     if (free <= 0) return active
     const queued = (await runs.queuedRunIds(ctx.tx, p.id, free + active.length)).filter((id) => !active.includes(id)).slice(0, free)
@@ -173,9 +176,14 @@ export function pipelineActor(opts: PipelineOptions) {
           return { state: null, reply: { id: p.id } }
         }
         case 'enqueue': {
-          if (p.activeRuns.includes(msg.runId)) return { state: p }
+          // Admitted already, but it asks again (after a restart: its `start` may have been lost
+          // with a node): tell it again; a run that is not QUEUED ignores it.
+          if (p.activeRuns.includes(msg.runId)) {
+            ctx.send(PIPELINE_RUN_KIND, msg.runId, { type: 'start' })
+            return { state: p }
+          }
           const active = await admit(ctx, p, p.activeRuns)
-          if (active.length === p.activeRuns.length) return { state: p }
+          if (active.length === p.activeRuns.length && active.every((id, i) => id === p.activeRuns[i])) return { state: p }
           await store.setActiveRuns(ctx.tx, p.id, active)
           return { state: { ...p, activeRuns: active } }
         }
