@@ -4,7 +4,8 @@
  * streamed back (metric lines as metrics, the rest as logs), /output registered as the
  * version's artifact.
  */
-import { chmod, chown, copyFile, link, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, chown, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { linkOrCopy } from '../core/files.ts'
 import { join, relative } from 'node:path'
 import { UnprocessableError } from '../core/errors.ts'
 import type { LogLine } from '../engines/containers/engine.ts'
@@ -121,16 +122,6 @@ class OutputPump {
   #schedule(): void {
     if (this.#metrics.length + this.#logs.length >= FLUSH_ITEMS) this.flush()
     else this.#timer ??= setTimeout(() => this.flush(), FLUSH_MS)
-  }
-}
-
-/** The host path of a DataKit's Parquet copy handed to a container: a hard link when possible. */
-async function linkOrCopy(src: string, dest: string): Promise<void> {
-  await rm(dest, { force: true })
-  try {
-    await link(src, dest)
-  } catch {
-    await copyFile(src, dest)
   }
 }
 

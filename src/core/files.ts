@@ -1,5 +1,5 @@
-/** Files the server writes for one response. */
-import { open, rm } from 'node:fs/promises'
+/** Files the server writes: for one response, and links or copies of stored files. */
+import { copyFile, link, open, rm } from 'node:fs/promises'
 
 /**
  * A stream of the file at `path` that owns it: the file is opened and unlinked at once (on
@@ -31,4 +31,14 @@ export async function consumeFile(path: string, chunkSize = 256 * 1024): Promise
     },
     cancel: close,
   })
+}
+
+/** `dest` as a hard link to `src` when both are on one file system, else a copy (replacing any `dest`). */
+export async function linkOrCopy(src: string, dest: string): Promise<void> {
+  await rm(dest, { force: true })
+  try {
+    await link(src, dest)
+  } catch {
+    await copyFile(src, dest)
+  }
 }

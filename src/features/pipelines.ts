@@ -18,13 +18,17 @@ import { readOutbox } from '../store/outbox.ts'
 import * as runs from '../store/pipeline-runs.ts'
 import type { Feature, FeatureContext } from './feature.ts'
 
-export function pipelinesFeature(ctx: FeatureContext): Feature {
-  const { config, logger, sql, actors } = ctx.http
+/**
+ * What the step kinds use, from the server's HTTP dependencies and engines (the feature's, and
+ * the step-kind tests').
+ */
+export function stepEnv(http: FeatureContext['http'], engines: FeatureContext['engines']): StepEnv {
+  const { config, logger, sql, actors } = http
   const env: StepEnv = {
     sql,
-    containers: ctx.engines.containers,
-    datasets: ctx.engines.datasets,
-    serving: ctx.engines.serving,
+    containers: engines.containers,
+    datasets: engines.datasets,
+    serving: engines.serving,
     ask: (kind, id, message) => actors.ask(kind, id, message),
     watch: (topic, signal) => watchTopic(topic, signal),
     logger: logger.child({ component: 'pipelines' }),
@@ -70,6 +74,12 @@ export function pipelinesFeature(ctx: FeatureContext): Feature {
     }
   }
 
+  return env
+}
+
+export function pipelinesFeature(ctx: FeatureContext): Feature {
+  const { config, sql, actors } = ctx.http
+  const env = stepEnv(ctx.http, ctx.engines)
   return {
     name: 'pipelines',
     actors: [pipelineActor({ scheduleMinIntervalSeconds: config.pipelines.scheduleMinIntervalSeconds }), pipelineRunActor({ env, kinds: stepKinds, stepConcurrency: config.pipelines.stepConcurrency, quota: config.quota })],

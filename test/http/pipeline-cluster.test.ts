@@ -183,8 +183,8 @@ async function deployment(opts: { redis: boolean }): Promise<Deployment> {
       nodes.map(async (n) => {
         if (!n.alive) return
         n.proc.kill('SIGTERM')
-        const stopped = await Promise.race([n.proc.exited.then(() => true), Bun.sleep(20_000).then(() => false)])
-        if (!stopped) await n.kill9() // a stop that hangs is the test's failure to report, not to wait on
+        // A stop that hangs is the test's failure to report, not to wait on.
+        await until(() => n.proc.exitCode !== null || n.proc.signalCode !== null, `${n.id} to exit`, 20_000).catch(() => n.kill9())
       }),
     )
     if (docker) await removeContainersOf(docker.raw, db.sql).catch(() => {})

@@ -10,12 +10,11 @@ import { join } from 'node:path'
 import { expect } from 'bun:test'
 import { datakitDir, datakitFiles } from '../../../src/actors/datakit-files.ts'
 import { StepFailure, type StepEnv, type StepLogLine, type StepRunContext } from '../../../src/actors/pipelines/steps/executor.ts'
-import type { ActorEvent } from '../../../src/actors/runtime/index.ts'
 import { closeIdleWorker } from '../../../src/engines/trainer/pool.ts'
 import { datakitsFeature } from '../../../src/features/datakits.ts'
 import { modelsFeature } from '../../../src/features/models.ts'
+import { stepEnv } from '../../../src/features/pipelines.ts'
 import * as datakits from '../../../src/store/datakits.ts'
-import { readOutbox } from '../../../src/store/outbox.ts'
 import { testServer, type TestServer } from '../../support/app.ts'
 import { service } from '../../support/services.ts'
 import { until } from '../../support/until.ts'
@@ -41,57 +40,10 @@ export async function stepTestServer(file: string): Promise<StepTestServer> {
     { UPLOAD_DIR: uploadDir, MODEL_DIR: modelDir, TRAINING_IMAGES: TEST_IMAGE, ...(dockerHost ? { DOCKER_HOST: dockerHost } : {}) },
     { features: [datakitsFeature, modelsFeature], actorConfig: { reminderPollMs: 100 } },
   )
-  const { config, logger, sql, actors } = t.server.http
+  const { config, sql, actors } = t.server.http
   const engines = t.server.context.engines
 
-  /** As the pipelines feature's: a topic's events from its beginning, then as they are committed. */
-  async function* watch(topic: string, signal: AbortSignal): AsyncIterable<ActorEvent> {
-    let seq = 0
-    let wake: (() => void) | undefined
-    const unsubscribe = actors.subscribe((e) => {
-      if (e.topic === topic) wake?.()
-    })
-    const onAbort = () => wake?.()
-    signal.addEventListener('abort', onAbort, { once: true })
-    try {
-      while (!signal.aborted) {
-        const waiting = new Promise<void>((resolve) => {
-          wake = resolve
-          setTimeout(resolve, 1000)
-        })
-        const events = await readOutbox(sql, topic, seq, 500)
-        for (const e of events) {
-          seq = e.seq
-          yield e
-        }
-        if (events.length === 500) continue
-        await waiting
-      }
-    } finally {
-      unsubscribe()
-      signal.removeEventListener('abort', onAbort)
-    }
-  }
-
-  const env: StepEnv = {
-    sql,
-    containers: engines.containers,
-    datasets: engines.datasets,
-    serving: engines.serving,
-    ask: (kind, id, message) => actors.ask(kind, id, message),
-    watch,
-    logger,
-    settings: {
-      images: config.models.trainingImages,
-      datakitDir: datakitDir(config.uploadDir),
-      logMaxBytes: config.models.logMaxBytes,
-      outputBytesPerSecond: config.models.outputBytesPerSecond,
-      models: config.models,
-      workDir: join(config.uploadDir, 'pipelines'),
-      datakitMaxBytes: config.maxFileSize,
-      queryTimeoutMs: config.datakits.profileTimeoutMs,
-    },
-  }
+  const env = stepEnv(t.server.http, engines)
 
   async function datakit(ownerId: string, csv: string, addTo?: string): Promise<string> {
     const dir = datakitDir(config.uploadDir)

@@ -15,7 +15,8 @@
  * again from the start: the outputs come out the same, the attempt's log lines repeat). Cache key inputs: the image and the content (sha256) of each input
  * DataKit's version, so a new version of an input is a miss.
  */
-import { chmod, copyFile, link, mkdir, rm } from 'node:fs/promises'
+import { chmod, mkdir, rm } from 'node:fs/promises'
+import { linkOrCopy } from '../../../core/files.ts'
 import { join } from 'node:path'
 import { checkResources, type ContainerResources, type LogLine } from '../../../engines/containers/engine.ts'
 import { StepFailure, type StepEnv, type StepKindRuntime, type StepLogLine, type StepRunContext } from './executor.ts'
@@ -106,16 +107,6 @@ class Output {
     }
     this.#bytes += bytes
     this.outputs[name] = value
-  }
-}
-
-/** A hard link to the Parquet copy (same file system), else a copy. */
-async function linkOrCopy(src: string, dest: string): Promise<void> {
-  await rm(dest, { force: true })
-  try {
-    await link(src, dest)
-  } catch {
-    await copyFile(src, dest)
   }
 }
 
