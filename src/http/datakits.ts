@@ -18,7 +18,7 @@ import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Elysia, t } from 'elysia'
 import { NotFoundError, ValidationError } from '../core/errors.ts'
-import { consumeFile } from '../core/files.ts'
+import { sendOnce } from '../core/files.ts'
 import { DATAKIT_KIND, type DatakitMessage } from '../actors/datakit.ts'
 import { datakitFiles } from '../actors/datakit-files.ts'
 import type { DatasetEngine, ExportFormat } from '../engines/datasets/engine.ts'
@@ -261,7 +261,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
           h['content-type'] = res.contentType
           h['content-length'] = String(res.bytes)
           h['content-disposition'] = contentDisposition(`${sanitizeFilename(d.name.replace(/[\\/]/g, '_'), 'datakit')}-v${v.version}.${format}`)
-          return new Response(await consumeFile(res.path), { headers: h })
+          return new Response(await sendOnce(res.path), { headers: h })
         },
         {
           params: idParams,
@@ -337,8 +337,8 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
           h['content-type'] = res.contentType
           h['content-length'] = String(res.bytes)
           h['content-disposition'] = contentDisposition(`${sanitizeFilename(d.name.replace(/[\\/]/g, '_'), 'datakit')}-v${v.version}-query.${format}`)
-          // consumeFile is a pull stream: it reads the next chunk only when the client took the last.
-          return new Response(await consumeFile(res.path), { headers: h })
+          // Sent with sendfile: the kernel paces it to the client (backpressure), no byte passes through JavaScript.
+          return new Response(await sendOnce(res.path), { headers: h })
         },
         {
           params: idParams,
