@@ -1,6 +1,6 @@
 /**
  * What the server and a dataset worker process (sandbox-worker.ts) say to each other over
- * Bun's IPC channel (JSON): the worker announces it is ready, then answers each operation it
+ * Bun's IPC channel (structured clone, `serialization: 'advanced'`): the worker announces it is ready, then answers each operation it
  * is sent, one at a time. Errors cross as plain objects and are rebuilt as the AppError
  * classes the callers know (a DatasetParseError keeps its line).
  */

@@ -47,7 +47,9 @@ export class WorkerProcess<J extends WorkerJob> {
       // derives no directory from a home that does not exist.
       env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', HOME: '/nonexistent', TMPDIR: cwd },
       stdio: ['ignore', 'inherit', 'inherit'],
-      serialization: 'json',
+      // Structured clone, not JSON: an 8 MB answer (rowsJson) cost the server's event loop 49 ms
+      // to parse as JSON and 14 ms to clone (measured, parent CPU per message).
+      serialization: 'advanced',
       ipc: (m: FromWorker) => {
         if (m.type === 'ready') return resolve()
         const job = this.job
