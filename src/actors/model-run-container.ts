@@ -138,8 +138,9 @@ export async function runContainer(env: TaskEnv, run: { id: string; modelId: str
     await linkOrCopy(spec.source.parquetPath, join(input, 'data.parquet')).catch((err) => {
       throw new TrainingDataError(`The DataKit's data could not be read (was the DataKit deleted?): ${err instanceof Error ? err.message : String(err)}`)
     })
-    // The data as it is (no spreadsheet-formula neutralising: a program reads this file).
-    await env.datasets.exportTo(join(input, 'data.parquet'), 'csv', join(input, 'data.csv'), { user: run.userId, neutraliseFormulas: false, signal })
+    // The data as it is (no spreadsheet-formula neutralising: a program reads this file), written
+    // in a background slot: a burst of runs never holds the slots other users' queries need.
+    await env.datasets.exportTo(join(input, 'data.parquet'), 'csv', join(input, 'data.csv'), { user: run.userId, neutraliseFormulas: false, slot: 'background', signal })
     await writeFile(
       join(input, 'spec.json'),
       JSON.stringify({ runId: run.id, modelId: run.modelId, task: spec.task, target: spec.target, features: spec.features, params: spec.params, datakit: { id: spec.source.datakitId, version: spec.source.version } }, null, 2),

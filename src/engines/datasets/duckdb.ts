@@ -216,7 +216,8 @@ export class DuckDBDatasetEngine implements DatasetEngine {
    * single quote, so a spreadsheet shows it as text instead of evaluating it (OWASP "CSV
    * Injection"); header names are treated the same. Numeric columns are left alone: a number
    * like -5 is data, not a formula. CSV and JSON are written by a worker (interactive slot,
-   * DATAKIT_QUERY_MEMORY_MB, DATAKIT_PROFILE_TIMEOUT_MS: it is as big as the dataset).
+   * DATAKIT_QUERY_MEMORY_MB, DATAKIT_PROFILE_TIMEOUT_MS: it is as big as the dataset; or, with
+   * `slot: 'background'`, a profiling slot with its memory and time limits).
    */
   async exportTo(parquetPath: string, format: ExportFormat, dest: string, opts: ExportOptions): Promise<ExportResult> {
     const neutraliseFormulas = opts.neutraliseFormulas ?? true
@@ -227,7 +228,9 @@ export class DuckDBDatasetEngine implements DatasetEngine {
         await rename(tmp, dest)
       } else {
         const o = this.options
-        await this.#interactive.run(opts.user, { kind: 'export', parquetPath, format, dest, neutraliseFormulas }, this.#queryLimits(o.profileTimeoutMs, opts.signal, { exporting: true }))
+        const op = { kind: 'export', parquetPath, format, dest, neutraliseFormulas } as const
+        if (opts.slot === 'background') await this.#background.run(opts.user, op, this.#profileLimits(opts.signal))
+        else await this.#interactive.run(opts.user, op, this.#queryLimits(o.profileTimeoutMs, opts.signal, { exporting: true }))
       }
     } catch (err) {
       await removeTemporaries(dest)

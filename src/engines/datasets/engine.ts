@@ -217,4 +217,10 @@ export interface ExportOptions extends OnBehalf {
    * files people open). Off for files programs read (a training job's input): the data as it is.
    */
   neutraliseFormulas?: boolean
+  /**
+   * Which of the engine's slots writes it: `interactive` (default; someone waits for the file,
+   * it shares the slots of queries) or `background` (a job's input, beside profiling and
+   * training data, so a burst of jobs never holds the slots users' queries need).
+   */
+  slot?: 'interactive' | 'background'
 }
