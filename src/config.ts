@@ -71,6 +71,15 @@ const EnvSchema = T.Object({
   SMTP_PORT: Int({ default: 587, maximum: 65535 }),
   SMTP_USER: Str(),
   SMTP_PASS: Str(),
+  SMTP_FROM: Str('QUADRAX ML <no-reply@quadrax.local>'),
+  SMTP_SECURE: Bool(false),
+  // Notifications (src/features/notifications.ts): mail retries, the sweep, password resets.
+  MAIL_RETRY_BASE_MS: Int({ default: 10_000, minimum: 10 }),
+  MAIL_RETRY_MAX_MS: Int({ default: 3_600_000, minimum: 10 }),
+  MAIL_RETRY_ATTEMPTS: Int({ default: 8, minimum: 1, maximum: 100 }),
+  MAIL_GIVE_UP_HOURS: Int({ default: 72, minimum: 1 }),
+  MAIL_SWEEP_INTERVAL_MS: Int({ default: 30_000, minimum: 50 }),
+  PASSWORD_RESET_TTL_MINUTES: Int({ default: 30, minimum: 1, maximum: 1440 }),
 
   LOG_LEVEL: T.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => T.Literal(l)), { default: 'info' }),
   SENTRY_DSN: Str(),
@@ -87,6 +96,8 @@ const EnvSchema = T.Object({
   AUTH_REGISTER_RATE_LIMIT_MAX_REQUESTS: T.Optional(Int({ minimum: 1 })),
   AUTH_REFRESH_RATE_LIMIT_WINDOW_MS: Int({ default: 900_000, minimum: 1 }),
   AUTH_REFRESH_RATE_LIMIT_MAX_REQUESTS: Int({ default: 100, minimum: 1 }),
+  AUTH_PASSWORD_RESET_RATE_LIMIT_WINDOW_MS: T.Optional(Int({ minimum: 1 })),
+  AUTH_PASSWORD_RESET_RATE_LIMIT_MAX_REQUESTS: T.Optional(Int({ minimum: 1 })),
   // Login throttling (src/auth/login-throttle.ts): per account and source, per source, per account.
   LOGIN_LOCKOUT_THRESHOLD: Int({ default: 5, minimum: 1 }),
   LOGIN_BACKOFF_BASE_MS: Int({ default: 60_000, minimum: 1 }),
@@ -99,6 +110,9 @@ const EnvSchema = T.Object({
   LOGIN_ACCOUNT_SLOW_INTERVAL_MS: Int({ default: 30_000, minimum: 1 }),
   LOGIN_TRUSTED_SOURCE_TTL_MS: Int({ default: 30 * 24 * 3_600_000, minimum: 1 }),
   TRUST_PROXY: Bool(false),
+  // The audit log (src/store/audit.ts): off only to measure what it costs (bench/audit.ts).
+  AUDIT_ENABLED: Bool(true),
+  AUDIT_RETENTION_DAYS: Int({ default: 0, maximum: 36_500 }),
 
   // Unset: FRONTEND_URL's origin.
   CORS_ORIGIN: Str(),
@@ -131,6 +145,8 @@ const EnvSchema = T.Object({
   TERMINAL_REATTACH_GRACE_MS: Int({ default: 60_000, minimum: 1000 }),
   MODEL_DIR: Str('./data/models'),
   TRAINING_IMAGES: Str('quadrax/busybox:test'),
+  // The Python image (scripts/python-image.sh); unset: the tag computed from its package list.
+  PYTHON_IMAGE: Str(),
   TRAINING_TIMEOUT_SECONDS: Int({ default: 3600, minimum: 1 }),
   TRAINING_MAX_TIMEOUT_SECONDS: Int({ default: 86_400, minimum: 1 }),
   TRAINING_CONCURRENCY: Int({ default: 2, minimum: 1, maximum: 64 }),
@@ -144,6 +160,12 @@ const EnvSchema = T.Object({
   CONTAINER_LOG_FOLLOW_MAX_BYTES: Int({ default: 64 * 1024 * 1024, minimum: 1024 }),
   PIPELINE_STEP_CONCURRENCY: Int({ default: 8, minimum: 1, maximum: 1000 }),
   PIPELINE_SCHEDULE_MIN_INTERVAL_SECONDS: Int({ default: 60, minimum: 1 }),
+  // CodeSheets (src/actors/codesheets/): cells per sheet, bytes of a cell's source and of its outputs, an import's file, a kernel's start.
+  CODESHEET_MAX_CELLS: Int({ default: 1000, minimum: 1, maximum: 100_000 }),
+  CODESHEET_MAX_SOURCE_BYTES: Int({ default: 512 * 1024, minimum: 1024, maximum: 16 * 1024 * 1024 }),
+  CODESHEET_MAX_OUTPUT_BYTES: Int({ default: 2 * 1024 * 1024, minimum: 4096 }),
+  CODESHEET_MAX_IMPORT_BYTES: Int({ default: 32 * 1024 * 1024, minimum: 1024 }),
+  CODESHEET_KERNEL_START_TIMEOUT_MS: Int({ default: 60_000, minimum: 1000 }),
 })
 type Env = Static<typeof EnvSchema>
 
@@ -193,7 +215,12 @@ export interface Config {
   openai: { apiKey: string | undefined; baseUrl: string | undefined; model: string; maxRetries: number; timeoutMs: number; idleTimeoutMs: number }
   /** The AI assistant: prompt budget, reply cap, per-user daily token budget (0 = unlimited). */
   ai: { contextTokens: number; maxReplyTokens: number; dailyTokenBudget: number }
-  smtp: { host: string | undefined; port: number; user: string | undefined; pass: string | undefined }
+  /** E-mail: off while `host` is undefined (SMTP_HOST unset). `secure`: TLS from the first byte (else STARTTLS when offered). */
+  smtp: { host: string | undefined; port: number; user: string | undefined; pass: string | undefined; from: string; secure: boolean }
+  /** Mail delivery: waits between attempts (doubling from base, at most max), attempts per job, when a failing mail is given up, how often the sweep looks for mail and notifications a node missed. */
+  mail: { retryBaseMs: number; retryMaxMs: number; attemptsPerJob: number; giveUpMs: number; sweepIntervalMs: number }
+  /** How long an e-mailed password-reset link works; requests to forgot- and reset-password per client source. */
+  passwordReset: { ttlMinutes: number; rateLimit: { windowMs: number; max: number } }
   logLevel: Env['LOG_LEVEL']
   sentryDsn: string | undefined
   /** Bearer token /metrics requires; undefined: /metrics is open (scraped on a private network). */
@@ -212,6 +239,8 @@ export interface Config {
     account: { maxFailures: number; windowMs: number; slowIntervalMs: number; trustedSourceTtlMs: number }
   }
   trustProxy: boolean
+  /** The audit log: recorded at all (off only for benchmarks), and days events are kept (0: forever). */
+  audit: { enabled: boolean; retentionDays: number }
   corsOrigins: readonly string[]
   cacheTtlSeconds: number
   shutdownTimeoutMs: number
@@ -219,11 +248,19 @@ export interface Config {
   cluster: { nodeId: string | undefined; shards: number; leaseTtlMs: number }
   /** Workstations: image allow-list (first = default), idle culling (0 s = off; CPU above the threshold counts as activity). */
   workstations: { images: readonly string[]; idleTimeoutSeconds: number; idleCpuPercent: number }
+  /**
+   * The Python data-science image (undefined: the tag scripts/python-image.sh builds, computed
+   * at start) and the image lists it joins when the engine has it: WORKSTATION_IMAGES and
+   * TRAINING_IMAGES each when left unset (a list given explicitly is taken as given).
+   */
+  pythonImage: { image: string | undefined; joinWorkstations: boolean; joinTraining: boolean }
   /** VMs: OS image allow-list (first = default) and the engine runtime they run under. */
   vms: { images: readonly string[]; runtime: string }
   /** Default per-user compute quota over running workstations and VMs (admins override per user). */
   quota: { running: number; cpu: number; memoryMb: number }
   pipelines: { stepConcurrency: number; scheduleMinIntervalSeconds: number }
+  /** CodeSheets: cells per sheet (and executions one sheet may have waiting), bytes of one cell's source and of its outputs, of an imported .ipynb, and how long a kernel may take to start. */
+  codesheets: { maxCells: number; maxSourceBytes: number; maxOutputBytes: number; maxImportBytes: number; kernelStartTimeoutMs: number }
   terminal: { reattachGraceMs: number }
   /** Models: artifact directory, container-run image allow-list, run timeouts (default, max), runs executing at once per node, queued+running runs per user, rows a built-in run may read. */
   models: { dir: string; trainingImages: readonly string[]; defaultTimeoutSeconds: number; maxTimeoutSeconds: number; concurrency: number; maxActiveRunsPerUser: number; maxRows: number; concurrencyPerUser: number; logMaxBytes: number; outputBytesPerSecond: number }
@@ -253,6 +290,13 @@ function imageList(name: string, csv: string): string[] {
     if (!/^[a-z0-9][a-z0-9._\/:@-]{0,254}$/.test(i)) throw new ConfigError(`${name} contains ${JSON.stringify(i)}: expected image references like registry/name:tag`)
   }
   return images
+}
+
+/** One plain image reference. */
+function onlyImage(name: string, text: string): string {
+  const [image, ...more] = imageList(name, text)
+  if (more.length) throw new ConfigError(`${name}=${JSON.stringify(text)} is invalid: expected one image reference`)
+  return image!
 }
 
 function describe(schema: TSchema): string {
@@ -370,7 +414,21 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       idleTimeoutMs: e.OPENAI_IDLE_TIMEOUT_MS,
     }),
     ai: Object.freeze({ contextTokens: e.AI_CONTEXT_TOKENS, maxReplyTokens: e.AI_MAX_REPLY_TOKENS, dailyTokenBudget: e.AI_DAILY_TOKEN_BUDGET }),
-    smtp: Object.freeze({ host: e.SMTP_HOST, port: e.SMTP_PORT, user: e.SMTP_USER, pass: e.SMTP_PASS }),
+    smtp: Object.freeze({ host: e.SMTP_HOST, port: e.SMTP_PORT, user: e.SMTP_USER, pass: e.SMTP_PASS, from: e.SMTP_FROM!, secure: e.SMTP_SECURE }),
+    mail: Object.freeze({
+      retryBaseMs: e.MAIL_RETRY_BASE_MS,
+      retryMaxMs: Math.max(e.MAIL_RETRY_MAX_MS, e.MAIL_RETRY_BASE_MS),
+      attemptsPerJob: e.MAIL_RETRY_ATTEMPTS,
+      giveUpMs: e.MAIL_GIVE_UP_HOURS * 3_600_000,
+      sweepIntervalMs: e.MAIL_SWEEP_INTERVAL_MS,
+    }),
+    passwordReset: Object.freeze({
+      ttlMinutes: e.PASSWORD_RESET_TTL_MINUTES,
+      rateLimit: Object.freeze({
+        windowMs: e.AUTH_PASSWORD_RESET_RATE_LIMIT_WINDOW_MS ?? e.AUTH_RATE_LIMIT_WINDOW_MS,
+        max: e.AUTH_PASSWORD_RESET_RATE_LIMIT_MAX_REQUESTS ?? e.AUTH_RATE_LIMIT_MAX_REQUESTS,
+      }),
+    }),
     logLevel: e.LOG_LEVEL,
     sentryDsn: e.SENTRY_DSN,
     metricsToken: e.METRICS_TOKEN || undefined,
@@ -386,15 +444,29 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       account: Object.freeze({ maxFailures: e.LOGIN_ACCOUNT_MAX_FAILURES, windowMs: e.LOGIN_ACCOUNT_WINDOW_MS, slowIntervalMs: e.LOGIN_ACCOUNT_SLOW_INTERVAL_MS, trustedSourceTtlMs: e.LOGIN_TRUSTED_SOURCE_TTL_MS }),
     }),
     trustProxy: e.TRUST_PROXY,
+    audit: Object.freeze({ enabled: e.AUDIT_ENABLED, retentionDays: e.AUDIT_RETENTION_DAYS }),
     corsOrigins: Object.freeze(corsOrigins),
     cacheTtlSeconds: e.CACHE_TTL_SECONDS,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     admin: Object.freeze({ email: e.ADMIN_EMAIL!, password: e.ADMIN_PASSWORD }),
     cluster: Object.freeze({ nodeId: e.NODE_ID, shards: e.CLUSTER_SHARDS, leaseTtlMs: e.CLUSTER_LEASE_TTL_MS }),
     workstations: Object.freeze({ images: Object.freeze(imageList('WORKSTATION_IMAGES', e.WORKSTATION_IMAGES!)), idleTimeoutSeconds: e.WORKSTATION_IDLE_TIMEOUT, idleCpuPercent: e.WORKSTATION_IDLE_CPU_PERCENT }),
+    pythonImage: Object.freeze({
+      image: e.PYTHON_IMAGE === undefined ? undefined : onlyImage('PYTHON_IMAGE', e.PYTHON_IMAGE),
+      // Value.Default filled `raw` in: whether a list was given is read from the source.
+      joinWorkstations: !source.WORKSTATION_IMAGES,
+      joinTraining: !source.TRAINING_IMAGES,
+    }),
     vms: Object.freeze({ images: Object.freeze(imageList('VM_IMAGES', e.VM_IMAGES!)), runtime: e.VM_RUNTIME }),
     quota: Object.freeze({ running: e.QUOTA_MAX_RUNNING, cpu: e.QUOTA_MAX_CPU, memoryMb: e.QUOTA_MAX_MEMORY_MB }),
     pipelines: Object.freeze({ stepConcurrency: e.PIPELINE_STEP_CONCURRENCY, scheduleMinIntervalSeconds: e.PIPELINE_SCHEDULE_MIN_INTERVAL_SECONDS }),
+    codesheets: Object.freeze({
+      maxCells: e.CODESHEET_MAX_CELLS,
+      maxSourceBytes: e.CODESHEET_MAX_SOURCE_BYTES,
+      maxOutputBytes: e.CODESHEET_MAX_OUTPUT_BYTES,
+      maxImportBytes: e.CODESHEET_MAX_IMPORT_BYTES,
+      kernelStartTimeoutMs: e.CODESHEET_KERNEL_START_TIMEOUT_MS,
+    }),
     terminal: Object.freeze({ reattachGraceMs: e.TERMINAL_REATTACH_GRACE_MS }),
     models: Object.freeze({
       dir: resolve(e.MODEL_DIR!),

@@ -17,14 +17,18 @@ import { AuthService } from './auth/service.ts'
 import { SessionRegistry } from './auth/sessions.ts'
 import { MemoryTicketStore, RedisTicketStore } from './auth/tickets.ts'
 import { DockerEngine } from './engines/containers/docker.ts'
+import { withPythonImage } from './engines/containers/python-image.ts'
 import { DuckDBDatasetEngine } from './engines/datasets/duckdb.ts'
 import { DEFAULT_ENGINE_OPTIONS } from './engines/datasets/engine.ts'
 import { createChatModel } from './engines/llm/openai.ts'
 import { ModelServing } from './engines/serving/serving.ts'
 import { aiFeature } from './features/ai.ts'
+import { auditFeature } from './features/audit.ts'
+import { codesheetsFeature } from './features/codesheets.ts'
 import { datakitsFeature } from './features/datakits.ts'
 import type { Engines, Feature, FeatureContext, FeatureFactory } from './features/feature.ts'
 import { modelsFeature } from './features/models.ts'
+import { notificationsFeature } from './features/notifications.ts'
 import { pipelinesFeature } from './features/pipelines.ts'
 import { vmsFeature } from './features/vms.ts'
 import { workstationsFeature } from './features/workstations.ts'
@@ -34,8 +38,10 @@ import type { HttpDeps } from './http/context.ts'
 import type { HealthProbe } from './http/health.ts'
 import { ticketRoutes } from './http/live.ts'
 import { cachedReadRoutes, mergeRoutes } from './http/native.ts'
+import { requestAudit } from './http/plugins/audit.ts'
 import { ResponseCache } from './http/plugins/cache.ts'
 import { createFrame } from './http/plugins/request.ts'
+import { AuditLog } from './store/audit.ts'
 import { connect, type Sql } from './store/db.ts'
 import { startEmbedded, type EmbeddedDatabase } from './store/embedded.ts'
 import { migrate } from './store/migrate.ts'
@@ -48,7 +54,7 @@ import { liveRoutes } from './ws/routes.ts'
 import { asyncApiRoutes } from './ws/asyncapi.ts'
 
 /** The platform's features, installed in this order. A new feature adds one line here. */
-const FEATURES: readonly FeatureFactory[] = [aiFeature, workstationsFeature, vmsFeature, modelsFeature, datakitsFeature, pipelinesFeature]
+const FEATURES: readonly FeatureFactory[] = [aiFeature, workstationsFeature, vmsFeature, modelsFeature, datakitsFeature, pipelinesFeature, notificationsFeature, codesheetsFeature]
 
 export interface RunningServer {
   url: string
@@ -233,9 +239,12 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   const registry = new SessionRegistry(sql, { logger, redis: redis && redisSub ? { pub: redis, sub: redisSub, prefix } : undefined })
   await registry.start()
   const rateLimits = redis ? new RedisRateLimitStore(redis, `${prefix}rl:`) : new MemoryRateLimitStore()
+  // Who did what: the request frame records every state-changing request, the auth layer its
+  // security events (AUDIT_ENABLED=false: nothing, for benchmarks only).
+  const audit = new AuditLog(sql, { enabled: config.audit.enabled, logger, metrics })
   // Failed-login counters: shared through Redis in a cluster; alone, an in-process store of
   // their own, so a flood of cheap API-limit keys never pushes them out of a bounded store.
-  const auth = new AuthService(sql, resolved, registry, { refreshReuseGraceMs: opts.refreshReuseGraceMs, limits: redis ? rateLimits : undefined })
+  const auth = new AuthService(sql, resolved, registry, { refreshReuseGraceMs: opts.refreshReuseGraceMs, limits: redis ? rateLimits : undefined, audit, logger })
   const cache = new ResponseCache(redis ? new RedisCacheStore(redis, `${prefix}cache:`) : new MemoryCacheStore(), metrics, config.cacheTtlSeconds)
   const tickets = redis ? new RedisTicketStore(redis, `${prefix}wsticket:`) : new MemoryTicketStore()
   const actors = createActorSystem({
@@ -253,8 +262,11 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   registry.onRevoked((ids) => hub.closeSessions(ids))
 
   const dockerHost = dockerHostOf(config, opts.localDockerSocket)
-  const engines = buildEngines(resolved, { sql, logger, metrics, dockerHost })
-  const http: HttpDeps = { config: resolved, sql, logger, metrics, auth, rateLimits, cache, actors, frame: createFrame({ config, logger, metrics }) }
+  // The Python image joins the default image lists when the engine has it (asked once, here).
+  const running = await withPythonImage(resolved, dockerHost, logger)
+  const engines = buildEngines(running, { sql, logger, metrics, dockerHost })
+  const trail = requestAudit({ auth, audit })
+  const http: HttpDeps = { config: running, sql, logger, metrics, auth, rateLimits, cache, actors, frame: createFrame({ config, logger, metrics, audit: trail }) }
   const gate = { auth, origins: config.corsOrigins, tickets }
   const context: FeatureContext = { http, engines, gate }
   const probes: HealthProbe[] = [
@@ -265,7 +277,8 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   ]
 
   const features: Feature[] = []
-  for (const factory of opts.features ?? FEATURES) features.push(await factory(context))
+  // The audit log's routes and retention are the platform's own: installed whatever the features.
+  for (const factory of [...(opts.features ?? FEATURES), auditFeature]) features.push(await factory(context))
   for (const f of features) {
     for (const kind of f.actors ?? []) actors.register(kind)
     for (const [kind, fn] of Object.entries(f.topics ?? {})) hub.authorize(kind, fn)
@@ -286,6 +299,8 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
     ],
     uploadPaths: features.flatMap((f) => f.uploadPaths ?? []),
   })
+  // Which routes change something, and what each is recorded as, from the route table itself.
+  trail.learn(app.routes)
   const fallback = (request: Request) => app.fetch(request)
   const nativeRoutes = mergeRoutes(
     cachedReadRoutes(http, [...CORE_READS, ...features.flatMap((f) => f.cachedReads ?? [])], fallback),
@@ -305,6 +320,7 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
         await server?.stop(false) // stop accepting; resolves when in-flight requests are done
         for (const f of opts.onStop ?? []) await f()
         await actors.stop() // finish turns in progress, passivate, release leases
+        await audit.close() // the events of the last requests
       })()
       await Promise.race([graceful, deadline])
       server?.stop(true)

@@ -9,10 +9,13 @@
  * The objects are closed (no fields beyond those named), like the frames of src/ws/protocol.ts.
  * Emitters: src/actors/compute/ (workstation:, vm:, and user: for both), model-run.ts (run:,
  * user: `model-run.status`), chat-session.ts (chat:), datakit.ts (datakit:, user: `datakit.*`),
- * pipelines/ (pipeline-run:, user: `pipeline-run.status`, `pipeline.*`; see pipelines/events.ts).
+ * pipelines/ (pipeline-run:, user: `pipeline-run.status`, `pipeline.*`; see pipelines/events.ts),
+ * notifier.ts (user: `notification`), codesheets/ (codesheet:; see codesheets/events.ts).
  */
 import { Type as T, type TSchema } from '@sinclair/typebox'
+import { CODESHEET_EVENTS, CODESHEET_EXAMPLE } from './codesheets/events.ts'
 import { PIPELINE_RUN_EVENTS, PIPELINE_RUN_EXAMPLE, USER_PIPELINE_EVENTS } from './pipelines/events.ts'
+import { NOTIFICATION_KINDS } from '../store/notifications-kinds.ts'
 
 const closed = { additionalProperties: false } as const
 const Uuid = T.String({ format: 'uuid' })
@@ -257,6 +260,35 @@ const datakit = {
   deleted: T.Object({ id: Uuid }, { ...closed, description: 'Deleted, with its versions and files.', examples: [{ id: ID.datakit }] }),
 }
 
+// ---- Notifications (notifier.ts) ----------------------------------------------------------
+
+const NotificationEvent = T.Object(
+  {
+    id: Uuid,
+    kind: Literals(NOTIFICATION_KINDS),
+    title: T.String({ description: "The e-mail's subject, in words" }),
+    body: T.String({ description: 'One sentence: what happened' }),
+    link: T.Union([T.String(), T.Null()], { description: 'Where to act on it in the web app (starts at FRONTEND_URL)' }),
+    data: T.Record(T.String(), T.Unknown(), { description: 'What the notification is about, by kind (ids, names, status, error)' }),
+    createdAt: Timestamp,
+  },
+  {
+    ...closed,
+    description: 'You were notified (the same as GET /api/notifications lists): a run or pipeline run ended, a workstation was stopped for idleness, your storage is 90 % full, your password was changed, sign-ins were paused.',
+    examples: [
+      {
+        id: 'e5f6a7b8-c9d0-4e1f-8a2b-3c4d5e6f7a8b',
+        kind: 'training-run.failed',
+        title: 'Training run failed: churn',
+        body: 'Training run 8b3c4d5e of model “churn” failed.',
+        link: 'https://app.example.com/models/9c4d5e6f-7a8b-4c9d-8e1f-2a3b4c5d6e7f/runs/8b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e',
+        data: { runId: ID.run, modelId: ID.model, modelName: 'churn', status: 'FAILED', error: 'The target column "label" is not in the DataKit', version: null, attempt: 1 },
+        createdAt: AT,
+      },
+    ],
+  },
+)
+
 /**
  * Every event, by topic kind and type: `EVENTS.workstation.status` is the schema of the `data`
  * of a `status` event on `workstation:<id>`. The user topic carries its owner's compute events
@@ -270,6 +302,7 @@ export const EVENTS = {
     'datakit.updated': datakit.updated,
     'datakit.deleted': datakit.deleted,
     ...USER_PIPELINE_EVENTS,
+    notification: NotificationEvent,
   },
   workstation: { ...compute, activity: ComputeActivityEvent },
   vm: compute,
@@ -277,17 +310,19 @@ export const EVENTS = {
   chat,
   datakit,
   'pipeline-run': PIPELINE_RUN_EVENTS,
+  codesheet: CODESHEET_EVENTS,
 } satisfies Record<string, Record<string, TSchema>>
 
 export type TopicKind = keyof typeof EVENTS
 
 /** What each topic kind is about, and who may subscribe to it. */
 export const TOPICS: Record<TopicKind, { about: string; example: string }> = {
-  user: { about: "a user's own things: status, changes and deletion of their workstations and VMs, their runs' status, their DataKits' status and changes, their pipelines' changes and pipeline runs' status", example: ID.user },
+  user: { about: "a user's own things: status, changes and deletion of their workstations and VMs, their runs' status, their DataKits' status and changes, their pipelines' changes and pipeline runs' status, and their notifications", example: ID.user },
   workstation: { about: 'one workstation: status, changes, deletion, and CPU activity seen by the idle check', example: ID.workstation },
   vm: { about: 'one VM: status, changes (resizes too) and deletion', example: ID.vm },
   run: { about: 'one training run: status, metrics as they are logged, and a container run’s output lines', example: ID.run },
   chat: { about: 'one AI assistant session: messages, the answer streamed in chunks, renames and deletion', example: ID.chat },
   datakit: { about: 'one DataKit: each version’s profiling status, renames and deletion', example: ID.datakit },
   'pipeline-run': { about: 'one pipeline run: its status, each step’s transitions (with outputs and errors) and the steps’ log lines', example: PIPELINE_RUN_EXAMPLE },
+  codesheet: { about: 'one CodeSheet: its executions’ status, each output as it is stored, its cells’ changes and its kernel’s state', example: CODESHEET_EXAMPLE },
 }

@@ -71,6 +71,8 @@ const accountOf = (email: string) => new Bun.CryptoHasher('sha256').update(email
 export interface LoginAttempt {
   account: string
   source: string
+  /** The last attempt this source may make on the account at once: if it fails, the next must wait. */
+  lastFree?: boolean
 }
 
 export class LoginThrottle {
@@ -106,7 +108,7 @@ export class LoginThrottle {
     }
     const r = await this.store.backoff(k.pair, pair)
     if (!r.allowed) throw new LoginThrottledError('pair', r.retryMs, `Too many failed logins for this account from this address`)
-    return attempt
+    return { ...attempt, lastFree: r.count === pair.free }
   }
 
   /**
@@ -117,12 +119,18 @@ export class LoginThrottle {
     await this.store.unbackoff(this.keys(a).pair)
   }
 
-  /** The password was wrong (or the account unknown). */
-  async failed(a: LoginAttempt): Promise<void> {
+  /**
+   * The password was wrong (or the account unknown). Returns the rule this failure just set off
+   * for the account, if any — `pair`: this source must now wait; `account`: new sources are now
+   * slowed — so its owner can be told (once: only the failure that crosses the line returns it).
+   */
+  async failed(a: LoginAttempt): Promise<Exclude<ThrottleRule, 'source'> | undefined> {
     const k = this.keys(a)
     const { source, account } = this.rules
     // `max` only matters for `allowed`, which is not used here: these count, `admit` decides.
-    await Promise.all([this.store.hit(k.source, source.windowMs, source.maxFailures), this.store.hit(k.account, account.windowMs, account.maxFailures)])
+    const [, byAccount] = await Promise.all([this.store.hit(k.source, source.windowMs, source.maxFailures), this.store.hit(k.account, account.windowMs, account.maxFailures)])
+    if (byAccount.allowed && byAccount.remaining === 0) return 'account'
+    return a.lastFree ? 'pair' : undefined
   }
 
   /** The password was right: this source's failures on the account no longer count, and it is trusted for it. */

@@ -7,11 +7,15 @@
 import type { Config } from '../config.ts'
 import { ConflictError, PG, pgCode, UnauthorizedError, ValidationError } from '../core/errors.ts'
 import { Jwt } from '../core/jwt.ts'
+import type { AuditEvent } from '../store/audit-chain.ts'
+import type { AuditLog } from '../store/audit.ts'
 import type { Sql } from '../store/db.ts'
 import { MemoryRateLimitStore, type RateLimitStore } from '../store/rate-limit.ts'
 import * as sessions from '../store/sessions.ts'
 import * as users from '../store/users.ts'
-import { LoginThrottle } from './login-throttle.ts'
+import { LoginThrottle, LoginThrottledError } from './login-throttle.ts'
+import type { Logger } from '../core/logger.ts'
+import { PasswordResets } from './password-reset.ts'
 import type { Principal } from './principal.ts'
 import type { SessionRegistry } from './sessions.ts'
 
@@ -68,20 +72,26 @@ export class AuthService {
   /** A bcrypt hash of a random string: verified against when the email is unknown, so timing does not reveal which emails exist. */
   private dummyHash: Promise<string>
   private readonly throttle: LoginThrottle
+  /** Password resets, and the "password changed" and "sign-ins paused" notices (./password-reset.ts). */
+  readonly resets: PasswordResets
 
   /**
    * `opts.limits`: where failed-login counters live — the Redis rate-limit store in a cluster,
    * so every node sees the same counts; when not given, an in-process store of their own.
+   * `opts.audit`: where security events go (logins, refused logins, refresh-token reuse,
+   * logouts, role changes); a login's and a role change's in the transaction of the change.
    */
   constructor(
     private readonly sql: Sql,
-    private readonly config: Pick<Config, 'jwt' | 'bcryptRounds' | 'login'> & { jwt: { secret: string } },
+    private readonly config: Pick<Config, 'jwt' | 'bcryptRounds' | 'login' | 'smtp' | 'passwordReset'> & { jwt: { secret: string } },
     readonly registry: SessionRegistry,
-    private readonly opts: { refreshReuseGraceMs?: number; onUserChanged?: (userId: string) => Promise<void> | void; limits?: RateLimitStore } = {},
+    private readonly opts: { refreshReuseGraceMs?: number; onUserChanged?: (userId: string) => Promise<void> | void; limits?: RateLimitStore; audit?: AuditLog; logger?: Logger } = {},
   ) {
     this.jwt = new Jwt(config.jwt.secret)
     this.dummyHash = Bun.password.hash(crypto.randomUUID(), { algorithm: 'bcrypt', cost: config.bcryptRounds })
-    this.throttle = new LoginThrottle(opts.limits ?? new MemoryRateLimitStore(), config.login)
+    const limits = opts.limits ?? new MemoryRateLimitStore()
+    this.throttle = new LoginThrottle(limits, config.login)
+    this.resets = new PasswordResets(sql, config, registry, limits, opts.logger)
   }
 
   hashPassword(password: string): Promise<string> {
@@ -104,6 +114,7 @@ export class AuthService {
       throw err
     }
     await this.opts.onUserChanged?.(user.id)
+    this.opts.audit?.identify(user.id)
     return { user: publicUser(user), ...(await this.openSession(user, meta)) }
   }
 
@@ -113,11 +124,32 @@ export class AuthService {
    * cached principals so the next request sees it. Undefined when there is no such user.
    */
   async updateUser(id: string, patch: users.UserPatch): Promise<users.UserRow | undefined> {
-    const u = await users.update(this.sql, id, patch)
+    const audit = this.opts.audit
+    const u = audit?.enabled && (patch.role !== undefined || patch.isActive !== undefined) ? await this.updateAudited(audit, id, patch) : await users.update(this.sql, id, patch)
     if (!u) return undefined
     if (patch.isActive === false) await this.registry.revokeUser(u.id, 'deactivated')
     else if (patch.role !== undefined || patch.isActive !== undefined) await this.registry.invalidateUser(u.id)
     return u
+  }
+
+  /**
+   * A change of role or active flag and its audit events (`user.role_changed` with `from` and
+   * `to`, `user.deactivated`, `user.reactivated`), in one transaction. The audit chain's lock
+   * comes first, so concurrent changes are serialised and each reads the role it replaces.
+   */
+  private updateAudited(audit: AuditLog, id: string, patch: users.UserPatch): Promise<users.UserRow | undefined> {
+    return this.sql.begin(async (tx) => {
+      const chain = await audit.lock(tx)
+      const before = await users.findById(tx, id)
+      const after = before && (await users.update(tx, id, patch))
+      if (!before || !after) return undefined
+      const event = { outcome: 'success', status: 200, targetType: 'user', targetId: id } as const
+      const events: AuditEvent[] = []
+      if (after.role !== before.role) events.push({ ...event, action: 'user.role_changed', detail: { from: before.role, to: after.role } })
+      if (after.isActive !== before.isActive) events.push({ ...event, action: after.isActive ? 'user.reactivated' : 'user.deactivated' })
+      await chain?.append(...events)
+      return after
+    })
   }
 
   /**
@@ -150,7 +182,16 @@ export class AuthService {
    * work (a bcrypt verification, against a dummy hash for the unknown one).
    */
   async login(email: string, password: string, meta: RequestMeta = {}): Promise<LoginResult> {
-    const attempt = await this.throttle.admit(email, meta.ip)
+    const audit = this.opts.audit
+    // A login attempt's events: the e-mail typed, from where (a refused or failed one is recorded after the fact).
+    const attempted = { actorEmail: email, ip: meta.ip ?? undefined, userAgent: meta.userAgent ?? undefined }
+    let attempt: Awaited<ReturnType<LoginThrottle['admit']>>
+    try {
+      attempt = await this.throttle.admit(email, meta.ip)
+    } catch (err) {
+      if (err instanceof LoginThrottledError) await audit?.record({ ...attempted, action: 'auth.lockout', actorId: null, outcome: 'denied', status: err.status, detail: { rule: err.rule } })
+      throw err
+    }
     let user: Awaited<ReturnType<typeof users.findSecretByEmail>>
     try {
       user = await users.findSecretByEmail(this.sql, email)
@@ -160,20 +201,36 @@ export class AuthService {
     }
     const ok = await Bun.password.verify(password, user ? user.passwordHash : await this.dummyHash)
     if (!user || !ok) {
-      await this.throttle.failed(attempt)
-      throw new UnauthorizedError('Invalid email or password')
+      const locked = await this.throttle.failed(attempt)
+      // The owner hears of it (not awaited: this answer and its timing stay those of any failed login).
+      if (user && locked) this.resets.locked(user.id, locked, this.config.login.pair.maxMs, meta)
+      const err = new UnauthorizedError('Invalid email or password')
+      await audit?.record({ ...attempted, action: 'auth.login_failed', actorId: user?.id ?? null, targetType: 'user', targetId: user?.id ?? null, outcome: 'denied', status: err.status, detail: { reason: user ? 'wrong_password' : 'unknown_email' } })
+      throw err
     }
     await this.throttle.succeeded(attempt)
-    if (!user.isActive) throw new UnauthorizedError('This account has been deactivated')
+    if (!user.isActive) {
+      const err = new UnauthorizedError('This account has been deactivated')
+      await audit?.record({ ...attempted, action: 'auth.login_failed', actorId: user.id, targetType: 'user', targetId: user.id, outcome: 'denied', status: err.status, detail: { reason: 'deactivated' } })
+      throw err
+    }
     await users.recordSuccessfulLogin(this.sql, user.id)
-    return { user: publicUser(user), ...(await this.openSession(user, meta)) }
+    return { user: publicUser(user), ...(await this.openSession(user, meta, { ...attempted, action: 'auth.login', actorId: user.id, actorEmail: user.email, outcome: 'success', status: 200 })) }
   }
 
-  private async openSession(user: users.UserRow, meta: RequestMeta): Promise<TokenPair> {
+  /** A new session; with `audited`, its audit event (target: the session) in the same transaction. */
+  private async openSession(user: users.UserRow, meta: RequestMeta, audited?: AuditEvent): Promise<TokenPair> {
     const sessionId = crypto.randomUUID()
     const expiresAt = new Date(Date.now() + this.config.jwt.refreshTtlSeconds * 1000)
     const refreshToken = this.refreshToken(user.id, sessionId, 0)
-    await sessions.insert(this.sql, { id: sessionId, userId: user.id, refreshHash: sha256(refreshToken), expiresAt, userAgent: meta.userAgent, ip: meta.ip })
+    const row = { id: sessionId, userId: user.id, refreshHash: sha256(refreshToken), expiresAt, userAgent: meta.userAgent, ip: meta.ip }
+    const audit = this.opts.audit
+    if (audited && audit?.enabled) {
+      await this.sql.begin(async (tx) => {
+        await sessions.insert(tx, row)
+        await audit.recordIn(tx, { ...audited, targetType: 'session', targetId: sessionId })
+      })
+    } else await sessions.insert(this.sql, row)
     this.registry.admit({ userId: user.id, role: user.role, sessionId }, expiresAt)
     return this.pair(user.id, sessionId, refreshToken)
   }
@@ -212,6 +269,8 @@ export class AuthService {
     if (!v.ok) throw new UnauthorizedError('Invalid or expired refresh token')
     const { sub, sid, gen } = v.claims as unknown as { sub: string; sid: unknown; gen: unknown }
     if (typeof sid !== 'string' || typeof gen !== 'number') throw new UnauthorizedError('Invalid or expired refresh token')
+    // A token we signed: the request is about its user, whatever comes of it.
+    this.opts.audit?.identify(sub)
     const next = this.refreshToken(sub, sid, gen + 1)
     if (await sessions.rotate(this.sql, sid, gen, sha256(refreshToken), sha256(next))) {
       return this.pair(sub, sid, next)
@@ -222,14 +281,20 @@ export class AuthService {
     if (row && !row.revoked && row.generation > gen) {
       const grace = this.opts.refreshReuseGraceMs ?? 2_000
       const justRotated = row.generation === gen + 1 && row.lastRefreshedAt !== null && Date.now() - row.lastRefreshedAt.getTime() < grace
-      if (!justRotated) await this.registry.revoke(sid, 'refresh_token_reuse')
-      throw new UnauthorizedError('Refresh token already used')
+      const err = new UnauthorizedError('Refresh token already used')
+      if (!justRotated) {
+        await this.registry.revoke(sid, 'refresh_token_reuse')
+        // After the revocation (src/auth/sessions.ts writes it): the session is closed, then said so.
+        await this.opts.audit?.record({ action: 'auth.refresh_reuse', actorId: sub, targetType: 'session', targetId: sid, outcome: 'denied', status: err.status })
+      }
+      throw err
     }
     throw new UnauthorizedError('Invalid or expired refresh token')
   }
 
   async logout(principal: Principal): Promise<void> {
     await this.registry.revoke(principal.sessionId, 'logout')
+    await this.opts.audit?.record({ action: 'auth.logout', actorId: principal.userId, targetType: 'session', targetId: principal.sessionId, outcome: 'success', status: 200 })
   }
 
   /** Change the password, revoke every session of the user, and open a fresh one. */
@@ -241,9 +306,22 @@ export class AuthService {
     }
     assertStrongPassword(next, 'newPassword')
     if (current === next) throw new ValidationError('Validation failed', [{ field: 'newPassword', message: 'New password must differ from the current one' }])
-    await users.setPassword(this.sql, user.id, await this.hashPassword(next))
+    await this.resets.changed(user.id, await this.hashPassword(next), meta)
     await this.registry.revokeUser(user.id, 'password_changed')
     return { user: publicUser(user), ...(await this.openSession(user, meta)) }
   }
-}
 
+  /**
+   * Forgot-password: answers at once, the same for every e-mail (./password-reset.ts); 503 when
+   * e-mail is off.
+   */
+  forgotPassword(email: string, meta: RequestMeta = {}): void {
+    this.resets.request(email, meta)
+  }
+
+  /** Reset-password with an e-mailed token: the new password (the rules of register), every session revoked. */
+  async resetPassword(token: string, newPassword: string, meta: RequestMeta = {}): Promise<void> {
+    assertStrongPassword(newPassword, 'newPassword')
+    await this.resets.reset(token, await this.hashPassword(newPassword), meta)
+  }
+}

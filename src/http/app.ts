@@ -29,6 +29,7 @@ const API_DESCRIPTION = [
   'For ML teams: accounts and roles; workstations and VMs (containers with resource limits and live terminals); ' +
     'datasets (DataKits: upload, profile, sandboxed SQL, export); models (training runs, versions, deployment and prediction); ' +
     'pipelines (DAGs of SQL, training, deployment and container steps with retries, timeouts, step caching and cron schedules); ' +
+    'CodeSheets (notebooks whose cells run on a Python or shell kernel in one of your workstations, every output kept on the server and replayed live; .ipynb import and export); ' +
     'and an AI assistant.',
   '**Signing in.** `POST /api/auth/login` answers a `token` (valid `expiresIn` seconds: 15 minutes by default) and a single-use `refreshToken`; send the token as ' +
     '`Authorization: Bearer <token>` (the "Authorize" button here) and renew it with `POST /api/auth/refresh`.',

@@ -1,4 +1,4 @@
-/** /api/auth: register, login, refresh, logout, me, change-password. */
+/** /api/auth: register, login, refresh, logout, me, change-password, forgot-password, reset-password. */
 import { Elysia, t } from 'elysia'
 import { documented, Envelope, errors, ok, requireUser, type HttpDeps } from './context.ts'
 import { access } from '../auth/route-access.ts'
@@ -48,6 +48,17 @@ export namespace AuthModel {
       newPassword: t.String({ minLength: 8, maxLength: 128, description: `${PASSWORD_RULE}; it must differ from the current one`, error: PASSWORD_ERROR }),
     },
     { additionalProperties: false, examples: [{ currentPassword: 'SecurePass123!', newPassword: 'Sturdier-Pass456' }] },
+  )
+  export const forgotPassword = t.Object(
+    { email },
+    { additionalProperties: false, examples: [{ email: 'user@example.com' }] },
+  )
+  export const resetPassword = t.Object(
+    {
+      token: t.String({ minLength: 1, maxLength: 512, description: 'The `token` of the e-mailed link (`FRONTEND_URL/reset-password?token=…`)', error: 'Token is required' }),
+      newPassword: t.String({ minLength: 8, maxLength: 128, description: PASSWORD_RULE, error: PASSWORD_ERROR }),
+    },
+    { additionalProperties: false, examples: [{ token: 'pWq0m1nQ8k3Zs5Tb2Vx7Yc4Rd9Ue6Af1Gh0Jk3Lm5No', newPassword: 'Sturdier-Pass456' }] },
   )
   export const user = t.Object(
     { id: t.String({ format: 'uuid' }), email: t.String(), firstName: t.String(), lastName: t.String(), role: t.Union([t.Literal('ADMIN'), t.Literal('USER'), t.Literal('VIEWER')]) },
@@ -218,10 +229,66 @@ export function authRoutes(deps: HttpDeps) {
           summary: 'Change your password',
           description:
             'Checks `currentPassword`, sets `newPassword`, revokes every session of the user — on every node, closing their WebSocket connections (code 4001) — and opens a new one: ' +
-            'answers the user and a fresh token pair, as a login does. ' +
+            'answers the user and a fresh token pair, as a login does; "your password was changed" is e-mailed (and notified in-app), and open reset links stop working. ' +
             '400 when the current password is wrong, when the new one is weak (8–128 characters with a lowercase and an uppercase letter, a digit and a symbol; the detail names every rule it breaks), or when it equals the current one.',
           tags: ['Auth'],
           ...access.signedIn,
+        },
+      },
+    )
+    .post(
+      '/forgot-password',
+      async ({ body, request, set }) => {
+        await authRateLimit(deps, 'password_reset', request, set)
+        deps.auth.forgotPassword(body.email, meta(request))
+        set.status = 202
+        const minutes = deps.config.passwordReset.ttlMinutes
+        return ok({ accepted: true as const, message: `If an account has this e-mail, a link to reset its password is on its way. It works once, for ${minutes} minutes.` })
+      },
+      {
+        body: AuthModel.forgotPassword,
+        response: {
+          202: Envelope.data(
+            t.Object(
+              { accepted: t.Literal(true), message: t.String() },
+              { examples: [{ accepted: true, message: 'If an account has this e-mail, a link to reset its password is on its way. It works once, for 30 minutes.' }] },
+            ),
+          ),
+          ...errors(400, 429, 503),
+        },
+        detail: {
+          summary: 'Forgot your password? Get a reset link by e-mail',
+          description:
+            'Answers 202 at once, with the same body and headers, whether or not an account has the e-mail: nothing tells whether it exists, not even the time taken (the account is looked up after the answer). ' +
+            'If an active account has it, an e-mail with a single-use link (`FRONTEND_URL/reset-password?token=…`) goes out; the link works for `PASSWORD_RESET_TTL_MINUTES` (default 30), and only the SHA-256 of its token is stored. ' +
+            'One account gets at most 3 such e-mails an hour (more requests answer the same and send nothing). ' +
+            'The same per-source budget as reset-password (`AUTH_PASSWORD_RESET_RATE_LIMIT_WINDOW_MS` / `AUTH_PASSWORD_RESET_RATE_LIMIT_MAX_REQUESTS`, default those of `AUTH_RATE_LIMIT_*`: 5 per 15 minutes; 429). ' +
+            '503 when this server sends no e-mail (`SMTP_HOST` unset) — for every e-mail alike.',
+          tags: ['Auth'],
+          ...access.public,
+        },
+      },
+    )
+    .post(
+      '/reset-password',
+      async ({ body, request, set }) => {
+        await authRateLimit(deps, 'password_reset', request, set)
+        await deps.auth.resetPassword(body.token, body.newPassword, meta(request))
+        return ok({ passwordReset: true as const })
+      },
+      {
+        body: AuthModel.resetPassword,
+        response: { 200: Envelope.data(t.Object({ passwordReset: t.Literal(true) }, { examples: [{ passwordReset: true }] })), ...errors(400, 429) },
+        detail: {
+          summary: 'Set a new password with an e-mailed reset link',
+          description:
+            'Spends the link\'s `token` and sets `newPassword` (the rules of register: 8–128 characters with a lowercase and an uppercase letter, a digit and a symbol), ' +
+            'revokes every session of the account — on every node, closing their WebSocket connections (code 4001) — and e-mails "your password was changed". Sign in with the new password afterwards. ' +
+            'A token works once, until it expires; using it (or changing the password) also spends every other open link of the account. ' +
+            '400 for a weak password (the detail names every rule it breaks) or a token that is invalid, expired or already used (one answer for the three). ' +
+            'Rate-limited per source with forgot-password (429).',
+          tags: ['Auth'],
+          ...access.public,
         },
       },
     )

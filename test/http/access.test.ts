@@ -37,14 +37,14 @@ const docker = dockerTestEnv(import.meta.file)
 const LONG = 120_000
 
 type Role = 'USER' | 'VIEWER' | 'ADMIN'
-type Kind = 'workstation' | 'vm' | 'datakit' | 'model' | 'run' | 'pipeline' | 'pipeline-run' | 'chat' | 'user'
+type Kind = 'workstation' | 'vm' | 'datakit' | 'model' | 'run' | 'pipeline' | 'pipeline-run' | 'chat' | 'user' | 'codesheet'
 type Who = 'owner' | 'other' | 'viewer' | 'admin' | 'anonymous'
 interface Caller {
   id: string
   token: string
 }
-/** One object of each kind, and a schedule of the pipeline (named by `:scheduleId`). */
-type Fixtures = Record<Kind, string> & { schedule: string }
+/** One object of each kind, a schedule of the pipeline (`:scheduleId`) and a cell of the CodeSheet (`:cellId`). */
+type Fixtures = Record<Kind, string> & { schedule: string; cell: string }
 interface Answer {
   status: number
   body: unknown
@@ -169,6 +169,21 @@ const make = {
   model: async (c: Caller) => created(await api('POST', '/api/models', c.token, { name: `model-${crypto.randomUUID().slice(0, 6)}`, type: 'CLASSIFICATION' }), 'model'),
   chat: async (c: Caller) => created(await api('POST', '/api/ai/sessions', c.token, { title: 'access test' }), 'chat session'),
   pipeline: async (c: Caller) => created(await api('POST', '/api/pipelines', c.token, { name: `pipeline-${crypto.randomUUID().slice(0, 6)}`, definition: PIPELINE }), 'pipeline'),
+  codesheet: async (c: Caller) => created(await api('POST', '/api/codesheets', c.token, { name: 'access test', workstationId: await make.workstation(c), kernel: 'shell' }), 'codesheet'),
+}
+
+/** A cell of the sheet (`:cellId`). */
+const cellOf = async (c: Caller, sheetId: string) => {
+  const r = (await api('POST', `/api/codesheets/${sheetId}/cells`, c.token, { version: 1, type: 'code', source: 'echo hi' })) as any
+  if (r.status !== 201) throw new Error(`cell: ${r.status} ${JSON.stringify(r.body)}`)
+  return r.body.data.cell.id as string
+}
+
+/** A one-cell .ipynb for the import route, into the caller's workstation. */
+async function notebookForm(workstationId: string): Promise<Multipart> {
+  const nb = { nbformat: 4, nbformat_minor: 5, metadata: {}, cells: [{ id: 'a', cell_type: 'code', metadata: {}, source: 'echo hi', execution_count: null, outputs: [] }] }
+  const f = await multipartBytes([{ name: 'file', filename: 'access.ipynb', contentType: 'application/x-ipynb+json', data: JSON.stringify(nb) }, { name: 'workstationId', value: workstationId }])
+  return new Multipart(f.body, f.contentType)
 }
 
 /** The fixture pipelines' definition: two `empty` steps, `a` then `b` (`:stepId` is `a`). */
@@ -181,7 +196,7 @@ const schedule = async (c: Caller, pipelineId: string) => created(await api('POS
  * the pipeline a run that SUCCEEDED and a schedule.
  */
 async function fixtures(c: Caller): Promise<Fixtures> {
-  const [workstation, vm, datakit, chat, model, pipeline] = await Promise.all([make.workstation(c), make.vm(c), make.datakit(c), make.chat(c), make.model(c), make.pipeline(c)])
+  const [workstation, vm, datakit, chat, model, pipeline, codesheet] = await Promise.all([make.workstation(c), make.vm(c), make.datakit(c), make.chat(c), make.model(c), make.pipeline(c), make.codesheet(c)])
   const pipelineRun = created(await api('POST', `/api/pipelines/${pipeline}/runs`, c.token, {}), 'pipeline run')
   const run = (await api('POST', `/api/models/${model}/train`, c.token, { datakitId: datakit, target: 'purchased', algorithm: 'logistic_regression', params: { epochs: 2 } })) as any
   expect(run.status).toBe(202)
@@ -196,7 +211,7 @@ async function fixtures(c: Caller): Promise<Fixtures> {
     if (s !== 'QUEUED' && s !== 'RUNNING' && s !== 'SUCCEEDED') throw new Error(`fixture pipeline run ${s}`)
     return s === 'SUCCEEDED'
   }, 'the fixture pipeline run to succeed', 60_000)
-  return { workstation, vm, datakit, chat, model, run: runId, pipeline, 'pipeline-run': pipelineRun, schedule: await schedule(c, pipeline), user: c.id }
+  return { workstation, vm, datakit, chat, model, run: runId, pipeline, 'pipeline-run': pipelineRun, schedule: await schedule(c, pipeline), user: c.id, codesheet, cell: await cellOf(c, codesheet) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -220,21 +235,22 @@ function subjectKind(path: string): Kind | undefined {
     sessions: 'chat',
     pipelines: 'pipeline',
     'pipeline-runs': 'pipeline-run',
+    codesheets: 'codesheet',
   }
   return byCollection[m[1]!]
 }
 
-/** The policy's resource for a kind of object: a pipeline run is its pipeline's (`pipeline`). */
-const resourceOf = (kind: Kind | undefined): string | undefined => (kind === 'pipeline-run' ? 'pipeline' : kind)
+/** The policy's resource for a kind of object: a pipeline run is its pipeline's (`pipeline`), a CodeSheet its workstation's (`workstation`). */
+const resourceOf = (kind: Kind | undefined): string | undefined => (kind === 'pipeline-run' ? 'pipeline' : kind === 'codesheet' ? 'workstation' : kind)
 
 /**
  * The path with its parameters filled: the subject, then version 1, alias `production`, the
- * owner, the fixture pipeline's step `a` and its schedule.
+ * owner, the fixture pipeline's step `a` and its schedule, the fixture CodeSheet's cell.
  */
-function fill(path: string, subject: string, ownerId: string, scheduleId: string): string {
+function fill(path: string, subject: string, ownerId: string, scheduleId: string, cellId: string): string {
   const [first, ...rest] = params(path)
   let p = first ? path.replace(`:${first}`, subject) : path
-  for (const name of rest) p = p.replace(`:${name}`, ({ version: '1', n: '1', alias: 'production', userId: ownerId, stepId: 'a', scheduleId } as Record<string, string>)[name] ?? 'x')
+  for (const name of rest) p = p.replace(`:${name}`, ({ version: '1', n: '1', alias: 'production', userId: ownerId, stepId: 'a', scheduleId, cellId } as Record<string, string>)[name] ?? 'x')
   return p.length > 1 ? p.replace(/\/$/, '') : p
 }
 
@@ -266,6 +282,9 @@ const BODY: Record<string, (f: Fixtures) => unknown> = {
   // The examples name params the fixture pipeline does not have.
   'POST /api/pipelines/:id/runs': () => ({}),
   'POST /api/pipelines/:id/schedules': () => ({ cron: '0 3 * * *' }),
+  // A sheet goes in a workstation of the caller's own; an import brings a notebook file.
+  'POST /api/codesheets': (f) => ({ name: 'access test', workstationId: f.workstation, kernel: 'shell' }),
+  'POST /api/codesheets/import': (f) => notebookForm(f.workstation),
 }
 
 async function body(r: Route, f: Fixtures): Promise<unknown> {
@@ -342,8 +361,8 @@ async function runCases(r: Route): Promise<Case[]> {
     let scheduleId = baseFx.schedule
     if (r.method === 'DELETE' && r.path.endsWith(':scheduleId') && (who === 'owner' || who === 'admin')) scheduleId = await schedule(base, subject)
     const payload = await body(r, baseFx)
-    const answer = await call(r, fill(r.path, subject, base.id, scheduleId) + query(r), caller?.token, payload)
-    const missing = kind && caller ? await call(r, fill(r.path, crypto.randomUUID(), base.id, scheduleId) + query(r), caller.token, await body(r, baseFx)) : undefined
+    const answer = await call(r, fill(r.path, subject, base.id, scheduleId, baseFx.cell) + query(r), caller?.token, payload)
+    const missing = kind && caller ? await call(r, fill(r.path, crypto.randomUUID(), base.id, scheduleId, baseFx.cell) + query(r), caller.token, await body(r, baseFx)) : undefined
     cases.push({ who, answer, missing })
   }
   return cases
@@ -428,7 +447,7 @@ describe('every route as owner, another user, a VIEWER, an admin and anonymously
 })
 
 describe('WebSocket topics', () => {
-  const kinds = ['user', 'workstation', 'vm', 'run', 'chat', 'datakit', 'pipeline-run'] as const
+  const kinds = ['user', 'workstation', 'vm', 'run', 'chat', 'datakit', 'pipeline-run', 'codesheet'] as const
 
   async function subscribe(c: Caller, topic: string): Promise<any> {
     const ws = await wsClient(t.url, c.token)

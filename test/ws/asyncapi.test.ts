@@ -5,7 +5,8 @@
  * schemas, with examples that validate; every WebSocket route is a channel with the route's
  * access declaration. Then real flows (a workstation and a VM through their lifecycle against
  * the real Docker Engine, DataKits profiled and refused, a built-in and a container training
- * run, a chat answered and failed by a local OpenAI-compatible server) run while one socket
+ * run, a chat answered and failed by a local OpenAI-compatible server, a CodeSheet edited and
+ * run on the shell kernel of a workstation) run while one socket
  * watches every topic from `since: 0`, and every event it receives must validate against the
  * catalog schema of its topic kind and type — an unknown type is a failure too.
  */
@@ -214,7 +215,7 @@ function problems(frame: any): string[] {
 }
 
 describe.skipIf(!docker)('real events validate against the catalog', () => {
-  test('a workstation, a VM, DataKits, a built-in and a container training run, a chat and a pipeline run: every event received matches its topic kind and type', async () => {
+  test('a workstation, a VM, DataKits, a built-in and a container training run, a chat, a pipeline run and a CodeSheet: every event received matches its topic kind and type', async () => {
     const u = await t.user()
     const c = await wsClient(t.url, u.token)
     const watch = async (topic: string) => {
@@ -351,8 +352,30 @@ describe.skipIf(!docker)('real events validate against the catalog', () => {
       await ok('DELETE', `/api/pipelines/${p.id}`)
     }
 
+    const codesheets = async () => {
+      const w = await ok('POST', '/api/workstations', { name: 'events-sheets', description: 'A workstation for the CodeSheet events', function: 'DEVELOPMENT', resources: { cpu: 0.5, memory: 64 } }, 201)
+      await watch(`workstation:${w.id}`)
+      await event(`workstation:${w.id}`, (m) => m.type === 'status' && m.data.status === 'STOPPED')
+      await ok('POST', `/api/workstations/${w.id}/start`, undefined, 202)
+      await event(`workstation:${w.id}`, (m) => m.type === 'status' && m.data.status === 'RUNNING')
+      const s = await ok('POST', '/api/codesheets', { name: 'events-sheet', workstationId: w.id, kernel: 'shell' }, 201)
+      const topic = `codesheet:${s.id}`
+      await watch(topic)
+      const cell = await ok('POST', `/api/codesheets/${s.id}/cells`, { version: 1, type: 'code', source: 'echo one' }, 201)
+      const extra = await ok('POST', `/api/codesheets/${s.id}/cells`, { version: 2, type: 'markdown', source: '# notes' }, 201)
+      await ok('PATCH', `/api/codesheets/${s.id}/cells/${cell.cell.id}`, { version: 3, source: 'echo two; echo err >&2' })
+      await ok('DELETE', `/api/codesheets/${s.id}/cells/${extra.cell.id}`, { version: 4 })
+      const run = await ok('POST', `/api/codesheets/${s.id}/cells/${cell.cell.id}/run`, {}, 202)
+      await event(topic, (m) => m.type === 'execution' && m.data.executionId === run.executionId && m.data.status === 'ok')
+      await event(topic, (m) => m.type === 'output')
+      await event(topic, (m) => m.type === 'kernel' && m.data.state === 'idle')
+      await ok('PATCH', `/api/codesheets/${s.id}`, { version: 5, name: 'events-sheet-2' })
+      await ok('DELETE', `/api/codesheets/${s.id}`, { version: 6 })
+      await event(topic, (m) => m.type === 'deleted')
+    }
+
     try {
-      await Promise.all([workstation(), vm(), datakits(), runs(), chat(), pipelines()])
+      await Promise.all([workstation(), vm(), datakits(), runs(), chat(), pipelines(), codesheets()])
       // The owner's topic carries the compute, run and DataKit events too.
       for (const type of ['status', 'updated', 'deleted', 'model-run.status', 'datakit.status', 'datakit.updated', 'datakit.deleted', 'pipeline-run.status', 'pipeline.created', 'pipeline.updated', 'pipeline.deleted', 'pipeline.schedule']) {
         await event(`user:${u.id}`, (m) => m.type === type)

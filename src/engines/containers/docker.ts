@@ -9,8 +9,9 @@
  *
  * Beside it: docker-placement.ts (what the engine has, whether a container fits),
  * docker-status.ts (inspect and stats read as the interface's types), docker-logs.ts
- * (output within its budgets), docker-exec.ts (terminals), docker-run.ts (batch jobs),
- * docker-events.ts, docker-spec.ts (names, labels, the hardened HostConfig), docker-io.ts.
+ * (output within its budgets), docker-exec.ts (terminals), docker-process.ts (piped
+ * processes), docker-run.ts (batch jobs), docker-events.ts, docker-spec.ts (names, labels,
+ * the hardened HostConfig), docker-io.ts.
  */
 import Dockerode from 'dockerode'
 import { isAbsolute } from 'node:path'
@@ -41,14 +42,17 @@ import {
   type LogLine,
   type LogTail,
   type PlacementNeeds,
+  type ProcessSession,
   type RunOptions,
   type RunResult,
   type RunSpec,
+  type SpawnOptions,
 } from './engine.ts'
 import { DEFAULT_LOG_LIMITS, DockerLogs, type ContainerLogLimits } from './docker-logs.ts'
 import { EngineCapabilities } from './docker-placement.ts'
 import { missingStatus, sampledStats, STATES, toStatus } from './docker-status.ts'
 import { openExec } from './docker-exec.ts'
+import { spawnProcess } from './docker-process.ts'
 import { awaitCreated, engineCall, inspectRaw, modemOptions, pause, pingTarget, refOfLabels } from './docker-io.ts'
 import { followEvents } from './docker-events.ts'
 import { runJob } from './docker-run.ts'
@@ -338,6 +342,10 @@ export class DockerEngine implements ContainerEngine {
 
   exec(ref: ContainerRef, opts: ExecOptions): Promise<ExecSession> {
     return openExec(this.container(ref), opts)
+  }
+
+  spawn(ref: ContainerRef, opts: SpawnOptions): Promise<ProcessSession> {
+    return spawnProcess(this.container(ref), opts)
   }
 
   // ---- batch jobs ---------------------------------------------------------------------

@@ -12,7 +12,7 @@
  * administrator allowed (image allow-list, runtimes the engine has) and the resources.
  * There is deliberately no way to pass raw engine options through.
  */
-import type { Duplex } from 'node:stream'
+import type { Duplex, Readable, Writable } from 'node:stream'
 import { Type as T, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { ServiceUnavailableError, UnprocessableError, type ErrorDetail } from '../../core/errors.ts'
@@ -213,6 +213,35 @@ export interface ExecOptions {
   env?: Record<string, string>
 }
 
+/**
+ * A process started inside a running container without a TTY: a pipe for its stdin and its
+ * stdout and stderr apart (as a child process has them). Read both outputs, or `resume()` the
+ * one you ignore: output is read only as fast as it is consumed, and the process blocks on its
+ * writes meanwhile (backpressure reaches it through the engine).
+ */
+export interface ProcessSession {
+  id: string
+  /** The process's stdin; `end()` closes it (the process reads end of file). */
+  stdin: Writable
+  stdout: Readable
+  stderr: Readable
+  /** Resolves with the exit code when the process ends (null when the engine could not tell). */
+  wait(): Promise<number | null>
+  /**
+   * End every process of this session (the process and all it started, wherever they moved
+   * in the process tree), then resolves once the session is over. Idempotent.
+   */
+  kill(): Promise<void>
+}
+
+export interface SpawnOptions {
+  /** argv; not run through a shell. */
+  cmd: string[]
+  env?: Record<string, string>
+  /** Absolute path; the container's working directory when absent. */
+  workingDir?: string
+}
+
 /** A batch job (custom training run): runs to completion, then its container is removed. */
 export interface RunSpec {
   /** Run id: the container is `quadrax-run-<entityId>`, so a node that restarts mid-run re-attaches. */
@@ -350,6 +379,8 @@ export interface ContainerEngine {
   stats(ref: ContainerRef): Promise<ContainerStats>
   /** A TTY process in a running container (a terminal). */
   exec(ref: ContainerRef, opts: ExecOptions): Promise<ExecSession>
+  /** A piped process (no TTY) in a running container: kernels and other programs spoken to over stdin/stdout. */
+  spawn(ref: ContainerRef, opts: SpawnOptions): Promise<ProcessSession>
   /** Run a batch job to completion (see RunSpec). */
   run(spec: RunSpec, opts?: RunOptions): Promise<RunResult>
   list(filter?: ListFilter): Promise<ContainerSummary[]>

@@ -146,6 +146,7 @@ export function buildSystemPrompt(summary: UserResourceSummary): string {
     '- upload DataKits: datasets (CSV, TSV, JSON, NDJSON, Parquet) that the platform stores, profiles and lets them query with SQL and export;',
     '- train, evaluate, deploy and query Models (predictions through POST /api/models/{id}/predict);',
     '- automate work as Pipelines: DAGs of steps (SQL over DataKits, training, deployment, containers) with retries, timeouts, step caching and cron schedules;',
+    '- write CodeSheets: notebooks whose cells run on a Python or shell kernel in one of their workstations, with outputs kept on the server and .ipynb import and export;',
     '- follow their resources live over the WebSocket at /ws.',
     'Help with machine-learning questions and with using the platform. You cannot act on the user\'s behalf:',
     'explain which page or API endpoint does what they want. Be concise and concrete; say so when you do not know.',

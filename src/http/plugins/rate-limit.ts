@@ -70,9 +70,10 @@ export function apiRateLimit(deps: HttpDeps) {
 
 /**
  * The stricter limit of a credential endpoint, per client source (an IP; an IPv6 /64), with a
- * budget and key of each endpoint's own (AUTH_LOGIN_/AUTH_REGISTER_/AUTH_REFRESH_RATE_LIMIT_*).
+ * budget and key of each endpoint's own (AUTH_LOGIN_/AUTH_REGISTER_/AUTH_REFRESH_/AUTH_PASSWORD_RESET_RATE_LIMIT_*;
+ * forgot-password and reset-password share the last).
  */
-export function authRateLimit(deps: HttpDeps, endpoint: 'login' | 'register' | 'refresh', request: Request, set: { headers: unknown }) {
-  const { windowMs, max } = deps.config.authRateLimit[endpoint]
+export function authRateLimit(deps: HttpDeps, endpoint: 'login' | 'register' | 'refresh' | 'password_reset', request: Request, set: { headers: unknown }) {
+  const { windowMs, max } = endpoint === 'password_reset' ? deps.config.passwordReset.rateLimit : deps.config.authRateLimit[endpoint]
   return take(deps, `auth_${endpoint}`, `auth:${endpoint}:${sourceOf(deps.frame.clientIp(request))}`, windowMs, max, set)
 }

@@ -8,6 +8,7 @@ import type { Config } from '../../config.ts'
 import { AppError } from '../../core/errors.ts'
 import type { Logger } from '../../core/logger.ts'
 import type { Metrics } from '../../core/metrics.ts'
+import type { AuditScope } from '../../store/audit.ts'
 
 interface RequestMeta {
   id: string
@@ -17,6 +18,8 @@ interface RequestMeta {
   /** Resolved on first use: most requests never need it. */
   ip: string | undefined
   server: Server<unknown> | null
+  /** A request that may change something: its audit scope (./audit.ts). */
+  audit?: AuditScope
 }
 
 const metas = new WeakMap<Request, RequestMeta>()
@@ -145,8 +148,11 @@ export interface Frame {
    * whether its Origin is allowed.
    */
   begin(request: Request, server: Server<unknown> | null): FrameStart
-  /** A finished request: its duration by route and status, and the log line at info (once). */
-  finish(request: Request, route: string, status: number): void
+  /**
+   * A finished request: its duration by route and status, the log line at info, and its audit
+   * event when it may have changed something (once). `value`: what the handler answered.
+   */
+  finish(request: Request, route: string, status: number, value?: unknown): void
   /**
    * `begin` without remembering the request's meta (a WeakMap entry per request, which a
    * hot route served ahead of the pipeline measurably pays under load): the route keeps it
@@ -164,6 +170,16 @@ export interface Frame {
   clientIp(request: Request): string
 }
 
+/**
+ * Told when a request that may change something (not GET, HEAD or OPTIONS) starts, and when
+ * it ends with its status: the audit trail (./audit.ts).
+ */
+export interface FrameObserver {
+  /** Its audit scope (undefined: not audited), handed back to `finished`. */
+  started(request: Request, requestId: string, ip: string): AuditScope | undefined
+  finished(request: Request, scope: AuditScope, route: string, status: number, value: unknown): void
+}
+
 interface FrameStart {
   meta: RequestMeta
   headers: Record<string, string>
@@ -171,8 +187,8 @@ interface FrameStart {
 }
 
 /** The frame of one app (src/server.ts builds one per server and hands it to every route module). */
-export function createFrame(deps: { config: Pick<Config, 'corsOrigins' | 'trustProxy'>; logger: Logger; metrics: Metrics }): Frame {
-  const { config, logger, metrics } = deps
+export function createFrame(deps: { config: Pick<Config, 'corsOrigins' | 'trustProxy'>; logger: Logger; metrics: Metrics; audit?: FrameObserver }): Frame {
+  const { config, logger, metrics, audit } = deps
   const origins = new Set(config.corsOrigins)
   const anyOrigin = origins.has('*')
   const trustProxy = config.trustProxy
@@ -190,9 +206,10 @@ export function createFrame(deps: { config: Pick<Config, 'corsOrigins' | 'trustP
     }
     return { meta, headers, cors }
   }
-  const close = (request: Request, meta: RequestMeta, route: string, status: number) => {
+  const close = (request: Request, meta: RequestMeta, route: string, status: number, value?: unknown) => {
     if (meta.done) return
     meta.done = true
+    if (meta.audit) audit!.finished(request, meta.audit, route, status, value)
     const seconds = (performance.now() - meta.start) / 1000
     const method = request.method
     metrics.httpDuration.observeRequest(method, route, status, seconds)
@@ -205,12 +222,16 @@ export function createFrame(deps: { config: Pick<Config, 'corsOrigins' | 'trustP
     close,
     begin(request, server) {
       const started = open(request, server)
-      metas.set(request, started.meta)
+      const meta = started.meta
+      metas.set(request, meta)
+      // Only what may change something is audited: never a read (nor a CORS preflight).
+      const method = request.method
+      if (audit && method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') meta.audit = audit.started(request, meta.id, ipOf(meta, request, trustProxy))
       return started
     },
-    finish(request, route, status) {
+    finish(request, route, status, value) {
       const meta = metas.get(request)
-      if (meta) close(request, meta, route, status)
+      if (meta) close(request, meta, route, status, value)
     },
     meta: metaOf,
     clientIp: (request) => ipOf(metaOf(request), request, trustProxy),
@@ -306,7 +327,7 @@ export function requestFrame(frame: Frame, opts: RequestFrameOptions = {}) {
         // with empty set.headers and status 200 it passes the Response through untouched.
         const res = respond(body, status, h)
         set.headers = {}
-        frame.finish(request, route || 'unmatched', status)
+        frame.finish(request, route || 'unmatched', status, responseValue)
         return res
       })
 }

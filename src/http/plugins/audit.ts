@@ -1,0 +1,173 @@
+/**
+ * The audit trail of the HTTP edge: every state-changing request (POST, PUT, PATCH, DELETE of
+ * a route that changes something) leaves one audit event — its action, actor, target,
+ * outcome and status, client IP, user agent and request id — and never its body.
+ *
+ * Which action a route is comes from one table, generated from the app's route table with
+ * the rule below and a few overrides (`auditedRoutes`); test/http/audit-actions.test.ts holds
+ * every state-changing route to having one. A route whose access declaration says it only
+ * reads (`x-access` action `read`: predictions, queries, query exports) changes nothing and is
+ * not recorded.
+ *
+ * The frame (./request.ts) tells this observer when such a request starts — it enters the
+ * request's audit scope, so the auth layer's own events (a login, a role change) are filled
+ * from it and mark it covered — and when it ends, with the status it was answered: unless an
+ * event already stands for it, the request's outcome is recorded then, after the fact (its
+ * change, an actor's turn, committed before the answer was made).
+ */
+import type { RouteAccess } from '../../auth/route-access.ts'
+import type { AuditOutcome } from '../../store/audit-chain.ts'
+import type { AuditLog, AuditScope } from '../../store/audit.ts'
+import { principalOf, type HttpDeps } from '../context.ts'
+import type { FrameObserver } from './request.ts'
+
+/** What a state-changing route is recorded as. */
+export interface AuditedRoute {
+  action: string
+  targetType: string | null
+  /**
+   * Where the target's id is: a path segment (its index after `/`: 2 in `/api/models/:id`), a
+   * query parameter, the caller themselves, or the object the request created.
+   */
+  target: { segment: number } | { query: string } | 'self' | 'created'
+}
+
+interface RouteLike {
+  method: string
+  path: string
+  hooks?: { detail?: Record<string, unknown> }
+}
+
+const CHANGES = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
+const VERB: Record<string, string> = { POST: 'create', PUT: 'set', PATCH: 'update', DELETE: 'delete' }
+/** Collections under a longer prefix, and nouns that are not a plain plural. */
+const PREFIXES: Record<string, string> = { 'ai/sessions': 'chat', 'admin/quotas': 'quota' }
+const SINGULAR: Record<string, string> = { auth: 'auth', ws: 'ws', aliases: 'alias' }
+/** Where the rule's name would mislead. */
+const OVERRIDES: Record<string, Partial<AuditedRoute>> = {
+  // Accounts are deactivated, never deleted.
+  'DELETE /api/users/:id': { action: 'user.deactivate' },
+  'PUT /api/admin/quotas/:userId': { action: 'quota.set', targetType: 'user' },
+  'DELETE /api/admin/quotas/:userId': { action: 'quota.reset', targetType: 'user' },
+  'PUT /api/datakits/storage': { action: 'datakit.storage_quota_set', targetType: 'user', target: { query: 'userId' } },
+  'POST /api/ws/ticket': { action: 'auth.ws_ticket', targetType: 'user', target: 'self' },
+}
+
+const singular = (noun: string) => SINGULAR[noun] ?? noun.replace(/(?<=s)es$|s$/, '').replaceAll('-', '_')
+
+/** A route's path without the trailing slash Elysia keeps on a prefix's root route. */
+const normal = (path: string) => (path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path)
+
+/**
+ * The rule: `/api/<collection>/:id/<more>` names the type (the collection, singular) and the
+ * verb. A collection or an item: `create`, `set`, `update`, `delete` by method
+ * (`workstation.create`, `model.update`); a word after it: that word for a POST
+ * (`workstation.start`, `model.deploy`, `auth.login`) or a sub-collection's create when it is
+ * plural (`pipeline.run_create`), else the word and the method's verb (`model.alias_set`,
+ * `pipeline.schedule_update`). The target is the first path parameter's object; a create's is
+ * the object it made (the answer's `data.id`); for `/api/auth/*` and `/api/users/me/*`, the
+ * caller's own account.
+ */
+export function auditedRoute(method: string, path: string, declared: RouteAccess | undefined): AuditedRoute | undefined {
+  if (!CHANGES.has(method)) return undefined
+  if (typeof declared === 'object' && declared.action === 'read') return undefined
+  const p = normal(path)
+  const segs = p.replace(/^\/api\//, '').split('/')
+  const prefix = Object.keys(PREFIXES).find((k) => p.startsWith(`/api/${k}`))
+  const type = prefix ? PREFIXES[prefix]! : singular(segs[0]!)
+  const rest = segs.slice(prefix ? prefix.split('/').length : 1)
+  // `/api/users/me/…`: the caller's own.
+  const self = type === 'auth' || rest[0] === 'me'
+  const words: string[] = []
+  let param: number | undefined
+  rest.forEach((s, i) => {
+    if (s.startsWith(':')) param ??= segs.length - rest.length + i + 1 // +1: the leading "api"
+    else if (!(i === 0 && s === 'me')) words.push(s.replaceAll('-', '_'))
+  })
+  const last = rest[rest.length - 1]
+  let verb: string
+  if (words.length === 0 || last?.startsWith(':')) verb = [...words.map(singular), VERB[method]].join('_')
+  else if (method === 'POST' && !(rest.length >= 2 && rest[rest.length - 2]!.startsWith(':') && /s$/.test(last!))) verb = [...words.slice(0, -1).map(singular), last!.replaceAll('-', '_')].join('_')
+  else if (method === 'POST') verb = `${singular(words[words.length - 1]!)}_create`
+  else verb = [...words, VERB[method]].join('_')
+  const rule: AuditedRoute = {
+    action: `${type}.${verb}`,
+    targetType: self ? 'user' : param !== undefined && /:userId$/.test(segs[param - 1] ?? '') ? 'user' : type,
+    target: self ? 'self' : param !== undefined ? { segment: param } : 'created',
+  }
+  return { ...rule, ...OVERRIDES[`${method} ${p}`] }
+}
+
+/** The audited routes of an app's route table, by `METHOD path`. */
+export function auditedRoutes(routes: readonly RouteLike[]): Map<string, AuditedRoute> {
+  const table = new Map<string, AuditedRoute>()
+  for (const r of routes) {
+    const a = auditedRoute(r.method, r.path, r.hooks?.detail?.['x-access'] as RouteAccess | undefined)
+    if (a) table.set(`${r.method} ${normal(r.path)}`, a)
+  }
+  return table
+}
+
+/** How a status reads in the audit log: refused (401, 403, 404: not yours or not there, 429) or failed. */
+export function outcomeOf(status: number): AuditOutcome {
+  if (status < 400) return 'success'
+  return status === 401 || status === 403 || status === 404 || status === 429 ? 'denied' : 'failed'
+}
+
+/** The frame's observer (./request.ts) that records; `learn` the app's routes once it is assembled. */
+export interface RequestAudit extends FrameObserver {
+  learn(routes: readonly RouteLike[]): void
+}
+
+export function requestAudit(deps: Pick<HttpDeps, 'auth'> & { audit: AuditLog }): RequestAudit {
+  const { audit } = deps
+  let table = new Map<string, AuditedRoute>()
+  return {
+    learn(routes) {
+      table = auditedRoutes(routes)
+    },
+    started(request, requestId, ip) {
+      if (!audit.enabled) return undefined
+      const scope: AuditScope = {
+        requestId,
+        ip,
+        userAgent: request.headers.get('user-agent'),
+        actor: () => {
+          const p = principalOf(deps, request)
+          return p instanceof Promise ? p.then((v) => v?.userId ?? null) : (p?.userId ?? null)
+        },
+      }
+      audit.enter(scope)
+      return scope
+    },
+    finished(request, scope, route, status, value) {
+      if (scope.covered) return
+      const r = table.get(`${request.method} ${normal(route)}`)
+      if (!r) return
+      const event = { action: r.action, outcome: outcomeOf(status), status, targetType: r.targetType }
+      if (r.target !== 'self') return void audit.record({ ...event, targetId: targetOf(r.target, request, value) }, scope)
+      // The caller's own account (their session, their password): the actor is the target.
+      void Promise.resolve(scope.actor())
+        .catch(() => null)
+        .then((actorId) => audit.record({ ...event, targetId: actorId ?? scope.identified ?? null }, scope))
+    },
+  }
+}
+
+function targetOf(t: Exclude<AuditedRoute['target'], 'self'>, request: Request, value: unknown): string | null {
+  if (t === 'created') {
+    const id = (value as { data?: { id?: unknown } } | null | undefined)?.data?.id
+    return typeof id === 'string' ? id : null
+  }
+  const url = request.url
+  if ('query' in t) return new URL(url).searchParams.get(t.query)
+  const start = url.indexOf('/', url.indexOf('//') + 2)
+  const q = url.indexOf('?', start)
+  const seg = url.slice(start, q === -1 ? undefined : q).split('/')[t.segment + 1] // +1: the empty segment before the first "/"
+  if (seg === undefined || !seg.includes('%')) return seg ?? null
+  try {
+    return decodeURIComponent(seg)
+  } catch {
+    return seg
+  }
+}

@@ -1,0 +1,452 @@
+/**
+ * The audit log's one writer (tables audit_events, audit_chain, audit_checkpoints).
+ *
+ * Two ways in:
+ *
+ * - `record(event)`: after the fact (a request's outcome, a failed login). Events are queued
+ *   and written in groups, at most one group per `groupIntervalMs` (an event after a quiet
+ *   spell is written at once), one statement per group: the chain's head is compared and moved in
+ *   the same statement that inserts the group (the head is cached between groups; when
+ *   another writer moved it — another node, a transaction below — the group is written again
+ *   in a transaction holding the head's row lock). The promise resolves once the group is
+ *   committed and never rejects: a failed write is retried while the database is unreachable,
+ *   and any event that cannot be written is logged at error level and counted
+ *   (`audit_write_failures_total`, `audit_events_lost_total`) — never dropped in silence.
+ * - `lock(tx)` then `append(...)`, or `recordIn(tx, event)`: in the caller's transaction, with
+ *   the change it records; the head's row lock is held until that transaction ends, so the
+ *   change and its record commit or roll back together. A failure here fails the change.
+ *
+ * Both fill what the event leaves out from the request it happens in (`enter`: the HTTP frame
+ * enters a scope per state-changing request; src/http/plugins/audit.ts): request id, client IP,
+ * user agent, actor, and the actor's e-mail (looked up by id, cached for a minute).
+ */
+import { AsyncLocalStorage } from 'node:async_hooks'
+import type { Counter } from 'prom-client'
+import { FailureStreak } from '../core/failure-streak.ts'
+import type { Logger } from '../core/logger.ts'
+import type { Metrics } from '../core/metrics.ts'
+import { clean, isAction, link, type AuditContent, type AuditEvent, type AuditRow, type ChainHead } from './audit-chain.ts'
+import { timed, type Db, type Sql } from './db.ts'
+
+/** What a request tells the recorder about itself. */
+export interface AuditScope {
+  requestId: string | null
+  ip: string | null
+  userAgent: string | null
+  /** The caller, as the request authenticates (null: anonymous). */
+  actor(): string | null | Promise<string | null>
+  /** Whom an anonymous request turned out to be about (a registration, a refresh). */
+  identified?: string
+  /** An event standing for the request itself was recorded: its outcome needs no other. */
+  covered?: boolean
+}
+
+export interface AuditLogOptions {
+  /** AUDIT_ENABLED: false records nothing (for benchmarks). */
+  enabled: boolean
+  logger: Logger
+  metrics: Metrics
+  /** Events per statement (default 500). */
+  maxBatch?: number
+  /**
+   * At most one group is written per this many milliseconds (default 50): a quiet log writes
+   * an event at once; a busy one gathers the events of the interval into one statement, as a
+   * statement per request would cost a request more than the rest of the log (bench/audit.ts).
+   */
+  groupIntervalMs?: number
+  /** Events waiting to be written beyond which new ones are lost, loudly (default 100,000). */
+  maxQueue?: number
+}
+
+interface Pending {
+  event: AuditEvent
+  done: () => void
+}
+
+const RESOLVED = Promise.resolve()
+const EMAIL_TTL_MS = 60_000
+const MAX_BACKOFF_MS = 5_000
+
+/** The audit log of one server: see the top of this file. */
+export class AuditLog {
+  readonly enabled: boolean
+  readonly #scopes = new AsyncLocalStorage<AuditScope>()
+  readonly #log: Logger
+  readonly #maxBatch: number
+  readonly #maxQueue: number
+  readonly #groupIntervalMs: number
+  /** When the last group started to be written. */
+  #lastGroupAt = 0
+  /** Ends the current wait for more events (a full group, or closing). */
+  #gathered: (() => void) | undefined
+  readonly #written: Counter<string>
+  readonly #failures: Counter<string>
+  readonly #lost: Counter<string>
+  readonly #streak = new FailureStreak()
+  #queue: Pending[] = []
+  #draining: Promise<void> | undefined
+  /** The head after this node's last group (undefined: read it). */
+  #head: ChainHead | undefined
+  readonly #emails = new Map<string, { email: string | null; until: number }>()
+  #closed = false
+
+  constructor(
+    private readonly sql: Sql,
+    opts: AuditLogOptions,
+  ) {
+    this.enabled = opts.enabled
+    this.#log = opts.logger.child({ component: 'audit' })
+    this.#maxBatch = opts.maxBatch ?? 500
+    this.#maxQueue = opts.maxQueue ?? 100_000
+    this.#groupIntervalMs = opts.groupIntervalMs ?? 50
+    this.#written = opts.metrics.counter('audit_events_written_total', 'Audit events committed, by how (after: queued after the fact; transaction: with the change)', ['path'])
+    this.#failures = opts.metrics.counter('audit_write_failures_total', 'Failed attempts to write audit events, by how', ['path'])
+    this.#lost = opts.metrics.counter('audit_events_lost_total', 'Audit events that could not be written (each logged at error level)', ['reason'])
+  }
+
+  /**
+   * From here on (this request's async continuation), events fill what they leave out from
+   * `scope`. Called by the HTTP frame as a state-changing request starts.
+   */
+  enter(scope: AuditScope): void {
+    this.#scopes.enterWith(scope)
+  }
+
+  /** The anonymous request in progress turned out to be about this user (register, refresh). */
+  identify(userId: string): void {
+    const s = this.#scopes.getStore()
+    if (s) s.identified = userId
+  }
+
+  /**
+   * Record `event` after the fact: resolves when it is committed (or counted lost); never
+   * rejects. `scope`: the request it belongs to — by default the one whose code is running.
+   * Code that runs on its own (an actor's turn, a job) passes `null`: work a request set off
+   * runs in that request's async context, which is not the request it may be about.
+   */
+  record(event: AuditEvent, scope: AuditScope | null | undefined = this.#scopes.getStore()): Promise<void> {
+    if (!this.enabled) return RESOLVED
+    if (!isAction(event.action)) {
+      this.#lose([event], 'error', new Error(`${JSON.stringify(event.action)} is not an action name (e.g. model.deploy)`))
+      return RESOLVED
+    }
+    // Its time is when it happened, not when its group is written.
+    const at = event.at ?? new Date()
+    if (!scope) return this.#enqueue({ ...event, at })
+    scope.covered = true
+    if (event.actorId !== undefined) return this.#enqueue(this.#fill(event, scope, event.actorId, at))
+    // The caller is usually known without I/O: then no promise is made for it. One whose token
+    // could not be checked (the session store failed) is recorded as unknown.
+    const actor = scope.actor()
+    if (actor instanceof Promise) {
+      return actor.then(
+        (id) => this.#enqueue(this.#fill(event, scope, id ?? scope.identified ?? null, at)),
+        () => this.#enqueue(this.#fill(event, scope, scope.identified ?? null, at)),
+      )
+    }
+    return this.#enqueue(this.#fill(event, scope, actor ?? scope.identified ?? null, at))
+  }
+
+  #enqueue(event: AuditEvent): Promise<void> {
+    return new Promise<void>((done) => {
+      if (this.#queue.length >= this.#maxQueue) {
+        this.#lose([event], 'queue_full', new Error(`more than ${this.#maxQueue} audit events waiting`))
+        return done()
+      }
+      this.#queue.push({ event, done })
+      if (this.#queue.length >= this.#maxBatch) this.#gathered?.()
+      this.#drain()
+    })
+  }
+
+  /**
+   * Take the chain's lock in `tx` (held until it ends) and return the appender of this
+   * transaction's events; undefined when auditing is off.
+   */
+  async lock(tx: Db): Promise<ChainLock | undefined> {
+    if (!this.enabled) return undefined
+    try {
+      return new ChainLock(this, tx, await lockHead(tx))
+    } catch (err) {
+      this.#failures.inc({ path: 'transaction' })
+      this.#log.error({ err }, 'could not lock the audit chain; the change is refused')
+      throw err
+    }
+  }
+
+  /** `event` in `tx`, with the change it records. */
+  async recordIn(tx: Db, event: AuditEvent): Promise<void> {
+    await (await this.lock(tx))?.append(event)
+  }
+
+  /** Write what is queued (at shutdown): waits for every queued event to be settled. */
+  async close(): Promise<void> {
+    this.#closed = true
+    this.#gathered?.()
+    while (this.#draining) await this.#draining
+  }
+
+  /** @internal ChainLock's part: the events' rows after `head`, written in `tx`. */
+  async appendLocked(tx: Db, head: ChainHead, events: readonly AuditEvent[]): Promise<ChainHead> {
+    const scope = this.#cover()
+    try {
+      const filled = await Promise.all(
+        events.map(async (e) => {
+          const at = e.at ?? new Date()
+          if (!scope) return { ...e, at }
+          const actor = e.actorId !== undefined ? e.actorId : ((await Promise.resolve(scope.actor()).catch(() => null)) ?? scope.identified ?? null)
+          return this.#fill(e, scope, actor, at)
+        }),
+      )
+      await this.#emailsOf(tx, filled)
+      const { rows, head: next } = link(head, filled.map(clean))
+      await insertLocked(tx, rows, next)
+      this.#written.inc({ path: 'transaction' }, rows.length)
+      return next
+    } catch (err) {
+      this.#failures.inc({ path: 'transaction' })
+      this.#log.error({ err, actions: events.map((e) => e.action) }, 'audit events could not be written; the change they record is refused')
+      throw err
+    }
+  }
+
+  /** Mark the request's scope covered (an event standing for it is being recorded). */
+  #cover(): AuditScope | undefined {
+    const s = this.#scopes.getStore()
+    if (s) s.covered = true
+    return s
+  }
+
+  /** A copy of `event` with its actor and time, and what else it leaves out taken from the request. */
+  #fill(event: AuditEvent, scope: AuditScope, actorId: string | null, at: Date): AuditEvent {
+    return {
+      ...event,
+      at,
+      actorId,
+      requestId: event.requestId !== undefined ? event.requestId : scope.requestId,
+      ip: event.ip !== undefined ? event.ip : scope.ip,
+      userAgent: event.userAgent !== undefined ? event.userAgent : scope.userAgent,
+    }
+  }
+
+  /** Fill in the actors' e-mails (cached a minute; one query for the rest). */
+  async #emailsOf(sql: Db, events: AuditEvent[]): Promise<void> {
+    const now = Date.now()
+    const missing = new Set<string>()
+    for (const e of events) {
+      if (e.actorEmail !== undefined || !e.actorId) continue
+      const hit = this.#emails.get(e.actorId)
+      if (hit && hit.until > now) e.actorEmail = hit.email
+      else missing.add(e.actorId)
+    }
+    if (missing.size === 0) return
+    if (this.#emails.size > 10_000) this.#emails.clear()
+    const found = new Map((await emailsOf(sql, [...missing])).map((r) => [r.id, r.email]))
+    for (const id of missing) this.#emails.set(id, { email: found.get(id) ?? null, until: now + EMAIL_TTL_MS })
+    for (const e of events) if (e.actorEmail === undefined && e.actorId) e.actorEmail = found.get(e.actorId) ?? null
+  }
+
+  #drain(): void {
+    if (this.#draining) return
+    this.#draining = (async () => {
+      while (this.#queue.length) {
+        // Let a group gather until the interval since the last one is over (nothing waits on
+        // it: the requests it records are answered already).
+        const wait = this.#lastGroupAt + this.#groupIntervalMs - Date.now()
+        if (wait > 0 && this.#queue.length < this.#maxBatch && !this.#closed) await this.#gather(wait)
+        else await Promise.resolve() // the events of the same tick
+        this.#lastGroupAt = Date.now()
+        const group = this.#queue.splice(0, this.#maxBatch)
+        await this.#writeGroup(group)
+      }
+    })().finally(() => {
+      this.#draining = undefined
+      if (this.#queue.length) this.#drain()
+    })
+  }
+
+  /** Until `ms` have passed, the group is full or the log closes. */
+  #gather(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.#gathered?.(), ms)
+      this.#gathered = () => {
+        clearTimeout(timer)
+        this.#gathered = undefined
+        resolve()
+      }
+    })
+  }
+
+  async #writeGroup(group: Pending[]): Promise<void> {
+    await this.#write(group.map((p) => p.event))
+    for (const p of group) p.done()
+  }
+
+  async #write(events: AuditEvent[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#emailsOf(this.sql, events)
+        await this.#append(events.map(clean))
+        this.#written.inc({ path: 'after' }, events.length)
+        const failures = this.#streak.succeed()
+        if (failures > 0) this.#log.info({ failures }, 'audit events are written again')
+        return
+      } catch (err) {
+        this.#failures.inc({ path: 'after' })
+        this.#head = undefined
+        if (!transient(err)) {
+          // Retrying will not help; one by one, only the event at fault is lost.
+          if (events.length > 1) for (const e of events) await this.#write([e])
+          else this.#lose(events, 'error', err)
+          return
+        }
+        // While the database is unreachable the group waits (and later ones queue behind it);
+        // at shutdown it gets three tries.
+        if (this.#closed && attempt >= 3) return this.#lose(events, 'error', err)
+        if (this.#streak.fail()) this.#log.error({ err, waiting: this.#queue.length + events.length, attempt }, 'audit events could not be written yet (database unavailable); retrying')
+        await Bun.sleep(Math.min(MAX_BACKOFF_MS, 50 * 2 ** Math.min(attempt, 10)))
+      }
+    }
+  }
+
+  /** Append after the cached head in one statement; if another writer moved it, under its lock. */
+  async #append(contents: AuditContent[]): Promise<void> {
+    const head = this.#head ?? (await readHead(this.sql))
+    const optimistic = link(head, contents)
+    if (await appendIfHead(this.sql, head, optimistic.rows, optimistic.head)) {
+      this.#head = optimistic.head
+      return
+    }
+    this.#head = undefined
+    const next = await this.sql.begin(async (tx) => {
+      const locked = link(await lockHead(tx), contents)
+      await insertLocked(tx, locked.rows, locked.head)
+      return locked.head
+    })
+    this.#head = next
+  }
+
+  #lose(events: readonly AuditEvent[], reason: string, err: unknown): void {
+    this.#lost.inc({ reason }, events.length)
+    this.#log.error(
+      { err, lost: events.length, events: events.slice(0, 20).map((e) => ({ action: e.action, outcome: e.outcome, actorId: e.actorId ?? null, targetId: e.targetId ?? null, requestId: e.requestId ?? null })) },
+      'audit events could not be written and are lost',
+    )
+  }
+}
+
+/** The chain's lock in one transaction: append its events (the head moves with each call). */
+class ChainLock {
+  constructor(
+    private readonly log: AuditLog,
+    private readonly tx: Db,
+    private head: ChainHead,
+  ) {}
+
+  async append(...events: AuditEvent[]): Promise<void> {
+    if (events.length) this.head = await this.log.appendLocked(this.tx, this.head, events)
+  }
+}
+
+/** Connection-level failures and conflicts: a retry may succeed. */
+function transient(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code
+  if (typeof code !== 'string') return false
+  if ((err as Error).name === 'PostgresError') return /^(08|57P0|53300|40001|40P01)/.test(code)
+  return /^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|CONNECT_TIMEOUT|CONNECTION_CLOSED|CONNECTION_ENDED|CONNECTION_DESTROYED)$/.test(code)
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL
+
+const readHead = timed('audit.readHead', async function readHead(sql: Db): Promise<ChainHead> {
+  const [row] = await sql<ChainHead[]>`select seq, hash from audit_chain`
+  return row!
+})
+
+const lockHead = timed('audit.lockHead', async function lockHead(sql: Db): Promise<ChainHead> {
+  const [row] = await sql<ChainHead[]>`select seq, hash from audit_chain for update`
+  return row!
+})
+
+async function emailsOf(sql: Db, ids: string[]): Promise<{ id: string; email: string }[]> {
+  return sql<{ id: string; email: string }[]>`select id, email from users where id = any(${ids}::uuid[])`
+}
+
+/** The rows as one jsonb parameter (expanded with jsonb_to_recordset): one statement for any number. */
+function rowsJson(sql: Db, rows: readonly AuditRow[]) {
+  return sql.json(
+    rows.map((r) => ({
+      seq: r.seq,
+      id: r.id,
+      at: r.at.toISOString(),
+      actor_id: r.actorId,
+      actor_email: r.actorEmail,
+      org_id: r.orgId,
+      action: r.action,
+      target_type: r.targetType,
+      target_id: r.targetId,
+      outcome: r.outcome,
+      status: r.status,
+      ip: r.ip,
+      user_agent: r.userAgent,
+      request_id: r.requestId,
+      detail: r.detail,
+      prev_hash: r.prevHash,
+      hash: r.hash,
+    })),
+  )
+}
+
+const INSERT_COLUMNS = (sql: Db) => sql`
+  insert into audit_events (seq, id, at, actor_id, actor_email, org_id, action, target_type, target_id, outcome, status, ip, user_agent, request_id, detail, prev_hash, hash)`
+const RECORDSET = (sql: Db, rows: readonly AuditRow[]) => sql`
+  jsonb_to_recordset(${rowsJson(sql, rows)}) as r (seq int8, id uuid, at timestamptz, actor_id uuid, actor_email text, org_id uuid, action text, target_type text,
+    target_id text, outcome text, status int2, ip text, user_agent text, request_id text, detail jsonb, prev_hash text, hash text)`
+
+/** Insert `rows` and move the head to `next`, if the head is still `expected`; false when it moved. */
+const appendIfHead = timed('audit.append', async function appendIfHead(sql: Db, expected: ChainHead, rows: readonly AuditRow[], next: ChainHead): Promise<boolean> {
+  const result = await sql`
+    with moved as (
+      update audit_chain set seq = ${next.seq}, hash = ${next.hash}
+      where singleton and seq = ${expected.seq} and hash = ${expected.hash}
+      returning 1
+    )
+    ${INSERT_COLUMNS(sql)}
+    select r.* from ${RECORDSET(sql, rows)}
+    where exists (select 1 from moved)`
+  return result.count === rows.length
+})
+
+/** Insert `rows` and move the head to `next`: the caller holds the head's lock (`lockHead`). */
+const insertLocked = timed('audit.appendLocked', async function insertLocked(tx: Db, rows: readonly AuditRow[], next: ChainHead): Promise<void> {
+  await tx`
+    with moved as (update audit_chain set seq = ${next.seq}, hash = ${next.hash} where singleton returning 1)
+    ${INSERT_COLUMNS(tx)}
+    select r.* from ${RECORDSET(tx, rows)}
+    where exists (select 1 from moved)`
+})
+
+/**
+ * Retention: remove the oldest events up to (not past) the first one at or after `cutoff` —
+ * a prefix of the chain, at most `limit` events — and record the last one removed as a
+ * checkpoint, in the same statement. Returns how many were removed (0: nothing older).
+ */
+export const removeBefore = timed('audit.removeBefore', async function removeBefore(tx: Db, cutoff: Date, limit: number): Promise<number> {
+  const [row] = await tx<{ removed: number }[]>`
+    with oldest as (
+      select seq, at from audit_events order by seq limit ${limit}
+    ), doomed as (
+      -- The prefix before the first event at or after the cutoff (times follow seq only
+      -- nearly: a transaction's event may carry a time a little before an earlier seq's).
+      select seq from oldest where seq < coalesce((select min(seq) from oldest where at >= ${cutoff}), ${Number.MAX_SAFE_INTEGER})
+    ), gone as (
+      delete from audit_events e using doomed d where e.seq = d.seq returning e.seq, e.hash, e.at
+    ), checkpoint as (
+      insert into audit_checkpoints (seq, hash, at, removed)
+      select seq, hash, at, (select count(*) from gone) from gone order by seq desc limit 1
+      returning removed
+    )
+    select coalesce((select removed from checkpoint), 0)::int as removed`
+  return row!.removed
+})

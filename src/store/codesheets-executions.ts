@@ -1,0 +1,130 @@
+/**
+ * CodeSheet executions and outputs (tables codesheet_executions, codesheet_outputs): the
+ * sheet's queue of cell runs and each cell's outputs as they arrived. Written only inside
+ * `codesheet` actor turns (`tx`); the HTTP edge reads.
+ */
+import { timed, type Db } from './db.ts'
+
+export type ExecutionStatus = 'queued' | 'running' | 'ok' | 'error' | 'interrupted' | 'timed_out' | 'cancelled' | 'failed'
+
+export interface ExecutionRow {
+  id: string
+  cellId: string
+  status: ExecutionStatus
+  timeoutSeconds: number | null
+  executionCount: number | null
+  error: string | null
+  queuedAt: Date
+  startedAt: Date | null
+  endedAt: Date | null
+}
+
+const EXECUTION = (sql: Db) => sql`
+  e.id, e.cell_id as "cellId", e.status, e.timeout_seconds as "timeoutSeconds", e.execution_count as "executionCount", e.error,
+  e.queued_at as "queuedAt", e.started_at as "startedAt", e.ended_at as "endedAt"`
+
+/** Finished executions kept per sheet (older ones are removed as new ones are queued). */
+const KEEP_FINISHED = 500
+
+export interface NewExecution {
+  id: string
+  cellId: string
+  code: string
+  timeoutSeconds: number | null
+  requestedBy: string | null
+}
+
+/** Queue executions, in this order; finished ones beyond the newest KEEP_FINISHED of the sheet are removed. */
+export const queueExecutions = timed('codesheets.queueExecutions', async function queueExecutions(tx: Db, sheetId: string, es: readonly NewExecution[]): Promise<ExecutionRow[]> {
+  await tx`
+    delete from codesheet_executions where sheet_id = ${sheetId} and status not in ('queued', 'running')
+      and n < (select n from codesheet_executions where sheet_id = ${sheetId} order by n desc offset ${KEEP_FINISHED} limit 1)`
+  const rows = await tx<ExecutionRow[]>`
+    insert into codesheet_executions as e (id, sheet_id, cell_id, status, code, timeout_seconds, requested_by)
+    select u.id, ${sheetId}, u.cell_id, 'queued', u.code, u.timeout_seconds, u.requested_by
+    from unnest(${es.map((e) => e.id)}::uuid[], ${es.map((e) => e.cellId)}::text[], ${es.map((e) => e.code)}::text[], ${es.map((e) => e.timeoutSeconds)}::int4[], ${es.map((e) => e.requestedBy)}::uuid[])
+      with ordinality as u(id, cell_id, code, timeout_seconds, requested_by, i)
+    order by u.i
+    returning ${EXECUTION(tx)}`
+  const at = new Map(es.map((e, i) => [e.id, i]))
+  return rows.sort((a, b) => at.get(a.id)! - at.get(b.id)!)
+})
+
+/** Mark a queued execution running; its code (what to run). */
+export const startExecution = timed('codesheets.startExecution', async function startExecution(tx: Db, id: string): Promise<{ row: ExecutionRow; code: string } | undefined> {
+  const [row] = await tx<(ExecutionRow & { code: string | null })[]>`
+    update codesheet_executions e set status = 'running', started_at = now() where e.id = ${id} and e.status = 'queued'
+    returning ${EXECUTION(tx)}, e.code`
+  if (!row) return undefined
+  const { code, ...rest } = row
+  return { row: rest, code: code ?? '' }
+})
+
+export const endExecution = timed(
+  'codesheets.endExecution',
+  async function endExecution(tx: Db, id: string, end: { status: ExecutionStatus; executionCount: number | null; error: string | null }): Promise<ExecutionRow | undefined> {
+    const [row] = await tx<ExecutionRow[]>`
+      update codesheet_executions e set status = ${end.status}, execution_count = ${end.executionCount}, error = ${end.error}, ended_at = now(), code = null
+      where e.id = ${id} returning ${EXECUTION(tx)}`
+    return row
+  },
+)
+
+/** End queued (or running) executions that will not run, with why. */
+export const cancelExecutions = timed('codesheets.cancelExecutions', async function cancelExecutions(tx: Db, ids: readonly string[], status: ExecutionStatus, error: string): Promise<ExecutionRow[]> {
+  if (ids.length === 0) return []
+  return tx<ExecutionRow[]>`
+    update codesheet_executions e set status = ${status}, error = ${error}, ended_at = now(), code = null
+    where e.id = any(${ids as string[]}::uuid[]) and e.status in ('queued', 'running')
+    returning ${EXECUTION(tx)}`
+})
+
+/** The sheet's queued and running executions, in queue order. */
+export const activeExecutions = timed('codesheets.activeExecutions', async function activeExecutions(sql: Db, sheetId: string): Promise<ExecutionRow[]> {
+  return sql<ExecutionRow[]>`select ${EXECUTION(sql)} from codesheet_executions e where e.sheet_id = ${sheetId} and e.status in ('queued', 'running') order by e.n`
+})
+
+/** Each cell's latest execution. */
+export const latestExecutions = timed('codesheets.latestExecutions', async function latestExecutions(sql: Db, sheetId: string): Promise<Map<string, ExecutionRow>> {
+  const rows = await sql<ExecutionRow[]>`select distinct on (e.cell_id) ${EXECUTION(sql)} from codesheet_executions e where e.sheet_id = ${sheetId} order by e.cell_id, e.n desc`
+  return new Map(rows.map((r) => [r.cellId, r]))
+})
+
+// ---- Outputs --------------------------------------------------------------------------------
+
+export interface OutputWrite {
+  index: number
+  output: unknown
+  bytes: number
+}
+
+/** Remove a cell's outputs (an execution of it starts). */
+export const clearOutputs = timed('codesheets.clearOutputs', async function clearOutputs(tx: Db, sheetId: string, cellId: string): Promise<void> {
+  await tx`delete from codesheet_outputs where sheet_id = ${sheetId} and cell_id = ${cellId}`
+})
+
+/** Write outputs of a cell by index: new ones inserted, a stream output that went on replaced. */
+export const writeOutputs = timed(
+  'codesheets.writeOutputs',
+  async function writeOutputs(tx: Db, sheetId: string, cellId: string, executionId: string | null, ops: readonly OutputWrite[]): Promise<void> {
+    if (ops.length === 0) return
+    await tx`
+      insert into codesheet_outputs (sheet_id, cell_id, seq, output, bytes, execution_id)
+      select ${sheetId}, ${cellId}, u.seq, u.output::json, u.bytes, ${executionId}
+      from unnest(${ops.map((o) => o.index)}::int4[], ${ops.map((o) => JSON.stringify(o.output))}::text[], ${ops.map((o) => o.bytes)}::int4[]) as u(seq, output, bytes)
+      on conflict (sheet_id, cell_id, seq) do update set output = excluded.output, bytes = excluded.bytes, execution_id = excluded.execution_id`
+  },
+)
+
+/** Every cell's outputs, in order. */
+export const listOutputs = timed('codesheets.listOutputs', async function listOutputs(sql: Db, sheetId: string): Promise<Map<string, unknown[]>> {
+  const rows = await sql<{ cellId: string; output: unknown }[]>`
+    select o.cell_id as "cellId", o.output from codesheet_outputs o where o.sheet_id = ${sheetId} order by o.cell_id, o.seq`
+  const out = new Map<string, unknown[]>()
+  for (const r of rows) {
+    let list = out.get(r.cellId)
+    if (!list) out.set(r.cellId, (list = []))
+    list.push(r.output)
+  }
+  return out
+})
