@@ -25,7 +25,7 @@ export type KernelName = 'python3' | 'shell'
 export type KernelState = 'starting' | 'idle' | 'busy' | 'dead'
 
 /** A MIME bundle: `text/plain` → string, `image/png` → base64 string, `application/json` → any. */
-export type MimeBundle = Record<string, unknown>
+type MimeBundle = Record<string, unknown>
 
 /** One nbformat 4 output object (https://nbformat.readthedocs.io/en/latest/format_description.html). */
 export type NbOutput =
