@@ -355,7 +355,26 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   const listening = app.server!
   server = listening
   hub.start((topic, message) => void listening.publish(topic, message))
-  for (const f of features) await f.start?.()
+  // A feature whose start fails (its database went away while the server started, as when an
+  // embedded PostgreSQL is restarted) is started again in the background, with a growing wait,
+  // rather than failing a server that already listens and answers.
+  for (const f of features) {
+    await f.start?.().catch((err: unknown) => {
+      logger.error({ err, feature: f.name }, 'feature start failed; retrying')
+      void (async () => {
+        for (let wait = 1000; !stopping; wait = Math.min(wait * 2, 30_000)) {
+          await new Promise((r) => setTimeout(r, wait))
+          if (stopping) return
+          try {
+            await f.start!()
+            return logger.info({ feature: f.name }, 'feature started')
+          } catch (e) {
+            logger.error({ err: e, feature: f.name, retryInMs: wait * 2 }, 'feature start failed; retrying')
+          }
+        }
+      })()
+    })
+  }
   started = true
   const host = config.host === '0.0.0.0' ? 'localhost' : config.host
   const url = `http://${host}:${listening.port}`

@@ -22,6 +22,8 @@ export function codesheetsFeature(ctx: FeatureContext): Feature {
   // single output longer than a cell may keep is dropped by the driver already.
   const provider = engine ? new ContainerKernels(engine, { startTimeoutMs: c.kernelStartTimeoutMs, maxMessageBytes: c.maxOutputBytes + 64 * 1024 }) : undefined
   const kernels = new SheetKernels(provider, logger.child({ component: 'kernels' }), c.kernelStartTimeoutMs)
+  const log = logger.child({ component: 'codesheets' })
+  const stopping = new AbortController()
   return {
     name: 'codesheets',
     actors: [codesheetActor(kernels, { maxCells: c.maxCells, maxSourceBytes: c.maxSourceBytes, maxOutputBytes: c.maxOutputBytes }, logger)],
@@ -31,10 +33,24 @@ export function codesheetsFeature(ctx: FeatureContext): Feature {
       codesheet: { resource: 'workstation', ownerOf: (id) => (isUuid(id) ? store.sheetOwner(sql, id) : undefined) },
     },
     async start() {
-      // Kernels and executions a stopped node left: their actors end them (or find them alive here).
-      for (const id of await store.sheetsToResume(sql)) actors.tell(CODESHEET_KIND, id, { type: 'resume' })
+      // Kernels and executions a stopped node left: their actors end them (or find them alive
+      // here). In the background, retried: a database that goes away while the server starts
+      // delays this, and never fails the start.
+      void (async () => {
+        for (let wait = 500; !stopping.signal.aborted; wait = Math.min(wait * 2, 30_000)) {
+          try {
+            for (const id of await store.sheetsToResume(sql)) actors.tell(CODESHEET_KIND, id, { type: 'resume' })
+            return
+          } catch (err) {
+            if (stopping.signal.aborted) return
+            log.warn({ err, retryInMs: wait }, 'could not look for CodeSheets a stopped node left; retrying')
+            await new Promise((r) => setTimeout(r, wait))
+          }
+        }
+      })()
     },
     async stop() {
+      stopping.abort()
       await kernels.shutdownAll()
     },
   }

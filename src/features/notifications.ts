@@ -86,10 +86,8 @@ export function notificationsFeature(ctx: FeatureContext): Feature {
     actors: [kind],
     routes: [notificationRoutes(ctx.http)],
     async start() {
-      await queue?.start()
-      unsubscribe = actors.subscribe((e) => {
-        if (concernsNotifier(e)) sync(e.topic.slice('user:'.length), `sync:${e.topic}#${e.seq}`)
-      })
+      // The one step that needs the database first: a start that fails here (the server retries
+      // it) has started nothing else yet.
       const listening = await sql.listen(NOTIFY_CHANNEL, (text) => {
         let p: NotifyPayload
         try {
@@ -101,6 +99,10 @@ export function notificationsFeature(ctx: FeatureContext): Feature {
         if (p.m) void enqueue(p.m)
       })
       unlisten = () => listening.unlisten()
+      await queue?.start()
+      unsubscribe = actors.subscribe((e) => {
+        if (concernsNotifier(e)) sync(e.topic.slice('user:'.length), `sync:${e.topic}#${e.seq}`)
+      })
       timer = setInterval(() => void sweep(), config.mail.sweepIntervalMs)
       void sweep()
     },

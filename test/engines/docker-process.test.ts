@@ -2,7 +2,7 @@
  * Piped processes (ContainerEngine.spawn) against the real Docker engine, in hardened
  * workstation containers of the busybox test image.
  */
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import type { Readable } from 'node:stream'
 import { AppError } from '../../src/core/errors.ts'
 import type { ContainerRef } from '../../src/engines/containers/engine.ts'
@@ -10,6 +10,8 @@ import { containerName } from '../../src/engines/containers/docker-spec.ts'
 import { dockerTestEnv, until } from '../support/docker.ts'
 
 const docker = dockerTestEnv(import.meta.file)
+// Tens of MB through the engine at the consumer's pace take seconds.
+setDefaultTimeout(60_000)
 const MB = 1024 * 1024
 
 afterAll(async () => {
@@ -83,9 +85,15 @@ describe.skipIf(!docker)('ContainerEngine.spawn (real engine)', () => {
     const p = await engine.spawn(ref, { cmd: ['sh', '-c', 'head -c 67108864 /dev/zero; echo done >&2'] })
     p.stdin.end()
     let n = 0
-    const first = await new Promise<Buffer>((resolve) => p.stdout.once('data', resolve))
+    // Paused inside the handler: a flowing stream emits what it holds in one go, and chunks
+    // emitted with no listener left would be lost to this count.
+    const first = await new Promise<Buffer>((resolve) =>
+      p.stdout.once('data', (b: Buffer) => {
+        p.stdout.pause()
+        resolve(b)
+      }),
+    )
     n += first.length
-    p.stdout.pause()
     const err = text(p.stderr)
     // Still running a while later: it blocks on its writes, and our buffer stays bounded.
     await until(() => p.stdout.readableLength > 0, 'the paused stream to fill')

@@ -5,7 +5,7 @@
  * in the Python image scripts/python-image.sh builds (its tag as the server computes it, or
  * QUADRAX_PYTHON_IMAGE). Without that image the python3 tests fail, saying how to build it.
  */
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import type { ContainerRef } from '../../src/engines/containers/engine.ts'
 import { pythonImageTag } from '../../src/engines/containers/python-image.ts'
 import { KernelDiedError, KernelStartError, type ExecuteReply, type KernelSession, type NbOutput } from '../../src/engines/kernels/kernel.ts'
@@ -13,6 +13,8 @@ import { ContainerKernels } from '../../src/engines/kernels/provider.ts'
 import { dockerTestEnv, until } from '../support/docker.ts'
 
 const docker = dockerTestEnv(import.meta.file)
+// Starting an ipykernel takes seconds, a restart as long (bun's default per test is 5 s).
+setDefaultTimeout(120_000)
 const PYTHON_IMAGE = process.env.QUADRAX_PYTHON_IMAGE ?? pythonImageTag()
 
 afterAll(async () => {
@@ -249,8 +251,12 @@ describe.skipIf(!docker)('python3 kernel (Python image)', () => {
     expect(result(await run(k, 'x + 1'))).toMatchObject({ data: { 'text/plain': '41' } })
   })
 
-  test('restart clears the state and resets the count', async () => {
+  test('restart (here while an execution runs: it ends aborted) clears the state and resets the count', async () => {
+    const sleeping = Promise.withResolvers<void>()
+    const running = k.execute('import time\nprint("z", flush=True)\ntime.sleep(100)', { onOutput: () => sleeping.resolve() })
+    await sleeping.promise
     await k.restart()
+    expect(await running).toEqual({ status: 'aborted', executionCount: null })
     expect(k.state()).toBe('idle')
     const r = await run(k, 'x')
     expect(errorOf(r)?.ename).toBe('NameError')
@@ -266,6 +272,10 @@ describe.skipIf(!docker)('python3 kernel (Python image)', () => {
     expect(big.outputs[0]).toMatchObject({ output_type: 'stream', name: 'stderr' })
     expect(big.stderr).toMatch(/^\[an output of \d+ bytes was dropped: one output may be at most 65536 bytes\]\n$/)
     expect(big.stdout).toBe('after\n')
+    // A long print is cut into stream outputs that each fit (escaped non-ASCII included), never dropped.
+    const wide = await run(own, 'print("é😀" * 60_000)')
+    expect(wide.stderr).toBe('')
+    expect(wide.stdout).toBe('é😀'.repeat(60_000) + '\n')
     const deaths: string[] = []
     own.onDeath((reason) => deaths.push(reason))
     const err = await own.execute('import os, signal\nos.kill(os.getpid(), signal.SIGKILL)', { onOutput: () => {} }).catch((e: unknown) => e)

@@ -43,6 +43,11 @@ from jupyter_client.manager import KernelManager
 
 START_TIMEOUT = 60.0
 LIVENESS_EVERY = 0.25
+# An execution idle this long without its execute_reply gets none: ipykernel drops the
+# reply when a SIGINT lands in its own handling of the request rather than in the code
+# ("KeyboardInterrupt caught in kernel"). It sends the reply before the idle status, so a
+# short wait tells the two cases apart.
+REPLY_GRACE = 0.5
 MAX_STREAM_CHARS = int(sys.argv[1]) if len(sys.argv) > 1 else 1 << 20
 OUT = sys.stdout.buffer
 
@@ -54,7 +59,8 @@ def emit(obj):
         # NaN/Infinity (JSON has none) or something not JSON at all: null for them.
         line = json.dumps(_clean(obj), separators=(",", ":"))
     OUT.write(line.encode("ascii") + b"\n")
-    OUT.flush()
+    # Flushed by the caller once the messages at hand are written (see Driver.run): the lines
+    # of one execution usually go out in one write, one frame of the exec's stream.
 
 
 def _clean(v):
@@ -103,6 +109,7 @@ class Execution:
         self.interrupt = False  # interrupt asked before it started
         self.reply = None
         self.idle = False
+        self.idle_at = 0.0
 
 
 class Driver:
@@ -148,6 +155,11 @@ class Driver:
     def wait_ready(self):
         """A kernel_info request answered on shell AND seen on iopub: the subscription is live
         (a SUB socket misses what is published before it connected), so no output is lost."""
+        # Only the kernel's sockets: a command waiting on stdin is read once the kernel is up
+        # (polled here, unread, it would make this loop spin).
+        kernel_only = zmq.Poller()
+        kernel_only.register(self.iopub, zmq.POLLIN)
+        kernel_only.register(self.shell, zmq.POLLIN)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             self.check_alive(force=True)
@@ -155,7 +167,7 @@ class Driver:
             replied = seen = False
             attempt_end = min(deadline, time.monotonic() + 1.0)
             while time.monotonic() < attempt_end and not (replied and seen):
-                for sock, _ in self.poller.poll(100):
+                for sock, _ in kernel_only.poll(100):
                     if sock is self.shell:
                         for m in self.drain(self.shell):
                             replied |= m["parent_header"].get("msg_id") == msg_id
@@ -164,6 +176,7 @@ class Driver:
                             seen |= m["parent_header"].get("msg_id") == msg_id
             if replied and seen:
                 emit({"type": "ready"})
+                OUT.flush()
                 return
         raise RuntimeError("the kernel did not answer within %d s" % START_TIMEOUT)
 
@@ -193,6 +206,7 @@ class Driver:
         for ex in list(self.pending.values()):
             emit({"type": "reply", "id": ex.id, "status": "aborted", "execution_count": None})
         self.pending.clear()
+        OUT.flush()
         # A busy kernel is killed (a graceful shutdown would wait for the running code); an
         # idle one is asked to shut down, so its atexit handlers run.
         self.km.restart_kernel(now=busy)
@@ -235,6 +249,7 @@ class Driver:
                 emit({"type": "status", "id": ex.id, "state": state})
             if state == "idle":
                 ex.idle = True
+                ex.idle_at = time.monotonic()
                 self.maybe_done(m["parent_header"]["msg_id"], ex)
             return
         if mt == "clear_output":
@@ -316,6 +331,7 @@ class Driver:
     def run(self):
         buf = bytearray()
         while True:
+            OUT.flush()
             events = dict(self.poller.poll(LIVENESS_EVERY * 1000))
             # Kernel messages before commands: a reply due is written before a restart aborts it.
             if self.iopub in events:
@@ -338,6 +354,14 @@ class Driver:
                     if line.strip() and not self.command(line):
                         return
             self.check_alive()
+            self.settle_unanswered()
+
+    def settle_unanswered(self):
+        now = time.monotonic()
+        for msg_id, ex in list(self.pending.items()):
+            if ex.idle and ex.reply is None and now - ex.idle_at > REPLY_GRACE:
+                ex.reply = {"status": "aborted", "execution_count": None}
+                self.maybe_done(msg_id, ex)
 
 
 def main():
@@ -358,6 +382,7 @@ def main():
             return 3
         return 0
     finally:
+        OUT.flush()
         driver.shutdown()
 
 

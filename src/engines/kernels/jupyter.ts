@@ -6,7 +6,7 @@
  * The driver's script is passed inline (`python3 -c`), not copied into the container first: the
  * root filesystem is read-only, and a copy in /tmp would be one more exec per start, a file the
  * user's code could rewrite between the copy and the run, and something to clean up. It is
- * ~12 KB, far below the engine's limit on a command line.
+ * ~16 KB, far below the limit on a command line (128 KB for one argument on Linux).
  *
  * Everything the driver writes is read as untrusted: the user's code runs as the same user in
  * the same container and can write to the driver's stdout. Each line is bounded
@@ -20,8 +20,15 @@ import type { ContainerEngine, ContainerRef, ProcessSession } from '../container
 import { KernelDiedError, KernelStartError, type NbOutput } from './kernel.ts'
 import { ProcessKernel } from './process-kernel.ts'
 
-/** Longest stream text in one driver message; a longer one comes as several stream outputs. */
-const MAX_STREAM_CHARS = 1 << 20
+/**
+ * Longest stream text in one driver message (a longer one comes as several stream outputs,
+ * which nbformat readers join): as many characters as surely fit in `maxMessageBytes`, so a
+ * long print is never dropped as one oversized message. The driver writes ASCII JSON, where a
+ * character takes at most 12 bytes (a surrogate pair, `\ud83d\ude00`); 1 Ki for the envelope.
+ */
+function maxStreamChars(maxMessageBytes: number): number {
+  return Math.max(256, Math.min(1 << 20, Math.floor((maxMessageBytes - 1024) / 12)))
+}
 
 const Bundle = T.Record(T.String(), T.Unknown())
 const Output = T.Union([
@@ -141,7 +148,7 @@ export class JupyterKernel extends ProcessKernel {
 
   async #boot(): Promise<void> {
     this.#ready = Promise.withResolvers()
-    const cmd = ['python3', '-Xfrozen_modules=off', '-c', driver(), String(MAX_STREAM_CHARS)]
+    const cmd = ['python3', '-Xfrozen_modules=off', '-c', driver(), String(maxStreamChars(this.opts.maxMessageBytes))]
     // The debugger ipykernel loads warns on every start without it (frozen modules).
     const env = { PYDEVD_DISABLE_FILE_VALIDATION: '1', ...this.opts.env }
     let proc: ProcessSession

@@ -60,7 +60,11 @@ export interface KernelSession {
   execute(code: string, opts: ExecuteOptions): Promise<ExecuteReply>
   /** Interrupt the running execution, if any; the kernel stays alive with its state. */
   interrupt(): Promise<void>
-  /** A fresh kernel process in the same container: state cleared, execution count back to 0. */
+  /**
+   * A fresh kernel process in the same container: state cleared, execution count back to 0. A
+   * running execution ends `aborted`. A dead kernel is not restarted (KernelDiedError): start a
+   * new session.
+   */
   restart(): Promise<void>
   /** End the kernel and its driver; idempotent. */
   shutdown(): Promise<void>

@@ -85,10 +85,13 @@ export abstract class ProcessKernel implements KernelSession {
     this.running = running
     this.#state = 'busy'
     const onAbort = () => void this.interrupt().catch(() => {})
-    opts.signal?.addEventListener('abort', onAbort, { once: true })
+    // Aborted before: interrupted once the code was handed over. Aborted later: once, by the
+    // listener (a second SIGINT can land in the kernel's own handling of the first).
+    const abortedBefore = opts.signal?.aborted === true
+    if (!abortedBefore) opts.signal?.addEventListener('abort', onAbort, { once: true })
     try {
       await this.send(code)
-      if (opts.signal?.aborted) onAbort()
+      if (abortedBefore) onAbort()
       return await promise
     } finally {
       opts.signal?.removeEventListener('abort', onAbort)
