@@ -48,6 +48,8 @@ LIVENESS_EVERY = 0.25
 # ("KeyboardInterrupt caught in kernel"). It sends the reply before the idle status, so a
 # short wait tells the two cases apart.
 REPLY_GRACE = 0.5
+# A held interrupt sent at execute_input that has not ended its execution after this long is sent again.
+RESIGNAL_AFTER = 0.75
 MAX_STREAM_CHARS = int(sys.argv[1]) if len(sys.argv) > 1 else 1 << 20
 OUT = sys.stdout.buffer
 
@@ -110,6 +112,8 @@ class Execution:
         self.reply = None
         self.idle = False
         self.idle_at = 0.0
+        self.signalled_at = 0.0  # when the held interrupt was sent (execute_input)
+        self.resignals = 0
 
 
 class Driver:
@@ -241,6 +245,7 @@ class Driver:
             ex.started = True
             if ex.interrupt:
                 ex.interrupt = False
+                ex.signalled_at = time.monotonic()
                 self.km.interrupt_kernel()
             return
         if mt == "status":
@@ -359,6 +364,13 @@ class Driver:
     def settle_unanswered(self):
         now = time.monotonic()
         for msg_id, ex in list(self.pending.items()):
+            # A SIGINT sent as execute_input came can land before the code runs, in ipykernel's
+            # own preparation, and be lost: while that execution neither ends nor goes idle, it is
+            # sent again (a few times; an execution that then goes idle unanswered ends below).
+            if ex.signalled_at and not ex.idle and ex.reply is None and ex.resignals < 5 and now - ex.signalled_at > RESIGNAL_AFTER:
+                ex.resignals += 1
+                ex.signalled_at = now
+                self.km.interrupt_kernel()
             if ex.idle and ex.reply is None and now - ex.idle_at > REPLY_GRACE:
                 ex.reply = {"status": "aborted", "execution_count": None}
                 self.maybe_done(msg_id, ex)
