@@ -9,7 +9,8 @@ import type { Metrics } from '../core/metrics.ts'
 import type { Sql } from '../store/db.ts'
 import type { RateLimitStore } from '../store/rate-limit.ts'
 import type { ActorSystem } from '../actors/runtime/index.ts'
-import { decide, roleMay, type Action, type Resource } from '../auth/policy.ts'
+import { decide, orgRoleAtLeast, roleMay, SHAREABLE, type Action, type OrgRole, type Ownership, type Resource } from '../auth/policy.ts'
+import * as orgs from '../store/orgs.ts'
 import { bearerToken, type Principal } from '../auth/principal.ts'
 import type { AuthService } from '../auth/service.ts'
 import type { ResponseCache } from './plugins/cache.ts'
@@ -129,27 +130,56 @@ export async function requireAction(deps: Pick<HttpDeps, 'auth'>, request: Reque
  * and 404 `<label> not found` when it does not exist or is not the caller's to see.
  */
 export async function authorize<T>(
-  deps: Pick<HttpDeps, 'auth'>,
+  deps: Pick<HttpDeps, 'auth' | 'sql'>,
   request: Request,
   target: {
     resource: Resource
     action: Action
     label: string
     load: () => Promise<T | undefined>
-    /** Whose it is (default: its `ownerId`, else its `userId`). */
-    owner?: (obj: T) => string
+    /**
+     * Whose it is (default: its `ownerId`, else its `userId`, and its `orgId` when it has one).
+     * A string is a personal object's owner.
+     */
+    owner?: (obj: T) => string | Ownership
   },
 ): Promise<{ me: Principal; obj: T }> {
   const me = await requireAction(deps, request, target.resource, target.action)
   const obj = await target.load()
-  if (!obj || decide(me, target.action, target.resource, (target.owner ?? ownerOf)(obj)) !== 'allow') throw new NotFoundError(target.label)
+  if (!obj) throw new NotFoundError(target.label)
+  const owner = await ownershipFor(deps, me, target.resource, (target.owner ?? ownerOf)(obj))
+  const decision = decide(me, target.action, target.resource, owner)
+  if (decision === 'forbidden') throw new ForbiddenError(`Your role in this organisation does not allow this (${owner.orgRole ?? 'none'})`)
+  if (decision !== 'allow') throw new NotFoundError(target.label)
   return { me, obj }
 }
 
-function ownerOf(obj: unknown): string {
-  const o = obj as { ownerId?: string; userId?: string }
-  const owner = o.ownerId ?? o.userId
-  if (owner === undefined) throw new Error('authorize: the object names no owner (give `owner`)')
-  return owner
+/**
+ * An object's ownership with the caller's role in its org filled in, when it has an org and
+ * the caller is not a platform admin (who needs no role). For routes and sockets that ask the
+ * policy themselves (`decide`).
+ */
+export async function ownershipFor(deps: Pick<HttpDeps, 'sql'>, me: Principal, resource: Resource, owner: string | Ownership): Promise<Ownership> {
+  const o: Ownership = typeof owner === 'string' ? { ownerId: owner } : { ...owner }
+  if (o.orgId && me.role !== 'ADMIN' && (resource === 'org' || SHAREABLE.has(resource))) o.orgRole = await orgs.roleOf(deps.sql, o.orgId, me.userId)
+  return o
 }
 
+/**
+ * The caller's role in org `orgId`, at least `min`: for creating an object in an org (MEMBER),
+ * listing an org's objects (VIEWER), moving objects into it (ADMIN). 404 `Organisation not
+ * found` to a non-member, 403 to a member below `min`. Platform admins count as OWNER.
+ */
+export async function requireOrgRole(deps: Pick<HttpDeps, 'sql'>, me: Principal, orgId: string, min: OrgRole): Promise<OrgRole> {
+  const role = me.role !== 'ADMIN' ? await orgs.roleOf(deps.sql, orgId, me.userId) : (await orgs.exists(deps.sql, orgId)) ? 'OWNER' : null
+  if (role === null) throw new NotFoundError('Organisation')
+  if (!orgRoleAtLeast(role, min)) throw new ForbiddenError(`This needs the ${min} role or above in the organisation (yours: ${role})`)
+  return role
+}
+
+function ownerOf(obj: unknown): Ownership {
+  const o = obj as { ownerId?: string; userId?: string; orgId?: string | null }
+  const owner = o.ownerId ?? o.userId
+  if (owner === undefined) throw new Error('authorize: the object names no owner (give `owner`)')
+  return { ownerId: owner, orgId: o.orgId ?? null }
+}
