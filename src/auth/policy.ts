@@ -26,7 +26,10 @@
  *   invitations; only OWNERs delete it.
  * - The platform itself (all users, quotas, the cluster) is administered by admins only.
  */
+import type { OrgRole } from '../store/orgs.ts'
 import type { Role } from '../store/users.ts'
+
+export type { OrgRole }
 import type { Principal } from './principal.ts'
 
 /**
@@ -52,8 +55,6 @@ export type Action = 'read' | 'change' | 'delete' | 'shell' | 'chat'
 
 export type Decision = 'allow' | 'unauthenticated' | 'forbidden' | 'not_found'
 
-/** A role in an organisation, highest first. */
-export type OrgRole = 'OWNER' | 'ADMIN' | 'MEMBER' | 'VIEWER'
 export const ORG_ROLES: readonly OrgRole[] = ['OWNER', 'ADMIN', 'MEMBER', 'VIEWER']
 
 /** Does `a` rank at least as high as `b`? */

@@ -2,8 +2,10 @@
  * Organisations, their members and invitations (sql/0012_orgs.sql): the one writer of those
  * tables. What a role may do is src/auth/policy.ts's; this module only records who holds which.
  */
-import type { OrgRole } from '../auth/policy.ts'
 import { timed, type Db } from './db.ts'
+
+/** A role in an organisation, highest first: OWNER > ADMIN > MEMBER > VIEWER. */
+export type OrgRole = 'OWNER' | 'ADMIN' | 'MEMBER' | 'VIEWER'
 
 /** The role of `userId` in `orgId`, or null when they are not a member (or there is no such org). */
 export const roleOf = timed('orgs.roleOf', async function roleOf(sql: Db, orgId: string, userId: string): Promise<OrgRole | null> {
