@@ -29,41 +29,70 @@ const KEEP_FINISHED = 500
 export interface NewExecution {
   id: string
   cellId: string
-  code: string
   timeoutSeconds: number | null
   requestedBy: string | null
 }
 
-/** Queue executions, in this order; finished ones beyond the newest KEEP_FINISHED of the sheet are removed. */
-export const queueExecutions = timed('codesheets.queueExecutions', async function queueExecutions(tx: Db, sheetId: string, es: readonly NewExecution[]): Promise<ExecutionRow[]> {
-  await tx`
-    delete from codesheet_executions where sheet_id = ${sheetId} and status not in ('queued', 'running')
-      and n < (select n from codesheet_executions where sheet_id = ${sheetId} order by n desc offset ${KEEP_FINISHED} limit 1)`
-  const rows = await tx<ExecutionRow[]>`
-    insert into codesheet_executions as e (id, sheet_id, cell_id, status, code, timeout_seconds, requested_by)
-    select u.id, ${sheetId}, u.cell_id, 'queued', u.code, u.timeout_seconds, u.requested_by
-    from unnest(${es.map((e) => e.id)}::uuid[], ${es.map((e) => e.cellId)}::text[], ${es.map((e) => e.code)}::text[], ${es.map((e) => e.timeoutSeconds)}::int4[], ${es.map((e) => e.requestedBy)}::uuid[])
-      with ordinality as u(id, cell_id, code, timeout_seconds, requested_by, i)
-    order by u.i
-    returning ${EXECUTION(tx)}`
-  const at = new Map(es.map((e, i) => [e.id, i]))
-  return rows.sort((a, b) => at.get(a.id)! - at.get(b.id)!)
-})
+/**
+ * Queue executions of a sheet's cells, in this order, each with its cell's current source as the
+ * code it will run; finished ones beyond the newest KEEP_FINISHED of the sheet are removed. With
+ * `start` the first one starts at once (nothing runs before it): it is written `running` and its
+ * cell's outputs are cleared — one statement in all. `code` is the started one's.
+ */
+export const queueExecutions = timed(
+  'codesheets.queueExecutions',
+  async function queueExecutions(tx: Db, sheetId: string, es: readonly NewExecution[], start: boolean): Promise<{ rows: ExecutionRow[]; code: string | null }> {
+    const first = start ? es[0]!.cellId : null
+    const rows = await tx<(ExecutionRow & { code: string | null })[]>`
+      with pruned as (
+        delete from codesheet_executions where sheet_id = ${sheetId} and status not in ('queued', 'running')
+          and n < (select n from codesheet_executions where sheet_id = ${sheetId} order by n desc offset ${KEEP_FINISHED} limit 1)
+      ), cleared as (
+        delete from codesheet_outputs where ${first}::text is not null and sheet_id = ${sheetId} and cell_id = ${first}
+      )
+      insert into codesheet_executions as e (id, sheet_id, cell_id, status, code, timeout_seconds, requested_by, started_at)
+      select u.id, ${sheetId}, u.cell_id, case when ${start} and u.i = 1 then 'running' else 'queued' end, coalesce(c.source, ''),
+        u.timeout_seconds, u.requested_by, case when ${start} and u.i = 1 then now() end
+      from unnest(${es.map((e) => e.id)}::uuid[], ${es.map((e) => e.cellId)}::text[], ${es.map((e) => e.timeoutSeconds)}::int4[], ${es.map((e) => e.requestedBy)}::uuid[])
+        with ordinality as u(id, cell_id, timeout_seconds, requested_by, i)
+      left join codesheet_cells c on c.sheet_id = ${sheetId} and c.id = u.cell_id
+      order by u.i
+      returning ${EXECUTION(tx)}, e.code`
+    const at = new Map(es.map((e, i) => [e.id, i]))
+    rows.sort((a, b) => at.get(a.id)! - at.get(b.id)!)
+    const code = start ? (rows[0]?.code ?? '') : null
+    return { rows: rows.map(({ code: _, ...r }) => r), code }
+  },
+)
 
-/** Mark a queued execution running; its code (what to run). */
-export const startExecution = timed('codesheets.startExecution', async function startExecution(tx: Db, id: string): Promise<{ row: ExecutionRow; code: string } | undefined> {
+/** Mark a queued execution running and clear its cell's outputs; its code (what to run). */
+export const startExecution = timed('codesheets.startExecution', async function startExecution(tx: Db, sheetId: string, id: string): Promise<{ row: ExecutionRow; code: string } | undefined> {
   const [row] = await tx<(ExecutionRow & { code: string | null })[]>`
-    update codesheet_executions e set status = 'running', started_at = now() where e.id = ${id} and e.status = 'queued'
-    returning ${EXECUTION(tx)}, e.code`
+    with started as (
+      update codesheet_executions e set status = 'running', started_at = now() where e.id = ${id} and e.status = 'queued'
+      returning ${EXECUTION(tx)}, e.code
+    ), cleared as (
+      delete from codesheet_outputs where sheet_id = ${sheetId} and cell_id = (select "cellId" from started)
+    )
+    select * from started`
   if (!row) return undefined
   const { code, ...rest } = row
   return { row: rest, code: code ?? '' }
 })
 
+/** End an execution; with `cellId`, its count becomes the cell's execution count (one statement). */
 export const endExecution = timed(
   'codesheets.endExecution',
-  async function endExecution(tx: Db, id: string, end: { status: ExecutionStatus; executionCount: number | null; error: string | null }): Promise<ExecutionRow | undefined> {
+  async function endExecution(
+    tx: Db,
+    id: string,
+    end: { status: ExecutionStatus; executionCount: number | null; error: string | null },
+    cell?: { sheetId: string; cellId: string },
+  ): Promise<ExecutionRow | undefined> {
     const [row] = await tx<ExecutionRow[]>`
+      with counted as (
+        update codesheet_cells set execution_count = ${end.executionCount} where ${cell !== undefined} and sheet_id = ${cell?.sheetId ?? null} and id = ${cell?.cellId ?? null}
+      )
       update codesheet_executions e set status = ${end.status}, execution_count = ${end.executionCount}, error = ${end.error}, ended_at = now(), code = null
       where e.id = ${id} returning ${EXECUTION(tx)}`
     return row

@@ -45,7 +45,9 @@ export interface CellLayout {
 
 const SHEET = (sql: Db) => sql`
   s.id, s.owner_id as "ownerId", s.workstation_id as "workstationId", s.name, s.kernel, s.version, s.metadata,
-  s.kernel_state as "kernelState", s.kernel_node as "kernelNode", s.created_at as "createdAt", s.updated_at as "updatedAt"`
+  -- SQL keeps 'idle' while a cell runs (no write per execution): 'busy' is read from the running execution.
+  case when s.kernel_state = 'idle' and exists (select 1 from codesheet_executions x where x.sheet_id = s.id and x.status = 'running') then 'busy' else s.kernel_state end as "kernelState",
+  s.kernel_node as "kernelNode", s.created_at as "createdAt", s.updated_at as "updatedAt"`
 
 const CELL = (sql: Db) => sql`
   c.id, c.position, c.type, c.source, c.metadata, c.attachments, c.execution_count as "executionCount"`
@@ -192,12 +194,3 @@ export const deleteCell = timed('codesheets.deleteCell', async function deleteCe
   await tx`delete from codesheet_cells where sheet_id = ${sheetId} and id = ${cellId}`
 })
 
-export const setExecutionCount = timed('codesheets.setExecutionCount', async function setExecutionCount(tx: Db, sheetId: string, cellId: string, count: number | null): Promise<void> {
-  await tx`update codesheet_cells set execution_count = ${count} where sheet_id = ${sheetId} and id = ${cellId}`
-})
-
-/** The sources of some of a sheet's cells (what their executions run). */
-export const cellSources = timed('codesheets.cellSources', async function cellSources(sql: Db, sheetId: string, ids: readonly string[]): Promise<Map<string, string>> {
-  const rows = await sql<{ id: string; source: string }[]>`select id, source from codesheet_cells where sheet_id = ${sheetId} and id = any(${ids as string[]}::text[])`
-  return new Map(rows.map((r) => [r.id, r.source]))
-})

@@ -42,6 +42,8 @@ export interface SheetState {
   running: Running | null
   /** A restart of the kernel is under way in this node's background. */
   restarting: boolean
+  /** The kernel's state as last announced (SQL keeps `idle` for `busy`). */
+  shown: store.SheetKernelState
 }
 export type CodesheetState = SheetState | null
 
@@ -62,14 +64,21 @@ export function sheetQueue(kernels: SheetKernels, settings: CodesheetSettings, l
     return k === 'alive' ? 'idle' : k
   }
 
-  /** Write and announce the kernel's state when it changed. */
+  /**
+   * Announce the kernel's state when it changed, and write it when what is stored changed:
+   * SQL keeps `idle` while a cell runs (GET derives `busy` from the running execution,
+   * src/store/codesheets.ts), so an execution costs no write of the sheet's row.
+   */
   async function settle(ctx: Ctx, s: SheetState, reason: string | null = null): Promise<SheetState> {
     const state = kernelStateOf(s)
+    const stored = state === 'busy' ? 'idle' : state
     const node = state === 'none' ? null : ctx.nodeId
-    if (state === s.sheet.kernelState && node === s.sheet.kernelNode) return s
-    await store.setKernelState(ctx.tx, s.sheet.id, state, node)
-    if (state !== s.sheet.kernelState) emit(ctx, 'kernel', { state, reason })
-    return { ...s, sheet: { ...s.sheet, kernelState: state, kernelNode: node } }
+    // A row read while a cell ran says `busy` (derived): stored, that is `idle`.
+    const was = s.sheet.kernelState === 'busy' ? 'idle' : s.sheet.kernelState
+    if (state === s.shown && stored === was && node === s.sheet.kernelNode) return s
+    if (stored !== was || node !== s.sheet.kernelNode) await store.setKernelState(ctx.tx, s.sheet.id, stored, node)
+    if (state !== s.shown) emit(ctx, 'kernel', { state, reason })
+    return { ...s, shown: state, sheet: { ...s.sheet, kernelState: stored, kernelNode: node } }
   }
 
   /** End the queued executions: they will not run. */
@@ -84,16 +93,19 @@ export function sheetQueue(kernels: SheetKernels, settings: CodesheetSettings, l
     if (s.running) return s
     const queue = [...s.queue]
     for (let next = queue.shift(); next; next = queue.shift()) {
-      const started = await runs.startExecution(ctx.tx, next.id)
-      if (!started) continue
-      await runs.clearOutputs(ctx.tx, s.sheet.id, next.cellId)
-      executionEvent(ctx, started.row)
-      emit(ctx, 'cleared', { executionId: next.id, cellId: next.cellId })
-      const up = kernels.status(s.sheet.id) === 'alive'
-      execute(ctx, s.sheet, next.id, started.code, started.row.timeoutSeconds, up)
-      return { ...s, queue, running: { id: next.id, cellId: next.cellId, up } }
+      const started = await runs.startExecution(ctx.tx, s.sheet.id, next.id)
+      if (started) return begin(ctx, { ...s, queue }, started.row, started.code)
     }
     return { ...s, queue: [] }
+  }
+
+  /** An execution was written `running` (its cell's outputs cleared): announce it and run it. */
+  function begin(ctx: Ctx, s: SheetState, row: runs.ExecutionRow, code: string): SheetState {
+    executionEvent(ctx, row)
+    emit(ctx, 'cleared', { executionId: row.id, cellId: row.cellId })
+    const up = kernels.status(s.sheet.id) === 'alive'
+    execute(ctx, s.sheet, row.id, code, row.timeoutSeconds, up)
+    return { ...s, running: { id: row.id, cellId: row.cellId, up } }
   }
 
   /** The background work of one execution: outputs and its end are reported to the actor. */
@@ -162,9 +174,9 @@ export function sheetQueue(kernels: SheetKernels, settings: CodesheetSettings, l
     let running: Running | null = r ? { id: r.id, cellId: r.cellId, up: kernels.status(id) === 'alive' } : null
     // Running (or queued with nothing running) with no execution of it on this node: left by a node that stopped.
     if ((r && here !== r.id) || (!r && queue.length > 0)) running = { id: r?.id ?? queue[0]!.id, cellId: r?.cellId ?? queue[0]!.cellId, up: false, orphan: true }
-    return { sheet, cells, queue: running?.orphan && !r ? queue.slice(1) : queue, running, restarting: false }
+    return { sheet, cells, queue: running?.orphan && !r ? queue.slice(1) : queue, running, restarting: false, shown: sheet.kernelState }
   }
 
   /** The workstation must be running for its kernel to be reached. */
-  return { emit, executionEvent, settle, cancelQueue, startNext, reconcile, load }
+  return { emit, executionEvent, settle, cancelQueue, startNext, begin, reconcile, load }
 }

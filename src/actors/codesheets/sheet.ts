@@ -46,7 +46,7 @@ const tooManyCells = (max: number, field = 'cells') => new UnprocessableError(`A
 export function codesheetActor(kernels: SheetKernels, settings: CodesheetSettings, logger: Logger) {
   const log = logger.child({ component: 'codesheets' })
 
-  const { emit, executionEvent, settle, cancelQueue, startNext, reconcile, load } = sheetQueue(kernels, settings, log)
+  const { emit, executionEvent, settle, cancelQueue, startNext, begin, reconcile, load } = sheetQueue(kernels, settings, log)
 
   function checkVersion(s: SheetState, version: number | undefined): void {
     if (version === undefined || version === s.sheet.version) return
@@ -129,7 +129,7 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
           msg.cells.map((c, position) => ({ ...c, position, source: cleanText(c.source), metadata: cleanJson(c.metadata), attachments: c.attachments && cleanJson(c.attachments) })),
         )
         for (const [i, c] of msg.cells.entries()) await runs.writeOutputs(ctx.tx, sheet.id, c.id, null, outputs[i]!)
-        const state: SheetState = { sheet, cells: msg.cells.map((c) => ({ id: c.id, type: c.type })), queue: [], running: null, restarting: false }
+        const state: SheetState = { sheet, cells: msg.cells.map((c) => ({ id: c.id, type: c.type })), queue: [], running: null, restarting: false, shown: sheet.kernelState }
         return { state, reply: sheet }
       }
       if (!current) {
@@ -245,20 +245,26 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
             ids = msg.cellIds
             for (const id of ids) if (cellOf(s, id).type !== 'code') throw new UnprocessableError(`Cell ${id} is a ${cellOf(s, id).type} cell: only code cells run`, [{ field: 'cellId', message: 'not a code cell' }])
           }
-          await requireRunningWorkstation(ctx, s.sheet.workstationId)
+          // A live kernel lives in the workstation's running container: no need to ask SQL.
+          if (kernels.status(s.sheet.id) !== 'alive') await requireRunningWorkstation(ctx, s.sheet.workstationId)
           if (!kernels.available) throw new ServiceUnavailableError('Cells cannot run: no container engine is configured on this server (DOCKER_HOST)')
           const waiting = s.queue.length + (s.running ? 1 : 0)
           if (waiting + ids.length > settings.maxCells) {
             throw new ConflictError(`The sheet has ${waiting} executions queued or running; at most ${settings.maxCells} may wait (CODESHEET_MAX_CELLS): wait, or interrupt them`)
           }
-          const sources = await store.cellSources(ctx.tx, s.sheet.id, ids)
-          const queued = await runs.queueExecutions(
+          // Nothing runs or waits: the first starts in the same statement that queues them.
+          const start = waiting === 0
+          const { rows: queued, code } = await runs.queueExecutions(
             ctx.tx,
             s.sheet.id,
-            ids.map((cellId) => ({ id: crypto.randomUUID(), cellId, code: sources.get(cellId) ?? '', timeoutSeconds: msg.timeoutSeconds ?? null, requestedBy: msg.requestedBy })),
+            ids.map((cellId) => ({ id: crypto.randomUUID(), cellId, timeoutSeconds: msg.timeoutSeconds ?? null, requestedBy: msg.requestedBy })),
+            start,
           )
-          for (const e of queued) executionEvent(ctx, e)
-          s = await startNext(ctx, { ...s, queue: [...s.queue, ...queued.map((e) => ({ id: e.id, cellId: e.cellId }))] })
+          // Watchers see every execution queued, then the first one running (as when it waited).
+          for (const e of queued) executionEvent(ctx, start && e === queued[0] ? { ...e, status: 'queued', startedAt: null } : e)
+          const rest = start ? queued.slice(1) : queued
+          if (start) s = begin(ctx, s, queued[0]!, code ?? '')
+          s = { ...s, queue: [...s.queue, ...rest.map((e) => ({ id: e.id, cellId: e.cellId }))] }
           reply = { executionIds: queued.map((e) => e.id) }
           break
         }
@@ -308,9 +314,9 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
         case 'executed': {
           if (s.running?.id !== msg.executionId) break
           const cellId = s.running.cellId
-          const e = await runs.endExecution(ctx.tx, msg.executionId, { status: msg.status, executionCount: msg.executionCount, error: msg.error })
+          const end = { status: msg.status, executionCount: msg.executionCount, error: msg.error }
+          const e = await runs.endExecution(ctx.tx, msg.executionId, end, exists(s, cellId) ? { sheetId: s.sheet.id, cellId } : undefined)
           if (e) executionEvent(ctx, e)
-          if (exists(s, cellId)) await store.setExecutionCount(ctx.tx, s.sheet.id, cellId, msg.executionCount)
           s = { ...s, running: null }
           if (msg.status !== 'ok') s = await cancelQueue(ctx, s, `Not run: an earlier cell (${cellId}) ended ${msg.status}`)
           s = await startNext(ctx, s)

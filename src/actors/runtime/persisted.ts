@@ -145,7 +145,11 @@ export class TurnCommitter {
     return outcome
   }
 
-  /** A turn that used ctx.tx: its writes and COMMIT (or ROLLBACK) in its own transaction. */
+  /**
+   * A turn that used ctx.tx: its writes and COMMIT (or ROLLBACK) in its own transaction. As in
+   * a group, COMMIT goes right behind the runtime's writes when they are all on their way (one
+   * round trip for both): if one fails, the transaction is aborted and COMMIT answers ROLLBACK.
+   */
   async #commitOwn(own: OwnTransaction, w: Work): Promise<TurnOutcome> {
     let conn: Conn
     try {
@@ -156,23 +160,29 @@ export class TurnCommitter {
     let finished = false
     try {
       if (w.status === 'ok') {
-        try {
-          await issueWrites(conn, [w]).done
-        } catch (err) {
-          this.#fail(w, err)
+        let writeError: unknown
+        const { done, synchronous } = issueWrites(conn, [w])
+        const written = done.catch((err: unknown) => {
+          writeError = err
+        })
+        if (!synchronous) await written
+        if (!writeError) {
+          const commit = await conn`commit`
+          finished = true
+          await written
+          const fenceError = await own.fenceError()
+          if (fenceError) throw fenceError
+          if (commit.command === 'COMMIT' && !writeError) return this.#applied(w)
+          this.#fail(w, writeError ?? new Error(`turn transaction ended with ${commit.command}`))
+          return await this.#afterFailure(w)
         }
+        this.#fail(w, writeError)
       }
       const fenceError = await own.fenceError()
       if (fenceError) throw fenceError
-      if (w.status !== 'ok') {
-        finished = true
-        await conn`rollback`
-        return await this.#afterFailure(w)
-      }
-      const commit = await conn`commit`
       finished = true
-      if (commit.command !== 'COMMIT') throw new Error(`turn transaction ended with ${commit.command}`)
-      return this.#applied(w)
+      await conn`rollback`
+      return await this.#afterFailure(w)
     } catch (err) {
       if (!finished) await conn`rollback`.catch(noop)
       if (pgCode(err) === FENCED_SQLSTATE) {
