@@ -11,7 +11,7 @@
  * reminders is live.
  */
 import { Type as T, type Static } from '@sinclair/typebox'
-import { removeBefore } from '../store/audit.ts'
+import { removeBefore } from '../store/audit-rows.ts'
 import { defineActor } from './runtime/index.ts'
 
 export const AUDIT_RETENTION_KIND = 'audit-retention'
