@@ -105,13 +105,24 @@ async function notesOf(sql: Db, actor: string) {
 /** Writes and reads through those functions in its turn; `fail` throws after the write. */
 const notes = defineActor({
   kind: 'notes',
-  messages: T.Union([T.Object({ type: T.Literal('add'), note: T.String(), fail: T.Optional(T.Boolean()) }), T.Object({ type: T.Literal('begin') })]),
+  messages: T.Union([
+    T.Object({ type: T.Literal('add'), note: T.String(), fail: T.Optional(T.Boolean()) }),
+    T.Object({ type: T.Literal('begin') }),
+    T.Object({ type: T.Literal('write'), notes: T.Array(T.String()), bad: T.Optional(T.Boolean()) }),
+  ]),
   initial: () => ({}),
   async handle(ctx, _state, msg) {
     if (msg.type === 'begin') {
       // Db has no begin(); code that reaches for one (a cast to Sql) is refused at run time too.
       await (ctx.tx as unknown as { begin(fn: () => Promise<void>): Promise<void> }).begin(async () => {})
       return
+    }
+    if (msg.type === 'write') {
+      // Unawaited writes (ctx.write): committed with the turn, or failing it.
+      for (const note of msg.notes) ctx.write(appendNote(ctx.tx, ctx.id, note))
+      if (msg.bad) ctx.write(ctx.tx`insert into test_ledger (actor, note) values (${ctx.id}, null)`)
+      ctx.emit(`notes:${ctx.id}`, 'written', { notes: msg.notes })
+      return { reply: msg.notes.length }
     }
     const added = await appendNote(ctx.tx, ctx.id, msg.note)
     const all = await notesOf(ctx.tx, ctx.id)
@@ -248,6 +259,17 @@ describe('turns', () => {
     } finally {
       process.off('unhandledRejection', onUnhandled)
     }
+  })
+
+  test('ctx.write: unawaited writes commit with the turn; one that fails fails the turn and nothing of it is committed', async () => {
+    expect(await system.ask('notes', 'w1', { type: 'write', notes: ['x', 'y'] })).toBe(2)
+    expect(await notesOf(db.sql, 'w1')).toEqual(['x', 'y'])
+    const err = await system.ask('notes', 'w1', { type: 'write', notes: ['z'], bad: true }).catch((e) => e)
+    expect(err.code).toBe('23502') // not_null_violation, the failing write's own error
+    expect(await notesOf(db.sql, 'w1')).toEqual(['x', 'y'])
+    // The actor goes on.
+    expect(await system.ask('notes', 'w1', { type: 'write', notes: ['z'] })).toBe(1)
+    expect(await notesOf(db.sql, 'w1')).toEqual(['x', 'y', 'z'])
   })
 
   test('ctx.tx refuses transaction control: the turn is the transaction', async () => {

@@ -302,11 +302,12 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
           const cellId = s.running.cellId
           // A cell deleted while it ran: what it still prints is dropped.
           if (exists(s, cellId)) {
+            // Written in the flight of the turn's COMMIT (no round trip of their own).
             if (msg.clear) {
-              await runs.clearOutputs(ctx.tx, s.sheet.id, cellId)
+              ctx.write(runs.clearOutputs(ctx.tx, s.sheet.id, cellId))
               emit(ctx, 'cleared', { executionId: msg.executionId, cellId })
             }
-            await runs.writeOutputs(ctx.tx, s.sheet.id, cellId, msg.executionId, msg.ops)
+            ctx.write(runs.writeOutputs(ctx.tx, s.sheet.id, cellId, msg.executionId, msg.ops))
             for (const op of msg.ops) emit(ctx, 'output', { executionId: msg.executionId, cellId, index: op.index, output: op.output })
           }
           return { state: s, reply: { accepted: true } }

@@ -51,6 +51,10 @@ export function turnContext(system: ContextSystem, inst: ActorInstance, env: Env
     },
     self,
     logger: system.logger,
+    write(statement) {
+      record('write')
+      scope.defer(statement)
+    },
     emit(topic, type, data) {
       record('emit')
       effects.events.push({ topic, type, data, at: new Date() })

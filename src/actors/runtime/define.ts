@@ -48,6 +48,13 @@ export interface TurnContext<M> {
   readonly tx: Db
   /** This actor. `self.tell` inside the handler is sent after commit. */
   readonly self: ActorRef<M>
+  /**
+   * A write of the turn whose result the handler does not need (a store function called with
+   * `tx`, not awaited): sent at once and awaited by the runtime with its own writes, so COMMIT
+   * follows it in the same flight instead of after a round trip of its own. If it fails, the
+   * turn fails and nothing of it is committed.
+   */
+  write(statement: PromiseLike<unknown>): void
   readonly logger: Logger
   /** Append an event to the outbox (numbered per topic; published to subscribers after commit). */
   emit(topic: string, type: string, data: unknown): void

@@ -124,6 +124,11 @@ export class TurnCommitter {
       get open() {
         return open
       },
+      defer(statement) {
+        const p = Promise.resolve(statement)
+        p.catch(noop)
+        own.deferred.push(p)
+      },
     }
     try {
       const result = await instance.def.handle(this.context(instance, env, scope), instance.state, env.message)
@@ -137,6 +142,14 @@ export class TurnCommitter {
       w.error = err
     }
     open = false
+    if (own.deferred.length > 0 && !own.opened && w.status === 'ok') {
+      // Writes that issued no statement on ctx.tx (a store function with nothing to write): done, or failed.
+      const failed = (await Promise.allSettled(own.deferred)).find((r) => r.status === 'rejected')
+      if (failed) {
+        w.status = 'failed'
+        w.error = (failed as PromiseRejectedResult).reason
+      }
+    }
     let outcome: TurnOutcome
     if (own.opened) outcome = await this.#commitOwn(own, w)
     else if (w.status === 'failed') outcome = await this.#afterFailure(w)
@@ -162,8 +175,10 @@ export class TurnCommitter {
       if (w.status === 'ok') {
         let writeError: unknown
         const { done, synchronous } = issueWrites(conn, [w])
-        const written = done.catch((err: unknown) => {
-          writeError = err
+        // The handler's unawaited writes went out before the runtime's: the first failure is theirs.
+        const written = Promise.allSettled([...own.deferred, done]).then((results) => {
+          const failed = results.find((r) => r.status === 'rejected')
+          if (failed) writeError = (failed as PromiseRejectedResult).reason
         })
         if (!synchronous) await written
         if (!writeError) {

@@ -73,6 +73,8 @@ class PendingStatement implements PromiseLike<unknown> {
 export class OwnTransaction {
   conn: Conn | undefined
   #opening: Promise<Conn> | undefined
+  /** Writes the handler did not await (ctx.write), in the order it made them. */
+  readonly deferred: Promise<unknown>[] = []
   #fence: Promise<unknown> | undefined
   readonly proxy: Db
 
@@ -120,7 +122,8 @@ export class OwnTransaction {
 
   /** Run a statement on the transaction: its fragments become queries of the same connection, unexecuted. */
   async run(s: PendingStatement, shape: 'rows' | 'values' | 'raw'): Promise<unknown> {
-    const conn = await this.open()
+    // Sent at once when the connection is there, so statements go out in the order they were made.
+    const conn = this.conn ?? (await this.open())
     const q = this.#realize(conn, s)
     return await (shape === 'values' ? q.values() : shape === 'raw' ? q.raw() : q)
   }

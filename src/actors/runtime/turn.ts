@@ -35,6 +35,8 @@ export interface TurnScope {
   readonly tx: Db
   /** False once the handler has returned: the context refuses to record anything after. */
   readonly open: boolean
+  /** A write the handler does not await (ctx.write): the commit waits for it, and fails with it. */
+  defer(statement: PromiseLike<unknown>): void
 }
 
 export type ContextFactory = (instance: ActorInstance, env: Envelope, scope: TurnScope) => TurnContext<unknown>
