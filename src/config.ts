@@ -39,6 +39,7 @@ const EnvSchema = T.Object({
   MAX_FILE_SIZE: T.String({ default: '100MB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
   UPLOAD_DIR: Str('./uploads'),
   USER_STORAGE_QUOTA_BYTES: T.String({ default: '10GB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
+  ORG_DEFAULT_STORAGE_BYTES: T.String({ default: '100GB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
   DATAKIT_QUERY_TIMEOUT_MS: Int({ default: 10_000, minimum: 100 }),
   DATAKIT_QUERY_MAX_ROWS: Int({ default: 10_000, minimum: 1, maximum: 1_000_000 }),
   DATAKIT_DUCKDB_THREADS: Int({ default: 0, maximum: 256 }),
@@ -80,6 +81,8 @@ const EnvSchema = T.Object({
   MAIL_GIVE_UP_HOURS: Int({ default: 72, minimum: 1 }),
   MAIL_SWEEP_INTERVAL_MS: Int({ default: 30_000, minimum: 50 }),
   PASSWORD_RESET_TTL_MINUTES: Int({ default: 30, minimum: 1, maximum: 1440 }),
+  // Organisations (src/features/orgs.ts): how long an invitation's link works.
+  ORG_INVITATION_TTL_HOURS: Int({ default: 168, minimum: 1, maximum: 8760 }),
 
   LOG_LEVEL: T.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => T.Literal(l)), { default: 'info' }),
   SENTRY_DSN: Str(),
@@ -191,6 +194,8 @@ export interface Config {
   /** DataKits: storage quota, sandboxed query limits, DuckDB resources (0 threads = auto). */
   datakits: {
     storageQuotaBytes: number
+    /** An organisation's storage ceiling when a platform admin set none (ORG_DEFAULT_STORAGE_BYTES). */
+    orgStorageQuotaBytes: number
     queryTimeoutMs: number
     queryMaxRows: number
     duckdbThreads: number
@@ -221,6 +226,8 @@ export interface Config {
   mail: { retryBaseMs: number; retryMaxMs: number; attemptsPerJob: number; giveUpMs: number; sweepIntervalMs: number }
   /** How long an e-mailed password-reset link works; requests to forgot- and reset-password per client source. */
   passwordReset: { ttlMinutes: number; rateLimit: { windowMs: number; max: number } }
+  /** How long an organisation's invitation link works (hours). */
+  orgInvitations: { ttlHours: number }
   logLevel: Env['LOG_LEVEL']
   sentryDsn: string | undefined
   /** Bearer token /metrics requires; undefined: /metrics is open (scraped on a private network). */
@@ -387,6 +394,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     uploadDir: resolve(e.UPLOAD_DIR!),
     datakits: Object.freeze({
       storageQuotaBytes: parseSize(e.USER_STORAGE_QUOTA_BYTES),
+      orgStorageQuotaBytes: parseSize(e.ORG_DEFAULT_STORAGE_BYTES),
       queryTimeoutMs: e.DATAKIT_QUERY_TIMEOUT_MS,
       queryMaxRows: e.DATAKIT_QUERY_MAX_ROWS,
       duckdbThreads: e.DATAKIT_DUCKDB_THREADS,
@@ -429,6 +437,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
         max: e.AUTH_PASSWORD_RESET_RATE_LIMIT_MAX_REQUESTS ?? e.AUTH_RATE_LIMIT_MAX_REQUESTS,
       }),
     }),
+    orgInvitations: Object.freeze({ ttlHours: e.ORG_INVITATION_TTL_HOURS }),
     logLevel: e.LOG_LEVEL,
     sentryDsn: e.SENTRY_DSN,
     metricsToken: e.METRICS_TOKEN || undefined,

@@ -29,6 +29,7 @@ import { datakitsFeature } from './features/datakits.ts'
 import type { Engines, Feature, FeatureContext, FeatureFactory } from './features/feature.ts'
 import { modelsFeature } from './features/models.ts'
 import { notificationsFeature } from './features/notifications.ts'
+import { orgsFeature } from './features/orgs.ts'
 import { pipelinesFeature } from './features/pipelines.ts'
 import { vmsFeature } from './features/vms.ts'
 import { workstationsFeature } from './features/workstations.ts'
@@ -46,6 +47,7 @@ import { connect, type Sql } from './store/db.ts'
 import { startEmbedded, type EmbeddedDatabase } from './store/embedded.ts'
 import { migrate } from './store/migrate.ts'
 import { topicHead, readOutbox } from './store/outbox.ts'
+import { roleOf as orgRoleOf } from './store/orgs.ts'
 import { MemoryRateLimitStore, RedisRateLimitStore } from './store/rate-limit.ts'
 import { createRedis, type Redis } from './store/redis.ts'
 import { MemoryCacheStore, RedisCacheStore } from './store/response-cache.ts'
@@ -54,7 +56,7 @@ import { liveRoutes } from './ws/routes.ts'
 import { asyncApiRoutes } from './ws/asyncapi.ts'
 
 /** The platform's features, installed in this order. A new feature adds one line here. */
-const FEATURES: readonly FeatureFactory[] = [aiFeature, workstationsFeature, vmsFeature, modelsFeature, datakitsFeature, pipelinesFeature, notificationsFeature, codesheetsFeature]
+const FEATURES: readonly FeatureFactory[] = [aiFeature, workstationsFeature, vmsFeature, modelsFeature, datakitsFeature, pipelinesFeature, notificationsFeature, codesheetsFeature, orgsFeature]
 
 export interface RunningServer {
   url: string
@@ -257,7 +259,7 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   })
   const hub = new Hub(
     { subscribe: (listener) => actors.subscribe(listener), read: (topic, after, limit) => readOutbox(sql, topic, after, limit), head: (topic) => topicHead(sql, topic) },
-    { maxReplay: config.ws.maxReplay, maxBufferedBytes: config.ws.maxBufferedBytes, logger },
+    { maxReplay: config.ws.maxReplay, maxBufferedBytes: config.ws.maxBufferedBytes, logger, orgRole: (orgId, userId) => orgRoleOf(sql, orgId, userId) },
   )
   registry.onRevoked((ids) => hub.closeSessions(ids))
 

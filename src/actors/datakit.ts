@@ -49,11 +49,14 @@ export const UploadedFile = T.Object({
 export type UploadedFile = Static<typeof UploadedFile>
 
 export const DatakitMessage = T.Union([
-  T.Object({ type: T.Literal('create'), ownerId: Id, name: Name, description: Description, file: UploadedFile }),
+  /** `orgId`: created shared in that organisation (the edge checked the creator's role there). */
+  T.Object({ type: T.Literal('create'), ownerId: Id, orgId: T.Optional(T.Union([Id, T.Null()])), name: Name, description: Description, file: UploadedFile }),
   /** A new version; name/description, when given, replace the datakit's. */
   T.Object({ type: T.Literal('addVersion'), file: UploadedFile, name: T.Optional(Name), description: T.Optional(Description) }),
   T.Object({ type: T.Literal('update'), name: T.Optional(Name), description: T.Optional(Description) }),
   T.Object({ type: T.Literal('delete') }),
+  /** Share it in another organisation, or (null) make it personal again: its storage moves along. */
+  T.Object({ type: T.Literal('move'), orgId: T.Union([Id, T.Null()]) }),
   /** Profile versions left PROCESSING (after a restart); a no-op for those being profiled. */
   T.Object({ type: T.Literal('resume') }),
   // Reports of the background profiling (never sent by the HTTP edge).
@@ -74,6 +77,8 @@ export interface DatakitActorOptions {
   dir: string
   /** The storage quota of a user without an admin override. */
   defaultQuotaBytes: number
+  /** The storage ceiling of an organisation without one set (ORG_DEFAULT_STORAGE_BYTES). */
+  defaultOrgQuotaBytes: number
   logger: Logger
 }
 
@@ -83,6 +88,7 @@ export interface DatakitActorOptions {
  */
 export function datakitActor(opts: DatakitActorOptions) {
   const log = opts.logger.child({ component: 'datakit' })
+  const quotas: store.StorageDefaults = { userBytes: opts.defaultQuotaBytes, orgBytes: opts.defaultOrgQuotaBytes }
   /** Profiling in progress in this process, by `<datakitId>:<version>`. */
   const inflight = new Map<string, AbortController>()
 
@@ -99,7 +105,7 @@ export function datakitActor(opts: DatakitActorOptions) {
 
   /** Record a new PROCESSING version and start profiling it once the turn commits. */
   async function addVersion(ctx: TurnContext<DatakitMessage>, d: store.DatakitRow, version: number, file: UploadedFile): Promise<void> {
-    await store.reserveStorage(ctx.tx, d.ownerId, file.sizeBytes, opts.defaultQuotaBytes)
+    await store.reserveStorage(ctx.tx, store.storageAccount(d), file.sizeBytes, quotas)
     await store.insertVersion(ctx.tx, {
       datakitId: d.id,
       version,
@@ -187,6 +193,7 @@ export function datakitActor(opts: DatakitActorOptions) {
           const d: store.DatakitRow = {
             id: ctx.id,
             ownerId: msg.ownerId,
+            orgId: msg.orgId ?? null,
             name: msg.name,
             description: msg.description,
             status: 'PROCESSING',
@@ -234,6 +241,15 @@ export function datakitActor(opts: DatakitActorOptions) {
           })
           emit(ctx, d, 'deleted', {})
           return { state: null, reply: { id: d.id } }
+        }
+        case 'move': {
+          const d = existing(state)
+          if (d.orgId === msg.orgId) return { reply: { id: d.id, orgId: d.orgId } }
+          const next = { ...d, orgId: msg.orgId, updatedAt: new Date() }
+          // Its bytes now count against the account it moves to, which must have room for them.
+          await store.reserveStorage(ctx.tx, store.storageAccount(next), await store.datakitBytes(ctx.tx, d.id), quotas)
+          emit(ctx, next, 'moved', { orgId: next.orgId })
+          return { state: next, reply: { id: d.id, orgId: next.orgId } }
         }
         case 'resume': {
           if (!state) return

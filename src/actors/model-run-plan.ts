@@ -13,6 +13,7 @@ import { AlgorithmSchema, resolveSettings } from '../engines/trainer/spec.ts'
 import * as datakits from '../store/datakits.ts'
 import type { Db } from '../store/db.ts'
 import type { ModelRow } from '../store/models.ts'
+import * as orgs from '../store/orgs.ts'
 import { datakitFiles } from './datakit-files.ts'
 import type { ModelRunMessage } from './model-run.ts'
 import { describeColumns, type BuiltinSpec, type ContainerSpec, type DataColumn, type RunSource } from './model-run-spec.ts'
@@ -53,6 +54,16 @@ export interface PlanEnv {
   config: Config['models']
 }
 
+/**
+ * May `me`, training `model`, read `src`? A DataKit shared in the model's org, or in another
+ * org the caller is in; a personal one of the model's owner when the caller is that owner or
+ * the model is personal (runs of a personal model are its owner's).
+ */
+async function trainsOn(sql: Db, me: Principal, model: ModelRow, src: datakits.TrainingSource): Promise<boolean> {
+  if (src.orgId) return src.orgId === model.orgId || (await orgs.roleOf(sql, src.orgId, me.userId)) !== null
+  return src.ownerId === model.userId && (model.orgId === null || src.ownerId === me.userId)
+}
+
 /** Check a train request and build the run's spec, params and tags (400/404/409/422 with the field). */
 export async function planRun(env: PlanEnv, me: Principal, model: ModelRow, body: TrainRequest) {
   const cfg = env.config
@@ -61,7 +72,7 @@ export async function planRun(env: PlanEnv, me: Principal, model: ModelRow, body
 
   const src = await datakits.findTrainingSource(env.sql, body.datakitId, body.datakitVersion)
   // Another user's DataKit is as missing as one that does not exist.
-  if (!src || (src.ownerId !== model.userId && me.role !== 'ADMIN')) throw new NotFoundError(body.datakitVersion !== undefined ? 'DataKit version' : 'DataKit')
+  if (!src || !(me.role === 'ADMIN' || (await trainsOn(env.sql, me, model, src)))) throw new NotFoundError(body.datakitVersion !== undefined ? 'DataKit version' : 'DataKit')
   if (src.status === 'PROCESSING') throw new ConflictError(`DataKit version ${src.version} is still being processed; train once it is READY`, [{ field: 'datakitId', message: 'not READY yet' }])
   if (src.status === 'FAILED') throw new UnprocessableError(`DataKit version ${src.version} failed to process and cannot be trained on; upload a corrected file`, [{ field: 'datakitId', message: 'version FAILED' }])
   const source: RunSource = { datakitId: src.datakitId, version: src.version, parquetPath: datakitFiles(env.datakitDir, src.fileId).parquet, rows: src.rowCount }

@@ -30,6 +30,8 @@ export const ModelMessage = T.Union([
   T.Object({
     type: T.Literal('create'),
     userId: Id,
+    /** Created shared in this organisation (the edge checked the creator's role there). */
+    orgId: T.Optional(T.Union([Id, T.Null()])),
     name: Name,
     description: Description,
     modelType: ModelType,
@@ -41,6 +43,8 @@ export const ModelMessage = T.Union([
     patch: T.Object({ name: T.Optional(Name), description: T.Optional(Description), workstationId: T.Optional(T.Union([Id, T.Null()])) }, { additionalProperties: false }),
   }),
   T.Object({ type: T.Literal('delete') }),
+  /** Share it (its runs and versions with it) in another organisation, or (null) make it personal. */
+  T.Object({ type: T.Literal('move'), orgId: T.Union([Id, T.Null()]) }),
   T.Object({ type: T.Literal('setAlias'), alias: T.String({ minLength: 1, maxLength: 64 }), version: T.Integer({ minimum: 1 }) }),
   T.Object({ type: T.Literal('deleteAlias'), alias: T.String({ minLength: 1, maxLength: 64 }) }),
   /** Serve `version` (checked servable by the edge first); `alias`: the alias it was chosen by. */
@@ -83,6 +87,7 @@ export function modelActor(opts: ModelActorOptions) {
           await store.insertModel(ctx.tx, {
             id: ctx.id,
             userId: msg.userId,
+            orgId: msg.orgId ?? null,
             name: msg.name,
             description: msg.description,
             type: msg.modelType,
@@ -114,6 +119,10 @@ export function modelActor(opts: ModelActorOptions) {
           // After commit: a delete that rolls back keeps its artifacts.
           ctx.background(() => rm(dir, { recursive: true, force: true }))
           return { state: { exists: false }, reply: { id: ctx.id, deleted: true } }
+        }
+        case 'move': {
+          await store.setModelOrg(ctx.tx, ctx.id, msg.orgId)
+          return { reply: await current(ctx.tx, ctx.id) }
         }
         case 'setAlias': {
           const a = await store.setAlias(ctx.tx, ctx.id, msg.alias, msg.version)

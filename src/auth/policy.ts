@@ -55,7 +55,7 @@ export type Action = 'read' | 'change' | 'delete' | 'shell' | 'chat'
 
 export type Decision = 'allow' | 'unauthenticated' | 'forbidden' | 'not_found'
 
-export const ORG_ROLES: readonly OrgRole[] = ['OWNER', 'ADMIN', 'MEMBER', 'VIEWER']
+const ORG_ROLES: readonly OrgRole[] = ['OWNER', 'ADMIN', 'MEMBER', 'VIEWER']
 
 /** Does `a` rank at least as high as `b`? */
 export function orgRoleAtLeast(a: OrgRole, b: OrgRole): boolean {

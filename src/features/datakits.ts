@@ -13,7 +13,7 @@ export function datakitsFeature(ctx: FeatureContext): Feature {
   const log = logger.child({ component: 'datakits' })
   const dir = datakitDir(config.uploadDir)
   const engine = ctx.engines.datasets
-  const kind = datakitActor({ engine, dir, defaultQuotaBytes: config.datakits.storageQuotaBytes, logger })
+  const kind = datakitActor({ engine, dir, defaultQuotaBytes: config.datakits.storageQuotaBytes, defaultOrgQuotaBytes: config.datakits.orgStorageQuotaBytes, logger })
   // Status changes made by background profiling never pass through a route: every event of a
   // datakit drops its cached reads (the routes also invalidate before answering their writes).
   const unsubscribe = actors.subscribe((e) => {
@@ -29,7 +29,13 @@ export function datakitsFeature(ctx: FeatureContext): Feature {
     uploadPaths: [UPLOAD_PATH],
     cachedReads: [datakitsRead],
     topics: {
-      datakit: { resource: 'datakit', ownerOf: async (id) => (isUuid(id) ? (await store.findDatakit(sql, id))?.ownerId : undefined) },
+      datakit: {
+        resource: 'datakit',
+        ownerOf: async (id) => {
+          const d = isUuid(id) ? await store.findDatakit(sql, id) : undefined
+          return d && { ownerId: d.ownerId, orgId: d.orgId }
+        },
+      },
     },
     async start() {
       // Versions a stopped node was profiling: their actors profile them again.

@@ -35,7 +35,7 @@ const EXAMPLE_EVENT = {
   hash: 'e3b98a4da31a127d4bde6e43033f66ba274cab0eb7eb1c70ec41402bf6273dd8',
 }
 
-namespace AuditModel {
+export namespace AuditModel {
   const nullable = <S extends Parameters<typeof t.Union>[0][number]>(s: S, description?: string) => t.Union([s, t.Null()], description ? { description } : {})
   export const outcome = t.Union([t.Literal('success'), t.Literal('denied'), t.Literal('failed')], {
     description: '`success`; `denied` (401, 403, 404 — not the caller\'s or not there —, 429, a wrong password); `failed` (any other error)',
@@ -144,7 +144,7 @@ function verificationView(v: Verification) {
 }
 
 /** The query's filters, with its times checked (400 naming the field). */
-function filterOf(q: typeof AuditModel.listQuery.static): AuditFilter {
+export function filterOf(q: Omit<typeof AuditModel.listQuery.static, 'orgId'> & { orgId?: string }): AuditFilter {
   const time = (field: 'from' | 'to') => {
     const text = q[field]
     if (text === undefined) return undefined
@@ -181,17 +181,38 @@ function ndjson(deps: HttpDeps, filter: AuditFilter, headers: Record<string, str
   return new Response(body, { headers })
 }
 
+/** The documented answers of an audit listing: a JSON page or NDJSON, and the error `statuses`. */
+export function auditResponses(...statuses: number[]) {
+  return {
+    200: {
+      description: 'A page of events (JSON), or every matching event (NDJSON)',
+      content: {
+        ...PAGE[200]!.content,
+        'application/x-ndjson': { schema: { type: 'string' as const }, example: JSON.stringify(EXAMPLE_EVENT) + '\n' },
+      },
+    },
+    ...documented(errors(...statuses)),
+  }
+}
+
+/**
+ * The answer of an audit listing (this module's and an organisation's, src/http/orgs.ts): a page
+ * of the events matching `filter`, newest first, or all of them as NDJSON with `format=ndjson`.
+ */
+export async function answerAudit(deps: HttpDeps, filter: AuditFilter, query: { limit?: number; cursor?: string; format?: 'json' | 'ndjson' }, headers: Record<string, string>) {
+  if (query.format === 'ndjson') return ndjson(deps, filter, headers)
+  const limit = query.limit ?? 20
+  const page = await listEvents(deps.sql, filter, { limit, cursor: query.cursor })
+  return ok(page.items.map(view), { nextCursor: page.nextCursor, limit })
+}
+
 export function auditRoutes(deps: HttpDeps) {
   return new Elysia({ prefix: '/api/admin/audit' })
     .get(
       '/',
       async ({ request, query, set }) => {
         await requireAction(deps, request, 'platform', 'read')
-        const filter = filterOf(query)
-        if (query.format === 'ndjson') return ndjson(deps, filter, set.headers as Record<string, string>)
-        const limit = query.limit ?? 20
-        const page = await listEvents(deps.sql, filter, { limit, cursor: query.cursor })
-        return ok(page.items.map(view), { nextCursor: page.nextCursor, limit })
+        return answerAudit(deps, filterOf(query), query, set.headers as Record<string, string>)
       },
       {
         query: AuditModel.listQuery,
@@ -206,16 +227,7 @@ export function auditRoutes(deps: HttpDeps) {
             'read as fast as the client takes it, so exporting millions of events costs the server one page of memory. 400 for a bad filter or cursor.',
           tags: TAGS,
           ...access.admin('read'),
-          responses: {
-            200: {
-              description: 'A page of events (JSON), or every matching event (NDJSON)',
-              content: {
-                ...PAGE[200]!.content,
-                'application/x-ndjson': { schema: { type: 'string' }, example: JSON.stringify(EXAMPLE_EVENT) + '\n' },
-              },
-            },
-            ...documented(errors(400, 401, 403)),
-          },
+          responses: auditResponses(400, 401, 403),
         },
       },
     )

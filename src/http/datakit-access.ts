@@ -1,11 +1,17 @@
-/** Who may read or change a datakit over HTTP, and the cache scopes its writes drop. */
-import { ConflictError, NotFoundError } from '../core/errors.ts'
+/** Who may read, change, delete or move a datakit over HTTP, and the cache scopes its writes drop. */
+import { ConflictError, ForbiddenError, NotFoundError } from '../core/errors.ts'
+import type { Action } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
+import { DATAKIT_KIND } from '../actors/datakit.ts'
 import * as store from '../store/datakits.ts'
-import { authorize, type HttpDeps } from './context.ts'
+import { authorize, requireOrgRole, type HttpDeps } from './context.ts'
 import type { CachedRead } from './native.ts'
 
-/** GET /api/datakits: your datakits (admins: everyone's), cached per viewer and query (served from Bun's router on a hit). */
+/**
+ * GET /api/datakits: your datakits (admins: everyone's), cached per viewer and query (served
+ * from Bun's router on a hit). An organisation's list (`?orgId=`) is never stored: it is asked
+ * of the org's membership every time, and other members' writes do not reach these scopes.
+ */
 export const datakitsRead: CachedRead = { path: '/api/datakits', scope: (p) => (p.role === 'ADMIN' ? 'datakits' : `datakits:${p.userId}`) }
 
 /** A version that cannot be read yet (or ever): 409 with what to do about it. */
@@ -24,7 +30,7 @@ export function datakitAccess(deps: HttpDeps) {
   const { sql } = deps
 
   /** The caller and the datakit, as the access policy allows `action` (401/403/404). */
-  const access = async (request: Request, id: string, action: 'read' | 'change'): Promise<{ me: Principal; d: store.DatakitRow }> => {
+  const access = async (request: Request, id: string, action: Action): Promise<{ me: Principal; d: store.DatakitRow }> => {
     const { me, obj } = await authorize(deps, request, { resource: 'datakit', action, label: 'DataKit', load: () => store.findDatakit(sql, id) })
     return { me, d: obj }
   }
@@ -34,6 +40,24 @@ export function datakitAccess(deps: HttpDeps) {
 
   /** Like readable, for changes: a VIEWER is refused first (whatever the id). */
   const writable = (request: Request, id: string) => access(request, id, 'change')
+
+  /** For a delete: an org's ADMINs delete any of its datakits, a MEMBER only their own (403 otherwise). */
+  const deletable = (request: Request, id: string) => access(request, id, 'delete')
+
+  /**
+   * Move a datakit into org `orgId` (null: make it personal again): by its owner (or a platform
+   * admin), who must be ADMIN or above in the org it goes to and in the org it leaves. Someone
+   * who cannot see it gets 404; who can but may not move it, 403; an org that is not theirs, 404.
+   */
+  const move = async (request: Request, id: string, orgId: string | null): Promise<store.DatakitRow> => {
+    const { me, d } = await access(request, id, 'change')
+    if (d.orgId === orgId) return d
+    if (d.ownerId !== me.userId && me.role !== 'ADMIN') throw new ForbiddenError('Only the owner of a datakit moves it between organisations')
+    if (d.orgId) await requireOrgRole(deps, me, d.orgId, 'ADMIN')
+    if (orgId) await requireOrgRole(deps, me, orgId, 'ADMIN')
+    await deps.actors.ask(DATAKIT_KIND, d.id, { type: 'move', orgId })
+    return { ...d, orgId }
+  }
 
   /** Drop the cached reads a change of `d` makes stale (before answering the write). */
   const invalidate = (d: { id: string; ownerId: string }) => deps.cache.invalidate(`datakit:${d.id}`, `datakits:${d.ownerId}`, 'datakits')
@@ -51,5 +75,5 @@ export function datakitAccess(deps: HttpDeps) {
     throw new VersionNotReadyError((await store.findVersion(sql, d.id, d.currentVersion))!)
   }
 
-  return { readable, writable, invalidate, readyVersion }
+  return { readable, writable, deletable, move, invalidate, readyVersion }
 }

@@ -6,7 +6,10 @@
  *
  * Who may do what: a datakit belongs to the user who uploaded it. Another user gets 404 on
  * every route, as if it did not exist; an admin may read and manage every datakit. A VIEWER
- * may read their own datakits but not upload, change or delete (403).
+ * may read their own datakits but not upload, change or delete (403). A datakit created in
+ * (or moved to) an organisation is shared there, as src/auth/policy.ts says: its VIEWERs read
+ * and query it, MEMBERs change it, ADMINs (and a MEMBER who owns it) delete it; outside the
+ * org it does not exist (404). Its storage counts against the org's quota.
  *
  * Storage: files live in UPLOAD_DIR/datakits under generated UUID names (the client's name is
  * kept, sanitised, as metadata only). Each user has a storage quota (uploads plus their
@@ -27,7 +30,7 @@ import { diffProfiles, type DatasetProfile } from '../engines/datasets/profile.t
 import * as store from '../store/datakits.ts'
 import * as users from '../store/users.ts'
 import { access } from '../auth/route-access.ts'
-import { documented, Envelope, errors, ok, requireAction, requireUser, type HttpDeps } from './context.ts'
+import { documented, Envelope, errors, ok, requireAction, requireOrgRole, requireUser, type HttpDeps } from './context.ts'
 import { datakitAccess, datakitsRead, VersionNotReadyError } from './datakit-access.ts'
 import { contentDisposition, sanitizeFilename } from './upload.ts'
 import { DatakitModel, serializeDatakit, serializeDetail, serializeVersion } from './views/datakit.ts'
@@ -49,8 +52,13 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
   const exportDir = join(dir, 'exports')
   const ask = (id: string, message: DatakitMessage) => deps.actors.ask(DATAKIT_KIND, id, message)
 
-  const { readable, writable, invalidate, readyVersion } = datakitAccess(deps)
+  const { readable, writable, deletable, move, invalidate, readyVersion } = datakitAccess(deps)
   const usage = (userId: string) => store.storageUsage(sql, userId, config.datakits.storageQuotaBytes)
+  const list = async (query: { limit?: number; cursor?: string; search?: string; status?: store.DatakitRow['status'] }, owner: Pick<store.ListOptions, 'ownerId' | 'memberId' | 'orgId'>) => {
+    const limit = query.limit ?? 20
+    const page = await store.listDatakits(sql, { limit, cursor: query.cursor, search: query.search, status: query.status, ...owner })
+    return ok(page.items.map(serializeDatakit), { nextCursor: page.nextCursor, limit })
+  }
 
   return (
     new Elysia({ prefix: '/api/datakits' })
@@ -58,25 +66,25 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         '/',
         async ({ request, query, set }) => {
           const me = await requireAction(deps, request, 'datakit', 'read')
-          const isAdmin = me.role === 'ADMIN'
-          const ownerId = isAdmin ? query.ownerId : me.userId
-          return deps.cache.serve(request, set.headers as Record<string, string>, { scope: datakitsRead.scope(me, {})!, viewer: me.userId, route: datakitsRead.path }, async () => {
-            const limit = query.limit ?? 20
-            const page = await store.listDatakits(sql, { limit, cursor: query.cursor, ownerId, search: query.search, status: query.status })
-            return ok(page.items.map(serializeDatakit), { nextCursor: page.nextCursor, limit })
-          })
+          if (query.orgId) {
+            await requireOrgRole(deps, me, query.orgId, 'VIEWER')
+            return list(query, { orgId: query.orgId, ownerId: me.role === 'ADMIN' ? query.ownerId : undefined })
+          }
+          const owner = me.role === 'ADMIN' ? { ownerId: query.ownerId } : { ownerId: me.userId, memberId: me.userId }
+          return deps.cache.serve(request, set.headers as Record<string, string>, { scope: datakitsRead.scope(me, {})!, viewer: me.userId, route: datakitsRead.path }, () => list(query, owner))
         },
         {
           query: DatakitModel.listQuery,
           detail: {
             summary: 'List your datakits',
             description:
-              'Your datakits, oldest first, each with its latest version (an admin sees everyone’s, or one user’s with `ownerId`). `search` matches part of the name ' +
+              'Your datakits, oldest first, each with its latest version (an admin sees everyone’s, or one user’s with `ownerId`); those you made in an organisation you have left are ' +
+              'no longer yours to see. With `orgId`, every datakit of that organisation, whoever made it (404 `Organisation not found` unless you are a member). `search` matches part of the name ' +
               '(case-insensitive), `status` the latest version’s status; `limit` (1–100, default 20) and `cursor` page through them (`meta.nextCursor`). ' +
               'Answers are cached per viewer with an ETag (`If-None-Match` → 304). 400 for a bad parameter.',
             tags: TAGS,
             ...access.collection('datakit', 'read'),
-            responses: documented({ 200: Envelope.list(DatakitModel.datakit), ...errors(400) }),
+            responses: documented({ 200: Envelope.list(DatakitModel.datakit), ...errors(400, 404) }),
           },
         },
       )
@@ -84,6 +92,10 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         '/storage',
         async ({ request, query }) => {
           const me = await requireUser(deps, request)
+          if (query.orgId) {
+            await requireOrgRole(deps, me, query.orgId, 'VIEWER')
+            return ok(await store.orgStorageUsage(sql, query.orgId, config.datakits.orgStorageQuotaBytes))
+          }
           const userId = query.userId ?? me.userId
           if (userId !== me.userId && me.role !== 'ADMIN') throw new NotFoundError('User')
           return ok(await usage(userId))
@@ -95,7 +107,8 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
             summary: 'Get DataKit storage used and allowed',
             description:
               'Bytes of uploads and their Parquet copies stored by you, against your quota (USER_STORAGE_QUOTA_BYTES, or an admin’s override). ' +
-              'An admin may ask for any user with `userId`; for anyone else another user’s `userId` is a 404.',
+              'An admin may ask for any user with `userId`; for anyone else another user’s `userId` is a 404. With `orgId`, an organisation’s: the bytes of its datakits against ' +
+              'its quota (what its admins set, within the ceiling a platform admin set, else ORG_DEFAULT_STORAGE_BYTES); 404 unless you are a member.',
             tags: TAGS,
             ...access.signedIn,
           },
@@ -151,8 +164,9 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
       .patch(
         '/:id',
         async ({ request, params, body }) => {
-          const { d } = await writable(request, params.id)
-          await ask(d.id, { type: 'update', ...body })
+          const { orgId, ...fields } = body
+          const d = orgId !== undefined ? await move(request, params.id, orgId) : (await writable(request, params.id)).d
+          if (fields.name !== undefined || fields.description !== undefined) await ask(d.id, { type: 'update', ...fields })
           await invalidate(d)
           const row = await store.findWithLatest(sql, d.id)
           if (!row) throw new NotFoundError('DataKit')
@@ -161,12 +175,14 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         {
           params: idParams,
           body: DatakitModel.patch,
-          response: { 200: Envelope.data(DatakitModel.detail), ...errors(400, 403, 404) },
+          response: { 200: Envelope.data(DatakitModel.detail), ...errors(400, 403, 404, 413) },
           detail: {
-            summary: 'Rename a datakit or change its description',
+            summary: 'Rename a datakit, change its description, or move it to an organisation',
             description:
               'Sets `name` (1–200 characters) and/or `description` (up to 2000; `null` clears it) and answers the datakit; an `updated` event {id, name, description} ' +
-              'follows on `datakit:<id>` (and `datakit.updated` on `user:<ownerId>`). Unknown fields are refused (400); 403 for a VIEWER; 404 when there is no such datakit.',
+              'follows on `datakit:<id>` (and `datakit.updated` on `user:<ownerId>`). `orgId` moves it into that organisation (`null`: makes it personal again), a `moved` event ' +
+              'following: only its owner, ADMIN or above in the org it goes to and in the org it leaves (403 otherwise; 404 for an org you are not in); its storage then counts ' +
+              'against the new account, which must have room for it (413). Unknown fields are refused (400); 403 for a VIEWER (of the platform or of its org); 404 when there is no such datakit.',
             tags: TAGS,
             ...access.object('datakit', 'change'),
           },
@@ -175,7 +191,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
       .delete(
         '/:id',
         async ({ request, params }) => {
-          const { d } = await writable(request, params.id)
+          const { d } = await deletable(request, params.id)
           await ask(d.id, { type: 'delete' })
           await invalidate(d)
           return ok({ id: d.id })
@@ -187,9 +203,10 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
             summary: 'Delete a datakit, all its versions and their files',
             description:
               'Deletes the datakit and every version; profiling in progress is stopped, the uploaded files and Parquet copies are removed in the background and the ' +
-              'storage they used is freed. A `deleted` event {id} follows on `datakit:<id>`. 403 for a VIEWER; 404 when there is no such datakit.',
+              'storage they used is freed. A `deleted` event {id} follows on `datakit:<id>`. 403 for a VIEWER, and in an organisation for a MEMBER who did not make it ' +
+              '(its ADMINs delete any); 404 when there is no such datakit.',
             tags: TAGS,
-            ...access.object('datakit', 'change'),
+            ...access.object('datakit', 'delete'),
           },
         },
       )

@@ -6,7 +6,10 @@
  * every route, as if it did not exist; an admin may act on any model. VIEWER is read-only:
  * it may read its own models, runs, versions and metrics, and it may predict — a prediction
  * reads a deployed model and changes nothing — but creating, editing, training, cancelling,
- * deploying and aliasing are 403.
+ * deploying and aliasing are 403. A model created in (or moved to) an organisation is shared
+ * there with its runs and versions, as src/auth/policy.ts says: the org's VIEWERs read and
+ * predict, MEMBERs train and change, ADMINs (and a MEMBER who made it) delete; outside the org
+ * it does not exist (404). Who may do what to a model, and moves: ./model-access.ts.
  *
  * Writes go to actors: the model's own (`model`: its row, aliases, deployment) and a new
  * run's (`model-run`), planned first by src/actors/model-run-plan.ts. Reads are plain SQL.
@@ -19,30 +22,21 @@ import { iso } from '../core/time.ts'
 import { MODEL_KIND, type ModelMessage } from '../actors/model.ts'
 import { createRunMessage, planRun, type PlanEnv } from '../actors/model-run-plan.ts'
 import type { Replied } from '../actors/runtime/index.ts'
-import { decide } from '../auth/policy.ts'
-import type { Principal } from '../auth/principal.ts'
 import { access } from '../auth/route-access.ts'
 import type { ModelServing } from '../engines/serving/serving.ts'
 import * as store from '../store/models.ts'
 import * as runs from '../store/model-runs.ts'
 import * as versions from '../store/model-versions.ts'
 import * as workstations from '../store/workstations.ts'
-import { authorize, documented, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
-import { checkPredictBody, PredictModel, predictionJson, predictRecords } from './predict.ts'
+import { documented, Envelope, errors, ok, requireAction, requireOrgRole, type HttpDeps } from './context.ts'
+import { model, moveModel } from './model-access.ts'
+import { checkPredictBody, mayPredict, PredictModel, predictionJson, predictRecords } from './predict.ts'
 import { ALIAS, ModelModel, serializeModel, serializeVersion } from './views/model.ts'
 import { RunModel, serializeRun } from './views/run.ts'
 
 const idParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid model id' }) })
 const versionParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid model id' }), version: t.Integer({ minimum: 1, error: 'version must be a positive integer' }) })
 const aliasParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid model id' }), alias: t.String({ pattern: ALIAS, error: 'alias must be 1–64 letters, digits, _ or -, starting with a letter (not latest or v<N>)' }) })
-
-/**
- * The caller and the model, if the access policy lets the caller do `action` to it (its owner
- * or an admin; VIEWERs read only); otherwise 401/403/404 as `authorize` says.
- */
-function model(deps: HttpDeps, request: Request, id: string, action: 'read' | 'change'): Promise<{ me: Principal; obj: store.ModelRow }> {
-  return authorize(deps, request, { resource: 'model', action, label: 'Model', load: () => store.findModel(deps.sql, id) })
-}
 
 export interface ModelRoutesOptions {
   serving: ModelServing
@@ -67,10 +61,12 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
       '/',
       async ({ request, body, set }) => {
         const me = await requireAction(deps, request, 'model', 'change')
+        if (body.orgId) await requireOrgRole(deps, me, body.orgId, 'MEMBER')
         await checkWorkstation(body.workstationId, (owner) => owner === me.userId || me.role === 'ADMIN', 'not one of your workstations')
         const m = await ask(crypto.randomUUID(), {
           type: 'create',
           userId: me.userId,
+          orgId: body.orgId ?? null,
           name: body.name,
           description: body.description ?? null,
           modelType: body.type,
@@ -82,12 +78,13 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
       },
       {
         body: ModelModel.create,
-        response: { 201: Envelope.data(ModelModel.model), ...errors(400, 403, 409, 422) },
+        response: { 201: Envelope.data(ModelModel.model), ...errors(400, 403, 404, 409, 422) },
         detail: {
           summary: 'Create a model',
           description:
             'Registers a model (the guide\'s body: `name`, `description`, `type` CLASSIFICATION or REGRESSION, `framework`, default TENSORFLOW, and optionally the `workstationId` of one of your workstations) ' +
-            'and answers 201 with it in status DRAFT; train it with `POST /api/models/:id/train`. ' +
+            'and answers 201 with it in status DRAFT; train it with `POST /api/models/:id/train`. With `orgId` it is created in that organisation, shared with its members ' +
+            '(you must be MEMBER or above there: 404 for an org you are not in, 403 for a VIEWER). ' +
             '409 when you already have a model of that name; 422 when `workstationId` is not one of your workstations.',
           tags: ['Models'],
           ...access.collection('model', 'change'),
@@ -98,17 +95,19 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
       '/',
       async ({ request, query }) => {
         const me = await requireAction(deps, request, 'model', 'read')
+        if (query.orgId) await requireOrgRole(deps, me, query.orgId, 'VIEWER')
         const limit = query.limit ?? 20
-        const page = await store.listModels(deps.sql, { userId: me.userId, limit, cursor: query.cursor, type: query.type, status: query.status, framework: query.framework, search: query.search })
+        const whose = query.orgId ? { orgId: query.orgId } : { userId: me.userId }
+        const page = await store.listModels(deps.sql, { ...whose, limit, cursor: query.cursor, type: query.type, status: query.status, framework: query.framework, search: query.search })
         return ok(page.items.map(serializeModel), { nextCursor: page.nextCursor, limit })
       },
       {
         query: ModelModel.listQuery,
-        response: { 200: Envelope.list(ModelModel.model), ...errors(400) },
+        response: { 200: Envelope.list(ModelModel.model), ...errors(400, 404) },
         detail: {
           summary: 'List your models',
           description:
-            'Your models, oldest first, a page at a time (`limit`, and `cursor` from the previous page\'s `meta.nextCursor`), optionally filtered by `type`, `status`, `framework` ' +
+            'Your models (not those you made in an organisation you have left) or, with `orgId`, every model of that organisation (404 unless you are a member), oldest first, a page at a time (`limit`, and `cursor` from the previous page\'s `meta.nextCursor`), optionally filtered by `type`, `status`, `framework` ' +
             'and `search` (text in the name or description). A model\'s status is derived from its runs and deployment (see the Model schema).',
           tags: ['Models'],
           ...access.collection('model', 'read'),
@@ -128,19 +127,21 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .patch(
       '/:id',
       async ({ request, params, body }) => {
-        const { obj: m } = await model(deps, request, params.id, 'change')
+        const { orgId, ...patch } = body
+        const { obj: m } = orgId !== undefined ? await moveModel(deps, serving, request, params.id, orgId) : await model(deps, request, params.id, 'change')
         // One of the model's owner's workstations, whoever edits it.
-        await checkWorkstation(body.workstationId, (owner) => owner === m.userId, "not a workstation of the model's owner")
-        return ok(serializeModel(await ask(m.id, { type: 'update', patch: body })))
+        await checkWorkstation(patch.workstationId, (owner) => owner === m.userId, "not a workstation of the model's owner")
+        return ok(serializeModel(Object.keys(patch).length ? await ask(m.id, { type: 'update', patch }) : m))
       },
       {
         params: idParams,
         body: ModelModel.patch,
         response: { 200: Envelope.data(ModelModel.model), ...errors(400, 403, 404, 409, 422) },
         detail: {
-          summary: 'Rename or describe a model',
+          summary: 'Rename or describe a model, or move it to an organisation',
           description:
-            'Changes any of `name`, `description` and `workstationId` (null unlinks the workstation) and answers the model. ' +
+            'Changes any of `name`, `description` and `workstationId` (null unlinks the workstation) and answers the model. `orgId` moves it with its runs and versions ' +
+            'into that organisation (`null`: makes it personal again): only its owner, ADMIN or above in the org it goes to and in the org it leaves (403 otherwise; 404 for an org you are not in). ' +
             "409 when its owner already has another model of that name; 422 when `workstationId` is not one of the model owner's workstations.",
           tags: ['Models'],
           ...access.object('model', 'change'),
@@ -150,7 +151,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
     .delete(
       '/:id',
       async ({ request, params }) => {
-        const { obj: m } = await model(deps, request, params.id, 'change')
+        const { obj: m } = await model(deps, request, params.id, 'delete')
         await deps.actors.ask(MODEL_KIND, m.id, { type: 'delete' } satisfies ModelMessage)
         serving.drop(m.id)
         return ok({ id: m.id, deleted: true })
@@ -162,9 +163,9 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
           summary: 'Delete a model with its runs, versions and artifacts',
           description:
             'Deletes the model, its runs (with their params, tags and metrics), its versions and aliases, stops serving it, and removes its artifacts from `MODEL_DIR`. ' +
-            '409 while one of its runs is queued or running: cancel it first (`POST /api/runs/:id/cancel`).',
+            '409 while one of its runs is queued or running: cancel it first (`POST /api/runs/:id/cancel`). In an organisation, its ADMINs delete any model, a MEMBER only their own (403).',
           tags: ['Models'],
-          ...access.object('model', 'change'),
+          ...access.object('model', 'delete'),
         },
       },
     )
@@ -187,14 +188,15 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
         detail: {
           summary: 'Train a model on a DataKit',
           description:
-            'Starts a training run on a version of one of your DataKits (default: its current version) and answers 202 with the run, QUEUED. ' +
+            'Starts a training run on a version of one of your DataKits (default: its current version) and answers 202 with the run, QUEUED. In an organisation its MEMBERs train ' +
+            'the org\'s models (403 for a VIEWER); the run is the model owner\'s. ' +
             'Built-in training (TENSORFLOW models): `target`, and optionally `features`, `algorithm`, `params`, `validationSplit`. ' +
             'Custom training in a container: `image` (from `TRAINING_IMAGES`) and `command`, optionally `resources` (default 1 core, 512 MB), `env`, `params`.\n\n' +
             'The run goes QUEUED → RUNNING → SUCCEEDED (registering the next model version) | FAILED | CANCELLED, each change a `status` event on `run:<id>` ' +
             '(and `model-run.status` on `user:<id>`), with `metrics` and `logs` events while it runs; it waits for one of the `TRAINING_CONCURRENCY` slots ' +
             '(at most `TRAINING_CONCURRENCY_PER_USER` per user) and is stopped past `timeoutSeconds` (default `TRAINING_TIMEOUT_SECONDS`, at most `TRAINING_MAX_TIMEOUT_SECONDS`).\n\n' +
             'Refused before a run exists: 400 for settings that do not fit (a missing `target`, built-in settings on a container run or the reverse, a timeout over the maximum); ' +
-            '404 when the DataKit (or the version named) does not exist or is not the model owner\'s; 409 while the DataKit is still processing, past `TRAINING_MAX_ACTIVE_RUNS` queued or running runs, ' +
+            '404 when the DataKit (or the version named) does not exist or may not feed this model (a DataKit of the model\'s organisation, or of another one you are in, or a personal one of the model\'s owner — for an org model, only when the owner trains); 409 while the DataKit is still processing, past `TRAINING_MAX_ACTIVE_RUNS` queued or running runs, ' +
             'or — for a container run — past the compute quota (`quota_exceeded`, as a workstation start); 422 when the DataKit failed or lacks a named column, ' +
             'a built-in run for another framework, an image not on `TRAINING_IMAGES`, or `resources` beyond what the container engine has; ' +
             '503 for a container run when no container engine is available.',
@@ -319,7 +321,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
         // and changes nothing.
         const predictor = await serving.loadVersion(v)
         const updated = await ask(m.id, { type: 'deploy', version, alias: b.alias ?? null })
-        serving.put({ modelId: m.id, userId: m.userId, version }, predictor)
+        serving.put({ modelId: m.id, userId: m.userId, orgId: m.orgId, version }, predictor)
         return ok(serializeModel(updated))
       },
       {
@@ -361,7 +363,7 @@ export function modelRoutes(deps: HttpDeps, opts: ModelRoutesOptions) {
       async ({ request, params, body, set }) => {
         const me = await requireAction(deps, request, 'model', 'read')
         const served = serving.fresh(params.id) ?? (await serving.get(params.id))
-        if (served === undefined || (served !== null && decide(me, 'read', 'model', served.ownerId) !== 'allow')) throw new NotFoundError('Model')
+        if (served === undefined || (served !== null && (await mayPredict(deps, me, served)) !== 'allow')) throw new NotFoundError('Model')
         if (served === null) {
           await model(deps, request, params.id, 'read')
           throw new ConflictError('The model is not deployed: deploy a version first (POST /api/models/:id/deploy)')

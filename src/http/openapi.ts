@@ -212,4 +212,5 @@ const TAG_DESCRIPTIONS: Record<string, string> = {
   AI: 'Chat sessions with the AI assistant',
   DataKits: 'Datasets: uploads, versions, profiles, previews, exports and SQL queries',
   Pipelines: 'Pipelines: versioned DAG definitions, runs with live progress, step logs, retries, caching and cron schedules',
+  Organisations: 'Teams that share DataKits, models, pipelines and CodeSheets: members, roles, invitations and their audit log',
 }

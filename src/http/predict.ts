@@ -10,16 +10,17 @@
  * (`respond`), the error envelope (`errorResponse`), the duration metric and log line
  * (`Frame.close`). Whatever is not the usual case — no caller known without I/O, a model
  * this node does not serve fresh, a body that is not plain JSON within the limit, another
- * user's model — goes to the Elysia route unchanged (`app.fetch`), where the rules are
+ * user's model, a model of an org the caller is not in — goes to the Elysia route unchanged (`app.fetch`), where the rules are
  * written once. Both answer with the same bytes (`predictionJson`).
  */
 import { t } from 'elysia'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { UnprocessableError, ValidationError, type ErrorDetail } from '../core/errors.ts'
-import { decide } from '../auth/policy.ts'
+import { decide, type Decision } from '../auth/policy.ts'
+import type { Principal } from '../auth/principal.ts'
 import type { ModelServing, ServedModel } from '../engines/serving/serving.ts'
 import type { Prediction } from '../engines/serving/predictor.ts'
-import { callerOf, type HttpDeps } from './context.ts'
+import { callerOf, ownershipFor, type HttpDeps } from './context.ts'
 import type { BunRouteHandler, Fallback } from './native.ts'
 import { errorResponse } from './plugins/errors.ts'
 import { apiLimit } from './plugins/rate-limit.ts'
@@ -144,6 +145,15 @@ function predictionText(p: Prediction): string {
   return out + '}}'
 }
 
+/**
+ * May `me` predict with `served` (read it)? A personal model is decided without I/O, as the
+ * fast path needs; a model shared in an org asks the caller's role there (one indexed read).
+ */
+export function mayPredict(deps: Pick<HttpDeps, 'sql'>, me: Principal, served: ServedModel): Decision | Promise<Decision> {
+  if (served.orgId === null) return decide(me, 'read', 'model', served.ownerId)
+  return ownershipFor(deps, me, 'model', { ownerId: served.ownerId, orgId: served.orgId }).then((owner) => decide(me, 'read', 'model', owner))
+}
+
 const JSON_HEADERS = headerTemplate({ 'content-type': 'application/json' })
 
 /** The Bun route for PREDICT_PATH (POST); `fallback` is the Elysia app's fetch. */
@@ -155,7 +165,9 @@ export function predictRoute(deps: HttpDeps, serving: ModelServing, fallback: Fa
     const me = callerOf(deps, request)
     if (me === null || me instanceof Promise) return fallback(request)
     const served = serving.fresh(request.params.id!)
-    if (served === undefined || decide(me, 'read', 'model', served.ownerId) !== 'allow') return fallback(request)
+    if (served === undefined) return fallback(request)
+    const may = mayPredict(deps, me, served)
+    if ((may instanceof Promise ? await may : may) !== 'allow') return fallback(request)
 
     const { meta, headers } = frame.open(request, server)
     let res: Response

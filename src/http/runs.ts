@@ -2,8 +2,9 @@
  * Training runs, read and cancelled: GET /api/runs/:id, GET /api/runs/:id/metrics?key=,
  * POST /api/runs/:id/cancel, and a model's runs with MLflow-style search
  * (GET /api/models/:id/runs?filter=metrics.val_accuracy > 0.9&orderBy=metrics.val_loss ASC).
- * Runs are created by POST /api/models/:id/train (./models.ts). Owner-only like models;
- * VIEWER reads but cannot cancel.
+ * Runs are created by POST /api/models/:id/train (./models.ts). A run goes with its model:
+ * its owner's, or shared in the model's organisation (findRun reads the model's org), where
+ * VIEWERs read runs, metrics and logs and MEMBERs cancel; a platform VIEWER reads but cannot cancel.
  */
 import { Elysia, t } from 'elysia'
 import { ValidationError } from '../core/errors.ts'

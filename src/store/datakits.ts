@@ -18,6 +18,8 @@ type DatakitStatus = 'PROCESSING' | 'READY' | 'FAILED'
 export interface DatakitRow {
   id: string
   ownerId: string
+  /** The organisation it is shared in (null: personal). */
+  orgId: string | null
   name: string
   description: string | null
   /** The status of the latest version. */
@@ -58,7 +60,7 @@ export interface DatakitWithVersion extends DatakitRow {
 }
 
 const DATAKIT = (sql: Db) => sql`
-  d.id, d.owner_id as "ownerId", d.name, d.description, d.status, d.current_version as "currentVersion",
+  d.id, d.owner_id as "ownerId", d.org_id as "orgId", d.name, d.description, d.status, d.current_version as "currentVersion",
   d.created_at as "createdAt", d.updated_at as "updatedAt"`
 
 const VERSION = (sql: Db) => sql`
@@ -74,13 +76,13 @@ export const findDatakit = timed('datakits.findDatakit', async function findData
   return row
 })
 
-/** Insert or update the datakit row (the actor's persist). The owner never changes. */
+/** Insert or update the datakit row (the actor's persist). The owner never changes; the org does (a move). */
 export function saveDatakit(sql: Db, d: DatakitRow) {
   return sql`
-    insert into datakits (id, owner_id, name, description, status, current_version, created_at, updated_at)
-    values (${d.id}, ${d.ownerId}, ${d.name}, ${d.description}, ${d.status}, ${d.currentVersion}, ${d.createdAt}, ${d.updatedAt})
+    insert into datakits (id, owner_id, org_id, name, description, status, current_version, created_at, updated_at)
+    values (${d.id}, ${d.ownerId}, ${d.orgId}, ${d.name}, ${d.description}, ${d.status}, ${d.currentVersion}, ${d.createdAt}, ${d.updatedAt})
     on conflict (id) do update set
-      name = excluded.name, description = excluded.description, status = excluded.status,
+      org_id = excluded.org_id, name = excluded.name, description = excluded.description, status = excluded.status,
       current_version = excluded.current_version, updated_at = excluded.updated_at`
 }
 
@@ -104,8 +106,12 @@ export const findWithLatest = timed('datakits.findWithLatest', async function fi
 export interface ListOptions {
   limit: number
   cursor?: string
-  /** Only this owner's datakits (every caller but an admin). */
+  /** Only this owner's datakits (every caller but an admin), in no org or in an org `memberId` is in. */
   ownerId?: string
+  /** With ownerId: the caller, whose datakits in orgs they have left are not theirs to list. */
+  memberId?: string
+  /** Only the datakits of this organisation (whoever owns them). */
+  orgId?: string
   /** Case-insensitive substring of the name. */
   search?: string
   status?: DatakitStatus
@@ -121,6 +127,8 @@ export const listDatakits = timed('datakits.listDatakits', async function listDa
     join lateral (select ${VERSION(sql)} from datakit_versions v where v.datakit_id = d.id and v.version = d.current_version) x on true
     where true
       ${opts.ownerId ? sql`and d.owner_id = ${opts.ownerId}` : sql``}
+      ${opts.memberId ? sql`and (d.org_id is null or exists (select 1 from org_members om where om.org_id = d.org_id and om.user_id = ${opts.memberId}))` : sql``}
+      ${opts.orgId ? sql`and d.org_id = ${opts.orgId}` : sql``}
       ${c ? sql`and (d.created_at, d.id) > (${c.t}::text::timestamptz, ${c.id}::uuid)` : sql``}
       ${pattern ? sql`and d.name ilike ${pattern}` : sql``}
       ${opts.status ? sql`and d.status = ${opts.status}` : sql``}
@@ -234,18 +242,56 @@ export const allFileIds = timed('datakits.allFileIds', async function allFileIds
 })
 
 // ---- storage quota -------------------------------------------------------------------------
+//
+// Whose storage a version takes: its datakit's organisation's when the datakit is shared in
+// one, else its owner's (a personal datakit). A move carries the bytes along.
 
-/** Bytes stored for `userId`: uploaded files plus their Parquet read copies. */
+/** Bytes stored for `userId` in personal datakits: uploaded files plus their Parquet read copies. */
 const storageUsed = timed('datakits.storageUsed', async function storageUsed(sql: Db, userId: string): Promise<number> {
   const [row] = await sql<{ used: number }[]>`
-    select coalesce(sum(size_bytes + coalesce(parquet_bytes, 0)), 0)::int8 as used from datakit_versions where owner_id = ${userId}`
+    select coalesce(sum(v.size_bytes + coalesce(v.parquet_bytes, 0)), 0)::int8 as used
+    from datakit_versions v join datakits d on d.id = v.datakit_id
+    where v.owner_id = ${userId} and d.org_id is null`
   return row!.used
+})
+
+/** Bytes stored in the datakits of organisation `orgId`. */
+const orgStorageUsed = timed('datakits.orgStorageUsed', async function orgStorageUsed(sql: Db, orgId: string): Promise<number> {
+  const [row] = await sql<{ used: number }[]>`
+    select coalesce(sum(v.size_bytes + coalesce(v.parquet_bytes, 0)), 0)::int8 as used
+    from datakits d join datakit_versions v on v.datakit_id = d.id
+    where d.org_id = ${orgId}`
+  return row!.used
+})
+
+/** Bytes held by every version of one datakit (what a move carries to another account). */
+export const datakitBytes = timed('datakits.datakitBytes', async function datakitBytes(sql: Db, datakitId: string): Promise<number> {
+  const [row] = await sql<{ used: number }[]>`
+    select coalesce(sum(size_bytes + coalesce(parquet_bytes, 0)), 0)::int8 as used from datakit_versions where datakit_id = ${datakitId}`
+  return row!.used
+})
+
+/** Whether `userId` may create datakits in some organisation (MEMBER or above in one). */
+export const createsInOrgs = timed('datakits.createsInOrgs', async function createsInOrgs(sql: Db, userId: string): Promise<boolean> {
+  const [row] = await sql`select 1 from org_members where user_id = ${userId} and role <> 'VIEWER' limit 1`
+  return row !== undefined
 })
 
 /** The admin's override for `userId`, or undefined (the configured default applies). */
 async function quotaOverride(sql: Db, userId: string): Promise<number | undefined> {
   const [row] = await sql<{ quotaBytes: number }[]>`select quota_bytes as "quotaBytes" from user_storage_quotas where user_id = ${userId}`
   return row?.quotaBytes
+}
+
+/**
+ * An org's storage quota (sql/0013_org_resources.sql `org_quotas`): what its admins chose
+ * (`storage_bytes`) within the ceiling a platform admin set (`limit_storage_bytes`, NULL: the
+ * configured default); undefined when neither is set.
+ */
+async function orgQuota(sql: Db, orgId: string): Promise<{ chosen: number | null; ceiling: number | null } | undefined> {
+  const [row] = await sql<{ chosen: number | null; ceiling: number | null }[]>`
+    select storage_bytes as chosen, limit_storage_bytes as ceiling from org_quotas where org_id = ${orgId}`
+  return row
 }
 
 /** A user's storage: what is used, the quota that applies (an admin's override, or the default), and what is left. */
@@ -257,6 +303,16 @@ export interface StorageUsage {
   overridden: boolean
 }
 
+/** An organisation's storage: used by its datakits, against its quota. */
+export interface OrgStorageUsage {
+  orgId: string
+  usedBytes: number
+  quotaBytes: number
+  remainingBytes: number
+  /** Whether the org's quota differs from ORG_DEFAULT_STORAGE_BYTES (its admins or a platform admin set one). */
+  overridden: boolean
+}
+
 /** The storage quota rule, computed here only: the override if an admin set one, else `defaultQuotaBytes`. */
 export const storageUsage = timed('datakits.storageUsage', async function storageUsage(sql: Db, userId: string, defaultQuotaBytes: number): Promise<StorageUsage> {
   const [usedBytes, override] = await Promise.all([storageUsed(sql, userId), quotaOverride(sql, userId)])
@@ -264,12 +320,43 @@ export const storageUsage = timed('datakits.storageUsage', async function storag
   return { userId, usedBytes, quotaBytes, remainingBytes: Math.max(0, quotaBytes - usedBytes), overridden: override !== undefined }
 })
 
+/**
+ * The org storage quota rule, computed here only: the org admins' figure, never above the
+ * ceiling (the platform admin's `limit_storage_bytes`, else `defaultQuotaBytes`).
+ */
+export const orgStorageUsage = timed('datakits.orgStorageUsage', async function orgStorageUsage(sql: Db, orgId: string, defaultQuotaBytes: number): Promise<OrgStorageUsage> {
+  const [usedBytes, q] = await Promise.all([orgStorageUsed(sql, orgId), orgQuota(sql, orgId)])
+  const ceiling = q?.ceiling ?? defaultQuotaBytes
+  const quotaBytes = Math.min(q?.chosen ?? ceiling, ceiling)
+  return { orgId, usedBytes, quotaBytes, remainingBytes: Math.max(0, quotaBytes - usedBytes), overridden: quotaBytes !== defaultQuotaBytes }
+})
+
+/** Whose storage a datakit's versions take: its org's, or (personal) its owner's. */
+export type StorageAccount = { orgId: string } | { userId: string }
+
+/** The defaults of both quota rules (USER_STORAGE_QUOTA_BYTES, ORG_DEFAULT_STORAGE_BYTES). */
+export interface StorageDefaults {
+  userBytes: number
+  orgBytes: number
+}
+
+/** The usage of `account`, by the rule of its kind. */
+export function accountUsage(sql: Db, account: StorageAccount, defaults: StorageDefaults): Promise<StorageUsage | OrgStorageUsage> {
+  return 'orgId' in account ? orgStorageUsage(sql, account.orgId, defaults.orgBytes) : storageUsage(sql, account.userId, defaults.userBytes)
+}
+
+/** The account of a datakit owned by `ownerId`, shared in `orgId` (null: personal). */
+export function storageAccount(d: { ownerId: string; orgId: string | null }): StorageAccount {
+  return d.orgId ? { orgId: d.orgId } : { userId: d.ownerId }
+}
+
 /** The storage quota was (or would be) exceeded: 413, with the numbers in the details. */
 export class StorageQuotaError extends AppError {
-  constructor(usedBytes: number, incomingBytes: number, quotaBytes: number) {
+  constructor(usedBytes: number, incomingBytes: number, quotaBytes: number, org = false) {
     super(
       'storage_quota_exceeded',
-      `Storage quota exceeded: ${usedBytes} bytes used of ${quotaBytes} allowed, and this upload needs ${incomingBytes} more. Delete datakits or versions you no longer need, or ask an admin for a larger quota.`,
+      `Storage quota${org ? ' of the organisation' : ''} exceeded: ${usedBytes} bytes used of ${quotaBytes} allowed, and this upload needs ${incomingBytes} more. ` +
+        (org ? 'Delete datakits or versions the organisation no longer needs, or ask its admins for a larger quota.' : 'Delete datakits or versions you no longer need, or ask an admin for a larger quota.'),
       {
         status: 413,
         details: [
@@ -283,14 +370,16 @@ export class StorageQuotaError extends AppError {
 }
 
 /**
- * Check that `bytes` more fit in the user's quota, under the user's storage lock in the
- * caller's transaction (which records the version that takes them), so two uploads that
- * finish at once cannot both fit in the same remaining space. Throws StorageQuotaError.
+ * Check that `bytes` more fit in the account's quota (a user's, or an org's), under the
+ * account's storage lock in the caller's transaction (which records the version that takes
+ * them), so two uploads that finish at once cannot both fit in the same remaining space.
+ * Throws StorageQuotaError.
  */
-export const reserveStorage = timed('datakits.reserveStorage', async function reserveStorage(tx: Db, userId: string, bytes: number, defaultQuotaBytes: number): Promise<void> {
-  await tx`select pg_advisory_xact_lock(hashtextextended(${`datakit-storage:${userId}`}, 0))`
-  const u = await storageUsage(tx, userId, defaultQuotaBytes)
-  if (u.usedBytes + bytes > u.quotaBytes) throw new StorageQuotaError(u.usedBytes, bytes, u.quotaBytes)
+export const reserveStorage = timed('datakits.reserveStorage', async function reserveStorage(tx: Db, account: StorageAccount, bytes: number, defaults: StorageDefaults): Promise<void> {
+  const key = 'orgId' in account ? `datakit-storage:org:${account.orgId}` : `datakit-storage:${account.userId}`
+  await tx`select pg_advisory_xact_lock(hashtextextended(${key}, 0))`
+  const u = await accountUsage(tx, account, defaults)
+  if (u.usedBytes + bytes > u.quotaBytes) throw new StorageQuotaError(u.usedBytes, bytes, u.quotaBytes, 'orgId' in account)
 })
 
 /** Set (or, with null, remove) the override for `userId`. */
@@ -309,6 +398,8 @@ export const setQuotaOverride = timed('datakits.setQuotaOverride', async functio
 export interface TrainingSource {
   datakitId: string
   ownerId: string
+  /** The DataKit's organisation (null: personal). */
+  orgId: string | null
   version: number
   status: 'PROCESSING' | 'READY' | 'FAILED'
   fileId: string
@@ -318,7 +409,7 @@ export interface TrainingSource {
 /** Version `version` of a DataKit (default: its current one), as a training run reads it. */
 export const findTrainingSource = timed('datakits.findTrainingSource', async function findTrainingSource(sql: Db, datakitId: string, version?: number): Promise<TrainingSource | undefined> {
   const [row] = await sql<TrainingSource[]>`
-    select d.id as "datakitId", d.owner_id as "ownerId", v.version, v.status, v.file_id as "fileId", v.row_count as "rowCount"
+    select d.id as "datakitId", d.owner_id as "ownerId", d.org_id as "orgId", v.version, v.status, v.file_id as "fileId", v.row_count as "rowCount"
     from datakits d join datakit_versions v on v.datakit_id = d.id and v.version = coalesce(${version ?? null}::int, d.current_version)
     where d.id = ${datakitId}`
   return row

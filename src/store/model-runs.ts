@@ -22,6 +22,8 @@ export interface RunRow {
   id: string
   modelId: string
   userId: string
+  /** Its model's organisation (a run goes with its model): read by findRun only. */
+  orgId?: string | null
   runKind: RunKind
   status: RunStatus
   spec: Record<string, unknown>
@@ -64,14 +66,15 @@ export const insertRun = timed('model_runs.insertRun', async function insertRun(
 })
 
 export const findRun = timed('model_runs.findRun', async function findRun(sql: Db, id: string): Promise<RunRow | undefined> {
-  const [row] = await sql<RunRow[]>`select ${RUN(sql)} from model_runs r where r.id = ${id}`
+  const [row] = await sql<RunRow[]>`select ${RUN(sql)}, m.org_id as "orgId" from model_runs r join models m on m.id = r.model_id where r.id = ${id}`
   return row
 })
 
-/** The run's owner (for topic authorisation), or undefined. */
-export const runOwner = timed('model_runs.runOwner', async function runOwner(sql: Db, id: string): Promise<string | undefined> {
-  const [row] = await sql<{ userId: string }[]>`select user_id as "userId" from model_runs where id = ${id}`
-  return row?.userId
+/** The run's owner and its model's org (for topic authorisation), or undefined. */
+export const runOwner = timed('model_runs.runOwner', async function runOwner(sql: Db, id: string): Promise<{ ownerId: string; orgId: string | null } | undefined> {
+  const [row] = await sql<{ ownerId: string; orgId: string | null }[]>`
+    select r.user_id as "ownerId", m.org_id as "orgId" from model_runs r join models m on m.id = r.model_id where r.id = ${id}`
+  return row
 })
 
 /** Write the fields a turn changes (the actor's persist). */

@@ -19,6 +19,8 @@ type ModelStatus = 'DRAFT' | 'TRAINING' | 'TRAINED' | 'DEPLOYED' | 'FAILED'
 export interface ModelRow {
   id: string
   userId: string
+  /** The organisation it is shared in, with its runs and versions (null: personal). */
+  orgId: string | null
   name: string
   description: string | null
   type: ModelType
@@ -39,7 +41,7 @@ export interface ModelRow {
  * index idx_model_runs_model_status serves both lateral reads).
  */
 const MODEL = (sql: Db) => sql`
-  m.id, m.user_id as "userId", m.name, m.description, m.type, m.framework, m.workstation_id as "workstationId",
+  m.id, m.user_id as "userId", m.org_id as "orgId", m.name, m.description, m.type, m.framework, m.workstation_id as "workstationId",
   case
     when m.deployed_version is not null then 'DEPLOYED'
     when r.active > 0 then 'TRAINING'
@@ -61,6 +63,7 @@ const DERIVED = (sql: Db) => sql`
 export interface NewModel {
   id: string
   userId: string
+  orgId: string | null
   name: string
   description: string | null
   type: ModelType
@@ -71,8 +74,8 @@ export interface NewModel {
 /** Insert a model (its create turn). A name the owner already uses is a unique violation. */
 export const insertModel = timed('models.insertModel', async function insertModel(tx: Db, m: NewModel): Promise<void> {
   await tx`
-    insert into models (id, user_id, name, description, type, framework, workstation_id)
-    values (${m.id}, ${m.userId}, ${m.name}, ${m.description}, ${m.type}, ${m.framework}, ${m.workstationId})`
+    insert into models (id, user_id, org_id, name, description, type, framework, workstation_id)
+    values (${m.id}, ${m.userId}, ${m.orgId}, ${m.name}, ${m.description}, ${m.type}, ${m.framework}, ${m.workstationId})`
 })
 
 export const findModel = timed('models.findModel', async function findModel(sql: Db, id: string): Promise<ModelRow | undefined> {
@@ -86,8 +89,16 @@ export const modelOwner = timed('models.modelOwner', async function modelOwner(s
   return row?.userId
 })
 
+/** Share the model (with its runs and versions) in org `orgId`, or (null) make it personal (its move turn). */
+export const setModelOrg = timed('models.setModelOrg', async function setModelOrg(tx: Db, id: string, orgId: string | null): Promise<void> {
+  await tx`update models set org_id = ${orgId}, updated_at = now() where id = ${id}`
+})
+
 export interface ModelListOptions {
-  userId: string
+  /** This owner's models, in no org or in an org the owner is still a member of (their own list). */
+  userId?: string
+  /** Every model of this organisation, whoever made it. */
+  orgId?: string
   limit: number
   cursor?: string
   type?: ModelType
@@ -102,7 +113,9 @@ export const listModels = timed('models.listModels', async function listModels(s
   const rows = await sql<(ModelRow & { cursorAt: string })[]>`
     select * from (
       select ${MODEL(sql)}, m.created_at::text as "cursorAt" from models m ${DERIVED(sql)}
-      where m.user_id = ${o.userId}
+      where true
+        ${o.userId ? sql`and m.user_id = ${o.userId} and (m.org_id is null or exists (select 1 from org_members om where om.org_id = m.org_id and om.user_id = ${o.userId}))` : sql``}
+        ${o.orgId ? sql`and m.org_id = ${o.orgId}` : sql``}
         ${c ? sql`and (m.created_at, m.id) > (${c.t}::text::timestamptz, ${c.id}::uuid)` : sql``}
         ${o.type ? sql`and m.type = ${o.type}` : sql``}
         ${o.framework ? sql`and m.framework = ${o.framework}` : sql``}
@@ -187,15 +200,16 @@ export const setDeployment = timed('models.setDeployment', async function setDep
 export interface Deployment {
   modelId: string
   userId: string
+  orgId: string | null
   version: number
   artifactPath: string
   artifactFormat: ArtifactFormat
 }
 
 /** A model's owner and deployment (version null when it is not deployed); undefined when there is no such model. */
-export const findDeployment = timed('models.findDeployment', async function findDeployment(sql: Db, modelId: string): Promise<{ modelId: string; userId: string; version: number | null; artifactPath: string | null; artifactFormat: ArtifactFormat | null } | undefined> {
-  const [row] = await sql<{ modelId: string; userId: string; version: number | null; artifactPath: string | null; artifactFormat: ArtifactFormat | null }[]>`
-    select m.id as "modelId", m.user_id as "userId", v.version, v.artifact_path as "artifactPath", v.artifact_format as "artifactFormat"
+export const findDeployment = timed('models.findDeployment', async function findDeployment(sql: Db, modelId: string): Promise<{ modelId: string; userId: string; orgId: string | null; version: number | null; artifactPath: string | null; artifactFormat: ArtifactFormat | null } | undefined> {
+  const [row] = await sql<{ modelId: string; userId: string; orgId: string | null; version: number | null; artifactPath: string | null; artifactFormat: ArtifactFormat | null }[]>`
+    select m.id as "modelId", m.user_id as "userId", m.org_id as "orgId", v.version, v.artifact_path as "artifactPath", v.artifact_format as "artifactFormat"
     from models m left join model_versions v on v.model_id = m.id and v.version = m.deployed_version
     where m.id = ${modelId}`
   return row
@@ -204,6 +218,6 @@ export const findDeployment = timed('models.findDeployment', async function find
 /** Every deployed model with its artifact (loaded for serving at boot). */
 export const listDeployments = timed('models.listDeployments', async function listDeployments(sql: Db): Promise<Deployment[]> {
   return sql<Deployment[]>`
-    select m.id as "modelId", m.user_id as "userId", v.version, v.artifact_path as "artifactPath", v.artifact_format as "artifactFormat"
+    select m.id as "modelId", m.user_id as "userId", m.org_id as "orgId", v.version, v.artifact_path as "artifactPath", v.artifact_format as "artifactFormat"
     from models m join model_versions v on v.model_id = m.id and v.version = m.deployed_version`
 })

@@ -15,7 +15,7 @@
 import type { ServerWebSocket } from 'bun'
 import type { Logger } from '../core/logger.ts'
 import type { OutboxEvent } from '../store/outbox.ts'
-import { decide, type Resource } from '../auth/policy.ts'
+import { decide, SHAREABLE, type OrgRole, type Ownership, type Resource } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
 import { CLOSE, reply, type ServerMessage } from './protocol.ts'
 
@@ -30,12 +30,14 @@ export interface EventFeed {
 
 /**
  * What the objects of a topic kind are, and whose one is: the access policy (src/auth/policy.ts)
- * decides from that who may watch `<kind>:<id>` (its owner, admins). `ownerOf` is undefined
- * for an object that does not exist.
+ * decides from that who may watch `<kind>:<id>` (its owner, admins; for an object shared in an
+ * organisation, its members). `ownerOf` is undefined for an object that does not exist; a
+ * string is a personal object's owner; an Ownership names its org (`orgId`), and the hub looks
+ * up the watcher's role there (HubOptions.orgRole).
  */
 export interface TopicOwner {
   resource: Resource
-  ownerOf(id: string): Promise<string | undefined> | string | undefined
+  ownerOf(id: string): Promise<string | Ownership | undefined> | string | Ownership | undefined
 }
 
 export interface HubOptions {
@@ -43,6 +45,11 @@ export interface HubOptions {
   /** Unread bytes after which a socket is closed as a slow consumer. */
   maxBufferedBytes: number
   logger: Logger
+  /**
+   * The role of `userId` in org `orgId` (null: not a member), for topics of objects shared in an
+   * org. Without it, only platform admins may watch those.
+   */
+  orgRole?: (orgId: string, userId: string) => Promise<OrgRole | null>
 }
 
 interface TopicState {
@@ -145,7 +152,12 @@ export class Hub {
     const t = this.authorizers.get(topic.slice(0, i))
     if (!t) return false
     const owner = await t.ownerOf(topic.slice(i + 1))
-    return owner !== undefined && decide(principal, 'read', t.resource, owner) === 'allow'
+    if (owner === undefined) return false
+    if (typeof owner !== 'string' && owner.orgId && owner.orgRole === undefined && principal.role !== 'ADMIN' && SHAREABLE.has(t.resource)) {
+      // The watcher's role in the object's org, as src/http/context.ts `ownershipFor` fills it in.
+      return decide(principal, 'read', t.resource, { ...owner, orgRole: (await this.opts.orgRole?.(owner.orgId, principal.userId)) ?? null }) === 'allow'
+    }
+    return decide(principal, 'read', t.resource, owner) === 'allow'
   }
 
 

@@ -265,7 +265,7 @@ describe('turns', () => {
     expect(await system.ask('notes', 'w1', { type: 'write', notes: ['x', 'y'] })).toBe(2)
     expect(await notesOf(db.sql, 'w1')).toEqual(['x', 'y'])
     const err = await system.ask('notes', 'w1', { type: 'write', notes: ['z'], bad: true }).catch((e) => e)
-    expect(err.code).toBe('23502') // not_null_violation, the failing write's own error
+    expect((err as { code?: string }).code).toBe('23502') // not_null_violation, the failing write's own error
     expect(await notesOf(db.sql, 'w1')).toEqual(['x', 'y'])
     // The actor goes on.
     expect(await system.ask('notes', 'w1', { type: 'write', notes: ['z'] })).toBe(1)

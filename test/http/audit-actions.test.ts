@@ -71,7 +71,9 @@ describe('the action table', () => {
 
   test('routes still to come get names by the same rule', () => {
     expect(auditedRoute('POST', '/api/orgs', { resource: 'user', action: 'change', object: false })?.action).toBe('org.create')
-    expect(auditedRoute('PATCH', '/api/orgs/:id/members/:userId', undefined)).toMatchObject({ action: 'org.member_update', targetType: 'org', target: { segment: 2 } })
+    expect(auditedRoute('PATCH', '/api/orgs/:id/pins/:pinId', undefined)).toMatchObject({ action: 'org.pin_update', targetType: 'org', target: { segment: 2 }, org: { segment: 2 } })
+    expect(auditedRoute('PATCH', '/api/orgs/:id/members/:userId', undefined)).toEqual({ action: 'org.member_role_changed', targetType: 'user', target: { segment: 4 }, org: { segment: 2 } })
+    expect(auditedRoute('POST', '/api/invitations/:token/accept', 'signed-in')).toEqual({ action: 'org.member_added', targetType: 'user', target: 'self', org: { answer: 'orgId' } })
     expect(auditedRoute('POST', '/api/auth/reset-password', 'public')?.action).toBe('auth.reset_password')
     expect(auditedRoute('POST', '/api/codesheets/:id/cells/:cellId/run', undefined)).toMatchObject({ action: 'codesheet.cell_run', target: { segment: 2 } })
     expect(auditedRoute('PATCH', '/api/users/me/notifications', 'signed-in')).toEqual({ action: 'user.notifications_update', targetType: 'user', target: 'self' })

@@ -130,6 +130,8 @@ describe('models: CRUD', () => {
       success: true,
       data: {
         id: m.id,
+        ownerId: u.id,
+        orgId: null,
         name: 'Customer Classifier',
         description: 'Binary classification model',
         type: 'CLASSIFICATION',

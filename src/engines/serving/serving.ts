@@ -23,6 +23,8 @@ import { loadArtifact } from '../trainer/artifact.ts'
 export interface ServedModel {
   modelId: string
   ownerId: string
+  /** The organisation the model is shared in (null: personal): who may predict is decided by it. */
+  orgId: string | null
   version: number
   predictor: Predictor
   loadedAt: number
@@ -43,6 +45,7 @@ export interface ModelServingOptions {
 export interface DeploymentRef {
   modelId: string
   userId: string
+  orgId: string | null
   version: number
   artifactPath: string
   artifactFormat: ArtifactFormat
@@ -93,9 +96,9 @@ export class ModelServing {
   }
 
   /** Serve `predictor` as the model's deployment on this node (after the SQL row was written). */
-  put(ref: Pick<DeploymentRef, 'modelId' | 'userId' | 'version'>, predictor: Predictor): ServedModel {
+  put(ref: Pick<DeploymentRef, 'modelId' | 'userId' | 'orgId' | 'version'>, predictor: Predictor): ServedModel {
     const now = Date.now()
-    const entry: ServedModel = { modelId: ref.modelId, ownerId: ref.userId, version: ref.version, predictor, loadedAt: now, checkedAt: now }
+    const entry: ServedModel = { modelId: ref.modelId, ownerId: ref.userId, orgId: ref.orgId, version: ref.version, predictor, loadedAt: now, checkedAt: now }
     this.#served.set(ref.modelId, entry)
     return entry
   }
@@ -171,6 +174,7 @@ export class ModelServing {
         }
         const cur = this.#served.get(modelId)
         if (cur && cur.version === d.version) {
+          cur.orgId = d.orgId // moved through another node
           cur.checkedAt = Date.now()
           return cur
         }
@@ -183,7 +187,7 @@ export class ModelServing {
           this.#logger.error({ err, modelId, version: d.version }, 'deployed model could not be loaded')
           throw new ServiceUnavailableError(`The deployed version ${d.version} of this model cannot be loaded on this server; redeploy it or ask an administrator`)
         }
-        return this.put({ modelId, userId: d.userId, version: d.version }, predictor)
+        return this.put({ modelId, userId: d.userId, orgId: d.orgId, version: d.version }, predictor)
       })().finally(() => this.#refreshing.delete(modelId))
       this.#refreshing.set(modelId, p)
     }

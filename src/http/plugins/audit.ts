@@ -16,6 +16,7 @@
  * change, an actor's turn, committed before the answer was made).
  */
 import type { RouteAccess } from '../../auth/route-access.ts'
+import { isUuid } from '../../core/ids.ts'
 import type { AuditOutcome } from '../../store/audit-chain.ts'
 import type { AuditLog, AuditScope } from '../../store/audit.ts'
 import { principalOf, type HttpDeps } from '../context.ts'
@@ -30,6 +31,11 @@ export interface AuditedRoute {
    * query parameter, the caller themselves, or the object the request created.
    */
   target: { segment: number } | { query: string } | 'self' | 'created'
+  /**
+   * Where the organisation it belongs to is (the event's `orgId`): a path segment, or a field of
+   * the answer's `data` (an org just created, an invitation accepted). Absent: none.
+   */
+  org?: { segment: number } | { answer: string }
 }
 
 interface RouteLike {
@@ -51,6 +57,13 @@ const OVERRIDES: Record<string, Partial<AuditedRoute>> = {
   'DELETE /api/admin/quotas/:userId': { action: 'quota.reset', targetType: 'user' },
   'PUT /api/datakits/storage': { action: 'datakit.storage_quota_set', targetType: 'user', target: { query: 'userId' } },
   'POST /api/ws/ticket': { action: 'auth.ws_ticket', targetType: 'user', target: 'self' },
+  // Organisations: who joined, left, or holds which role; invitations (never their token).
+  'PATCH /api/orgs/:id/members/:userId': { action: 'org.member_role_changed', targetType: 'user', target: { segment: 4 } },
+  'DELETE /api/orgs/:id/members/:userId': { action: 'org.member_removed', targetType: 'user', target: { segment: 4 } },
+  'POST /api/orgs/:id/invitations': { action: 'org.invitation_created', targetType: 'invitation', target: 'created' },
+  'DELETE /api/orgs/:id/invitations/:invitationId': { action: 'org.invitation_revoked', targetType: 'invitation', target: { segment: 4 } },
+  // The path holds the invitation's token: the target is the new member (the caller), the org the answer's.
+  'POST /api/invitations/:token/accept': { action: 'org.member_added', targetType: 'user', target: 'self', org: { answer: 'orgId' } },
 }
 
 const singular = (noun: string) => SINGULAR[noun] ?? noun.replace(/(?<=s)es$|s$/, '').replaceAll('-', '_')
@@ -95,6 +108,8 @@ export function auditedRoute(method: string, path: string, declared: RouteAccess
     targetType: self ? 'user' : param !== undefined && /:userId$/.test(segs[param - 1] ?? '') ? 'user' : type,
     target: self ? 'self' : param !== undefined ? { segment: param } : 'created',
   }
+  // An organisation's own routes belong to it: `/api/orgs/:id/…`, or the org a create made.
+  if (type === 'org') rule.org = param === 2 ? { segment: 2 } : { answer: 'id' }
   return { ...rule, ...OVERRIDES[`${method} ${p}`] }
 }
 
@@ -144,7 +159,7 @@ export function requestAudit(deps: Pick<HttpDeps, 'auth'> & { audit: AuditLog })
       if (scope.covered) return
       const r = table.get(`${request.method} ${normal(route)}`)
       if (!r) return
-      const event = { action: r.action, outcome: outcomeOf(status), status, targetType: r.targetType }
+      const event = { action: r.action, outcome: outcomeOf(status), status, targetType: r.targetType, ...(r.org ? { orgId: orgOf(r.org, request, value) } : {}) }
       if (r.target !== 'self') return void audit.record({ ...event, targetId: targetOf(r.target, request, value) }, scope)
       // The caller's own account (their session, their password): the actor is the target.
       void Promise.resolve(scope.actor())
@@ -152,6 +167,16 @@ export function requestAudit(deps: Pick<HttpDeps, 'auth'> & { audit: AuditLog })
         .then((actorId) => audit.record({ ...event, targetId: actorId ?? scope.identified ?? null }, scope))
     },
   }
+}
+
+/** The event's organisation: from the path, or the answer (a failed request's answer names none). */
+function orgOf(o: NonNullable<AuditedRoute['org']>, request: Request, value: unknown): string | null {
+  if ('segment' in o) {
+    const id = targetOf(o, request, value)
+    return id !== null && isUuid(id) ? id : null
+  }
+  const id = (value as { data?: Record<string, unknown> } | null | undefined)?.data?.[o.answer]
+  return typeof id === 'string' && isUuid(id) ? id : null
 }
 
 function targetOf(t: Exclude<AuditedRoute['target'], 'self'>, request: Request, value: unknown): string | null {

@@ -8,6 +8,7 @@ import { Envelope } from '../context.ts'
 
 const DATAKIT_ID = '3b9f1c2e-7a44-4d2b-9e0f-5c8a1d6e2f70'
 const OWNER_ID = '8e2d4c6a-1f3b-4a5c-9d7e-0b1c2d3e4f50'
+const ORG_ID = '3c5e7a9b-2d4f-4b6a-8c1e-5f7a9b1d3e60'
 const VERSION_EXAMPLE = {
   version: 1,
   status: 'READY',
@@ -27,6 +28,7 @@ const VERSION_EXAMPLE = {
 const DATAKIT_EXAMPLE = {
   id: DATAKIT_ID,
   ownerId: OWNER_ID,
+  orgId: null,
   name: 'Customer Data',
   description: 'Customer analytics dataset',
   status: 'READY',
@@ -88,6 +90,7 @@ export namespace DatakitModel {
     {
       id: t.String({ format: 'uuid' }),
       ownerId: t.String({ format: 'uuid' }),
+      orgId: t.Union([t.String({ format: 'uuid' }), t.Null()], { description: 'The organisation it is shared in; null: personal' }),
       name: t.String(),
       description: t.Union([t.String(), t.Null()]),
       status: t.Union([t.Literal('PROCESSING'), t.Literal('READY'), t.Literal('FAILED')], { description: 'The status of the latest version' }),
@@ -129,18 +132,28 @@ export namespace DatakitModel {
     search: t.Optional(t.String({ maxLength: 100, description: 'Case-insensitive part of the name', examples: ['customer'] })),
     status: t.Optional(status),
     ownerId: t.Optional(t.String({ format: 'uuid', description: "Admins: only this user's datakits", examples: [OWNER_ID] })),
+    orgId: t.Optional(t.String({ format: 'uuid', error: 'Invalid organisation id', description: "Every datakit of this organisation (you must be a member)", examples: [ORG_ID] })),
   })
   export const patch = t.Object(
     {
       name: t.Optional(t.String({ minLength: 1, maxLength: MAX_NAME_CHARS, pattern: '\\S', error: `Name must be 1–${MAX_NAME_CHARS} characters` })),
       description: t.Optional(t.Union([t.String({ maxLength: MAX_DESCRIPTION_CHARS }), t.Null()], { error: `Description must be at most ${MAX_DESCRIPTION_CHARS} characters` })),
+      orgId: t.Optional(
+        t.Union([t.String({ format: 'uuid' }), t.Null()], { error: 'orgId must be an organisation id or null', description: 'Move it into this organisation, or (null) make it personal' }),
+      ),
     },
-    { additionalProperties: false, minProperties: 1, error: 'Provide name and/or description', examples: [{ name: 'Customer Data 2026', description: 'Customers, deduplicated' }] },
+    {
+      additionalProperties: false,
+      minProperties: 1,
+      error: 'Provide name, description and/or orgId',
+      examples: [{ name: 'Customer Data 2026', description: 'Customers, deduplicated' }, { orgId: ORG_ID }],
+    },
   )
   export const uploadFields = t.Object({
     name: t.Optional(t.String({ minLength: 1, maxLength: MAX_NAME_CHARS, pattern: '\\S', error: `Name must be 1–${MAX_NAME_CHARS} characters` })),
     description: t.Optional(t.String({ maxLength: MAX_DESCRIPTION_CHARS, error: `Description must be at most ${MAX_DESCRIPTION_CHARS} characters` })),
     datakitId: t.Optional(t.String({ format: 'uuid', error: 'Invalid datakit id' })),
+    orgId: t.Optional(t.String({ format: 'uuid', error: 'Invalid organisation id' })),
   })
   export const previewQuery = t.Object({
     limit: t.Optional(t.Integer({ minimum: 1, maximum: MAX_PREVIEW_ROWS, default: 50, description: `Rows (1–${MAX_PREVIEW_ROWS})` })),
@@ -260,15 +273,19 @@ export namespace DatakitModel {
   export const diffQuery = t.Object({ against: t.Optional(t.Integer({ minimum: 1, description: 'The older version (default: n − 1)', examples: [1] })) })
   export const storage = t.Object(
     {
-      userId: t.String({ format: 'uuid' }),
+      userId: t.Optional(t.String({ format: 'uuid', description: "Whose storage (a user's)" })),
+      orgId: t.Optional(t.String({ format: 'uuid', description: "Whose storage (an organisation's, with `?orgId=`)" })),
       usedBytes: t.Integer({ description: 'Uploaded files plus their Parquet copies' }),
       quotaBytes: t.Integer(),
       remainingBytes: t.Integer(),
-      overridden: t.Boolean({ description: "An admin set this user's quota (otherwise USER_STORAGE_QUOTA_BYTES)" }),
+      overridden: t.Boolean({ description: "An admin set this user's quota (otherwise USER_STORAGE_QUOTA_BYTES); for an org, its quota is not ORG_DEFAULT_STORAGE_BYTES" }),
     },
     { title: 'StorageUsage', examples: [{ userId: OWNER_ID, usedBytes: 1461452, quotaBytes: 10737418240, remainingBytes: 10735956788, overridden: false }] },
   )
-  export const storageQuery = t.Object({ userId: t.Optional(t.String({ format: 'uuid', description: "Admins: another user's usage", examples: [OWNER_ID] })) })
+  export const storageQuery = t.Object({
+    userId: t.Optional(t.String({ format: 'uuid', description: "Admins: another user's usage", examples: [OWNER_ID] })),
+    orgId: t.Optional(t.String({ format: 'uuid', error: 'Invalid organisation id', description: "An organisation's usage (you must be a member)", examples: [ORG_ID] })),
+  })
   export const setQuotaQuery = t.Object({ userId: t.String({ format: 'uuid', error: 'Invalid user id', description: 'Whose quota', examples: [OWNER_ID] }) })
   export const setQuota = t.Object(
     { quotaBytes: t.Union([t.Integer({ minimum: 0 }), t.Null()], { description: 'Bytes; null returns the user to the default' }) },
@@ -300,6 +317,7 @@ export function serializeDatakit(d: store.DatakitWithVersion) {
   return {
     id: d.id,
     ownerId: d.ownerId,
+    orgId: d.orgId,
     name: d.name,
     description: d.description,
     status: d.status,

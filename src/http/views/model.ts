@@ -13,6 +13,9 @@ export const ALIAS = '^(?!latest$)(?!v\\d+$)[A-Za-z][A-Za-z0-9_-]{0,63}$'
 
 const MODEL_ID = 'a1f3c5e7-2b4d-4f6a-8c0e-1d3f5b7d9e2a'
 const RUN_ID = 'c4d2e6f8-0a1b-4c3d-9e5f-7a8b9c0d1e2f'
+const OWNER_ID = '8e2d4c6a-1f3b-4a5c-9d7e-0b1c2d3e4f50'
+const ORG_ID = '3c5e7a9b-2d4f-4b6a-8c1e-5f7a9b1d3e60'
+const orgIdField = (description: string) => t.Union([t.String({ format: 'uuid' }), t.Null()], { error: 'orgId must be an organisation id or null', description })
 
 export namespace ModelModel {
   export const type = t.Union([t.Literal('CLASSIFICATION'), t.Literal('REGRESSION')])
@@ -21,6 +24,8 @@ export namespace ModelModel {
   export const model = t.Object(
     {
       id: t.String({ format: 'uuid' }),
+      ownerId: t.String({ format: 'uuid', description: 'Who made it (its runs are theirs)' }),
+      orgId: t.Union([t.String({ format: 'uuid' }), t.Null()], { description: 'The organisation it is shared in, with its runs and versions; null: personal' }),
       name: t.String(),
       description: t.Union([t.String(), t.Null()]),
       type,
@@ -40,6 +45,8 @@ export namespace ModelModel {
       examples: [
         {
           id: MODEL_ID,
+          ownerId: OWNER_ID,
+          orgId: null,
           name: 'Customer Classifier',
           description: 'Binary classification model',
           type: 'CLASSIFICATION',
@@ -62,6 +69,7 @@ export namespace ModelModel {
       type,
       framework: t.Optional(framework),
       workstationId: t.Optional(t.Union([t.String({ format: 'uuid' }), t.Null()], { error: 'workstationId must be a workstation id' })),
+      orgId: t.Optional(orgIdField('Create it in this organisation (you must be MEMBER or above there); default: personal')),
     },
     { additionalProperties: false, examples: [{ name: 'Customer Classifier', description: 'Binary classification model', type: 'CLASSIFICATION', framework: 'TENSORFLOW' }] },
   )
@@ -70,12 +78,13 @@ export namespace ModelModel {
       name: t.Optional(t.String({ minLength: 1, maxLength: 100, error: 'Name must be 1–100 characters' })),
       description: t.Optional(t.Union([t.String({ maxLength: 2000 }), t.Null()], { error: 'Description must be at most 2000 characters' })),
       workstationId: t.Optional(t.Union([t.String({ format: 'uuid' }), t.Null()], { error: 'workstationId must be a workstation id' })),
+      orgId: t.Optional(orgIdField('Move it (with its runs and versions) into this organisation, or (null) make it personal')),
     },
     {
       additionalProperties: false,
       minProperties: 1,
-      error: 'Provide at least one of name, description, workstationId',
-      examples: [{ name: 'Customer Churn Classifier', description: 'Predicts which customers will not renew' }],
+      error: 'Provide at least one of name, description, workstationId, orgId',
+      examples: [{ name: 'Customer Churn Classifier', description: 'Predicts which customers will not renew' }, { orgId: ORG_ID }],
     },
   )
   export const listQuery = t.Object({
@@ -84,6 +93,7 @@ export namespace ModelModel {
     status: t.Optional(status),
     framework: t.Optional(framework),
     search: t.Optional(t.String({ maxLength: 100, description: 'Text in the name or description (case-insensitive)', examples: ['churn'] })),
+    orgId: t.Optional(t.String({ format: 'uuid', error: 'Invalid organisation id', description: 'Every model of this organisation (you must be a member)', examples: [ORG_ID] })),
   })
   export const train = CloneType(TrainRequest, {
     examples: [
@@ -165,6 +175,8 @@ export namespace ModelModel {
 export function serializeModel(m: Replied<ModelRow>) {
   return {
     id: m.id,
+    ownerId: m.userId,
+    orgId: m.orgId,
     name: m.name,
     description: m.description,
     type: m.type,

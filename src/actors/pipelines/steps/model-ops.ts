@@ -50,7 +50,7 @@ async function deploy(env: StepEnv, ctx: StepRunContext, w: Record<string, unkno
     throw new StepFailure(`Version ${version} cannot be deployed: its artifact is ${v.artifactFormat}, not a quadrax.tabular model`)
   }
   await ask(env, m.id, { type: 'deploy', version, alias: alias ?? null })
-  if (predictor) env.serving!.put({ modelId: m.id, userId: m.userId, version }, predictor)
+  if (predictor) env.serving!.put({ modelId: m.id, userId: m.userId, orgId: m.orgId, version }, predictor)
   return { modelId: m.id, version }
 }
 
