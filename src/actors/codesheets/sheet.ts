@@ -97,7 +97,7 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
     messages: CodesheetMessage,
     load,
     // Every turn writes what it changes itself (ctx.tx).
-    persist: async () => {},
+    persist: () => null,
     async handle(ctx, current: CodesheetState, msg) {
       if (msg.type === 'create') {
         if (current) return { state: current, reply: current.sheet }

@@ -136,7 +136,7 @@ export function pipelineActor(opts: PipelineOptions) {
     messages: PipelineMessage,
     load: (sql, id) => store.findPipeline(sql, id).then((p) => p ?? null),
     // Every turn writes what it changes itself.
-    persist: async () => {},
+    persist: () => null,
     async handle(ctx, state: PipelineState, msg) {
       if (msg.type === 'create') {
         if (state) return { state, reply: state }

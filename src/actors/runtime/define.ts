@@ -94,8 +94,12 @@ export interface ActorKindOptions<S, T extends TSchema> {
   messages: T
   /** Load the state on activation. Together with `persist`, or neither (then `initial`). */
   load?(sql: Db, id: string): Promise<S>
-  /** Write the state a turn returned, inside the turn's transaction. */
-  persist?(tx: Db, id: string, state: S): Promise<unknown>
+  /**
+   * Write the state a turn returned, inside the turn's transaction. Return the query itself (not
+   * an async function's promise) so COMMIT can follow it in the same flight; `null` when the
+   * kind's turns write what they change themselves (ctx.tx) and there is nothing more to write.
+   */
+  persist?(tx: Db, id: string, state: S): Promise<unknown> | null
   /**
    * Optional: write the states of several actors' turns in one statement. A group commit uses
    * it instead of one `persist` per turn (a statement's fixed cost is most of a small row's);
@@ -114,7 +118,7 @@ export interface ActorKind<S, M> {
   /** Errors of `message` against the schema (empty when valid). */
   validate(message: unknown): ErrorDetail[]
   load(sql: Db, id: string): Promise<S>
-  persist(tx: Db, id: string, state: S): Promise<unknown>
+  persist(tx: Db, id: string, state: S): Promise<unknown> | null
   /** Several turns' states in one statement, when the kind (or the generic table) can. */
   persistMany?(tx: Db, entries: { id: string; state: S }[]): Promise<unknown>
   handle(ctx: TurnContext<M>, state: S, message: M): TurnResult<S> | void | Promise<TurnResult<S> | void>

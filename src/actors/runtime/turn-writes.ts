@@ -52,7 +52,9 @@ export function inboxKey(env: Envelope): InboxKey {
 export function issueWrites(conn: Conn, works: Work[]): { done: Promise<void>; synchronous: boolean } {
   const all: Promise<unknown>[] = []
   let synchronous = true
-  const issue = (q: Promise<unknown>) => {
+  const issue = (q: Promise<unknown> | null) => {
+    // A kind whose turns write their own changes has nothing to persist.
+    if (q === null) return
     // execute() sends queries in call order; catch() marks the rejection handled here, and
     // allSettled below still reports it.
     if (isQuery(q)) q.execute()
