@@ -15,7 +15,7 @@ import { acceptInvitation, createInvitation, listInvitations, revokeInvitation, 
 import { sealKey } from '../store/notifications-mail.ts'
 import * as orgs from '../store/orgs.ts'
 import * as users from '../store/users.ts'
-import { Envelope, errors, ok, requireAction, requireOrgRole, requireUser, type HttpDeps } from './context.ts'
+import { Envelope, errors, ok, requireAction, requireUser, type HttpDeps } from './context.ts'
 import { actorOf, orgFor } from './orgs.ts'
 import { invitationView, memberView, OrgModel as M, ORGS_TAG, orgView } from './views/org.ts'
 
@@ -136,8 +136,7 @@ export function orgMemberRoutes(deps: HttpDeps) {
     .get(
       '/api/orgs/:id/invitations',
       async ({ request, params, query }) => {
-        const { me, org } = await orgFor(deps, request, params.id, 'read')
-        await requireOrgRole(deps, me, org.id, 'ADMIN')
+        const { me, org } = await orgFor(deps, request, params.id, 'change')
         const limit = query.limit ?? 20
         const page = await listInvitations(deps.sql, org.id, { limit, cursor: query.cursor, state: query.state })
         return ok(page.items.map(invitationView), { nextCursor: page.nextCursor, limit })
@@ -152,7 +151,7 @@ export function orgMemberRoutes(deps: HttpDeps) {
             'Its invitations, oldest first, a page at a time, each with its `state` (`pending`, `accepted`, `revoked`, `expired`); `state` narrows the list. ' +
             'ADMINs and OWNERs only (403 for MEMBERs and VIEWERs); 404 to non-members. Tokens are never shown.',
           tags: [ORGS_TAG],
-          ...access.object('org', 'read'),
+          ...access.object('org', 'change'),
         },
       },
     )

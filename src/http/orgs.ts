@@ -9,7 +9,7 @@ import { access } from '../auth/route-access.ts'
 import type { Action } from '../auth/policy.ts'
 import * as orgs from '../store/orgs.ts'
 import { answerAudit, auditResponses, AuditModel, filterOf } from './audit.ts'
-import { authorize, Envelope, errors, ok, requireAction, requireOrgRole, requireUser, type HttpDeps } from './context.ts'
+import { authorize, Envelope, errors, ok, requireAction, requireUser, type HttpDeps } from './context.ts'
 import { OrgModel as M, ORGS_TAG, orgView } from './views/org.ts'
 
 const jsonBody = (schema: object) => ({ required: true, content: { 'application/json': { schema: schema as { type: 'object' } } } })
@@ -138,8 +138,7 @@ export function orgRoutes(deps: HttpDeps) {
     .get(
       '/:id/audit',
       async ({ request, params, query, set }) => {
-        const { me, org } = await orgFor(deps, request, params.id, 'read')
-        await requireOrgRole(deps, me, org.id, 'ADMIN')
+        const { me, org } = await orgFor(deps, request, params.id, 'change')
         return answerAudit(deps, { ...filterOf(query), orgId: org.id }, query, set.headers as Record<string, string>)
       },
       {
@@ -154,7 +153,7 @@ export function orgRoutes(deps: HttpDeps) {
             'The same filters, pages and export as `GET /api/admin/audit` (without `orgId`): `actorId`, `action` (a prefix), `targetType`, `targetId`, `outcome`, `from`/`to`; ' +
             'newest first a page at a time, or every matching event streamed oldest first with `format=ndjson`. 400 for a bad filter or cursor.',
           tags: [ORGS_TAG],
-          ...access.object('org', 'read'),
+          ...access.object('org', 'change'),
           responses: auditResponses(400, 401, 403, 404),
         },
       },

@@ -24,36 +24,20 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { RouteAccess } from '../../src/auth/route-access.ts'
 import { closeIdleWorker } from '../../src/engines/trainer/pool.ts'
+import { accessClient, accessOf as access, created, csvForm, documented, exampleBody, params, PIPELINE, query, type Answer, type Caller, type Route } from '../support/access-matrix.ts'
 import { testServer, type TestServer } from '../support/app.ts'
-import { multipartBytes } from '../support/datakit-upload.ts'
-import { field } from '../support/datasets.ts'
 import { dockerTestEnv, removeContainersOf } from '../support/docker.ts'
 import { startOpenAiServer, type OpenAiTestServer } from '../support/openai-server.ts'
-import { customers } from '../support/tabular.ts'
 import { until } from '../support/until.ts'
-import { wsClient } from '../support/ws.ts'
 
 const docker = dockerTestEnv(import.meta.file)
 const LONG = 120_000
 
 type Role = 'USER' | 'VIEWER' | 'ADMIN'
-type Kind = 'workstation' | 'vm' | 'datakit' | 'model' | 'run' | 'pipeline' | 'pipeline-run' | 'chat' | 'user' | 'codesheet'
+type Kind = 'workstation' | 'vm' | 'datakit' | 'model' | 'run' | 'pipeline' | 'pipeline-run' | 'chat' | 'user' | 'codesheet' | 'org'
 type Who = 'owner' | 'other' | 'viewer' | 'admin' | 'anonymous'
-interface Caller {
-  id: string
-  token: string
-}
 /** One object of each kind, a schedule of the pipeline (`:scheduleId`) and a cell of the CodeSheet (`:cellId`). */
 type Fixtures = Record<Kind, string> & { schedule: string; cell: string }
-interface Answer {
-  status: number
-  body: unknown
-}
-interface Route {
-  method: string
-  path: string
-  hooks: { detail?: Record<string, any>; body?: any; query?: any }
-}
 
 // The server starts before the tests are declared: the route table names them.
 const ai: OpenAiTestServer = await startOpenAiServer()
@@ -73,6 +57,8 @@ const t: TestServer = await testServer(
   { actorConfig: { reminderPollMs: 100 } },
 )
 const routes = (t.server.app.routes as unknown as Route[]).filter((r) => !r.path.includes('*'))
+const http = accessClient(t.url)
+const api = http.api
 let owner: Caller
 let other: Caller
 let viewer: Caller
@@ -114,49 +100,6 @@ async function demote(c: Caller): Promise<Caller> {
   return { id: c.id, token: l.body.data.token }
 }
 
-async function api(method: string, path: string, token: string | undefined, body?: unknown): Promise<Answer> {
-  const headers: Record<string, string> = {}
-  if (token) headers.authorization = `Bearer ${token}`
-  let payload: Uint8Array | string | undefined
-  if (body instanceof Multipart) {
-    headers['content-type'] = body.contentType
-    payload = body.bytes
-  } else if (body !== undefined) {
-    headers['content-type'] = 'application/json'
-    payload = JSON.stringify(body)
-  }
-  const res = await fetch(t.url + path, { method, headers, body: payload })
-  const text = await res.text()
-  let parsed: unknown = text
-  try {
-    parsed = text ? JSON.parse(text) : null
-  } catch {}
-  return { status: res.status, body: parsed }
-}
-
-class Multipart {
-  constructor(
-    readonly bytes: Uint8Array,
-    readonly contentType: string,
-  ) {}
-}
-
-const CSV = (() => {
-  const rows = customers({ rows: 120, seed: 7 })
-  const cols = Object.keys(rows[0]!)
-  return [cols.join(','), ...rows.map((r) => cols.map((c) => field(r[c])).join(','))].join('\n') + '\n'
-})()
-
-async function csvForm(extra: Record<string, string> = {}): Promise<Multipart> {
-  const f = await multipartBytes([{ name: 'dataset', filename: 'customers.csv', contentType: 'text/csv', data: CSV }, ...Object.entries(extra).map(([name, value]) => ({ name, value }))])
-  return new Multipart(f.body, f.contentType)
-}
-
-const created = (r: Answer, what: string): string => {
-  if (r.status !== 201 && r.status !== 202) throw new Error(`${what}: ${r.status} ${JSON.stringify(r.body)}`)
-  return (r.body as { data: { id: string } }).data.id
-}
-
 const make = {
   workstation: async (c: Caller) =>
     created(await api('POST', '/api/workstations', c.token, { name: `ws-${crypto.randomUUID().slice(0, 6)}`, description: 'An access-test workstation', function: 'DEVELOPMENT', resources: { cpu: 0.5, memory: 64 } }), 'workstation'),
@@ -170,6 +113,8 @@ const make = {
   chat: async (c: Caller) => created(await api('POST', '/api/ai/sessions', c.token, { title: 'access test' }), 'chat session'),
   pipeline: async (c: Caller) => created(await api('POST', '/api/pipelines', c.token, { name: `pipeline-${crypto.randomUUID().slice(0, 6)}`, definition: PIPELINE }), 'pipeline'),
   codesheet: async (c: Caller) => created(await api('POST', '/api/codesheets', c.token, { name: 'access test', workstationId: await make.workstation(c), kernel: 'shell' }), 'codesheet'),
+  // An organisation of their own: its creator is its OWNER (the org roles: test/http/access-orgs.test.ts).
+  org: async (c: Caller) => created(await api('POST', '/api/orgs', c.token, { name: 'Access test', slug: `org-${crypto.randomUUID().slice(0, 8)}` }), 'org'),
 }
 
 /** A cell of the sheet (`:cellId`). */
@@ -179,16 +124,6 @@ const cellOf = async (c: Caller, sheetId: string) => {
   return r.body.data.cell.id as string
 }
 
-/** A one-cell .ipynb for the import route, into the caller's workstation. */
-async function notebookForm(workstationId: string): Promise<Multipart> {
-  const nb = { nbformat: 4, nbformat_minor: 5, metadata: {}, cells: [{ id: 'a', cell_type: 'code', metadata: {}, source: 'echo hi', execution_count: null, outputs: [] }] }
-  const f = await multipartBytes([{ name: 'file', filename: 'access.ipynb', contentType: 'application/x-ipynb+json', data: JSON.stringify(nb) }, { name: 'workstationId', value: workstationId }])
-  return new Multipart(f.body, f.contentType)
-}
-
-/** The fixture pipelines' definition: two `empty` steps, `a` then `b` (`:stepId` is `a`). */
-const PIPELINE = { steps: [{ id: 'a', kind: 'empty' }, { id: 'b', kind: 'empty', needs: ['a'] }] }
-
 const schedule = async (c: Caller, pipelineId: string) => created(await api('POST', `/api/pipelines/${pipelineId}/schedules`, c.token, { cron: '0 3 * * *' }), 'schedule')
 
 /**
@@ -196,7 +131,7 @@ const schedule = async (c: Caller, pipelineId: string) => created(await api('POS
  * the pipeline a run that SUCCEEDED and a schedule.
  */
 async function fixtures(c: Caller): Promise<Fixtures> {
-  const [workstation, vm, datakit, chat, model, pipeline, codesheet] = await Promise.all([make.workstation(c), make.vm(c), make.datakit(c), make.chat(c), make.model(c), make.pipeline(c), make.codesheet(c)])
+  const [workstation, vm, datakit, chat, model, pipeline, codesheet, org] = await Promise.all([make.workstation(c), make.vm(c), make.datakit(c), make.chat(c), make.model(c), make.pipeline(c), make.codesheet(c), make.org(c)])
   const pipelineRun = created(await api('POST', `/api/pipelines/${pipeline}/runs`, c.token, {}), 'pipeline run')
   const run = (await api('POST', `/api/models/${model}/train`, c.token, { datakitId: datakit, target: 'purchased', algorithm: 'logistic_regression', params: { epochs: 2 } })) as any
   expect(run.status).toBe(202)
@@ -211,14 +146,11 @@ async function fixtures(c: Caller): Promise<Fixtures> {
     if (s !== 'QUEUED' && s !== 'RUNNING' && s !== 'SUCCEEDED') throw new Error(`fixture pipeline run ${s}`)
     return s === 'SUCCEEDED'
   }, 'the fixture pipeline run to succeed', 60_000)
-  return { workstation, vm, datakit, chat, model, run: runId, pipeline, 'pipeline-run': pipelineRun, schedule: await schedule(c, pipeline), user: c.id, codesheet, cell: await cellOf(c, codesheet) }
+  return { workstation, vm, datakit, chat, model, run: runId, pipeline, 'pipeline-run': pipelineRun, schedule: await schedule(c, pipeline), user: c.id, codesheet, cell: await cellOf(c, codesheet), org }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Routes: what they act on, and the request to send
-
-const access = (r: Route): RouteAccess | undefined => r.hooks.detail?.['x-access']
-const params = (path: string) => [...path.matchAll(/:(\w+)/g)].map((m) => m[1]!)
 
 /** The kind of object the route's first path parameter names. */
 function subjectKind(path: string): Kind | undefined {
@@ -236,6 +168,7 @@ function subjectKind(path: string): Kind | undefined {
     pipelines: 'pipeline',
     'pipeline-runs': 'pipeline-run',
     codesheets: 'codesheet',
+    orgs: 'org',
   }
   return byCollection[m[1]!]
 }
@@ -243,85 +176,23 @@ function subjectKind(path: string): Kind | undefined {
 /** The policy's resource for a kind of object: a pipeline run is its pipeline's (`pipeline`), a CodeSheet its workstation's (`workstation`). */
 const resourceOf = (kind: Kind | undefined): string | undefined => (kind === 'pipeline-run' ? 'pipeline' : kind === 'codesheet' ? 'workstation' : kind)
 
+/** An invitation id that names none (`:invitationId` must be a UUID). */
+const NO_INVITATION = crypto.randomUUID()
+
 /**
  * The path with its parameters filled: the subject, then version 1, alias `production`, the
- * owner, the fixture pipeline's step `a` and its schedule, the fixture CodeSheet's cell.
+ * owner, the fixture pipeline's step `a` and its schedule, the fixture CodeSheet's cell, an invitation that does not exist.
  */
 function fill(path: string, subject: string, ownerId: string, scheduleId: string, cellId: string): string {
   const [first, ...rest] = params(path)
-  let p = first ? path.replace(`:${first}`, subject) : path
-  for (const name of rest) p = p.replace(`:${name}`, ({ version: '1', n: '1', alias: 'production', userId: ownerId, stepId: 'a', scheduleId, cellId } as Record<string, string>)[name] ?? 'x')
+  // A first parameter that names no object (an invitation's token): a value that names nothing.
+  let p = first ? path.replace(`:${first}`, subject || 'x') : path
+  for (const name of rest) p = p.replace(`:${name}`, ({ version: '1', n: '1', alias: 'production', userId: ownerId, stepId: 'a', scheduleId, cellId, invitationId: NO_INVITATION } as Record<string, string>)[name] ?? 'x')
   return p.length > 1 ? p.replace(/\/$/, '') : p
-}
-
-/** Required query parameters, from their documented examples (or defaults). */
-function query(r: Route): string {
-  const q = r.hooks.query
-  if (!q?.properties) return ''
-  const entries: string[] = []
-  for (const name of q.required ?? []) {
-    const s = q.properties[name]
-    const v = s.examples?.[0] ?? s.default
-    if (v === undefined) throw new Error(`${r.method} ${r.path}: required query parameter ${name} has no example`)
-    entries.push(`${name}=${encodeURIComponent(String(v))}`)
-  }
-  return entries.length ? `?${entries.join('&')}` : ''
-}
-
-/** Bodies that must name the caller's own objects to mean anything (the rest: the documented example). */
-const BODY: Record<string, (f: Fixtures) => unknown> = {
-  // The example's email is taken once registered: each caller registers an address of its own.
-  'POST /api/auth/register': () => ({ email: `access-${crypto.randomUUID().slice(0, 8)}@example.com`, password: 'SecurePass123!', firstName: 'Ada', lastName: 'Lovelace' }),
-  'POST /api/models/:id/train': (f) => ({ datakitId: f.datakit, target: 'purchased', algorithm: 'logistic_regression', params: { epochs: 1 } }),
-  'POST /api/models/:id/deploy': () => ({ version: 1 }),
-  'PUT /api/models/:id/aliases/:alias': () => ({ version: 1 }),
-  'POST /api/models/:id/predict': () => ({ inputs: { age: 35, income: 50000, location: 'urban' } }),
-  // Pipeline bodies check their definition in the handler (no body schema on the route to take an example from).
-  'POST /api/pipelines': () => ({ name: `pipeline-${crypto.randomUUID().slice(0, 8)}`, definition: PIPELINE }),
-  'PATCH /api/pipelines/:id': () => ({ description: 'edited by the access test' }),
-  // The examples name params the fixture pipeline does not have.
-  'POST /api/pipelines/:id/runs': () => ({}),
-  'POST /api/pipelines/:id/schedules': () => ({ cron: '0 3 * * *' }),
-  // A sheet goes in a workstation of the caller's own; an import brings a notebook file.
-  'POST /api/codesheets': (f) => ({ name: 'access test', workstationId: f.workstation, kernel: 'shell' }),
-  'POST /api/codesheets/import': (f) => notebookForm(f.workstation),
-}
-
-async function body(r: Route, f: Fixtures): Promise<unknown> {
-  const override = BODY[`${r.method} ${r.path}`]
-  if (override) return override(f)
-  if (r.hooks.detail?.['x-content-type'] === 'multipart/form-data') return csvForm({ name: `kit-${crypto.randomUUID().slice(0, 6)}` })
-  const schema = r.hooks.body
-  if (!schema) return undefined
-  const example = schema.examples?.[0]
-  if (example === undefined) throw new Error(`${r.method} ${r.path}: the request body has no documented example`)
-  return example
-}
-
-/** The statuses the OpenAPI document lists for the route. */
-function documented(r: Route): string[] {
-  const path = (r.path.length > 1 ? r.path.replace(/\/$/, '') : r.path).replace(/:(\w+)/g, '{$1}')
-  const op = doc.paths?.[path]?.[r.method.toLowerCase()]
-  return op ? Object.keys(op.responses ?? {}) : []
 }
 
 // ---------------------------------------------------------------------------------------------
 // Calls
-
-/** An HTTP route, or a WebSocket upgrade (101 when it opens, else the refusal's status and body). */
-async function call(r: Route, path: string, token: string | undefined, payload: unknown): Promise<Answer> {
-  if (r.method !== 'WS') return api(r.method, path, token, payload)
-  try {
-    const c = await wsClient(t.url, token, { path })
-    c.close()
-    return { status: 101, body: null }
-  } catch {
-    const headers: Record<string, string> = { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': btoa('0123456789abcdef') }
-    if (token) headers.authorization = `Bearer ${token}`
-    const res = await fetch(t.url + path, { headers, signal: AbortSignal.timeout(15_000) })
-    return { status: res.status, body: await res.json() }
-  }
-}
 
 /** Does the route change or remove its subject for good (then each caller that may do it gets a fresh one)? */
 const consumes = (r: Route, kind: Kind | undefined) =>
@@ -360,9 +231,9 @@ async function runCases(r: Route): Promise<Case[]> {
     // Removing a schedule: those that may get one of their own to remove.
     let scheduleId = baseFx.schedule
     if (r.method === 'DELETE' && r.path.endsWith(':scheduleId') && (who === 'owner' || who === 'admin')) scheduleId = await schedule(base, subject)
-    const payload = await body(r, baseFx)
-    const answer = await call(r, fill(r.path, subject, base.id, scheduleId, baseFx.cell) + query(r), caller?.token, payload)
-    const missing = kind && caller ? await call(r, fill(r.path, crypto.randomUUID(), base.id, scheduleId, baseFx.cell) + query(r), caller.token, await body(r, baseFx)) : undefined
+    const payload = await exampleBody(r, baseFx)
+    const answer = await http.call(r, fill(r.path, subject, base.id, scheduleId, baseFx.cell) + query(r), caller?.token, payload)
+    const missing = kind && caller ? await http.call(r, fill(r.path, crypto.randomUUID(), base.id, scheduleId, baseFx.cell) + query(r), caller.token, await exampleBody(r, baseFx)) : undefined
     cases.push({ who, answer, missing })
   }
   return cases
@@ -436,7 +307,7 @@ describe('every route as owner, another user, a VIEWER, an admin and anonymously
       const cases = await runCases(r)
       expectRules(acc, cases)
       if (r.method !== 'WS' && !r.hooks.detail?.hide) {
-        const listed = documented(r)
+        const listed = documented(doc, r)
         for (const c of cases) {
           expect(listed, `${r.method} ${r.path}: ${show(c)} — status not in the OpenAPI document`).toContain(String(c.answer.status))
           if (c.missing) expect(listed, `${r.method} ${r.path}: missing object ${c.missing.status} not documented`).toContain(String(c.missing.status))
@@ -449,15 +320,7 @@ describe('every route as owner, another user, a VIEWER, an admin and anonymously
 describe('WebSocket topics', () => {
   const kinds = ['user', 'workstation', 'vm', 'run', 'chat', 'datakit', 'pipeline-run', 'codesheet'] as const
 
-  async function subscribe(c: Caller, topic: string): Promise<any> {
-    const ws = await wsClient(t.url, c.token)
-    try {
-      ws.send({ op: 'subscribe', topic, id: 's' })
-      return await ws.next((m) => m.id === 's' && (m.op === 'ack' || m.op === 'error'))
-    } finally {
-      ws.close()
-    }
-  }
+  const subscribe = (c: Caller, topic: string) => http.subscribe(c.token, topic)
 
   for (const kind of kinds) {
     test(`${kind}:<id> — owner and admin subscribe, a VIEWER to their own, another user is refused as for no such object`, async () => {
