@@ -7,9 +7,13 @@
  * OWNERs and ADMINs only.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { join } from 'node:path'
+import { datakitsFeature } from '../../src/features/datakits.ts'
 import { notificationsFeature } from '../../src/features/notifications.ts'
 import { orgsFeature } from '../../src/features/orgs.ts'
 import { testServer, type TestServer } from '../support/app.ts'
+import { multipartBytes } from '../support/datakit-upload.ts'
+import { sampleRows, tempDir, toDelimited } from '../support/datasets.ts'
 import { linkIn, startSmtpServer, type SmtpServer } from '../support/smtp.ts'
 import { until } from '../support/until.ts'
 
@@ -18,6 +22,7 @@ type U = Awaited<ReturnType<TestServer['user']>>
 const FRONTEND = 'https://app.example.com/quadrax/'
 let smtp: SmtpServer
 let t: TestServer
+const dir = tempDir('quadrax-org-invitations-test-')
 
 beforeAll(async () => {
   smtp = await startSmtpServer()
@@ -30,13 +35,15 @@ beforeAll(async () => {
       MAIL_RETRY_BASE_MS: '100',
       MAIL_SWEEP_INTERVAL_MS: '200',
       TRUST_PROXY: 'true',
+      UPLOAD_DIR: join(dir.path, 'uploads'),
     },
-    { features: [notificationsFeature, orgsFeature] },
+    { features: [notificationsFeature, orgsFeature, datakitsFeature] },
   )
 })
 afterAll(async () => {
   await t?.stop()
   await smtp?.stop()
+  dir[Symbol.dispose]()
 })
 
 async function newOrg(owner: U, name = 'Research') {
@@ -234,5 +241,40 @@ describe('with e-mail off', () => {
     } finally {
       await off.stop()
     }
+  })
+})
+
+describe('the whole way in', () => {
+  test('invitation → e-mail received → accept → the new MEMBER sees the org\'s DataKit, queries it, and cannot delete it', async () => {
+    const owner = await t.user()
+    const invitee = await t.user()
+    const org = await newOrg(owner, 'Churn Team')
+    // The owner's DataKit, made in the org.
+    const form = await multipartBytes([
+      { name: 'dataset', filename: 'churn.csv', contentType: 'text/csv', data: toDelimited(sampleRows(20)) },
+      { name: 'name', value: 'churn' },
+      { name: 'orgId', value: org.id },
+    ])
+    const up = await fetch(`${t.url}/api/datakits/upload`, { method: 'POST', headers: { 'content-type': form.contentType, authorization: `Bearer ${owner.token}` }, body: form.body })
+    expect(up.status).toBe(201)
+    const kitId = ((await up.json()) as { data: { id: string } }).data.id
+    await until(async () => (await t.json('GET', `/api/datakits/${kitId}`, { token: owner.token })).body.data.status === 'READY', 'the DataKit to be READY')
+
+    // Before joining, the DataKit does not exist for the invitee.
+    expect((await t.json('GET', `/api/datakits/${kitId}`, { token: invitee.token })).status).toBe(404)
+    expect((await invite(owner, org.id, invitee.email)).status).toBe(201)
+    const { token } = await invitationMail(invitee.email)
+    expect((await accept(invitee, token)).status).toBe(200)
+
+    const list = await t.json('GET', `/api/datakits?orgId=${org.id}`, { token: invitee.token })
+    expect(list.status).toBe(200)
+    expect(list.body.data.map((d: { id: string }) => d.id)).toEqual([kitId])
+    const q = await t.json('POST', `/api/datakits/${kitId}/query`, { token: invitee.token, body: { sql: 'select count(*) as n from data' } })
+    expect(q.status).toBe(200)
+    expect(q.body.data.rows).toEqual([{ n: 20 }])
+    const del = await t.json('DELETE', `/api/datakits/${kitId}`, { token: invitee.token })
+    expect(del.status).toBe(403)
+    expect(del.body.success).toBe(false)
+    expect((await t.json('GET', `/api/datakits/${kitId}`, { token: owner.token })).body.data.status).toBe('READY')
   })
 })
