@@ -268,7 +268,7 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   const running = await withPythonImage(resolved, dockerHost, logger)
   const engines = buildEngines(running, { sql, logger, metrics, dockerHost })
   const trail = requestAudit({ auth, audit })
-  const http: HttpDeps = { config: running, sql, logger, metrics, auth, rateLimits, cache, actors, frame: createFrame({ config, logger, metrics, audit: trail }) }
+  const http: HttpDeps = { config: running, sql, logger, metrics, auth, rateLimits, cache, actors, frame: createFrame({ config, logger, metrics, audit: trail }), audit }
   const gate = { auth, origins: config.corsOrigins, tickets }
   const context: FeatureContext = { http, engines, gate }
   const probes: HealthProbe[] = [

@@ -6,6 +6,7 @@ import type { ResolvedConfig } from '../config.ts'
 import { ForbiddenError, NotFoundError, UnauthorizedError } from '../core/errors.ts'
 import type { Logger } from '../core/logger.ts'
 import type { Metrics } from '../core/metrics.ts'
+import type { AuditLog } from '../store/audit.ts'
 import type { Sql } from '../store/db.ts'
 import type { RateLimitStore } from '../store/rate-limit.ts'
 import type { ActorSystem } from '../actors/runtime/index.ts'
@@ -33,6 +34,8 @@ export interface HttpDeps {
   actors: ActorSystem
   /** This app's request frame: ids, the client IP under its own TRUST_PROXY, logs, metrics. */
   frame: Frame
+  /** The audit log, for changes recorded in their own transaction (org memberships). */
+  audit: AuditLog
 }
 
 /** `{ success: true, data }` (and `meta` for lists). */

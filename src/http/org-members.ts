@@ -57,7 +57,7 @@ export function orgMemberRoutes(deps: HttpDeps) {
       '/api/orgs/:id/members/:userId',
       async ({ request, params, body }) => {
         const { me, org } = await orgFor(deps, request, params.id, 'change')
-        const { member } = await orgs.changeRole(deps.sql, org.id, actorOf(me), params.userId, body.role)
+        const { member } = await orgs.changeRole(deps.sql, org.id, actorOf(me), params.userId, body.role, deps.audit)
         return ok(memberView(member))
       },
       {
@@ -82,7 +82,7 @@ export function orgMemberRoutes(deps: HttpDeps) {
         // Leaving is for any member; removing someone else is checked by the store (ADMIN or above).
         await requireAction(deps, request, 'org', 'change')
         const { me, org } = await orgFor(deps, request, params.id, 'read')
-        const role = await orgs.removeMember(deps.sql, org.id, actorOf(me), params.userId)
+        const role = await orgs.removeMember(deps.sql, org.id, actorOf(me), params.userId, deps.audit)
         return ok({ orgId: org.id, userId: params.userId, role, removed: true as const })
       },
       {
@@ -178,7 +178,7 @@ export function orgMemberRoutes(deps: HttpDeps) {
         const me = await requireUser(deps, request)
         const user = await users.findById(deps.sql, me.userId)
         if (!user) throw new NotFoundError('Invitation')
-        const r = await acceptInvitation(deps.sql, tokenHash(params.token), { id: user.id, email: user.email })
+        const r = await acceptInvitation(deps.sql, tokenHash(params.token), { id: user.id, email: user.email }, deps.audit)
         const org = await orgs.getOrg(deps.sql, r.orgId, me.userId)
         return ok({ orgId: r.orgId, invitationId: r.invitationId, role: r.role, previousRole: r.previous, org: orgView(org!) })
       },

@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { ConflictError, ForbiddenError, NotFoundError } from '../core/errors.ts'
 import { timed, type Db, type Sql } from './db.ts'
 import { queueInvitationMail } from './notifications-mail.ts'
-import { addMember, lockOrg, mayGrant, type Actor, type OrgRole } from './orgs.ts'
+import { addMember, lockOrg, mayGrant, type Actor, type MembershipAudit, type OrgRole } from './orgs.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
 
 /** Where an invitation stands: waiting, used, withdrawn, or past its time. */
@@ -137,6 +137,7 @@ export const acceptInvitation = timed('org_invitations.accept', async function a
   sql: Sql,
   hash: Buffer,
   user: { id: string; email: string },
+  audit?: MembershipAudit,
 ): Promise<{ orgId: string; invitationId: string; role: OrgRole; previous: OrgRole | null }> {
   const email = user.email.toLowerCase()
   return sql.begin(async (tx) => {
@@ -153,6 +154,7 @@ export const acceptInvitation = timed('org_invitations.accept', async function a
     // Who holds which role changes under the org's lock (./orgs.ts).
     await tx`select id from orgs where id = ${won.orgId} for update`
     const { role, previous } = await addMember(tx, won.orgId, user.id, won.role)
+    await audit?.recordIn(tx, { action: 'org.member_added', outcome: 'success', status: 200, orgId: won.orgId, actorId: user.id, targetType: 'user', targetId: user.id, detail: { role, previousRole: previous, invitationId: won.id } })
     return { orgId: won.orgId, invitationId: won.id, role, previous }
   })
 })

@@ -7,10 +7,18 @@
  */
 import { ConflictError, ForbiddenError, NotFoundError, PG, pgCode } from '../core/errors.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
+import type { AuditLog } from './audit.ts'
 import { timed, type Db, type Sql } from './db.ts'
 
 /** A role in an organisation, highest first: OWNER > ADMIN > MEMBER > VIEWER. */
 export type OrgRole = 'OWNER' | 'ADMIN' | 'MEMBER' | 'VIEWER'
+
+/**
+ * Who holds which role is recorded in the audit log in the same transaction as the change
+ * (`org.member_role_changed`, `org.member_removed`, `org.member_added`), so no change goes
+ * unrecorded; the request's own after-the-fact event is then not written twice.
+ */
+export type MembershipAudit = Pick<AuditLog, 'recordIn'>
 
 const RANK: Record<OrgRole, number> = { OWNER: 0, ADMIN: 1, MEMBER: 2, VIEWER: 3 }
 /** Does `a` rank at least as high as `b`? (The policy's own, which this layer cannot import.) */
@@ -210,7 +218,14 @@ const LAST_OWNER = 'An organisation keeps at least one OWNER: make someone else 
  * one (409). 404 `Member` when `userId` is not in the org. Returns the member as it is now, and
  * the role it had.
  */
-export const changeRole = timed('orgs.changeRole', async function changeRole(sql: Sql, orgId: string, actor: Actor, userId: string, role: OrgRole): Promise<{ member: MemberRow; from: OrgRole }> {
+export const changeRole = timed('orgs.changeRole', async function changeRole(
+  sql: Sql,
+  orgId: string,
+  actor: Actor,
+  userId: string,
+  role: OrgRole,
+  audit?: MembershipAudit,
+): Promise<{ member: MemberRow; from: OrgRole }> {
   return sql.begin(async (tx) => {
     const { actorRole } = await lockOrg(tx, orgId, actor)
     if (!atLeast(actorRole, 'ADMIN')) throw new ForbiddenError(`Changing roles needs the ADMIN role or above in the organisation (yours: ${actorRole})`)
@@ -220,6 +235,7 @@ export const changeRole = timed('orgs.changeRole', async function changeRole(sql
     if (from === 'OWNER' && actorRole !== 'OWNER') throw new ForbiddenError('Only an OWNER can change the role of an OWNER')
     if (from === 'OWNER' && role !== 'OWNER' && (await ownerCount(tx, orgId)) <= 1) throw new ConflictError(LAST_OWNER)
     if (from !== role) await tx`update org_members set role = ${role}, updated_at = now() where org_id = ${orgId} and user_id = ${userId}`
+    await audit?.recordIn(tx, { action: 'org.member_role_changed', outcome: 'success', status: 200, orgId, targetType: 'user', targetId: userId, detail: { from, to: role } })
     return { member: (await getMember(tx, orgId, userId))!, from }
   })
 })
@@ -229,7 +245,7 @@ export const changeRole = timed('orgs.changeRole', async function changeRole(sql
  * the ADMIN role or above, and an OWNER to remove an OWNER (403). The last OWNER cannot go (409).
  * 404 `Member` when `userId` is not in the org. Returns the role they had.
  */
-export const removeMember = timed('orgs.removeMember', async function removeMember(sql: Sql, orgId: string, actor: Actor, userId: string): Promise<OrgRole> {
+export const removeMember = timed('orgs.removeMember', async function removeMember(sql: Sql, orgId: string, actor: Actor, userId: string, audit?: MembershipAudit): Promise<OrgRole> {
   return sql.begin(async (tx) => {
     const { actorRole } = await lockOrg(tx, orgId, actor)
     const self = userId === actor.userId
@@ -239,6 +255,7 @@ export const removeMember = timed('orgs.removeMember', async function removeMemb
     if (!self && role === 'OWNER' && actorRole !== 'OWNER') throw new ForbiddenError('Only an OWNER can remove an OWNER')
     if (role === 'OWNER' && (await ownerCount(tx, orgId)) <= 1) throw new ConflictError(LAST_OWNER)
     await tx`delete from org_members where org_id = ${orgId} and user_id = ${userId}`
+    await audit?.recordIn(tx, { action: 'org.member_removed', outcome: 'success', status: 200, orgId, targetType: 'user', targetId: userId, detail: { role, left: self } })
     return role
   })
 })

@@ -196,7 +196,12 @@ describe("an organisation's audit log", () => {
     const added = events.find((e: any) => e.action === 'org.member_added')
     expect(added).toMatchObject({ orgId: org.id, actorId: invitee.id, actorEmail: invitee.email, targetType: 'user', targetId: invitee.id, outcome: 'success', status: 200, ip: '203.0.113.77', userAgent: 'invite-test/1.0' })
     expect(JSON.stringify(events)).not.toContain(token)
-    expect(events.find((e: any) => e.action === 'org.member_role_changed')).toMatchObject({ orgId: org.id, actorId: owner.id, targetType: 'user', targetId: invitee.id })
+    // Written in the change's own transaction, once (the request's after-the-fact event is not added), with what changed.
+    const changed = events.filter((e: any) => e.action === 'org.member_role_changed')
+    expect(changed).toHaveLength(1)
+    expect(changed[0]).toMatchObject({ orgId: org.id, actorId: owner.id, targetType: 'user', targetId: invitee.id, outcome: 'success', detail: { from: 'MEMBER', to: 'VIEWER' } })
+    expect(events.filter((e: any) => e.action === 'org.member_added')).toHaveLength(1)
+    expect(added.detail).toMatchObject({ role: 'MEMBER', previousRole: null })
     expect(events.find((e: any) => e.action === 'org.invitation_created')).toMatchObject({ orgId: org.id, actorId: owner.id, targetType: 'invitation', targetId: inv.body.data.id })
     expect(events.find((e: any) => e.action === 'org.create')).toMatchObject({ orgId: org.id, targetType: 'org', targetId: org.id })
     expect(events.every((e: any) => e.orgId === org.id)).toBe(true)
