@@ -145,6 +145,10 @@ const EnvSchema = T.Object({
   QUOTA_MAX_RUNNING: Int({ default: 4 }),
   QUOTA_MAX_CPU: T.Number({ default: 8, minimum: 0 }),
   QUOTA_MAX_MEMORY_MB: Int({ default: 16_384 }),
+  // An organisation's compute ceiling when a platform admin set none (src/store/quotas.ts).
+  ORG_DEFAULT_MAX_RUNNING: Int({ default: 20 }),
+  ORG_DEFAULT_MAX_CPU: T.Number({ default: 64, minimum: 0 }),
+  ORG_DEFAULT_MAX_MEMORY_MB: Int({ default: 131_072 }),
   TERMINAL_REATTACH_GRACE_MS: Int({ default: 60_000, minimum: 1000 }),
   MODEL_DIR: Str('./data/models'),
   TRAINING_IMAGES: Str('quadrax/busybox:test'),
@@ -265,6 +269,8 @@ export interface Config {
   vms: { images: readonly string[]; runtime: string }
   /** Default per-user compute quota over running workstations and VMs (admins override per user). */
   quota: { running: number; cpu: number; memoryMb: number }
+  /** An organisation's compute ceiling over its members' org workstations and VMs when a platform admin set none. */
+  orgQuota: { running: number; cpu: number; memoryMb: number }
   pipelines: { stepConcurrency: number; scheduleMinIntervalSeconds: number }
   /** CodeSheets: cells per sheet (and executions one sheet may have waiting), bytes of one cell's source and of its outputs, of an imported .ipynb, and how long a kernel may take to start. */
   codesheets: { maxCells: number; maxSourceBytes: number; maxOutputBytes: number; maxImportBytes: number; kernelStartTimeoutMs: number }
@@ -468,6 +474,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     }),
     vms: Object.freeze({ images: Object.freeze(imageList('VM_IMAGES', e.VM_IMAGES!)), runtime: e.VM_RUNTIME }),
     quota: Object.freeze({ running: e.QUOTA_MAX_RUNNING, cpu: e.QUOTA_MAX_CPU, memoryMb: e.QUOTA_MAX_MEMORY_MB }),
+    orgQuota: Object.freeze({ running: e.ORG_DEFAULT_MAX_RUNNING, cpu: e.ORG_DEFAULT_MAX_CPU, memoryMb: e.ORG_DEFAULT_MAX_MEMORY_MB }),
     pipelines: Object.freeze({ stepConcurrency: e.PIPELINE_STEP_CONCURRENCY, scheduleMinIntervalSeconds: e.PIPELINE_SCHEDULE_MIN_INTERVAL_SECONDS }),
     codesheets: Object.freeze({
       maxCells: e.CODESHEET_MAX_CELLS,

@@ -42,7 +42,7 @@ export function vmActor(settings: ComputeSettings & { runtime: string }) {
       load: store.findById,
       save: store.save,
       remove: store.remove,
-      build(id, ownerId, f, now): VmRow {
+      build(id, ownerId, f, now): Omit<VmRow, 'orgId'> {
         return {
           id,
           ownerId,

@@ -48,7 +48,7 @@ export function workstationActor(settings: ComputeSettings) {
       load: store.findById,
       save: store.save,
       remove: store.remove,
-      build(id, ownerId, f, now): WorkstationRow {
+      build(id, ownerId, f, now): Omit<WorkstationRow, 'orgId'> {
         return {
           id,
           ownerId,

@@ -30,7 +30,8 @@ export function codesheetsFeature(ctx: FeatureContext): Feature {
     routes: [codesheetRoutes(ctx.http), codesheetCellRoutes(ctx.http), codesheetRunRoutes(ctx.http), codesheetFileRoutes(ctx.http)],
     uploadPaths: [IMPORT_PATH],
     topics: {
-      codesheet: { resource: 'workstation', ownerOf: (id) => (isUuid(id) ? store.sheetOwner(sql, id) : undefined) },
+      // Its owner and, for a sheet shared in an org, the org's members (the hub looks up their role).
+      codesheet: { resource: 'codesheet', ownerOf: (id) => (isUuid(id) ? store.sheetOwner(sql, id) : undefined) },
     },
     async start() {
       // Kernels and executions a stopped node left: their actors end them (or find them alive

@@ -15,7 +15,7 @@ export function vmsFeature(ctx: FeatureContext): Feature {
     label: 'VM',
     wsPrefix: '/ws/vms',
     // VMs are not culled when idle (like cloud instances).
-    actor: vmActor({ engine, images: config.vms.images, runtime, idleTimeoutMs: 0, idleCpuPercent: config.workstations.idleCpuPercent, quota: config.quota }),
+    actor: vmActor({ engine, images: config.vms.images, runtime, idleTimeoutMs: 0, idleCpuPercent: config.workstations.idleCpuPercent, quota: config.quota, orgQuota: config.orgQuota }),
     routes: [vmRoutes(ctx.http, { engine, runtime })],
     findById: store.findById,
     ownerOf: store.ownerOf,

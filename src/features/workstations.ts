@@ -1,5 +1,6 @@
-/** The workstations feature: the `workstation` actor kind, /api/workstations, the compute quota routes, terminals. */
+/** The workstations feature: the `workstation` actor kind, /api/workstations, the compute quota routes (a user's, an organisation's), terminals. */
 import { workstationActor } from '../actors/workstation.ts'
+import { orgQuotaRoutes } from '../http/org-quotas.ts'
 import { quotaRoutes } from '../http/quotas.ts'
 import { workstationRoutes } from '../http/workstations.ts'
 import * as store from '../store/workstations.ts'
@@ -16,8 +17,8 @@ export function workstationsFeature(ctx: FeatureContext): Feature {
     kind: 'workstation',
     label: 'Workstation',
     wsPrefix: '/ws/workstations',
-    actor: workstationActor({ engine, images: config.workstations.images, idleTimeoutMs, idleCpuPercent: config.workstations.idleCpuPercent, quota: config.quota }),
-    routes: [workstationRoutes(ctx.http, { engine, touch }), quotaRoutes(ctx.http)],
+    actor: workstationActor({ engine, images: config.workstations.images, idleTimeoutMs, idleCpuPercent: config.workstations.idleCpuPercent, quota: config.quota, orgQuota: config.orgQuota }),
+    routes: [workstationRoutes(ctx.http, { engine, touch }), quotaRoutes(ctx.http), orgQuotaRoutes(ctx.http)],
     findById: store.findById,
     ownerOf: store.ownerOf,
     activeIds: store.activeIds,

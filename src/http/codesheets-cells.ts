@@ -1,7 +1,8 @@
 /**
  * A CodeSheet's cells: POST /api/codesheets/:id/cells, PATCH and DELETE
  * /api/codesheets/:id/cells/:cellId. Same rules as ./codesheets.ts: the sheet's owner (or an
- * admin), VIEWERs refused; each write names the sheet's version (body or If-Match).
+ * admin), or a MEMBER of its org; VIEWERs refused; each write names the sheet's version (body
+ * or If-Match).
  */
 import { Elysia, t } from 'elysia'
 import { CELL_ID_PATTERN } from '../actors/codesheets/notebook.ts'
@@ -48,7 +49,7 @@ export function codesheetCellRoutes(deps: HttpDeps) {
           summary: 'Add a cell',
           description: `A \`code\`, \`markdown\` or \`raw\` cell at \`index\` (default: the end), as version N+1; answers it with its id and the new version. ${VERSION_RULE} ${LIMITS}`,
           tags: [CODESHEETS_TAG],
-          ...access.object('workstation', 'change'),
+          ...access.object('codesheet', 'change'),
         },
       },
     )
@@ -77,7 +78,7 @@ export function codesheetCellRoutes(deps: HttpDeps) {
             `Changes the cell's \`source\` or \`metadata\`, or moves it to \`index\`, as version N+1. Its outputs stay until it runs again (a queued run keeps the source it was queued with). ${VERSION_RULE} ${LIMITS} ` +
             '404 for a cell the sheet does not have.',
           tags: [CODESHEETS_TAG],
-          ...access.object('workstation', 'change'),
+          ...access.object('codesheet', 'change'),
         },
       },
     )
@@ -96,7 +97,7 @@ export function codesheetCellRoutes(deps: HttpDeps) {
           summary: 'Delete a cell',
           description: `Deletes the cell and its outputs, as version N+1; its queued runs are cancelled and a running one is stopped. ${VERSION_RULE} 404 for a cell the sheet does not have.`,
           tags: [CODESHEETS_TAG],
-          ...access.object('workstation', 'change'),
+          ...access.object('codesheet', 'change'),
         },
       },
     )

@@ -11,7 +11,7 @@ import type { NbOutput } from '../engines/kernels/kernel.ts'
 import { AppError, UnprocessableError, ValidationError } from '../core/errors.ts'
 import { access } from '../auth/route-access.ts'
 import { documented, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
-import { askSheet, CODESHEETS_TAG, codesheet, readSheet, sheetIdParams, targetWorkstation } from './codesheets.ts'
+import { askSheet, CODESHEETS_TAG, codesheet, readSheet, sheetIdParams, targetOrg, targetWorkstation } from './codesheets.ts'
 import { contentDisposition, multipartBoundary, parseMultipart, sanitizeFilename } from './upload.ts'
 import { CodesheetApiModel as M, MAX_NAME_CHARS, serializeSheet } from './views/codesheet.ts'
 
@@ -19,7 +19,7 @@ export const IMPORT_PATH = '/api/codesheets/import'
 
 /** What the import route's parser hands Elysia instead of a parsed body (the route streams it). */
 const STREAMED = Object.freeze({ streamed: true })
-const FIELDS: Record<string, number> = { workstationId: 64, name: MAX_NAME_CHARS * 4, kernel: 16 }
+const FIELDS: Record<string, number> = { workstationId: 64, name: MAX_NAME_CHARS * 4, kernel: 16, orgId: 64 }
 
 interface ImportForm {
   file: { name: string; bytes: Buffer }
@@ -95,7 +95,7 @@ export function codesheetFileRoutes(deps: HttpDeps) {
             'The sheet as an nbformat 4.5 file (it passes nbformat’s own validator): cells with their ids, sources, metadata, outputs (consecutive stream outputs merged, as Jupyter saves them) ' +
             'and execution counts, and the notebook metadata with a `kernelspec` for the sheet’s kernel. Importing it and exporting again gives the same file.',
           tags: [CODESHEETS_TAG],
-          ...access.object('workstation', 'read'),
+          ...access.object('codesheet', 'read'),
           responses: {
             200: {
               description: 'The notebook file',
@@ -110,7 +110,7 @@ export function codesheetFileRoutes(deps: HttpDeps) {
       '/import',
       async ({ request, set }) => {
         // A VIEWER is refused (403) before a byte of the body is read.
-        await requireAction(deps, request, 'workstation', 'change')
+        const me = await requireAction(deps, request, 'codesheet', 'change')
         const form = await readForm(request, config.codesheets.maxImportBytes)
         const workstationId = form.fields.workstationId
         if (!workstationId || !UUID.test(workstationId)) throw new ValidationError('Validation failed', [{ field: 'workstationId', message: workstationId ? 'Must be a workstation id' : 'Required' }])
@@ -118,7 +118,10 @@ export function codesheetFileRoutes(deps: HttpDeps) {
         if (kernel !== undefined && kernel !== 'python3' && kernel !== 'shell') throw new ValidationError('Validation failed', [{ field: 'kernel', message: 'Must be python3 or shell' }])
         const name = (form.fields.name ?? form.file.name.replace(/\.ipynb$/i, '')).trim()
         if (name.length < 1 || name.length > MAX_NAME_CHARS) throw new ValidationError('Validation failed', [{ field: 'name', message: `Name must be 1–${MAX_NAME_CHARS} characters` }])
+        const orgField = form.fields.orgId
+        if (orgField !== undefined && !UUID.test(orgField)) throw new ValidationError('Validation failed', [{ field: 'orgId', message: 'Must be an organisation id' }])
         const { obj: w } = await targetWorkstation(deps, request, workstationId)
+        const orgId = await targetOrg(deps, me, orgField)
         const read = readNotebook(form.file.bytes.toString('utf8'))
         if (!read.ok) throw new UnprocessableError('The file is not a valid nbformat 4 notebook', read.details)
         const nb = read.notebook
@@ -126,6 +129,7 @@ export function codesheetFileRoutes(deps: HttpDeps) {
         await ask(id, {
           type: 'create',
           ownerId: w.ownerId,
+          orgId,
           workstationId: w.id,
           name,
           kernel: (kernel as 'python3' | 'shell' | undefined) ?? kernelOf(nb.metadata) ?? null,
@@ -146,9 +150,9 @@ export function codesheetFileRoutes(deps: HttpDeps) {
             'kernelspec names — python or a shell — else as for a new sheet). Cells keep their ids (cells of files older than nbformat 4.5 get new ones), sources, metadata, attachments, ' +
             'outputs and execution counts; the notebook metadata is kept for export. 422 for a file that is not an nbformat 4 notebook, one detail per problem with its path ' +
             '(`cells[3].outputs[0].name`), or with more than CODESHEET_MAX_CELLS cells; 413 past CODESHEET_MAX_IMPORT_BYTES, for a source past CODESHEET_MAX_SOURCE_BYTES or a cell whose ' +
-            'outputs pass CODESHEET_MAX_OUTPUT_BYTES; 404 when the workstation is not yours; 400 for a missing field or an unknown one.',
+            'outputs pass CODESHEET_MAX_OUTPUT_BYTES; 404 when the workstation is not yours; 400 for a missing field or an unknown one. `orgId` shares it in that organisation, as on create.',
           tags: [CODESHEETS_TAG],
-          ...access.collection('workstation', 'change'),
+          ...access.collection('codesheet', 'change'),
           'x-content-type': 'multipart/form-data',
           requestBody: {
             required: true,
@@ -162,6 +166,7 @@ export function codesheetFileRoutes(deps: HttpDeps) {
                     workstationId: { type: 'string', format: 'uuid' },
                     name: { type: 'string', maxLength: MAX_NAME_CHARS },
                     kernel: { type: 'string', enum: ['python3', 'shell'] },
+                    orgId: { type: 'string', format: 'uuid', description: 'Share it in this organisation (you must be a MEMBER or above there)' },
                   },
                 },
                 example: { file: '(the contents of churn.ipynb)', workstationId: '6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f', name: 'churn exploration' },

@@ -5,6 +5,7 @@
  * 202 with the transitional status (STARTING, STOPPING): the outcome arrives as `status`
  * events on `<kind>:<id>` and `user:<id>`.
  */
+import type { TObject } from '@sinclair/typebox'
 import { Elysia, t, type TSchema } from 'elysia'
 import { ForbiddenError, NotFoundError } from '../core/errors.ts'
 import type { ComputeKind, ComputeMessage } from '../actors/compute/messages.ts'
@@ -15,7 +16,7 @@ import { engineUnavailable, type ContainerEngine } from '../engines/containers/e
 import type { ComputeCore, ListOptions } from '../store/compute.ts'
 import type { Db } from '../store/db.ts'
 import type { Page } from '../store/pagination.ts'
-import { authorize, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { authorize, Envelope, errors, ok, requireAction, requireOrgRole, type HttpDeps } from './context.ts'
 import { ComputeApiModel, computeStatus, statsView } from './views/compute.ts'
 
 /** What the edge sends a compute actor (the kind's own payloads are checked by its schema). */
@@ -114,7 +115,19 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
     if (!o.engine) throw engineUnavailable()
     return o.engine
   }
-  const one = Envelope.data(o.entity)
+  // Every kind's entity and create body, with the organisation it counts against.
+  const orgIdField = t.Union([t.String({ format: 'uuid' }), t.Null()], {
+    description: "The organisation whose compute quota it counts against as well as its owner's (null: personal only). It stays personal: only its owner uses it.",
+  })
+  const entityOptions = pickOptions(o.entity)
+  if (Array.isArray(entityOptions.examples)) entityOptions.examples = entityOptions.examples.map((e: object) => ({ ...e, orgId: null }))
+  const entity = t.Composite([o.entity as TObject, t.Object({ orgId: orgIdField })], entityOptions)
+  const createBody = t.Composite(
+    [o.create as TObject, t.Object({ orgId: t.Optional(t.String({ format: 'uuid', error: 'Invalid organisation id', description: "Start it for this organisation's work (you must be a MEMBER or above)" })) })],
+    { ...pickOptions(o.create), additionalProperties: false },
+  )
+  const view = (row: Replied<R>) => ({ ...(o.view(row) as object), orgId: row.orgId ?? null })
+  const one = Envelope.data(entity)
   const idParams = t.Object({ id: t.String({ format: 'uuid', error: `Invalid ${o.label} id` }) })
   const name = o.label === 'VM' ? 'VM' : o.label.toLowerCase()
   const tags = [o.tag]
@@ -124,7 +137,9 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
   const topics = `\`${o.kind}:<id>\` and \`user:<ownerId>\``
   const noEngine = '503 when no container engine is available.'
   const capacity = `checked against what the container engine has (cores, memory, an NVIDIA runtime for \`gpu\`): asking for more is a 422 with one detail per limit (\`resources.cpu\`, \`resources.memory\`, \`resources.gpu\`)`
-  const quota = `claims the compute quota under a per-user lock: past \`QUOTA_MAX_RUNNING\`, \`QUOTA_MAX_CPU\` or \`QUOTA_MAX_MEMORY_MB\` (or the user's override) it is a 409 \`quota_exceeded\` whose details say what is used, requested and allowed (\`quota.running\`, \`quota.cpu\`, \`quota.memoryMb\`)`
+  const quota =
+    `claims the compute quota under a per-user lock: past \`QUOTA_MAX_RUNNING\`, \`QUOTA_MAX_CPU\` or \`QUOTA_MAX_MEMORY_MB\` (or the user's override) it is a 409 \`quota_exceeded\` whose details say what is used, requested and allowed (\`quota.running\`, \`quota.cpu\`, \`quota.memoryMb\`); ` +
+    `one started for an organisation's work also claims the organisation's quota (\`GET /api/orgs/:id/quotas\`), past which it is a 409 \`org_quota_exceeded\` (\`orgQuota.running\`, \`orgQuota.cpu\`, \`orgQuota.memoryMb\`)`
   const activity = d.activity ? ` ${d.activity}` : ''
 
   return new Elysia({ prefix: o.prefix })
@@ -132,21 +147,24 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
       '/',
       async ({ request, body, set }) => {
         const me = await requireAction(deps, request, o.kind, 'change')
+        const { orgId, ...fields } = body as { orgId?: string }
+        if (orgId) await requireOrgRole(deps, me, orgId, 'MEMBER')
         engine()
-        const created = await ask(crypto.randomUUID(), { type: 'create', ownerId: me.userId, fields: body })
+        const created = await ask(crypto.randomUUID(), { type: 'create', ownerId: me.userId, orgId: orgId ?? null, fields })
         set.status = 201
-        return ok(o.view(created))
+        return ok(view(created))
       },
       {
-        body: o.create,
-        response: { 201: one, ...errors(400, 403, 422, 503) },
+        body: createBody,
+        response: { 201: one, ...errors(400, 403, 404, 422, 503) },
         detail: {
           summary: `Create a ${name}`,
           description:
             `Creates a ${name} and answers 201 with it in status CREATING. Its actor then creates the container (with a home volume) on the container engine: ` +
             `STOPPED follows, or ERROR with a reason (e.g. the image is missing on the engine), as a \`status\` event on ${topics}; start it with \`POST ${o.prefix}/:id/start\`.\n\n` +
             `\`image\` must be one of \`${d.images}\` (default: the first); another is a 422. \`${d.resources}\` is ${capacity}, and nothing is recorded.${d.create ? ` ${d.create}` : ''} ` +
-            `The compute quota applies when it starts, not here. ${noEngine}`,
+            `The compute quota applies when it starts, not here. With \`orgId\` it is started for that organisation's work (you must be a MEMBER or above there: 404 for an org ` +
+            `you are not in, 403 for a VIEWER): it stays yours alone, but while it runs it counts against the organisation's compute quota as well as yours. ${noEngine}`,
           tags,
           ...access.collection(o.kind, 'change'),
         },
@@ -159,7 +177,7 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
         if (query.ownerId && query.ownerId !== me.userId && me.role !== 'ADMIN') throw new ForbiddenError(`Only an admin can list other users' ${name}s`)
         const limit = query.limit ?? 20
         const page = await o.list(sql, { ownerId: query.ownerId ?? me.userId, status: query.status, limit, cursor: query.cursor })
-        return ok(page.items.map((r) => o.view(r)), { nextCursor: page.nextCursor, limit })
+        return ok(page.items.map((r) => view(r as Replied<R>)), { nextCursor: page.nextCursor, limit })
       },
       {
         query: t.Object({
@@ -167,7 +185,7 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
           status: t.Optional(computeStatus),
           ownerId: t.Optional(t.String({ format: 'uuid', error: 'Invalid owner id', description: "Admins: another user's (default: your own)" })),
         }),
-        response: { 200: Envelope.list(o.entity), ...errors(400, 403) },
+        response: { 200: Envelope.list(entity), ...errors(400, 403) },
         detail: {
           summary: `List your ${name}s`,
           description:
@@ -183,7 +201,7 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
       async ({ request, params }) => {
         const { me, row } = await visibleEntity(deps, o, request, params.id)
         if (row.ownerId === me.userId) o.touch(row.id)
-        return ok(o.view(row))
+        return ok(view(row))
       },
       {
         params: idParams,
@@ -202,7 +220,7 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
       '/:id',
       async ({ request, params, body }) => {
         await changeableEntity(deps, o, request, params.id)
-        return ok(o.view(await ask(params.id, { type: 'update', patch: body })))
+        return ok(view(await ask(params.id, { type: 'update', patch: body })))
       },
       {
         params: idParams,
@@ -243,7 +261,7 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
         await changeableEntity(deps, o, request, params.id)
         const row = await ask(params.id, { type: 'start' })
         set.status = row.status === 'RUNNING' ? 200 : 202
-        return ok(o.view(row))
+        return ok(view(row))
       },
       {
         params: idParams,
@@ -266,7 +284,7 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
         await changeableEntity(deps, o, request, params.id)
         const row = await ask(params.id, { type: 'stop' })
         set.status = row.status === 'STOPPING' ? 202 : 200
-        return ok(o.view(row))
+        return ok(view(row))
       },
       {
         params: idParams,
@@ -288,7 +306,7 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
         await changeableEntity(deps, o, request, params.id)
         const row = await ask(params.id, { type: 'restart' })
         set.status = 202
-        return ok(o.view(row))
+        return ok(view(row))
       },
       {
         params: idParams,
@@ -346,4 +364,11 @@ export function computeRoutes<R extends ComputeCore>(deps: HttpDeps, o: ComputeR
         },
       },
     )
+}
+
+/** The documentation options of a schema (title, description, examples) for a schema built around it. */
+function pickOptions(schema: TSchema): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const k of ['title', 'description', 'examples', 'error'] as const) if (schema[k] !== undefined) out[k] = schema[k]
+  return out
 }

@@ -3,8 +3,11 @@
  * /api/pipeline-runs/:id (read one with its steps, a step's logs, cancel, retry).
  *
  * A run belongs to its pipeline's owner: the same rules as ./pipelines.ts (404 for another
- * user, 403 for a VIEWER's changes, admins may act on any). Starting a run checks its params
- * against the pipeline's current definition here (422, `params.<name>`), then asks a new
+ * user, 403 for a VIEWER's changes, admins may act on any); a shared pipeline's runs are its
+ * org's (VIEWERs read them and their logs, MEMBERs start, cancel and retry them; a run
+ * started by a member is still the pipeline owner's, its compute counted against their quota).
+ * Starting a run checks its params against the pipeline's current definition here (422,
+ * `params.<name>`), then asks a new
  * `pipeline-run` actor to record it QUEUED; the pipeline's actor admits it (at most
  * `maxActiveRuns` at once) and the run's actor drives its steps. Reads are plain SQL.
  */
@@ -29,7 +32,7 @@ const logParams = t.Object({
 
 /** The caller and the run, if the access policy lets the caller do `action` to it (401/403/404). */
 function run(deps: HttpDeps, request: Request, id: string, action: 'read' | 'change') {
-  return authorize(deps, request, { resource: 'pipeline', action, label: 'Pipeline run', load: () => runs.findRun(deps.sql, id) })
+  return authorize(deps, request, { resource: 'pipeline', action, label: 'Pipeline run', load: () => runs.findRun(deps.sql, id), owner: (r) => ({ ownerId: r.userId, orgId: r.orgId }) })
 }
 
 /** The run with its steps, as stored now. */

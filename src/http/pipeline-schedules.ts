@@ -99,7 +99,7 @@ export function pipelineScheduleRoutes(deps: HttpDeps) {
     .delete(
       '/:scheduleId',
       async ({ request, params }) => {
-        const { obj: p } = await pipeline(deps, request, params.id, 'change')
+        const { obj: p } = await pipeline(deps, request, params.id, 'delete')
         await askPipeline(deps, p.id, { type: 'deleteSchedule', scheduleId: params.scheduleId })
         return ok({ id: params.scheduleId, deleted: true })
       },
@@ -108,9 +108,11 @@ export function pipelineScheduleRoutes(deps: HttpDeps) {
         response: { 200: Envelope.data(M.scheduleDeleted), ...errors(400, 403, 404) },
         detail: {
           summary: 'Delete a schedule',
-          description: 'Deletes the schedule: it starts no more runs (runs it started go on). 404 when the pipeline has no such schedule.',
+          description:
+            'Deletes the schedule: it starts no more runs (runs it started go on). 404 when the pipeline has no such schedule. ' +
+            "In an organisation, as for deleting the pipeline: its ADMINs, or a MEMBER who made the pipeline (403 otherwise).",
           tags: [PIPELINES_TAG],
-          ...access.object('pipeline', 'change'),
+          ...access.object('pipeline', 'delete'),
         },
       },
     )

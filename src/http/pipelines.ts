@@ -8,6 +8,11 @@
  * schedules, but creating, editing, deleting, running, cancelling, retrying and scheduling are
  * 403 (the access policy, src/auth/policy.ts, resource `pipeline`).
  *
+ * A pipeline created in (or moved to) an organisation is shared there with its versions, runs
+ * and schedules: the org's VIEWERs read them (runs and logs included), MEMBERs edit, run and
+ * schedule, ADMINs (and a MEMBER who made it) delete; outside the org it does not exist (404).
+ * Its runs and schedules stay its owner's (their compute counts against the owner's quota).
+ *
  * Definitions are validated by the `pipeline` actor (src/actors/pipelines/validate.ts), not by
  * the route's schema: the route checks only that `definition` is an object, so a definition
  * with problems is a 422 with one detail per problem and its path (`definition.steps[2].needs[0]`),
@@ -21,11 +26,12 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { Elysia, t, type TSchema } from 'elysia'
 import { PIPELINE_KIND, type PipelineMessage } from '../actors/pipelines/pipeline.ts'
 import type { Replied } from '../actors/runtime/index.ts'
-import { NotFoundError, ValidationError, type ErrorDetail } from '../core/errors.ts'
+import { ForbiddenError, NotFoundError, ValidationError, type ErrorDetail } from '../core/errors.ts'
+import type { Action } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
 import { access } from '../auth/route-access.ts'
 import * as store from '../store/pipelines.ts'
-import { authorize, documented, Envelope, errors, ok, requireAction, type HttpDeps } from './context.ts'
+import { authorize, documented, Envelope, errors, ok, requireAction, requireOrgRole, type HttpDeps } from './context.ts'
 import { PipelineApiModel as M, serializePipeline, serializePipelineSummary, serializeVersion, serializeVersionSummary } from './views/pipeline.ts'
 
 export const pipelineIdParams = t.Object({ id: t.String({ format: 'uuid', error: 'Invalid pipeline id' }) })
@@ -36,10 +42,28 @@ export const PIPELINES_TAG = 'Pipelines'
 
 /**
  * The caller and the pipeline, if the access policy lets the caller do `action` to it (its owner
- * or an admin; VIEWERs read only); otherwise 401/403/404 as `authorize` says.
+ * or an admin, or by their role in its org; VIEWERs read only); otherwise 401/403/404 as
+ * `authorize` says.
  */
-export function pipeline(deps: HttpDeps, request: Request, id: string, action: 'read' | 'change'): Promise<{ me: Principal; obj: store.PipelineRow }> {
-  return authorize(deps, request, { resource: 'pipeline', action, label: 'Pipeline', load: () => store.findPipeline(deps.sql, id) })
+export function pipeline(deps: HttpDeps, request: Request, id: string, action: Action): Promise<{ me: Principal; obj: store.PipelineRow }> {
+  return authorize(deps, request, {
+    resource: 'pipeline',
+    action,
+    label: 'Pipeline',
+    load: () => store.findPipeline(deps.sql, id),
+    owner: (p) => ({ ownerId: p.userId, orgId: p.orgId }),
+  })
+}
+
+/**
+ * Check a move of pipeline `p` into org `orgId` (null: personal): only its owner (or a platform
+ * admin), ADMIN or above in the org it leaves and in the org it goes to (403; 404 for an org
+ * the caller is not in).
+ */
+async function checkMove(deps: HttpDeps, me: Principal, p: store.PipelineRow, orgId: string | null): Promise<void> {
+  if (p.userId !== me.userId && me.role !== 'ADMIN') throw new ForbiddenError('Only the owner of a pipeline moves it between organisations')
+  if (p.orgId) await requireOrgRole(deps, me, p.orgId, 'ADMIN')
+  if (orgId) await requireOrgRole(deps, me, orgId, 'ADMIN')
 }
 
 /** Ask the pipeline's actor; it replies with the pipeline's row. */
@@ -93,7 +117,8 @@ export function pipelineRoutes(deps: HttpDeps) {
       async ({ request, body, set }) => {
         const me = await requireAction(deps, request, 'pipeline', 'change')
         const b = checkCreate(body)
-        const p = await ask(crypto.randomUUID(), { type: 'create', ownerId: me.userId, name: b.name, description: b.description ?? null, definition: b.definition })
+        if (b.orgId) await requireOrgRole(deps, me, b.orgId, 'MEMBER')
+        const p = await ask(crypto.randomUUID(), { type: 'create', ownerId: me.userId, orgId: b.orgId ?? null, name: b.name, description: b.description ?? null, definition: b.definition })
         set.status = 201
         return ok(serializePipeline(p))
       },
@@ -103,11 +128,12 @@ export function pipelineRoutes(deps: HttpDeps) {
           summary: 'Create a pipeline',
           description:
             'Creates a pipeline (version 1) from `name` (unique among your pipelines), an optional `description` and its `definition`, and answers 201 with it. ' +
-            `Run it with \`POST /api/pipelines/:id/runs\`, or on a cron with \`POST /api/pipelines/:id/schedules\`.\n\n${DEFINITION_RULES} 409 when you already have a pipeline of that name.`,
+            `Run it with \`POST /api/pipelines/:id/runs\`, or on a cron with \`POST /api/pipelines/:id/schedules\`. With \`orgId\` it is created in that organisation and shared ` +
+            `with its members (you must be a MEMBER or above there: 403 for a VIEWER, 404 for an org you are not in).\n\n${DEFINITION_RULES} 409 when you already have a pipeline of that name.`,
           tags: [PIPELINES_TAG],
           ...access.collection('pipeline', 'change'),
           requestBody: jsonBody(M.create),
-          responses: documented({ 201: Envelope.data(M.pipeline), ...errors(400, 403, 409, 422) }),
+          responses: documented({ 201: Envelope.data(M.pipeline), ...errors(400, 403, 404, 409, 422) }),
         },
       },
     )
@@ -116,16 +142,19 @@ export function pipelineRoutes(deps: HttpDeps) {
       async ({ request, query }) => {
         const me = await requireAction(deps, request, 'pipeline', 'read')
         const limit = query.limit ?? 20
-        const page = await store.listPipelines(deps.sql, { userId: me.userId, limit, cursor: query.cursor, search: query.search })
+        if (query.orgId) await requireOrgRole(deps, me, query.orgId, 'VIEWER')
+        const whose = query.orgId ? { orgId: query.orgId } : { userId: me.userId }
+        const page = await store.listPipelines(deps.sql, { ...whose, limit, cursor: query.cursor, search: query.search })
         return ok(page.items.map(serializePipelineSummary), { nextCursor: page.nextCursor, limit })
       },
       {
         query: M.listQuery,
-        response: { 200: Envelope.list(M.summary), ...errors(400) },
+        response: { 200: Envelope.list(M.summary), ...errors(400, 404) },
         detail: {
           summary: 'List your pipelines',
           description:
-            "Your pipelines, oldest first, a page at a time (`limit`, and `cursor` from the previous page's `meta.nextCursor`), optionally filtered by `search` (text in the name or description). " +
+            "Your pipelines, oldest first, a page at a time (`limit`, and `cursor` from the previous page's `meta.nextCursor`), optionally filtered by `search` (text in the name or description); " +
+            'those you made in an organisation you have left are no longer yours to see. With `orgId`, every pipeline of that organisation, whoever made it (404 `Organisation not found` unless you are a member). ' +
             'Each without its definition: `GET /api/pipelines/:id` has it.',
           tags: [PIPELINES_TAG],
           ...access.collection('pipeline', 'read'),
@@ -145,9 +174,11 @@ export function pipelineRoutes(deps: HttpDeps) {
     .patch(
       '/:id',
       async ({ request, params, body }) => {
-        const { obj: p } = await pipeline(deps, request, params.id, 'change')
+        const { me, obj: p } = await pipeline(deps, request, params.id, 'change')
         const b = checkPatch(body)
+        if (b.orgId !== undefined && b.orgId !== p.orgId) await checkMove(deps, me, p, b.orgId)
         const message: Extract<PipelineMessage, { type: 'update' }> = { type: 'update' }
+        if (b.orgId !== undefined && b.orgId !== p.orgId) message.orgId = b.orgId
         if (b.name !== undefined) message.name = b.name
         if (b.description !== undefined) message.description = b.description
         if (b.definition !== undefined) message.definition = b.definition
@@ -160,6 +191,8 @@ export function pipelineRoutes(deps: HttpDeps) {
           description:
             'Changes any of `name`, `description` and `definition` and answers the pipeline. A new `definition` is validated like one on create and becomes the next version ' +
             '(N+1); runs already started keep running the version they were started with, new runs take the new one. ' +
+            '`orgId` moves it (with its versions, runs and schedules) into that organisation, `null` makes it personal again: only its owner, ADMIN or above in the org it leaves and in the one ' +
+            'it goes to (403 otherwise; 404 for an org you are not in). ' +
             `422 for a definition with problems (one detail per problem, with its field); 409 when you already have another pipeline of that name.\n\n${DEFINITION_RULES}`,
           tags: [PIPELINES_TAG],
           ...access.object('pipeline', 'change'),
@@ -171,7 +204,7 @@ export function pipelineRoutes(deps: HttpDeps) {
     .delete(
       '/:id',
       async ({ request, params }) => {
-        const { obj: p } = await pipeline(deps, request, params.id, 'change')
+        const { obj: p } = await pipeline(deps, request, params.id, 'delete')
         await askPipeline(deps, p.id, { type: 'delete' })
         return ok({ id: p.id, deleted: true })
       },
@@ -182,9 +215,9 @@ export function pipelineRoutes(deps: HttpDeps) {
           summary: 'Delete a pipeline with its versions, schedules and runs',
           description:
             'Deletes the pipeline, its versions, its schedules (they fire no more) and its runs with their steps and logs. ' +
-            '409 while one of its runs is queued or running: cancel it first (`POST /api/pipeline-runs/:id/cancel`).',
+            '409 while one of its runs is queued or running: cancel it first (`POST /api/pipeline-runs/:id/cancel`). In an organisation, its ADMINs delete any pipeline, a MEMBER only their own (403).',
           tags: [PIPELINES_TAG],
-          ...access.object('pipeline', 'change'),
+          ...access.object('pipeline', 'delete'),
         },
       },
     )

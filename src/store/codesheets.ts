@@ -16,6 +16,8 @@ type SheetCellType = 'code' | 'markdown' | 'raw'
 export interface SheetRow {
   id: string
   ownerId: string
+  /** The organisation it is shared in (null: personal). Its code still runs in its owner's workstation. */
+  orgId: string | null
   workstationId: string
   name: string
   kernel: SheetKernel
@@ -44,7 +46,7 @@ export interface CellLayout {
 }
 
 const SHEET = (sql: Db) => sql`
-  s.id, s.owner_id as "ownerId", s.workstation_id as "workstationId", s.name, s.kernel, s.version, s.metadata,
+  s.id, s.owner_id as "ownerId", s.org_id as "orgId", s.workstation_id as "workstationId", s.name, s.kernel, s.version, s.metadata,
   -- SQL keeps 'idle' while a cell runs (no write per execution): 'busy' is read from the running execution.
   case when s.kernel_state = 'idle' and exists (select 1 from codesheet_executions x where x.sheet_id = s.id and x.status = 'running') then 'busy' else s.kernel_state end as "kernelState",
   s.kernel_node as "kernelNode", s.created_at as "createdAt", s.updated_at as "updatedAt"`
@@ -57,14 +59,17 @@ export const findSheet = timed('codesheets.findSheet', async function findSheet(
   return row
 })
 
-/** Whose sheet it is (for the topic's access check). */
-export const sheetOwner = timed('codesheets.sheetOwner', async function sheetOwner(sql: Db, id: string): Promise<string | undefined> {
-  const [row] = await sql<{ ownerId: string }[]>`select owner_id as "ownerId" from codesheets where id = ${id}`
-  return row?.ownerId
+/** Whose sheet it is, and the org it is shared in (for the topic's access check). */
+export const sheetOwner = timed('codesheets.sheetOwner', async function sheetOwner(sql: Db, id: string): Promise<{ ownerId: string; orgId: string | null } | undefined> {
+  const [row] = await sql<{ ownerId: string; orgId: string | null }[]>`select owner_id as "ownerId", org_id as "orgId" from codesheets where id = ${id}`
+  return row
 })
 
 export interface SheetListOptions {
-  ownerId: string
+  /** Only this user's sheets, personal or in an org they are still a member of. */
+  ownerId?: string
+  /** Only the sheets of this organisation (whoever made them). */
+  orgId?: string
   workstationId?: string
   limit: number
   cursor?: string
@@ -77,7 +82,9 @@ export const listSheets = timed('codesheets.listSheets', async function listShee
   const rows = await sql<(SheetSummaryRow & { cursorAt: string })[]>`
     select ${SHEET(sql)}, (select count(*)::int from codesheet_cells c where c.sheet_id = s.id) as "cellCount", s.created_at::text as "cursorAt"
     from codesheets s
-    where s.owner_id = ${o.ownerId}
+    where true
+      ${o.ownerId ? sql`and s.owner_id = ${o.ownerId} and (s.org_id is null or exists (select 1 from org_members om where om.org_id = s.org_id and om.user_id = ${o.ownerId}))` : sql``}
+      ${o.orgId ? sql`and s.org_id = ${o.orgId}` : sql``}
       ${o.workstationId ? sql`and s.workstation_id = ${o.workstationId}` : sql``}
       ${c ? sql`and (s.created_at, s.id) > (${c.t}::text::timestamptz, ${c.id}::uuid)` : sql``}
     order by s.created_at, s.id
@@ -88,6 +95,7 @@ export const listSheets = timed('codesheets.listSheets', async function listShee
 export interface NewSheet {
   id: string
   ownerId: string
+  orgId: string | null
   workstationId: string
   name: string
   kernel: SheetKernel
@@ -96,8 +104,8 @@ export interface NewSheet {
 
 export const insertSheet = timed('codesheets.insertSheet', async function insertSheet(tx: Db, s: NewSheet): Promise<SheetRow> {
   const [row] = await tx<SheetRow[]>`
-    insert into codesheets as s (id, owner_id, workstation_id, name, kernel, metadata)
-    values (${s.id}, ${s.ownerId}, ${s.workstationId}, ${s.name}, ${s.kernel}, ${tx.json(s.metadata as Json)})
+    insert into codesheets as s (id, owner_id, org_id, workstation_id, name, kernel, metadata)
+    values (${s.id}, ${s.ownerId}, ${s.orgId}, ${s.workstationId}, ${s.name}, ${s.kernel}, ${tx.json(s.metadata as Json)})
     returning ${SHEET(tx)}`
   return row!
 })
@@ -120,6 +128,12 @@ export const bumpSheet = timed('codesheets.bumpSheet', async function bumpSheet(
 
 export const setKernelState = timed('codesheets.setKernelState', async function setKernelState(tx: Db, id: string, state: SheetKernelState, node: string | null): Promise<void> {
   await tx`update codesheets set kernel_state = ${state}, kernel_node = ${node} where id = ${id}`
+})
+
+/** Move a sheet into org `orgId` (null: personal); not an edit of the document (its version stays). */
+export const moveSheet = timed('codesheets.moveSheet', async function moveSheet(tx: Db, id: string, orgId: string | null): Promise<SheetRow | undefined> {
+  const [row] = await tx<SheetRow[]>`update codesheets s set org_id = ${orgId}, updated_at = now() where s.id = ${id} returning ${SHEET(tx)}`
+  return row
 })
 
 export const deleteSheet = timed('codesheets.deleteSheet', async function deleteSheet(tx: Db, id: string): Promise<boolean> {

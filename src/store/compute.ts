@@ -38,6 +38,8 @@ interface Lifecycle {
 export interface ComputeCore {
   id: string
   ownerId: string
+  /** The organisation whose compute quota it counts against too (null: personal only). Access stays its owner's. */
+  orgId: string | null
   name: string
   description: string
   image: string
@@ -72,7 +74,7 @@ export interface ListOptions {
 export type CoreRaw = Omit<ComputeCore, 'runtime' | 'resources'> & { cpu: number; memoryMb: number; gpu: boolean }
 
 export const CORE_COLUMNS = (sql: Db) => sql`
-  id, owner_id as "ownerId", name, description, image, cpu, memory_mb as "memoryMb", gpu,
+  id, owner_id as "ownerId", org_id as "orgId", name, description, image, cpu, memory_mb as "memoryMb", gpu,
   status, status_reason as "statusReason", container_id as "containerId", generation, lifecycle,
   last_activity_at as "lastActivityAt", started_at as "startedAt", stopped_at as "stoppedAt",
   created_at as "createdAt", updated_at as "updatedAt"`
@@ -82,6 +84,7 @@ export function toCore(r: CoreRaw, storageMb: number, runtime: string | null): C
   return {
     id: r.id,
     ownerId: r.ownerId,
+    orgId: r.orgId ?? null,
     name: r.name,
     description: r.description,
     image: r.image,

@@ -16,6 +16,8 @@ export interface PipelineRunRow {
   id: string
   pipelineId: string
   userId: string
+  /** Its pipeline's organisation (null: personal): who may see and act on it. */
+  orgId: string | null
   version: number
   status: PipelineRunStatus
   params: Record<string, unknown>
@@ -47,7 +49,7 @@ export interface StepRow {
 }
 
 const RUN = (sql: Db) => sql`
-  r.id, r.pipeline_id as "pipelineId", r.user_id as "userId", r.version, r.status, r.params, r.use_cache as "useCache",
+  r.id, r.pipeline_id as "pipelineId", r.user_id as "userId", (select p.org_id from pipelines p where p.id = r.pipeline_id) as "orgId", r.version, r.status, r.params, r.use_cache as "useCache",
   r.schedule_id as "scheduleId", r.attempt, r.error, r.created_at as "createdAt", r.started_at as "startedAt", r.ended_at as "endedAt"`
 
 const STEP = (sql: Db) => sql`
@@ -59,9 +61,11 @@ export const findRun = timed('pipeline_runs.findRun', async function findRun(sql
   return row
 })
 
-export const runOwner = timed('pipeline_runs.runOwner', async function runOwner(sql: Db, id: string): Promise<string | undefined> {
-  const [row] = await sql<{ userId: string }[]>`select user_id as "userId" from pipeline_runs where id = ${id}`
-  return row?.userId
+/** Whose run it is: its owner's, shared in its pipeline's org (the topic's access check). */
+export const runOwner = timed('pipeline_runs.runOwner', async function runOwner(sql: Db, id: string): Promise<{ ownerId: string; orgId: string | null } | undefined> {
+  const [row] = await sql<{ ownerId: string; orgId: string | null }[]>`
+    select r.user_id as "ownerId", p.org_id as "orgId" from pipeline_runs r join pipelines p on p.id = r.pipeline_id where r.id = ${id}`
+  return row
 })
 
 /** A run and its steps as one snapshot (a run read while its turn commits is never half old, half new). */

@@ -12,6 +12,8 @@ type Json = postgres.JSONValue
 export interface PipelineRow {
   id: string
   userId: string
+  /** The organisation it is shared in (null: personal); its versions, schedules and runs go with it. */
+  orgId: string | null
   name: string
   description: string | null
   version: number
@@ -22,7 +24,7 @@ export interface PipelineRow {
 }
 
 const PIPELINE = (sql: Db) => sql`
-  p.id, p.user_id as "userId", p.name, p.description, p.version, p.definition,
+  p.id, p.user_id as "userId", p.org_id as "orgId", p.name, p.description, p.version, p.definition,
   p.active_runs::text[] as "activeRuns", p.created_at as "createdAt", p.updated_at as "updatedAt"`
 
 export const findPipeline = timed('pipelines.findPipeline', async function findPipeline(sql: Db, id: string): Promise<PipelineRow | undefined> {
@@ -31,7 +33,10 @@ export const findPipeline = timed('pipelines.findPipeline', async function findP
 })
 
 export interface PipelineListOptions {
-  userId: string
+  /** Only this user's pipelines, personal or in an org they are still a member of. */
+  userId?: string
+  /** Only the pipelines of this organisation (whoever made them). */
+  orgId?: string
   limit: number
   cursor?: string
   search?: string
@@ -42,7 +47,9 @@ export const listPipelines = timed('pipelines.listPipelines', async function lis
   const pattern = o.search ? `%${o.search.replace(/[\\%_]/g, (m) => '\\' + m)}%` : null
   const rows = await sql<(PipelineRow & { cursorAt: string })[]>`
     select ${PIPELINE(sql)}, p.created_at::text as "cursorAt" from pipelines p
-    where p.user_id = ${o.userId}
+    where true
+      ${o.userId ? sql`and p.user_id = ${o.userId} and (p.org_id is null or exists (select 1 from org_members om where om.org_id = p.org_id and om.user_id = ${o.userId}))` : sql``}
+      ${o.orgId ? sql`and p.org_id = ${o.orgId}` : sql``}
       ${c ? sql`and (p.created_at, p.id) > (${c.t}::text::timestamptz, ${c.id}::uuid)` : sql``}
       ${pattern ? sql`and (p.name ilike ${pattern} or p.description ilike ${pattern})` : sql``}
     order by p.created_at, p.id
@@ -53,6 +60,7 @@ export const listPipelines = timed('pipelines.listPipelines', async function lis
 export interface NewPipeline {
   id: string
   userId: string
+  orgId: string | null
   name: string
   description: string | null
   definition: unknown
@@ -61,8 +69,8 @@ export interface NewPipeline {
 /** Insert a pipeline and its version 1 (its create turn). A name the owner uses is a unique violation. */
 export const insertPipeline = timed('pipelines.insertPipeline', async function insertPipeline(tx: Db, p: NewPipeline): Promise<PipelineRow> {
   const [row] = await tx<PipelineRow[]>`
-    insert into pipelines as p (id, user_id, name, description, definition)
-    values (${p.id}, ${p.userId}, ${p.name}, ${p.description}, ${tx.json(p.definition as Json)})
+    insert into pipelines as p (id, user_id, org_id, name, description, definition)
+    values (${p.id}, ${p.userId}, ${p.orgId}, ${p.name}, ${p.description}, ${tx.json(p.definition as Json)})
     returning ${PIPELINE(tx)}`
   await tx`insert into pipeline_versions (pipeline_id, version, definition) values (${p.id}, 1, ${tx.json(p.definition as Json)})`
   return row!
@@ -73,6 +81,8 @@ export interface PipelinePatch {
   description?: string | null
   /** A new definition: version N+1. */
   definition?: unknown
+  /** Move it into this org (null: make it personal). */
+  orgId?: string | null
 }
 
 /** Apply a patch (its update turn); a new definition becomes the next version. */
@@ -81,6 +91,7 @@ export const updatePipeline = timed('pipelines.updatePipeline', async function u
   if (patch.name !== undefined) cols.name = patch.name
   if (patch.description !== undefined) cols.description = patch.description
   if (patch.definition !== undefined) cols.definition = tx.json(patch.definition as Json)
+  if (patch.orgId !== undefined) cols.org_id = patch.orgId
   const [updated] = await tx<PipelineRow[]>`
     update pipelines p set ${tx(cols)}${patch.definition !== undefined ? tx`, version = p.version + 1` : tx``}
     where p.id = ${id}

@@ -23,9 +23,9 @@ export const { findById, ownerOf, list, remove, activeIds, existing } = table
 /** Insert or update the whole row (the actor's persist), returned unawaited for pipelining. */
 export function save(sql: Db, v: VmRow): postgres.PendingQuery<postgres.Row[]> {
   return sql`
-    insert into vms (id, owner_id, name, description, image, runtime, cpu, memory_mb, disk_mb, gpu,
+    insert into vms (id, owner_id, org_id, name, description, image, runtime, cpu, memory_mb, disk_mb, gpu,
       status, status_reason, container_id, generation, lifecycle, last_activity_at, started_at, stopped_at, created_at, updated_at)
-    values (${v.id}, ${v.ownerId}, ${v.name}, ${v.description}, ${v.image}, ${v.runtime}, ${v.resources.cpu}, ${v.resources.memory},
+    values (${v.id}, ${v.ownerId}, ${v.orgId}, ${v.name}, ${v.description}, ${v.image}, ${v.runtime}, ${v.resources.cpu}, ${v.resources.memory},
       ${v.resources.storage}, ${v.resources.gpu}, ${v.status}, ${v.statusReason}, ${v.containerId}, ${v.generation},
       ${sql.json(v.lifecycle as postgres.JSONValue)}, ${v.lastActivityAt}, ${v.startedAt}, ${v.stoppedAt}, ${v.createdAt}, ${v.updatedAt})
     on conflict (id) do update set

@@ -33,9 +33,9 @@ export const { findById, ownerOf, list, remove, activeIds, existing } = table
  */
 export function save(sql: Db, w: WorkstationRow): postgres.PendingQuery<postgres.Row[]> {
   return sql`
-    insert into workstations (id, owner_id, name, description, function, nature, cpu, memory_mb, storage_mb, gpu, image,
+    insert into workstations (id, owner_id, org_id, name, description, function, nature, cpu, memory_mb, storage_mb, gpu, image,
       status, status_reason, container_id, generation, lifecycle, last_activity_at, started_at, stopped_at, created_at, updated_at)
-    values (${w.id}, ${w.ownerId}, ${w.name}, ${w.description}, ${w.function}, ${sql.array(w.nature)}::text[], ${w.resources.cpu},
+    values (${w.id}, ${w.ownerId}, ${w.orgId}, ${w.name}, ${w.description}, ${w.function}, ${sql.array(w.nature)}::text[], ${w.resources.cpu},
       ${w.resources.memory}, ${w.resources.storage}, ${w.resources.gpu}, ${w.image}, ${w.status}, ${w.statusReason}, ${w.containerId},
       ${w.generation}, ${sql.json(w.lifecycle as postgres.JSONValue)}, ${w.lastActivityAt}, ${w.startedAt}, ${w.stoppedAt}, ${w.createdAt}, ${w.updatedAt})
     on conflict (id) do update set

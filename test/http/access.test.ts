@@ -173,8 +173,8 @@ function subjectKind(path: string): Kind | undefined {
   return byCollection[m[1]!]
 }
 
-/** The policy's resource for a kind of object: a pipeline run is its pipeline's (`pipeline`), a CodeSheet its workstation's (`workstation`). */
-const resourceOf = (kind: Kind | undefined): string | undefined => (kind === 'pipeline-run' ? 'pipeline' : kind === 'codesheet' ? 'workstation' : kind)
+/** The policy's resource for a kind of object: a pipeline run is its pipeline's (`pipeline`). */
+const resourceOf = (kind: Kind | undefined): string | undefined => (kind === 'pipeline-run' ? 'pipeline' : kind)
 
 /** An invitation id that names none (`:invitationId` must be a UUID). */
 const NO_INVITATION = crypto.randomUUID()

@@ -128,6 +128,8 @@ describe.skipIf(!docker)('CodeSheets over HTTP (no cells run)', () => {
     const s = await create()
     expect(s).toEqual({
       id: expect.any(String),
+      ownerId: alice.id,
+      orgId: null,
       name: 'exploration',
       workstationId: ws,
       kernel: 'python3',
@@ -270,7 +272,7 @@ describe.skipIf(!docker)('CodeSheets over HTTP (no cells run)', () => {
     expect(next.body.meta.nextCursor).toBeNull()
     const one = await t.json('GET', `/api/codesheets?workstationId=${w1}`, { token: u.token })
     expect(one.body.data.map((s: any) => s.id)).toEqual([ids[0], ids[2]])
-    expect(one.body.data[0]).toEqual({ id: ids[0], name: 'exploration', workstationId: w1, kernel: 'python3', kernelState: 'none', version: 1, cellCount: 0, createdAt: expect.any(String), updatedAt: expect.any(String) })
+    expect(one.body.data[0]).toEqual({ id: ids[0], ownerId: u.id, orgId: null, name: 'exploration', workstationId: w1, kernel: 'python3', kernelState: 'none', version: 1, cellCount: 0, createdAt: expect.any(String), updatedAt: expect.any(String) })
     expect((await t.json('GET', '/api/codesheets', { token: bob.token })).body.data).toEqual([])
   })
 

@@ -87,7 +87,7 @@ describe('definitions', () => {
     const p = created.body.data
     expect(created.body).toEqual({
       success: true,
-      data: { id: UUID, name: n, description: 'four empty steps', version: 1, stepCount: 4, definition: expect.objectContaining({ steps: expect.any(Array) }), createdAt: TIME, updatedAt: TIME },
+      data: { id: UUID, ownerId: owner.id, orgId: null, name: n, description: 'four empty steps', version: 1, stepCount: 4, definition: expect.objectContaining({ steps: expect.any(Array) }), createdAt: TIME, updatedAt: TIME },
     })
     expect(p.definition.steps.map((s: any) => s.id)).toEqual(['a', 'b', 'c', 'd'])
 
@@ -97,7 +97,7 @@ describe('definitions', () => {
     const second = await create(owner.token, DIAMOND, { description: 'the needle' })
     const page1 = await api('GET', '/api/pipelines?limit=1', owner.token)
     expect(page1.status).toBe(200)
-    expect(page1.body.data).toEqual([{ id: p.id, name: n, description: 'four empty steps', version: 1, stepCount: 4, createdAt: p.createdAt, updatedAt: p.updatedAt }])
+    expect(page1.body.data).toEqual([{ id: p.id, ownerId: owner.id, orgId: null, name: n, description: 'four empty steps', version: 1, stepCount: 4, createdAt: p.createdAt, updatedAt: p.updatedAt }])
     expect(page1.body.meta).toEqual({ nextCursor: expect.any(String), limit: 1 })
     const page2 = await api('GET', `/api/pipelines?limit=1&cursor=${page1.body.meta.nextCursor}`, owner.token)
     expect(page2.body.data.map((x: any) => x.id)).toEqual([second.id])
@@ -149,7 +149,7 @@ describe('definitions', () => {
     const p = await create(owner.token)
     const empty = await api('PATCH', `/api/pipelines/${p.id}`, owner.token, {})
     expect(empty.status).toBe(400)
-    expect(empty.body.details).toEqual([{ field: 'body', message: 'Provide at least one of name, description, definition' }])
+    expect(empty.body.details).toEqual([{ field: 'body', message: 'Provide at least one of name, description, definition, orgId' }])
   })
 })
 

@@ -134,6 +134,7 @@ describe.skipIf(!docker)('workstations (real engine)', () => {
     const w = r.body.data
     expect(w).toEqual({
       id: expect.any(String),
+      orgId: null,
       name: expect.stringMatching(/^ws-/),
       description: 'Machine learning training environment',
       function: 'TRAINING',

@@ -105,7 +105,7 @@ export interface BodyObjects {
 }
 
 /** Bodies that must name the caller's own objects to mean anything (the rest: the documented example). */
-export const BODY: Record<string, (f: BodyObjects) => unknown> = {
+const BODY: Record<string, (f: BodyObjects) => unknown> = {
   // The example's email is taken once registered: each caller registers an address of its own.
   'POST /api/auth/register': () => ({ email: `access-${crypto.randomUUID().slice(0, 8)}@example.com`, password: 'SecurePass123!', firstName: 'Ada', lastName: 'Lovelace' }),
   'POST /api/models/:id/train': (f) => ({ datakitId: f.datakit, target: 'purchased', algorithm: 'logistic_regression', params: { epochs: 1 } }),

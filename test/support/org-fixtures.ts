@@ -44,7 +44,7 @@ export async function workstationOf(http: AccessClient, c: Caller): Promise<stri
 }
 
 /** The kinds of shared objects a route may name, and the tables that hold their `org_id`. */
-export const SHARED_TABLE = { datakit: 'datakits', model: 'models', pipeline: 'pipelines', codesheet: 'codesheets' } as const
+const SHARED_TABLE = { datakit: 'datakits', model: 'models', pipeline: 'pipelines', codesheet: 'codesheets' } as const
 export type MadeKind = keyof typeof SHARED_TABLE
 
 /** One shared object of each kind, and what hangs under them: a trained run, a pipeline run, a schedule, a cell. */
@@ -119,8 +119,11 @@ export class SharedObjects {
     return created(await this.http.api('POST', `/api/pipelines/${pipelineId}/schedules`, this.creator.token, { cron: '0 3 * * *' }), 'schedule')
   }
 
+  /** A new cell of the sheet, added at its current version (each one bumps it). */
   async cell(sheetId: string): Promise<string> {
-    const r = (await this.http.api('POST', `/api/codesheets/${sheetId}/cells`, this.creator.token, { version: 1, type: 'code', source: 'echo hi' })) as any
+    const sheet = (await this.http.api('GET', `/api/codesheets/${sheetId}`, this.creator.token)) as any
+    if (sheet.status !== 200) throw new Error(`sheet: ${sheet.status} ${JSON.stringify(sheet.body)}`)
+    const r = (await this.http.api('POST', `/api/codesheets/${sheetId}/cells`, this.creator.token, { version: sheet.body.data.version, type: 'code', source: 'echo hi' })) as any
     if (r.status !== 201) throw new Error(`cell: ${r.status} ${JSON.stringify(r.body)}`)
     return r.body.data.cell.id as string
   }

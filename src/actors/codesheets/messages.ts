@@ -39,6 +39,8 @@ export const CodesheetMessage = T.Union([
   T.Object({
     type: T.Literal('create'),
     ownerId: Id,
+    /** Created in (shared with) this organisation. */
+    orgId: T.Optional(T.Union([Id, T.Null()])),
     workstationId: Id,
     name: Name,
     kernel: T.Union([Kernel, T.Null()]),
@@ -47,6 +49,8 @@ export const CodesheetMessage = T.Union([
   }),
   T.Object({ type: T.Literal('update'), version: Version, name: T.Optional(Name), kernel: T.Optional(Kernel), metadata: T.Optional(Metadata) }),
   T.Object({ type: T.Literal('delete'), version: Version }),
+  /** Into this organisation (null: personal again). Not an edit of the document: no version. */
+  T.Object({ type: T.Literal('move'), orgId: T.Union([Id, T.Null()]) }),
   T.Object({ type: T.Literal('addCell'), version: Version, cellId: CellId, cellType: CellType, source: T.String(), index: T.Optional(Index), metadata: T.Optional(Metadata) }),
   T.Object({ type: T.Literal('editCell'), version: Version, cellId: CellId, source: T.Optional(T.String()), index: T.Optional(Index), metadata: T.Optional(Metadata) }),
   T.Object({ type: T.Literal('deleteCell'), version: Version, cellId: CellId }),

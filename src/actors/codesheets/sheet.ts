@@ -118,7 +118,7 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
         const kernel = msg.kernel ?? (await defaultKernel(msg.workstationId))
         let sheet: store.SheetRow
         try {
-          sheet = await store.insertSheet(ctx.tx, { id: ctx.id, ownerId: msg.ownerId, workstationId: msg.workstationId, name: cleanText(msg.name), kernel, metadata: cleanJson(msg.metadata) })
+          sheet = await store.insertSheet(ctx.tx, { id: ctx.id, ownerId: msg.ownerId, orgId: msg.orgId ?? null, workstationId: msg.workstationId, name: cleanText(msg.name), kernel, metadata: cleanJson(msg.metadata) })
         } catch (err) {
           if (pgCode(err) === PG.foreignKeyViolation) throw new NotFoundError('Workstation')
           throw err
@@ -162,6 +162,14 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
             })
           }
           emit(ctx, 'updated', { name: sheet.name, kernel: sheet.kernel, version: sheet.version })
+          reply = s.sheet
+          break
+        }
+        case 'move': {
+          const row = await store.moveSheet(ctx.tx, s.sheet.id, msg.orgId)
+          if (!row) throw new NotFoundError('CodeSheet')
+          s = { ...s, sheet: { ...s.sheet, orgId: row.orgId, updatedAt: row.updatedAt } }
+          emit(ctx, 'moved', { orgId: row.orgId })
           reply = s.sheet
           break
         }

@@ -44,8 +44,8 @@ export interface ComputeKindHooks<R extends ComputeCore, C, P> {
   load(sql: Db, id: string): Promise<R | undefined>
   save(tx: Db, row: R): postgres.PendingQuery<postgres.Row[]>
   remove(tx: Db, id: string): postgres.PendingQuery<postgres.Row[]>
-  /** A new row in status CREATING (image, runtime and resources already resolved). */
-  build(id: string, ownerId: string, fields: C, now: Date): R
+  /** A new row in status CREATING (image, runtime and resources already resolved); its org comes from the create message. */
+  build(id: string, ownerId: string, fields: C, now: Date): Omit<R, 'orgId'>
   /** The row with the patch applied (no status change). */
   applyPatch(row: R, patch: P): R
 }
@@ -102,7 +102,7 @@ async function handle<R extends ComputeCore, C, P>(
     if (state.row) return { reply: state.row } // a redelivered create
     requireEngine(settings)
     // The runtime checked `fields` against this kind's own create schema when it was sent.
-    const row = hooks.build(ctx.id, msg.ownerId, msg.fields as C, new Date())
+    const row = { ...hooks.build(ctx.id, msg.ownerId, msg.fields as C, new Date()), orgId: msg.orgId ?? null } as R
     checkImage(row.image, settings.images)
     // What the engine cannot run is a 422 now, not an ERROR after a 201 (cores, memory, GPU).
     await requireEngine(settings).checkPlacement(row.runtime, row.resources)

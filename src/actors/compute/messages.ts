@@ -21,7 +21,8 @@ export type Resources = Static<typeof Resources>
 /** The message union of a compute kind, around its own create and patch payloads. */
 export function computeMessages<C extends TSchema, P extends TSchema>(create: C, patch: P) {
   return T.Union([
-    T.Object({ type: T.Literal('create'), ownerId: T.String({ format: 'uuid' }), fields: create }),
+    /** `orgId`: started for this organisation's work (counts against its compute quota too). */
+    T.Object({ type: T.Literal('create'), ownerId: T.String({ format: 'uuid' }), orgId: T.Optional(T.Union([T.String({ format: 'uuid' }), T.Null()])), fields: create }),
     T.Object({ type: T.Literal('update'), patch }),
     T.Object({ type: T.Literal('start') }),
     T.Object({ type: T.Literal('stop') }),

@@ -20,6 +20,8 @@ export interface ComputeSettings {
   idleCpuPercent: number
   /** Default quota (admins override per user). */
   quota: quotas.QuotaLimits
+  /** An org's default compute ceiling (ORG_DEFAULT_MAX_*), for entities started for org work. */
+  orgQuota?: quotas.QuotaLimits
 }
 
 /** The status event every transition emits. */
@@ -137,10 +139,12 @@ export class Turn<R extends ComputeCore> {
 
   /**
    * Claim the compute quota for `resources` (this entity left out of the usage), in the
-   * turn's transaction, which also commits the STARTING status that holds it.
+   * turn's transaction, which also commits the STARTING status that holds it: its owner's,
+   * and its org's when it was started for org work.
    */
   async claimQuota(resources: Resources): Promise<void> {
-    await quotas.claim(this.ctx.tx, this.row.ownerId, { kind: this.kind, id: this.row.id }, { cpu: resources.cpu, memoryMb: resources.memory }, this.settings.quota)
+    const org = this.row.orgId ? { orgId: this.row.orgId, defaults: this.settings.orgQuota ?? this.settings.quota } : undefined
+    await quotas.claim(this.ctx.tx, this.row.ownerId, { kind: this.kind, id: this.row.id }, { cpu: resources.cpu, memoryMb: resources.memory }, this.settings.quota, undefined, org)
   }
 
   /**

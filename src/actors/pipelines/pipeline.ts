@@ -48,8 +48,10 @@ export const ScheduleFields = {
 }
 
 export const PipelineMessage = T.Union([
-  T.Object({ type: T.Literal('create'), ownerId: Id, name: Name, description: Description, definition: T.Unknown() }),
-  T.Object({ type: T.Literal('update'), name: T.Optional(Name), description: T.Optional(Description), definition: T.Optional(T.Unknown()) }),
+  /** `orgId`: created in (shared with) that organisation. */
+  T.Object({ type: T.Literal('create'), ownerId: Id, orgId: T.Optional(T.Union([Id, T.Null()])), name: Name, description: Description, definition: T.Unknown() }),
+  /** `orgId`: moved into that organisation (null: made personal again). */
+  T.Object({ type: T.Literal('update'), name: T.Optional(Name), description: T.Optional(Description), definition: T.Optional(T.Unknown()), orgId: T.Optional(T.Union([Id, T.Null()])) }),
   T.Object({ type: T.Literal('delete') }),
   /** From a run's actor once it is recorded QUEUED (again, after a retry). */
   T.Object({ type: T.Literal('enqueue'), runId: Id }),
@@ -142,7 +144,7 @@ export function pipelineActor(opts: PipelineOptions) {
         if (state) return { state, reply: state }
         const definition = checkDefinition(msg.definition)
         try {
-          const p = await store.insertPipeline(ctx.tx, { id: ctx.id, userId: msg.ownerId, name: msg.name, description: msg.description, definition })
+          const p = await store.insertPipeline(ctx.tx, { id: ctx.id, userId: msg.ownerId, orgId: msg.orgId ?? null, name: msg.name, description: msg.description, definition })
           announce(ctx, p, 'pipeline.created', { id: p.id })
           return { state: p, reply: p }
         } catch (err) {
@@ -160,7 +162,7 @@ export function pipelineActor(opts: PipelineOptions) {
         case 'update': {
           const definition = msg.definition !== undefined ? checkDefinition(msg.definition) : undefined
           try {
-            const next = await store.updatePipeline(ctx.tx, p.id, { name: msg.name, description: msg.description, definition })
+            const next = await store.updatePipeline(ctx.tx, p.id, { name: msg.name, description: msg.description, definition, orgId: msg.orgId })
             announce(ctx, p, 'pipeline.updated', { id: p.id, version: next!.version })
             return { state: next!, reply: next }
           } catch (err) {

@@ -12,6 +12,8 @@ import { Envelope } from '../context.ts'
 
 const SHEET_ID = '3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f'
 const WORKSTATION_ID = '6f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f'
+const OWNER_ID = '8e2d4c6a-1f3b-4a5c-9d7e-0b1c2d3e4f50'
+const ORG_ID = '3c5e7a9b-2d4f-4b6a-8c1e-5f7a9b1d3e60'
 const EXECUTION_ID = '2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e'
 const CELLS = ['1f0e2d3c-4b5a-4697-8877-665544332211', '9f8e7d6c-5b4a-4392-8170-6e5d4c3b2a19']
 const AT = { created: '2026-12-04T10:00:00.000Z', updated: '2026-12-04T10:05:00.000Z', queued: '2026-12-04T10:06:00.000Z', started: '2026-12-04T10:06:00.020Z', ended: '2026-12-04T10:06:01.480Z' }
@@ -81,6 +83,8 @@ export namespace CodesheetApiModel {
 
   const summaryFields = {
     id: t.String({ format: 'uuid' }),
+    ownerId: t.String({ format: 'uuid', description: 'Who made it: its cells run in their workstation, and only they run them' }),
+    orgId: nullable(t.String({ format: 'uuid' }), 'The organisation it is shared in; null: personal'),
     name: t.String(),
     workstationId: t.String({ format: 'uuid', description: 'Where its cells run' }),
     kernel,
@@ -90,7 +94,7 @@ export namespace CodesheetApiModel {
     createdAt: time(),
     updatedAt: time(),
   }
-  const SUMMARY_EXAMPLE = { id: SHEET_ID, name: 'churn exploration', workstationId: WORKSTATION_ID, kernel: 'python3', kernelState: 'idle', version: 7, cellCount: 2, createdAt: AT.created, updatedAt: AT.updated }
+  const SUMMARY_EXAMPLE = { id: SHEET_ID, ownerId: OWNER_ID, orgId: null, name: 'churn exploration', workstationId: WORKSTATION_ID, kernel: 'python3', kernelState: 'idle', version: 7, cellCount: 2, createdAt: AT.created, updatedAt: AT.updated }
 
   export const summary = t.Object(summaryFields, { title: 'CodesheetSummary', examples: [SUMMARY_EXAMPLE] })
   export const sheet = t.Object(
@@ -108,17 +112,34 @@ export namespace CodesheetApiModel {
   const name = t.String({ minLength: 1, maxLength: MAX_NAME_CHARS, error: `Name must be 1–${MAX_NAME_CHARS} characters` })
 
   export const create = t.Object(
-    { name, workstationId: t.String({ format: 'uuid', error: 'workstationId must be a workstation id' }), kernel: t.Optional(kernel) },
+    {
+      name,
+      workstationId: t.String({ format: 'uuid', error: 'workstationId must be a workstation id' }),
+      kernel: t.Optional(kernel),
+      orgId: t.Optional(t.String({ format: 'uuid', error: 'orgId must be an organisation id', description: 'Create it in this organisation (you must be a MEMBER or above there)' })),
+    },
     { additionalProperties: false, examples: [{ name: 'churn exploration', workstationId: WORKSTATION_ID, kernel: 'python3' }] },
   )
   export const patch = t.Object(
-    { version: t.Optional(version), name: t.Optional(name), kernel: t.Optional(kernel), metadata: t.Optional(metadata('Replaces the notebook metadata')) },
-    { additionalProperties: false, examples: [{ version: 7, name: 'churn exploration (cleaned)' }] },
+    {
+      version: t.Optional(version),
+      name: t.Optional(name),
+      kernel: t.Optional(kernel),
+      metadata: t.Optional(metadata('Replaces the notebook metadata')),
+      orgId: t.Optional(
+        t.Union([t.String({ format: 'uuid' }), t.Null()], {
+          error: 'orgId must be an organisation id or null',
+          description: 'Move it into this organisation, or (null) make it personal again: its owner, ADMIN or above in both (no `version` needed)',
+        }),
+      ),
+    },
+    { additionalProperties: false, examples: [{ version: 7, name: 'churn exploration (cleaned)' }, { orgId: ORG_ID }] },
   )
   export const versioned = t.Object({ version: t.Optional(version) }, { additionalProperties: false, examples: [{ version: 7 }] })
   export const listQuery = t.Object({
     ...Envelope.pageQuery,
     workstationId: t.Optional(t.String({ format: 'uuid', description: "Only this workstation's sheets", error: 'workstationId must be a workstation id' })),
+    orgId: t.Optional(t.String({ format: 'uuid', error: 'Invalid organisation id', description: 'Every sheet of this organisation (you must be a member)', examples: [ORG_ID] })),
   })
   export const deleted = t.Object({ id: t.String({ format: 'uuid' }), deleted: t.Boolean() }, { examples: [{ id: SHEET_ID, deleted: true }] })
 
@@ -185,6 +206,8 @@ function serializeExecution(e: Replied<ExecutionRow>) {
 export function serializeSummary(s: Replied<SheetRow>, cellCount: number) {
   return {
     id: s.id,
+    ownerId: s.ownerId,
+    orgId: s.orgId ?? null,
     name: s.name,
     workstationId: s.workstationId,
     kernel: s.kernel,

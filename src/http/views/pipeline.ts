@@ -25,6 +25,10 @@ const SCHEDULE_ID = 'a4c6e8fa-3d5f-4b7c-9e1a-2f4b6d8fa3c5'
 const DATAKIT_ID = '5e7a9c1b-3d5f-4a7b-8c9d-0e1f2a3b4c5d'
 const MODEL_ID = 'a1f3c5e7-2b4d-4f6a-8c0e-1d3f5b7d9e2a'
 const MODEL_RUN_ID = 'c4d2e6f8-0a1b-4c3d-9e5f-7a8b9c0d1e2f'
+const OWNER_ID = '8e2d4c6a-1f3b-4a5c-9d7e-0b1c2d3e4f50'
+const ORG_ID = '3c5e7a9b-2d4f-4b6a-8c1e-5f7a9b1d3e60'
+const orgIdOption = (description: string) =>
+  t.Optional(t.Union([t.String({ format: 'uuid' }), t.Null()], { error: 'orgId must be an organisation id or null', description }))
 
 /** The example of `PipelineDefinition` (query → train → deploy when good enough), reused in the bodies' examples. */
 const DEFINITION_EXAMPLE = (PipelineDefinition.examples as unknown[])[0] as PipelineDefinition
@@ -53,6 +57,8 @@ export namespace PipelineApiModel {
 
   const summaryFields = {
     id: t.String({ format: 'uuid' }),
+    ownerId: t.String({ format: 'uuid', description: 'Who made it (its runs and schedules are theirs)' }),
+    orgId: nullable(t.String({ format: 'uuid' }), 'The organisation it is shared in; null: personal'),
     name: t.String(),
     description: nullable(t.String()),
     version: t.Integer({ minimum: 1, description: 'The current version: 1, and N+1 with each new definition' }),
@@ -60,7 +66,7 @@ export namespace PipelineApiModel {
     createdAt: time(),
     updatedAt: time(),
   }
-  const SUMMARY_EXAMPLE = { id: PIPELINE_ID, name: 'nightly-churn', description: 'Retrain the churn model on adult customers and deploy it when it is good enough', version: 3, stepCount: 3, createdAt: AT.created, updatedAt: AT.updated }
+  const SUMMARY_EXAMPLE = { id: PIPELINE_ID, ownerId: OWNER_ID, orgId: null, name: 'nightly-churn', description: 'Retrain the churn model on adult customers and deploy it when it is good enough', version: 3, stepCount: 3, createdAt: AT.created, updatedAt: AT.updated }
 
   /** A pipeline in a list: without its definition (GET /api/pipelines/:id has it). */
   export const summary = t.Object(summaryFields, { title: 'PipelineSummary', examples: [SUMMARY_EXAMPLE] })
@@ -75,10 +81,15 @@ export namespace PipelineApiModel {
    * What the routes check before the actor sees a body: the shape of the fields, and that
    * `definition` is an object. Its content is the actor's to validate (422 per problem).
    */
-  export const createCheck = t.Object({ name, description: t.Optional(description), definition: t.Record(t.String(), t.Unknown(), { error: 'definition must be an object' }) }, { additionalProperties: false })
+  const createOrg = t.Optional(t.String({ format: 'uuid', error: 'orgId must be an organisation id', description: 'Create it in this organisation (you must be a MEMBER or above there)' }))
+  const moveOrg = orgIdOption('Move it into this organisation, or (null) make it personal again: its owner, ADMIN or above in both organisations')
+  export const createCheck = t.Object(
+    { name, description: t.Optional(description), definition: t.Record(t.String(), t.Unknown(), { error: 'definition must be an object' }), orgId: createOrg },
+    { additionalProperties: false },
+  )
   export const patchCheck = t.Object(
-    { name: t.Optional(name), description: t.Optional(description), definition: t.Optional(t.Record(t.String(), t.Unknown(), { error: 'definition must be an object' })) },
-    { additionalProperties: false, minProperties: 1, error: 'Provide at least one of name, description, definition' },
+    { name: t.Optional(name), description: t.Optional(description), definition: t.Optional(t.Record(t.String(), t.Unknown(), { error: 'definition must be an object' })), orgId: moveOrg },
+    { additionalProperties: false, minProperties: 1, error: 'Provide at least one of name, description, definition, orgId' },
   )
   /** What the OpenAPI document shows for those bodies: the definition in full. */
   export const create = t.Object(
@@ -86,6 +97,7 @@ export namespace PipelineApiModel {
       name: t.String({ minLength: 1, maxLength: MAX_NAME_CHARS }),
       description: t.Optional(t.Union([t.String({ maxLength: MAX_DESCRIPTION_CHARS }), t.Null()])),
       definition: PipelineDefinition,
+      orgId: createOrg,
     },
     { additionalProperties: false, examples: [{ name: 'nightly-churn', description: 'Retrain the churn model on adult customers and deploy it when it is good enough', definition: DEFINITION_EXAMPLE }] },
   )
@@ -94,17 +106,19 @@ export namespace PipelineApiModel {
       name: t.Optional(t.String({ minLength: 1, maxLength: MAX_NAME_CHARS })),
       description: t.Optional(t.Union([t.String({ maxLength: MAX_DESCRIPTION_CHARS }), t.Null()])),
       definition: t.Optional(PipelineDefinition),
+      orgId: moveOrg,
     },
     {
       additionalProperties: false,
       minProperties: 1,
-      description: 'Any of name, description and definition; a new definition is the next version',
-      examples: [{ definition: { ...DEFINITION_EXAMPLE, params: { minAccuracy: { type: 'number', default: 0.92 } }, maxActiveRuns: 2 } }],
+      description: 'Any of name, description, definition (a new one is the next version) and orgId (a move)',
+      examples: [{ definition: { ...DEFINITION_EXAMPLE, params: { minAccuracy: { type: 'number', default: 0.92 } }, maxActiveRuns: 2 } }, { orgId: ORG_ID }],
     },
   )
   export const listQuery = t.Object({
     ...Envelope.pageQuery,
     search: t.Optional(t.String({ maxLength: 100, description: 'Text in the name or description (case-insensitive)', examples: ['churn'] })),
+    orgId: t.Optional(t.String({ format: 'uuid', error: 'Invalid organisation id', description: 'Every pipeline of this organisation (you must be a member)', examples: [ORG_ID] })),
   })
   export const deleted = t.Object({ id: t.String({ format: 'uuid' }), deleted: t.Boolean() }, { examples: [{ id: PIPELINE_ID, deleted: true }] })
 
@@ -326,7 +340,17 @@ export namespace PipelineApiModel {
 const stepCount = (definition: unknown): number => ((definition as { steps?: unknown[] } | null)?.steps ?? []).length
 
 export function serializePipelineSummary(p: Replied<PipelineRow>) {
-  return { id: p.id, name: p.name, description: p.description, version: p.version, stepCount: stepCount(p.definition), createdAt: iso(p.createdAt), updatedAt: iso(p.updatedAt) }
+  return {
+    id: p.id,
+    ownerId: p.userId,
+    orgId: p.orgId ?? null,
+    name: p.name,
+    description: p.description,
+    version: p.version,
+    stepCount: stepCount(p.definition),
+    createdAt: iso(p.createdAt),
+    updatedAt: iso(p.updatedAt),
+  }
 }
 
 export function serializePipeline(p: Replied<PipelineRow>) {
