@@ -86,14 +86,14 @@ export const endExecution = timed(
   async function endExecution(
     tx: Db,
     id: string,
-    end: { status: ExecutionStatus; executionCount: number | null; error: string | null },
+    end: { status: ExecutionStatus; executionCount: number | null; error: string | null; endedAt?: Date },
     cell?: { sheetId: string; cellId: string },
   ): Promise<ExecutionRow | undefined> {
     const [row] = await tx<ExecutionRow[]>`
       with counted as (
         update codesheet_cells set execution_count = ${end.executionCount} where ${cell !== undefined} and sheet_id = ${cell?.sheetId ?? null} and id = ${cell?.cellId ?? null}
       )
-      update codesheet_executions e set status = ${end.status}, execution_count = ${end.executionCount}, error = ${end.error}, ended_at = now(), code = null
+      update codesheet_executions e set status = ${end.status}, execution_count = ${end.executionCount}, error = ${end.error}, ended_at = coalesce(${end.endedAt ?? null}::timestamptz, now()), code = null
       where e.id = ${id} returning ${EXECUTION(tx)}`
     return row
   },

@@ -33,6 +33,8 @@ interface Running {
   up: boolean
   /** Left running by a node that is gone (found at activation): to be ended `failed`. */
   orphan?: boolean
+  /** Its row as it started (what its end's event repeats); absent for one found queued at activation. */
+  row?: runs.ExecutionRow
 }
 
 export interface SheetState {
@@ -105,7 +107,7 @@ export function sheetQueue(kernels: SheetKernels, settings: CodesheetSettings, l
     emit(ctx, 'cleared', { executionId: row.id, cellId: row.cellId })
     const up = kernels.status(s.sheet.id) === 'alive'
     execute(ctx, s.sheet, row.id, code, row.timeoutSeconds, up)
-    return { ...s, running: { id: row.id, cellId: row.cellId, up } }
+    return { ...s, running: { id: row.id, cellId: row.cellId, up, row } }
   }
 
   /** The background work of one execution: outputs and its end are reported to the actor. */
@@ -171,7 +173,7 @@ export function sheetQueue(kernels: SheetKernels, settings: CodesheetSettings, l
     const r = active.find((e) => e.status === 'running')
     const queue = active.filter((e) => e.status === 'queued').map((e) => ({ id: e.id, cellId: e.cellId }))
     const here = kernels.runningId(id)
-    let running: Running | null = r ? { id: r.id, cellId: r.cellId, up: kernels.status(id) === 'alive' } : null
+    let running: Running | null = r ? { id: r.id, cellId: r.cellId, up: kernels.status(id) === 'alive', row: r } : null
     // Running (or queued with nothing running) with no execution of it on this node: left by a node that stopped.
     if ((r && here !== r.id) || (!r && queue.length > 0)) running = { id: r?.id ?? queue[0]!.id, cellId: r?.cellId ?? queue[0]!.cellId, up: false, orphan: true }
     return { sheet, cells, queue: running?.orphan && !r ? queue.slice(1) : queue, running, restarting: false, shown: sheet.kernelState }

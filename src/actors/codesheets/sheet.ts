@@ -323,9 +323,17 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
         case 'executed': {
           if (s.running?.id !== msg.executionId) break
           const cellId = s.running.cellId
-          const end = { status: msg.status, executionCount: msg.executionCount, error: msg.error }
-          const e = await runs.endExecution(ctx.tx, msg.executionId, end, exists(s, cellId) ? { sheetId: s.sheet.id, cellId } : undefined)
-          if (e) executionEvent(ctx, e)
+          const cell = exists(s, cellId) ? { sheetId: s.sheet.id, cellId } : undefined
+          const started = s.running.row
+          if (started) {
+            // What the row becomes is known: written in the flight of the COMMIT, announced as written.
+            const end = { status: msg.status, executionCount: msg.executionCount, error: msg.error, endedAt: new Date() }
+            ctx.write(runs.endExecution(ctx.tx, msg.executionId, end, cell))
+            executionEvent(ctx, { ...started, ...end })
+          } else {
+            const e = await runs.endExecution(ctx.tx, msg.executionId, { status: msg.status, executionCount: msg.executionCount, error: msg.error }, cell)
+            if (e) executionEvent(ctx, e)
+          }
           s = { ...s, running: null }
           if (msg.status !== 'ok') s = await cancelQueue(ctx, s, `Not run: an earlier cell (${cellId}) ended ${msg.status}`)
           s = await startNext(ctx, s)

@@ -13,7 +13,6 @@ stdout, one JSON object a line, and nothing else (the kernel's own output goes t
     {"type": "ready"}                                  kernel started (again, after a restart)
     {"type": "output", "id": ID, "output": OUTPUT}     an nbformat 4 output object, in order
     {"type": "clear_output", "id": ID, "wait": BOOL}   IPython.display.clear_output
-    {"type": "status", "id": ID, "state": "busy"|"idle"}
     {"type": "reply", "id": ID, "status": "ok"|"error"|"aborted", "execution_count": N}
         after the kernel's execute_reply AND its idle status for the request, so no output
         of the execution comes after it
@@ -249,9 +248,9 @@ class Driver:
                 self.km.interrupt_kernel()
             return
         if mt == "status":
+            # Not passed on: the server keeps the kernel's state itself (busy while it runs an
+            # execution), and a line per status is a write and a wake-up of the server for nothing.
             state = c.get("execution_state")
-            if state in ("busy", "idle"):
-                emit({"type": "status", "id": ex.id, "state": state})
             if state == "idle":
                 ex.idle = True
                 ex.idle_at = time.monotonic()

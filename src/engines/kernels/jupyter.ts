@@ -42,7 +42,6 @@ const DriverMessage = T.Union([
   T.Object({ type: T.Literal('ready') }),
   T.Object({ type: T.Literal('output'), id: Id, output: Output }),
   T.Object({ type: T.Literal('clear_output'), id: Id, wait: T.Boolean() }),
-  T.Object({ type: T.Literal('status'), id: Id, state: T.String() }),
   T.Object({
     type: T.Literal('reply'),
     id: Id,
@@ -214,10 +213,9 @@ export class JupyterKernel extends ProcessKernel {
       case 'fatal':
         this.#reason = m.message
         return
-      case 'status':
       case 'error':
-        // The state is ours to keep (busy while an execution runs); a command the driver did
-        // not understand would be our own bug, and the execution it concerned still ends.
+        // A command the driver did not understand would be our own bug, and the execution it
+        // concerned still ends.
         return
       default:
         m satisfies never
