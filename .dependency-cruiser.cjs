@@ -110,7 +110,7 @@ module.exports = {
       name: 'config-imports-nothing-above',
       severity: 'error',
       comment: 'The configuration is read by everyone and reads only core.',
-      from: { path: '^src/config[.]ts$' },
+      from: { path: '^src/config(-env)?[.]ts$' },
       to: { path: '^src/(?!core/)' },
     },
   ],
