@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { chromium, type Browser } from 'playwright-core'
 import { testServer, type TestServer } from '../support/app.ts'
 import { service } from '../support/services.ts'
+import { until } from '../support/until.ts'
 
 const executablePath = service('browser', import.meta.file)
 
@@ -53,7 +54,17 @@ describe.if(Boolean(executablePath))('Swagger UI (/swagger) offline, in Chromium
       expect(res?.status()).toBe(200)
       expect(res?.headers()['content-security-policy']).not.toMatch(/https?:/)
       await page.locator('.opblock').first().waitFor()
-      expect(await page.locator('.opblock').count()).toBe(operations)
+      // A large document's operations are rendered as they scroll into view (as a reader
+      // scrolls): scroll down a screen at a time, noting every operation rendered on the way.
+      const seen = new Set<string>()
+      await until(async () => {
+        for (const id of await page.locator('.opblock').evaluateAll((els) => els.map((e) => e.id))) seen.add(id)
+        if (seen.size >= operations) return true
+        await page.evaluate(() => window.scrollBy(0, Math.round(window.innerHeight * 0.8)))
+        return false
+      }, `${operations} operations rendered`, 90_000).catch(() => {})
+      expect(seen.size).toBe(operations)
+      await page.evaluate(() => window.scrollTo(0, 0))
 
       // Authorize with the bearer token.
       await page.locator('.auth-wrapper .authorize').click()
@@ -63,6 +74,12 @@ describe.if(Boolean(executablePath))('Swagger UI (/swagger) offline, in Chromium
 
       // GET /api/auth/me: open it, Try it out, Execute.
       const me = page.locator('.opblock-get').filter({ has: page.locator('.opblock-summary-path[data-path="/api/auth/me"]') })
+      await until(async () => {
+        if ((await me.count()) > 0) return true
+        await page.evaluate(() => window.scrollBy(0, Math.round(window.innerHeight * 0.8)))
+        return false
+      }, 'GET /api/auth/me rendered')
+      await me.scrollIntoViewIfNeeded()
       await me.locator('.opblock-summary').click()
       await me.locator('.try-out__btn').click()
       const answered = page.waitForResponse((r) => r.url() === `${t.url}/api/auth/me`)
@@ -78,5 +95,5 @@ describe.if(Boolean(executablePath))('Swagger UI (/swagger) offline, in Chromium
     } finally {
       await context.close()
     }
-  }, 60_000)
+  }, 150_000)
 })
