@@ -60,11 +60,11 @@ describe.if(Boolean(executablePath))('Swagger UI (/swagger) offline, in Chromium
       await until(async () => {
         for (const id of await page.locator('.opblock').evaluateAll((els) => els.map((e) => e.id))) seen.add(id)
         if (seen.size >= operations) return true
-        await page.evaluate(() => window.scrollBy(0, Math.round(window.innerHeight * 0.8)))
+        await page.evaluate('window.scrollBy(0, Math.round(window.innerHeight * 0.8))')
         return false
       }, `${operations} operations rendered`, 90_000).catch(() => {})
       expect(seen.size).toBe(operations)
-      await page.evaluate(() => window.scrollTo(0, 0))
+      await page.evaluate('window.scrollTo(0, 0)')
 
       // Authorize with the bearer token.
       await page.locator('.auth-wrapper .authorize').click()
@@ -76,7 +76,7 @@ describe.if(Boolean(executablePath))('Swagger UI (/swagger) offline, in Chromium
       const me = page.locator('.opblock-get').filter({ has: page.locator('.opblock-summary-path[data-path="/api/auth/me"]') })
       await until(async () => {
         if ((await me.count()) > 0) return true
-        await page.evaluate(() => window.scrollBy(0, Math.round(window.innerHeight * 0.8)))
+        await page.evaluate('window.scrollBy(0, Math.round(window.innerHeight * 0.8))')
         return false
       }, 'GET /api/auth/me rendered')
       await me.scrollIntoViewIfNeeded()
