@@ -111,7 +111,7 @@ module.exports = {
       severity: 'error',
       comment: 'The configuration is read by everyone and reads only core.',
       from: { path: '^src/config(-env)?[.]ts$' },
-      to: { path: '^src/(?!core/)' },
+      to: { path: '^src/(?!core/|config-env[.]ts$)' },
     },
   ],
   options: {
