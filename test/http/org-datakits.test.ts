@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { datakitsFeature } from '../../src/features/datakits.ts'
 import { testServer, type TestServer } from '../support/app.ts'
+import { addMember, orgWith } from '../support/org-fixtures.ts'
 import { sampleRows, tempDir, toDelimited } from '../support/datasets.ts'
 import { multipartBytes, postUpload, type FormPart } from '../support/datakit-upload.ts'
 import { until } from '../support/until.ts'
@@ -32,18 +33,8 @@ let outsider: Account
 let org: string
 let other: string
 
-async function makeOrg(members: [Account, OrgRole][]): Promise<string> {
-  const id = crypto.randomUUID()
-  await t.db.sql`insert into orgs (id, name, slug) values (${id}, ${'Org ' + id.slice(0, 8)}, ${'org-' + id.slice(0, 8)})`
-  for (const [u, role] of members) await setRole(id, u, role)
-  return id
-}
-
-async function setRole(orgId: string, u: Account, role: OrgRole) {
-  await t.db.sql`
-    insert into org_members (org_id, user_id, role) values (${orgId}, ${u.id}, ${role})
-    on conflict (org_id, user_id) do update set role = excluded.role`
-}
+const makeOrg = (members: [Account, OrgRole][]) => orgWith(t.db.sql, members.map(([u, role]) => ({ userId: u.id, role })))
+const setRole = (orgId: string, u: Account, role: OrgRole) => addMember(t.db.sql, orgId, u.id, role)
 
 beforeAll(async () => {
   t = await testServer({ UPLOAD_DIR: join(dir.path, 'uploads') }, { features: [datakitsFeature] })

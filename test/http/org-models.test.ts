@@ -14,6 +14,7 @@ import { datakitsFeature } from '../../src/features/datakits.ts'
 import { modelsFeature } from '../../src/features/models.ts'
 import { closeIdleWorker } from '../../src/engines/trainer/pool.ts'
 import { testServer, type TestServer } from '../support/app.ts'
+import { addMember, orgWith } from '../support/org-fixtures.ts'
 import { field } from '../support/datasets.ts'
 import { multipartBytes, postUpload } from '../support/datakit-upload.ts'
 import { customers, type Row } from '../support/tabular.ts'
@@ -39,18 +40,8 @@ let other: string
 /** The org's model, trained by `member` and deployed. */
 let shared: { modelId: string; runId: string; kit: string } | undefined
 
-async function makeOrg(members: [Account, OrgRole][]): Promise<string> {
-  const id = crypto.randomUUID()
-  await t.db.sql`insert into orgs (id, name, slug) values (${id}, ${'Org ' + id.slice(0, 8)}, ${'org-' + id.slice(0, 8)})`
-  for (const [u, role] of members) await setRole(id, u, role)
-  return id
-}
-
-async function setRole(orgId: string, u: Account, role: OrgRole) {
-  await t.db.sql`
-    insert into org_members (org_id, user_id, role) values (${orgId}, ${u.id}, ${role})
-    on conflict (org_id, user_id) do update set role = excluded.role`
-}
+const makeOrg = (members: [Account, OrgRole][]) => orgWith(t.db.sql, members.map(([u, role]) => ({ userId: u.id, role })))
+const setRole = (orgId: string, u: Account, role: OrgRole) => addMember(t.db.sql, orgId, u.id, role)
 
 beforeAll(async () => {
   modelDir = await mkdtemp(join(tmpdir(), 'quadrax-org-models-'))

@@ -1,5 +1,6 @@
 /**
- * Organisations and their shared objects for the access tests (test/http/access-orgs.test.ts).
+ * Organisations and their shared objects for the tests of organisations (test/http/access-orgs.test.ts,
+ * org-*.test.ts).
  * Orgs, memberships and invitations are written with SQL, so a test of the shared objects'
  * routes does not rest on the /api/orgs routes; the objects themselves are made through the API
  * with `orgId`, as a user would.
@@ -18,9 +19,11 @@ export async function orgWith(sql: Sql, members: ReadonlyArray<{ userId: string;
   return id
 }
 
-/** Add `userId` to an org with `role`. */
+/** Add `userId` to an org with `role`, or give a member that role. */
 export async function addMember(sql: Sql, orgId: string, userId: string, role: OrgRole): Promise<void> {
-  await sql`insert into org_members (org_id, user_id, role) values (${orgId}, ${userId}, ${role})`
+  await sql`
+    insert into org_members (org_id, user_id, role) values (${orgId}, ${userId}, ${role})
+    on conflict (org_id, user_id) do update set role = excluded.role`
 }
 
 /** A pending invitation of the org (its token is never used: only its id is named). */
