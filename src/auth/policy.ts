@@ -92,14 +92,14 @@ export function decide(p: Principal | null, action: Action, resource: Resource, 
   if (resource === 'org') return admin ? 'allow' : decideInOrg(action, o.orgRole ?? null, false, true)
   const own = p.userId === o.ownerId
   if (o.orgId && SHAREABLE.has(resource)) {
-    // A shell runs code in the owner's container: personal, whatever the org.
     if (admin) return 'allow'
-    // A shell runs code in the owner's container: only the owner, while a MEMBER or above.
+    // A shell runs code in the owner's container: personal, whatever the org — only the owner,
+    // while a MEMBER or above there.
     if (action === 'shell' && own && o.orgRole && orgRoleAtLeast(o.orgRole, 'MEMBER')) return 'allow'
     return decideInOrg(action, o.orgRole ?? null, own, false)
   }
   if (!own && !admin) return 'not_found'
-  // An admin reads anyone's conversation but does not talk in it; a shell is its owner's.
+  // An admin reads anyone's conversation but does not talk in it.
   if (action === 'chat' && !own) return 'not_found'
   return 'allow'
 }
