@@ -74,6 +74,23 @@ export interface Ownership {
   orgRole?: OrgRole | null
 }
 
+/**
+ * `owner` as `decide` needs it: with the caller's role in the object's org looked up (by
+ * `roleOf`) when the object is in one, its role there matters (a shared object, an org itself)
+ * and the caller is not a platform admin (who needs none). The one rule for HTTP routes
+ * (src/http/context.ts) and WebSocket topics (src/ws/hub.ts) alike.
+ */
+export async function withOrgRole(
+  p: Principal,
+  resource: Resource,
+  owner: string | Ownership,
+  roleOf: (orgId: string, userId: string) => Promise<OrgRole | null>,
+): Promise<Ownership> {
+  const o: Ownership = typeof owner === 'string' ? { ownerId: owner } : { ...owner }
+  if (o.orgId && o.orgRole === undefined && p.role !== 'ADMIN' && (resource === 'org' || SHAREABLE.has(resource))) o.orgRole = await roleOf(o.orgId, p.userId)
+  return o
+}
+
 /** May a principal with `role` ever do `action` to a `resource`? (403 otherwise, whatever the object.) */
 export function roleMay(role: Role, resource: Resource, action: Action): boolean {
   if (resource === 'platform') return role === 'ADMIN'

@@ -10,7 +10,7 @@ import type { AuditLog } from '../store/audit.ts'
 import type { Sql } from '../store/db.ts'
 import type { RateLimitStore } from '../store/rate-limit.ts'
 import type { ActorSystem } from '../actors/runtime/index.ts'
-import { decide, orgRoleAtLeast, roleMay, SHAREABLE, type Action, type OrgRole, type Ownership, type Resource } from '../auth/policy.ts'
+import { decide, orgRoleAtLeast, roleMay, withOrgRole, type Action, type OrgRole, type Ownership, type Resource } from '../auth/policy.ts'
 import * as orgs from '../store/orgs.ts'
 import { bearerToken, type Principal } from '../auth/principal.ts'
 import type { AuthService } from '../auth/service.ts'
@@ -162,10 +162,8 @@ export async function authorize<T>(
  * the caller is not a platform admin (who needs no role). For routes and sockets that ask the
  * policy themselves (`decide`).
  */
-export async function ownershipFor(deps: Pick<HttpDeps, 'sql'>, me: Principal, resource: Resource, owner: string | Ownership): Promise<Ownership> {
-  const o: Ownership = typeof owner === 'string' ? { ownerId: owner } : { ...owner }
-  if (o.orgId && me.role !== 'ADMIN' && (resource === 'org' || SHAREABLE.has(resource))) o.orgRole = await orgs.roleOf(deps.sql, o.orgId, me.userId)
-  return o
+export function ownershipFor(deps: Pick<HttpDeps, 'sql'>, me: Principal, resource: Resource, owner: string | Ownership): Promise<Ownership> {
+  return withOrgRole(me, resource, owner, (orgId, userId) => orgs.roleOf(deps.sql, orgId, userId))
 }
 
 /**

@@ -15,7 +15,7 @@
 import type { ServerWebSocket } from 'bun'
 import type { Logger } from '../core/logger.ts'
 import type { OutboxEvent } from '../store/outbox.ts'
-import { decide, SHAREABLE, type OrgRole, type Ownership, type Resource } from '../auth/policy.ts'
+import { decide, withOrgRole, type OrgRole, type Ownership, type Resource } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
 import { CLOSE, reply, type ServerMessage } from './protocol.ts'
 
@@ -153,11 +153,8 @@ export class Hub {
     if (!t) return false
     const owner = await t.ownerOf(topic.slice(i + 1))
     if (owner === undefined) return false
-    if (typeof owner !== 'string' && owner.orgId && owner.orgRole === undefined && principal.role !== 'ADMIN' && SHAREABLE.has(t.resource)) {
-      // The watcher's role in the object's org, as src/http/context.ts `ownershipFor` fills it in.
-      return decide(principal, 'read', t.resource, { ...owner, orgRole: (await this.opts.orgRole?.(owner.orgId, principal.userId)) ?? null }) === 'allow'
-    }
-    return decide(principal, 'read', t.resource, owner) === 'allow'
+    const roleOf = this.opts.orgRole ?? (async () => null)
+    return decide(principal, 'read', t.resource, await withOrgRole(principal, t.resource, owner, roleOf)) === 'allow'
   }
 
 
