@@ -255,6 +255,8 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
     logger,
     metrics,
     queuePrefix: opts.queuePrefix ?? prefix.replace(/:+$/, ''),
+    // A change a turn commits for a request carries the request's audit event into its transaction.
+    stamps: audit.turnStamps,
     config: { nodeId: config.cluster.nodeId, shards: config.cluster.shards, leaseTtlMs: config.cluster.leaseTtlMs, ...opts.actorConfig },
   })
   const hub = new Hub(

@@ -1,8 +1,10 @@
 /**
  * The runtime's records of committed turns, written in one statement for any number of
  * turns: their inbox rows (actor_inbox) and their outbox events (actor_outbox, numbered per
- * topic through actor_outbox_topics). One statement rather than one per table, because on a
- * group commit the fixed cost of a statement is most of the cost of a row.
+ * topic through actor_outbox_topics), and what their messages carried (`also`: the audit
+ * log's statement for audit_pending, src/store/audit-pending.ts). One statement rather than one
+ * per table, because on a group commit the fixed cost of a statement is most of the cost of
+ * a row.
  */
 import type postgres from 'postgres'
 import type { Db } from './db.ts'
@@ -12,6 +14,8 @@ import type { NewOutboxEvent, OutboxEvent } from './outbox.ts'
 export interface TurnRecords {
   inbox: readonly InboxEntry[]
   events: readonly NewOutboxEvent[]
+  /** One more data-modifying common table expression (`name as (insert …)`) for the same statement: the turns' stamps. */
+  also?: postgres.PendingQuery<postgres.Row[]>
 }
 
 /**
@@ -49,7 +53,7 @@ export function recordTurns(sql: Db, records: TurnRecords): Promise<OutboxEvent[
     ), appended as (
       insert into actor_outbox (topic, seq, type, data, at)
       select e.topic, t.seq - e.n + e.k, e.type, e.data, e.at from e join topics t on t.topic = e.topic
-    )
+    )${records.also ? sql`, ${records.also}` : sql``}
     select topic, seq from topics`
   return query.execute().then((rows) => {
     const last = new Map(rows.map((r) => [r.topic, r.seq]))

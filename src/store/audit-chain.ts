@@ -22,6 +22,8 @@ type AuditDetail = Record<string, string | number | boolean | null>
 
 /** An event as a writer gives it (the recorder fills the request's context and the time). */
 export interface AuditEvent {
+  /** Its id (default: a random one); a request's pending events give it theirs (./audit.ts). */
+  id?: string
   action: string
   outcome: AuditOutcome
   /** When it happened (default: now). */
@@ -40,8 +42,9 @@ export interface AuditEvent {
   detail?: AuditDetail | null
 }
 
-/** An event's hashed content: every field of the row except its id and hashes. */
+/** An event's hashed content: every field of the row except its id and hashes (an id given is carried along). */
 export interface AuditContent {
+  id?: string
   seq: number
   at: Date
   actorId: string | null
@@ -104,6 +107,7 @@ export function clean(e: AuditEvent): AuditContent {
     }
   }
   return {
+    ...(e.id ? { id: e.id } : {}),
     seq: 0, // given by `link`
     // Milliseconds: what a JS Date holds and what comes back from timestamptz, so the stored
     // time hashes as it was hashed.
@@ -165,7 +169,7 @@ export function link(head: ChainHead, events: readonly AuditContent[]): { rows: 
     const row = e as AuditRow
     row.seq = ++seq
     row.hash = chainHash(prev, row)
-    row.id = crypto.randomUUID()
+    row.id ??= crypto.randomUUID()
     row.prevHash = prev
     rows.push(row)
     prev = row.hash

@@ -1,6 +1,7 @@
 /**
  * The audit log's statements (tables audit_events, audit_chain, audit_checkpoints), issued only
- * by its one writer, ./audit.ts (AuditLog), and the retention actor's `removeBefore`.
+ * by its one writer, ./audit.ts (AuditLog), and the retention actor's `removeBefore`. Those of
+ * audit_pending are in ./audit-pending.ts.
  */
 import type { AuditRow, ChainHead } from './audit-chain.ts'
 import { timed, type Db } from './db.ts'
@@ -64,10 +65,13 @@ export const appendIfHead = timed('audit.append', async function appendIfHead(sq
   return result.count === rows.length
 })
 
-/** Insert `rows` and move the head to `next`: the caller holds the head's lock (`lockHead`). */
-export const insertLocked = timed('audit.appendLocked', async function insertLocked(tx: Db, rows: readonly AuditRow[], next: ChainHead): Promise<void> {
+/**
+ * Insert `rows` and move the head to `next`: the caller holds the head's lock (`lockHead`).
+ * The pending events of the requests `settles` (their keys) are deleted in the same statement.
+ */
+export const insertLocked = timed('audit.appendLocked', async function insertLocked(tx: Db, rows: readonly AuditRow[], next: ChainHead, settles: readonly string[] = []): Promise<void> {
   await tx`
-    with moved as (update audit_chain set seq = ${next.seq}, hash = ${next.hash} where singleton returning 1)
+    with moved as (update audit_chain set seq = ${next.seq}, hash = ${next.hash} where singleton returning 1)${settles.length ? tx`, settled as (delete from audit_pending where key = any(${settles}::uuid[]))` : tx``}
     ${INSERT_COLUMNS(tx)}
     select r.* from ${RECORDSET(tx, rows)}
     where exists (select 1 from moved)`

@@ -1,8 +1,8 @@
 /**
  * The audit log's one writer (tables audit_events, audit_chain, audit_checkpoints; its
- * statements are in ./audit-rows.ts).
+ * statements are in ./audit-rows.ts), and the one reader of audit_pending (./audit-pending.ts).
  *
- * Two ways in:
+ * Three ways in:
  *
  * - `record(event)`: after the fact (a request's outcome, a failed login). Events are queued
  *   and written in groups, at most one group per `groupIntervalMs` (an event after a quiet
@@ -16,8 +16,18 @@
  * - `lock(tx)` then `append(...)`, or `recordIn(tx, event)`: in the caller's transaction, with
  *   the change it records; the head's row lock is held until that transaction ends, so the
  *   change and its record commit or roll back together. A failure here fails the change.
+ * - `turnStamps`: a change an actor's turn commits for a request (a workstation started, a
+ *   model deployed) commits in the turn's transaction, not the request's. A message the
+ *   request sends carries the request's event as it stands (`take`: its route's action and
+ *   target, the actor, IP, request id) under a key of the request's, and the turn inserts it
+ *   into audit_pending with its change (`insert`): the two commit together, with no lock
+ *   shared between turns. The request's outcome, recorded after the fact, joins the chain with
+ *   that key as its event id. `recoverPending` (the audit feature runs it every half minute)
+ *   drops pending events whose key is in the chain and moves the others — their node died
+ *   between the turn's commit and the answer — into it, as what committed: outcome success,
+ *   no status, `detail.recovered`.
  *
- * Both fill what the event leaves out from the request it happens in (`enter`: the HTTP frame
+ * All fill what the event leaves out from the request it happens in (`enter`: the HTTP frame
  * enters a scope per state-changing request; src/http/plugins/audit.ts): request id, client IP,
  * user agent, actor, and the actor's e-mail (looked up by id, cached for a minute).
  */
@@ -27,6 +37,7 @@ import { FailureStreak } from '../core/failure-streak.ts'
 import type { Logger } from '../core/logger.ts'
 import type { Metrics } from '../core/metrics.ts'
 import { clean, isAction, link, type AuditContent, type AuditEvent, type AuditRow, type ChainHead } from './audit-chain.ts'
+import { dropChained, insertPending, PENDING_GRACE_MS, recovered, settlePending, takeOrphans, type AuditTurnStamps, type PendingAudit } from './audit-pending.ts'
 import { appendIfHead, emailsOf, insertLocked, lockHead, readHead } from './audit-rows.ts'
 import type { Db, Sql } from './db.ts'
 
@@ -41,7 +52,18 @@ export interface AuditScope {
   identified?: string
   /** An event standing for the request itself was recorded: its outcome needs no other. */
   covered?: boolean
+  /**
+   * The event the request will be recorded as if it succeeds (its route's action, target and
+   * org, from the path), for a turn that commits a change for it; `id`: the actor asked (the
+   * target of a create). Undefined: the request is not audited.
+   */
+  expected?(id: string): AuditEvent | undefined
+  /** The key of the pending events its turns committed (set by the first one): its event's id. */
+  pendingKey?: string
+  /** Answered: what it sets off from now on is not its own (no pending events are made). */
+  finished?: boolean
 }
+
 
 export interface AuditLogOptions {
   /** AUDIT_ENABLED: false records nothing (for benchmarks). */
@@ -84,6 +106,7 @@ export class AuditLog {
   readonly #written: Counter<string>
   readonly #failures: Counter<string>
   readonly #lost: Counter<string>
+  readonly #recovered: Counter<string>
   readonly #streak = new FailureStreak()
   #queue: Pending[] = []
   #draining: Promise<void> | undefined
@@ -104,6 +127,70 @@ export class AuditLog {
     this.#written = opts.metrics.counter('audit_events_written_total', 'Audit events committed, by how (after: queued after the fact; transaction: with the change)', ['path'])
     this.#failures = opts.metrics.counter('audit_write_failures_total', 'Failed attempts to write audit events, by how', ['path'])
     this.#lost = opts.metrics.counter('audit_events_lost_total', 'Audit events that could not be written (each logged at error level)', ['reason'])
+    this.#recovered = opts.metrics.counter('audit_events_recovered_total', 'Pending audit events of changes whose request was never answered, moved into the chain')
+    this.turnStamps = {
+      take: (kind, id) => this.#stamp(kind, id),
+      insert: (conn, stamps) => insertPending(conn, stamps as PendingAudit[]),
+    }
+  }
+
+  /** For the actor runtime: see the top of this file. */
+  readonly turnStamps: AuditTurnStamps
+
+  /** The current request's pending event for a message to actor (kind, id), or undefined. */
+  #stamp(_kind: string, id: string): PendingAudit | undefined {
+    const scope = this.#scopes.getStore()
+    if (!this.enabled || !scope || scope.finished || !scope.expected) return undefined
+    const event = scope.expected(id)
+    if (!event || !isAction(event.action)) return undefined
+    // The caller is known by now (the route authorized the request); if not, it stays unknown.
+    const actor = scope.actor()
+    const filled = this.#fill(event, scope, actor instanceof Promise ? null : (actor ?? scope.identified ?? null), new Date())
+    scope.pendingKey ??= crypto.randomUUID()
+    return { key: scope.pendingKey, event: { ...filled, at: filled.at!.toISOString() } }
+  }
+
+  /**
+   * The request of `scope` was recorded otherwise (an event in its own transaction): drop the
+   * pending events its turns committed. Never rejects (a failure leaves them to the sweep).
+   */
+  settle(scope: AuditScope): Promise<void> {
+    const key = scope.pendingKey
+    if (!this.enabled || !key) return RESOLVED
+    return settlePending(this.sql, [key]).catch((err: unknown) => this.#log.warn({ err }, 'pending audit events could not be dropped; the sweep records them'))
+  }
+
+  /**
+   * Move pending events older than `olderThanMs` into the chain: the changes of requests that
+   * were never answered (their node died between the turn's commit and the answer). One event
+   * per request, as what committed: outcome success, no status, `detail.recovered`. Safe on
+   * every node at once (the rows are taken under the chain's lock). Returns how many.
+   */
+  async recoverPending(olderThanMs = PENDING_GRACE_MS): Promise<number> {
+    if ((await dropChained(this.sql, olderThanMs)) === 0) return 0
+    let total = 0
+    for (;;) {
+      const { rows, events } = await this.sql.begin(async (tx) => {
+        const head = await lockHead(tx)
+        const rows = await takeOrphans(tx, olderThanMs, this.#maxBatch)
+        const first = new Map<string, Record<string, unknown>>()
+        for (const r of rows) if (!first.has(r.key)) first.set(r.key, r.event)
+        const events = [...first].map(([key, e]) => recovered(key, e))
+        if (events.length === 0) return { rows: 0, events: 0 }
+        await this.#emailsOf(tx, events)
+        const linked = link(head, events.map(clean))
+        await insertLocked(tx, linked.rows, linked.head, [...first.keys()])
+        return { rows: rows.length, events: events.length }
+      })
+      this.#head = undefined
+      total += events
+      if (rows < this.#maxBatch) break
+    }
+    if (total > 0) {
+      this.#recovered.inc(total)
+      this.#log.warn({ recovered: total }, 'audit events of changes whose request was never answered were recorded from their pending rows')
+    }
+    return total
   }
 
   /**
@@ -136,14 +223,18 @@ export class AuditLog {
     const at = event.at ?? new Date()
     if (!scope) return this.#enqueue({ ...event, at })
     scope.covered = true
+    // The request's outcome (recorded once it is answered) stands for its pending events: it
+    // takes their key as its id.
+    if (scope.finished && scope.pendingKey) event = { ...event, id: scope.pendingKey }
     if (event.actorId !== undefined) return this.#enqueue(this.#fill(event, scope, event.actorId, at))
     // The caller is usually known without I/O: then no promise is made for it. One whose token
     // could not be checked (the session store failed) is recorded as unknown.
     const actor = scope.actor()
     if (actor instanceof Promise) {
+      const e = event
       return actor.then(
-        (id) => this.#enqueue(this.#fill(event, scope, id ?? scope.identified ?? null, at)),
-        () => this.#enqueue(this.#fill(event, scope, scope.identified ?? null, at)),
+        (id) => this.#enqueue(this.#fill(e, scope, id ?? scope.identified ?? null, at)),
+        () => this.#enqueue(this.#fill(e, scope, scope.identified ?? null, at)),
       )
     }
     return this.#enqueue(this.#fill(event, scope, actor ?? scope.identified ?? null, at))
@@ -152,6 +243,7 @@ export class AuditLog {
   #enqueue(event: AuditEvent): Promise<void> {
     return new Promise<void>((done) => {
       if (this.#queue.length >= this.#maxQueue) {
+        // Its pending events (if any) stay: recoverPending records them.
         this.#lose([event], 'queue_full', new Error(`more than ${this.#maxQueue} audit events waiting`))
         return done()
       }
@@ -280,11 +372,12 @@ export class AuditLog {
   }
 
   async #writeGroup(group: Pending[]): Promise<void> {
-    await this.#write(group.map((p) => p.event))
+    await this.#write(group)
     for (const p of group) p.done()
   }
 
-  async #write(events: AuditEvent[]): Promise<void> {
+  async #write(group: Pending[]): Promise<void> {
+    const events = group.map((p) => p.event)
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#emailsOf(this.sql, events)
@@ -297,15 +390,16 @@ export class AuditLog {
         this.#failures.inc({ path: 'after' })
         this.#head = undefined
         if (!transient(err)) {
-          // Retrying will not help; one by one, only the event at fault is lost.
-          if (events.length > 1) for (const e of events) await this.#write([e])
+          // Retrying will not help; one by one, only the event at fault is lost (its pending
+          // events, if any, stay for recoverPending).
+          if (group.length > 1) for (const p of group) await this.#write([p])
           else this.#lose(events, 'error', err)
           return
         }
         // While the database is unreachable the group waits (and later ones queue behind it);
         // at shutdown it gets three tries.
         if (this.#closed && attempt >= 3) return this.#lose(events, 'error', err)
-        if (this.#streak.fail()) this.#log.error({ err, waiting: this.#queue.length + events.length, attempt }, 'audit events could not be written yet (database unavailable); retrying')
+        if (this.#streak.fail()) this.#log.error({ err, waiting: this.#queue.length + group.length, attempt }, 'audit events could not be written yet (database unavailable); retrying')
         await Bun.sleep(Math.min(MAX_BACKOFF_MS, 50 * 2 ** Math.min(attempt, 10)))
       }
     }

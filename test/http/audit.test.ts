@@ -2,8 +2,10 @@
  * The audit log through the API, on a real server and PostgreSQL, over real HTTP: what a login
  * failure, a lockout, a login, a role change, refresh-token reuse, a logout and actor-made
  * model changes leave (actor, action, target, outcome, status, the client IP from
- * X-Forwarded-For under TRUST_PROXY, user agent, request id), that no body or password ever
- * reaches it, and GET /api/admin/audit: filters, pages, NDJSON export, admins only.
+ * X-Forwarded-For under TRUST_PROXY, user agent, request id), that a change an actor's turn
+ * commits is recorded in the turn's transaction (and recovered from there when the answer's
+ * record never comes), that no body or password ever reaches it, and GET /api/admin/audit:
+ * filters, pages, NDJSON export, admins only.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { modelsFeature } from '../../src/features/models.ts'
@@ -30,8 +32,8 @@ interface Answer {
   requestId: string
 }
 /** A request over real HTTP with its own request id, from `ip` (X-Forwarded-For) with user agent `ua`. */
-async function call(method: string, path: string, o: { token?: string; body?: unknown; ip?: string; ua?: string } = {}): Promise<Answer> {
-  const requestId = `audit-${++n}-${crypto.randomUUID().slice(0, 8)}`
+async function call(method: string, path: string, o: { token?: string; body?: unknown; ip?: string; ua?: string; requestId?: string } = {}): Promise<Answer> {
+  const requestId = o.requestId ?? `audit-${++n}-${crypto.randomUUID().slice(0, 8)}`
   const headers: Record<string, string> = { 'x-request-id': requestId, 'x-forwarded-for': o.ip ?? '192.0.2.1', 'user-agent': o.ua ?? 'audit-test/1.0' }
   if (o.token) headers.authorization = `Bearer ${o.token}`
   if (o.body !== undefined) headers['content-type'] = 'application/json'
@@ -47,6 +49,7 @@ const eventsOf = async (requestId: string): Promise<Event[]> => [
            outcome, status, ip, user_agent as "userAgent", request_id as "requestId", detail
     from audit_events where request_id = ${requestId} order by seq`),
 ]
+const lost = async () => (await t.server.http.metrics.registry.getSingleMetric('audit_events_lost_total')?.get())?.values.reduce((sum, v) => sum + v.value, 0) ?? 0
 const eventOf = (requestId: string) => until(async () => (await eventsOf(requestId))[0], `the audit event of ${requestId}`)
 
 /**
@@ -172,6 +175,52 @@ describe('changes made by actors', () => {
     const deleted = await call('DELETE', `/api/models/${id}`, { token: owner.token, ip: '198.51.100.20' })
     expect(deleted.status).toBe(200)
     expect(await eventOf(deleted.requestId)).toEqual({ ...base, action: 'model.delete', outcome: 'success', status: 200, requestId: deleted.requestId })
+  })
+
+  test("a change an actor's turn commits is recorded in the turn's transaction; when the answer's record never comes, it is recovered from there", async () => {
+    const owner = await t.user()
+    const ip = '198.51.100.30'
+    const created = await call('POST', '/api/models', { token: owner.token, body: { name: 'pending', type: 'CLASSIFICATION' }, ip })
+    const id = created.body.data.id as string
+    // What turns insert into audit_pending, as they commit (the rows are gone once the answer is chained).
+    await t.db.sql`create table test_pending_seen (key uuid, event jsonb)`
+    await t.db.sql`create function test_pending_seen() returns trigger language plpgsql as $$ begin insert into test_pending_seen values (new.key, new.event); return new; end $$`
+    await t.db.sql`create trigger test_pending_seen after insert on audit_pending for each row execute function test_pending_seen()`
+    const pendingOf = async (requestId: string) => [...(await t.db.sql<{ key: string }[]>`select key from audit_pending where event->>'requestId' = ${requestId}`)]
+
+    const patched = await call('PATCH', `/api/models/${id}`, { token: owner.token, body: { description: 'changed by a turn' }, ip })
+    expect(patched.status).toBe(200)
+    const base = { actorId: owner.id, actorEmail: owner.email, orgId: null, targetType: 'model', targetId: id, ip, userAgent: 'audit-test/1.0' }
+    expect(await eventOf(patched.requestId)).toEqual({ ...base, action: 'model.update', outcome: 'success', status: 200, requestId: patched.requestId, detail: null })
+    const seen = await t.db.sql<{ key: string; event: Record<string, unknown> }[]>`select key, event from test_pending_seen where event->>'requestId' = ${patched.requestId}`
+    expect(seen.map((r) => r.event)).toEqual([
+      { action: 'model.update', outcome: 'success', actorId: owner.id, targetType: 'model', targetId: id, ip, userAgent: 'audit-test/1.0', requestId: patched.requestId, at: expect.any(String) },
+    ])
+    // The answer's event carries the pending event's key as its id: the sweep drops it, recovers nothing.
+    const [chained] = await t.db.sql<{ id: string }[]>`select id from audit_events where request_id = ${patched.requestId}`
+    expect(chained!.id).toBe(seen[0]!.key)
+
+    // The node dies between the turn's commit and the answer's record: the database refuses
+    // the answer's event (a trigger stands for the crash), so only the pending one is left.
+    await t.db.sql`create function test_refuse_answer() returns trigger language plpgsql as $$ begin raise exception 'the node died'; end $$`
+    await t.db.sql`create trigger test_refuse_answer before insert on audit_events for each row when (new.request_id like 'doomed-%' and new.status is not null) execute function test_refuse_answer()`
+    const lostBefore = await lost()
+    const doomed = await call('PATCH', `/api/models/${id}`, { token: owner.token, body: { description: 'the answer is never recorded' }, ip, requestId: `doomed-${crypto.randomUUID()}` })
+    expect(doomed.status).toBe(200)
+    await until(async () => (await lost()) > lostBefore, "the answer's event to be refused")
+    await t.db.sql`drop trigger test_refuse_answer on audit_events`
+    expect(await eventsOf(doomed.requestId)).toEqual([])
+    expect((await pendingOf(doomed.requestId)).length).toBe(1)
+    // Every other request of this file has its event in the chain.
+    const unchained = () => t.db.sql`select 1 from audit_pending p where event->>'requestId' <> ${doomed.requestId} and not exists (select 1 from audit_events e where e.id = p.key)`
+    await until(async () => (await unchained()).length === 0, 'the other requests to be chained')
+    expect(await t.server.http.audit.recoverPending(0)).toBe(1)
+    expect(await pendingOf(patched.requestId)).toEqual([])
+    expect(await eventsOf(doomed.requestId)).toEqual([{ ...base, action: 'model.update', outcome: 'success', status: null, requestId: doomed.requestId, detail: { recovered: true } }])
+    expect(await pendingOf(doomed.requestId)).toEqual([])
+    const verified = await call('GET', '/api/admin/audit/verify', { token: admin.token })
+    expect(verified.body.data).toMatchObject({ valid: true, broken: null })
+    await t.db.sql`drop trigger test_pending_seen on audit_pending`
   })
 
   test('no request body and no password is ever in the log', async () => {

@@ -110,7 +110,7 @@ async function walkOperations(page: Page, found: () => Promise<boolean>): Promis
     while (seenItems.has(missing)) missing++
     const before = rendered.filter((i) => i < missing)
     // (An item may be gone by the time the page runs this: then nothing moves, and the next step reads again.)
-    if (before.length > 0) await page.evaluate((i) => document.querySelector(`.operations-virtual__item[data-index="${i}"]`)?.scrollIntoView({ block: 'start' }), Math.max(...before))
+    if (before.length > 0) await page.evaluate(`document.querySelector('.operations-virtual__item[data-index="${Math.max(...before)}"]')?.scrollIntoView({ block: 'start' })`)
     else if (rendered.length > 0) await page.evaluate('window.scrollBy(0, -Math.round(window.innerHeight / 2))')
     return false
   }, 'the operation list walked', 90_000)

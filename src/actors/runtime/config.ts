@@ -4,9 +4,10 @@
  * there with a message that names the option.
  */
 import type { RedisOptions } from 'ioredis'
+import type postgres from 'postgres'
 import type { Logger } from '../../core/logger.ts'
 import type { Metrics } from '../../core/metrics.ts'
-import type { Sql } from '../../store/db.ts'
+import type { Db, Sql } from '../../store/db.ts'
 
 export interface RuntimeConfig {
   /** This node's id (NODE_ID); generated when absent. */
@@ -51,6 +52,30 @@ export interface ActorSystemOptions {
   config?: Partial<RuntimeConfig>
   /** Prefix of every Redis key and BullMQ queue of this runtime (tests use a unique one). */
   queuePrefix?: string
+  /**
+   * A record a message sent from outside any turn carries into the turn that applies it,
+   * written in that turn's transaction: the audit log's event of the HTTP request that sent
+   * it (src/store/audit.ts AuditLog.turnStamps).
+   */
+  stamps?: TurnStamps
+}
+
+/**
+ * Stamps (ActorSystemOptions.stamps). `take` is called as `ask` or `tell` sends a message
+ * (never inside a turn: handlers and the tasks they start run outside the async context of
+ * whoever sent the message that woke their actor); what it returns is JSON, travels with the
+ * message (to another node too), and is inserted in the transaction of the turn that applies
+ * it. A turn that fails or was applied before writes nothing.
+ */
+export interface TurnStamps {
+  /** What a message to actor (kind, id) carries (undefined: nothing). */
+  take(kind: string, id: string): unknown
+  /**
+   * The insert of the stamps of turns about to commit on `conn`, as a postgres.js fragment
+   * holding one data-modifying common table expression (`name as (insert …)`): the runtime
+   * adds it to the statement that writes the turns' inbox rows and events.
+   */
+  insert(conn: Db, stamps: unknown[]): postgres.PendingQuery<postgres.Row[]>
 }
 
 const DEFAULTS: Omit<RuntimeConfig, 'nodeId'> = {

@@ -29,6 +29,8 @@ export interface Envelope {
   settle(reply: Reply): void
   /** Times it was routed again after its activation was dropped (bounded, see system.ts). */
   hops?: number
+  /** What it carries into its turn's transaction (config.ts TurnStamps), JSON. */
+  stamp?: unknown
 }
 
 export function actorKey(kind: string, id: string): string {

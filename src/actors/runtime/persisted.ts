@@ -37,6 +37,7 @@ import { fence, FENCED_SQLSTATE, shardEpochs } from '../../store/actor-shards.ts
 import { findInbox } from '../../store/actor-inbox.ts'
 import { deleteReminders } from '../../store/reminders.ts'
 import { OwnTransaction } from './transaction.ts'
+import type { TurnStamps } from './config.ts'
 import type { ActorInstance, Envelope } from './instance.ts'
 import type { RuntimeMetrics } from './metrics.ts'
 import type { ContextFactory, TurnOutcome, TurnScope } from './turn.ts'
@@ -45,6 +46,7 @@ import { inboxKey, issueWrites, type Conn, type Work } from './turn-writes.ts'
 export interface CommitterOptions {
   maxBatchTurns: number
   commitConcurrency: number
+  stamps?: TurnStamps
 }
 
 /** A group that lost for someone else's reason is committed again at most this often. */
@@ -174,7 +176,7 @@ export class TurnCommitter {
     try {
       if (w.status === 'ok') {
         let writeError: unknown
-        const { done, synchronous } = issueWrites(conn, [w])
+        const { done, synchronous } = issueWrites(conn, [w], this.opts.stamps)
         // The handler's unawaited writes went out before the runtime's: the first failure is theirs.
         const written = Promise.allSettled([...own.deferred, done]).then((results) => {
           const failed = results.find((r) => r.status === 'rejected')
@@ -304,7 +306,7 @@ export class TurnCommitter {
       ).then(noop, (err: unknown) => {
         fenceError = err
       })
-      const { done, synchronous } = issueWrites(conn, works)
+      const { done, synchronous } = issueWrites(conn, works, this.opts.stamps)
       const written = done.catch((err: unknown) => {
         writeError = err
       })

@@ -4,6 +4,7 @@
  * one), passivation, reminders, event subscribers (subscribers.ts), tasks started by turns
  * (background.ts) and graceful shutdown. Turns are run and committed by persisted.ts.
  */
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { ValidationError } from '../../core/errors.ts'
 import type { Logger } from '../../core/logger.ts'
 import type { Sql } from '../../store/db.ts'
@@ -46,6 +47,7 @@ export class ActorSystem {
   readonly #transport: ShardTransport | undefined
   readonly #reminders: ReminderPoller
   readonly #background: BackgroundTasks
+  readonly #stamps: ActorSystemOptions['stamps']
   #state: 'new' | 'running' | 'stopping' | 'stopped' = 'new'
   #timers: ReturnType<typeof setInterval>[] = []
 
@@ -54,7 +56,12 @@ export class ActorSystem {
     this.nodeId = this.config.nodeId
     this.#sql = opts.sql
     this.#logger = opts.logger.child({ component: 'actors', node: this.nodeId })
-    this.#activations = new Activations(this.config, (i, e) => this.#run(i, e), (err) => this.#logger.error({ err }, 'mailbox error'))
+    this.#stamps = opts.stamps
+    // Turns, and the sends, events and tasks they set off, run in the async context the system
+    // was built in — never in that of the request whose message happened to wake the mailbox
+    // (whose scope, such as its audit record, is not theirs).
+    const root = AsyncLocalStorage.snapshot()
+    this.#activations = new Activations(this.config, (i, e) => root(() => this.#run(i, e)), (err) => this.#logger.error({ err }, 'mailbox error'))
     this.#background = new BackgroundTasks(this.#logger)
     this.#subscribers = new Subscribers(this.#logger)
     this.metrics = new RuntimeMetrics(opts.metrics, () => this.#activations.sample())
@@ -74,7 +81,7 @@ export class ActorSystem {
           env,
           scope,
         ),
-      { maxBatchTurns: this.config.maxBatchTurns, commitConcurrency: this.config.commitConcurrency },
+      { maxBatchTurns: this.config.maxBatchTurns, commitConcurrency: this.config.commitConcurrency, stamps: opts.stamps },
       this.metrics,
       this.#logger,
     )
@@ -155,6 +162,7 @@ export class ActorSystem {
       dedup: opts.messageId !== undefined,
       origin: 'local',
       wantsReply: true,
+      stamp: this.#stamps?.take(kind, id),
       deadline: Date.now() + timeout,
       settle: (r) => {
         if (settled) return
@@ -180,6 +188,7 @@ export class ActorSystem {
       dedup: opts.messageId !== undefined,
       origin: 'local',
       wantsReply: false,
+      stamp: this.#stamps?.take(kind, id),
       deadline: Date.now() + this.config.askTimeoutMs,
       settle: (r) => {
         if (!r.ok) this.#logger.warn({ err: r.error, kind, id }, 'told message failed')

@@ -39,6 +39,8 @@ interface JobData {
   messageId: string
   /** The asking node, when it waits for a reply. */
   replyTo?: string
+  /** What the message carries into its turn's transaction (config.ts TurnStamps). */
+  stamp?: unknown
 }
 
 type WireReply = { ok: true; reply: unknown } | { ok: false; error: SerializedError }
@@ -125,6 +127,7 @@ export class ShardTransport {
   send(shard: number, env: Envelope): void {
     const jobId = Bun.randomUUIDv7()
     const data: JobData = { kind: env.kind, id: env.id, message: env.message, messageId: env.messageId }
+    if (env.stamp !== undefined) data.stamp = env.stamp
     const waits = env.wantsReply
     if (waits) {
       data.replyTo = this.#opts.nodeId
@@ -181,6 +184,7 @@ export class ShardTransport {
         id: d.id,
         message: d.message,
         messageId: d.messageId,
+        stamp: d.stamp,
         // A job can be delivered twice (stalled-job recovery after a crash): always check.
         dedup: true,
         origin: 'queue',

@@ -1,14 +1,16 @@
 /**
  * The statements a turn writes, for one turn or a group (persisted.ts): the kinds' state
- * (persist, or persistMany for several actors of a kind), the inbox rows and numbered outbox
- * events in one statement, the reminders scheduled and the one a reminder turn consumes. They
- * are sent pipelined on the turn's reserved connection, each as soon as it is issued.
+ * (persist, or persistMany for several actors of a kind), the inbox rows, numbered outbox
+ * events and the stamps its messages carried (config.ts TurnStamps: a request's audit event)
+ * in one statement, the reminders scheduled and the one a reminder turn consumes. They are
+ * sent pipelined on the turn's reserved connection, each as soon as it is issued.
  */
 import type postgres from 'postgres'
 import type { InboxKey } from '../../store/actor-inbox.ts'
 import { recordTurns } from '../../store/actor-turns.ts'
 import type { OutboxEvent } from '../../store/outbox.ts'
 import { deleteReminders, insertReminders } from '../../store/reminders.ts'
+import type { TurnStamps } from './config.ts'
 import type { AnyActorKind } from './define.ts'
 import type { ActorInstance, Envelope } from './instance.ts'
 import type { TurnEffects, TurnOutcome } from './turn.ts'
@@ -49,7 +51,7 @@ export function inboxKey(env: Envelope): InboxKey {
  * on its way: the runtime's own are; a kind's persist is when it returns its query rather
  * than awaiting inside an async function.
  */
-export function issueWrites(conn: Conn, works: Work[]): { done: Promise<void>; synchronous: boolean } {
+export function issueWrites(conn: Conn, works: Work[], stamps?: TurnStamps): { done: Promise<void>; synchronous: boolean } {
   const all: Promise<unknown>[] = []
   let synchronous = true
   const issue = (q: Promise<unknown> | null) => {
@@ -69,9 +71,11 @@ export function issueWrites(conn: Conn, works: Work[]): { done: Promise<void>; s
       if (changed.length > 1 && def.persistMany) issue(def.persistMany(conn, changed.map((w) => ({ id: w.instance.id, state: w.state }))))
       else for (const w of changed) issue(def.persist(conn, w.instance.id, w.state))
     }
+    const stamped = stamps ? works.flatMap((w) => (w.env.stamp !== undefined ? [w.env.stamp] : [])) : []
     const numbered = recordTurns(conn, {
       inbox: works.map((w) => ({ ...inboxKey(w.env), reply: w.reply })),
       events: works.flatMap((w) => w.effects.events),
+      also: stamped.length > 0 ? stamps!.insert(conn, stamped) : undefined,
     }).then((out) => {
       let i = 0
       for (const w of works) w.events = out.slice(i, (i += w.effects.events.length))

@@ -12,8 +12,13 @@
  * The frame (./request.ts) tells this observer when such a request starts — it enters the
  * request's audit scope, so the auth layer's own events (a login, a role change) are filled
  * from it and mark it covered — and when it ends, with the status it was answered: unless an
- * event already stands for it, the request's outcome is recorded then, after the fact (its
- * change, an actor's turn, committed before the answer was made).
+ * event already stands for it, the request's outcome is recorded then, after the fact.
+ *
+ * A change an actor's turn commits for the request is recorded with it, in the turn's
+ * transaction: the scope tells the audit log what the request is recorded as if it succeeds
+ * (`expected`: its route's action, target and org, matched from the path while the handler
+ * runs), the messages it sends carry that, and the turn writes it as a pending event; the
+ * outcome recorded once it is answered replaces it (src/store/audit.ts).
  */
 import type { RouteAccess } from '../../auth/route-access.ts'
 import { isUuid } from '../../core/ids.ts'
@@ -137,28 +142,44 @@ export interface RequestAudit extends FrameObserver {
 export function requestAudit(deps: Pick<HttpDeps, 'auth'> & { audit: AuditLog }): RequestAudit {
   const { audit } = deps
   let table = new Map<string, AuditedRoute>()
+  let match: RouteMatcher = () => undefined
   return {
     learn(routes) {
       table = auditedRoutes(routes)
+      match = routeMatcher(table)
     },
     started(request, requestId, ip) {
       if (!audit.enabled) return undefined
+      const actor = () => {
+        const p = principalOf(deps, request)
+        return p instanceof Promise ? p.then((v) => v?.userId ?? null) : (p?.userId ?? null)
+      }
       const scope: AuditScope = {
         requestId,
         ip,
         userAgent: request.headers.get('user-agent'),
-        actor: () => {
-          const p = principalOf(deps, request)
-          return p instanceof Promise ? p.then((v) => v?.userId ?? null) : (p?.userId ?? null)
+        actor,
+        expected: (id) => {
+          const r = match(request.method, request.url)
+          if (!r) return undefined
+          let targetId: string | null
+          if (r.target === 'created') targetId = id // the object a create makes is the actor it asks
+          else if (r.target !== 'self') targetId = targetOf(r.target, request, undefined)
+          else {
+            const a = actor()
+            targetId = a instanceof Promise ? (scope.identified ?? null) : (a ?? scope.identified ?? null)
+          }
+          return { action: r.action, outcome: 'success', targetType: r.targetType, targetId, ...(r.org ? { orgId: orgOf(r.org, request, undefined) } : {}) }
         },
       }
       audit.enter(scope)
       return scope
     },
     finished(request, scope, route, status, value) {
-      if (scope.covered) return
+      scope.finished = true
+      if (scope.covered) return void audit.settle(scope)
       const r = table.get(`${request.method} ${normal(route)}`)
-      if (!r) return
+      if (!r) return void audit.settle(scope)
       const event = { action: r.action, outcome: outcomeOf(status), status, targetType: r.targetType, ...(r.org ? { orgId: orgOf(r.org, request, value) } : {}) }
       if (r.target !== 'self') return void audit.record({ ...event, targetId: targetOf(r.target, request, value) }, scope)
       // The caller's own account (their session, their password): the actor is the target.
@@ -166,6 +187,40 @@ export function requestAudit(deps: Pick<HttpDeps, 'auth'> & { audit: AuditLog })
         .catch(() => null)
         .then((actorId) => audit.record({ ...event, targetId: actorId ?? scope.identified ?? null }, scope))
     },
+  }
+}
+
+type RouteMatcher = (method: string, url: string) => AuditedRoute | undefined
+
+/**
+ * The audited route a request's method and URL are, while its handler runs (the route's
+ * pattern is only handed over at the end): patterns as segments, `:name` matching any one;
+ * where two match, the one with more literal segments wins (`/api/datakits/storage` over
+ * `/api/datakits/:id`), as in the router.
+ */
+function routeMatcher(table: Map<string, AuditedRoute>): RouteMatcher {
+  const byMethod = new Map<string, { parts: string[]; literal: number; route: AuditedRoute }[]>()
+  for (const [key, route] of table) {
+    const [method, path] = [key.slice(0, key.indexOf(' ')), key.slice(key.indexOf(' ') + 1)]
+    const parts = path.split('/')
+    const list = byMethod.get(method) ?? []
+    list.push({ parts, literal: parts.filter((p) => !p.startsWith(':')).length, route })
+    byMethod.set(method, list)
+  }
+  for (const list of byMethod.values()) list.sort((a, b) => b.literal - a.literal)
+  return (method, url) => {
+    const list = byMethod.get(method)
+    if (!list) return undefined
+    const start = url.indexOf('/', url.indexOf('//') + 2)
+    const q = url.indexOf('?', start)
+    let path = url.slice(start, q === -1 ? undefined : q)
+    if (path.length > 1 && path.endsWith('/')) path = path.slice(0, -1)
+    const segs = path.split('/')
+    for (const c of list) {
+      if (c.parts.length !== segs.length) continue
+      if (c.parts.every((p, i) => p.startsWith(':') ? segs[i] !== '' : p === segs[i])) return c.route
+    }
+    return undefined
   }
 }
 

@@ -1,0 +1,101 @@
+/**
+ * The audit log's pending events (table audit_pending, sql/0014_audit_pending.sql): a
+ * request's event as the actor turn that commits its change inserts it, before it joins the
+ * chain. What AuditLog (./audit.ts, their one reader and the only one to delete them) hands
+ * the actor runtime, and their statements.
+ */
+import type postgres from 'postgres'
+import type { AuditEvent } from './audit-chain.ts'
+import { timed, type Db } from './db.ts'
+
+/**
+ * What a message from outside any turn carries into the turn that applies it (the actor
+ * runtime's `stamps` option; src/actors/runtime/config.ts): the request's pending event.
+ */
+export interface AuditTurnStamps {
+  take(kind: string, id: string): PendingAudit | undefined
+  insert(conn: Db, stamps: unknown[]): postgres.PendingQuery<postgres.Row[]>
+}
+
+/** How old a pending event is before `recoverPending` takes its request for dead. */
+export const PENDING_GRACE_MS = 60_000
+
+/** A request's event as a turn commits it, before it joins the chain (sql/0014_audit_pending.sql). */
+export interface PendingAudit {
+  /** The request's (every turn it set off carries the same). */
+  key: string
+  /** The event, its time as ISO 8601 (JSON: it may travel to another node with the message). */
+  event: Record<string, unknown>
+}
+
+/**
+ * The insert of the pending events of the turns committing on `conn`, as one data-modifying
+ * common table expression: the runtime adds it to the statement that writes the turns' inbox
+ * rows and events (src/store/actor-turns.ts), one statement fewer per commit.
+ */
+export function insertPending(conn: Db, stamps: readonly PendingAudit[]): postgres.PendingQuery<postgres.Row[]> {
+  return conn`audit_pending_inserted as (
+    insert into audit_pending (key, event)
+    select key, event from json_to_recordset(${JSON.stringify(stamps)}::text::json) as r (key uuid, event json))`
+}
+
+/** Drop the pending events of requests whose outcome is recorded otherwise (in a transaction of its own). */
+export const settlePending = timed('audit.settlePending', async function settlePending(sql: Db, keys: readonly string[]): Promise<void> {
+  await sql`delete from audit_pending where key = any(${keys}::uuid[])`
+})
+
+/**
+ * Drop pending events older than `olderThanMs` whose request's event is in the chain (its id
+ * is their key; looked for among the events since a little before the oldest of them).
+ * Returns how many rows remain that old: the events of requests never answered.
+ */
+export const dropChained = timed('audit.dropChained', async function dropChained(sql: Db, olderThanMs: number): Promise<number> {
+  const [row] = await sql<{ left: number }[]>`
+    with old as (
+      select key, created_at from audit_pending where created_at < now() - make_interval(secs => ${olderThanMs / 1000})
+    ), chained as (
+      select e.id from audit_events e
+      where e.at >= (select min(created_at) from old) - interval '10 minutes' and e.id in (select key from old)
+    ), gone as (
+      delete from audit_pending p where p.key in (select id from chained) and p.created_at < now() - make_interval(secs => ${olderThanMs / 1000})
+      returning 1
+    )
+    select ((select count(*) from old) - (select count(*) from gone))::int as left`
+  return row!.left
+})
+
+/**
+ * Pending events older than `olderThanMs` whose request's event is not in the chain, oldest
+ * first, at most `limit`, locked (another sweeper skips them): their requests were never
+ * answered. The caller holds the chain's lock, so no such event is being written meanwhile.
+ */
+export async function takeOrphans(tx: Db, olderThanMs: number, limit: number): Promise<PendingAudit[]> {
+  return tx<PendingAudit[]>`
+    select key, event from audit_pending p
+    where created_at < now() - make_interval(secs => ${olderThanMs / 1000})
+      and not exists (select 1 from audit_events e where e.id = p.key and e.at >= p.created_at - interval '10 minutes')
+    order by created_at limit ${limit} for update skip locked`
+}
+
+/** A pending event as recoverPending records it: what committed, its answer unknown. */
+export function recovered(key: string, e: Record<string, unknown>): AuditEvent {
+  const str = (k: string) => (typeof e[k] === 'string' ? (e[k] as string) : null)
+  const at = new Date(str('at') ?? Date.now())
+  const detail = e.detail && typeof e.detail === 'object' ? (e.detail as AuditEvent['detail']) : null
+  return {
+    id: key,
+    action: str('action') ?? 'audit.unknown',
+    outcome: 'success',
+    status: null,
+    at: Number.isNaN(at.getTime()) ? new Date() : at,
+    actorId: str('actorId'),
+    orgId: str('orgId'),
+    targetType: str('targetType'),
+    targetId: str('targetId'),
+    ip: str('ip'),
+    userAgent: str('userAgent'),
+    requestId: str('requestId'),
+    detail: { ...detail, recovered: true },
+  }
+}
+
