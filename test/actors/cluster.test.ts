@@ -10,13 +10,12 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Subprocess } from 'bun'
-import { Redis } from 'ioredis'
 import { service } from '../support/services.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
 import { shardOf, type ClusterStatus } from '../../src/actors/runtime/index.ts'
 import { readOutbox } from '../../src/store/outbox.ts'
 import { ensureCounterTable, gate } from './counter.ts'
-import { eventually, range } from './support.ts'
+import { dropRedisKeys, eventually, range } from './support.ts'
 import { until } from '../support/until.ts'
 
 const redisUrl = service('redis', import.meta.file)
@@ -180,14 +179,7 @@ describe.skipIf(!redisUrl)('cluster of node processes', () => {
       }),
     )
     if (redisUrl) {
-      const redis = new Redis(redisUrl)
-      let cursor = '0'
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000)
-        cursor = next
-        if (keys.length > 0) await redis.del(...keys)
-      } while (cursor !== '0')
-      redis.disconnect()
+      await dropRedisKeys(redisUrl, prefix)
     }
     await db?.drop()
   }, 60_000)

@@ -4,14 +4,13 @@
  * ids, reminders, cluster status — and a graceful leave with messages in flight.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { Redis } from 'ioredis'
 import { AppError, ConflictError } from '../../src/core/errors.ts'
 import { createActorSystem, shardOf, type ActorEvent, type ActorSystem } from '../../src/actors/runtime/index.ts'
 import { connect, type Sql } from '../../src/store/db.ts'
 import { service } from '../support/services.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
 import { counter, counterValue, ensureCounterTable } from './counter.ts'
-import { eventually, logger, range } from './support.ts'
+import { dropRedisKeys, eventually, logger, range } from './support.ts'
 
 const redisUrl = service('redis', import.meta.file)
 const SHARDS = 8
@@ -50,14 +49,7 @@ describe.skipIf(!redisUrl)('two nodes in one process', () => {
     await a?.stop()
     await b?.stop()
     await sqlB?.end()
-    const redis = new Redis(redisUrl!)
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000)
-      cursor = next
-      if (keys.length > 0) await redis.del(...keys)
-    } while (cursor !== '0')
-    redis.disconnect()
+    await dropRedisKeys(redisUrl!, prefix)
     await db?.drop()
   }, 30_000)
 

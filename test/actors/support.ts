@@ -1,4 +1,5 @@
 /** Helpers of the actor runtime tests. */
+import { Redis } from 'ioredis'
 import { createLogger } from '../../src/core/logger.ts'
 import { until } from '../support/until.ts'
 
@@ -33,3 +34,18 @@ export async function eventually<T>(what: string, check: () => T | Promise<T>, t
 }
 
 export const range = (n: number) => Array.from({ length: n }, (_, i) => i)
+
+/** Remove every Redis key under `prefix:` (a test's queues, leases and channels). */
+export async function dropRedisKeys(url: string, prefix: string): Promise<void> {
+  const redis = new Redis(url)
+  try {
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) await redis.del(...keys)
+    } while (cursor !== '0')
+  } finally {
+    redis.disconnect()
+  }
+}

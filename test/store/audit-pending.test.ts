@@ -10,7 +10,6 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { Type as T } from '@sinclair/typebox'
-import { Redis } from 'ioredis'
 import { Metrics } from '../../src/core/metrics.ts'
 import { createActorSystem, defineActor, shardOf, type ActorSystem } from '../../src/actors/runtime/index.ts'
 import type { AuditEvent } from '../../src/store/audit-chain.ts'
@@ -20,7 +19,7 @@ import { connect, type Sql } from '../../src/store/db.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
 import { service } from '../support/services.ts'
 import { counter, counterValue, ensureCounterTable } from '../actors/counter.ts'
-import { eventually, logger, range } from '../actors/support.ts'
+import { dropRedisKeys, eventually, logger, range } from '../actors/support.ts'
 
 const redisUrl = service('redis', import.meta.file)
 const SHARDS = 8
@@ -80,14 +79,7 @@ afterAll(async () => {
   await b?.stop()
   await audit?.close()
   await sqlB?.end()
-  const redis = new Redis(redisUrl!)
-  let cursor = '0'
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000)
-    cursor = next
-    if (keys.length > 0) await redis.del(...keys)
-  } while (cursor !== '0')
-  redis.disconnect()
+  await dropRedisKeys(redisUrl!, prefix)
   await db?.drop()
 }, 30_000)
 
