@@ -264,6 +264,8 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
     { maxReplay: config.ws.maxReplay, maxBufferedBytes: config.ws.maxBufferedBytes, logger, orgRole: (orgId, userId) => orgRoleOf(sql, orgId, userId) },
   )
   registry.onRevoked((ids) => hub.closeSessions(ids))
+  // A role changed (the platform's or an org's), an object moved between orgs: subscriptions are checked again.
+  registry.onAccessChanged((userId) => void hub.recheck(userId, (sessionId) => registry.resolve(sessionId)))
 
   const dockerHost = dockerHostOf(config, opts.localDockerSocket)
   // The Python image joins the default image lists when the engine has it (asked once, here).

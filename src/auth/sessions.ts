@@ -19,15 +19,19 @@ interface Entry {
   loadedAt: number
 }
 
-type Invalidation = { kind: 'session'; id: string } | { kind: 'user'; id: string; revoked: boolean }
+/** `access`: what objects anyone may reach changed (an object moved between organisations). */
+type Invalidation = { kind: 'session'; id: string } | { kind: 'user'; id: string; revoked: boolean } | { kind: 'access' }
 
 export type RevocationListener = (sessionIds: string[]) => void
+/** A user's role, active flag or organisation roles changed (a user id), or anyone's access (null). */
+export type AccessListener = (userId: string | null) => void
 
 export class SessionRegistry {
   private readonly entries = new Map<string, Entry>()
   private readonly byUser = new Map<string, Set<string>>()
   private readonly loading = new Map<string, Promise<Principal | null>>()
   private readonly listeners = new Set<RevocationListener>()
+  private readonly accessListeners = new Set<AccessListener>()
   private readonly channel: string
 
   constructor(
@@ -55,6 +59,16 @@ export class SessionRegistry {
   onRevoked(listener: RevocationListener): () => void {
     this.listeners.add(listener)
     return () => this.listeners.delete(listener)
+  }
+
+  /**
+   * Called when what a user may reach changed, on any node: their role, or their role in an
+   * organisation (a user id); an object moved between organisations (null: anyone). The
+   * WebSocket layer checks the subscriptions again.
+   */
+  onAccessChanged(listener: AccessListener): () => void {
+    this.accessListeners.add(listener)
+    return () => this.accessListeners.delete(listener)
   }
 
   resolve(sessionId: string): Principal | null | Promise<Principal | null> {
@@ -108,6 +122,7 @@ export class SessionRegistry {
   }
 
   private apply(msg: Invalidation) {
+    if (msg.kind === 'access') return this.emitAccess(null)
     if (msg.kind === 'session') {
       const e = this.entries.get(msg.id)
       this.entries.set(msg.id, { principal: null, expiresAt: 0, loadedAt: Date.now() })
@@ -121,6 +136,16 @@ export class SessionRegistry {
     if (msg.revoked) {
       for (const id of ids) this.entries.set(id, { principal: null, expiresAt: 0, loadedAt: Date.now() })
       this.emit(ids)
+    } else this.emitAccess(msg.id)
+  }
+
+  private emitAccess(userId: string | null) {
+    for (const l of this.accessListeners) {
+      try {
+        l(userId)
+      } catch (err) {
+        this.opts.logger?.error({ err }, 'access listener failed')
+      }
     }
   }
 
@@ -154,8 +179,16 @@ export class SessionRegistry {
     for (const id of ids) await this.publish({ kind: 'session', id })
   }
 
-  /** The user's role or active flag changed: reload their sessions on next use, everywhere. */
+  /**
+   * The user's role, active flag or role in an organisation changed: reload their sessions on
+   * next use and check their subscriptions again, everywhere.
+   */
   async invalidateUser(userId: string): Promise<void> {
     await this.publish({ kind: 'user', id: userId, revoked: false })
+  }
+
+  /** An object moved between organisations: check every subscription again, everywhere. */
+  async invalidateAccess(): Promise<void> {
+    await this.publish({ kind: 'access' })
   }
 }

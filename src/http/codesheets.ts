@@ -195,7 +195,11 @@ export function codesheetRoutes(deps: HttpDeps) {
         if (version !== undefined) {
           sheet = await ask(obj.id, { type: 'update', version, ...(edit.name !== undefined ? { name: edit.name } : {}), ...(edit.kernel !== undefined ? { kernel: edit.kernel } : {}), ...(edit.metadata !== undefined ? { metadata: edit.metadata } : {}) })
         }
-        if (orgId !== undefined && orgId !== obj.orgId) sheet = await ask(obj.id, { type: 'move', orgId })
+        if (orgId !== undefined && orgId !== obj.orgId) {
+          sheet = await ask(obj.id, { type: 'move', orgId })
+          // Who may watch it changed: subscriptions are checked again, on every node.
+          await deps.auth.registry.invalidateAccess()
+        }
         sheet ??= obj as Replied<store.SheetRow>
         return ok(serializeSummary(sheet, (await store.cellLayout(deps.sql, obj.id)).length))
       },

@@ -56,6 +56,8 @@ export function datakitAccess(deps: HttpDeps) {
     if (d.orgId) await requireOrgRole(deps, me, d.orgId, 'ADMIN')
     if (orgId) await requireOrgRole(deps, me, orgId, 'ADMIN')
     await deps.actors.ask(DATAKIT_KIND, d.id, { type: 'move', orgId })
+    // Who may watch it changed: subscriptions are checked again, on every node.
+    await deps.auth.registry.invalidateAccess()
     return { ...d, orgId }
   }
 

@@ -34,5 +34,7 @@ export async function moveModel(deps: HttpDeps, serving: ModelServing, request: 
   const moved = (await deps.actors.ask(MODEL_KIND, m.id, { type: 'move', orgId } satisfies ModelMessage)) as Replied<store.ModelRow>
   // Who may predict follows the org: the served entry is loaded again, with it, on the next predict.
   serving.drop(m.id)
+  // And who may watch it: subscriptions are checked again, on every node.
+  await deps.auth.registry.invalidateAccess()
   return { me, obj: moved as store.ModelRow }
 }

@@ -58,6 +58,8 @@ export function orgMemberRoutes(deps: HttpDeps) {
       async ({ request, params, body }) => {
         const { me, org } = await orgFor(deps, request, params.id, 'change')
         const { member } = await orgs.changeRole(deps.sql, org.id, actorOf(me), params.userId, body.role, deps.audit)
+        // What they may watch follows their role: their subscriptions are checked again, on every node.
+        await deps.auth.registry.invalidateUser(params.userId)
         return ok(memberView(member))
       },
       {
@@ -83,6 +85,7 @@ export function orgMemberRoutes(deps: HttpDeps) {
         await requireAction(deps, request, 'org', 'change')
         const { me, org } = await orgFor(deps, request, params.id, 'read')
         const role = await orgs.removeMember(deps.sql, org.id, actorOf(me), params.userId, deps.audit)
+        await deps.auth.registry.invalidateUser(params.userId)
         return ok({ orgId: org.id, userId: params.userId, role, removed: true as const })
       },
       {

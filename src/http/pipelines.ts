@@ -182,7 +182,10 @@ export function pipelineRoutes(deps: HttpDeps) {
         if (b.name !== undefined) message.name = b.name
         if (b.description !== undefined) message.description = b.description
         if (b.definition !== undefined) message.definition = b.definition
-        return ok(serializePipeline(await ask(p.id, message)))
+        const updated = await ask(p.id, message)
+        // Who may watch it and its runs changed: subscriptions are checked again, on every node.
+        if (message.orgId !== undefined) await deps.auth.registry.invalidateAccess()
+        return ok(serializePipeline(updated))
       },
       {
         params: pipelineIdParams,

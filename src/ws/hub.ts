@@ -140,6 +140,33 @@ export class Hub {
     for (const [ws, c] of this.connections) if (ids.has(c.principal.sessionId)) ws.close(CLOSE.revoked, 'session revoked')
   }
 
+  /**
+   * What `userId` (null: anyone) may watch changed: each of their connections is checked again
+   * with the session as it now is (`resolve`) — a revoked one is closed — and each topic it no
+   * longer may watch is dropped, with a `forbidden` error naming it.
+   */
+  async recheck(userId: string | null, resolve: (sessionId: string) => Principal | null | Promise<Principal | null>): Promise<void> {
+    const checks: Promise<void>[] = []
+    for (const [ws, c] of this.connections) {
+      if (userId !== null && c.principal.userId !== userId) continue
+      checks.push(
+        (async () => {
+          const principal = await resolve(c.principal.sessionId)
+          if (c.closed) return
+          if (!principal) return ws.close(CLOSE.revoked, 'session revoked')
+          c.principal = principal
+          for (const topic of [...c.topics]) {
+            if (await this.canWatch(principal, topic)) continue
+            if (c.closed || !c.topics.has(topic)) continue
+            this.unsubscribe(ws, topic)
+            reply(ws, { op: 'error', code: 'forbidden', message: 'You can no longer watch this topic', topic })
+          }
+        })().catch((err) => this.opts.logger.error({ err, userId: c.principal.userId }, 'could not check a connection\'s topics again')),
+      )
+    }
+    await Promise.all(checks)
+  }
+
   countFor(userId: string): number {
     let n = 0
     for (const c of this.connections.values()) if (c.principal.userId === userId) n++

@@ -56,11 +56,8 @@ describe.if(Boolean(executablePath))('Swagger UI (/swagger) offline, in Chromium
       await page.locator('.opblock').first().waitFor()
       // A large document's list is virtualized (Swagger UI renders only the items near the
       // viewport, 150 items or more): walk it item by item, noting every operation rendered.
-      const seen = new Set<string>()
-      await walkOperations(page, async () => {
-        for (const id of await page.locator('.opblock').evaluateAll((els) => els.map((e) => e.id))) seen.add(id)
-        return seen.size >= operations
-      }).catch(() => {})
+      let seen: ReadonlyMap<string, RenderedOperation> = new Map()
+      await walkOperations(page, (s) => (seen = s).size >= operations).catch(() => {})
       expect(seen.size).toBe(operations)
       await page.evaluate('window.scrollTo(0, 0)')
 
@@ -72,7 +69,7 @@ describe.if(Boolean(executablePath))('Swagger UI (/swagger) offline, in Chromium
 
       // GET /api/auth/me: open it, Try it out, Execute.
       const me = page.locator('.opblock-get').filter({ has: page.locator('.opblock-summary-path[data-path="/api/auth/me"]') })
-      await walkOperations(page, async () => (await me.count()) > 0)
+      await walkOperations(page, (s) => [...s.values()].some((o) => o.method === 'GET' && o.path === '/api/auth/me'))
       await me.scrollIntoViewIfNeeded()
       await me.locator('.opblock-summary').click()
       await me.locator('.try-out__btn').click()
@@ -92,26 +89,46 @@ describe.if(Boolean(executablePath))('Swagger UI (/swagger) offline, in Chromium
   }, 150_000)
 })
 
+/** An operation as rendered: its element id, method and path. */
+interface RenderedOperation {
+  id: string
+  method: string
+  path: string
+}
+
 /**
- * Walks Swagger UI's operation list from the top until `found()` holds. The list is
- * virtualized: items (tag headings and operations, `data-index` 0…n-1) are in the page only
- * near the viewport, and are rendered a frame or more after a scroll. Each step reads what is
- * rendered, then brings the last rendered item before the first index not yet seen to the top
- * of the viewport, so the next one is rendered whatever the lag; no item is scrolled past.
+ * Walks Swagger UI's operation list from the top until `found` holds for the operations
+ * rendered so far. The list is virtualized: items (tag headings and operations, `data-index`
+ * 0…n-1) are in the page only near the viewport, and are filled a frame or more after a
+ * scroll (an item may be in the page before its content). Each step reads, in one go, every
+ * operation rendered and which items have their content; then it brings the last filled item
+ * before the first index not yet seen filled to the top of the viewport, so the next one is
+ * rendered whatever the lag: no item is scrolled past unread.
  */
-async function walkOperations(page: Page, found: () => Promise<boolean>): Promise<void> {
-  const seenItems = new Set<number>()
+async function walkOperations(page: Page, found: (seen: ReadonlyMap<string, RenderedOperation>) => boolean): Promise<void> {
+  const seen = new Map<string, RenderedOperation>()
+  const filled = new Set<number>()
   await page.evaluate('window.scrollTo(0, 0)')
   await until(async () => {
-    if (await found()) return true
-    const rendered = await page.locator('.operations-virtual__item').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-index'))))
-    for (const i of rendered) seenItems.add(i)
+    const step = (await page.evaluate(`(() => ({
+      operations: [...document.querySelectorAll('.opblock')].map((e) => ({
+        id: e.id,
+        method: e.querySelector('.opblock-summary-method')?.textContent ?? '',
+        path: e.querySelector('.opblock-summary-path')?.getAttribute('data-path') ?? '',
+      })),
+      items: [...document.querySelectorAll('.operations-virtual__item')]
+        .filter((e) => e.querySelector('.opblock, .opblock-tag'))
+        .map((e) => Number(e.getAttribute('data-index'))),
+    }))()`)) as { operations: RenderedOperation[]; items: number[] }
+    for (const o of step.operations) seen.set(o.id, o)
+    if (found(seen)) return true
+    for (const i of step.items) filled.add(i)
     let missing = 0
-    while (seenItems.has(missing)) missing++
-    const before = rendered.filter((i) => i < missing)
+    while (filled.has(missing)) missing++
+    const before = step.items.filter((i) => i < missing)
     // (An item may be gone by the time the page runs this: then nothing moves, and the next step reads again.)
     if (before.length > 0) await page.evaluate(`document.querySelector('.operations-virtual__item[data-index="${Math.max(...before)}"]')?.scrollIntoView({ block: 'start' })`)
-    else if (rendered.length > 0) await page.evaluate('window.scrollBy(0, -Math.round(window.innerHeight / 2))')
+    else if (step.items.length > 0) await page.evaluate('window.scrollBy(0, -Math.round(window.innerHeight / 2))')
     return false
   }, 'the operation list walked', 90_000)
 }
