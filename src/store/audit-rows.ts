@@ -20,9 +20,13 @@ export async function emailsOf(sql: Db, ids: string[]): Promise<{ id: string; em
   return sql<{ id: string; email: string }[]>`select id, email from users where id = any(${ids}::uuid[])`
 }
 
-/** The rows as one jsonb parameter (expanded with jsonb_to_recordset): one statement for any number. */
-function rowsJson(sql: Db, rows: readonly AuditRow[]) {
-  return sql.json(
+/**
+ * The rows as one JSON text parameter (expanded with json_to_recordset): one statement for any
+ * number. Text cast to json, not jsonb: PostgreSQL only checks it, rather than building a jsonb
+ * value it would take apart again at once.
+ */
+function rowsJson(rows: readonly AuditRow[]): string {
+  return JSON.stringify(
     rows.map((r) => ({
       seq: r.seq,
       id: r.id,
@@ -48,7 +52,7 @@ function rowsJson(sql: Db, rows: readonly AuditRow[]) {
 const INSERT_COLUMNS = (sql: Db) => sql`
   insert into audit_events (seq, id, at, actor_id, actor_email, org_id, action, target_type, target_id, outcome, status, ip, user_agent, request_id, detail, prev_hash, hash)`
 const RECORDSET = (sql: Db, rows: readonly AuditRow[]) => sql`
-  jsonb_to_recordset(${rowsJson(sql, rows)}) as r (seq int8, id uuid, at timestamptz, actor_id uuid, actor_email text, org_id uuid, action text, target_type text,
+  json_to_recordset(${rowsJson(rows)}::text::json) as r (seq int8, id uuid, at timestamptz, actor_id uuid, actor_email text, org_id uuid, action text, target_type text,
     target_id text, outcome text, status int2, ip text, user_agent text, request_id text, detail jsonb, prev_hash text, hash text)`
 
 /** Insert `rows` and move the head to `next`, if the head is still `expected`; false when it moved. */

@@ -6,7 +6,7 @@
  * stays within a bound (this process hosts the server: its VmRSS high-water mark is read).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,7 +15,8 @@ import { modelsFeature } from '../../src/features/models.ts'
 import { workstationsFeature } from '../../src/features/workstations.ts'
 import { closeIdleWorker } from '../../src/engines/trainer/pool.ts'
 import { testServer, type TestServer } from '../support/app.ts'
-import { multipartBytes, peakRss, postUpload, resetPeakRss } from '../support/datakit-upload.ts'
+import { multipartBytes, postUpload } from '../support/datakit-upload.ts'
+import { heldGrowth } from '../support/memory.ts'
 import { dockerTestEnv, removeContainersOf, until } from '../support/docker.ts'
 import { wsClient } from '../support/ws.ts'
 
@@ -34,20 +35,6 @@ const TAIL_MAX = 64 * KiB
  * The old decoder, which joined the line, grew by 480 MB and more.
  */
 const RSS_BOUND = 160 * MiB
-
-function rss(): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))
-  return Number(m![1]) * KiB
-}
-
-/** Peak RSS growth while `fn` runs, from a collected heap. */
-async function rssGrowth<T>(fn: () => Promise<T>): Promise<{ result: T; growth: number }> {
-  Bun.gc(true)
-  resetPeakRss()
-  const before = rss()
-  const result = await fn()
-  return { result, growth: peakRss() - before }
-}
 
 describe.skipIf(!docker)('container output is bounded (real engine)', () => {
   let t: TestServer
@@ -128,7 +115,7 @@ describe.skipIf(!docker)('container output is bounded (real engine)', () => {
   }
 
   test('a training container printing 200 MB without a newline: pieces of the line limit, the rest counted and reported, memory flat', async () => {
-    const { result, growth } = await rssGrowth(() => containerRun("head -c 200000000 /dev/zero | tr '\\000' x; echo trained > /output/model.txt"))
+    const { result, growth } = await heldGrowth(() => containerRun("head -c 200000000 /dev/zero | tr '\\000' x; echo trained > /output/model.txt"))
     const { run, lines, endedMs } = result
     console.log(`[measure] 200 MB line through a training run: peak RSS growth ${(growth / MiB).toFixed(1)} MiB (bound ${RSS_BOUND / MiB}), ended in ${endedMs} ms`)
     expect(run.status).toBe('SUCCEEDED')
@@ -184,7 +171,7 @@ describe.skipIf(!docker)('container output is bounded (real engine)', () => {
     await until(async () => (await status()) === 'RUNNING' || undefined, 'RUNNING', 30_000)
 
     const follow = await wsClient(t.url, u.token, { path: `/ws/workstations/${id}/logs?tail=0` })
-    const { growth } = await rssGrowth(async () => {
+    const { growth } = await heldGrowth(async () => {
       // Written to the main process's stdout: the container's log, as if it printed it.
       await docker!.exec(`quadrax-workstation-${id}`, ['sh', '-c', "head -c 5000000 /dev/zero | tr '\\000' y > /proc/1/fd/1; echo ' end' > /proc/1/fd/1"])
       await follow.next((m) => m.op === 'log' && m.notice === true, 60_000)

@@ -13,7 +13,8 @@ import { testServer, type TestServer } from '../support/app.ts'
 import { wsClient, type WsClient } from '../support/ws.ts'
 import { gzipFile, NOT_DATASETS, sampleRows, tempDir, toDelimited, writeCsv, writeJsonArray, writeNdjson, writeParquet, writeTsv } from '../support/datasets.ts'
 import { THREAD_MIN_BYTES } from '../../src/core/stream-hash.ts'
-import { generatedCsv, multipartBytes, multipartStream, peakRss, postUpload, resetPeakRss, type FormPart } from '../support/datakit-upload.ts'
+import { generatedCsv, multipartBytes, multipartStream, postUpload, type FormPart } from '../support/datakit-upload.ts'
+import { heldGrowth } from '../support/memory.ts'
 import { until } from '../support/until.ts'
 
 type Account = Awaited<ReturnType<TestServer['user']>>
@@ -781,13 +782,11 @@ describe('memory', () => {
     // filling); what RSS shows on top is body chunks already written that the collector has
     // not reclaimed yet — tens of MB, more with a bigger heap, but not growing with the file.
     const size = 512 * 1024 * 1024
-    Bun.gc(true)
-    resetPeakRss()
-    const baseline = peakRss()
     // The client is another process, so this process's RSS is the server's alone.
-    const proc = Bun.spawn([process.execPath, join(import.meta.dir, '../support/datakit-stream-client.ts'), t.url, alice.token, String(size), 'Large'], { stdout: 'pipe', stderr: 'inherit' })
-    const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
-    const peak = peakRss()
+    const { result: [out, code], growth, baseline, peak } = await heldGrowth(() => {
+      const proc = Bun.spawn([process.execPath, join(import.meta.dir, '../support/datakit-stream-client.ts'), t.url, alice.token, String(size), 'Large'], { stdout: 'pipe', stderr: 'inherit' })
+      return Promise.all([new Response(proc.stdout).text(), proc.exited])
+    })
     expect(code).toBe(0)
     const r = JSON.parse(out)
     expect(r.status).toBe(201)
@@ -797,10 +796,8 @@ describe('memory', () => {
     const [row] = await t.db.sql<{ fileId: string }[]>`select file_id as "fileId" from datakit_versions where datakit_id = ${r.body.data.id}`
     const onDisk = Bun.file(join(datakitDir, row!.fileId))
     expect(onDisk.size).toBe(r.bytes)
-    const growth = peak - baseline
     console.log(`512 MB upload: server RSS ${Math.round(baseline / 1048576)} MB before, peak ${Math.round(peak / 1048576)} MB (+${Math.round(growth / 1048576)} MB)`)
-    // Half the file: a buffered upload would need all of it (and more); under load, GC lag has
-    // been seen to reach about a third, which is why the bound is not tighter.
+    // Half the file: a buffered upload would need all of it (and more).
     expect(growth).toBeLessThan(size / 2)
     // Deleting it stops its profiling (DuckDB is interrupted) and removes its files.
     expect((await t.json('DELETE', `/api/datakits/${r.body.data.id}`, { token: alice.token })).status).toBe(200)

@@ -3,7 +3,6 @@
  * (exact control over file names and framing, which FormData normalises), streamed from
  * generators so a body of any size costs no memory, and the process's peak RSS.
  */
-import { readFileSync, writeFileSync } from 'node:fs'
 
 export type FormPart =
   | { name: string; value: string }
@@ -106,15 +105,4 @@ export async function postUpload(
   const res = await fetch(`${baseUrl}/api/datakits/upload`, { method: 'POST', headers, body: form.body, duplex: 'half' } as RequestInit)
   const text = await res.text()
   return { status: res.status, body: text ? JSON.parse(text) : null }
-}
-
-/** This process's resident set size high-water mark (VmHWM), in bytes. */
-export function peakRss(): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))
-  return m ? Number(m[1]) * 1024 : Number.NaN
-}
-
-/** Reset VmHWM to the current RSS (Linux ≥ 4.0: "5" > /proc/self/clear_refs). */
-export function resetPeakRss(): void {
-  writeFileSync('/proc/self/clear_refs', '5')
 }
