@@ -70,11 +70,19 @@ export const dropChained = timed('audit.dropChained', async function dropChained
  * answered. The caller holds the chain's lock, so no such event is being written meanwhile.
  */
 export async function takeOrphans(tx: Db, olderThanMs: number, limit: number): Promise<PendingAudit[]> {
+  // One pass over the events since a little before the oldest candidate (an anti-join), not a
+  // look-up per row.
   return tx<PendingAudit[]>`
-    select key, event from audit_pending p
-    where created_at < now() - make_interval(secs => ${olderThanMs / 1000})
-      and not exists (select 1 from audit_events e where e.id = p.key and e.at >= p.created_at - interval '10 minutes')
-    order by created_at limit ${limit} for update skip locked`
+    with candidates as (
+      select key, event, created_at from audit_pending
+      where created_at < now() - make_interval(secs => ${olderThanMs / 1000})
+      order by created_at limit ${limit} for update skip locked
+    )
+    select c.key, c.event from candidates c
+    where not exists (
+      select 1 from audit_events e where e.id = c.key and e.at >= (select min(created_at) from candidates) - interval '10 minutes'
+    )
+    order by c.created_at`
 }
 
 /** A pending event as recoverPending records it: what committed, its answer unknown. */
