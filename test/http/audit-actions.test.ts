@@ -4,7 +4,7 @@
  * added — this test holds every one of them to a good name, a distinct one, and a target.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { auditedRoute, auditedRoutes, outcomeOf, type AuditedRoute } from '../../src/http/plugins/audit.ts'
+import { auditedRoute, auditedRoutes, outcomeOf, requestAudit, type AuditedRoute } from '../../src/http/plugins/audit.ts'
 import { isAction } from '../../src/store/audit-chain.ts'
 import { testServer, type TestServer } from '../support/app.ts'
 
@@ -38,6 +38,27 @@ describe('the action table', () => {
     for (const [k, a] of table) byAction.set(a.action, [...(byAction.get(a.action) ?? []), k])
     expect([...byAction].filter(([, ks]) => ks.length > 1)).toEqual([])
     expect(table.size).toBe(changing().length)
+  })
+
+  test("while a request runs, its URL alone finds its route's action and target (what a turn it sets off records): every audited route", async () => {
+    const trail = requestAudit({ auth: t.server.http.auth, audit: t.server.http.audit })
+    trail.learn(routes)
+    const wrong: string[] = []
+    for (const [k, a] of table) {
+      const [method, pattern] = k.split(' ') as [string, string]
+      const ids = new Map<string, string>()
+      const path = pattern.replace(/:(\w+)/g, (_, name: string) => {
+        const id = crypto.randomUUID()
+        ids.set(name, id)
+        return id
+      })
+      const request = new Request(`http://localhost${path}?userId=${crypto.randomUUID()}`, { method })
+      // The frame enters the scope in the request's own context.
+      const expected = await Promise.resolve().then(() => trail.started(request, 'r', '192.0.2.1')!.expected!('the-actor'))
+      const target = typeof a.target === 'object' && 'segment' in a.target ? path.split('/')[a.target.segment + 1] : a.target === 'created' ? 'the-actor' : undefined
+      if (expected?.action !== a.action || expected.targetType !== a.targetType || (target !== undefined && expected.targetId !== target)) wrong.push(`${k}: ${JSON.stringify(expected)}`)
+    }
+    expect(wrong).toEqual([])
   })
 
   test('reads are not recorded, whatever their method: GETs, predictions, queries and query exports', () => {

@@ -18,7 +18,8 @@
  * transaction: the scope tells the audit log what the request is recorded as if it succeeds
  * (`expected`: its route's action, target and org, matched from the path while the handler
  * runs), the messages it sends carry that, and the turn writes it as a pending event; the
- * outcome recorded once it is answered replaces it (src/store/audit.ts).
+ * outcome recorded once it is answered joins the chain under the pending event's key, and the
+ * audit log's sweep then drops it (src/store/audit.ts).
  */
 import type { RouteAccess } from '../../auth/route-access.ts'
 import { isUuid } from '../../core/ids.ts'
