@@ -14,7 +14,8 @@ import { randomBytes } from 'node:crypto'
 import type { Config } from '../config.ts'
 import { ServiceUnavailableError, ValidationError } from '../core/errors.ts'
 import type { Logger } from '../core/logger.ts'
-import type { Sql } from '../store/db.ts'
+import type { Pend } from '../store/audit-pending.ts'
+import type { Db, Sql } from '../store/db.ts'
 import { record as recordNotification } from '../store/notifications.ts'
 import { queueUserMail, seal, sealKey } from '../store/notifications-mail.ts'
 import { insertReset, spendAllResets, spendReset } from '../store/password-resets.ts'
@@ -83,7 +84,6 @@ export class PasswordResets {
     await this.sql.begin(async (tx) => {
       await insertReset(tx, { userId: user.id, tokenHash, expiresAt, ip: meta.ip ?? null })
       await queueUserMail(tx, user.id, { kind: 'security.password-reset', data: { expiresAt: expiresAt.toISOString(), ip: meta.ip ?? null, sealed: seal(this.#key, token) } })
-      // AUDIT(auth.password_reset_requested): the audit log records the request here, in this transaction.
     })
   }
 
@@ -92,7 +92,7 @@ export class PasswordResets {
    * token and every session of the user revoked, "password changed" sent. 400 for a token that
    * is unknown, used or expired (the same answer for the three).
    */
-  async reset(token: string, passwordHash: string, meta: Meta): Promise<string> {
+  async reset(token: string, passwordHash: string, meta: Meta, pend?: (tx: Db, userId: string) => Promise<void>): Promise<string> {
     const at = new Date()
     const userId = await this.sql.begin(async (tx) => {
       const id = await spendReset(tx, sha256(token))
@@ -100,7 +100,8 @@ export class PasswordResets {
       await users.setPassword(tx, id, passwordHash)
       await sessions.revokeAllForUser(tx, id, 'password_reset')
       await recordNotification(tx, { userId: id, kind: 'security.password-changed', data: { via: 'reset', at: at.toISOString(), ip: meta.ip ?? null } }, { mailAvailable: this.#mail })
-      // AUDIT(user.password_reset): the audit log records the reset here, in this transaction.
+      // The request's audit event, with the change (src/store/audit.ts `pend`).
+      await pend?.(tx, id)
       return id
     })
     if (!userId) throw new ValidationError('Validation failed', [{ field: 'token', message: 'This reset link is invalid, expired or already used; ask for a new one' }])
@@ -110,11 +111,12 @@ export class PasswordResets {
   }
 
   /** A password change: the new hash, open reset tokens spent, "password changed" sent — one transaction. */
-  async changed(userId: string, passwordHash: string, meta: Meta): Promise<void> {
+  async changed(userId: string, passwordHash: string, meta: Meta, pend?: Pend): Promise<void> {
     await this.sql.begin(async (tx) => {
       await users.setPassword(tx, userId, passwordHash)
       await spendAllResets(tx, userId)
       await recordNotification(tx, { userId, kind: 'security.password-changed', data: { via: 'change', at: new Date().toISOString(), ip: meta.ip ?? null } }, { mailAvailable: this.#mail })
+      await pend?.(tx)
     })
   }
 

@@ -125,7 +125,12 @@ export class AuthService {
    */
   async updateUser(id: string, patch: users.UserPatch): Promise<users.UserRow | undefined> {
     const audit = this.opts.audit
-    const u = audit?.enabled && (patch.role !== undefined || patch.isActive !== undefined) ? await this.updateAudited(audit, id, patch) : await users.update(this.sql, id, patch)
+    const u =
+      audit?.enabled && (patch.role !== undefined || patch.isActive !== undefined)
+        ? await this.updateAudited(audit, id, patch)
+        : audit
+          ? await audit.change(this.sql, (tx) => users.update(tx, id, patch))
+          : await users.update(this.sql, id, patch)
     if (!u) return undefined
     if (patch.isActive === false) await this.registry.revokeUser(u.id, 'deactivated')
     else if (patch.role !== undefined || patch.isActive !== undefined) await this.registry.invalidateUser(u.id)
@@ -306,7 +311,7 @@ export class AuthService {
     }
     assertStrongPassword(next, 'newPassword')
     if (current === next) throw new ValidationError('Validation failed', [{ field: 'newPassword', message: 'New password must differ from the current one' }])
-    await this.resets.changed(user.id, await this.hashPassword(next), meta)
+    await this.resets.changed(user.id, await this.hashPassword(next), meta, this.opts.audit?.pend)
     await this.registry.revokeUser(user.id, 'password_changed')
     return { user: publicUser(user), ...(await this.openSession(user, meta)) }
   }
@@ -322,6 +327,8 @@ export class AuthService {
   /** Reset-password with an e-mailed token: the new password (the rules of register), every session revoked. */
   async resetPassword(token: string, newPassword: string, meta: RequestMeta = {}): Promise<void> {
     assertStrongPassword(newPassword, 'newPassword')
-    await this.resets.reset(token, await this.hashPassword(newPassword), meta)
+    const audit = this.opts.audit
+    // The request is anonymous: the account is the one the token names, known in its transaction.
+    await this.resets.reset(token, await this.hashPassword(newPassword), meta, audit && ((tx, userId) => (audit.identify(userId), audit.pend(tx))))
   }
 }

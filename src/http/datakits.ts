@@ -119,7 +119,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
         async ({ request, query, body }) => {
           await requireAction(deps, request, 'platform', 'change')
           if (!(await users.findById(sql, query.userId))) throw new NotFoundError('User')
-          await store.setQuotaOverride(sql, query.userId, body.quotaBytes)
+          await deps.audit.change(sql, (tx) => store.setQuotaOverride(tx, query.userId, body.quotaBytes))
           return ok(await usage(query.userId))
         },
         {

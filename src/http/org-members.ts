@@ -114,7 +114,7 @@ export function orgMemberRoutes(deps: HttpDeps) {
           role: body.role ?? 'MEMBER',
           ttlHours: config.orgInvitations.ttlHours,
           mail: key ? { key, invitedBy } : null,
-        })
+        }, deps.audit.pend)
         set.status = 201
         const view = { ...invitationView(made.invitation), emailSent: mail }
         return ok(mail ? view : { ...view, token: made.token, acceptUrl: acceptUrl(config.frontendUrl, made.token) })
@@ -162,7 +162,7 @@ export function orgMemberRoutes(deps: HttpDeps) {
       '/api/orgs/:id/invitations/:invitationId',
       async ({ request, params }) => {
         const { org } = await orgFor(deps, request, params.id, 'change')
-        return ok(invitationView(await revokeInvitation(deps.sql, org.id, params.invitationId)))
+        return ok(invitationView(await deps.audit.change(deps.sql, (tx) => revokeInvitation(tx, org.id, params.invitationId))))
       },
       {
         params: M.invitationParams,

@@ -138,7 +138,7 @@ export function orgQuotaRoutes(deps: HttpDeps) {
             over.map((k) => ({ field: k, message: `Must be at most ${ceilings[k]}, the ceiling a platform admin allows this organisation` })),
           )
         }
-        await quotas.setOrgChosen(sql, obj.id, body, me.userId)
+        await deps.audit.change(sql, (tx) => quotas.setOrgChosen(tx, obj.id, body, me.userId))
         return ok(await read(obj.id))
       },
       {
@@ -161,7 +161,7 @@ export function orgQuotaRoutes(deps: HttpDeps) {
       async ({ request, params, body }) => {
         const me = await requireAction(deps, request, 'platform', 'change')
         if (!(await orgs.exists(sql, params.id))) throw new NotFoundError('Organisation')
-        await quotas.setOrgCeilings(sql, params.id, body, me.userId)
+        await deps.audit.change(sql, (tx) => quotas.setOrgCeilings(tx, params.id, body, me.userId))
         return ok(await read(params.id))
       },
       {

@@ -42,7 +42,7 @@ export function orgRoutes(deps: HttpDeps) {
       '/',
       async ({ request, body, set }) => {
         const me = await requireAction(deps, request, 'org', 'change')
-        const org = await orgs.createOrg(deps.sql, { name: body.name, slug: body.slug, userId: me.userId })
+        const org = await orgs.createOrg(deps.sql, { name: body.name, slug: body.slug, userId: me.userId }, deps.audit.pend)
         set.status = 201
         return ok(orgView(org))
       },
@@ -98,7 +98,7 @@ export function orgRoutes(deps: HttpDeps) {
       '/:id',
       async ({ request, params, body }) => {
         const { org } = await orgFor(deps, request, params.id, 'change')
-        const row = await orgs.updateOrg(deps.sql, org.id, body)
+        const row = await deps.audit.change(deps.sql, (tx) => orgs.updateOrg(tx, org.id, body))
         return ok(orgView({ ...(row ?? org), role: org.role }))
       },
       {
@@ -118,7 +118,7 @@ export function orgRoutes(deps: HttpDeps) {
       '/:id',
       async ({ request, params }) => {
         const { org } = await orgFor(deps, request, params.id, 'delete')
-        await orgs.deleteOrg(deps.sql, org.id)
+        await orgs.deleteOrg(deps.sql, org.id, deps.audit.pend)
         return ok({ id: org.id, deleted: true as const })
       },
       {

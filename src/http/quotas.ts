@@ -72,7 +72,7 @@ export function quotaRoutes(deps: HttpDeps) {
         if (!(await users.findById(deps.sql, params.userId))) throw new NotFoundError('User')
         const current = await quotas.getOverride(deps.sql, params.userId)
         const pick = <K extends 'running' | 'cpu' | 'memoryMb'>(k: K) => (body[k] !== undefined ? body[k]! : (current?.[k] ?? null))
-        await quotas.setOverride(deps.sql, params.userId, { running: pick('running'), cpu: pick('cpu'), memoryMb: pick('memoryMb') }, me.userId)
+        await deps.audit.change(deps.sql, (tx) => quotas.setOverride(tx, params.userId, { running: pick('running'), cpu: pick('cpu'), memoryMb: pick('memoryMb') }, me.userId))
         return ok(await report(params.userId))
       },
       {
@@ -95,7 +95,7 @@ export function quotaRoutes(deps: HttpDeps) {
       async ({ request, params }) => {
         await requireAction(deps, request, 'platform', 'change')
         if (!(await users.findById(deps.sql, params.userId))) throw new NotFoundError('User')
-        await quotas.removeOverride(deps.sql, params.userId)
+        await deps.audit.change(deps.sql, (tx) => quotas.removeOverride(tx, params.userId))
         return ok(await report(params.userId))
       },
       {

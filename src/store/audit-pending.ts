@@ -39,6 +39,17 @@ export function insertPending(conn: Db, stamps: readonly PendingAudit[]): postgr
     select key, event from json_to_recordset(${JSON.stringify(stamps)}::text::json) as r (key uuid, event json))`
 }
 
+/** The pending events, inserted on their own (in the transaction of a change a route makes with its own SQL). */
+export async function insertPendingNow(tx: Db, stamps: readonly PendingAudit[]): Promise<void> {
+  await tx`insert into audit_pending (key, event) select key, event from json_to_recordset(${JSON.stringify(stamps)}::text::json) as r (key uuid, event json)`
+}
+
+/**
+ * What a store function that runs its own transaction is handed to record the request's
+ * pending event in it (AuditLog.pend): `createdId`, the object it makes.
+ */
+export type Pend = (tx: Db, createdId?: string) => Promise<void>
+
 /** Drop the pending events of requests whose outcome is recorded otherwise (in a transaction of its own). */
 export const settlePending = timed('audit.settlePending', async function settlePending(sql: Db, keys: readonly string[]): Promise<void> {
   await sql`delete from audit_pending where key = any(${keys}::uuid[])`

@@ -37,7 +37,7 @@ import { FailureStreak } from '../core/failure-streak.ts'
 import type { Logger } from '../core/logger.ts'
 import type { Metrics } from '../core/metrics.ts'
 import { clean, isAction, link, type AuditContent, type AuditEvent, type AuditRow, type ChainHead } from './audit-chain.ts'
-import { dropChained, insertPending, PENDING_GRACE_MS, recovered, settlePending, takeOrphans, type AuditTurnStamps, type PendingAudit } from './audit-pending.ts'
+import { dropChained, insertPending, insertPendingNow, PENDING_GRACE_MS, recovered, settlePending, takeOrphans, type AuditTurnStamps, type Pend, type PendingAudit } from './audit-pending.ts'
 import { appendIfHead, emailsOf, insertLocked, lockHead, readHead } from './audit-rows.ts'
 import type { Db, Sql } from './db.ts'
 
@@ -57,7 +57,7 @@ export interface AuditScope {
    * org, from the path), for a turn that commits a change for it; `id`: the actor asked (the
    * target of a create). Undefined: the request is not audited.
    */
-  expected?(id: string): AuditEvent | undefined
+  expected?(id: string | null): AuditEvent | undefined
   /** The key of the pending events its turns committed (set by the first one): its event's id. */
   pendingKey?: string
   /** Answered: what it sets off from now on is not its own (no pending events are made). */
@@ -137,8 +137,33 @@ export class AuditLog {
   /** For the actor runtime: see the top of this file. */
   readonly turnStamps: AuditTurnStamps
 
+  /**
+   * The current request's event as it stands, inserted in `tx` with the change it records: a
+   * change a route makes with its own SQL (an actor's turn does it through turnStamps).
+   * `createdId`: the object a create makes. Nothing outside an audited request.
+   */
+  readonly pend: Pend = async (tx, createdId) => {
+    const stamp = this.#stamp('', createdId ?? null)
+    if (stamp) await insertPendingNow(tx, [stamp])
+  }
+
+  /**
+   * `change(tx)` in a transaction of `sql` that also holds the request's pending event (see
+   * `pend`); `created`: the id of what it made, from its result. Without an audited request,
+   * just `change(sql)`.
+   */
+  async change<T>(sql: Sql, change: (tx: Db) => Promise<T>, created?: (result: T) => string | undefined): Promise<T> {
+    const scope = this.#scopes.getStore()
+    if (!this.enabled || !scope || scope.finished || !scope.expected) return change(sql)
+    return (await sql.begin(async (tx) => {
+      const result = await change(tx)
+      await this.pend(tx, created?.(result))
+      return result
+    })) as T
+  }
+
   /** The current request's pending event for a message to actor (kind, id), or undefined. */
-  #stamp(_kind: string, id: string): PendingAudit | undefined {
+  #stamp(_kind: string, id: string | null): PendingAudit | undefined {
     const scope = this.#scopes.getStore()
     if (!this.enabled || !scope || scope.finished || !scope.expected) return undefined
     const event = scope.expected(id)

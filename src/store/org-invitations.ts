@@ -5,6 +5,7 @@
  * e-mail carrying the link is queued in that transaction too (./notifications-mail.ts), so an
  * invitation and its mail commit together.
  */
+import type { Pend } from './audit-pending.ts'
 import { createHash, randomBytes } from 'node:crypto'
 import { ConflictError, ForbiddenError, NotFoundError } from '../core/errors.ts'
 import { timed, type Db, type Sql } from './db.ts'
@@ -63,7 +64,7 @@ export interface NewInvitation {
  * not grant a role above their own (403); 409 when the address belongs to a member already. A
  * pending invitation of the same address is revoked. Returns the invitation and its token.
  */
-export const createInvitation = timed('org_invitations.create', async function createInvitation(sql: Sql, actor: Actor, n: NewInvitation): Promise<{ invitation: InvitationRow; token: string; replaced: string | null }> {
+export const createInvitation = timed('org_invitations.create', async function createInvitation(sql: Sql, actor: Actor, n: NewInvitation, pend?: Pend): Promise<{ invitation: InvitationRow; token: string; replaced: string | null }> {
   const email = n.email.toLowerCase()
   return sql.begin(async (tx) => {
     const { name, actorRole } = await lockOrg(tx, n.orgId, actor)
@@ -82,6 +83,7 @@ export const createInvitation = timed('org_invitations.create', async function c
       values (${id}, ${n.orgId}, ${email}, ${n.role}, ${tokenHash(token)}, ${actor.userId}, now() + ${n.ttlHours}::int * interval '1 hour')
       returning expires_at as "expiresAt"`
     if (n.mail) await queueInvitationMail(tx, n.mail.key, { to: email, orgName: name, invitedBy: n.mail.invitedBy, role: n.role, token, expiresAt: row!.expiresAt })
+    await pend?.(tx, id)
     return { invitation: (await getInvitation(tx, n.orgId, id))!, token, replaced: old?.id ?? null }
   })
 })

@@ -7,6 +7,7 @@
  */
 import { ConflictError, ForbiddenError, NotFoundError, PG, pgCode } from '../core/errors.ts'
 import { decodeCursor, toPage, type Page } from './pagination.ts'
+import type { Pend } from './audit-pending.ts'
 import type { AuditLog } from './audit.ts'
 import { timed, type Db, type Sql } from './db.ts'
 
@@ -82,7 +83,7 @@ function slugTaken(err: unknown): never {
 }
 
 /** A new org with `userId` as its OWNER, in one transaction. 409 when the slug is taken. */
-export const createOrg = timed('orgs.create', async function createOrg(sql: Sql, o: { name: string; slug: string; userId: string }): Promise<OrgWithRole> {
+export const createOrg = timed('orgs.create', async function createOrg(sql: Sql, o: { name: string; slug: string; userId: string }, pend?: Pend): Promise<OrgWithRole> {
   const id = Bun.randomUUIDv7()
   return sql
     .begin(async (tx) => {
@@ -90,6 +91,7 @@ export const createOrg = timed('orgs.create', async function createOrg(sql: Sql,
         insert into orgs (id, name, slug, created_by) values (${id}, ${o.name}, ${o.slug}, ${o.userId})
         returning id, name, slug, created_by as "createdBy", created_at as "createdAt", updated_at as "updatedAt"`
       await tx`insert into org_members (org_id, user_id, role) values (${id}, ${o.userId}, 'OWNER')`
+      await pend?.(tx, id)
       return { ...row!, role: 'OWNER' as const }
     })
     .catch(slugTaken)
@@ -131,7 +133,7 @@ export const updateOrg = timed('orgs.update', async function updateOrg(sql: Db, 
  * moved out first. The org's row is locked first: an object being created in it meanwhile waits
  * for this transaction, then fails its foreign key (it is not left pointing nowhere).
  */
-export const deleteOrg = timed('orgs.delete', async function deleteOrg(sql: Sql, id: string): Promise<boolean> {
+export const deleteOrg = timed('orgs.delete', async function deleteOrg(sql: Sql, id: string, pend?: Pend): Promise<boolean> {
   return sql.begin(async (tx) => {
     const [org] = await tx`select id from orgs where id = ${id} for update`
     if (!org) return false
@@ -144,6 +146,7 @@ export const deleteOrg = timed('orgs.delete', async function deleteOrg(sql: Sql,
       if (pgCode(err) === PG.foreignKeyViolation) throw holdsObjects([])
       throw err
     }
+    await pend?.(tx)
     return true
   })
 })

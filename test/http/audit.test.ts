@@ -9,6 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { modelsFeature } from '../../src/features/models.ts'
+import { orgsFeature } from '../../src/features/orgs.ts'
 import { chainHash, GENESIS, type AuditRow } from '../../src/store/audit-chain.ts'
 import { PASSWORD, testServer, type TestServer } from '../support/app.ts'
 import { until } from '../support/until.ts'
@@ -20,7 +21,7 @@ let admin: { id: string; email: string; token: string }
 
 beforeAll(async () => {
   // Two attempts on an account from one address, then a wait of ten minutes: the third is refused.
-  t = await testServer({ TRUST_PROXY: 'true', LOGIN_LOCKOUT_THRESHOLD: '2', LOGIN_BACKOFF_BASE_MS: '600000', LOGIN_LOCKOUT_MS: '600000' }, { features: [modelsFeature], refreshReuseGraceMs: 0 })
+  t = await testServer({ TRUST_PROXY: 'true', LOGIN_LOCKOUT_THRESHOLD: '2', LOGIN_BACKOFF_BASE_MS: '600000', LOGIN_LOCKOUT_MS: '600000' }, { features: [modelsFeature, orgsFeature], refreshReuseGraceMs: 0 })
   admin = await t.admin()
 })
 afterAll(() => t.stop())
@@ -221,6 +222,33 @@ describe('changes made by actors', () => {
     const verified = await call('GET', '/api/admin/audit/verify', { token: admin.token })
     expect(verified.body.data).toMatchObject({ valid: true, broken: null })
     await t.db.sql`drop trigger test_pending_seen on audit_pending`
+  })
+
+  test("a change a route makes with its own SQL is recorded in its transaction too: an org renamed, a user's names changed, recovered when the answer's record never comes", async () => {
+    const user = await t.user()
+    const org = await call('POST', '/api/orgs', { token: admin.token, body: { name: 'Lost', slug: `lost-${crypto.randomUUID().slice(0, 8)}` } })
+    expect(org.status).toBe(201)
+    const orgId = org.body.data.id as string
+    await t.db.sql`create function test_refuse_lost() returns trigger language plpgsql as $$ begin raise exception 'the node died'; end $$`
+    await t.db.sql`create trigger test_refuse_lost before insert on audit_events for each row when (new.request_id like 'lost-%' and new.status is not null) execute function test_refuse_lost()`
+    const ip = '198.51.100.40'
+    const lostBefore = await lost()
+    const renamed = await call('PATCH', `/api/orgs/${orgId}`, { token: admin.token, body: { name: 'Found' }, ip, requestId: `lost-${crypto.randomUUID()}` })
+    expect(renamed.status).toBe(200)
+    const names = await call('PATCH', `/api/users/${user.id}`, { token: admin.token, body: { firstName: 'Renamed' }, ip, requestId: `lost-${crypto.randomUUID()}` })
+    expect(names.status).toBe(200)
+    await until(async () => (await lost()) >= lostBefore + 2, "the answers' events to be refused")
+    await t.db.sql`drop trigger test_refuse_lost on audit_events`
+    // Every other request of this file has its event in the chain; these two only their pending ones.
+    await until(async () => (await t.db.sql`select 1 from audit_pending p where event->>'requestId' not like 'lost-%' and not exists (select 1 from audit_events e where e.id = p.key)`).length === 0, 'the other requests to be chained')
+    expect(await t.server.http.audit.recoverPending(0)).toBe(2)
+    const base = { actorId: admin.id, actorEmail: admin.email, ip, userAgent: 'audit-test/1.0', outcome: 'success' as const, status: null, detail: { recovered: true } }
+    expect(await eventsOf(renamed.requestId)).toEqual([{ ...base, action: 'org.update', orgId, targetType: 'org', targetId: orgId, requestId: renamed.requestId }])
+    expect(await eventsOf(names.requestId)).toEqual([{ ...base, action: 'user.update', orgId: null, targetType: 'user', targetId: user.id, requestId: names.requestId }])
+    // Without the trigger, the answer's event is chained under the pending event's key: nothing is recovered.
+    const again = await call('PATCH', `/api/orgs/${orgId}`, { token: admin.token, body: { name: 'Found again' }, ip })
+    expect(await eventOf(again.requestId)).toMatchObject({ action: 'org.update', status: 200, detail: null })
+    expect(await t.server.http.audit.recoverPending(0)).toBe(0)
   })
 
   test('no request body and no password is ever in the log', async () => {
