@@ -83,6 +83,17 @@ export const PG = {
   invalidTextRepresentation: '22P02',
 } as const
 
+/** Socket and connection errors of a postgres.js query: the database could not be reached. */
+export const DB_UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'CONNECT_TIMEOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED'])
+
+/** A database failure a retry may get past: the connection (DB_UNREACHABLE), the server going away or full, a conflict. */
+export function transientDbError(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code
+  if (typeof code !== 'string') return false
+  if ((err as Error).name === 'PostgresError') return /^(08|57P0|53300|40001|40P01)/.test(code)
+  return DB_UNREACHABLE.has(code)
+}
+
 export function pgCode(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined
 }

@@ -5,8 +5,9 @@
  * the actor runtime, and their statements.
  */
 import type postgres from 'postgres'
-import type { AuditEvent } from './audit-chain.ts'
-import { timed, type Db } from './db.ts'
+import { clean, link, type AuditEvent } from './audit-chain.ts'
+import { insertLocked, lockHead } from './audit-rows.ts'
+import { timed, type Db, type Sql } from './db.ts'
 
 /**
  * What a message from outside any turn carries into the turn that applies it (the actor
@@ -60,7 +61,7 @@ export const settlePending = timed('audit.settlePending', async function settleP
  * is their key; looked for among the events since a little before the oldest of them).
  * Returns how many rows remain that old: the events of requests never answered.
  */
-export const dropChained = timed('audit.dropChained', async function dropChained(sql: Db, olderThanMs: number): Promise<number> {
+const dropChained = timed('audit.dropChained', async function dropChained(sql: Db, olderThanMs: number): Promise<number> {
   const [row] = await sql<{ left: number }[]>`
     with old as (
       select key, created_at from audit_pending where created_at < now() - make_interval(secs => ${olderThanMs / 1000})
@@ -80,7 +81,7 @@ export const dropChained = timed('audit.dropChained', async function dropChained
  * first, at most `limit`, locked (another sweeper skips them): their requests were never
  * answered. The caller holds the chain's lock, so no such event is being written meanwhile.
  */
-export async function takeOrphans(tx: Db, olderThanMs: number, limit: number): Promise<PendingAudit[]> {
+async function takeOrphans(tx: Db, olderThanMs: number, limit: number): Promise<PendingAudit[]> {
   // One pass over the events since a little before the oldest candidate (an anti-join), not a
   // look-up per row.
   return tx<PendingAudit[]>`
@@ -96,8 +97,35 @@ export async function takeOrphans(tx: Db, olderThanMs: number, limit: number): P
     order by c.created_at`
 }
 
+/**
+ * Chain the pending events older than `olderThanMs` whose request's event is not in the chain
+ * (AuditLog.recoverPending): after dropping those that are, `batch` rows at a time, each batch
+ * in a transaction holding the chain's lock, one event per request; `emailsOf` fills the
+ * actors' e-mails. Returns how many events it chained.
+ */
+export async function chainOrphans(sql: Sql, olderThanMs: number, batch: number, emailsOf: (tx: Db, events: AuditEvent[]) => Promise<void>): Promise<number> {
+  if ((await dropChained(sql, olderThanMs)) === 0) return 0
+  let total = 0
+  for (;;) {
+    const { rows, events } = await sql.begin(async (tx) => {
+      const head = await lockHead(tx)
+      const rows = await takeOrphans(tx, olderThanMs, batch)
+      const first = new Map<string, Record<string, unknown>>()
+      for (const r of rows) if (!first.has(r.key)) first.set(r.key, r.event)
+      const events = [...first].map(([key, e]) => recovered(key, e))
+      if (events.length === 0) return { rows: 0, events: 0 }
+      await emailsOf(tx, events)
+      const linked = link(head, events.map(clean))
+      await insertLocked(tx, linked.rows, linked.head, [...first.keys()])
+      return { rows: rows.length, events: events.length }
+    })
+    total += events
+    if (rows < batch) return total
+  }
+}
+
 /** A pending event as recoverPending records it: what committed, its answer unknown. */
-export function recovered(key: string, e: Record<string, unknown>): AuditEvent {
+function recovered(key: string, e: Record<string, unknown>): AuditEvent {
   const str = (k: string) => (typeof e[k] === 'string' ? (e[k] as string) : null)
   const at = new Date(str('at') ?? Date.now())
   const detail = e.detail && typeof e.detail === 'object' ? (e.detail as AuditEvent['detail']) : null

@@ -33,11 +33,12 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks'
 import type { Counter } from 'prom-client'
+import { transientDbError } from '../core/errors.ts'
 import { FailureStreak } from '../core/failure-streak.ts'
 import type { Logger } from '../core/logger.ts'
 import type { Metrics } from '../core/metrics.ts'
 import { clean, isAction, link, type AuditContent, type AuditEvent, type AuditRow, type ChainHead } from './audit-chain.ts'
-import { dropChained, insertPending, insertPendingNow, PENDING_GRACE_MS, recovered, settlePending, takeOrphans, type AuditTurnStamps, type Pend, type PendingAudit } from './audit-pending.ts'
+import { chainOrphans, insertPending, insertPendingNow, PENDING_GRACE_MS, settlePending, type AuditTurnStamps, type Pend, type PendingAudit } from './audit-pending.ts'
 import { appendIfHead, emailsOf, insertLocked, lockHead, readHead } from './audit-rows.ts'
 import type { Db, Sql } from './db.ts'
 
@@ -192,26 +193,9 @@ export class AuditLog {
    * every node at once (the rows are taken under the chain's lock). Returns how many.
    */
   async recoverPending(olderThanMs = PENDING_GRACE_MS): Promise<number> {
-    if ((await dropChained(this.sql, olderThanMs)) === 0) return 0
-    let total = 0
-    for (;;) {
-      const { rows, events } = await this.sql.begin(async (tx) => {
-        const head = await lockHead(tx)
-        const rows = await takeOrphans(tx, olderThanMs, this.#maxBatch)
-        const first = new Map<string, Record<string, unknown>>()
-        for (const r of rows) if (!first.has(r.key)) first.set(r.key, r.event)
-        const events = [...first].map(([key, e]) => recovered(key, e))
-        if (events.length === 0) return { rows: 0, events: 0 }
-        await this.#emailsOf(tx, events)
-        const linked = link(head, events.map(clean))
-        await insertLocked(tx, linked.rows, linked.head, [...first.keys()])
-        return { rows: rows.length, events: events.length }
-      })
-      this.#head = undefined
-      total += events
-      if (rows < this.#maxBatch) break
-    }
+    const total = await chainOrphans(this.sql, olderThanMs, this.#maxBatch, (tx, events) => this.#emailsOf(tx, events))
     if (total > 0) {
+      this.#head = undefined // moved under its lock
       this.#recovered.inc(total)
       this.#log.warn({ recovered: total }, 'audit events of changes whose request was never answered were recorded from their pending rows')
     }
@@ -414,7 +398,7 @@ export class AuditLog {
       } catch (err) {
         this.#failures.inc({ path: 'after' })
         this.#head = undefined
-        if (!transient(err)) {
+        if (!transientDbError(err)) {
           // Retrying will not help; one by one, only the event at fault is lost (its pending
           // events, if any, stay for recoverPending).
           if (group.length > 1) for (const p of group) await this.#write([p])
@@ -467,12 +451,4 @@ class ChainLock {
   async append(...events: AuditEvent[]): Promise<void> {
     if (events.length) this.head = await this.log.appendLocked(this.tx, this.head, events)
   }
-}
-
-/** Connection-level failures and conflicts: a retry may succeed. */
-function transient(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code
-  if (typeof code !== 'string') return false
-  if ((err as Error).name === 'PostgresError') return /^(08|57P0|53300|40001|40P01)/.test(code)
-  return /^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|CONNECT_TIMEOUT|CONNECTION_CLOSED|CONNECTION_ENDED|CONNECTION_DESTROYED)$/.test(code)
 }

@@ -5,7 +5,7 @@
  */
 import type { Elysia, ValidationError as ElysiaValidationError } from 'elysia'
 import { reportError } from '../../core/error-reporting.ts'
-import { AppError, type ErrorDetail } from '../../core/errors.ts'
+import { AppError, DB_UNREACHABLE, type ErrorDetail } from '../../core/errors.ts'
 import type { HttpDeps } from '../context.ts'
 import { encode } from './request.ts'
 
@@ -97,8 +97,6 @@ function closeIfUnread(request: Request, headers: Record<string, string>): void 
   if (declared !== null ? declared !== '0' : request.headers.has('transfer-encoding')) headers.connection = 'close'
 }
 
-/** Socket and connection errors of a postgres.js query (they carry the `query` they failed). */
-const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'CONNECT_TIMEOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED'])
 /** SQLSTATEs of a server going away or full: class 08 (connection exception), 57P01-03 (shutdown, crash, starting up), 53300 (too many connections). */
 const SQLSTATE_DOWN = /^(08[0-9A-Z]{3}|57P0[123]|53300)$/
 
@@ -107,7 +105,7 @@ function databaseUnavailable(error: unknown): boolean {
   let e = error as { code?: unknown; name?: unknown; cause?: unknown } | undefined
   for (let depth = 0; e && typeof e === 'object' && depth < 5; depth++, e = e.cause as typeof e) {
     if (typeof e.code !== 'string') continue
-    if (e.name === 'PostgresError' ? SQLSTATE_DOWN.test(e.code) : 'query' in e && UNREACHABLE.has(e.code)) return true
+    if (e.name === 'PostgresError' ? SQLSTATE_DOWN.test(e.code) : 'query' in e && DB_UNREACHABLE.has(e.code)) return true
   }
   return false
 }
