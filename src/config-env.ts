@@ -115,6 +115,8 @@ export const EnvSchema = T.Object({
   CORS_ORIGIN: Str(),
   CACHE_TTL_SECONDS: Int({ default: 300, minimum: 1 }),
   SHUTDOWN_TIMEOUT_MS: Int({ default: 10_000, minimum: 0 }),
+  // Unset: 2000 with REDIS_URL (a node behind a balancer), 0 alone.
+  SHUTDOWN_DRAIN_DELAY_MS: T.Optional(Int({ maximum: 60_000 })),
 
   ADMIN_EMAIL: Str('admin@quadrax.local'),
   ADMIN_PASSWORD: Str(),

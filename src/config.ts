@@ -91,6 +91,11 @@ export interface Config {
   corsOrigins: readonly string[]
   cacheTtlSeconds: number
   shutdownTimeoutMs: number
+  /**
+   * On SIGTERM, how long the server goes on serving while /health (readiness) answers 503, so a
+   * balancer stops sending before the listener closes (SHUTDOWN_DRAIN_DELAY_MS).
+   */
+  drainDelayMs: number
   admin: { email: string; password: string | undefined }
   cluster: { nodeId: string | undefined; shards: number; leaseTtlMs: number }
   /** Workstations: image allow-list (first = default), idle culling (0 s = off; CPU above the threshold counts as activity). */
@@ -299,6 +304,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     corsOrigins: Object.freeze(corsOrigins),
     cacheTtlSeconds: e.CACHE_TTL_SECONDS,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    drainDelayMs: e.SHUTDOWN_DRAIN_DELAY_MS ?? (e.REDIS_URL ? 2_000 : 0),
     admin: Object.freeze({ email: e.ADMIN_EMAIL!, password: e.ADMIN_PASSWORD }),
     cluster: Object.freeze({ nodeId: e.NODE_ID, shards: e.CLUSTER_SHARDS, leaseTtlMs: e.CLUSTER_LEASE_TTL_MS }),
     workstations: Object.freeze({ images: Object.freeze(imageList('WORKSTATION_IMAGES', e.WORKSTATION_IMAGES!)), idleTimeoutSeconds: e.WORKSTATION_IDLE_TIMEOUT, idleCpuPercent: e.WORKSTATION_IDLE_CPU_PERCENT }),

@@ -293,7 +293,9 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   await actors.start()
 
   const admin = await auth.ensureAdmin(config.admin)
+  let draining = false
   const app = createApp(http, {
+    draining: () => draining,
     probes,
     modules: [
       liveRoutes({ hub, gate, limits: config.ws, logger }),
@@ -317,13 +319,25 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   let server: NonNullable<typeof app.server> | undefined
   let started = false
   let stopping: Promise<void> | undefined
+  // Drain (SIGTERM, a rolling restart): /health answers 503 and new sockets are refused at
+  // once, while the node goes on serving for SHUTDOWN_DRAIN_DELAY_MS so the balancer stops
+  // sending; then the listener closes, requests in flight finish, live sockets close with 1012
+  // (clients resume on another node with `since`), and the actor system hands its shards over:
+  // turns in progress finish, queued messages wait for the new owner, none is lost.
   const stop = () =>
     (stopping ??= (async () => {
+      draining = true
+      hub.refuseNew()
+      if (started && server && config.drainDelayMs > 0) {
+        logger.info({ drainDelayMs: config.drainDelayMs }, 'draining: /health answers 503; serving until the balancer stops sending')
+        await Bun.sleep(config.drainDelayMs)
+      }
       const deadline = new Promise<void>((r) => setTimeout(r, config.shutdownTimeoutMs).unref?.())
       const graceful = (async () => {
+        const closed = server?.stop(false) // stop accepting; resolves when in-flight requests are done
         if (started) for (const f of [...features].reverse()) await f.stop?.().catch((err) => logger.error({ err, feature: f.name }, 'feature stop failed'))
         hub.stop()
-        await server?.stop(false) // stop accepting; resolves when in-flight requests are done
+        await closed
         for (const f of opts.onStop ?? []) await f()
         await actors.stop() // finish turns in progress, passivate, release leases
         await audit.close() // the events of the last requests

@@ -44,6 +44,8 @@ const API_VERSION = '0.1.0'
 export interface AppOptions extends RequestFrameOptions {
   /** What /health reports. */
   probes: readonly HealthProbe[]
+  /** True once the server is stopping: /health answers 503 `draining`. */
+  draining?: () => boolean
   /** The other route modules (features, live sessions, admin), already built with what they use. */
   modules?: RouteModule[]
 }
@@ -70,7 +72,7 @@ export function createApp(deps: HttpDeps, opts: AppOptions) {
     .use(errorHandler(deps))
     .use(swaggerUi(deps.frame, { title: API_TITLE, version: API_VERSION, description: API_DESCRIPTION }))
     .use(apiRateLimit(deps))
-    .use(healthRoutes(deps, opts.probes))
+    .use(healthRoutes(deps, opts.probes, opts.draining))
     .use(authRoutes(deps))
     .use(userRoutes(deps))
   for (const m of opts.modules ?? []) app.use(m)

@@ -1,4 +1,7 @@
-/** GET /health in the guide's shape, and GET /metrics for Prometheus. */
+/**
+ * GET /health (readiness) in the guide's shape, GET /health/live (liveness), and GET /metrics
+ * for Prometheus.
+ */
 import { timingSafeEqual } from 'node:crypto'
 import { Elysia, t } from 'elysia'
 import { AppError } from '../core/errors.ts'
@@ -31,7 +34,9 @@ async function probe(check: (() => Promise<void>) | undefined): Promise<{ status
 const serviceSchema = t.Object({ status: t.Union([t.Literal('healthy'), t.Literal('unhealthy'), t.Literal('disabled')]), latencyMs: t.Optional(t.Number()), error: t.Optional(t.String()) })
 
 const healthFields = {
-  status: t.Union([t.Literal('healthy'), t.Literal('unhealthy')]),
+  status: t.Union([t.Literal('healthy'), t.Literal('unhealthy'), t.Literal('draining')], {
+    description: '`draining`: the server is stopping (SIGTERM) and finishes what it has; send new requests to another node',
+  }),
   timestamp: t.String({ description: 'ISO time of the report' }),
   uptimeSeconds: t.Number({ description: 'Seconds since this server process started' }),
   services: t.Record(t.String(), serviceSchema, { description: 'Per service: database, redis, docker, ai' }),
@@ -46,7 +51,9 @@ const healthy = {
 const healthSchema = t.Object(healthFields, { title: 'Health', examples: [healthy] })
 const unhealthySchema = t.Object(healthFields, {
   title: 'Health',
-  description: 'Unhealthy: a configured service does not answer. The body is the health report, as for 200 but with `status: "unhealthy"` (not the error envelope)',
+  description:
+    'Not ready: a configured service does not answer (`status: "unhealthy"`), or the server is stopping (`status: "draining"`, answered at once, without probes). ' +
+    'The body is the health report, as for 200 (not the error envelope)',
   examples: [{ ...healthy, status: 'unhealthy', services: { ...healthy.services, docker: { status: 'unhealthy', error: 'no answer within 2000 ms' } } }],
 })
 
@@ -87,12 +94,17 @@ export interface HealthProbe {
   check: (() => Promise<void>) | undefined
 }
 
-export function healthRoutes(deps: HttpDeps, probes: readonly HealthProbe[]) {
+export function healthRoutes(deps: HttpDeps, probes: readonly HealthProbe[], draining: () => boolean = () => false) {
   const gate = metricsGate(deps.config.metricsToken)
   return new Elysia()
     .get(
       '/health',
       async ({ set }) => {
+        set.headers['cache-control'] = 'no-store'
+        if (draining()) {
+          set.status = 503
+          return { status: 'draining' as const, timestamp: new Date().toISOString(), uptimeSeconds: Math.round(process.uptime()), services: {} }
+        }
         const results = await Promise.all(probes.map(async (p) => [p.name, await probe(p.check)] as const))
         const services = Object.fromEntries(results)
         const healthy = results.every(([, r]) => r.status !== 'unhealthy')
@@ -103,12 +115,32 @@ export function healthRoutes(deps: HttpDeps, probes: readonly HealthProbe[]) {
       {
         response: { 200: healthSchema, 503: unhealthySchema },
         detail: {
-          summary: 'Health of the server and the services it depends on',
+          summary: 'Readiness: the server and the services it depends on',
           description:
+            'For load balancers: whether to send this node requests. ' +
             'Probes each service the server depends on — `database`, `redis`, `docker` and `ai` (the assistant\'s tables; the provider is not called) — each within 2 s, ' +
             'and reports it `healthy` (with its `latencyMs`), `unhealthy` (with the `error`) or `disabled` (not configured). ' +
             '200 when none is unhealthy; 503 when a configured one is, with the same report as the body (`status: "unhealthy"`), not the error envelope. ' +
-            'Never cached (`Cache-Control: no-store`): for load balancers and monitors.',
+            'From the moment the server is told to stop (SIGTERM), 503 with `status: "draining"` at once, while it goes on serving for `SHUTDOWN_DRAIN_DELAY_MS` and finishes the requests it has. ' +
+            'Never cached (`Cache-Control: no-store`). Liveness (whether to restart the process) is `/health/live`.',
+          tags: ['System'],
+          ...access.public,
+        },
+      },
+    )
+    .get(
+      '/health/live',
+      ({ set }) => {
+        set.headers['cache-control'] = 'no-store'
+        return { status: 'alive' as const, uptimeSeconds: Math.round(process.uptime()) }
+      },
+      {
+        response: { 200: t.Object({ status: t.Literal('alive'), uptimeSeconds: t.Number() }, { title: 'Liveness', examples: [{ status: 'alive', uptimeSeconds: 86400 }] }) },
+        detail: {
+          summary: 'Liveness: the process answers',
+          description:
+            'For a supervisor deciding whether to restart the process: 200 as long as the server\'s event loop answers, whatever its dependencies do and while it drains. ' +
+            'It probes nothing: a database outage makes `/health` (readiness) 503, and a restart would not cure it.',
           tags: ['System'],
           ...access.public,
         },

@@ -125,10 +125,10 @@ export function parseResize(text: string): { cols: number; rows: number } | unde
 }
 
 /** Close codes of terminal sockets (4000–4999: the application's). */
-export const TERMINAL_CLOSE = { exited: 1000, shutdown: 1001, failed: 1011, attachedElsewhere: 4003 } as const
+export const TERMINAL_CLOSE = { exited: 1000, shutdown: 1012, failed: 1011, attachedElsewhere: 4003 } as const
 export const TERMINAL_CLOSE_MEANING: Record<keyof typeof TERMINAL_CLOSE, string> = {
   exited: 'the shell exited (`shell exited`, after the `exit` frame)',
-  shutdown: 'the server is stopping (`server shutting down`); the shell is ended',
+  shutdown: 'service restart: the server is stopping (`server shutting down`); the shell is ended (a shell lives on the node that opened it): reconnect for a new one',
   failed: 'the terminal could not be started (`terminal failed`, after an `error` frame)',
   attachedElsewhere: 'another socket re-attached to this session (`the session was attached elsewhere`)',
 }

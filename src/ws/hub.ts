@@ -106,7 +106,23 @@ export class Hub {
     this.sweeper.unref?.()
   }
 
+  /** False once the server drains: new sockets are refused (503) so they open on another node. */
+  get accepting(): boolean {
+    return !this.draining
+  }
+  private draining = false
+
+  /** The server is stopping: refuse new sockets from now on (see `accepting`). */
+  refuseNew() {
+    this.draining = true
+  }
+
+  /**
+   * Close every socket with 1012 (service restart): clients reconnect, through the balancer to
+   * another node, and resume each topic with `since`. Called once the server stops listening.
+   */
   stop() {
+    this.draining = true
     this.stopFeed?.()
     clearInterval(this.sweeper)
     for (const ws of this.connections.keys()) ws.close(CLOSE.shutdown, 'server shutting down')

@@ -127,7 +127,7 @@ export function explain(msg: unknown): string {
 
 /** Close codes of /ws (RFC 6455 §7.4.1, and 4000–4999 for the application). */
 export const CLOSE = {
-  shutdown: 1001, // the server is stopping: reconnect (to another node) and resume with `since`
+  shutdown: 1012, // service restart: the server is stopping; reconnect (to another node) and resume with `since`
   policy: 1008, // message rate abuse
   tooBig: 1009, // frame over the size limit
   tryAgain: 1013, // slow consumer: too much unread
@@ -136,7 +136,7 @@ export const CLOSE = {
 
 /** What each close code means, for the AsyncAPI document (a code without one fails to compile). */
 export const CLOSE_MEANING: Record<keyof typeof CLOSE, string> = {
-  shutdown: 'the server is stopping (`server shutting down`): reconnect, to another node if need be, and resume with `since`',
+  shutdown: 'service restart: the server is stopping (`server shutting down`), as in a rolling restart; reconnect (the balancer sends you to another node) and resume each topic with `since` set to the last `seq` you got: nothing is missed',
   policy: 'sustained abuse of the message rate (`message rate limit exceeded`): more than twice WS_MESSAGES_PER_SECOND of its frames were refused as `rate_limited`',
   tooBig: 'a frame over WS_MAX_PAYLOAD_BYTES',
   tryAgain: 'slow consumer: more than WS_MAX_BUFFERED_BYTES were waiting unread (`slow consumer: …`); reconnect and resume with `since`',

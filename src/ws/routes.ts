@@ -2,6 +2,7 @@
 import { Elysia } from 'elysia'
 import type { ServerWebSocket } from 'bun'
 import type { Config } from '../config.ts'
+import { ServiceUnavailableError } from '../core/errors.ts'
 import type { Logger } from '../core/logger.ts'
 import { authenticateUpgrade, TooManyConnectionsError, type UpgradeAuth, type UpgradeGate } from './auth.ts'
 import type { Hub } from './hub.ts'
@@ -82,6 +83,9 @@ export function liveRoutes({ hub, gate, limits, logger }: LiveRoutesOptions) {
     .ws('/ws', {
       detail: LIVE_ROUTE,
       async upgrade(ctx) {
+        // A stopping node takes no new sockets: 503 sends the client (or the balancer's retry)
+        // to another node before anything is authenticated.
+        if (!hub.accepting) throw new ServiceUnavailableError('This server is stopping; connect again (to another node)')
         const auth = await authenticateUpgrade(gate, ctx.request)
         if (hub.countFor(auth.principal.userId) >= limits.maxConnectionsPerUser) throw new TooManyConnectionsError(limits.maxConnectionsPerUser)
         if (auth.protocol) (ctx.set.headers as Record<string, string>)['sec-websocket-protocol'] = auth.protocol

@@ -99,8 +99,8 @@ describe('the document', () => {
       expect(doc.info.description).toContain(`| \`${v}\` |`)
     }
     expect(doc.info.description).toContain(`| \`WS_MAX_PAYLOAD_BYTES\` | ${t.config.ws.maxPayloadBytes} |`)
-    for (const code of [1001, 1008, 1009, 1013, 4001]) expect(doc.channels.live.description).toContain(`- \`${code}\`:`)
-    for (const code of [1000, 1001, 1011, 4003]) expect(doc.channels.workstationTerminal.description).toContain(`- \`${code}\`:`)
+    for (const code of [1012, 1008, 1009, 1013, 4001]) expect(doc.channels.live.description).toContain(`- \`${code}\`:`)
+    for (const code of [1000, 1012, 1011, 4003]) expect(doc.channels.workstationTerminal.description).toContain(`- \`${code}\`:`)
     for (const code of [1000, 1011, 1013]) expect(doc.channels.vmLogs.description).toContain(`- \`${code}\`:`)
   }, 30_000)
 
