@@ -1,0 +1,319 @@
+/**
+ * The mixed load of issue 18, through a balancer (or one node), for bench/rolling.ts and
+ * bench/soak.ts: what a team's clients do all day, with the bookkeeping to prove nothing was
+ * lost.
+ *
+ * - logins: `POST /api/auth/login`, one user after another;
+ * - reads: `GET /api/workstations/:id` and `GET /api/workstations` (straight from SQL);
+ * - writes through actors: each writer renames its own workstation, `w-<k>` for k = 1, 2, …,
+ *   one request at a time (`PATCH /api/workstations/:id`, an ask to the workstation's actor,
+ *   wherever its shard lives); the highest k answered 200 is the writer's last acknowledged
+ *   write;
+ * - WebSocket subscribers: one per workstation, on `workstation:<id>` from `since: 0`; every
+ *   rename is an `updated` event. A closed socket (1012 from a draining node, or a dead one)
+ *   reconnects through the balancer with a fresh ticket and resumes with `since` = the last
+ *   `seq` it got.
+ *
+ * `verify()` after `stop()`: a write is lost if the workstation's name is an older k than the
+ * writer's last acknowledged one; an event is missed if a subscriber's sequence numbers have a
+ * gap, or if the topic holds events past the last one it got once everything has settled.
+ */
+
+export interface Sample {
+  kind: 'login' | 'read' | 'list' | 'write' | 'ticket'
+  /** performance.now() at the start. */
+  at: number
+  ms: number
+  /** HTTP status, or 0 for a request that got no answer (connection refused, reset). */
+  status: number
+  error?: string
+}
+
+export interface MixedLoadOptions {
+  /** The balancer's (or the node's) URL. */
+  url: string
+  users?: number
+  /** Writers (each with its own workstation and subscriber) per user. */
+  writersPerUser?: number
+  /** Concurrent reader loops. */
+  readers?: number
+  /** Pause between one login and the next (ms). */
+  loginEveryMs?: number
+  /** Pause between a writer's writes (ms). */
+  writeEveryMs?: number
+  /** An image on the server's WORKSTATION_IMAGES. */
+  image: string
+}
+
+interface Writer {
+  token: string
+  id: string
+  next: number
+  acked: number
+}
+
+interface Subscriber {
+  topic: string
+  token: string
+  lastSeq: number
+  seen: number
+  gaps: number
+  duplicates: number
+  reconnects: number
+  socket: WebSocket | undefined
+}
+
+const PASSWORD = 'Load-Pass-123!'
+
+export class MixedLoad {
+  readonly samples: Sample[] = []
+  private running = false
+  private loops: Promise<void>[] = []
+  private readonly writers: Writer[] = []
+  private readonly subscribers: Subscriber[] = []
+  private users: { email: string; token: string }[] = []
+
+  private constructor(private readonly o: Required<MixedLoadOptions>) {}
+
+  /** Users registered and signed in, a workstation per writer (created, STOPPED), subscribers open. */
+  static async setup(opts: MixedLoadOptions): Promise<MixedLoad> {
+    const o: Required<MixedLoadOptions> = { users: 4, writersPerUser: 2, readers: 4, loginEveryMs: 200, writeEveryMs: 20, ...opts }
+    const load = new MixedLoad(o)
+    const tag = crypto.randomUUID().slice(0, 8)
+    for (let u = 0; u < o.users; u++) {
+      const email = `load-${tag}-${u}@example.com`
+      const r = await load.json('POST', '/api/auth/register', undefined, { email, password: PASSWORD, firstName: 'Load', lastName: `User${u}` })
+      load.users.push({ email, token: r.data.token })
+    }
+    for (const user of load.users) {
+      for (let w = 0; w < o.writersPerUser; w++) {
+        const created = await load.json('POST', '/api/workstations', user.token, { name: 'w-0', description: 'mixed load writer', function: 'DEVELOPMENT', image: o.image, resources: { cpu: 0.1, memory: 64 } })
+        load.writers.push({ token: user.token, id: created.data.id, next: 1, acked: 0 })
+      }
+    }
+    // Created means the actor has its row; STOPPED follows once the container exists.
+    for (const w of load.writers) {
+      for (let i = 0; ; i++) {
+        const r = await load.json('GET', `/api/workstations/${w.id}`, w.token)
+        if (r.data.status === 'STOPPED') break
+        if (r.data.status === 'ERROR' || i > 600) throw new Error(`workstation ${w.id}: ${r.data.status} ${r.data.statusReason ?? ''}`)
+        await Bun.sleep(50)
+      }
+    }
+    for (const w of load.writers) load.subscribers.push({ topic: `workstation:${w.id}`, token: w.token, lastSeq: 0, seen: 0, gaps: 0, duplicates: 0, reconnects: 0, socket: undefined })
+    await Promise.all(load.subscribers.map((s) => load.connect(s)))
+    return load
+  }
+
+  /** Start every loop; they run until `stop()`. */
+  start(): void {
+    this.running = true
+    this.loops = [
+      this.loginLoop(),
+      ...this.writers.map((w) => this.writeLoop(w)),
+      ...Array.from({ length: this.o.readers }, (_, i) => this.readLoop(i)),
+    ]
+  }
+
+  async stop(): Promise<void> {
+    this.running = false
+    await Promise.all(this.loops)
+  }
+
+  /** Requests made in [from, to) (performance.now() times). */
+  between(from: number, to: number): Sample[] {
+    return this.samples.filter((s) => s.at >= from && s.at < to)
+  }
+
+  get reconnects(): number {
+    return this.subscribers.reduce((n, s) => n + s.reconnects, 0)
+  }
+
+  /**
+   * After `stop()`: acknowledged writes lost, and events the subscribers missed once they have
+   * caught up (waiting up to `settleMs` for the last event of each topic).
+   */
+  async verify(settleMs = 15_000): Promise<{ acked: number; lost: number; lostDetail: string[]; events: number; missed: number; gaps: number; duplicates: number }> {
+    let lost = 0
+    const lostDetail: string[] = []
+    const finals = new Map<string, number>()
+    for (const w of this.writers) {
+      const r = await this.json('GET', `/api/workstations/${w.id}`, w.token)
+      const k = Number(/^w-(\d+)$/.exec(r.data.name)?.[1] ?? -1)
+      finals.set(`workstation:${w.id}`, k)
+      if (k < w.acked) {
+        lost += w.acked - k
+        lostDetail.push(`${w.id}: name w-${k}, last acknowledged w-${w.acked}`)
+      }
+    }
+    // The topic's head: a fresh socket's replay from the subscriber's last seq.
+    const end = performance.now() + settleMs
+    let missed = 0
+    for (const s of this.subscribers) {
+      let tail = await this.replayAfter(s)
+      while (tail > 0 && performance.now() < end) {
+        await Bun.sleep(100)
+        tail = await this.replayAfter(s)
+      }
+      missed += tail
+      const ws = s.socket
+      s.socket = undefined // closed by us: not resumed
+      ws?.close(1000)
+    }
+    const gaps = this.subscribers.reduce((n, s) => n + s.gaps, 0)
+    return {
+      acked: this.writers.reduce((n, w) => n + w.acked, 0),
+      lost,
+      lostDetail,
+      events: this.subscribers.reduce((n, s) => n + s.seen, 0),
+      missed: missed + gaps,
+      gaps,
+      duplicates: this.subscribers.reduce((n, s) => n + s.duplicates, 0),
+    }
+  }
+
+  // ── loops ──────────────────────────────────────────────────────────────────────────────────
+
+  private async loginLoop(): Promise<void> {
+    for (let i = 0; this.running; i++) {
+      const u = this.users[i % this.users.length]!
+      await this.timed('login', 'POST', '/api/auth/login', undefined, { email: u.email, password: PASSWORD })
+      await Bun.sleep(this.o.loginEveryMs)
+    }
+  }
+
+  private async writeLoop(w: Writer): Promise<void> {
+    while (this.running) {
+      const k = w.next++
+      const r = await this.timed('write', 'PATCH', `/api/workstations/${w.id}`, w.token, { name: `w-${k}` })
+      if (r === 200) w.acked = Math.max(w.acked, k)
+      await Bun.sleep(this.o.writeEveryMs)
+    }
+  }
+
+  private async readLoop(i: number): Promise<void> {
+    for (let n = 0; this.running; n++) {
+      const w = this.writers[(i + n) % this.writers.length]!
+      if (n % 4 === 3) await this.timed('list', 'GET', '/api/workstations?limit=20', w.token)
+      else await this.timed('read', 'GET', `/api/workstations/${w.id}`, w.token)
+    }
+  }
+
+  // ── WebSocket ──────────────────────────────────────────────────────────────────────────────
+
+  private async ticket(token: string): Promise<string | undefined> {
+    const at = performance.now()
+    try {
+      const r = await fetch(`${this.o.url}/api/ws/ticket`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
+      const body = (await r.json().catch(() => undefined)) as { data?: { ticket: string } } | undefined
+      this.samples.push({ kind: 'ticket', at, ms: performance.now() - at, status: r.status })
+      return r.status === 200 ? body?.data?.ticket : undefined
+    } catch (err) {
+      this.samples.push({ kind: 'ticket', at, ms: performance.now() - at, status: 0, error: String(err) })
+      return undefined
+    }
+  }
+
+  /** Open (or re-open) the subscriber's socket and subscribe from its last seq; resolves once acknowledged. */
+  private async connect(s: Subscriber): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const ticket = await this.ticket(s.token)
+      const opened = ticket ? await this.open(s, ticket) : false
+      if (opened) return
+      if (attempt > 200) throw new Error(`${s.topic}: could not resubscribe`)
+      await Bun.sleep(50)
+    }
+  }
+
+  private open(s: Subscriber, ticket: string): Promise<boolean> {
+    return new Promise((resolve) => {
+      const ws = new WebSocket(`${this.o.url.replace(/^http/, 'ws')}/ws?ticket=${encodeURIComponent(ticket)}`)
+      let acked = false
+      ws.onopen = () => ws.send(JSON.stringify({ op: 'subscribe', topic: s.topic, since: s.lastSeq, id: 'sub' }))
+      ws.onmessage = (m) => {
+        const f = JSON.parse(String(m.data)) as { op: string; seq?: number; for?: string; topic?: string }
+        if (f.op === 'ack' && !acked) {
+          acked = true
+          s.socket = ws
+          resolve(true)
+        } else if (f.op === 'event' && f.topic === s.topic && f.seq !== undefined) {
+          if (f.seq <= s.lastSeq) s.duplicates++
+          else {
+            if (f.seq !== s.lastSeq + 1) s.gaps += f.seq - s.lastSeq - 1
+            s.lastSeq = f.seq
+            s.seen++
+          }
+        } else if (f.op === 'error' && !acked) {
+          ws.close()
+        }
+      }
+      ws.onclose = () => {
+        if (!acked) return resolve(false)
+        if (s.socket !== ws) return
+        s.socket = undefined
+        // The node went away (1012, or dead): resume through the balancer.
+        s.reconnects++
+        void this.connect(s).catch(() => {})
+      }
+    })
+  }
+
+  /** Events of the subscriber's topic after its last seq, read through a second socket's replay. */
+  private async replayAfter(s: Subscriber): Promise<number> {
+    const ticket = await this.ticket(s.token)
+    if (!ticket) return Number.MAX_SAFE_INTEGER
+    return new Promise((resolve) => {
+      const ws = new WebSocket(`${this.o.url.replace(/^http/, 'ws')}/ws?ticket=${encodeURIComponent(ticket)}`)
+      let n = 0
+      const since = s.lastSeq
+      ws.onopen = () => ws.send(JSON.stringify({ op: 'subscribe', topic: s.topic, since, id: 'replay' }))
+      ws.onmessage = (m) => {
+        const f = JSON.parse(String(m.data)) as { op: string; seq?: number }
+        if (f.op === 'event' && (f.seq ?? 0) > since) n++
+        if (f.op === 'ack') {
+          // The replay comes before the ack: what is counted now is the tail.
+          ws.close(1000)
+          resolve(n)
+        }
+      }
+      ws.onerror = () => resolve(Number.MAX_SAFE_INTEGER)
+    })
+  }
+
+  // ── HTTP ──────────────────────────────────────────────────────────────────────────────────
+
+  private async timed(kind: Sample['kind'], method: string, path: string, token?: string, body?: unknown): Promise<number> {
+    const at = performance.now()
+    try {
+      const r = await fetch(this.o.url + path, {
+        method,
+        headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      })
+      const text = await r.text()
+      this.samples.push({ kind, at, ms: performance.now() - at, status: r.status, ...(r.status >= 300 ? { error: text.slice(0, 200) } : {}) })
+      return r.status
+    } catch (err) {
+      this.samples.push({ kind, at, ms: performance.now() - at, status: 0, error: err instanceof Error ? err.message : String(err) })
+      return 0
+    }
+  }
+
+  private async json(method: string, path: string, token?: string, body?: unknown): Promise<any> {
+    const r = await fetch(this.o.url + path, {
+      method,
+      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    const j = await r.json()
+    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(j)}`)
+    return j
+  }
+}
+
+/** The p-th percentile (nearest rank) of `values`, NaN when empty. */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
+}
