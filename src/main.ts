@@ -34,9 +34,15 @@ const shutdown = async (signal: NodeJS.Signals) => {
   await server!.stop()
   process.exit(0)
 }
+// A second signal while draining cuts SHUTDOWN_DRAIN_DELAY_MS short (the rest of the stop —
+// in-flight requests, actor handover — still runs, bounded by SHUTDOWN_TIMEOUT_MS).
+let signals = 0
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.once(signal, () => {
-    if (server) void shutdown(signal)
+  process.on(signal, () => {
+    if (signals++ > 0) {
+      logger.info({ signal }, 'second signal: the drain delay is cut short')
+      server?.endDrainDelay()
+    } else if (server) void shutdown(signal)
     else stopRequested = signal
   })
 }

@@ -67,8 +67,13 @@ export interface RunningServer {
   context: FeatureContext
   hub: Hub
   app: ReturnType<typeof createApp>
-  /** Stop accepting, finish in-flight requests, close pools (bounded by SHUTDOWN_TIMEOUT_MS). */
+  /**
+   * Drain (readiness 503 for SHUTDOWN_DRAIN_DELAY_MS while still serving), stop accepting,
+   * finish in-flight requests, close pools (bounded by SHUTDOWN_TIMEOUT_MS after the delay).
+   */
   stop(): Promise<void>
+  /** Cut the drain delay of a stop under way short (a second SIGTERM/SIGINT). */
+  endDrainDelay(): void
 }
 
 export interface StartOptions {
@@ -294,6 +299,7 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
 
   const admin = await auth.ensureAdmin(config.admin)
   let draining = false
+  let endDelay = () => {}
   const app = createApp(http, {
     draining: () => draining,
     probes,
@@ -330,7 +336,13 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
       hub.refuseNew()
       if (started && server && config.drainDelayMs > 0) {
         logger.info({ drainDelayMs: config.drainDelayMs }, 'draining: /health answers 503; serving until the balancer stops sending')
-        await Bun.sleep(config.drainDelayMs)
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, config.drainDelayMs)
+          endDelay = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
       }
       const deadline = new Promise<void>((r) => setTimeout(r, config.shutdownTimeoutMs).unref?.())
       const graceful = (async () => {
@@ -415,5 +427,5 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   }
   logger.info({ url, embedded: Boolean(embedded), redis: Boolean(redis) }, 'server started')
 
-  return { url, port: listening.port!, http, context, hub, app, stop }
+  return { url, port: listening.port!, http, context, hub, app, stop, endDrainDelay: () => endDelay() }
 }

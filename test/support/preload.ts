@@ -12,6 +12,9 @@ import { startEmbedded } from '../../src/store/embedded.ts'
 
 process.env.NODE_ENV = 'test'
 process.env.LOG_LEVEL ??= 'silent'
+// No balancer in front of a test's servers: a stop does not wait for one to notice
+// (test/ops/drain.test.ts sets its own delay).
+process.env.SHUTDOWN_DRAIN_DELAY_MS ??= '0'
 
 if (!process.env.DATABASE_URL) {
   const dir = mkdtempSync(join(tmpdir(), 'quadrax-test-pg-'))
