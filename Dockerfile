@@ -28,6 +28,7 @@ RUN chmod -R a+rX package.json tsconfig.json bunfig.toml src sql \
   && mkdir -p /app/data /app/uploads /app/models && chown -R bun:bun /app/data /app/uploads /app/models
 USER bun
 EXPOSE 3001
+# Liveness, not readiness: a database outage makes /health 503, and replacing the container would not cure it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD bun -e "fetch('http://127.0.0.1:' + (process.env.PORT || 3001) + '/health').then(r => process.exit(r.ok ? 0 : 1)).catch(() => process.exit(1))"
+  CMD bun -e "fetch('http://127.0.0.1:' + (process.env.PORT || 3001) + '/health/live').then(r => process.exit(r.ok ? 0 : 1)).catch(() => process.exit(1))"
 CMD ["bun", "src/main.ts"]

@@ -193,7 +193,7 @@ export class LocalCluster {
 }
 
 /** The nginx configuration of the local layout (docs/nginx.conf is the same for docker compose). */
-function nginxConf(o: { port: number; servers: string; pid: string; temp: string }): string {
+export function nginxConf(o: { port: number; servers: string; pid: string; temp: string }): string {
   return `# Written by scripts/cluster.ts; docs/nginx.conf explains each setting.
 daemon off;
 worker_processes 1;

@@ -1,12 +1,12 @@
 /**
- * Optional services (Redis, Docker, a browser). A test file asks `service('redis')`: when the
+ * Optional services (Redis, Docker, a browser, nginx). A test file asks `service('redis')`: when the
  * service is not there the file's tests are skipped with a printed reason, unless
- * QUADRAX_REQUIRE names it (CI sets QUADRAX_REQUIRE=redis,docker,browser), when a missing
+ * QUADRAX_REQUIRE names it (CI sets QUADRAX_REQUIRE=redis,docker,browser,nginx), when a missing
  * service fails the run instead of being skipped silently.
  */
 import { existsSync } from 'node:fs'
 
-export type ServiceName = 'redis' | 'docker' | 'browser'
+export type ServiceName = 'redis' | 'docker' | 'browser' | 'nginx'
 
 const required = new Set(
   (process.env.QUADRAX_REQUIRE ?? '')
@@ -32,6 +32,8 @@ const SOURCES: Record<ServiceName, Source> = {
     missing: 'no Chromium at CHROMIUM_PATH or /usr/bin/chromium',
     hint: 'apt-get install -y chromium',
   },
+  // Debian's nginx, the balancer of the scale-out layout (scripts/cluster.ts).
+  nginx: { find: () => Bun.which('nginx') ?? undefined, missing: 'nginx is not on PATH', hint: 'apt-get install -y nginx' },
 }
 
 /** The service's URL (or path), or undefined (and a printed reason) when the tests must skip. */
