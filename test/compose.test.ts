@@ -77,6 +77,23 @@ describe('docker-compose.yml', () => {
     expect(missing.exitCode).not.toBe(0)
     expect(missing.stderr.toString()).toContain('set DOCKER_GID to the group id of the Docker socket')
   })
+
+  test.if(Boolean(cli))('docker-compose.scale.yml: api replicas behind nginx share Redis, the volumes and the secret, trust the proxy, and drain longer than nginx re-resolves them', () => {
+    const r = Bun.spawnSync([...cli!, '-f', join(ROOT, 'docker-compose.scale.yml'), 'config'], { env: { PATH: process.env.PATH!, JWT_SECRET: 'j'.repeat(40), DOCKER_GID: '999' }, stdout: 'pipe', stderr: 'pipe' })
+    expect([r.exitCode, r.stderr.toString()]).toEqual([0, ''])
+    const scaled = Bun.YAML.parse(r.stdout.toString()) as { services: Record<string, { environment: Record<string, string>; volumes: unknown[]; ports?: unknown[]; deploy?: { replicas: number } }> }
+    const { api: replica, nginx } = scaled.services
+    expect(replica!.deploy!.replicas).toBeGreaterThan(1)
+    expect(replica!.ports ?? []).toEqual([]) // only the balancer is published
+    expect(replica!.environment.REDIS_URL).toBe('redis://redis:6379')
+    expect(replica!.environment.TRUST_PROXY).toBe('true')
+    const conf = readFileSync(join(ROOT, 'deploy', 'nginx.conf'), 'utf8')
+    const resolverSeconds = Number(/resolver [^;]*valid=(\d+)s/.exec(conf)?.[1])
+    expect(Number(replica!.environment.SHUTDOWN_DRAIN_DELAY_MS)).toBeGreaterThan(resolverSeconds * 1000)
+    expect(JSON.stringify(nginx!.volumes)).toContain('nginx.conf')
+    expect(JSON.stringify(replica!.volumes)).toContain('/app/uploads')
+    expect(JSON.stringify(replica!.volumes)).toContain('/app/models')
+  })
 })
 
 const dockerHost = service('docker', import.meta.file)
