@@ -154,4 +154,29 @@ export class Metrics {
     if (existing) return existing as Histogram<string>
     return new Histogram({ name, help, labelNames, registers: [this.registry], ...(buckets ? { buckets } : {}) })
   }
+
+  /**
+   * A counter or gauge whose value is read when /metrics is scraped, from a number its owner
+   * keeps: the path that counts (a WebSocket frame, a pool acquisition) pays one integer add,
+   * not prom-client's label hashing. `read` answers one value, or with `label` one value per
+   * label value (a fixed, small set). Registered once per registry: a second owner on the same
+   * registry is not read (one hub and one pool per server).
+   */
+  sampled(type: 'counter' | 'gauge', name: string, help: string, read: () => number): void
+  sampled(type: 'counter' | 'gauge', name: string, help: string, read: () => Record<string, number>, label: string): void
+  sampled(type: 'counter' | 'gauge', name: string, help: string, read: () => number | Record<string, number>, label?: string): void {
+    if (this.registry.getSingleMetric(name)) return
+    const fill = (reset: () => void, put: (labels: Record<string, string>, n: number) => void) => {
+      reset()
+      const v = read()
+      if (typeof v === 'number') put({}, v)
+      else for (const [k, n] of Object.entries(v)) put({ [label!]: k }, n)
+    }
+    const labelNames = label ? [label] : []
+    if (type === 'gauge') {
+      new Gauge({ name, help, labelNames, registers: [this.registry], collect() { fill(() => this.reset(), (l, n) => this.set(l, n)) } })
+    } else {
+      new Counter({ name, help, labelNames, registers: [this.registry], collect() { fill(() => this.reset(), (l, n) => this.inc(l, n)) } })
+    }
+  }
 }

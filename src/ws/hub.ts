@@ -14,6 +14,7 @@
  */
 import type { ServerWebSocket } from 'bun'
 import type { Logger } from '../core/logger.ts'
+import type { Metrics } from '../core/metrics.ts'
 import type { OutboxEvent } from '../store/outbox.ts'
 import { decide, withOrgRole, type OrgRole, type Ownership, type Resource } from '../auth/policy.ts'
 import type { Principal } from '../auth/principal.ts'
@@ -50,6 +51,8 @@ export interface HubOptions {
    * org. Without it, only platform admins may watch those.
    */
   orgRole?: (orgId: string, userId: string) => Promise<OrgRole | null>
+  /** Where `ws_connections`, `ws_slow_consumer_drops_total` and `ws_messages_sent_total` go (docs/metrics.md). */
+  metrics?: Metrics
 }
 
 interface TopicState {
@@ -84,12 +87,25 @@ export class Hub {
   private stopFeed?: () => void
   private sweeper?: Timer
   private publish?: (topic: string, message: string) => void
+  // Plain numbers, read when /metrics is scraped: counting a frame costs an add, not a label hash.
+  private slowConsumerDrops = 0
+  private readonly sent = { live: 0, replay: 0 }
 
   constructor(
     private readonly feed: EventFeed,
     private readonly opts: HubOptions,
   ) {
     this.authorizers.set('user', { resource: 'user', ownerOf: (id) => id })
+    const m = opts.metrics
+    m?.sampled('gauge', 'ws_connections', 'Open live-session WebSockets (/ws) on this node', () => this.connections.size)
+    m?.sampled('counter', 'ws_slow_consumer_drops_total', 'Live-session sockets closed because the client read too slowly (more than WS_MAX_BUFFERED_BYTES unread)', () => this.slowConsumerDrops)
+    m?.sampled(
+      'counter',
+      'ws_messages_sent_total',
+      'Event frames sent to live-session sockets, by path (live: published to the sockets watching the topic; replay: read back from the outbox for a subscribe with since)',
+      () => this.sent,
+      'path',
+    )
   }
 
   /** Register the objects topics of `kind` (`workstation`, `run`, …) are about. */
@@ -132,6 +148,7 @@ export class Hub {
     for (const ws of this.connections.keys()) {
       if (ws.getBufferedAmount() > this.opts.maxBufferedBytes) {
         ws.close(CLOSE.tryAgain, `slow consumer: more than ${this.opts.maxBufferedBytes} bytes unread`)
+        this.slowConsumerDrops++
       }
     }
   }
@@ -237,6 +254,7 @@ export class Hub {
       for (const e of events) {
         if (e.seq > target) break
         ws.send(encodeEvent(e))
+        this.sent.replay++
         sent = e.seq
         replayed++
       }
@@ -295,6 +313,10 @@ export class Hub {
       s.pending.delete(next.seq)
       s.delivered = next.seq
       this.publish?.(topic, encodeEvent(next))
+      // One frame per socket watching the topic here. A socket still catching up is counted
+      // too, though it gets the event from its replay: an overcount of the events published
+      // while someone subscribes with `since`, not worth a per-socket flag on this path.
+      this.sent.live += s.sockets
     }
     for (const seq of s.pending.keys()) if (seq <= s.delivered) s.pending.delete(seq)
     if (s.pending.size > 0 && !s.filling) {
