@@ -47,6 +47,7 @@ const dir = mkdtempSync(join(tmpdir(), 'qrolling-'))
 const prefix = `bench-rolling-${crypto.randomUUID().slice(0, 8)}:`
 const HIGH = '100000000'
 let cluster: LocalCluster | undefined
+let load: MixedLoad | undefined
 const load0 = loadavg()[0]!
 
 interface Phase {
@@ -85,7 +86,7 @@ try {
     },
   })
   console.error(`bench:rolling — balancer at ${cluster.url}; setting up users, workstations and subscribers…`)
-  const load = await MixedLoad.setup({ url: cluster.url, image: IMAGE })
+  load = await MixedLoad.setup({ url: cluster.url, image: IMAGE })
   load.start()
 
   let t = performance.now()
@@ -116,6 +117,7 @@ try {
   console.error(`bench:rolling — kill -9 ${victim.id}…`)
   event(`${victim.id} SIGKILL`)
   await cluster.stopNode(victim.index, 'SIGKILL')
+  event(`${victim.id} reaped`)
   await Bun.sleep(KILL_S * 1000)
   await cluster.startNode(victim.index)
   await cluster.awaitInRotation(victim.index)
@@ -128,24 +130,25 @@ try {
   await load.stop()
   console.error('bench:rolling — load stopped; verifying…')
   const v = await load.verify()
-  report(load, v, cluster.reloadCount)
+  report(load, v, cluster.switchCount)
 } catch (err) {
   console.error(`bench:rolling failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
   process.exitCode = 1
 } finally {
+  await load?.stop().catch(() => {})
   await cluster?.stop().catch(() => {})
   await db.drop().catch(() => {})
   rmSync(dir, { recursive: true, force: true })
 }
 
-function report(load: MixedLoad, v: Awaited<ReturnType<MixedLoad['verify']>>, reloads: number): void {
+function report(load: MixedLoad, v: Awaited<ReturnType<MixedLoad["verify"]>>, switches: number): void {
   const failed = (s: Sample) => s.status < 200 || s.status >= 300
   const row = (cells: (string | number)[], widths: number[]) => cells.map((c, i) => String(c).padEnd(widths[i]!)).join(' ')
   const W = [18, 9, 8, 10, 10, 9, 60]
   const quiet = phases.find((p) => p.name === 'quiet')!
   const quietP99 = percentile(load.between(quiet.from, quiet.to).map((s) => s.ms), 99)
   console.log(`\nbench:rolling — ${NODES} nodes (bun src/main.ts) behind nginx ${nginxVersion()} on one PostgreSQL and Redis; mixed load through the balancer: logins, reads, workstation renames through actors, ${v.events > 0 ? 'one' : 'one'} WebSocket subscriber per workstation`)
-  console.log(`load average ${load0.toFixed(2)} → ${loadavg()[0]!.toFixed(2)} on ${navigator.hardwareConcurrency} cores; balancer reloads (a node in or out of the upstream): ${reloads}\n`)
+  console.log(`load average ${load0.toFixed(2)} → ${loadavg()[0]!.toFixed(2)} on ${navigator.hardwareConcurrency} cores; nodes taken out of or put back in the upstream by the /health check: ${switches} (nginx is never reloaded)\n`)
   console.log(row(['phase', 'seconds', 'sent', 'failed', 'p50 ms', 'p99 ms', 'note'], W))
   for (const p of phases) {
     const s = load.between(p.from, p.to)
@@ -159,14 +162,16 @@ function report(load: MixedLoad, v: Awaited<ReturnType<MixedLoad['verify']>>, re
   const rolling = phases.find((p) => p.name === 'rolling restart')!
   const killed = phases.find((p) => p.name === 'kill -9')!
   const rollingFailed = load.between(rolling.from, rolling.to).filter(failed)
-  // In flight when the node died: started before the kill, answered after it.
+  // In flight on the node as it died: started before it was gone (its process reaped: until
+  // then its listening socket still completes connections), answered after the SIGKILL.
   const killAt = timeline.find((e) => e.what.endsWith('SIGKILL'))!.at
-  const inFlight = all.filter((s) => s.at <= killAt && s.at + s.ms >= killAt)
+  const goneAt = timeline.find((e) => e.what.endsWith('reaped'))!.at
+  const inFlight = all.filter((s) => s.at <= goneAt && s.at + s.ms >= killAt)
   const killFailed = inFlight.filter(failed)
   const rollingP99 = percentile(load.between(rolling.from, rolling.to).map((s) => s.ms), 99)
   const goal = (okay: boolean) => (okay ? 'PASS' : 'FAIL')
   console.log(`rolling restart: failed ${rollingFailed.length} of ${load.between(rolling.from, rolling.to).length} (goal 0) ${goal(rollingFailed.length === 0)}; p99 ${rollingP99.toFixed(1)} ms during the restart, quiet p99 ${quietP99.toFixed(1)} ms (${(rollingP99 / quietP99).toFixed(1)}×)`)
-  console.log(`kill -9: failed ${killFailed.length}, all in flight when the node died (${inFlight.length} requests were in flight through the balancer then): ${describe(killFailed)}`)
+  console.log(`kill -9: failed ${killFailed.length}, all in flight as the node died (SIGKILL → reaped in ${(goneAt - killAt).toFixed(0)} ms; ${inFlight.length} requests were in flight through the balancer then): ${describe(killFailed)}`)
   console.log(`acknowledged writes: ${v.acked}, lost ${v.lost} (goal 0) ${goal(v.lost === 0)}${v.lostDetail.length ? `: ${v.lostDetail.slice(0, 3).join('; ')}` : ''}`)
   console.log(`events received by subscribers: ${v.events}, missed after resume ${v.missed} (goal 0) ${goal(v.missed === 0)} (gaps ${v.gaps}, duplicates ${v.duplicates})`)
   if (process.env.BENCH_DEBUG) {

@@ -12,17 +12,20 @@
  * drained, stopped, started and ready before the next).
  *
  * The balancer. nginx (open source) has no active health checks, so the `/health` probe is
- * done here: every 200 ms each node's readiness is read, and a node that answers anything but
- * 200 (draining, a dependency down, not started) is marked `down` in the upstream and nginx is
- * reloaded (gracefully: its old workers finish their requests and keep their WebSockets). A
- * draining node answers 503 from the moment it gets SIGTERM and goes on serving for
- * SHUTDOWN_DRAIN_DELAY_MS (2 s in a cluster), so it is out of the upstream before its listener
- * closes. As a backstop, a request whose connection is refused is passed to the next node
- * (`proxy_next_upstream error`: nothing was sent, so a POST is safe to pass on too). Requests
- * go to nodes without keep-alive (a new loopback connection per request), so no request is
- * ever written to a connection the node is closing.
+ * done here, and without reloading nginx (a reload closes its idle keep-alive connections to
+ * clients, and a request a client sends on one at that moment is reset). Each node listens on
+ * a Unix socket of its own (UNIX_SOCKET) and nginx's upstream names a symbolic link to it.
+ * Every 200 ms each node's readiness is read: a node that answers anything but 200 (draining,
+ * a dependency down, not started) has its link removed, and one that is ready again gets it
+ * back. nginx resolves the link at each connect: a missing one fails before anything is sent,
+ * so the request goes to the next node (`proxy_next_upstream error`), a POST included. A
+ * draining node answers /health with 503 from the moment it gets SIGTERM and goes on serving
+ * for SHUTDOWN_DRAIN_DELAY_MS (2 s in a cluster), so it is out of the upstream well before its
+ * listener closes, and no connection is left in its accept queue when it does. Requests go to
+ * nodes without keep-alive (a new connection per request), so none is ever written to a
+ * connection the node is closing.
  */
-import { mkdirSync, openSync, writeFileSync, closeSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 
 const ROOT = resolve(import.meta.dir, '..')
@@ -42,8 +45,10 @@ export interface ClusterOptions {
 export interface ClusterNode {
   index: number
   id: string
-  port: number
-  url: string
+  /** The Unix socket the node listens on (UNIX_SOCKET). */
+  socket: string
+  /** The link to it that nginx's upstream names: present while the node is in rotation. */
+  link: string
   proc: Bun.Subprocess | undefined
   /** Readiness as the balancer last saw it. */
   ready: boolean
@@ -56,9 +61,9 @@ export async function freePort(): Promise<number> {
   return p
 }
 
-async function ready(url: string): Promise<boolean> {
+async function ready(socket: string): Promise<boolean> {
   try {
-    const r = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2_500) })
+    const r = await fetch('http://localhost/health', { unix: socket, signal: AbortSignal.timeout(2_500) } as RequestInit)
     await r.arrayBuffer()
     return r.status === 200
   } catch {
@@ -72,7 +77,7 @@ export class LocalCluster {
   private nginx: Bun.Subprocess | undefined
   private checker: Timer | undefined
   private checking = false
-  private reloads = 0
+  private switches = 0
   private readonly conf: string
 
   private constructor(private readonly opts: ClusterOptions) {
@@ -86,8 +91,8 @@ export class LocalCluster {
     mkdirSync(join(opts.dir, 'nginx-temp'), { recursive: true })
     const c = new LocalCluster(opts)
     for (let i = 0; i < opts.nodes; i++) {
-      const port = await freePort()
-      c.nodes.push({ index: i, id: `node-${i + 1}`, port, url: `http://127.0.0.1:${port}`, proc: undefined, ready: false })
+      const id = `node-${i + 1}`
+      c.nodes.push({ index: i, id, socket: join(opts.dir, `${id}.sock`), link: join(opts.dir, `${id}.upstream`), proc: undefined, ready: false })
     }
     try {
       // The first node alone, then the others: it applies the migrations and creates the admin.
@@ -95,10 +100,11 @@ export class LocalCluster {
       await Promise.all(c.nodes.slice(1).map((n) => c.startNode(n.index)))
       const port = opts.port || (await freePort())
       c.url = `http://127.0.0.1:${port}`
+      for (const n of c.nodes) c.route(n, true)
       c.writeConf(port)
       process.once('exit', () => c.nginx?.kill('SIGQUIT'))
       c.nginx = Bun.spawn(['nginx', '-p', opts.dir, '-c', c.conf, '-e', join(opts.dir, 'nginx-error.log')], { stdout: 'ignore', stderr: 'inherit' })
-      await until(async () => (await ready(c.url)) || c.nginx!.exitCode !== null, 10_000)
+      await until(async () => (await fetch(`${c.url}/health`).then((r) => r.status === 200, () => false)) || c.nginx!.exitCode !== null, 10_000)
       if (c.nginx.exitCode !== null) throw new Error(`nginx exited with ${c.nginx.exitCode} (see ${join(opts.dir, 'nginx-error.log')})`)
       c.checker = setInterval(() => void c.check(), opts.checkEveryMs ?? 200)
       return c
@@ -108,9 +114,9 @@ export class LocalCluster {
     }
   }
 
-  /** Balancer reloads so far (each readiness change of a node is one). */
-  get reloadCount(): number {
-    return this.reloads
+  /** Times a node left or joined the upstream so far. */
+  get switchCount(): number {
+    return this.switches
   }
 
   /** Spawn node `i` and wait until its /health answers 200. */
@@ -118,17 +124,18 @@ export class LocalCluster {
     const n = this.nodes[i]!
     if (n.proc) throw new Error(`${n.id} is running`)
     const log = openSync(join(this.opts.dir, `${n.id}.log`), 'a')
-    const env: Record<string, string | undefined> = { ...process.env, LOG_LEVEL: 'warn', ...this.opts.env, PORT: String(n.port), HOST: '127.0.0.1', NODE_ID: n.id, TRUST_PROXY: 'true' }
+    const env: Record<string, string | undefined> = { ...process.env, LOG_LEVEL: 'warn', ...this.opts.env, UNIX_SOCKET: n.socket, NODE_ID: n.id, TRUST_PROXY: 'true' }
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k]
     n.proc = Bun.spawn([process.execPath, 'src/main.ts'], { cwd: ROOT, env: env as Record<string, string>, stdout: log, stderr: log, stdin: 'ignore' })
     closeSync(log)
     const proc = n.proc
     let exited = false
     void proc.exited.then(() => (exited = true))
-    await until(async () => exited || (await ready(n.url)), 60_000)
+    await until(async () => exited || (existsSync(n.socket) && (await ready(n.socket))), 60_000)
     if (exited) {
       n.proc = undefined
-      throw new Error(`${n.id} exited with ${proc.exitCode ?? proc.signalCode} while starting (see ${join(this.opts.dir, `${n.id}.log`)})`)
+      const log = readFileSync(join(this.opts.dir, `${n.id}.log`), 'utf8').trim().split('\n').slice(-3).join('\n')
+      throw new Error(`${n.id} exited with ${proc.exitCode ?? proc.signalCode} while starting; the end of its log:\n${log}`)
     }
   }
 
@@ -164,38 +171,42 @@ export class LocalCluster {
     }
   }
 
-  /** The balancer's health check: a node's readiness changed → the upstream is rewritten. */
+  /** The balancer's health check: a node's readiness changed → its link is made or removed. */
   private async check(): Promise<void> {
     if (this.checking) return
     this.checking = true
     try {
-      const now = await Promise.all(this.nodes.map((n) => (n.proc ? ready(n.url) : false)))
-      if (now.every((r, i) => r === this.nodes[i]!.ready)) return
-      now.forEach((r, i) => (this.nodes[i]!.ready = r))
-      this.writeConf(Number(new URL(this.url).port))
-      const reload = Bun.spawn(['nginx', '-p', this.opts.dir, '-c', this.conf, '-e', join(this.opts.dir, 'nginx-error.log'), '-s', 'reload'], { stdout: 'ignore', stderr: 'inherit' })
-      await reload.exited
-      this.reloads++
+      const now = await Promise.all(this.nodes.map((n) => (n.proc ? ready(n.socket) : false)))
+      now.forEach((r, i) => {
+        const n = this.nodes[i]!
+        if (r !== n.ready) this.route(n, r)
+      })
     } finally {
       this.checking = false
     }
   }
 
+  /** Put node `n` in nginx's upstream (its link exists) or take it out. */
+  private route(n: ClusterNode, inRotation: boolean): void {
+    rmSync(n.link, { force: true })
+    if (inRotation) symlinkSync(n.socket, n.link)
+    if (n.ready !== inRotation) this.switches++
+    n.ready = inRotation
+  }
+
   private writeConf(port: number): void {
     const d = this.opts.dir
-    const temp = join(d, 'nginx-temp')
-    // Every node is listed; those not ready are `down`. With none ready, all are tried
-    // (`down` everywhere would only turn a possible answer into a certain 502).
-    const anyReady = this.nodes.some((n) => n.ready)
-    const servers = this.nodes.map((n) => `    server 127.0.0.1:${n.port} max_fails=0${anyReady && !n.ready ? ' down' : ''};  # ${n.id}`).join('\n')
-    writeFileSync(this.conf, nginxConf({ port, servers, pid: join(d, 'nginx.pid'), temp }))
+    const servers = this.nodes.map((n) => `    server unix:${n.link} max_fails=0;  # ${n.id}`).join('\n')
+    writeFileSync(this.conf, nginxConf({ port, servers, pid: join(d, 'nginx.pid'), temp: join(d, 'nginx-temp') }))
   }
 }
 
 /** The nginx configuration of the local layout (docs/nginx.conf is the same for docker compose). */
 export function nginxConf(o: { port: number; servers: string; pid: string; temp: string }): string {
-  return `# Written by scripts/cluster.ts; docs/nginx.conf explains each setting.
-daemon off;
+  // Started as root, nginx's workers would run as nobody, who may not reach the sockets.
+  const user = process.getuid?.() === 0 ? 'user root;\n' : ''
+  return `# Written by scripts/cluster.ts; deploy/nginx.conf explains each setting.
+${user}daemon off;
 worker_processes 1;
 pid ${o.pid};
 events { worker_connections 8192; }
@@ -262,7 +273,7 @@ if (import.meta.main) {
     console.error(`cluster: ${err instanceof Error ? err.message : String(err)}`)
     process.exit(1)
   }
-  console.log(`cluster: ${n} nodes behind nginx at ${cluster.url} (${cluster.nodes.map((x) => `${x.id} :${x.port}`).join(', ')}); logs in ${dir}`)
+  console.log(`cluster: ${n} nodes behind nginx at ${cluster.url} (${cluster.nodes.map((x) => `${x.id} on ${x.socket}`).join(', ')}); logs in ${dir}`)
   console.log('cluster: SIGHUP restarts the nodes one at a time; SIGINT or SIGTERM stops them all')
   let rolling = false
   process.on('SIGHUP', async () => {

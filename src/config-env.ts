@@ -14,6 +14,8 @@ export const EnvSchema = T.Object({
   PORT: Int({ default: 3001, maximum: 65535 }),
   HOST: Str('0.0.0.0'),
   REUSE_PORT: Bool(false),
+  // Listen on this Unix socket instead of HOST:PORT (a balancer on the same host).
+  UNIX_SOCKET: Str(),
   NODE_ENV: T.Union([T.Literal('development'), T.Literal('production'), T.Literal('test')], { default: 'development' }),
   FRONTEND_URL: Str('http://localhost:5173'),
 

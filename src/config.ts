@@ -17,6 +17,11 @@ export interface Config {
   host: string
   /** SO_REUSEPORT on the listener: several processes may share PORT (off: a busy port stops the boot). */
   reusePort: boolean
+  /**
+   * A Unix socket path to listen on instead of HOST:PORT (UNIX_SOCKET), for a balancer on the
+   * same host: scripts/cluster.ts takes a node out of nginx's upstream by unlinking a link to it.
+   */
+  unixSocket: string | undefined
   env: Env['NODE_ENV']
   isProduction: boolean
   frontendUrl: string
@@ -224,6 +229,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     port: e.PORT,
     host: e.HOST!,
     reusePort: e.REUSE_PORT,
+    unixSocket: e.UNIX_SOCKET ? resolve(e.UNIX_SOCKET) : undefined,
     env: e.NODE_ENV,
     isProduction,
     frontendUrl: e.FRONTEND_URL!,

@@ -5,7 +5,7 @@
 import { ConfigError, loadConfig } from './config.ts'
 import { exitOnUncaughtException, watchUnhandledRejections } from './core/error-reporting.ts'
 import { createLogger } from './core/logger.ts'
-import { PortInUseError, startServer } from './server.ts'
+import { PortInUseError, SocketInUseError, startServer } from './server.ts'
 import { EmbeddedInUseError } from './store/embedded.ts'
 
 let config
@@ -53,7 +53,7 @@ try {
   // A refused boot is said even under LOG_LEVEL=silent. Refusals we expect (a busy port, a data
   // directory in use) are their message alone; anything else carries its stack too.
   const log = logger.isLevelEnabled('fatal') ? logger : createLogger('fatal')
-  const expected = err instanceof PortInUseError || err instanceof EmbeddedInUseError
+  const expected = err instanceof PortInUseError || err instanceof SocketInUseError || err instanceof EmbeddedInUseError
   log.fatal(expected ? {} : { err }, `Failed to start: ${err instanceof Error ? err.message : String(err)}`)
   process.exit(1)
 }

@@ -6,7 +6,7 @@
  * assembles the HTTP app. `main.ts` calls this with the environment; tests and benchmarks
  * call it with their own config.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Config, ResolvedConfig } from './config.ts'
 import { startErrorReporting } from './core/error-reporting.ts'
@@ -190,11 +190,31 @@ function ensurePortFree(host: string, port: number): void {
   }
 }
 
+/** UNIX_SOCKET is taken by a live server: the boot stops with this message. */
+export class SocketInUseError extends Error {
+  override name = 'SocketInUseError'
+  constructor(path: string) {
+    super(`the Unix socket ${path} is already in use, most likely by another QUADRAX server: stop it, or set UNIX_SOCKET to another path`)
+  }
+}
+
+/** A socket file nobody answers on (a server that was killed) is removed; a live one refuses the boot. */
+async function ensureSocketFree(path: string): Promise<void> {
+  if (!existsSync(path)) return
+  const live = await Bun.connect({ unix: path, socket: { data() {} } }).then(
+    (s) => (s.end(), true),
+    () => false,
+  )
+  if (live) throw new SocketInUseError(path)
+  rmSync(path, { force: true })
+}
+
 export async function startServer(config: Readonly<Config>, opts: StartOptions = {}): Promise<RunningServer> {
   const logger = opts.logger ?? createLogger(config.logLevel)
   const secret = resolveJwtSecret(config)
   const resolved: ResolvedConfig = { ...config, jwt: { ...config.jwt, secret } }
-  if (config.port !== 0 && !config.reusePort) ensurePortFree(config.host, config.port)
+  if (config.unixSocket) await ensureSocketFree(config.unixSocket)
+  else if (config.port !== 0 && !config.reusePort) ensurePortFree(config.host, config.port)
 
   let embedded: EmbeddedDatabase | undefined
   let databaseUrl = config.databaseUrl
@@ -367,11 +387,15 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
 
   try {
     app.listen({
-      port: config.port,
-      hostname: config.host,
-      // Elysia's Bun adapter turns SO_REUSEPORT on unless told otherwise: a second server on
-      // the same port then binds without a word and the kernel splits requests between them.
-      reusePort: config.reusePort,
+      ...(config.unixSocket
+        ? { unix: config.unixSocket }
+        : {
+            port: config.port,
+            hostname: config.host,
+            // Elysia's Bun adapter turns SO_REUSEPORT on unless told otherwise: a second server on
+            // the same port then binds without a word and the kernel splits requests between them.
+            reusePort: config.reusePort,
+          }),
       // Bun answers a declared Content-Length past this cap with a bare 413 before the app
       // sees the request. Every body is bounded by the app instead, in the API's envelope:
       // the request frame (JSON_BODY_LIMIT, declared or read), upload routes (MAX_FILE_SIZE
@@ -409,7 +433,7 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   }
   started = true
   const host = config.host === '0.0.0.0' ? 'localhost' : config.host
-  const url = `http://${host}:${listening.port}`
+  const url = config.unixSocket ? `unix:${config.unixSocket}` : `http://${host}:${listening.port}`
 
   if (opts.banner) {
     // The banner is log events like any other (one JSON line each), with the sentence a
@@ -427,5 +451,5 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   }
   logger.info({ url, embedded: Boolean(embedded), redis: Boolean(redis) }, 'server started')
 
-  return { url, port: listening.port!, http, context, hub, app, stop, endDrainDelay: () => endDelay() }
+  return { url, port: listening.port ?? 0, http, context, hub, app, stop, endDrainDelay: () => endDelay() }
 }
