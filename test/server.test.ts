@@ -187,6 +187,32 @@ describe('one server per port', () => {
   }, 60_000)
 })
 
+describe('a Unix socket (UNIX_SOCKET)', () => {
+  test('serves on the socket; a second server on it refuses to start; a socket left by a killed server is taken over', async () => {
+    await using db = await testDatabase({ migrate: false })
+    const path = join(tmp(), 'api.sock')
+    const env = { DATABASE_URL: db.url, UNIX_SOCKET: path, DATA_DIR: tmp(), REDIS_PREFIX: `test-${crypto.randomUUID().slice(0, 8)}:` }
+    const health = () => fetch('http://localhost/health', { unix: path } as RequestInit).then((r) => r.status, () => 0)
+    const first = spawnServer(env)
+    await until(async () => (first.proc.exitCode !== null ? 'exited' : (await health()) === 200 || undefined), 'the server to answer on its socket', 30_000, 50)
+    const second = spawnServer(env)
+    expect(await exitOrStart(second)).toBe(1)
+    expect(second.events().find((e) => e.level === 60)?.msg).toBe(`Failed to start: the Unix socket ${path} is already in use, most likely by another QUADRAX server: stop it, or set UNIX_SOCKET to another path`)
+    expect(await health()).toBe(200)
+    first.proc.kill('SIGKILL')
+    await first.proc.exited
+    expect(existsSync(path)).toBe(true) // left behind
+    const third = spawnServer(env)
+    try {
+      expect(await exitOrStart(third)).toBe('started')
+      expect(await health()).toBe(200)
+    } finally {
+      third.proc.kill('SIGTERM')
+      expect(await third.proc.exited).toBe(0)
+    }
+  }, 60_000)
+})
+
 describe('database outages', () => {
   test('a server whose embedded PostgreSQL is stopped from outside brings it back and answers again, without a restart', async () => {
     const dir = tmp()
