@@ -286,7 +286,7 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
   })
   const hub = new Hub(
     { subscribe: (listener) => actors.subscribe(listener), read: (topic, after, limit) => readOutbox(sql, topic, after, limit), head: (topic) => topicHead(sql, topic) },
-    { maxReplay: config.ws.maxReplay, maxBufferedBytes: config.ws.maxBufferedBytes, logger, orgRole: (orgId, userId) => orgRoleOf(sql, orgId, userId) },
+    { maxReplay: config.ws.maxReplay, maxBufferedBytes: config.ws.maxBufferedBytes, logger, metrics, orgRole: (orgId, userId) => orgRoleOf(sql, orgId, userId) },
   )
   registry.onRevoked((ids) => hub.closeSessions(ids))
   // A role changed (the platform's or an org's), an object moved between orgs: subscriptions are checked again.
@@ -372,6 +372,7 @@ async function assemble(config: Readonly<Config>, resolved: ResolvedConfig, data
         await closed
         for (const f of opts.onStop ?? []) await f()
         await actors.stop() // finish turns in progress, passivate, release leases
+        if (started) for (const f of features) await f.handOff?.().catch((err) => logger.error({ err, feature: f.name }, 'feature hand-off failed'))
         await audit.close() // the events of the last requests
       })()
       await Promise.race([graceful, deadline])

@@ -209,7 +209,8 @@ export function modelRunActor(opts: ModelRunOptions) {
       } catch (err) {
         if (!signal.aborted) log.error({ err, runId: run.id }, 'training run task failed')
       } finally {
-        if (local.get(run.id)?.ctl === ctl) local.delete(run.id)
+        // Stopped with the node: kept, so that the node hands it on (runningHere).
+        if (local.get(run.id)?.ctl === ctl && !systemSignal.aborted) local.delete(run.id)
       }
     })
   }
@@ -220,7 +221,7 @@ export function modelRunActor(opts: ModelRunOptions) {
     return next
   }
 
-  return defineActor({
+  const kind = defineActor({
     kind: 'model-run',
     messages: ModelRunMessage,
     async load(sql, id): Promise<ModelRunState> {
@@ -326,4 +327,6 @@ export function modelRunActor(opts: ModelRunOptions) {
       }
     },
   })
+  /** Runs whose attempt this node is carrying out or waiting to (and, once it stopped, those it stopped with): a stopping node hands them on. */
+  return Object.assign(kind, { runningHere: (): string[] => [...local.keys()] })
 }

@@ -58,6 +58,11 @@ export interface Feature {
   start?(): Promise<void>
   /** Before the actor system stops. */
   stop?(): Promise<void>
+  /**
+   * After the actor system stopped (this node runs no actor and polls no reminder any more),
+   * before the pools close: hand on what this node was doing, through durable reminders.
+   */
+  handOff?(): Promise<void>
 }
 
 export type FeatureFactory = (ctx: FeatureContext) => Feature | Promise<Feature>

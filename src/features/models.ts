@@ -44,6 +44,14 @@ export function modelsFeature(ctx: FeatureContext): Feature {
       // (each actor skips it when a task of this node already runs it).
       for (const id of await runs.activeRunIds(sql)) actors.tell('model-run', id, { type: 'resume' })
     },
+    async handOff() {
+      // The runs this node was carrying out stopped with it (their containers too). A durable
+      // reminder, due now, hands each to whichever node owns its shard now that this one has
+      // left: started again there (a new attempt), even if no node starts after this one (a
+      // scale-down). Without a cluster, this node's next start delivers it.
+      const now = new Date()
+      for (const id of runKind.runningHere()) await actors.schedule('model-run', id, now, { type: 'resume' }).catch((err) => logger.warn({ err, runId: id }, 'could not hand a run on'))
+    },
   }
 }
 
