@@ -8,7 +8,6 @@ import { afterAll, describe, expect, test } from 'bun:test'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { Redis } from 'ioredis'
 import { loadConfig } from '../../src/config.ts'
 import { createLogger } from '../../src/core/logger.ts'
 import { datakitsFeature } from '../../src/features/datakits.ts'
@@ -19,6 +18,8 @@ import { testDatabase, type TestDatabase } from '../support/db.ts'
 import { dockerTestEnv, removeContainersOf } from '../support/docker.ts'
 import { service } from '../support/services.ts'
 import { until } from '../support/until.ts'
+import { callNode } from '../support/nodes.ts'
+import { dropRedisKeys } from '../actors/support.ts'
 
 const redisUrl = service('redis', import.meta.file)
 const docker = dockerTestEnv(import.meta.file)
@@ -35,21 +36,10 @@ describe.if(Boolean(redisUrl && docker))('two nodes', () => {
     if (docker && db) await removeContainersOf(docker.raw, db.sql).catch(() => {})
     await db?.drop()
     if (dir) await rm(dir, { recursive: true, force: true })
-    const redis = new Redis(redisUrl!)
-    try {
-      for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 500 })) if ((keys as string[]).length) await redis.unlink(...(keys as string[]))
-    } finally {
-      redis.disconnect()
-    }
+    await dropRedisKeys(redisUrl!, prefix)
   })
 
-  const call = async (s: RunningServer, method: string, path: string, token?: string, body?: unknown) => {
-    const res = await s.app.handle(
-      new Request(`http://localhost${path}`, { method, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined }),
-    )
-    const text = await res.text()
-    return { status: res.status, body: text ? JSON.parse(text) : null }
-  }
+  const call = callNode
 
   test('the node running a container training run stops; the other starts it again and it finishes, with no node started after', async () => {
     db = await testDatabase()
