@@ -131,6 +131,7 @@ try {
   console.error('bench:rolling — load stopped; verifying…')
   const v = await load.verify()
   report(load, v, cluster.switchCount)
+  await load.teardown() // the workstations' containers go with them
 } catch (err) {
   console.error(`bench:rolling failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
   process.exitCode = 1

@@ -43,6 +43,11 @@ export interface MixedLoadOptions {
   writeEveryMs?: number
   /** An image on the server's WORKSTATION_IMAGES. */
   image: string
+  /**
+   * Where each sample goes instead of `samples`, which then stays empty: a long run (bench/soak.ts)
+   * keeps its own per-minute aggregates rather than every request it ever made.
+   */
+  onSample?: (s: Sample) => void
 }
 
 interface Writer {
@@ -66,6 +71,7 @@ interface Subscriber {
 const PASSWORD = 'Load-Pass-123!'
 
 export class MixedLoad {
+  /** Every request made, unless `onSample` was given. */
   readonly samples: Sample[] = []
   private running = false
   private loops: Promise<void>[] = []
@@ -73,12 +79,16 @@ export class MixedLoad {
   private readonly subscribers: Subscriber[] = []
   private users: { email: string; token: string }[] = []
 
-  private constructor(private readonly o: Required<MixedLoadOptions>) {}
+  private constructor(
+    private readonly o: Required<Omit<MixedLoadOptions, 'onSample'>>,
+    private readonly record: (s: Sample) => void,
+  ) {}
 
   /** Users registered and signed in, a workstation per writer (created, STOPPED), subscribers open. */
   static async setup(opts: MixedLoadOptions): Promise<MixedLoad> {
-    const o: Required<MixedLoadOptions> = { users: 4, writersPerUser: 2, readers: 4, loginEveryMs: 200, writeEveryMs: 20, ...opts }
-    const load = new MixedLoad(o)
+    const { onSample, ...rest } = opts
+    const o: Required<Omit<MixedLoadOptions, 'onSample'>> = { users: 4, writersPerUser: 2, readers: 4, loginEveryMs: 200, writeEveryMs: 20, ...rest }
+    const load: MixedLoad = new MixedLoad(o, onSample ?? ((s) => load.samples.push(s)))
     const tag = crypto.randomUUID().slice(0, 8)
     for (let u = 0; u < o.users; u++) {
       const email = `load-${tag}-${u}@example.com`
@@ -172,6 +182,11 @@ export class MixedLoad {
     }
   }
 
+  /** After `verify()`: delete the writers' workstations (and so their containers). */
+  async teardown(): Promise<void> {
+    for (const w of this.writers) await this.json('DELETE', `/api/workstations/${w.id}`, w.token)
+  }
+
   // ── loops ──────────────────────────────────────────────────────────────────────────────────
 
   private async loginLoop(): Promise<void> {
@@ -206,10 +221,10 @@ export class MixedLoad {
     try {
       const r = await fetch(`${this.o.url}/api/ws/ticket`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
       const body = (await r.json().catch(() => undefined)) as { data?: { ticket: string } } | undefined
-      this.samples.push({ kind: 'ticket', at, ms: performance.now() - at, status: r.status })
+      this.record({ kind: 'ticket', at, ms: performance.now() - at, status: r.status })
       return r.status === 200 ? body?.data?.ticket : undefined
     } catch (err) {
-      this.samples.push({ kind: 'ticket', at, ms: performance.now() - at, status: 0, error: String(err) })
+      this.record({ kind: 'ticket', at, ms: performance.now() - at, status: 0, error: String(err) })
       return undefined
     }
   }
@@ -272,11 +287,22 @@ export class MixedLoad {
         if (f.op === 'event' && (f.seq ?? 0) > since) n++
         if (f.op === 'ack') {
           // The replay comes before the ack: what is counted now is the tail.
-          ws.close(1000)
+          clearTimeout(timer)
           resolve(n)
+          ws.close(1000)
         }
       }
+      // No answer (a node going away under it, an error frame): not counted as settled; the
+      // caller asks again until its deadline.
+      const timer = setTimeout(() => {
+        ws.close()
+        resolve(Number.MAX_SAFE_INTEGER)
+      }, 5_000)
       ws.onerror = () => resolve(Number.MAX_SAFE_INTEGER)
+      ws.onclose = () => {
+        clearTimeout(timer)
+        resolve(n > 0 ? n : Number.MAX_SAFE_INTEGER)
+      }
     })
   }
 
@@ -291,10 +317,10 @@ export class MixedLoad {
         body: body === undefined ? undefined : JSON.stringify(body),
       })
       const text = await r.text()
-      this.samples.push({ kind, at, ms: performance.now() - at, status: r.status, ...(r.status >= 300 ? { error: text.slice(0, 200) } : {}) })
+      this.record({ kind, at, ms: performance.now() - at, status: r.status, ...(r.status >= 300 ? { error: text.slice(0, 200) } : {}) })
       return r.status
     } catch (err) {
-      this.samples.push({ kind, at, ms: performance.now() - at, status: 0, error: err instanceof Error ? err.message : String(err) })
+      this.record({ kind, at, ms: performance.now() - at, status: 0, error: err instanceof Error ? err.message : String(err) })
       return 0
     }
   }
