@@ -59,9 +59,17 @@ export async function releaseShards(sql: Db, shards: readonly number[], owner: s
  * right after BEGIN, and a stale epoch fails it (SQLSTATE QXF01), which aborts the transaction.
  */
 export function fence(sql: Db, shards: readonly number[], epochs: readonly number[]) {
+  return sql`select ${fenceCall(sql, shards, epochs)}`
+}
+
+/**
+ * The fencing check as a call, for a statement of the turn that makes it in its FROM list
+ * before it writes (actor-turns.ts): one statement fewer in the turn's transaction.
+ */
+export function fenceCall(sql: Db, shards: readonly number[], epochs: readonly number[]) {
   // Each (shard, epoch) pair once, in shard order: the order claims take the locks in.
   const pairs = [...new Map(shards.map((s, i) => [`${s}:${epochs[i]}`, [s, epochs[i]!] as const])).values()].sort((x, y) => x[0] - y[0])
-  return sql`select actor_fence(${pairs.map((p) => p[0])}::int[], ${pairs.map((p) => p[1])}::int8[])`
+  return sql`actor_fence(${pairs.map((p) => p[0])}::int[], ${pairs.map((p) => p[1])}::int8[])`
 }
 
 /** Current epochs of `shards`. */

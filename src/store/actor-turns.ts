@@ -16,18 +16,28 @@ export interface TurnRecords {
   events: readonly NewOutboxEvent[]
   /** One more data-modifying common table expression (`name as (insert …)`) for the same statement: the turns' stamps. */
   also?: postgres.PendingQuery<postgres.Row[]>
+  /**
+   * The turns' fencing check (actor-shards.ts fenceCall), made before anything is written:
+   * in the inbox insert's FROM list when the turns have no events or stamps (the common turn,
+   * one statement fewer), else as a statement of its own sent first. Either way before the
+   * topic rows are locked, so a turn never holds a row while it waits behind a shard's claim.
+   */
+  fence?: postgres.PendingQuery<postgres.Row[]>
 }
 
 /**
  * Insert the inbox rows and append the events, in order; the statement is sent at once (the
  * runtime pipelines COMMIT behind it). Resolves with the events numbered. A duplicate inbox
- * key fails it (SQLSTATE 23505 on actor_inbox_pkey), and with it the transaction.
+ * key fails it (SQLSTATE 23505 on actor_inbox_pkey), and with it the transaction; so does a
+ * stale shard epoch (QXF01) when `fence` is given.
  *
  * Each topic's counter is bumped once by the number of its events, in topic order (so
  * concurrent transactions sharing topics lock them in the same order and cannot deadlock);
  * the k-th event of a topic with n events takes number last - n + k.
  */
 export function recordTurns(sql: Db, records: TurnRecords): Promise<OutboxEvent[]> {
+  if (records.events.length === 0 && !records.also) return insertInbox(sql, records.inbox, records.fence)
+  const fenced = records.fence ? sql`select ${records.fence}`.execute() : undefined
   const inbox = records.inbox.map((e) => ({ kind: e.kind, actor_id: e.actorId, message_id: e.messageId, reply: e.reply ?? null }))
   const count = new Map<string, number>()
   for (const e of records.events) count.set(e.topic, (count.get(e.topic) ?? 0) + 1)
@@ -55,7 +65,7 @@ export function recordTurns(sql: Db, records: TurnRecords): Promise<OutboxEvent[
       select e.topic, t.seq - e.n + e.k, e.type, e.data, e.at from e join topics t on t.topic = e.topic
     )${records.also ? sql`, ${records.also}` : sql``}
     select topic, seq from topics`
-  return query.execute().then((rows) => {
+  const numbered = query.execute().then((rows) => {
     const last = new Map(rows.map((r) => [r.topic, r.seq]))
     return records.events.map((e, i) => ({
       topic: e.topic,
@@ -65,4 +75,25 @@ export function recordTurns(sql: Db, records: TurnRecords): Promise<OutboxEvent[
       at: e.at,
     }))
   })
+  if (!fenced) return numbered
+  numbered.catch(() => {})
+  // The fence's failure first: it is why the transaction aborted.
+  return fenced.then(() => numbered)
+}
+
+/**
+ * Turns with no events: their inbox rows alone, from arrays (cheaper for the server to run
+ * than the general statement's JSON and common table expressions). The fencing call sits in
+ * the FROM list beside the rows, which are never none, so it runs before the first insert.
+ */
+function insertInbox(sql: Db, inbox: readonly InboxEntry[], fence?: postgres.PendingQuery<postgres.Row[]>): Promise<OutboxEvent[]> {
+  const replies = inbox.map((e) => (e.reply === undefined || e.reply === null ? null : JSON.stringify(e.reply)))
+  return sql`
+    insert into actor_inbox (kind, actor_id, message_id, reply)
+    select r.kind, r.actor_id, r.message_id, r.reply::jsonb
+    from ${fence ? sql`${fence} as fence,` : sql``}
+      unnest(${inbox.map((e) => e.kind)}::text[], ${inbox.map((e) => e.actorId)}::text[], ${inbox.map((e) => e.messageId)}::text[], ${replies}::text[])
+        as r (kind, actor_id, message_id, reply)`
+    .execute()
+    .then(() => [])
 }

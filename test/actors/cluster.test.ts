@@ -187,11 +187,20 @@ describe.skipIf(!redisUrl)('cluster of node processes', () => {
   test('1,000 actors spread over all 3 nodes; asks from any node reach the owner', async () => {
     const results = await Promise.all(range(1000).map((i) => nodes[i % 3]!.ask(`spread-${i}`, { type: 'increment' })))
     expect(results.filter((r) => !(r.ok && r.reply === 1)).slice(0, 3)).toEqual([])
-    const statuses = await Promise.all(nodes.map((n) => n.status()))
-    const localCounts = statuses.map((s) => s.local.counter ?? 0)
-    // Actors live on their shard's owner only: every node hosts some, none twice.
-    expect(localCounts.every((c) => c > 100)).toBe(true)
-    expect(localCounts.reduce((a, b) => a + b, 0)).toBe(1000)
+    // Actors live on their shard's owner only: every node hosts some, none twice. A shard
+    // whose lease renewal came late on a loaded machine moves, and its actors with it (they
+    // live again on the next ask): ask again until all 1,000 are live, never more.
+    let most = 0
+    const statuses = await eventually('every counter live on exactly one node', async () => {
+      const replies = await Promise.all(range(1000).map((i) => nodes[i % 3]!.ask(`spread-${i}`, { type: 'get' })))
+      expect(replies.filter((r) => !(r.ok && r.reply === 1)).slice(0, 3)).toEqual([])
+      const all = await Promise.all(nodes.map((n) => n.status()))
+      const localCounts = all.map((s) => s.local.counter ?? 0)
+      const sum = localCounts.reduce((a, b) => a + b, 0)
+      most = Math.max(most, sum)
+      return localCounts.every((c) => c > 100) && sum === 1000 ? all : undefined
+    }, 20_000, 100)
+    expect(most).toBe(1000)
     // Other nodes' counts come from their heartbeats, a fraction of the lease TTL old.
     await eventually('the cluster-wide count of live counters', async () => (await nodes[0]!.status()).liveActors.counter === 1000, 5000, 50)
     // The same actor answers through every node.

@@ -12,7 +12,8 @@ import { defineActor } from '../../src/actors/runtime/index.ts'
 import { until } from '../support/until.ts'
 
 const CounterMessage = T.Union([
-  T.Object({ type: T.Literal('increment'), by: T.Optional(T.Integer({ minimum: 1, maximum: 1000 })) }),
+  /** Emits `incremented` on the counter's topic, unless `quiet` (then the turn writes the state alone). */
+  T.Object({ type: T.Literal('increment'), by: T.Optional(T.Integer({ minimum: 1, maximum: 1000 })), quiet: T.Optional(T.Boolean()) }),
   T.Object({ type: T.Literal('get') }),
   /** Holds its turn until `gate` is opened (a stand-in for a slow side effect), then increments. */
   T.Object({ type: T.Literal('heldIncrement'), gate: T.String({ pattern: '^[0-9a-f-]{36}$' }) }),
@@ -84,7 +85,7 @@ export const counter = defineActor({
         case 'heldIncrement': {
           if (msg.type === 'heldIncrement') await until(() => existsSync(join(GATES, msg.gate)), `gate ${msg.gate} to open`, 120_000, 5)
           const value = state.value + (msg.type === 'increment' ? (msg.by ?? 1) : 1)
-          ctx.emit(`counter:${ctx.id}`, 'incremented', { value, node: ctx.nodeId })
+          if (msg.type === 'heldIncrement' || !msg.quiet) ctx.emit(`counter:${ctx.id}`, 'incremented', { value, node: ctx.nodeId })
           return { state: { value }, reply: value }
         }
         case 'get':

@@ -389,6 +389,11 @@ describe('lifecycle', () => {
     const after = await metrics.registry.metrics()
     expect(after).toContain('actor_turn_duration_seconds_count{kind="counter",outcome="applied"} 2')
     expect(after).toContain('actor_turn_duration_seconds_count{kind="counter",outcome="failed"} 1')
+    expect(after).toContain('actor_ask_duration_seconds_count{kind="counter",outcome="ok"} 2')
+    expect(after).toContain('actor_ask_duration_seconds_count{kind="counter",outcome="error"} 1')
+    // Alone (no Redis) there are no shard queues: the family is there, without samples.
+    expect(after).toContain('# TYPE actor_queue_jobs gauge')
+    expect(after).not.toContain('actor_queue_jobs{')
     expect(after).toContain('actor_mailbox_depth{kind="counter"} 0')
     expect(after).toMatch(/actor_commit_batch_turns_count \d+/)
     await system.stop()

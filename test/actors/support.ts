@@ -49,3 +49,74 @@ export async function dropRedisKeys(url: string, prefix: string): Promise<void> 
     redis.disconnect()
   }
 }
+
+/** A TCP proxy in front of Redis whose traffic a test can hold up (see `redisProxy`). */
+export interface RedisProxy {
+  /** redis:// URL of the proxy. */
+  url: string
+  /** Stop forwarding in both directions: what is sent meanwhile waits (a partition, a frozen link). */
+  pause(): void
+  /** Forward what waited, and what comes next. */
+  resume(): void
+  close(): void
+}
+
+/**
+ * A node whose Redis goes through this proxy can be cut off from Redis for a while without
+ * touching anyone else's connections (CLIENT PAUSE would stop every test sharing the server).
+ */
+export async function redisProxy(target: string): Promise<RedisProxy> {
+  const { createConnection, createServer } = await import('node:net')
+  type Socket = ReturnType<typeof createConnection>
+  const u = new URL(target)
+  let paused = false
+  const held: (() => void)[] = []
+  const sockets = new Set<Socket>()
+  const forward = (from: Socket, to: Socket) =>
+    from.on('data', (chunk) => {
+      if (paused) held.push(() => to.write(chunk))
+      else to.write(chunk)
+    })
+  const server = createServer((client) => {
+    const upstream = createConnection({ host: u.hostname, port: Number(u.port || 6379) })
+    for (const s of [client, upstream]) {
+      sockets.add(s)
+      s.on('error', () => {})
+      s.on('close', () => {
+        sockets.delete(s)
+        client.destroy()
+        upstream.destroy()
+      })
+    }
+    forward(client, upstream)
+    forward(upstream, client)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+  return {
+    url: `redis://127.0.0.1:${port}${u.pathname}`,
+    pause: () => (paused = true),
+    resume: () => {
+      paused = false
+      for (const send of held.splice(0)) send()
+    },
+    close: () => {
+      server.close()
+      for (const s of sockets) s.destroy()
+    },
+  }
+}
+
+/**
+ * The value of the sample `name` whose labels include `labels`, in `registry`'s exposition
+ * (what /metrics serves); 0 when there is none.
+ */
+export async function metricValue(registry: { metrics(): Promise<string> }, name: string, labels: Record<string, string> = {}): Promise<number> {
+  for (const line of (await registry.metrics()).split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+    if (!m || m[1] !== name) continue
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)].map((l) => [l[1]!, l[2]!]))
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3])
+  }
+  return 0
+}

@@ -15,13 +15,6 @@ const ROOT = join(import.meta.dir, '../..')
 const MAX_BUFFERED = 65_536
 const POOL_MAX = 3
 
-/**
- * Names the dashboard uses that the actor runtime's engineer is adding (issue 18) and that no
- * server exposed when the dashboard was written. One still missing is printed, not failed;
- * remove an entry once /metrics has it (the dashboard test prints which to remove).
- */
-const PENDING_RUNTIME_METRICS = new Set(['actor_ask_duration_seconds', 'actor_queue_jobs', 'actor_stalled_jobs_total', 'actor_lease_renew_failures_total'])
-
 interface Sample {
   name: string
   labels: Record<string, string>
@@ -268,12 +261,8 @@ describe('the Grafana dashboard', () => {
     const { types } = await scrape(live)
     const family = (n: string) => (types.has(n) ? n : n.replace(/_(bucket|sum|count)$/, ''))
     const families = new Set([...names].map(family))
-    const missing = [...families].filter((f) => !types.has(f) && !PENDING_RUNTIME_METRICS.has(f))
+    const missing = [...families].filter((f) => !types.has(f))
     expect(missing).toEqual([])
-    const pending = [...PENDING_RUNTIME_METRICS].filter((f) => families.has(f) && !types.has(f))
-    const landed = [...PENDING_RUNTIME_METRICS].filter((f) => types.has(f))
-    if (pending.length) console.warn(`dashboard names not exposed yet (PENDING_RUNTIME_METRICS): ${pending.join(', ')}`)
-    if (landed.length) console.warn(`exposed now, remove from PENDING_RUNTIME_METRICS: ${landed.join(', ')}`)
     // What issue 18 asks an operator to see is on the dashboard.
     for (const f of ['ws_connections', 'ws_slow_consumer_drops_total', 'db_pool_waits_total', 'db_query_duration_seconds', 'actor_live', 'actor_mailbox_depth', 'actor_ask_duration_seconds', 'actor_queue_jobs', 'actor_stalled_jobs_total', 'actor_lease_renew_failures_total', 'process_resident_memory_bytes']) {
       expect(families).toContain(f)

@@ -107,6 +107,8 @@ export class ClusterPlacement implements Placement {
   readonly #claimFailures = new FailureStreak()
   #leaving = false
   #stopped = false
+  /** When the last heartbeat that renewed this node's leases was sent (performance.now()). */
+  #renewedAt = performance.now()
   readonly #startedAt = new Date().toISOString()
 
   constructor(opts: ClusterPlacementOptions) {
@@ -124,7 +126,28 @@ export class ClusterPlacement implements Placement {
   async start(): Promise<void> {
     this.#o.transport.onRebalance = () => void this.tick()
     await this.tick()
-    this.#timer = setInterval(() => void this.tick(), Math.max(75, Math.floor(this.#o.config.leaseTtlMs / 4)))
+    this.#timer = setInterval(() => {
+      this.#watchRenewals()
+      void this.tick()
+    }, Math.max(75, Math.floor(this.#o.config.leaseTtlMs / 4)))
+  }
+
+  /** Shards whose leases this node renews (held, or being handed over). */
+  #held(): number[] {
+    return [...this.#owned].filter(([, o]) => o.status !== 'lost').map(([s]) => s)
+  }
+
+  /**
+   * actor_lease_renew_failures_total: every heartbeat interval in which the leases this node
+   * holds were last renewed more than half a TTL ago counts one failure — whether the heartbeat
+   * failed, hangs (the connection waits for Redis rather than failing: BullMQ needs
+   * maxRetriesPerRequest null) or is held up behind the rest of a tick. What an operator alerts
+   * on before the leases expire and the shards move.
+   */
+  #watchRenewals(): void {
+    const now = performance.now()
+    if (this.#held().length === 0) this.#renewedAt = now
+    else if (now - this.#renewedAt > this.#o.config.leaseTtlMs / 2) this.#o.metrics.leaseRenewFailures.inc()
   }
 
   localEpoch(shard: number, origin: Envelope['origin']): number | undefined {
@@ -172,7 +195,9 @@ export class ClusterPlacement implements Placement {
     const keys = [transport.key('nodes'), transport.key('node-info'), transport.key('shard-count')]
     for (let s = 0; s < config.shards; s++) keys.push(this.#lease(s))
     const info = JSON.stringify({ startedAt: this.#startedAt, pid: process.pid, liveActors: this.#o.liveActors() })
-    const args = [config.nodeId, String(config.leaseTtlMs), info, String(config.shards), this.#leaving ? '1' : '0', ...[...this.#owned].filter(([, o]) => o.status !== 'lost').map(([s]) => String(s))]
+    const held = this.#held()
+    const args = [config.nodeId, String(config.leaseTtlMs), info, String(config.shards), this.#leaving ? '1' : '0', ...held.map(String)]
+    const started = performance.now()
     let res: [number, string[], string[]]
     try {
       res = (await this.#redis.eval(HEARTBEAT, keys.length, ...keys, ...args)) as [number, string[], string[]]
@@ -181,6 +206,7 @@ export class ClusterPlacement implements Placement {
       if (m) throw new Error(`CLUSTER_SHARDS is ${config.shards} on node ${config.nodeId} but ${m[1]} on the running nodes: every node must use the same value`)
       throw err
     }
+    this.#renewedAt = started
     return { nodes: res[1], owners: res[2] }
   }
 

@@ -11,8 +11,9 @@
  *
  * - A handler that never touches `ctx.tx` (the common case: compute the new state, emit,
  *   reply) leaves its writes to a group commit: turns of different actors that finish at about
- *   the same time share one transaction — one BEGIN, one fencing check, one statement for all
- *   their inbox rows and events, one COMMIT and one WAL flush for the group (PostgreSQL's own
+ *   the same time share one transaction — one BEGIN, one statement for all their inbox rows
+ *   and events (which makes the fencing check first: actor-turns.ts), the kinds' state, one
+ *   COMMIT and one WAL flush for the group (PostgreSQL's own
  *   group commit, done one level up). If the group's transaction fails, its turns are
  *   committed again one by one (their handlers do not run again: only their writes are
  *   replayed), so only the turn whose writes fail is lost.
@@ -33,7 +34,7 @@
 import type { Logger } from '../../core/logger.ts'
 import { PG, pgCode } from '../../core/errors.ts'
 import type { Db, Sql } from '../../store/db.ts'
-import { fence, FENCED_SQLSTATE, shardEpochs } from '../../store/actor-shards.ts'
+import { fenceCall, FENCED_SQLSTATE, shardEpochs } from '../../store/actor-shards.ts'
 import { findInbox } from '../../store/actor-inbox.ts'
 import { deleteReminders } from '../../store/reminders.ts'
 import { OwnTransaction } from './transaction.ts'
@@ -293,20 +294,18 @@ export class TurnCommitter {
       for (const w of works) w.resolve({ type: 'failed', error, reload: false })
       return
     }
-    let fenceError: unknown
     let writeError: unknown
     let inTransaction = false
     try {
       conn`begin`.catch(noop)
       inTransaction = true
-      const fenced = fence(
+      // The fencing check goes with the turns' inbox rows (actor-turns.ts), before any write.
+      const fenced = fenceCall(
         conn,
         works.map((w) => w.instance.shard),
         works.map((w) => w.instance.epoch),
-      ).then(noop, (err: unknown) => {
-        fenceError = err
-      })
-      const { done, synchronous } = issueWrites(conn, works, this.opts.stamps)
+      )
+      const { done, synchronous } = issueWrites(conn, works, this.opts.stamps, fenced)
       const written = done.catch((err: unknown) => {
         writeError = err
       })
@@ -317,8 +316,8 @@ export class TurnCommitter {
       const commit = writeError ? await conn`rollback` : await conn`commit`
       inTransaction = false
       await written
-      await fenced
-      if (fenceError) throw fenceError
+      // A stale epoch fails the first statement: the whole group lost its shard (or one of them).
+      if (pgCode(writeError) === FENCED_SQLSTATE) throw writeError
       if (commit.command === 'COMMIT') {
         for (const w of works) w.resolve(this.#applied(w))
         return
@@ -334,7 +333,7 @@ export class TurnCommitter {
       w.resolve(await this.#afterFailure(w))
     } catch (err) {
       if (inTransaction) await conn`rollback`.catch(noop)
-      await this.#abort(works, fenceError ?? err)
+      await this.#abort(works, err)
     } finally {
       conn.release()
     }

@@ -64,7 +64,10 @@ export class ActorSystem {
     this.#activations = new Activations(this.config, (i, e) => root(() => this.#run(i, e)), (err) => this.#logger.error({ err }, 'mailbox error'))
     this.#background = new BackgroundTasks(this.#logger)
     this.#subscribers = new Subscribers(this.#logger)
-    this.metrics = new RuntimeMetrics(opts.metrics, () => this.#activations.sample())
+    this.metrics = new RuntimeMetrics(opts.metrics, {
+      actors: () => this.#activations.sample(),
+      queueJobs: async () => this.#transport?.queueJobs(),
+    })
     this.#committer = new TurnCommitter(
       opts.sql,
       (instance, env, scope) =>
@@ -95,6 +98,7 @@ export class ActorSystem {
         logger: this.#logger,
         deliver: (env) => this.#dispatch(env),
         onEvents: (events) => this.#subscribers.emit(events),
+        onStalled: () => this.metrics.stalledJobs.inc(),
       })
       this.#placement = new ClusterPlacement({
         sql: opts.sql,
@@ -148,10 +152,12 @@ export class ActorSystem {
     if (errors.length > 0) return Promise.reject(new ValidationError(`invalid ${kind} message`, errors))
     const timeout = opts.timeout ?? this.config.askTimeoutMs
     const { promise, resolve, reject } = Promise.withResolvers<unknown>()
+    const started = performance.now()
     let settled = false
     const timer = setTimeout(() => {
       if (settled) return
       settled = true
+      this.metrics.askDuration.observe(kind, 'timeout', (performance.now() - started) / 1000)
       reject(new ActorTimeoutError(kind, id, timeout))
     }, timeout)
     this.#dispatch({
@@ -168,6 +174,7 @@ export class ActorSystem {
         if (settled) return
         settled = true
         clearTimeout(timer)
+        this.metrics.askDuration.observe(kind, r.ok ? 'ok' : 'error', (performance.now() - started) / 1000)
         if (r.ok) resolve(r.reply)
         else reject(r.error)
       },

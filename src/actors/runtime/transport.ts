@@ -1,10 +1,15 @@
 /**
  * Messages between nodes: one BullMQ queue per shard, consumed only by the shard's owner (its
- * worker runs while it owns the shard). The reply is the job's result; the owner also
- * publishes it on the asking node's Redis channel, which answers the ask without waiting for
- * BullMQ's completion bookkeeping (the job result stays the record: after a subscriber
- * reconnect, asks still waiting look their job up). Committed events are fanned out to every
- * node on one channel.
+ * worker, shard-worker.ts, runs while it owns the shard). The reply is the job's result; the
+ * owner also publishes it on the asking node's Redis channel, which answers the ask without
+ * waiting for BullMQ's completion bookkeeping (the job result stays the record: after a
+ * subscriber reconnect, asks still waiting look their job up). A reply nobody waits for any
+ * more (the ask timed out, its node is gone) is dropped. Committed events are fanned out to
+ * every node on one channel.
+ *
+ * The costly part of a cross-node ask on a small machine is not Redis but this process's
+ * socket writes (each wakes Redis through the kernel: bench/actors.ts counts the commands).
+ * So the publishes of a tick — a turn's reply and its events — go out as one pipeline.
  *
  * Failover: a job taken by a node that dies keeps its lock until lockDuration (twice the lease
  * TTL) has passed; the stalled-job check of the shard's next owner then puts it back in the
@@ -12,13 +17,15 @@
  * the inbox makes the redelivery apply at most once. With the default 5 s TTL a message that
  * was in flight on a dead node is redelivered within about 15 s.
  */
-import { Queue, Worker, type Job } from 'bullmq'
+import { Queue, type Job } from 'bullmq'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Logger } from '../../core/logger.ts'
 import type { OutboxEvent } from '../../store/outbox.ts'
 import type { RuntimeConfig } from './config.ts'
-import { deserializeError, NotOwnerError, serializeError, type SerializedError } from './errors.ts'
+import { ActorSystemStoppedError, deserializeError, NotOwnerError, serializeError, type SerializedError } from './errors.ts'
 import type { Envelope, Reply } from './instance.ts'
+import { QUEUE_STATES, type QueueJobCounts } from './metrics.ts'
+import { ShardWorker } from './shard-worker.ts'
 
 export interface TransportOptions {
   redis: string | RedisOptions
@@ -30,6 +37,8 @@ export interface TransportOptions {
   deliver(env: Envelope): void
   /** Events committed on another node. */
   onEvents(events: OutboxEvent[]): void
+  /** A job of this node's shard queues was found stalled and put back (BullMQ's stalled check). */
+  onStalled(): void
 }
 
 interface JobData {
@@ -48,6 +57,8 @@ type WireReply = { ok: true; reply: unknown } | { ok: false; error: SerializedEr
 /** Delivery attempts of a job that reaches a node while its shard changes owner. */
 const JOB_ATTEMPTS = 40
 const JOB_RETRY_DELAY_MS = 250
+/** Longest a /metrics scrape waits for the queues' job counts. */
+const COUNT_TIMEOUT_MS = 2000
 
 export class ShardTransport {
   /** Commands: BullMQ queues and workers, leases, publishing. */
@@ -55,16 +66,21 @@ export class ShardTransport {
   readonly #sub: Redis
   readonly #opts: TransportOptions
   readonly #queues = new Map<number, Queue>()
-  readonly #workers = new Map<number, Worker>()
+  readonly #workers = new Map<number, ShardWorker<JobData, WireReply>>()
   /** Asks waiting for a reply from another node, by job id. */
   readonly #pending = new Map<string, { env: Envelope; shard: number }>()
   #sweeper: ReturnType<typeof setInterval> | undefined
+  /** Publishes of this tick, sent together (see the header). */
+  #outgoing: [channel: string, message: string][] = []
   #wasConnected = false
+  /** How this node's own event fan-out starts (publishEvents' JSON, `from` first). */
+  readonly #ownEvents: string
   /** Called when another node asks every node to look at the shard map again. */
   onRebalance: () => void = () => {}
 
   constructor(opts: TransportOptions) {
     this.#opts = opts
+    this.#ownEvents = `{"from":${JSON.stringify(opts.nodeId)},`
     // BullMQ requires maxRetriesPerRequest: null on connections its workers block on.
     const base = { maxRetriesPerRequest: null, lazyConnect: true, connectionName: `quadrax-${opts.nodeId}` }
     this.redis = typeof opts.redis === 'string' ? new Redis(opts.redis, base) : new Redis({ ...opts.redis, ...base })
@@ -150,7 +166,7 @@ export class ShardTransport {
   async startWorker(shard: number): Promise<void> {
     if (this.#workers.has(shard)) return
     const { config } = this.#opts
-    const worker = new Worker(`actors-${shard}`, (job: Job<JobData>) => this.#process(job), {
+    const worker = new ShardWorker<JobData, WireReply>(`actors-${shard}`, (job) => this.#process(job), {
       connection: this.redis,
       prefix: this.#opts.prefix,
       name: this.#opts.nodeId,
@@ -164,6 +180,10 @@ export class ShardTransport {
       drainDelay: 5,
     })
     worker.on('error', (err) => this.#opts.logger.warn({ err, shard }, 'shard worker error'))
+    worker.on('stalled', (jobId) => {
+      this.#opts.logger.warn({ shard, jobId }, 'stalled job put back in its shard queue')
+      this.#opts.onStalled()
+    })
     this.#workers.set(shard, worker)
     await worker.waitUntilReady()
   }
@@ -197,11 +217,7 @@ export class ShardTransport {
     // for the shard's owner.
     if (!reply.ok && reply.error instanceof NotOwnerError) throw reply.error
     const wire: WireReply = reply.ok ? { ok: true, reply: reply.reply ?? null } : { ok: false, error: serializeError(reply.error) }
-    if (d.replyTo) {
-      this.redis
-        .publish(this.key(`reply:${d.replyTo}`), JSON.stringify({ jobId: job.id, ...wire }))
-        .catch((err) => this.#opts.logger.warn({ err }, 'reply publish failed'))
-    }
+    if (d.replyTo) this.#publish(this.key(`reply:${d.replyTo}`), JSON.stringify({ jobId: job.id, ...wire }))
     return wire
   }
 
@@ -211,6 +227,8 @@ export class ShardTransport {
         const msg = JSON.parse(text) as WireReply & { jobId: string }
         this.#answer(msg.jobId, msg)
       } else if (channel === this.key('events')) {
+        // This node's own fan-out comes back too; `from` leads the text, so it is skipped unparsed.
+        if (text.startsWith(this.#ownEvents)) return
         const msg = JSON.parse(text) as { from: string; events: (OutboxEvent & { at: string })[] }
         if (msg.from !== this.#opts.nodeId) this.#opts.onEvents(msg.events.map((e) => ({ ...e, at: new Date(e.at) })))
       } else if (channel === this.key('rebalance')) {
@@ -241,9 +259,48 @@ export class ShardTransport {
 
   /** Fan committed events out to the other nodes. */
   publishEvents(events: OutboxEvent[]): void {
-    this.redis
-      .publish(this.key('events'), JSON.stringify({ from: this.#opts.nodeId, events }))
-      .catch((err) => this.#opts.logger.warn({ err }, 'event fan-out failed'))
+    this.#publish(this.key('events'), JSON.stringify({ from: this.#opts.nodeId, events }))
+  }
+
+  /** Publish at the end of this tick, in one write with the tick's other publishes. */
+  #publish(channel: string, message: string): void {
+    if (this.#outgoing.push([channel, message]) > 1) return
+    queueMicrotask(() => {
+      const batch = this.#outgoing
+      this.#outgoing = []
+      const failed = (err: unknown) => this.#opts.logger.warn({ err, channels: batch.map(([c]) => c) }, 'publish failed')
+      if (batch.length === 1) {
+        this.redis.publish(batch[0]![0], batch[0]![1]).catch(failed)
+        return
+      }
+      const pipe = this.redis.pipeline()
+      for (const [c, m] of batch) pipe.publish(c, m)
+      pipe.exec().then((results) => results?.forEach(([err]) => err && failed(err)), failed)
+    })
+  }
+
+  /**
+   * Jobs in the queues of the shards this node consumes, by state (read at /metrics scrape
+   * time). Undefined when Redis does not answer within COUNT_TIMEOUT_MS: a scrape must not hang
+   * on a Redis outage (commands wait for the reconnection).
+   */
+  async queueJobs(): Promise<QueueJobCounts | undefined> {
+    const reads = Promise.all([...this.#workers.keys()].map((s) => this.#queue(s).getJobCounts(...QUEUE_STATES)))
+    reads.catch(() => {})
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), COUNT_TIMEOUT_MS)))
+    try {
+      const counts = await Promise.race([reads, timeout])
+      if (!counts) return undefined
+      const total = Object.fromEntries(QUEUE_STATES.map((s) => [s, 0])) as QueueJobCounts
+      for (const c of counts) for (const s of QUEUE_STATES) total[s] += c[s] ?? 0
+      return total
+    } catch (err) {
+      this.#opts.logger.debug({ err }, 'could not count shard queue jobs')
+      return undefined
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   /** Ask every other node to look at the shard map now (a shard was freed). */
@@ -256,7 +313,8 @@ export class ShardTransport {
     await Promise.all([...this.#workers.keys()].map((s) => this.stopWorker(s)))
     await Promise.all([...this.#queues.values()].map((q) => q.close()))
     this.#queues.clear()
-    for (const p of this.#pending.values()) p.env.settle({ ok: false, error: new Error('actor system stopped before the reply came') })
+    // The turns may still commit on their owners; their replies then go to a channel nobody reads.
+    for (const p of this.#pending.values()) p.env.settle({ ok: false, error: new ActorSystemStoppedError() })
     this.#pending.clear()
     this.#sub.disconnect()
     await this.redis.quit().catch(() => this.redis.disconnect())

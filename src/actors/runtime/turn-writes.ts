@@ -51,7 +51,12 @@ export function inboxKey(env: Envelope): InboxKey {
  * on its way: the runtime's own are; a kind's persist is when it returns its query rather
  * than awaiting inside an async function.
  */
-export function issueWrites(conn: Conn, works: Work[], stamps?: TurnStamps): { done: Promise<void>; synchronous: boolean } {
+export function issueWrites(
+  conn: Conn,
+  works: Work[],
+  stamps?: TurnStamps,
+  fence?: postgres.PendingQuery<postgres.Row[]>,
+): { done: Promise<void>; synchronous: boolean } {
   const all: Promise<unknown>[] = []
   let synchronous = true
   const issue = (q: Promise<unknown> | null) => {
@@ -65,23 +70,25 @@ export function issueWrites(conn: Conn, works: Work[], stamps?: TurnStamps): { d
     all.push(q)
   }
   try {
-    const byKind = new Map<AnyActorKind, Work[]>()
-    for (const w of works) if (w.hasState) byKind.set(w.instance.def, [...(byKind.get(w.instance.def) ?? []), w])
-    for (const [def, changed] of byKind) {
-      if (changed.length > 1 && def.persistMany) issue(def.persistMany(conn, changed.map((w) => ({ id: w.instance.id, state: w.state }))))
-      else for (const w of changed) issue(def.persist(conn, w.instance.id, w.state))
-    }
     const stamped = stamps ? works.flatMap((w) => (w.env.stamp !== undefined ? [w.env.stamp] : [])) : []
     const numbered = recordTurns(conn, {
       inbox: works.map((w) => ({ ...inboxKey(w.env), reply: w.reply })),
       events: works.flatMap((w) => w.effects.events),
       also: stamped.length > 0 ? stamps!.insert(conn, stamped) : undefined,
+      // First, so the fencing lock is taken before the kinds' rows are written.
+      fence,
     }).then((out) => {
       let i = 0
       for (const w of works) w.events = out.slice(i, (i += w.effects.events.length))
     })
     numbered.catch(noop)
     all.push(numbered)
+    const byKind = new Map<AnyActorKind, Work[]>()
+    for (const w of works) if (w.hasState) byKind.set(w.instance.def, [...(byKind.get(w.instance.def) ?? []), w])
+    for (const [def, changed] of byKind) {
+      if (changed.length > 1 && def.persistMany) issue(def.persistMany(conn, changed.map((w) => ({ id: w.instance.id, state: w.state }))))
+      else for (const w of changed) issue(def.persist(conn, w.instance.id, w.state))
+    }
     const reminders = works.flatMap((w) => w.effects.reminders)
     if (reminders.length > 0) issue(insertReminders(conn, reminders))
     const consumed = works.flatMap((w) => (w.env.reminderId ? [w.env.reminderId] : []))
