@@ -22,7 +22,7 @@ export const ROOTS: readonly Root[] = ['data', 'uploads', 'models']
 export const backupsDir = (dataDir: string) => join(dataDir, 'backups')
 
 /** Names under DATA_DIR that are not the platform's data. */
-const DATA_SKIP = ['postgres', '.postgres-owner', 'backups', 'duckdb-tmp', 'cluster']
+const DATA_SKIP = ['postgres', '.postgres-owner', '.postgres-password', 'backups', 'duckdb-tmp', 'cluster']
 /** Under UPLOAD_DIR: DataKit exports are written, streamed to the client and removed. */
 const UPLOAD_SKIP = [join('datakits', 'exports')]
 /** A file being written that is renamed into place once complete (datakit conversions, artifacts, restores). */
