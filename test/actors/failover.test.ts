@@ -14,7 +14,7 @@ import { connect, type Sql } from '../../src/store/db.ts'
 import { service } from '../support/services.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
 import { counter, counterValue, ensureCounterTable, gate } from './counter.ts'
-import { dropRedisKeys, eventually, logger, metricValue, range, redisProxy, type RedisProxy } from './support.ts'
+import { dropRedisKeys, eventually, logger, metricValue, range, redisProxy, splitShards, type RedisProxy } from './support.ts'
 
 const redisUrl = service('redis', import.meta.file)
 const SHARDS = 4
@@ -42,10 +42,7 @@ describe.skipIf(!redisUrl)('a node cut off from Redis mid-turn', () => {
     b = node('node-b', sqlB, proxy.url, metricsB)
     await a.start()
     await b.start()
-    await eventually('the nodes to split the shards', async () => {
-      const status = await a.clusterStatus()
-      return status.shards.every((s) => s.owner) && status.shards.filter((s) => s.owner === 'node-b').length === SHARDS / 2
-    })
+    await splitShards(a, 'node-b', SHARDS)
   }, 30_000)
 
   afterAll(async () => {

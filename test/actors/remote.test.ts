@@ -10,7 +10,7 @@ import { connect, type Sql } from '../../src/store/db.ts'
 import { service } from '../support/services.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
 import { counter, counterValue, ensureCounterTable } from './counter.ts'
-import { dropRedisKeys, eventually, logger, range } from './support.ts'
+import { dropRedisKeys, eventually, logger, range, splitShards } from './support.ts'
 
 const redisUrl = service('redis', import.meta.file)
 const SHARDS = 8
@@ -37,11 +37,7 @@ describe.skipIf(!redisUrl)('two nodes in one process', () => {
     a.subscribe((e) => eventsOnA.push(e))
     await a.start()
     await b.start()
-    await eventually('the nodes to split the shards', async () => {
-      const status = await a.clusterStatus()
-      return status.shards.every((s) => s.owner) && status.shards.filter((s) => s.owner === 'node-b').length === SHARDS / 2
-    })
-    const owned = new Set((await a.clusterStatus()).shards.filter((s) => s.owner === 'node-b').map((s) => s.shard))
+    const owned = await splitShards(a, 'node-b', SHARDS)
     onB = range(200).map((i) => `r${i}`).filter((id) => owned.has(shardOf('counter', id, SHARDS)))
   }, 30_000)
 

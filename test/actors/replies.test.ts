@@ -11,7 +11,7 @@ import { connect, type Sql } from '../../src/store/db.ts'
 import { service } from '../support/services.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
 import { counter, counterValue, ensureCounterTable, gate } from './counter.ts'
-import { dropRedisKeys, eventually, logger, metricValue, range } from './support.ts'
+import { dropRedisKeys, eventually, logger, metricValue, range, splitShards } from './support.ts'
 
 const redisUrl = service('redis', import.meta.file)
 const SHARDS = 8
@@ -40,11 +40,7 @@ describe.skipIf(!redisUrl)('cross-node asks: shard worker, late replies, metrics
     b = node('node-b', sqlB, metricsB)
     await a.start()
     await b.start()
-    await eventually('the nodes to split the shards', async () => {
-      const status = await a.clusterStatus()
-      return status.shards.every((s) => s.owner) && status.shards.filter((s) => s.owner === 'node-b').length === SHARDS / 2
-    })
-    const owned = new Set((await a.clusterStatus()).shards.filter((s) => s.owner === 'node-b').map((s) => s.shard))
+    const owned = await splitShards(a, 'node-b', SHARDS)
     for (const id of range(400).map((i) => `q${i}`)) {
       const shard = shardOf('counter', id, SHARDS)
       if (owned.has(shard)) onB.set(shard, [...(onB.get(shard) ?? []), id])

@@ -120,3 +120,15 @@ export async function metricValue(registry: { metrics(): Promise<string> }, name
   }
   return 0
 }
+
+/**
+ * Wait until two nodes share the shards evenly (every shard owned, half by `second`), and
+ * return the shards `second` owns. `via` is either node: both see the same map.
+ */
+export async function splitShards(via: { clusterStatus(): Promise<{ shards: { shard: number; owner: string | null }[] }> }, second: string, shards: number): Promise<Set<number>> {
+  const status = await eventually('the nodes to split the shards', async () => {
+    const s = await via.clusterStatus()
+    return s.shards.every((x) => x.owner) && s.shards.filter((x) => x.owner === second).length === shards / 2 ? s : undefined
+  })
+  return new Set(status.shards.filter((s) => s.owner === second).map((s) => s.shard))
+}
