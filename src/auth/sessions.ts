@@ -17,6 +17,8 @@ interface Entry {
   principal: Principal | null // null: revoked, expired, unknown or user inactive
   expiresAt: number
   loadedAt: number
+  /** The session's user, when it has a row (byUser lists it there). */
+  userId?: string
 }
 
 /** `access`: what objects anyone may reach changed (an object moved between organisations). */
@@ -33,6 +35,7 @@ export class SessionRegistry {
   private readonly listeners = new Set<RevocationListener>()
   private readonly accessListeners = new Set<AccessListener>()
   private readonly channel: string
+  private lastSweep = Date.now()
 
   constructor(
     private readonly sql: Db,
@@ -94,6 +97,7 @@ export class SessionRegistry {
   }
 
   private remember(sessionId: string, principal: Principal | null, expiresAt: number, userId?: string) {
+    this.sweep()
     const max = this.opts.maxEntries ?? 100_000
     if (this.entries.size >= max) {
       let n = Math.ceil(max / 10)
@@ -102,7 +106,7 @@ export class SessionRegistry {
         if (--n === 0) break
       }
     }
-    this.entries.set(sessionId, { principal, expiresAt, loadedAt: Date.now() })
+    this.entries.set(sessionId, { principal, expiresAt, loadedAt: Date.now(), userId })
     if (userId) {
       let set = this.byUser.get(userId)
       if (!set) this.byUser.set(userId, (set = new Set()))
@@ -113,7 +117,28 @@ export class SessionRegistry {
   private forget(sessionId: string) {
     const e = this.entries.get(sessionId)
     this.entries.delete(sessionId)
-    if (e?.principal) this.byUser.get(e.principal.userId)?.delete(sessionId)
+    if (!e?.userId) return
+    const set = this.byUser.get(e.userId)
+    set?.delete(sessionId)
+    if (set?.size === 0) this.byUser.delete(e.userId)
+  }
+
+  /** What the cache holds: sessions, and users with at least one of them (memory, for tests and the soak). */
+  held(): { sessions: number; users: number } {
+    return { sessions: this.entries.size, users: this.byUser.size }
+  }
+
+  /**
+   * Drop the entries past their TTL, at most once per TTL: `resolve` loads such an entry again
+   * before trusting it, so it is only memory. Without this every session ever seen stayed until
+   * `maxEntries` (bench/soak.ts: about 350 bytes of live heap per login, never given back).
+   */
+  private sweep() {
+    const now = Date.now()
+    const ttl = this.opts.ttlMs ?? 30_000
+    if (now - this.lastSweep < ttl) return
+    this.lastSweep = now
+    for (const [id, e] of this.entries) if (now - e.loadedAt >= ttl) this.forget(id)
   }
 
   /** Mark a newly created session live without a database round trip. */
@@ -124,9 +149,8 @@ export class SessionRegistry {
   private apply(msg: Invalidation) {
     if (msg.kind === 'access') return this.emitAccess(null)
     if (msg.kind === 'session') {
-      const e = this.entries.get(msg.id)
+      this.forget(msg.id)
       this.entries.set(msg.id, { principal: null, expiresAt: 0, loadedAt: Date.now() })
-      if (e?.principal) this.byUser.get(e.principal.userId)?.delete(msg.id)
       this.emit([msg.id])
       return
     }
