@@ -23,7 +23,7 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LocalCluster } from '../scripts/cluster.ts'
 import { benchDatabase } from './support/db.ts'
-import { MixedLoad, percentile, type Sample } from './support/mixed-load.ts'
+import { MixedLoad, mixedLoadNodeEnv, percentile, type Sample } from './support/mixed-load.ts'
 
 for (const v of ['DATABASE_URL', 'REDIS_URL', 'DOCKER_HOST']) {
   if (!process.env[v]) {
@@ -45,7 +45,6 @@ const IMAGE = process.env.BENCH_IMAGE ?? 'quadrax/busybox:test'
 const db = await benchDatabase()
 const dir = mkdtempSync(join(tmpdir(), 'qrolling-'))
 const prefix = `bench-rolling-${crypto.randomUUID().slice(0, 8)}:`
-const HIGH = '100000000'
 let cluster: LocalCluster | undefined
 let load: MixedLoad | undefined
 const load0 = loadavg()[0]!
@@ -67,22 +66,7 @@ try {
     nodes: NODES,
     dir,
     env: {
-      DATABASE_URL: db.url,
-      REDIS_PREFIX: prefix,
-      NODE_ENV: 'production',
-      JWT_SECRET: 'r'.repeat(48),
-      DATA_DIR: join(dir, 'data'),
-      UPLOAD_DIR: join(dir, 'data', 'uploads'),
-      MODEL_DIR: join(dir, 'data', 'models'),
-      WORKSTATION_IMAGES: IMAGE,
-      // One client address (the bench, through nginx) for every user: the per-source limits
-      // would measure themselves, not the restart.
-      RATE_LIMIT_MAX_REQUESTS: HIGH,
-      AUTH_RATE_LIMIT_MAX_REQUESTS: HIGH,
-      AUTH_LOGIN_RATE_LIMIT_MAX_REQUESTS: HIGH,
-      AUTH_REGISTER_RATE_LIMIT_MAX_REQUESTS: HIGH,
-      AUTH_REFRESH_RATE_LIMIT_MAX_REQUESTS: HIGH,
-      BCRYPT_ROUNDS: '8',
+      ...mixedLoadNodeEnv({ databaseUrl: db.url!, redisPrefix: prefix, dir, image: IMAGE }),
     },
   })
   console.error(`bench:rolling — balancer at ${cluster.url}; setting up users, workstations and subscribers…`)

@@ -18,6 +18,7 @@
  * writer's last acknowledged one; an event is missed if a subscriber's sequence numbers have a
  * gap, or if the topic holds events past the last one it got once everything has settled.
  */
+import { join } from 'node:path'
 
 export interface Sample {
   kind: 'login' | 'read' | 'list' | 'write' | 'ticket'
@@ -342,4 +343,30 @@ export function percentile(values: number[], p: number): number {
   if (values.length === 0) return NaN
   const sorted = [...values].sort((a, b) => a - b)
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
+}
+
+/**
+ * The environment of the nodes that serve the mixed load (bench/rolling.ts, bench/soak.ts):
+ * production mode, the bench's database and Redis prefix, data folders under `dir`, the load's
+ * workstation image, and the per-source rate limits out of the way — every user comes from one
+ * client address (the bench, through nginx), so the limits would measure themselves.
+ */
+export function mixedLoadNodeEnv(opts: { databaseUrl: string; redisPrefix: string; dir: string; image: string }): Record<string, string> {
+  const high = '100000000'
+  return {
+    DATABASE_URL: opts.databaseUrl,
+    REDIS_PREFIX: opts.redisPrefix,
+    NODE_ENV: 'production',
+    JWT_SECRET: crypto.randomUUID().repeat(2),
+    DATA_DIR: join(opts.dir, 'data'),
+    UPLOAD_DIR: join(opts.dir, 'data', 'uploads'),
+    MODEL_DIR: join(opts.dir, 'data', 'models'),
+    WORKSTATION_IMAGES: opts.image,
+    RATE_LIMIT_MAX_REQUESTS: high,
+    AUTH_RATE_LIMIT_MAX_REQUESTS: high,
+    AUTH_LOGIN_RATE_LIMIT_MAX_REQUESTS: high,
+    AUTH_REGISTER_RATE_LIMIT_MAX_REQUESTS: high,
+    AUTH_REFRESH_RATE_LIMIT_MAX_REQUESTS: high,
+    BCRYPT_ROUNDS: '8',
+  }
 }
