@@ -40,7 +40,8 @@
  * minutes of readings that wander by a few MB leave a slope of ± 20 MB/h). Then acknowledged
  * writes lost and events missed, as bench:rolling counts them. Exit code 1 when anything fails.
  * BENCH_SOAK_INTERVAL_SECONDS (default 60) shortens the "minute" for a quick try of the bench
- * itself; the slopes are per real hour.
+ * itself; the slopes are per real hour. The load's users renew their tokens every
+ * BENCH_SOAK_REFRESH_SECONDS (300), as clients do before the 15-minute access token runs out.
  *
  * Needs DATABASE_URL, REDIS_URL, DOCKER_HOST (the load's workstations) and nginx, on Linux (/proc).
  */
@@ -78,6 +79,8 @@ const NODES = setting('BENCH_NODES', 1, 1)
 const WARMUP = setting('BENCH_SOAK_WARMUP_MINUTES', Math.max(1, Math.round(MINUTES * 0.2)), 0)
 const INTERVAL_S = setting('BENCH_SOAK_INTERVAL_SECONDS', 60, 1)
 const SAMPLE_S = Math.min(INTERVAL_S, setting('BENCH_SOAK_SAMPLE_SECONDS', 10, 1))
+/** How often each user of the load renews its tokens (the access token lives 15 minutes). */
+const REFRESH_S = setting('BENCH_SOAK_REFRESH_SECONDS', 300, 1)
 const IMAGE = process.env.BENCH_IMAGE ?? 'quadrax/busybox:test'
 const HEAP_HOOK = process.env.BENCH_SOAK_HEAP !== '0'
 const PG_PORT = Number(new URL(process.env.DATABASE_URL!).port || 5432)
@@ -173,7 +176,7 @@ try {
     },
   })
   console.error(`bench:soak — balancer at ${cluster.url}; setting up users, workstations and subscribers…`)
-  load = await MixedLoad.setup({ url: cluster.url, image: IMAGE, onSample })
+  load = await MixedLoad.setup({ url: cluster.url, image: IMAGE, onSample, refreshEveryMs: REFRESH_S * 1000 })
   console.log(`bench:soak — ${NODES} node${NODES > 1 ? 's' : ''} (bun src/main.ts) behind nginx on one PostgreSQL and Redis; the mixed load through the balancer for ${MINUTES} × ${INTERVAL_S} s, read every ${SAMPLE_S} s; warm-up ${WARMUP} minute${WARMUP === 1 ? '' : 's'}`)
   console.log(`load average ${load0.toFixed(2)} at the start, on ${navigator.hardwareConcurrency} cores\n`)
   console.log(header())

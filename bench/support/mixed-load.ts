@@ -21,7 +21,7 @@
 import { join } from 'node:path'
 
 export interface Sample {
-  kind: 'login' | 'read' | 'list' | 'write' | 'ticket'
+  kind: 'login' | 'refresh' | 'read' | 'list' | 'write' | 'ticket'
   /** performance.now() at the start. */
   at: number
   ms: number
@@ -42,6 +42,11 @@ export interface MixedLoadOptions {
   loginEveryMs?: number
   /** Pause between a writer's writes (ms). */
   writeEveryMs?: number
+  /**
+   * How often each user exchanges its refresh token for a new pair (ms), as a client does
+   * before its access token (JWT_ACCESS_TTL_SECONDS, 15 minutes by default) runs out.
+   */
+  refreshEveryMs?: number
   /** An image on the server's WORKSTATION_IMAGES. */
   image: string
   /**
@@ -51,8 +56,15 @@ export interface MixedLoadOptions {
   onSample?: (s: Sample) => void
 }
 
-interface Writer {
+/** A signed-in user: its tokens change at each refresh, and every loop reads them here. */
+interface User {
+  email: string
   token: string
+  refreshToken: string
+}
+
+interface Writer {
+  user: User
   id: string
   next: number
   acked: number
@@ -60,7 +72,7 @@ interface Writer {
 
 interface Subscriber {
   topic: string
-  token: string
+  user: User
   lastSeq: number
   seen: number
   gaps: number
@@ -78,7 +90,7 @@ export class MixedLoad {
   private loops: Promise<void>[] = []
   private readonly writers: Writer[] = []
   private readonly subscribers: Subscriber[] = []
-  private users: { email: string; token: string }[] = []
+  private users: User[] = []
 
   private constructor(
     private readonly o: Required<Omit<MixedLoadOptions, 'onSample'>>,
@@ -88,30 +100,30 @@ export class MixedLoad {
   /** Users registered and signed in, a workstation per writer (created, STOPPED), subscribers open. */
   static async setup(opts: MixedLoadOptions): Promise<MixedLoad> {
     const { onSample, ...rest } = opts
-    const o: Required<Omit<MixedLoadOptions, 'onSample'>> = { users: 4, writersPerUser: 2, readers: 4, loginEveryMs: 200, writeEveryMs: 20, ...rest }
+    const o: Required<Omit<MixedLoadOptions, 'onSample'>> = { users: 4, writersPerUser: 2, readers: 4, loginEveryMs: 200, writeEveryMs: 20, refreshEveryMs: 5 * 60_000, ...rest }
     const load: MixedLoad = new MixedLoad(o, onSample ?? ((s) => load.samples.push(s)))
     const tag = crypto.randomUUID().slice(0, 8)
     for (let u = 0; u < o.users; u++) {
       const email = `load-${tag}-${u}@example.com`
       const r = await load.json('POST', '/api/auth/register', undefined, { email, password: PASSWORD, firstName: 'Load', lastName: `User${u}` })
-      load.users.push({ email, token: r.data.token })
+      load.users.push({ email, token: r.data.token, refreshToken: r.data.refreshToken })
     }
     for (const user of load.users) {
       for (let w = 0; w < o.writersPerUser; w++) {
         const created = await load.json('POST', '/api/workstations', user.token, { name: 'w-0', description: 'mixed load writer', function: 'DEVELOPMENT', image: o.image, resources: { cpu: 0.1, memory: 64 } })
-        load.writers.push({ token: user.token, id: created.data.id, next: 1, acked: 0 })
+        load.writers.push({ user, id: created.data.id, next: 1, acked: 0 })
       }
     }
     // Created means the actor has its row; STOPPED follows once the container exists.
     for (const w of load.writers) {
       for (let i = 0; ; i++) {
-        const r = await load.json('GET', `/api/workstations/${w.id}`, w.token)
+        const r = await load.json('GET', `/api/workstations/${w.id}`, w.user.token)
         if (r.data.status === 'STOPPED') break
         if (r.data.status === 'ERROR' || i > 600) throw new Error(`workstation ${w.id}: ${r.data.status} ${r.data.statusReason ?? ''}`)
         await Bun.sleep(50)
       }
     }
-    for (const w of load.writers) load.subscribers.push({ topic: `workstation:${w.id}`, token: w.token, lastSeq: 0, seen: 0, gaps: 0, duplicates: 0, reconnects: 0, socket: undefined })
+    for (const w of load.writers) load.subscribers.push({ topic: `workstation:${w.id}`, user: w.user, lastSeq: 0, seen: 0, gaps: 0, duplicates: 0, reconnects: 0, socket: undefined })
     await Promise.all(load.subscribers.map((s) => load.connect(s)))
     return load
   }
@@ -121,6 +133,7 @@ export class MixedLoad {
     this.running = true
     this.loops = [
       this.loginLoop(),
+      this.refreshLoop(),
       ...this.writers.map((w) => this.writeLoop(w)),
       ...Array.from({ length: this.o.readers }, (_, i) => this.readLoop(i)),
     ]
@@ -149,7 +162,7 @@ export class MixedLoad {
     const lostDetail: string[] = []
     const finals = new Map<string, number>()
     for (const w of this.writers) {
-      const r = await this.json('GET', `/api/workstations/${w.id}`, w.token)
+      const r = await this.json('GET', `/api/workstations/${w.id}`, w.user.token)
       const k = Number(/^w-(\d+)$/.exec(r.data.name)?.[1] ?? -1)
       finals.set(`workstation:${w.id}`, k)
       if (k < w.acked) {
@@ -185,7 +198,7 @@ export class MixedLoad {
 
   /** After `verify()`: delete the writers' workstations (and so their containers). */
   async teardown(): Promise<void> {
-    for (const w of this.writers) await this.json('DELETE', `/api/workstations/${w.id}`, w.token)
+    for (const w of this.writers) await this.json('DELETE', `/api/workstations/${w.id}`, w.user.token)
   }
 
   // ── loops ──────────────────────────────────────────────────────────────────────────────────
@@ -198,10 +211,33 @@ export class MixedLoad {
     }
   }
 
+  /** Each user's tokens renewed every refreshEveryMs; stop() does not wait for the pause. */
+  private async refreshLoop(): Promise<void> {
+    for (let due = performance.now() + this.o.refreshEveryMs; this.running; ) {
+      if (performance.now() < due) {
+        await Bun.sleep(Math.min(200, due - performance.now()))
+        continue
+      }
+      for (const u of this.users) {
+        if (!this.running) return
+        const at = performance.now()
+        try {
+          const r = await fetch(`${this.o.url}/api/auth/refresh`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refreshToken: u.refreshToken }) })
+          const body = (await r.json().catch(() => undefined)) as { data?: { token: string; refreshToken: string } } | undefined
+          if (r.status === 200 && body?.data) Object.assign(u, { token: body.data.token, refreshToken: body.data.refreshToken })
+          this.record({ kind: 'refresh', at, ms: performance.now() - at, status: r.status, ...(r.status === 200 ? {} : { error: JSON.stringify(body).slice(0, 200) }) })
+        } catch (err) {
+          this.record({ kind: 'refresh', at, ms: performance.now() - at, status: 0, error: String(err) })
+        }
+      }
+      due += this.o.refreshEveryMs
+    }
+  }
+
   private async writeLoop(w: Writer): Promise<void> {
     while (this.running) {
       const k = w.next++
-      const r = await this.timed('write', 'PATCH', `/api/workstations/${w.id}`, w.token, { name: `w-${k}` })
+      const r = await this.timed('write', 'PATCH', `/api/workstations/${w.id}`, w.user.token, { name: `w-${k}` })
       if (r === 200) w.acked = Math.max(w.acked, k)
       await Bun.sleep(this.o.writeEveryMs)
     }
@@ -210,8 +246,8 @@ export class MixedLoad {
   private async readLoop(i: number): Promise<void> {
     for (let n = 0; this.running; n++) {
       const w = this.writers[(i + n) % this.writers.length]!
-      if (n % 4 === 3) await this.timed('list', 'GET', '/api/workstations?limit=20', w.token)
-      else await this.timed('read', 'GET', `/api/workstations/${w.id}`, w.token)
+      if (n % 4 === 3) await this.timed('list', 'GET', '/api/workstations?limit=20', w.user.token)
+      else await this.timed('read', 'GET', `/api/workstations/${w.id}`, w.user.token)
     }
   }
 
@@ -233,7 +269,7 @@ export class MixedLoad {
   /** Open (or re-open) the subscriber's socket and subscribe from its last seq; resolves once acknowledged. */
   private async connect(s: Subscriber): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      const ticket = await this.ticket(s.token)
+      const ticket = await this.ticket(s.user.token)
       const opened = ticket ? await this.open(s, ticket) : false
       if (opened) return
       if (attempt > 200) throw new Error(`${s.topic}: could not resubscribe`)
@@ -276,7 +312,7 @@ export class MixedLoad {
 
   /** Events of the subscriber's topic after its last seq, read through a second socket's replay. */
   private async replayAfter(s: Subscriber): Promise<number> {
-    const ticket = await this.ticket(s.token)
+    const ticket = await this.ticket(s.user.token)
     if (!ticket) return Number.MAX_SAFE_INTEGER
     return new Promise((resolve) => {
       const ws = new WebSocket(`${this.o.url.replace(/^http/, 'ws')}/ws?ticket=${encodeURIComponent(ticket)}`)
