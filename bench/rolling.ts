@@ -23,6 +23,7 @@ import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LocalCluster } from '../scripts/cluster.ts'
 import { benchDatabase } from './support/db.ts'
+import { dropRedisPrefix } from './support/redis-keys.ts'
 import { MixedLoad, mixedLoadNodeEnv, percentile, type Sample } from './support/mixed-load.ts'
 
 for (const v of ['DATABASE_URL', 'REDIS_URL', 'DOCKER_HOST']) {
@@ -122,6 +123,7 @@ try {
 } finally {
   await load?.stop().catch(() => {})
   await cluster?.stop().catch(() => {})
+  await dropRedisPrefix(process.env.REDIS_URL!, prefix).catch((err) => console.error(`bench:rolling — deleting its Redis keys: ${err}`))
   await db.drop().catch(() => {})
   rmSync(dir, { recursive: true, force: true })
 }
