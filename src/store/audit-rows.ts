@@ -55,14 +55,17 @@ const RECORDSET = (sql: Db, rows: readonly AuditRow[]) => sql`
   json_to_recordset(${rowsJson(rows)}::text::json) as r (seq int8, id uuid, at timestamptz, actor_id uuid, actor_email text, org_id uuid, action text, target_type text,
     target_id text, outcome text, status int2, ip text, user_agent text, request_id text, detail jsonb, prev_hash text, hash text)`
 
-/** Insert `rows` and move the head to `next`, if the head is still `expected`; false when it moved. */
-export const appendIfHead = timed('audit.append', async function appendIfHead(sql: Db, expected: ChainHead, rows: readonly AuditRow[], next: ChainHead): Promise<boolean> {
+/**
+ * Insert `rows` and move the head to `next`, if the head is still `expected`; false when it
+ * moved. The pending events of the requests `settles` (their keys) are deleted with them.
+ */
+export const appendIfHead = timed('audit.append', async function appendIfHead(sql: Db, expected: ChainHead, rows: readonly AuditRow[], next: ChainHead, settles: readonly string[] = []): Promise<boolean> {
   const result = await sql`
     with moved as (
       update audit_chain set seq = ${next.seq}, hash = ${next.hash}
       where singleton and seq = ${expected.seq} and hash = ${expected.hash}
       returning 1
-    )
+    )${settles.length ? sql`, settled as (delete from audit_pending where key = any(${settles}::uuid[]) and exists (select 1 from moved))` : sql``}
     ${INSERT_COLUMNS(sql)}
     select r.* from ${RECORDSET(sql, rows)}
     where exists (select 1 from moved)`

@@ -22,9 +22,11 @@
  *   target, the actor, IP, request id) under a key of the request's, and the turn inserts it
  *   into audit_pending with its change (`insert`): the two commit together, with no lock
  *   shared between turns. The request's outcome, recorded after the fact, joins the chain with
- *   that key as its event id. `recoverPending` (the audit feature runs it every half minute)
- *   drops pending events whose key is in the chain and moves the others — their node died
- *   between the turn's commit and the answer — into it, as what committed: outcome success,
+ *   that key as its event id, and the statement that chains it deletes them: the table holds
+ *   little more than the requests in flight. `recoverPending` (the audit feature runs it every
+ *   half minute) drops pending events whose key is in the chain (a turn that a request only
+ *   told, committed after its answer) and moves the others — their node died between the
+ *   turn's commit and the answer — into it, as what committed: outcome success,
  *   no status, `detail.recovered`.
  *
  * All fill what the event leaves out from the request it happens in (`enter`: the HTTP frame
@@ -85,6 +87,8 @@ export interface AuditLogOptions {
 
 interface Pending {
   event: AuditEvent
+  /** The event stands for its request's pending events (its id is their key): they go with it. */
+  settles: boolean
   done: () => void
 }
 
@@ -233,30 +237,31 @@ export class AuditLog {
     if (!scope) return this.#enqueue({ ...event, at })
     scope.covered = true
     // The request's outcome (recorded once it is answered) stands for its pending events: it
-    // takes their key as its id.
-    if (scope.finished && scope.pendingKey) event = { ...event, id: scope.pendingKey }
-    if (event.actorId !== undefined) return this.#enqueue(this.#fill(event, scope, event.actorId, at))
+    // takes their key as its id, and the statement that chains it deletes them.
+    const settles = !!(scope.finished && scope.pendingKey)
+    if (settles) event = { ...event, id: scope.pendingKey }
+    if (event.actorId !== undefined) return this.#enqueue(this.#fill(event, scope, event.actorId, at), settles)
     // The caller is usually known without I/O: then no promise is made for it. One whose token
     // could not be checked (the session store failed) is recorded as unknown.
     const actor = scope.actor()
     if (actor instanceof Promise) {
       const e = event
       return actor.then(
-        (id) => this.#enqueue(this.#fill(e, scope, id ?? scope.identified ?? null, at)),
-        () => this.#enqueue(this.#fill(e, scope, scope.identified ?? null, at)),
+        (id) => this.#enqueue(this.#fill(e, scope, id ?? scope.identified ?? null, at), settles),
+        () => this.#enqueue(this.#fill(e, scope, scope.identified ?? null, at), settles),
       )
     }
-    return this.#enqueue(this.#fill(event, scope, actor ?? scope.identified ?? null, at))
+    return this.#enqueue(this.#fill(event, scope, actor ?? scope.identified ?? null, at), settles)
   }
 
-  #enqueue(event: AuditEvent): Promise<void> {
+  #enqueue(event: AuditEvent, settles = false): Promise<void> {
     return new Promise<void>((done) => {
       if (this.#queue.length >= this.#maxQueue) {
         // Its pending events (if any) stay: recoverPending records them.
         this.#lose([event], 'queue_full', new Error(`more than ${this.#maxQueue} audit events waiting`))
         return done()
       }
-      this.#queue.push({ event, done })
+      this.#queue.push({ event, settles, done })
       if (this.#queue.length >= this.#maxBatch) this.#gathered?.()
       this.#drain()
     })
@@ -390,7 +395,10 @@ export class AuditLog {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#emailsOf(this.sql, events)
-        await this.#append(events.map(clean))
+        await this.#append(
+          events.map(clean),
+          group.filter((p) => p.settles).map((p) => p.event.id!),
+        )
         this.#written.inc({ path: 'after' }, events.length)
         const failures = this.#streak.succeed()
         if (failures > 0) this.#log.info({ failures }, 'audit events are written again')
@@ -414,18 +422,21 @@ export class AuditLog {
     }
   }
 
-  /** Append after the cached head in one statement; if another writer moved it, under its lock. */
-  async #append(contents: AuditContent[]): Promise<void> {
+  /**
+   * Append after the cached head in one statement; if another writer moved it, under its lock.
+   * The pending events of `settles` (their keys) are deleted in the same statement.
+   */
+  async #append(contents: AuditContent[], settles: readonly string[]): Promise<void> {
     const head = this.#head ?? (await readHead(this.sql))
     const optimistic = link(head, contents)
-    if (await appendIfHead(this.sql, head, optimistic.rows, optimistic.head)) {
+    if (await appendIfHead(this.sql, head, optimistic.rows, optimistic.head, settles)) {
       this.#head = optimistic.head
       return
     }
     this.#head = undefined
     const next = await this.sql.begin(async (tx) => {
       const locked = link(await lockHead(tx), contents)
-      await insertLocked(tx, locked.rows, locked.head)
+      await insertLocked(tx, locked.rows, locked.head, settles)
       return locked.head
     })
     this.#head = next
