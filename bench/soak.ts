@@ -179,7 +179,11 @@ try {
   console.error(`bench:soak — balancer at ${cluster.url}; setting up users, workstations and subscribers…`)
   load = await MixedLoad.setup({ url: cluster.url, image: IMAGE, onSample, refreshEveryMs: REFRESH_S * 1000 })
   console.log(`bench:soak — ${NODES} node${NODES > 1 ? 's' : ''} (bun src/main.ts) behind nginx on one PostgreSQL and Redis; the mixed load through the balancer for ${MINUTES} × ${INTERVAL_S} s, read every ${SAMPLE_S} s; warm-up ${WARMUP} minute${WARMUP === 1 ? '' : 's'}`)
-  console.log(`load average ${load0.toFixed(2)} at the start, on ${navigator.hardwareConcurrency} cores\n`)
+  console.log(`load average ${load0.toFixed(2)} at the start, on ${navigator.hardwareConcurrency} cores`)
+  // A server without autovacuum (some CI set-ups turn it off) never clears dead rows nor refreshes
+  // the planner's statistics: its latencies climb in a way an operator's PostgreSQL does not.
+  const [{ version, autovacuum }] = await admin<[{ version: string; autovacuum: string }]>`select current_setting('server_version') as version, current_setting('autovacuum') as autovacuum`
+  console.log(`PostgreSQL ${version}, autovacuum ${autovacuum}${autovacuum === 'on' ? '' : ' — dead rows and planner statistics are never maintained; run it against a server with autovacuum on'}\n`)
   console.log(header())
   // A scrape now resets the event-loop histogram of the set-up.
   await Promise.all(cluster.nodes.map((n) => readNode(n)))
