@@ -56,6 +56,13 @@ const RECORDSET = (sql: Db, rows: readonly AuditRow[]) => sql`
     target_id text, outcome text, status int2, ip text, user_agent text, request_id text, detail jsonb, prev_hash text, hash text)`
 
 /**
+ * A common table expression after `moved`: delete the pending events of the requests `settles`
+ * (their keys) if the head moved (nothing when there are none).
+ */
+const settled = (sql: Db, settles: readonly string[]) =>
+  settles.length ? sql`, settled as (delete from audit_pending where key = any(${settles}::uuid[]) and exists (select 1 from moved))` : sql``
+
+/**
  * Insert `rows` and move the head to `next`, if the head is still `expected`; false when it
  * moved. The pending events of the requests `settles` (their keys) are deleted with them.
  */
@@ -65,7 +72,7 @@ export const appendIfHead = timed('audit.append', async function appendIfHead(sq
       update audit_chain set seq = ${next.seq}, hash = ${next.hash}
       where singleton and seq = ${expected.seq} and hash = ${expected.hash}
       returning 1
-    )${settles.length ? sql`, settled as (delete from audit_pending where key = any(${settles}::uuid[]) and exists (select 1 from moved))` : sql``}
+    )${settled(sql, settles)}
     ${INSERT_COLUMNS(sql)}
     select r.* from ${RECORDSET(sql, rows)}
     where exists (select 1 from moved)`
@@ -78,7 +85,7 @@ export const appendIfHead = timed('audit.append', async function appendIfHead(sq
  */
 export const insertLocked = timed('audit.appendLocked', async function insertLocked(tx: Db, rows: readonly AuditRow[], next: ChainHead, settles: readonly string[] = []): Promise<void> {
   await tx`
-    with moved as (update audit_chain set seq = ${next.seq}, hash = ${next.hash} where singleton returning 1)${settles.length ? tx`, settled as (delete from audit_pending where key = any(${settles}::uuid[]))` : tx``}
+    with moved as (update audit_chain set seq = ${next.seq}, hash = ${next.hash} where singleton returning 1)${settled(tx, settles)}
     ${INSERT_COLUMNS(tx)}
     select r.* from ${RECORDSET(tx, rows)}
     where exists (select 1 from moved)`

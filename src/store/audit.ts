@@ -41,7 +41,8 @@ import type { Logger } from '../core/logger.ts'
 import type { Metrics } from '../core/metrics.ts'
 import { clean, isAction, link, type AuditContent, type AuditEvent, type AuditRow, type ChainHead } from './audit-chain.ts'
 import { chainOrphans, insertPending, insertPendingNow, PENDING_GRACE_MS, settlePending, type AuditTurnStamps, type Pend, type PendingAudit } from './audit-pending.ts'
-import { appendIfHead, emailsOf, insertLocked, lockHead, readHead } from './audit-rows.ts'
+import { ActorEmails } from './audit-emails.ts'
+import { appendIfHead, insertLocked, lockHead, readHead } from './audit-rows.ts'
 import type { Db, Sql } from './db.ts'
 
 /** What a request tells the recorder about itself. */
@@ -87,13 +88,12 @@ export interface AuditLogOptions {
 
 interface Pending {
   event: AuditEvent
-  /** The event stands for its request's pending events (its id is their key): they go with it. */
-  settles: boolean
+  /** The key of the request's pending events the event stands for (its id): they go with it. */
+  settles: string | undefined
   done: () => void
 }
 
 const RESOLVED = Promise.resolve()
-const EMAIL_TTL_MS = 60_000
 const MAX_BACKOFF_MS = 5_000
 
 /** The audit log of one server: see the top of this file. */
@@ -117,7 +117,7 @@ export class AuditLog {
   #draining: Promise<void> | undefined
   /** The head after this node's last group (undefined: read it). */
   #head: ChainHead | undefined
-  readonly #emails = new Map<string, { email: string | null; until: number }>()
+  readonly #emails = new ActorEmails()
   #closed = false
 
   constructor(
@@ -197,7 +197,7 @@ export class AuditLog {
    * every node at once (the rows are taken under the chain's lock). Returns how many.
    */
   async recoverPending(olderThanMs = PENDING_GRACE_MS): Promise<number> {
-    const total = await chainOrphans(this.sql, olderThanMs, this.#maxBatch, (tx, events) => this.#emailsOf(tx, events))
+    const total = await chainOrphans(this.sql, olderThanMs, this.#maxBatch, (tx, events) => this.#emails.fill(tx, events))
     if (total > 0) {
       this.#head = undefined // moved under its lock
       this.#recovered.inc(total)
@@ -238,8 +238,8 @@ export class AuditLog {
     scope.covered = true
     // The request's outcome (recorded once it is answered) stands for its pending events: it
     // takes their key as its id, and the statement that chains it deletes them.
-    const settles = !!(scope.finished && scope.pendingKey)
-    if (settles) event = { ...event, id: scope.pendingKey }
+    const settles = scope.finished ? scope.pendingKey : undefined
+    if (settles) event = { ...event, id: settles }
     if (event.actorId !== undefined) return this.#enqueue(this.#fill(event, scope, event.actorId, at), settles)
     // The caller is usually known without I/O: then no promise is made for it. One whose token
     // could not be checked (the session store failed) is recorded as unknown.
@@ -254,7 +254,7 @@ export class AuditLog {
     return this.#enqueue(this.#fill(event, scope, actor ?? scope.identified ?? null, at), settles)
   }
 
-  #enqueue(event: AuditEvent, settles = false): Promise<void> {
+  #enqueue(event: AuditEvent, settles?: string): Promise<void> {
     return new Promise<void>((done) => {
       if (this.#queue.length >= this.#maxQueue) {
         // Its pending events (if any) stay: recoverPending records them.
@@ -306,7 +306,7 @@ export class AuditLog {
           return this.#fill(e, scope, actor, at)
         }),
       )
-      await this.#emailsOf(tx, filled)
+      await this.#emails.fill(tx, filled)
       const { rows, head: next } = link(head, filled.map(clean))
       await insertLocked(tx, rows, next)
       this.#written.inc({ path: 'transaction' }, rows.length)
@@ -335,23 +335,6 @@ export class AuditLog {
       ip: event.ip !== undefined ? event.ip : scope.ip,
       userAgent: event.userAgent !== undefined ? event.userAgent : scope.userAgent,
     }
-  }
-
-  /** Fill in the actors' e-mails (cached a minute; one query for the rest). */
-  async #emailsOf(sql: Db, events: AuditEvent[]): Promise<void> {
-    const now = Date.now()
-    const missing = new Set<string>()
-    for (const e of events) {
-      if (e.actorEmail !== undefined || !e.actorId) continue
-      const hit = this.#emails.get(e.actorId)
-      if (hit && hit.until > now) e.actorEmail = hit.email
-      else missing.add(e.actorId)
-    }
-    if (missing.size === 0) return
-    if (this.#emails.size > 10_000) this.#emails.clear()
-    const found = new Map((await emailsOf(sql, [...missing])).map((r) => [r.id, r.email]))
-    for (const id of missing) this.#emails.set(id, { email: found.get(id) ?? null, until: now + EMAIL_TTL_MS })
-    for (const e of events) if (e.actorEmail === undefined && e.actorId) e.actorEmail = found.get(e.actorId) ?? null
   }
 
   #drain(): void {
@@ -394,11 +377,8 @@ export class AuditLog {
     const events = group.map((p) => p.event)
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#emailsOf(this.sql, events)
-        await this.#append(
-          events.map(clean),
-          group.filter((p) => p.settles).map((p) => p.event.id!),
-        )
+        await this.#emails.fill(this.sql, events)
+        await this.#append(events.map(clean), group.flatMap((p) => (p.settles ? [p.settles] : [])))
         this.#written.inc({ path: 'after' }, events.length)
         const failures = this.#streak.succeed()
         if (failures > 0) this.#log.info({ failures }, 'audit events are written again')
