@@ -126,17 +126,24 @@ describe('live sessions', () => {
     const mask = [1, 2, 3, 4]
     const frame = new Uint8Array([0x81, 0x80 | payload.length, ...mask, ...payload.map((b, i) => b ^ mask[i % 4]!)])
     sock.write(frame)
-    const serverSocket = () => [...live.server.hub.connections].find(([, c]) => c.principal.userId === u.id)
-    await until(() => serverSocket()?.[1].topics.has(topic), 'the raw client to be subscribed')
+    const [slow] = await until(() => [...live.server.hub.connections].find(([, c]) => c.principal.userId === u.id && c.topics.has(topic)), 'the raw client to be subscribed')
+    const open = () => live.server.hub.connections.has(slow)
+    // A reading client on the same topic: once it has a step's last event, the hub has
+    // published that step to the slow socket too (events reach the hub from the outbox after
+    // `emit` answers, so without it several steps could land at once).
+    const witness = await wsClient(live.url, u.token)
+    witness.send({ op: 'subscribe', topic, id: 'w' })
+    await witness.next((m) => m.op === 'ack' && m.id === 'w')
     // Events in steps of ~50 KB until the server holds more than the bound unsent: far below
     // Bun's own limit (8× the bound, which closes without the hub), so the hub's check closes it.
     for (let step = 0; step < 2000; step++) {
-      const s = serverSocket()
-      if (!s || s[0].getBufferedAmount() > MAX_BUFFERED) break
+      if (!open() || slow.getBufferedAmount() > MAX_BUFFERED) break
       await emit(topic, 5, step * 5, 10_000)
+      await witness.next((m) => m.op === 'event' && m.data.n === step * 5 + 4)
     }
-    await until(() => !serverSocket(), 'the slow consumer to be closed')
+    await until(() => !open(), 'the slow consumer to be closed')
     expect((await scrape(live)).value('ws_slow_consumer_drops_total')).toBe(drops + 1)
+    witness.close()
     sock.end()
   })
 })
