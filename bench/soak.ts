@@ -15,8 +15,12 @@
  *   RSS       VmRSS of /proc/<pid>/status;
  *   heap      `nodejs_heap_size_used_bytes` of the node's /metrics (prom-client's default
  *             metrics; under Bun, process.memoryUsage().heapUsed, JavaScriptCore's heap);
- *   live      the heap right after a full collection, once a minute (heapHook below; shown,
- *             and judged instead of `heap`, unless BENCH_SOAK_HEAP=0);
+ *   GC MB     JavaScriptCore's heap size right after a full collection, once a minute (heapHook
+ *             below, unless BENCH_SOAK_HEAP=0; shown): it follows the allocator's blocks, which
+ *             move by megabytes while what is kept does not (README, "Soak");
+ *   live      what that collection kept: the sizes of every object of a heap snapshot taken then
+ *             (JSC's estimate per object: its cell with the string characters, buffers and
+ *             property storage it holds) — judged instead of `heap`;
  *   PG        the node's connections in pg_stat_activity of the bench database;
  *   Redis     the node's connections in Redis's CLIENT LIST;
  *   fds       entries of /proc/<pid>/fd;
@@ -26,7 +30,11 @@
  *
  * and for the whole load that minute (through the balancer, whichever node answered): requests,
  * failed (any answer but 2xx, or none) and the p99 latency; the bench database's size; the
- * machine's load average (others' work moves the latencies); and this process's own RSS.
+ * machine's load average (others' work moves the latencies); this process's own RSS; and the CPU
+ * time each part spent per request of that minute (µs; /proc/<pid>/stat, a process and its
+ * children, with the children that exited): each node, PostgreSQL (its postmaster and every
+ * backend), Redis, nginx and this bench. On a saturated machine the load's throughput is what
+ * the CPU allows, so a part whose cost per request climbs is where a climbing p99 comes from.
  *
  * Which connections are a node's: PostgreSQL's and Redis's lists name the client by address and
  * port, and the node's sockets are found in /proc (its fds' socket inodes in /proc/<pid>/net/tcp).
@@ -86,6 +94,8 @@ const IMAGE = process.env.BENCH_IMAGE ?? 'quadrax/busybox:test'
 const HEAP_HOOK = process.env.BENCH_SOAK_HEAP !== '0'
 const PG_PORT = Number(new URL(process.env.DATABASE_URL!).port || 5432)
 const REDIS_PORT = Number(new URL(process.env.REDIS_URL!).port || 6379)
+/** Clock ticks per second of /proc/<pid>/stat's CPU times. */
+const TICKS = Number(Bun.spawnSync(['getconf', 'CLK_TCK']).stdout.toString().trim()) || 100
 
 /**
  * Tolerances of the slopes (per hour, after the warm-up). Memory: a leak of a few bytes per
@@ -113,13 +123,23 @@ interface Reading {
   fds: number
 }
 
+/** CPU time per request, µs: each node's, and the other processes' of the load. */
+interface CpuShare {
+  nodes: (number | undefined)[]
+  pg: number
+  redis: number
+  nginx: number
+  bench: number
+}
+
 interface Row {
   minute: number
   /** Seconds since the load started, at the minute's middle. */
   t: number
   nodes: (Reading | undefined)[]
   /** Each node's heap after a full collection, MB (unless BENCH_SOAK_HEAP=0). */
-  live: (number | undefined)[]
+  live: (LiveHeap | undefined)[]
+  cpu: CpuShare
   requests: number
   failed: number
   p99: number
@@ -187,6 +207,8 @@ try {
   console.log(header())
   // A scrape now resets the event-loop histogram of the set-up.
   await Promise.all(cluster.nodes.map((n) => readNode(n)))
+  const cpuRoots = await cpuRootsOf(cluster)
+  let cpuBefore = cpuTimes(cpuRoots)
   minuteMs = new Map()
   minuteFailed = 0
   load.start()
@@ -207,13 +229,17 @@ try {
     const failedNow = minuteFailed
     minuteMs = new Map()
     minuteFailed = 0
+    const cpuNow = cpuTimes(cpuRoots)
     const all = [...byKind.values()].flat()
+    const cpu = cpuPerRequest(cpuBefore, cpuNow, all.length)
+    cpuBefore = cpuNow
     const [{ size }] = await admin<[{ size: number }]>`select pg_database_size(${dbName})::float8 as size`
     const row: Row = {
       minute,
       t: (minute - 0.5) * INTERVAL_S,
       nodes: readings.map(summarise),
       live: HEAP_HOOK ? await Promise.all(cluster.nodes.map((n) => liveHeap(n, minute))) : [],
+      cpu,
       requests: all.length,
       failed: failedNow,
       p99: percentile(all, 99),
@@ -281,9 +307,11 @@ async function readNode(n: ClusterNode): Promise<Reading | undefined> {
 /**
  * The live heap (unless BENCH_SOAK_HEAP=0): each node preloads a hook (BUN_OPTIONS=--preload,
  * written here; the server has no such hook of its own) that, on SIGUSR2, runs a full
- * collection and writes the heap's size and its objects counted by type (bun:jsc heapStats) to
- * a file; the bench asks once a minute, after that minute's readings. The types whose counts
- * grew most after the warm-up are printed at the end: where to look when the live heap grows.
+ * collection, takes a heap snapshot and writes the heap's size, the summed sizes of the
+ * snapshot's objects and the objects counted by type (bun:jsc heapStats) to a file; the bench
+ * asks once a minute, after that minute's readings. The snapshot pauses the node about a second
+ * and its arrays are garbage at once (a second collection follows). The types whose counts grew
+ * most after the warm-up are printed at the end: where to look when the live heap grows.
  */
 function heapHook(): Record<string, string> {
   const file = join(dir, 'heap-hook.ts')
@@ -294,16 +322,29 @@ import { renameSync, writeFileSync } from 'node:fs'
 process.on('SIGUSR2', () => {
   Bun.gc(true)
   const s = heapStats()
+  // JSC's snapshot (version 3): nodes in fours — id, size, class name, flags.
+  let snap = Bun.generateHeapSnapshot()
+  let objects = 0
+  for (let i = 1; i < snap.nodes.length; i += 4) objects += snap.nodes[i]
+  snap = undefined
   const out = process.env.SOAK_HEAP_DIR + '/heap-' + process.env.NODE_ID + '.json'
-  writeFileSync(out + '.tmp', JSON.stringify({ heapSize: s.heapSize, types: s.objectTypeCounts }))
+  writeFileSync(out + '.tmp', JSON.stringify({ heapSize: s.heapSize, objects, extra: s.extraMemorySize, types: s.objectTypeCounts }))
   renameSync(out + '.tmp', out)
+  Bun.gc(true)
 })
 `,
   )
   return { BUN_OPTIONS: `${process.env.BUN_OPTIONS ?? ''} --preload ${file}`.trim(), SOAK_HEAP_DIR: dir }
 }
 
-async function liveHeap(n: ClusterNode, minute: number): Promise<number | undefined> {
+interface LiveHeap {
+  /** heapSize after the collection, MB. */
+  gc: number
+  /** The sizes of the snapshot's objects (each with what it holds outside its cell), MB. */
+  retained: number
+}
+
+async function liveHeap(n: ClusterNode, minute: number): Promise<LiveHeap | undefined> {
   const out = join(dir, `heap-${n.id}.json`)
   rmSync(out, { force: true })
   if (!n.proc) return undefined
@@ -313,12 +354,88 @@ async function liveHeap(n: ClusterNode, minute: number): Promise<number | undefi
     if (performance.now() > end) return undefined
     await Bun.sleep(50)
   }
-  const s = JSON.parse(readFileSync(out, 'utf8')) as { heapSize: number; types: Record<string, number> }
+  const s = JSON.parse(readFileSync(out, 'utf8')) as { heapSize: number; objects: number; extra: number; types: Record<string, number> }
   const t = heapTypes.get(n.id) ?? {}
   if (minute === WARMUP + 1) t.first = s.types
   t.last = s.types
   heapTypes.set(n.id, t)
-  return s.heapSize / 2 ** 20
+  return { gc: s.heapSize / 2 ** 20, retained: s.objects / 2 ** 20 }
+}
+
+// ── CPU ──────────────────────────────────────────────────────────────────────────────────────
+
+/** The processes whose CPU is counted: each node's, and PostgreSQL's, Redis's and nginx's when they run on this machine. */
+interface CpuRoots {
+  nodes: (number | undefined)[]
+  pg: number | undefined
+  redis: number | undefined
+  nginx: number | undefined
+}
+
+/** The pid if /proc has it under that command name (a server in a container or elsewhere has none here). */
+function localPid(pid: number, comm: RegExp): number | undefined {
+  try {
+    return comm.test(readFileSync(`/proc/${pid}/comm`, 'utf8').trim()) ? pid : undefined
+  } catch {
+    return undefined
+  }
+}
+
+async function cpuRootsOf(c: LocalCluster): Promise<CpuRoots> {
+  const [{ pid }] = await admin<[{ pid: number }]>`select pg_backend_pid() as pid`
+  const backend = procStats().get(pid)
+  const info = await redis.info('server')
+  const redisPid = Number(/^process_id:(\d+)/m.exec(info)?.[1])
+  return {
+    nodes: c.nodes.map((n) => n.proc?.pid),
+    pg: backend ? localPid(backend.ppid, /^postgres/) : undefined,
+    redis: Number.isInteger(redisPid) ? localPid(redisPid, /^redis/) : undefined,
+    nginx: c.balancerPid,
+  }
+}
+
+/** Every process's parent and CPU seconds: its own and those of its children that exited (fields 14–17 of /proc/<pid>/stat). */
+function procStats(): Map<number, { ppid: number; cpu: number }> {
+  const out = new Map<number, { ppid: number; cpu: number }>()
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    let text: string
+    try {
+      text = readFileSync(`/proc/${name}/stat`, 'utf8')
+    } catch {
+      continue // exited since the listing
+    }
+    // After "pid (comm) ", field k of the man page is f[k - 3].
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ')
+    out.set(Number(name), { ppid: Number(f[1]), cpu: (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / TICKS })
+  }
+  return out
+}
+
+interface CpuTimes {
+  nodes: (number | undefined)[]
+  pg: number | undefined
+  redis: number | undefined
+  nginx: number | undefined
+  bench: number
+}
+
+/** CPU seconds so far of each root with its children (a PostgreSQL backend, an nginx worker). */
+function cpuTimes(roots: CpuRoots): CpuTimes {
+  const all = procStats()
+  const tree = (root: number | undefined) => {
+    if (root === undefined || !all.has(root)) return undefined
+    let total = all.get(root)!.cpu
+    for (const p of all.values()) if (p.ppid === root) total += p.cpu
+    return total
+  }
+  const u = process.cpuUsage()
+  return { nodes: roots.nodes.map(tree), pg: tree(roots.pg), redis: tree(roots.redis), nginx: tree(roots.nginx), bench: (u.user + u.system) / 1e6 }
+}
+
+function cpuPerRequest(a: CpuTimes, b: CpuTimes, requests: number): CpuShare {
+  const per = (x: number | undefined, y: number | undefined) => (x === undefined || y === undefined || requests === 0 ? NaN : ((y - x) * 1e6) / requests)
+  return { nodes: b.nodes.map((y, i) => per(a.nodes[i], y)), pg: per(a.pg, b.pg), redis: per(a.redis, b.redis), nginx: per(a.nginx, b.nginx), bench: per(a.bench, b.bench) }
 }
 
 /** A Redis client's name, readable: BullMQ names its clients `<prefix><base64 of the queue>[:w:<worker>]`. */
@@ -396,21 +513,25 @@ function summarise(rs: Reading[]): Reading | undefined {
 // ── output ───────────────────────────────────────────────────────────────────────────────────
 
 function cells(c: (string | number)[]): string {
-  const widths = [4, 7, 8, 8, ...(HEAP_HOOK ? [8] : []), 4, 6, 5, 12, 9, 7, 8, 7, 5, 9]
+  const widths = [4, 7, 8, 8, ...(HEAP_HOOK ? [7, 8] : []), 4, 6, 5, 12, 7, 9, 7, 8, 7, 5, 9, 6, 6, 6, 6]
   return c.map((x, i) => String(x).padStart(widths[i]!)).join(' ')
 }
 
 function header(): string {
-  return cells(['min', 'node', 'RSS MB', 'heap MB', ...(HEAP_HOOK ? ['live MB'] : []), 'PG', 'Redis', 'fds', 'loop p99 ms', 'requests', 'failed', 'p99 ms', 'DB MB', 'load', 'bench MB'])
+  // The µs columns: CPU time per request of the minute (the node's, then PostgreSQL's, Redis's,
+  // nginx's and this bench's).
+  return cells(['min', 'node', 'RSS MB', 'heap MB', ...(HEAP_HOOK ? ['GC MB', 'live MB'] : []), 'PG', 'Redis', 'fds', 'loop p99 ms', 'µs/req', 'requests', 'failed', 'p99 ms', 'DB MB', 'load', 'bench MB', 'PG µs', 'Rd µs', 'ngx µs', 'bn µs'])
 }
 
 function print(row: Row): string[] {
   return cluster!.nodes.map((n, i) => {
     const r = row.nodes[i]
-    const live = HEAP_HOOK ? [row.live[i]?.toFixed(1) ?? '-'] : []
+    const live = HEAP_HOOK ? [row.live[i]?.gc.toFixed(1) ?? '-', row.live[i]?.retained.toFixed(1) ?? '-'] : []
+    const us = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '-')
     const node = r ? [r.rss.toFixed(1), r.heap.toFixed(1), ...live, r.pg, r.redis, r.fds, r.loopP99.toFixed(1)] : ['-', '-', ...live, '-', '-', '-', '-']
-    const whole = i === 0 ? [row.requests, row.failed, row.p99.toFixed(1), row.dbMb.toFixed(0), row.loadAvg.toFixed(2), row.benchRss.toFixed(1)] : ['', '', '', '', '', '']
-    return cells([i === 0 ? row.minute : '', n.id, ...node, ...whole]).trimEnd()
+    const c = row.cpu
+    const whole = i === 0 ? [row.requests, row.failed, row.p99.toFixed(1), row.dbMb.toFixed(0), row.loadAvg.toFixed(2), row.benchRss.toFixed(1), us(c.pg), us(c.redis), us(c.nginx), us(c.bench)] : Array(10).fill('')
+    return cells([i === 0 ? row.minute : '', n.id, ...node, us(c.nodes[i] ?? NaN), ...whole]).trimEnd()
   })
 }
 
@@ -438,7 +559,7 @@ function report(v: Awaited<ReturnType<MixedLoad['verify']>>): void {
   console.log(`\nSlopes over minutes ${WARMUP + 1}–${MINUTES} (after ${WARMUP} minute${WARMUP === 1 ? '' : 's'} of warm-up), least squares, per hour, ± twice their standard error.`)
   console.log('PASS: the slope is within the tolerance; FAIL: above it by more than the noise (slope − 2 SE > tolerance);')
   console.log('unclear: above it, but within the noise (run longer: the error shrinks with the minutes measured).\n')
-  const widths = [18, 7, 10, 18, 34, 7]
+  const widths = [18, 11, 10, 18, 34, 7]
   const line = (c: (string | number)[]) => c.map((x, i) => String(x).padEnd(widths[i]!)).join(' ').trimEnd()
   console.log(line(['series', 'node', 'mean', 'slope /h', 'tolerance /h', 'verdict']))
   const hours = (r: Row) => r.t / 3600
@@ -446,6 +567,7 @@ function report(v: Awaited<ReturnType<MixedLoad['verify']>>): void {
   const window = after.length >= 2 ? hours(after.at(-1)!) - hours(after[0]!) : NaN
   let failed = 0
   let unclear = 0
+  const cpuPts = (f: (c: CpuShare) => number | undefined): [number, number][] => after.flatMap((r) => (Number.isFinite(f(r.cpu)) ? [[hours(r), f(r.cpu)!] as [number, number]] : []))
   const series = (name: string, node: string, values: [number, number][], tol: { share?: number; rise?: number } | undefined, unit: string) => {
     if (values.length < 2) {
       console.log(line([name, node, '', '', '', 'n/a (fewer than 2 minutes after the warm-up)']))
@@ -468,12 +590,20 @@ function report(v: Awaited<ReturnType<MixedLoad['verify']>>): void {
     // With the live heap measured, the sampled one is only shown: its saw between collections
     // moves a minute's lowest reading by several MB either way (bench/soak.ts's first runs).
     series('JS heap used', n.id, pts((x) => x.heap), HEAP_HOOK ? undefined : TOLERANCE.heap, ' MB')
-    if (HEAP_HOOK) series('live heap', n.id, after.flatMap((r) => (r.live[i] !== undefined ? [[hours(r), r.live[i]!] as [number, number]] : [])), TOLERANCE.heap, ' MB')
+    if (HEAP_HOOK) {
+      const lives = (f: (l: LiveHeap) => number) => after.flatMap((r) => (r.live[i] !== undefined ? [[hours(r), f(r.live[i]!)] as [number, number]] : []))
+      series('heap after GC', n.id, lives((l) => l.gc), undefined, ' MB')
+      series('live heap', n.id, lives((l) => l.retained), TOLERANCE.heap, ' MB')
+    }
     series('PG connections', n.id, pts((x) => x.pg), TOLERANCE.count, '')
     series('Redis conns', n.id, pts((x) => x.redis), TOLERANCE.count, '')
     series('open fds', n.id, pts((x) => x.fds), TOLERANCE.count, '')
     series('loop p99', n.id, pts((x) => x.loopP99), TOLERANCE.latency, ' ms')
+    series('CPU per request', n.id, cpuPts((c) => c.nodes[i]), undefined, ' µs')
   })
+  for (const [name, f] of [['PostgreSQL', (c: CpuShare) => c.pg], ['Redis', (c: CpuShare) => c.redis], ['nginx', (c: CpuShare) => c.nginx], ['this bench', (c: CpuShare) => c.bench]] as const) {
+    series(`CPU per request`, name, cpuPts(f), undefined, ' µs')
+  }
   series('load p99', 'all', after.map((r) => [hours(r), r.p99]), TOLERANCE.latency, ' ms')
   const kinds = [...new Set(after.flatMap((r) => [...r.kinds.keys()]))].sort()
   for (const k of kinds) series(`  ${k} p99`, 'all', after.flatMap((r) => (r.kinds.has(k) ? [[hours(r), r.kinds.get(k)!] as [number, number]] : [])), undefined, ' ms')

@@ -114,6 +114,11 @@ export class LocalCluster {
     }
   }
 
+  /** The balancer's (nginx's master) process id while it runs. */
+  get balancerPid(): number | undefined {
+    return this.nginx?.exitCode === null ? this.nginx.pid : undefined
+  }
+
   /** Times a node left or joined the upstream so far. */
   get switchCount(): number {
     return this.switches
