@@ -77,6 +77,9 @@ export class LocalCluster {
   private nginx: Bun.Subprocess | undefined
   private checker: Timer | undefined
   private checking = false
+  /** Holds in force (holdingChecks), and a count of their starts and ends: a check that overlapped one is not acted on. */
+  private holds = 0
+  private holdEpoch = 0
   private switches = 0
   private readonly conf: string
 
@@ -176,12 +179,30 @@ export class LocalCluster {
     }
   }
 
+  /**
+   * Run `fn` with the health checks held: a bench that pauses a node on purpose (bench:soak
+   * reading its heap) must not take it out of rotation. A check in flight when the hold starts,
+   * or ends, is not acted on.
+   */
+  async holdingChecks<T>(fn: () => Promise<T>): Promise<T> {
+    this.holds++
+    this.holdEpoch++
+    try {
+      return await fn()
+    } finally {
+      this.holds--
+      this.holdEpoch++
+    }
+  }
+
   /** The balancer's health check: a node's readiness changed → its link is made or removed. */
   private async check(): Promise<void> {
-    if (this.checking) return
+    if (this.checking || this.holds > 0) return
     this.checking = true
+    const epoch = this.holdEpoch
     try {
       const now = await Promise.all(this.nodes.map((n) => (n.proc ? ready(n.socket) : false)))
+      if (this.holds > 0 || epoch !== this.holdEpoch) return
       now.forEach((r, i) => {
         const n = this.nodes[i]!
         if (r !== n.ready) this.route(n, r)
