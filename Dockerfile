@@ -9,8 +9,10 @@ ARG BUN_SLIM_IMAGE=oven/bun:1.4.5-slim
 FROM ${BUN_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-# Bun reads npm's package-lock.json, so the image gets the locked versions.
-RUN bun install --production --ignore-scripts
+COPY patches ./patches
+# Bun reads npm's package-lock.json, so the image gets the locked versions; then the patches of
+# patches/ (README, "Patched dependencies"), as npm's postinstall applies them.
+RUN bun install --production --ignore-scripts && bun node_modules/patch-package/index.js
 
 FROM ${BUN_SLIM_IMAGE} AS runtime
 WORKDIR /app
