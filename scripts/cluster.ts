@@ -202,7 +202,7 @@ export class LocalCluster {
     const epoch = this.holdEpoch
     try {
       const now = await Promise.all(this.nodes.map((n) => (n.proc ? ready(n.socket) : false)))
-      if (this.holds > 0 || epoch !== this.holdEpoch) return
+      if (epoch !== this.holdEpoch) return // a hold started or ended meanwhile
       now.forEach((r, i) => {
         const n = this.nodes[i]!
         if (r !== n.ready) this.route(n, r)
