@@ -7,10 +7,14 @@
  *
  * - **codesheet**: BENCH_CODESHEET_RUNS (default 200) times, `POST /api/codesheets/:id/cells/:cellId/run`
  *   → the `output` event holding that execution's `execute_result` on a WebSocket subscribed to
- *   `codesheet:<id>`, one at a time;
+ *   `codesheet:<id>`, one at a time: the next run is asked for once the previous execution's
+ *   end (`execution` event, `ok`) has come, as the raw loop waits for the kernel's reply and idle;
  * - **raw**: the same number of `1+1` executions sent straight through `jupyter_client`
  *   (`BlockingKernelClient.execute_interactive`, up to its `execute_reply` and idle) inside the same
- *   workstation container (`docker exec … python3 -c …`), timed inside the container.
+ *   workstation container (one `docker exec … python3 -c …` kept open), timed inside the container.
+ *
+ * The two take turns in blocks of BENCH_CODESHEET_BLOCK (20), which goes first alternating, so
+ * load that comes and goes on the machine weighs on both alike.
  *
  * Prints p50/p99 of both and the goal: codesheet p50 ≤ 1.5 × raw p50 + 2 ms. Removes everything
  * it made on exit (the server, its database, the workstation's container and volume).
@@ -31,6 +35,7 @@ if (!dockerHost) {
 }
 const image = process.env.QUADRAX_PYTHON_IMAGE ?? pythonImageTag()
 const RUNS = Number(process.env.BENCH_CODESHEET_RUNS ?? 200)
+const BLOCK = Math.max(1, Number(process.env.BENCH_CODESHEET_BLOCK ?? 20))
 const url = new URL(dockerHost)
 const docker = url.protocol === 'unix:' ? new Dockerode({ socketPath: url.pathname }) : new Dockerode({ host: url.hostname, port: Number(url.port || 2375) })
 if (!(await docker.getImage(image).inspect().then(() => true, () => false))) {
@@ -43,20 +48,26 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!
 }
 
-/** `1+1` RUNS times through jupyter_client in the container; prints the durations (ms) as JSON. */
+/**
+ * A warm kernel through jupyter_client in the container: for each line N read on stdin, `1+1` N
+ * times, one at a time; prints their durations (ms) as one JSON line. Ends at end of input.
+ */
 const RAW = `
-import json, time
+import json, sys, time
 from jupyter_client.manager import start_new_kernel
 km, kc = start_new_kernel(kernel_name='python3')
 try:
-    kc.execute_interactive('1+1', output_hook=lambda m: None, timeout=60)
-    out = []
-    for _ in range(${RUNS}):
-        t0 = time.perf_counter()
-        reply = kc.execute_interactive('1+1', output_hook=lambda m: None, timeout=60)
-        out.append((time.perf_counter() - t0) * 1000)
-        assert reply['content']['status'] == 'ok'
-    print(json.dumps(out))
+    for _ in range(11):
+        kc.execute_interactive('1+1', output_hook=lambda m: None, timeout=60)
+    print('[]', flush=True)
+    for line in sys.stdin:
+        out = []
+        for _ in range(int(line)):
+            t0 = time.perf_counter()
+            reply = kc.execute_interactive('1+1', output_hook=lambda m: None, timeout=60)
+            out.append((time.perf_counter() - t0) * 1000)
+            assert reply['content']['status'] == 'ok'
+        print(json.dumps(out), flush=True)
 finally:
     kc.stop_channels()
     km.shutdown_kernel(now=True)
@@ -90,11 +101,22 @@ try {
   const socket = (ws = new WebSocket(server.base.replace('http', 'ws') + '/ws', { headers: { authorization: `Bearer ${token}` } } as unknown as string[]))
   const results = new Map<string, number>()
   const waiters = new Map<string, (at: number) => void>()
+  // Executions that ended, and who waits for an end.
+  const ended = new Map<string, string>()
+  const endWaiters = new Map<string, (status: string) => void>()
   let acked: () => void = () => {}
   const subscribed = new Promise<void>((resolve) => (acked = resolve))
   socket.onmessage = (e) => {
     const m = JSON.parse(String(e.data))
     if (m.op === 'ack') return acked()
+    if (m.op === 'event' && m.type === 'execution' && !['queued', 'running'].includes(m.data.status)) {
+      const waiter = endWaiters.get(m.data.executionId)
+      if (waiter) {
+        endWaiters.delete(m.data.executionId)
+        waiter(m.data.status)
+      } else ended.set(m.data.executionId, m.data.status)
+      return
+    }
     if (m.op !== 'event' || m.type !== 'output' || m.data.output?.output_type !== 'execute_result') return
     const at = performance.now()
     const waiter = waiters.get(m.data.executionId)
@@ -119,40 +141,93 @@ try {
         resolve(t)
       })
     })
+  const endOf = (executionId: string) =>
+    new Promise<string>((resolve, reject) => {
+      const status = ended.get(executionId)
+      if (status !== undefined) return resolve(status)
+      const timer = setTimeout(() => reject(new Error(`execution ${executionId} did not end within 120 s`)), 120_000)
+      endWaiters.set(executionId, (st) => {
+        clearTimeout(timer)
+        resolve(st)
+      })
+    })
+  /** One run: the time to its execute_result event; returns once the execution ended. */
   const runOnce = async () => {
     const t0 = performance.now()
     const { executionId } = await api.call('POST', `/api/codesheets/${sheet.id}/cells/${cell.id}/run`, {}, token)
-    return (await resultOf(executionId)) - t0
+    const took = (await resultOf(executionId)) - t0
+    const status = await endOf(executionId)
+    if (status !== 'ok') throw new Error(`execution ${executionId} ended ${status}`)
+    return took
   }
   console.error(`bench:codesheets — starting the kernel (first run) in ${image}…`)
   const first = await runOnce()
   for (let i = 0; i < 10; i++) await runOnce()
-  console.error(`  first run (kernel start) ${(first / 1000).toFixed(1)} s; now ${RUNS} runs through the API…`)
-  const viaSheet: number[] = []
-  for (let i = 0; i < RUNS; i++) viaSheet.push(await runOnce())
+  console.error(`  first run (kernel start) ${(first / 1000).toFixed(1)} s; a warm kernel for the raw loop in the same container…`)
 
-  console.error(`  … and ${RUNS} straight through jupyter_client in the same container`)
   const container = docker.getContainer(`quadrax-workstation-${w.id}`)
-  const exec = await container.exec({ Cmd: ['python3', '-Xfrozen_modules=off', '-c', RAW], AttachStdout: true, AttachStderr: true, Env: ['PYDEVD_DISABLE_FILE_VALIDATION=1', 'MPLBACKEND=module://matplotlib_inline.backend_inline'] })
-  const stream = await exec.start({})
-  const out: Buffer[] = []
+  const exec = await container.exec({ Cmd: ['python3', '-Xfrozen_modules=off', '-c', RAW], AttachStdin: true, AttachStdout: true, AttachStderr: true, Env: ['PYDEVD_DISABLE_FILE_VALIDATION=1', 'MPLBACKEND=module://matplotlib_inline.backend_inline'] })
+  const stream = await exec.start({ hijack: true, stdin: true })
   const err: Buffer[] = []
-  const sink = (into: Buffer[]) => new Writable({ write: (b: Buffer, _enc, done) => (into.push(b), done()) })
-  docker.modem.demuxStream(stream, sink(out), sink(err))
-  await new Promise((resolve) => stream.on('end', resolve))
-  const text = Buffer.concat(out).toString().trim().split('\n').at(-1) ?? ''
-  let raw: number[]
-  try {
-    raw = JSON.parse(text)
-  } catch {
-    throw new Error(`the raw jupyter_client run failed: ${Buffer.concat(err).toString().slice(-2000)}`)
+  let pending = ''
+  const lines: string[] = []
+  let lineWaiter: (() => void) | undefined
+  docker.modem.demuxStream(
+    stream,
+    new Writable({
+      write: (b: Buffer, _enc, done) => {
+        pending += b.toString()
+        for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+          lines.push(pending.slice(0, nl))
+          pending = pending.slice(nl + 1)
+        }
+        lineWaiter?.()
+        done()
+      },
+    }),
+    new Writable({ write: (b: Buffer, _enc, done) => (err.push(b), done()) }),
+  )
+  let closed = false
+  stream.on('end', () => {
+    closed = true
+    lineWaiter?.()
+  })
+  const nextLine = async (): Promise<number[]> => {
+    while (lines.length === 0) {
+      if (closed) throw new Error(`the raw jupyter_client loop ended: ${Buffer.concat(err).toString().slice(-2000)}`)
+      await new Promise<void>((resolve) => (lineWaiter = resolve))
+    }
+    return JSON.parse(lines.shift()!) as number[]
   }
+  await nextLine() // its kernel is up and warm
+  const rawBlock = async (n: number) => {
+    stream.write(`${n}\n`)
+    return nextLine()
+  }
+
+  console.error(`  ${RUNS} runs each, through the API and straight through jupyter_client, in blocks of ${BLOCK}…`)
+  const viaSheet: number[] = []
+  const raw: number[] = []
+  for (let done = 0, b = 0; done < RUNS; done += BLOCK, b++) {
+    const n = Math.min(BLOCK, RUNS - done)
+    const sheetBlock = async () => {
+      for (let i = 0; i < n; i++) viaSheet.push(await runOnce())
+    }
+    if (b % 2 === 0) {
+      await sheetBlock()
+      raw.push(...(await rawBlock(n)))
+    } else {
+      raw.push(...(await rawBlock(n)))
+      await sheetBlock()
+    }
+  }
+  stream.end()
 
   const sheetP50 = pct(viaSheet, 50)
   const rawP50 = pct(raw, 50)
   const goal = 1.5 * rawP50 + 2
   console.log(
-    `\nbench:codesheets — ${RUNS} executions of 1+1 on a warm python3 kernel in a workstation (${image}), one at a time, ` +
+    `\nbench:codesheets — ${RUNS} executions of 1+1 on a warm python3 kernel in a workstation (${image}), one at a time, taking turns in blocks of ${BLOCK}, ` +
       `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC\n` +
       `codesheet  POST …/cells/:cellId/run → execute_result event on the socket: p50 ${sheetP50.toFixed(2)} ms, p99 ${pct(viaSheet, 99).toFixed(2)} ms\n` +
       `raw        jupyter_client execute → reply and idle, inside the container:    p50 ${rawP50.toFixed(2)} ms, p99 ${pct(raw, 99).toFixed(2)} ms\n` +

@@ -33,51 +33,71 @@ export interface NewExecution {
   requestedBy: string | null
 }
 
+/** An execution waiting in its sheet's queue, as the sheet's actor keeps it. */
+export interface QueuedExecution {
+  id: string
+  cellId: string
+  timeoutSeconds: number | null
+  queuedAt: Date
+}
+
 /**
  * Queue executions of a sheet's cells, in this order, each with its cell's current source as the
- * code it will run; finished ones beyond the newest KEEP_FINISHED of the sheet are removed. With
+ * code it will run. With
  * `start` the first one starts at once (nothing runs before it): it is written `running` and its
- * cell's outputs are cleared — one statement in all. `code` is the started one's.
+ * cell's outputs are cleared — one statement in all. `at` is when they were queued (and the
+ * first started), so the rows are known before the statement answers: `rows` are what it writes,
+ * and a turn can send it in the flight of its COMMIT (ctx.write) — `code`, the started one's
+ * source (null without `start`), is there for the work that runs after the commit.
  */
-export const queueExecutions = timed(
+export function queueExecutions(tx: Db, sheetId: string, es: readonly NewExecution[], start: boolean, at: Date): { rows: ExecutionRow[]; code: Promise<string | null> } {
+  const rows = es.map((e, i): ExecutionRow => {
+    const started = start && i === 0
+    return { id: e.id, cellId: e.cellId, status: started ? 'running' : 'queued', timeoutSeconds: e.timeoutSeconds, executionCount: null, error: null, queuedAt: at, startedAt: started ? at : null, endedAt: null }
+  })
+  return { rows, code: insertExecutions(tx, sheetId, es, start, at) }
+}
+
+const insertExecutions = timed(
   'codesheets.queueExecutions',
-  async function queueExecutions(tx: Db, sheetId: string, es: readonly NewExecution[], start: boolean): Promise<{ rows: ExecutionRow[]; code: string | null }> {
+  async function insertExecutions(tx: Db, sheetId: string, es: readonly NewExecution[], start: boolean, at: Date): Promise<string | null> {
     const first = start ? es[0]!.cellId : null
-    const rows = await tx<(ExecutionRow & { code: string | null })[]>`
-      with pruned as (
-        delete from codesheet_executions where sheet_id = ${sheetId} and status not in ('queued', 'running')
-          and n < (select n from codesheet_executions where sheet_id = ${sheetId} order by n desc offset ${KEEP_FINISHED} limit 1)
-      ), cleared as (
+    const rows = await tx<{ code: string | null }[]>`
+      with cleared as (
         delete from codesheet_outputs where ${first}::text is not null and sheet_id = ${sheetId} and cell_id = ${first}
       )
-      insert into codesheet_executions as e (id, sheet_id, cell_id, status, code, timeout_seconds, requested_by, started_at)
+      insert into codesheet_executions as e (id, sheet_id, cell_id, status, code, timeout_seconds, requested_by, queued_at, started_at)
       select u.id, ${sheetId}, u.cell_id, case when ${start} and u.i = 1 then 'running' else 'queued' end, coalesce(c.source, ''),
-        u.timeout_seconds, u.requested_by, case when ${start} and u.i = 1 then now() end
+        u.timeout_seconds, u.requested_by, ${at}, case when ${start} and u.i = 1 then ${at}::timestamptz end
       from unnest(${es.map((e) => e.id)}::uuid[], ${es.map((e) => e.cellId)}::text[], ${es.map((e) => e.timeoutSeconds)}::int4[], ${es.map((e) => e.requestedBy)}::uuid[])
         with ordinality as u(id, cell_id, timeout_seconds, requested_by, i)
       left join codesheet_cells c on c.sheet_id = ${sheetId} and c.id = u.cell_id
       order by u.i
-      returning ${EXECUTION(tx)}, e.code`
-    const at = new Map(es.map((e, i) => [e.id, i]))
-    rows.sort((a, b) => at.get(a.id)! - at.get(b.id)!)
-    const code = start ? (rows[0]?.code ?? '') : null
-    return { rows: rows.map(({ code: _, ...r }) => r), code }
+      returning case when e.status = 'running' then e.code end as code`
+    return start ? (rows.find((r) => r.code !== null)?.code ?? '') : null
   },
 )
 
-/** Mark a queued execution running and clear its cell's outputs; its code (what to run). */
-export const startExecution = timed('codesheets.startExecution', async function startExecution(tx: Db, sheetId: string, id: string): Promise<{ row: ExecutionRow; code: string } | undefined> {
-  const [row] = await tx<(ExecutionRow & { code: string | null })[]>`
+/**
+ * Mark a queued execution running (started `at`) and clear its cell's outputs. As with
+ * queueExecutions, the row is known before the statement answers; `code` resolves to what to
+ * run, or null when the execution was not queued in SQL (it is not started then).
+ */
+export function startExecution(tx: Db, sheetId: string, queued: QueuedExecution, at: Date): { row: ExecutionRow; code: Promise<string | null> } {
+  const row: ExecutionRow = { id: queued.id, cellId: queued.cellId, status: 'running', timeoutSeconds: queued.timeoutSeconds, executionCount: null, error: null, queuedAt: queued.queuedAt, startedAt: at, endedAt: null }
+  return { row, code: markStarted(tx, sheetId, queued.id, at) }
+}
+
+const markStarted = timed('codesheets.startExecution', async function markStarted(tx: Db, sheetId: string, id: string, at: Date): Promise<string | null> {
+  const [row] = await tx<{ code: string | null }[]>`
     with started as (
-      update codesheet_executions e set status = 'running', started_at = now() where e.id = ${id} and e.status = 'queued'
-      returning ${EXECUTION(tx)}, e.code
+      update codesheet_executions e set status = 'running', started_at = ${at} where e.id = ${id} and e.status = 'queued'
+      returning e.cell_id, e.code
     ), cleared as (
-      delete from codesheet_outputs where sheet_id = ${sheetId} and cell_id = (select "cellId" from started)
+      delete from codesheet_outputs where sheet_id = ${sheetId} and cell_id = (select cell_id from started)
     )
-    select * from started`
-  if (!row) return undefined
-  const { code, ...rest } = row
-  return { row: rest, code: code ?? '' }
+    select coalesce(code, '') as code from started`
+  return row ? row.code : null
 })
 
 /** End an execution; with `cellId`, its count becomes the cell's execution count (one statement). */
@@ -98,6 +118,16 @@ export const endExecution = timed(
     return row
   },
 )
+
+/**
+ * Remove the sheet's finished executions beyond its newest KEEP_FINISHED (as an execution ends:
+ * not in the statement that queues, which is on the way from a run's request to its kernel).
+ */
+export const pruneFinished = timed('codesheets.pruneFinished', async function pruneFinished(tx: Db, sheetId: string): Promise<void> {
+  await tx`
+    delete from codesheet_executions where sheet_id = ${sheetId} and status not in ('queued', 'running')
+      and n < (select n from codesheet_executions where sheet_id = ${sheetId} order by n desc offset ${KEEP_FINISHED} limit 1)`
+})
 
 /** End queued (or running) executions that will not run, with why. */
 export const cancelExecutions = timed('codesheets.cancelExecutions', async function cancelExecutions(tx: Db, ids: readonly string[], status: ExecutionStatus, error: string): Promise<ExecutionRow[]> {

@@ -40,7 +40,7 @@ interface Running {
 export interface SheetState {
   sheet: store.SheetRow
   cells: readonly store.CellLayout[]
-  queue: ReadonlyArray<{ id: string; cellId: string }>
+  queue: readonly runs.QueuedExecution[]
   running: Running | null
   /** A restart of the kernel is under way in this node's background. */
   restarting: boolean
@@ -90,19 +90,25 @@ export function sheetQueue(kernels: SheetKernels, settings: CodesheetSettings, l
     return { ...s, queue: [] }
   }
 
-  /** Start the next queued execution, if nothing runs. */
-  async function startNext(ctx: Ctx, s: SheetState): Promise<SheetState> {
+  /**
+   * Start the next queued execution, if nothing runs: written in the flight of the turn's
+   * COMMIT (the actor alone writes its executions, so its queue is what SQL holds).
+   */
+  function startNext(ctx: Ctx, s: SheetState): SheetState {
     if (s.running) return s
-    const queue = [...s.queue]
-    for (let next = queue.shift(); next; next = queue.shift()) {
-      const started = await runs.startExecution(ctx.tx, s.sheet.id, next.id)
-      if (started) return begin(ctx, { ...s, queue }, started.row, started.code)
-    }
-    return { ...s, queue: [] }
+    const [next, ...queue] = s.queue
+    if (!next) return s
+    const { row, code } = runs.startExecution(ctx.tx, s.sheet.id, next, new Date())
+    ctx.write(code)
+    return begin(ctx, { ...s, queue }, row, code)
   }
 
-  /** An execution was written `running` (its cell's outputs cleared): announce it and run it. */
-  function begin(ctx: Ctx, s: SheetState, row: runs.ExecutionRow, code: string): SheetState {
+  /**
+   * An execution is written `running` (its cell's outputs cleared) in this turn: announce it,
+   * and run it once the turn committed. `code` is what its statement read (null: it was not
+   * queued in SQL after all, and it ends `failed`).
+   */
+  function begin(ctx: Ctx, s: SheetState, row: runs.ExecutionRow, code: Promise<string | null>): SheetState {
     executionEvent(ctx, row)
     emit(ctx, 'cleared', { executionId: row.id, cellId: row.cellId })
     const up = kernels.status(s.sheet.id) === 'alive'
@@ -111,9 +117,15 @@ export function sheetQueue(kernels: SheetKernels, settings: CodesheetSettings, l
   }
 
   /** The background work of one execution: outputs and its end are reported to the actor. */
-  function execute(ctx: Ctx, sheet: store.SheetRow, executionId: string, code: string, timeoutSeconds: number | null, wasUp: boolean): void {
+  function execute(ctx: Ctx, sheet: store.SheetRow, executionId: string, source: Promise<string | null>, timeoutSeconds: number | null, wasUp: boolean): void {
     const self = ctx.self
     ctx.background(async (systemSignal) => {
+      // Answered before the COMMIT that started this work.
+      const code = await source
+      if (code === null) {
+        self.tell({ type: 'executed', executionId, status: 'failed', executionCount: null, error: 'The execution was no longer queued' })
+        return
+      }
       const shaper = new OutputShaper(settings.maxOutputBytes)
       let stale = false
       const pump = new OutputPump(shaper, async (batch) => {
@@ -171,7 +183,7 @@ export function sheetQueue(kernels: SheetKernels, settings: CodesheetSettings, l
     if (!sheet) return null
     const [cells, active] = await Promise.all([store.cellLayout(sql, id), runs.activeExecutions(sql, id)])
     const r = active.find((e) => e.status === 'running')
-    const queue = active.filter((e) => e.status === 'queued').map((e) => ({ id: e.id, cellId: e.cellId }))
+    const queue = active.filter((e) => e.status === 'queued').map((e) => ({ id: e.id, cellId: e.cellId, timeoutSeconds: e.timeoutSeconds, queuedAt: e.queuedAt }))
     const here = kernels.runningId(id)
     let running: Running | null = r ? { id: r.id, cellId: r.cellId, up: kernels.status(id) === 'alive', row: r } : null
     // Running (or queued with nothing running) with no execution of it on this node: left by a node that stopped.

@@ -260,19 +260,22 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
           if (waiting + ids.length > settings.maxCells) {
             throw new ConflictError(`The sheet has ${waiting} executions queued or running; at most ${settings.maxCells} may wait (CODESHEET_MAX_CELLS): wait, or interrupt them`)
           }
-          // Nothing runs or waits: the first starts in the same statement that queues them.
+          // Nothing runs or waits: the first starts in the same statement that queues them, sent
+          // in the flight of the turn's COMMIT (the rows it writes are known).
           const start = waiting === 0
-          const { rows: queued, code } = await runs.queueExecutions(
+          const { rows: queued, code } = runs.queueExecutions(
             ctx.tx,
             s.sheet.id,
             ids.map((cellId) => ({ id: crypto.randomUUID(), cellId, timeoutSeconds: msg.timeoutSeconds ?? null, requestedBy: msg.requestedBy })),
             start,
+            new Date(),
           )
+          ctx.write(code)
           // Watchers see every execution queued, then the first one running (as when it waited).
           for (const e of queued) executionEvent(ctx, start && e === queued[0] ? { ...e, status: 'queued', startedAt: null } : e)
           const rest = start ? queued.slice(1) : queued
-          if (start) s = begin(ctx, s, queued[0]!, code ?? '')
-          s = { ...s, queue: [...s.queue, ...rest.map((e) => ({ id: e.id, cellId: e.cellId }))] }
+          if (start) s = begin(ctx, s, queued[0]!, code)
+          s = { ...s, queue: [...s.queue, ...rest.map((e) => ({ id: e.id, cellId: e.cellId, timeoutSeconds: e.timeoutSeconds, queuedAt: e.queuedAt }))] }
           reply = { executionIds: queued.map((e) => e.id) }
           break
         }
@@ -329,6 +332,7 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
             // What the row becomes is known: written in the flight of the COMMIT, announced as written.
             const end = { status: msg.status, executionCount: msg.executionCount, error: msg.error, endedAt: new Date() }
             ctx.write(runs.endExecution(ctx.tx, msg.executionId, end, cell))
+            ctx.write(runs.pruneFinished(ctx.tx, s.sheet.id))
             executionEvent(ctx, { ...started, ...end })
           } else {
             const e = await runs.endExecution(ctx.tx, msg.executionId, { status: msg.status, executionCount: msg.executionCount, error: msg.error }, cell)
@@ -336,7 +340,7 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
           }
           s = { ...s, running: null }
           if (msg.status !== 'ok') s = await cancelQueue(ctx, s, `Not run: an earlier cell (${cellId}) ended ${msg.status}`)
-          s = await startNext(ctx, s)
+          s = startNext(ctx, s)
           break
         }
         case 'kernelDied':
