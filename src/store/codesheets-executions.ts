@@ -43,9 +43,8 @@ export interface QueuedExecution {
 
 /**
  * Queue executions of a sheet's cells, in this order, each with its cell's current source as the
- * code it will run. With
- * `start` the first one starts at once (nothing runs before it): it is written `running` and its
- * cell's outputs are cleared — one statement in all. `at` is when they were queued (and the
+ * code it will run. With `start` the first one starts at once (nothing runs before it): it is
+ * written `running` and its cell's outputs are cleared — one statement in all. `at` is when they were queued (and the
  * first started), so the rows are known before the statement answers: `rows` are what it writes,
  * and a turn can send it in the flight of its COMMIT (ctx.write) — `code`, the started one's
  * source (null without `start`), is there for the work that runs after the commit.
