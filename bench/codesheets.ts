@@ -97,33 +97,40 @@ try {
   const sheet = await api.call('POST', '/api/codesheets', { name: 'bench', workstationId: w.id, kernel: 'python3' }, token)
   const { cell } = await api.call('POST', `/api/codesheets/${sheet.id}/cells`, { version: sheet.version, type: 'code', source: '1+1' }, token)
 
-  // Every execute_result on the sheet's topic, by execution id.
+  /** Values that arrive by execution id, whether or not someone waits for them yet. */
+  const arrivals = <V>(what: string) => {
+    const arrived = new Map<string, V>()
+    const waiters = new Map<string, (v: V) => void>()
+    return {
+      arrive(id: string, v: V) {
+        const waiter = waiters.get(id)
+        if (!waiter) return void arrived.set(id, v)
+        waiters.delete(id)
+        waiter(v)
+      },
+      of: (id: string) =>
+        new Promise<V>((resolve, reject) => {
+          if (arrived.has(id)) return resolve(arrived.get(id)!)
+          const timer = setTimeout(() => reject(new Error(`execution ${id}: no ${what} within 120 s`)), 120_000)
+          waiters.set(id, (v) => {
+            clearTimeout(timer)
+            resolve(v)
+          })
+        }),
+    }
+  }
+  // When each execution's execute_result came on the sheet's topic, and how each ended.
+  const results = arrivals<number>('execute_result')
+  const ends = arrivals<string>('end')
   const socket = (ws = new WebSocket(server.base.replace('http', 'ws') + '/ws', { headers: { authorization: `Bearer ${token}` } } as unknown as string[]))
-  const results = new Map<string, number>()
-  const waiters = new Map<string, (at: number) => void>()
-  // Executions that ended, and who waits for an end.
-  const ended = new Map<string, string>()
-  const endWaiters = new Map<string, (status: string) => void>()
   let acked: () => void = () => {}
   const subscribed = new Promise<void>((resolve) => (acked = resolve))
   socket.onmessage = (e) => {
     const m = JSON.parse(String(e.data))
     if (m.op === 'ack') return acked()
-    if (m.op === 'event' && m.type === 'execution' && !['queued', 'running'].includes(m.data.status)) {
-      const waiter = endWaiters.get(m.data.executionId)
-      if (waiter) {
-        endWaiters.delete(m.data.executionId)
-        waiter(m.data.status)
-      } else ended.set(m.data.executionId, m.data.status)
-      return
-    }
-    if (m.op !== 'event' || m.type !== 'output' || m.data.output?.output_type !== 'execute_result') return
-    const at = performance.now()
-    const waiter = waiters.get(m.data.executionId)
-    if (waiter) {
-      waiters.delete(m.data.executionId)
-      waiter(at)
-    } else results.set(m.data.executionId, at)
+    if (m.op !== 'event') return
+    if (m.type === 'execution' && !['queued', 'running'].includes(m.data.status)) ends.arrive(m.data.executionId, m.data.status)
+    else if (m.type === 'output' && m.data.output?.output_type === 'execute_result') results.arrive(m.data.executionId, performance.now())
   }
   await new Promise<void>((resolve, reject) => {
     socket.onopen = () => resolve()
@@ -131,32 +138,12 @@ try {
   })
   socket.send(JSON.stringify({ op: 'subscribe', topic: `codesheet:${sheet.id}` }))
   await subscribed
-  const resultOf = (executionId: string) =>
-    new Promise<number>((resolve, reject) => {
-      const at = results.get(executionId)
-      if (at !== undefined) return resolve(at)
-      const timer = setTimeout(() => reject(new Error(`no execute_result for execution ${executionId} within 120 s`)), 120_000)
-      waiters.set(executionId, (t) => {
-        clearTimeout(timer)
-        resolve(t)
-      })
-    })
-  const endOf = (executionId: string) =>
-    new Promise<string>((resolve, reject) => {
-      const status = ended.get(executionId)
-      if (status !== undefined) return resolve(status)
-      const timer = setTimeout(() => reject(new Error(`execution ${executionId} did not end within 120 s`)), 120_000)
-      endWaiters.set(executionId, (st) => {
-        clearTimeout(timer)
-        resolve(st)
-      })
-    })
   /** One run: the time to its execute_result event; returns once the execution ended. */
   const runOnce = async () => {
     const t0 = performance.now()
     const { executionId } = await api.call('POST', `/api/codesheets/${sheet.id}/cells/${cell.id}/run`, {}, token)
-    const took = (await resultOf(executionId)) - t0
-    const status = await endOf(executionId)
+    const took = (await results.of(executionId)) - t0
+    const status = await ends.of(executionId)
     if (status !== 'ok') throw new Error(`execution ${executionId} ended ${status}`)
     return took
   }

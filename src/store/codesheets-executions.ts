@@ -41,13 +41,17 @@ export interface QueuedExecution {
   queuedAt: Date
 }
 
+/** What the sheet's actor keeps of a queued execution's row (what startExecution needs). */
+export const queuedOf = (e: ExecutionRow): QueuedExecution => ({ id: e.id, cellId: e.cellId, timeoutSeconds: e.timeoutSeconds, queuedAt: e.queuedAt })
+
 /**
  * Queue executions of a sheet's cells, in this order, each with its cell's current source as the
  * code it will run. With `start` the first one starts at once (nothing runs before it): it is
- * written `running` and its cell's outputs are cleared — one statement in all. `at` is when they were queued (and the
- * first started), so the rows are known before the statement answers: `rows` are what it writes,
- * and a turn can send it in the flight of its COMMIT (ctx.write) — `code`, the started one's
- * source (null without `start`), is there for the work that runs after the commit.
+ * written `running` and its cell's outputs are cleared — one statement in all. `at` is when they
+ * were queued (and the first started), so the rows are known before the statement answers:
+ * `rows` are what it writes, and a turn can send it in the flight of its COMMIT (ctx.write) —
+ * `code`, the started one's source (null without `start`), is there for the work that runs after
+ * the commit.
  */
 export function queueExecutions(tx: Db, sheetId: string, es: readonly NewExecution[], start: boolean, at: Date): { rows: ExecutionRow[]; code: Promise<string | null> } {
   const rows = es.map((e, i): ExecutionRow => {

@@ -183,7 +183,7 @@ export function sheetQueue(kernels: SheetKernels, settings: CodesheetSettings, l
     if (!sheet) return null
     const [cells, active] = await Promise.all([store.cellLayout(sql, id), runs.activeExecutions(sql, id)])
     const r = active.find((e) => e.status === 'running')
-    const queue = active.filter((e) => e.status === 'queued').map((e) => ({ id: e.id, cellId: e.cellId, timeoutSeconds: e.timeoutSeconds, queuedAt: e.queuedAt }))
+    const queue = active.filter((e) => e.status === 'queued').map(runs.queuedOf)
     const here = kernels.runningId(id)
     let running: Running | null = r ? { id: r.id, cellId: r.cellId, up: kernels.status(id) === 'alive', row: r } : null
     // Running (or queued with nothing running) with no execution of it on this node: left by a node that stopped.

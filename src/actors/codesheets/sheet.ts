@@ -275,7 +275,7 @@ export function codesheetActor(kernels: SheetKernels, settings: CodesheetSetting
           for (const e of queued) executionEvent(ctx, start && e === queued[0] ? { ...e, status: 'queued', startedAt: null } : e)
           const rest = start ? queued.slice(1) : queued
           if (start) s = begin(ctx, s, queued[0]!, code)
-          s = { ...s, queue: [...s.queue, ...rest.map((e) => ({ id: e.id, cellId: e.cellId, timeoutSeconds: e.timeoutSeconds, queuedAt: e.queuedAt }))] }
+          s = { ...s, queue: [...s.queue, ...rest.map(runs.queuedOf)] }
           reply = { executionIds: queued.map((e) => e.id) }
           break
         }
