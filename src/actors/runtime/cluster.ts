@@ -10,7 +10,9 @@
  * shards over: it stops the shard's queue worker (jobs in progress finish), waits for the
  * shard's actors to finish their queued turns, passivates them and deletes the lease; a node
  * below its share claims free leases (SET NX PX) and bumps each claimed shard's epoch in
- * PostgreSQL before running anything. Messages that arrive during a hand-over wait in the
+ * PostgreSQL before running anything. Claims run beside the heartbeats, which renew the
+ * leases a claim won while it waits: a claim waiting for PostgreSQL (or a connection of the
+ * pool) must not let this node's other leases expire. Messages that arrive during a hand-over wait in the
  * shard's queue for the next owner: nothing is refused or lost.
  *
  * A node that stops heartbeating (kill -9, partition, long pause) loses its leases when the
@@ -95,6 +97,30 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `
 
+/**
+ * What a background task of the placement (the heartbeat tick, a claim) is waiting for, and
+ * since when: a task stuck longer than the lease TTL is named in one warning.
+ */
+class Stage {
+  #name: string | undefined
+  #since = 0
+  #warned = false
+
+  constructor(readonly task: string) {}
+
+  enter(name: string | undefined): void {
+    this.#name = name
+    this.#since = performance.now()
+    this.#warned = false
+  }
+
+  watch(now: number, limitMs: number, logger: Logger): void {
+    if (this.#name === undefined || this.#warned || now - this.#since <= limitMs) return
+    this.#warned = true
+    logger.warn({ task: this.task, stage: this.#name, ms: Math.round(now - this.#since) }, `${this.task} stuck`)
+  }
+}
+
 export class ClusterPlacement implements Placement {
   readonly #o: ClusterPlacementOptions
   readonly #owned = new Map<number, Owned>()
@@ -109,6 +135,12 @@ export class ClusterPlacement implements Placement {
   #stopped = false
   /** When the last heartbeat that renewed this node's leases was sent (performance.now()). */
   #renewedAt = performance.now()
+  /** The heartbeat in progress, and the claim in progress (which runs beside the heartbeats). */
+  readonly #tickStage = new Stage('cluster tick')
+  readonly #claimStage = new Stage('shard claim')
+  #claiming: Promise<void> | undefined
+  /** Shards whose leases a claim in progress won: renewed by the heartbeat like those held. */
+  readonly #claimingShards = new Set<number>()
   readonly #startedAt = new Date().toISOString()
 
   constructor(opts: ClusterPlacementOptions) {
@@ -126,6 +158,8 @@ export class ClusterPlacement implements Placement {
   async start(): Promise<void> {
     this.#o.transport.onRebalance = () => void this.tick()
     await this.tick()
+    // A node starts with its share (when it is the first, every shard).
+    await this.#claiming
     this.#timer = setInterval(() => {
       this.#watchRenewals()
       void this.tick()
@@ -146,6 +180,8 @@ export class ClusterPlacement implements Placement {
    */
   #watchRenewals(): void {
     const now = performance.now()
+    this.#tickStage.watch(now, this.#o.config.leaseTtlMs, this.#o.logger)
+    this.#claimStage.watch(now, this.#o.config.leaseTtlMs, this.#o.logger)
     if (this.#held().length === 0) this.#renewedAt = now
     else if (now - this.#renewedAt > this.#o.config.leaseTtlMs / 2) this.#o.metrics.leaseRenewFailures.inc()
   }
@@ -184,6 +220,7 @@ export class ClusterPlacement implements Placement {
         const loud = this.#heartbeatFailures.fail()
         this.#o.logger[loud ? 'warn' : 'debug']({ err, failures: this.#heartbeatFailures.count }, 'cluster heartbeat failed')
       } finally {
+        this.#tickStage.enter(undefined)
         this.#ticking = undefined
       }
     })()
@@ -195,9 +232,10 @@ export class ClusterPlacement implements Placement {
     const keys = [transport.key('nodes'), transport.key('node-info'), transport.key('shard-count')]
     for (let s = 0; s < config.shards; s++) keys.push(this.#lease(s))
     const info = JSON.stringify({ startedAt: this.#startedAt, pid: process.pid, liveActors: this.#o.liveActors() })
-    const held = this.#held()
+    const held = [...this.#held(), ...this.#claimingShards]
     const args = [config.nodeId, String(config.leaseTtlMs), info, String(config.shards), this.#leaving ? '1' : '0', ...held.map(String)]
     const started = performance.now()
+    this.#tickStage.enter('heartbeat')
     let res: [number, string[], string[]]
     try {
       res = (await this.#redis.eval(HEARTBEAT, keys.length, ...keys, ...args)) as [number, string[], string[]]
@@ -236,7 +274,7 @@ export class ClusterPlacement implements Placement {
       if (someoneShort) {
         for (const shard of active.sort((a, b) => b - a).slice(0, active.length - target)) void this.#release(shard)
       }
-    } else if (active.length < target) {
+    } else if (active.length < target && !this.#claiming) {
       // Start looking at a different place on every node, so joining nodes rarely race for
       // the same free lease.
       const offset = Math.floor((mineIndex * config.shards) / n)
@@ -245,25 +283,42 @@ export class ClusterPlacement implements Placement {
         const s = (offset + k) % config.shards
         if (!owners[s] && !this.#owned.has(s)) free.push(s)
       }
-      await this.#claim(free.slice(0, target - active.length))
+      // In the background: a claim waits for PostgreSQL (the turns in flight on the shards
+      // commit first) and for the queue workers, and the heartbeat must not wait with it, or
+      // every lease of this node would expire behind one slow claim.
+      const shards = free.slice(0, target - active.length)
+      if (shards.length > 0) {
+        this.#claiming = this.#claim(shards)
+          .catch((err: unknown) => this.#o.logger.error({ err, shards }, 'shard claim failed'))
+          .finally(() => {
+            this.#claimingShards.clear()
+            this.#claimStage.enter(undefined)
+            this.#claiming = undefined
+          })
+      }
     }
   }
 
   async #claim(shards: number[]): Promise<void> {
     if (shards.length === 0) return
     const { config, sql, transport, logger, metrics } = this.#o
+    this.#claimStage.enter('leases')
     const pipe = this.#redis.pipeline()
     for (const s of shards) pipe.set(this.#lease(s), config.nodeId, 'PX', config.leaseTtlMs, 'NX')
     const results = (await pipe.exec()) ?? []
     const won = shards.filter((_, i) => results[i]?.[1] === 'OK')
     if (won.length === 0) return
+    for (const s of won) this.#claimingShards.add(s)
     let epochs
     try {
+      this.#claimStage.enter('epochs')
       epochs = await claimShards(sql, won, config.nodeId)
       this.#claimFailures.succeed()
     } catch (err) {
       const loud = this.#claimFailures.fail()
       logger[loud ? 'error' : 'debug']({ err, shards: won, failures: this.#claimFailures.count }, 'could not record shard epochs; giving the leases back')
+      // Not renewed any more before they are deleted (a heartbeat in between would take them back).
+      this.#claimingShards.clear()
       await Promise.all(won.map((s) => this.#redis.eval(RELEASE, 1, this.#lease(s), config.nodeId).catch(() => {})))
       return
     }
@@ -271,6 +326,7 @@ export class ClusterPlacement implements Placement {
     metrics.shardMoves.inc({ direction: 'claimed' }, won.length)
     metrics.shardsOwned.set(this.ownedShards().length)
     logger.info({ shards: won }, 'claimed shards')
+    this.#claimStage.enter('workers')
     await Promise.all(won.map((s) => transport.startWorker(s).catch((err) => logger.error({ err, shard: s }, 'could not start shard worker'))))
   }
 
@@ -332,6 +388,7 @@ export class ClusterPlacement implements Placement {
     // the heartbeat keeps renewing the leases of the shards still draining.
     this.#leaving = true
     await this.#ticking
+    await this.#claiming
     await this.tick()
     this.#o.transport.notifyRebalance()
     await Promise.all(this.ownedShards().map((s) => this.#release(s)))

@@ -37,6 +37,7 @@ import type { Db, Sql } from '../../store/db.ts'
 import { fenceCall, FENCED_SQLSTATE, shardEpochs } from '../../store/actor-shards.ts'
 import { findInbox } from '../../store/actor-inbox.ts'
 import { deleteReminders } from '../../store/reminders.ts'
+import { FairSemaphore } from '../../core/fair-semaphore.ts'
 import { OwnTransaction } from './transaction.ts'
 import type { TurnStamps } from './config.ts'
 import type { ActorInstance, Envelope } from './instance.ts'
@@ -49,6 +50,9 @@ export interface CommitterOptions {
   commitConcurrency: number
   stamps?: TurnStamps
 }
+
+/** The key of turns' connections in TurnCommitter's semaphore (one class of holder). */
+const TURNS = 'turns'
 
 /** A group that lost for someone else's reason is committed again at most this often. */
 const MAX_GROUP_RETRIES = 5
@@ -74,13 +78,43 @@ export class TurnCommitter {
   #scheduled = false
   #idle: PromiseWithResolvers<void> | undefined
 
+  /**
+   * A pool connection for a turn. Connections held by turns (group commits, turns' own
+   * transactions) are at most the pool's size less one: a turn that waits for the pool while it
+   * holds a connection (a handler reading through the pool after its first ctx.tx statement)
+   * then always finds one coming free, however many such turns run at once. The runtime's own
+   * follow-up queries never wait for the pool while they hold one (#commitOn).
+   */
+  readonly #reserve: () => Promise<Conn>
+
   constructor(
     private readonly sql: Sql,
     private readonly context: ContextFactory,
     private readonly opts: CommitterOptions,
     private readonly metrics: RuntimeMetrics,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    const connections = new FairSemaphore(Math.max(1, (sql.options?.max ?? 10) - 1))
+    this.#reserve = async () => {
+      await connections.acquire(TURNS)
+      let conn: Conn
+      try {
+        conn = await sql.reserve()
+      } catch (err) {
+        connections.release(TURNS)
+        throw err
+      }
+      const release = conn.release
+      let held = true
+      conn.release = () => {
+        if (!held) return
+        held = false
+        release()
+        connections.release(TURNS)
+      }
+      return conn
+    }
+  }
 
   /** Run one turn of `instance` for `env`: the handler, then the commit. */
   async run(instance: ActorInstance, env: Envelope): Promise<TurnOutcome> {
@@ -102,7 +136,7 @@ export class TurnCommitter {
   }
 
   async #turn(instance: ActorInstance, env: Envelope): Promise<TurnOutcome> {
-    const own = new OwnTransaction(this.sql, instance)
+    const own = new OwnTransaction(this.sql, this.#reserve, instance)
     const w: Work = {
       instance,
       env,
@@ -192,7 +226,7 @@ export class TurnCommitter {
           if (fenceError) throw fenceError
           if (commit.command === 'COMMIT' && !writeError) return this.#applied(w)
           this.#fail(w, writeError ?? new Error(`turn transaction ended with ${commit.command}`))
-          return await this.#afterFailure(w)
+          return await this.#afterFailure(w, conn)
         }
         this.#fail(w, writeError)
       }
@@ -200,7 +234,7 @@ export class TurnCommitter {
       if (fenceError) throw fenceError
       finished = true
       await conn`rollback`
-      return await this.#afterFailure(w)
+      return await this.#afterFailure(w, conn)
     } catch (err) {
       if (!finished) await conn`rollback`.catch(noop)
       if (pgCode(err) === FENCED_SQLSTATE) {
@@ -214,20 +248,24 @@ export class TurnCommitter {
     }
   }
 
-  /** Nothing of the turn was committed: say why, consuming a reminder that failed. */
-  async #afterFailure(w: Work): Promise<TurnOutcome> {
+  /**
+   * Nothing of the turn was committed: say why, consuming a reminder that failed. `db` is the
+   * connection the turn's transaction ran on, when it holds one (never wait for the pool while
+   * holding a connection: see #commitOn).
+   */
+  async #afterFailure(w: Work, db: Db = this.sql): Promise<TurnOutcome> {
     if (w.env.dedup || w.status === 'duplicate') {
       // A redelivered message whose handler now throws (say, "already exists") is still a
       // duplicate: answer with the first application's reply.
       try {
-        const [row] = await findInbox(this.sql, [inboxKey(w.env)])
+        const [row] = await findInbox(db, [inboxKey(w.env)])
         if (row) return { type: 'duplicate', reply: row.reply }
       } catch (err) {
         this.logger.error({ err }, 'inbox lookup failed')
       }
     }
     if (w.env.reminderId && w.status === 'failed') {
-      await deleteReminders(this.sql, [w.env.reminderId]).catch((err) => this.logger.error({ err }, 'could not delete a failed reminder'))
+      await deleteReminders(db, [w.env.reminderId]).catch((err) => this.logger.error({ err }, 'could not delete a failed reminder'))
     }
     return { type: 'failed', error: w.error, reload: false }
   }
@@ -289,11 +327,26 @@ export class TurnCommitter {
     this.metrics.batchTurns.observe(works.length)
     let conn: Conn
     try {
-      conn = await this.sql.reserve()
+      conn = await this.#reserve()
     } catch (error) {
       for (const w of works) w.resolve({ type: 'failed', error, reload: false })
       return
     }
+    try {
+      await this.#commitOn(conn, works)
+    } finally {
+      conn.release()
+    }
+  }
+
+  /**
+   * Commit `works` in one transaction on `conn`. Everything that follows a failure (the
+   * turns committed again one by one, the inbox lookup of a duplicate, the epochs of a fenced
+   * group) runs on `conn` too: a commit that held its connection while waiting for another
+   * from the pool would, with every connection held by such commits (a failover's burst of
+   * redelivered duplicates), wait forever — and so would everything else on this node.
+   */
+  async #commitOn(conn: Conn, works: Work[]): Promise<void> {
     let writeError: unknown
     let inTransaction = false
     try {
@@ -325,27 +378,24 @@ export class TurnCommitter {
       if (works.length > 1) {
         // Someone's writes failed (a constraint, a redelivered message): commit each turn
         // alone, so only that one fails.
-        for (const w of works) void this.#commitGroup([w])
+        for (const w of works) await this.#commitOn(conn, [w])
         return
       }
       const w = works[0]!
       this.#fail(w, writeError ?? new Error(`turn transaction ended with ${commit.command}`))
-      w.resolve(await this.#afterFailure(w))
+      w.resolve(await this.#afterFailure(w, conn))
     } catch (err) {
       if (inTransaction) await conn`rollback`.catch(noop)
-      await this.#abort(works, err)
-    } finally {
-      conn.release()
+      await this.#abort(works, err, conn)
     }
   }
 
-
   /** A group was rolled back as a whole. */
-  async #abort(works: Work[], err: unknown): Promise<void> {
+  async #abort(works: Work[], err: unknown, conn: Conn): Promise<void> {
     let stale = new Set<number>()
     if (pgCode(err) === FENCED_SQLSTATE) {
       this.metrics.fencedBatches.inc()
-      stale = await this.#staleShards(works)
+      stale = await this.#staleShards(works, conn)
     } else if (!isRetryable(err)) {
       this.logger.error({ err }, 'turn transaction failed')
       for (const w of works) w.resolve({ type: 'failed', error: err, reload: true })
@@ -360,10 +410,10 @@ export class TurnCommitter {
   }
 
   /** Shards of the group whose epoch moved on (looked up after a fenced rollback). */
-  async #staleShards(works: Work[]): Promise<Set<number>> {
+  async #staleShards(works: Work[], conn: Conn): Promise<Set<number>> {
     const shards = [...new Set(works.map((w) => w.instance.shard))]
     try {
-      const current = new Map((await shardEpochs(this.sql, shards)).map((r) => [r.shard, r.epoch]))
+      const current = new Map((await shardEpochs(conn, shards)).map((r) => [r.shard, r.epoch]))
       return new Set(works.filter((w) => current.get(w.instance.shard) !== w.instance.epoch).map((w) => w.instance.shard))
     } catch {
       return new Set(shards)

@@ -80,6 +80,8 @@ export class OwnTransaction {
 
   constructor(
     private readonly sql: Sql,
+    /** A connection for the turn (the pool's, within the runtime's bound on turns' connections). */
+    private readonly reserve: () => Promise<Conn>,
     private readonly instance: ActorInstance,
   ) {
     const self = this
@@ -107,7 +109,7 @@ export class OwnTransaction {
 
   open(): Promise<Conn> {
     return (this.#opening ??= (async () => {
-      const conn = await this.sql.reserve()
+      const conn = await this.reserve()
       this.conn = conn
       conn`begin`.catch(noop)
       this.#fence = fence(conn, [this.instance.shard], [this.instance.epoch]).then(noop, (err: unknown) => err)
