@@ -324,7 +324,6 @@ export class TurnCommitter {
   }
 
   async #commitGroup(works: Work[]): Promise<void> {
-    this.metrics.batchTurns.observe(works.length)
     let conn: Conn
     try {
       conn = await this.#reserve()
@@ -347,6 +346,7 @@ export class TurnCommitter {
    * redelivered duplicates), wait forever — and so would everything else on this node.
    */
   async #commitOn(conn: Conn, works: Work[]): Promise<void> {
+    this.metrics.batchTurns.observe(works.length)
     let writeError: unknown
     let inTransaction = false
     try {
