@@ -12,8 +12,8 @@
  * below its share claims free leases (SET NX PX) and bumps each claimed shard's epoch in
  * PostgreSQL before running anything. Claims run beside the heartbeats, which renew the
  * leases a claim won while it waits: a claim waiting for PostgreSQL (or a connection of the
- * pool) must not let this node's other leases expire. Messages that arrive during a hand-over wait in the
- * shard's queue for the next owner: nothing is refused or lost.
+ * pool) must not let this node's other leases expire. Messages that arrive during a hand-over
+ * wait in the shard's queue for the next owner: nothing is refused or lost.
  *
  * A node that stops heartbeating (kill -9, partition, long pause) loses its leases when the
  * TTL runs out; survivors claim them with a new epoch, and the epoch check in every turn
@@ -139,7 +139,10 @@ export class ClusterPlacement implements Placement {
   readonly #tickStage = new Stage('cluster tick')
   readonly #claimStage = new Stage('shard claim')
   #claiming: Promise<void> | undefined
-  /** Shards whose leases a claim in progress won: renewed by the heartbeat like those held. */
+  /**
+   * Shards whose leases the claim in progress won and whose epochs it has not recorded yet:
+   * renewed by the heartbeat like those held.
+   */
   readonly #claimingShards = new Set<number>()
   readonly #startedAt = new Date().toISOString()
 
@@ -300,7 +303,6 @@ export class ClusterPlacement implements Placement {
   }
 
   async #claim(shards: number[]): Promise<void> {
-    if (shards.length === 0) return
     const { config, sql, transport, logger, metrics } = this.#o
     this.#claimStage.enter('leases')
     const pipe = this.#redis.pipeline()
@@ -322,7 +324,10 @@ export class ClusterPlacement implements Placement {
       await Promise.all(won.map((s) => this.#redis.eval(RELEASE, 1, this.#lease(s), config.nodeId).catch(() => {})))
       return
     }
-    for (const { shard, epoch } of epochs) this.#owned.set(shard, { epoch, status: 'active' })
+    for (const { shard, epoch } of epochs) {
+      this.#owned.set(shard, { epoch, status: 'active' })
+      this.#claimingShards.delete(shard)
+    }
     metrics.shardMoves.inc({ direction: 'claimed' }, won.length)
     metrics.shardsOwned.set(this.ownedShards().length)
     logger.info({ shards: won }, 'claimed shards')
