@@ -18,7 +18,7 @@ import {
   type RuntimeConfig,
 } from '../../src/actors/runtime/index.ts'
 import { claimShards } from '../../src/store/actor-shards.ts'
-import { connect, type Db } from '../../src/store/db.ts'
+import { connect, type Db, type Sql } from '../../src/store/db.ts'
 import { readOutbox } from '../../src/store/outbox.ts'
 import { countReminders } from '../../src/store/reminders.ts'
 import { testDatabase, type TestDatabase } from '../support/db.ts'
@@ -133,6 +133,23 @@ const notes = defineActor({
     return { reply: { added, all, values } }
   },
 })
+
+/**
+ * `fn` with a system of its own on a pool of two connections to a database of its own (so its
+ * shard claims fence nobody else's), all three gone afterwards.
+ */
+async function onSmallPool(config: Partial<RuntimeConfig>, fn: (sys: ActorSystem, own: TestDatabase, small: Sql) => Promise<void>): Promise<void> {
+  const own = await testDatabase()
+  const small = connect(own.url, { max: 2 })
+  const sys = createActorSystem({ sql: small, logger, config: { nodeId: 'small-pool', shards: 8, ...config } })
+  try {
+    await fn(sys, own, small)
+  } finally {
+    await sys.stop()
+    await small.end()
+    await own.drop()
+  }
+}
 
 function makeSystem(config: Partial<RuntimeConfig> = {}): ActorSystem {
   const system = createActorSystem({ sql: db.sql, logger, config: { nodeId: 'single', shards: 8, ...config } })
@@ -290,12 +307,9 @@ describe('turns', () => {
     // 40 duplicates at once: their group fails on its inbox rows, each turn is committed again
     // alone and looks its first reply up. Done on the pool while holding a connection, two such
     // commits would each wait for the other's connection, and every ask for ever.
-    const own = await testDatabase()
-    await ensureCounterTable(own.sql)
-    const small = connect(own.url, { max: 2 })
-    const sys = createActorSystem({ sql: small, logger, config: { nodeId: 'small-pool', shards: 8, commitConcurrency: 2 } })
-    sys.register(counter)
-    try {
+    await onSmallPool({ commitConcurrency: 2 }, async (sys, own) => {
+      await ensureCounterTable(own.sql)
+      sys.register(counter)
       await sys.start()
       const ids = range(40).map((i) => `burst-${i}`)
       const ask = (id: string) => sys.ask('counter', id, { type: 'increment' }, { messageId: `${id}:once`, timeout: 20_000 })
@@ -304,39 +318,29 @@ describe('turns', () => {
       expect(await Promise.all(ids.map((id) => counterValue(own.sql, id)))).toEqual(ids.map(() => 1))
       // The actors go on.
       expect(await sys.ask('counter', 'burst-0', { type: 'increment' })).toBe(2)
-    } finally {
-      await sys.stop()
-      await small.end()
-      await own.drop()
-    }
+    })
   })
 
   test('turns that read through the pool after their first ctx.tx statement all finish on a pool of two connections', async () => {
     // Each handler holds its transaction's connection while it waits for another from the pool.
     // Were turns allowed every connection, two of them would wait for each other for ever.
-    const own = await testDatabase()
-    const small = connect(own.url, { max: 2 })
-    const reader = defineActor({
-      kind: 'reader',
-      messages: T.Object({ type: T.Literal('read') }),
-      initial: () => ({}),
-      async handle(ctx) {
-        const [inTx] = await ctx.tx<{ n: number }[]>`select 1 as n`
-        const [onPool] = await small<{ n: number }[]>`select 2 as n`
-        return { reply: inTx!.n + onPool!.n }
-      },
-    })
-    const sys = createActorSystem({ sql: small, logger, config: { nodeId: 'small-pool-reads', shards: 8 } })
-    sys.register(reader)
-    try {
+    await onSmallPool({}, async (sys, _own, small) => {
+      sys.register(
+        defineActor({
+          kind: 'reader',
+          messages: T.Object({ type: T.Literal('read') }),
+          initial: () => ({}),
+          async handle(ctx) {
+            const [inTx] = await ctx.tx<{ n: number }[]>`select 1 as n`
+            const [onPool] = await small<{ n: number }[]>`select 2 as n`
+            return { reply: inTx!.n + onPool!.n }
+          },
+        }),
+      )
       await sys.start()
       const ids = range(20).map((i) => `reader-${i}`)
       expect(await Promise.all(ids.map((id) => sys.ask('reader', id, { type: 'read' }, { timeout: 20_000 })))).toEqual(ids.map(() => 3))
-    } finally {
-      await sys.stop()
-      await small.end()
-      await own.drop()
-    }
+    })
   })
 
   test('bad messages are refused at ask time without touching the actor', async () => {
