@@ -44,6 +44,19 @@ export interface QueuedExecution {
 /** What the sheet's actor keeps of a queued execution's row (what startExecution needs). */
 export const queuedOf = (e: ExecutionRow): QueuedExecution => ({ id: e.id, cellId: e.cellId, timeoutSeconds: e.timeoutSeconds, queuedAt: e.queuedAt })
 
+/** The row of an execution not ended yet: `running` since `startedAt`, or `queued` (null). */
+const pendingRow = (e: QueuedExecution, startedAt: Date | null): ExecutionRow => ({
+  id: e.id,
+  cellId: e.cellId,
+  timeoutSeconds: e.timeoutSeconds,
+  queuedAt: e.queuedAt,
+  status: startedAt ? 'running' : 'queued',
+  executionCount: null,
+  error: null,
+  startedAt,
+  endedAt: null,
+})
+
 /**
  * Queue executions of a sheet's cells, in this order, each with its cell's current source as the
  * code it will run. With `start` the first one starts at once (nothing runs before it): it is
@@ -54,10 +67,7 @@ export const queuedOf = (e: ExecutionRow): QueuedExecution => ({ id: e.id, cellI
  * the commit.
  */
 export function queueExecutions(tx: Db, sheetId: string, es: readonly NewExecution[], start: boolean, at: Date): { rows: ExecutionRow[]; code: Promise<string | null> } {
-  const rows = es.map((e, i): ExecutionRow => {
-    const started = start && i === 0
-    return { id: e.id, cellId: e.cellId, status: started ? 'running' : 'queued', timeoutSeconds: e.timeoutSeconds, executionCount: null, error: null, queuedAt: at, startedAt: started ? at : null, endedAt: null }
-  })
+  const rows = es.map((e, i) => pendingRow({ ...e, queuedAt: at }, start && i === 0 ? at : null))
   return { rows, code: insertExecutions(tx, sheetId, es, start, at) }
 }
 
@@ -87,8 +97,7 @@ const insertExecutions = timed(
  * run, or null when the execution was not queued in SQL (it is not started then).
  */
 export function startExecution(tx: Db, sheetId: string, queued: QueuedExecution, at: Date): { row: ExecutionRow; code: Promise<string | null> } {
-  const row: ExecutionRow = { id: queued.id, cellId: queued.cellId, status: 'running', timeoutSeconds: queued.timeoutSeconds, executionCount: null, error: null, queuedAt: queued.queuedAt, startedAt: at, endedAt: null }
-  return { row, code: markStarted(tx, sheetId, queued.id, at) }
+  return { row: pendingRow(queued, at), code: markStarted(tx, sheetId, queued.id, at) }
 }
 
 const markStarted = timed('codesheets.startExecution', async function markStarted(tx: Db, sheetId: string, id: string, at: Date): Promise<string | null> {
