@@ -9,7 +9,7 @@
  * made is found without guessing.
  */
 import { afterAll, describe, expect, test } from 'bun:test'
-import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs'
+import { chmodSync, lstatSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import postgres from 'postgres'
@@ -70,9 +70,26 @@ function startBench(): BenchRun {
     const data = join(await benchDir(), 'data')
     const pg = join(data, 'postgres')
     // PostgreSQL's postmaster.pid: pid on line 1, port on line 4, and `ready` on line 8 once
-    // it accepts connections (read before then, the port may not be written yet).
-    const pidFile = () => (existsSync(join(pg, 'postmaster.pid')) ? readFileSync(join(pg, 'postmaster.pid'), 'utf8').split('\n') : [])
-    const pid = await until(() => (alive(), pidFile()[7]?.trim() === 'ready' ? pidFile() : undefined), 'the embedded cluster to start', 60_000)
+    // it accepts connections (read before then, the port may not be written yet). Read once per
+    // look, and missing is "not yet": it can go away between a check and a read (a start that
+    // PostgreSQL retries removes it).
+    const pidFile = (): string[] => {
+      try {
+        return readFileSync(join(pg, 'postmaster.pid'), 'utf8').split('\n')
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+        throw err
+      }
+    }
+    const pid = await until(
+      () => {
+        alive()
+        const lines = pidFile()
+        return lines[7]?.trim() === 'ready' ? lines : undefined
+      },
+      'the embedded cluster to start',
+      60_000,
+    )
     const real = realpathSync(pg)
     const password = readFileSync(join(data, '.postgres-password'), 'utf8').trim()
     return { real, postmaster: Number(pid[0]), url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${Number(pid[3])}/postgres` }
