@@ -379,7 +379,7 @@ function report(r: { rows: Row[]; quiet: LightSample[]; idle: Memory; load: [num
       `DATAKIT_EXPORT_MAX_BYTES=${d.exportMaxBytes}, DATAKIT_QUERY_CONCURRENCY=${d.queryConcurrency} (per user ${d.queryConcurrencyPerUser}, queue ${d.queryQueuePerUser}), ` +
       `DATAKIT_PROFILE_MEMORY_MB=${d.profileMemoryMb}, DATAKIT_PROFILE_TIMEOUT_MS=${d.profileTimeoutMs}, DATAKIT_MAX_DECOMPRESSED_BYTES=${d.maxDecompressedBytes}, ` +
       `DATAKIT_MAX_ROWS=${d.maxRows}, DATAKIT_MAX_COLUMNS=${d.maxColumns}, TRAINING_LOG_MAX_BYTES=${defaults.models.logMaxBytes}, ` +
-      `CONTAINER_LOG_LINE_MAX_BYTES=${defaults.containerLogs.lineMaxBytes}, TRAINING_OUTPUT_BYTES_PER_SECOND=${defaults.models.outputBytesPerSecond}` +
+      `CONTAINER_LOG_LINE_MAX_BYTES=${defaults.containerLogs.lineMaxBytes}, TRAINING_OUTPUT_BYTES_PER_SECOND=${defaults.models.outputBytesPerSecond}, TRAINING_OUTPUT_LINES_PER_SECOND=${defaults.models.outputLinesPerSecond}` +
       (dropped.length ? ` (dropped from the environment: ${dropped.join(', ')})` : ''),
   )
   const commit = new TextDecoder().decode(Bun.spawnSync(['git', 'rev-parse', '--short', 'HEAD'], { cwd: import.meta.dir }).stdout).trim()

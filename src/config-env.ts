@@ -160,6 +160,7 @@ export const EnvSchema = T.Object({
   TRAINING_CONCURRENCY_PER_USER: Int({ default: 1, minimum: 1, maximum: 64 }),
   TRAINING_LOG_MAX_BYTES: Int({ default: 16 * 1024 * 1024, minimum: 1024 }),
   TRAINING_OUTPUT_BYTES_PER_SECOND: Int({ default: 8 * 1024 * 1024, minimum: 64 * 1024 }),
+  TRAINING_OUTPUT_LINES_PER_SECOND: Int({ default: 10_000, minimum: 100 }),
   CONTAINER_LOG_LINE_MAX_BYTES: Int({ default: 16 * 1024, minimum: 256, maximum: 16 * 1024 * 1024 }),
   CONTAINER_LOG_TAIL_MAX_BYTES: Int({ default: 1024 * 1024, minimum: 1024 }),
   CONTAINER_LOG_FOLLOW_MAX_BYTES: Int({ default: 64 * 1024 * 1024, minimum: 1024 }),

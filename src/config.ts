@@ -122,7 +122,7 @@ export interface Config {
   codesheets: { maxCells: number; maxSourceBytes: number; maxOutputBytes: number; maxImportBytes: number; kernelStartTimeoutMs: number }
   terminal: { reattachGraceMs: number }
   /** Models: artifact directory, container-run image allow-list, run timeouts (default, max), runs executing at once per node, queued+running runs per user, rows a built-in run may read. */
-  models: { dir: string; trainingImages: readonly string[]; defaultTimeoutSeconds: number; maxTimeoutSeconds: number; concurrency: number; maxActiveRunsPerUser: number; maxRows: number; concurrencyPerUser: number; logMaxBytes: number; outputBytesPerSecond: number }
+  models: { dir: string; trainingImages: readonly string[]; defaultTimeoutSeconds: number; maxTimeoutSeconds: number; concurrency: number; maxActiveRunsPerUser: number; maxRows: number; concurrencyPerUser: number; logMaxBytes: number; outputBytesPerSecond: number; outputLinesPerSecond: number }
   /** Container output read into the server: bytes per line (longer ones come in pieces), per GET …/logs, per WS log follow. */
   containerLogs: { lineMaxBytes: number; tailMaxBytes: number; followMaxBytes: number }
   ws: { maxPayloadBytes: number; maxConnectionsPerUser: number; messagesPerSecond: number; idleTimeoutSeconds: number; maxBufferedBytes: number; maxReplay: number; ticketTtlMs: number }
@@ -343,6 +343,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       concurrencyPerUser: Math.min(e.TRAINING_CONCURRENCY_PER_USER, e.TRAINING_CONCURRENCY),
       logMaxBytes: e.TRAINING_LOG_MAX_BYTES,
       outputBytesPerSecond: e.TRAINING_OUTPUT_BYTES_PER_SECOND,
+      outputLinesPerSecond: e.TRAINING_OUTPUT_LINES_PER_SECOND,
     }),
     containerLogs: Object.freeze({
       lineMaxBytes: e.CONTAINER_LOG_LINE_MAX_BYTES,

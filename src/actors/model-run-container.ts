@@ -163,7 +163,7 @@ export async function runContainer(env: TaskEnv, run: { id: string; modelId: str
         input: { hostPath: input, containerPath: '/input' },
         output: { hostPath: output, containerPath: '/output' },
       },
-      { signal, onLine: (l) => pump.push(l), maxOutputBytes: env.logMaxBytes, onOutputCut: () => pump.cut(), outputBytesPerSecond: env.outputBytesPerSecond },
+      { signal, onLine: (l) => pump.push(l), maxOutputBytes: env.logMaxBytes, onOutputCut: () => pump.cut(), outputBytesPerSecond: env.outputBytesPerSecond, outputLinesPerSecond: env.outputLinesPerSecond },
     )
     pump.finish(result.droppedOutputBytes)
     if (result.cancelled || signal.aborted) return

@@ -88,6 +88,8 @@ export interface TaskEnv {
   logMaxBytes: number
   /** TRAINING_OUTPUT_BYTES_PER_SECOND: a container run printing faster is slowed to this. */
   outputBytesPerSecond: number
+  /** TRAINING_OUTPUT_LINES_PER_SECOND: a container run printing more lines a second is slowed to this. */
+  outputLinesPerSecond: number
   logger: Logger
 }
 

@@ -23,7 +23,7 @@ export function modelsFeature(ctx: FeatureContext): Feature {
   const modelDir = resolve(cfg.dir)
   const { serving, datasets, containers } = ctx.engines
   const runKind = modelRunActor({
-    env: { modelDir, maxRows: cfg.maxRows, datasets, containers, containerUser: CONTAINER_USER, logMaxBytes: cfg.logMaxBytes, outputBytesPerSecond: cfg.outputBytesPerSecond, logger: logger.child({ component: 'models' }) },
+    env: { modelDir, maxRows: cfg.maxRows, datasets, containers, containerUser: CONTAINER_USER, logMaxBytes: cfg.logMaxBytes, outputBytesPerSecond: cfg.outputBytesPerSecond, outputLinesPerSecond: cfg.outputLinesPerSecond, logger: logger.child({ component: 'models' }) },
     concurrency: cfg.concurrency,
     concurrencyPerUser: cfg.concurrencyPerUser,
     maxActiveRunsPerUser: cfg.maxActiveRunsPerUser,

@@ -37,6 +37,7 @@ export function stepEnv(http: FeatureContext['http'], engines: FeatureContext['e
       datakitDir: datakitDir(config.uploadDir),
       logMaxBytes: config.models.logMaxBytes,
       outputBytesPerSecond: config.models.outputBytesPerSecond,
+      outputLinesPerSecond: config.models.outputLinesPerSecond,
       models: config.models,
       workDir: join(config.uploadDir, 'pipelines'),
       datakitMaxBytes: config.maxFileSize,

@@ -74,6 +74,22 @@ describe('LogDecoder', () => {
     expect(decoder.droppedBytes).toBe(10)
   })
 
+  test('newlines counts the lines read, decoded or only counted past maxBytes, never a header byte', () => {
+    // A payload of 10 bytes has 0x0a in its header's size field; the stamp is not counted either.
+    const bytes = Buffer.concat([frame('stdout', 'abc\ndefgh\n', ''), frame('stderr', 'x\n\ny\n'), frame('stdout', 'no newline'), frame('stdout', '\nlast\n')])
+    for (const size of [1, 5, 8, 1 << 16]) {
+      const decoded = new LogDecoder(false, { maxLineBytes: 1024 })
+      for (let i = 0; i < bytes.length; i += size) decoded.push(bytes.subarray(i, i + size))
+      expect([size, decoded.newlines]).toEqual([size, 7])
+    }
+    // The same with a timestamped stream cut after 6 bytes: what follows is only counted, its lines too.
+    const stamped = Buffer.concat([frame('stdout', 'abc\ndefgh\n'), frame('stderr', 'x\n\ny\n'), frame('stdout', 'no newline'), frame('stdout', '\nlast\n')])
+    const cut = new LogDecoder(true, { maxLineBytes: 1024, maxBytes: 6 })
+    const out = decodeAll(cut, stamped, 3)
+    expect(out.filter((x) => !('cut' in x))).toHaveLength(2)
+    expect(cut.newlines).toBe(7)
+  })
+
   test('one 200 MB line without a newline: the decoder never holds more than the line limit', () => {
     const max = 16 * 1024
     const decoder = new LogDecoder(true, { maxLineBytes: max })

@@ -58,6 +58,8 @@ describe.skipIf(!docker)('container output is bounded (real engine)', () => {
         // Read at 32 MiB/s: fast enough for a short test, paced enough that the stream's own
         // buffers stay small (unpaced, Bun's client buffered up to ~400 MB of the 200 MB line).
         TRAINING_OUTPUT_BYTES_PER_SECOND: String(32 * MiB),
+        // The flood's 100,000 lines would take 10 s at the default 10,000 lines a second.
+        TRAINING_OUTPUT_LINES_PER_SECOND: String(1_000_000),
         CONTAINER_LOG_FOLLOW_MAX_BYTES: String(FOLLOW_MAX),
         CONTAINER_LOG_TAIL_MAX_BYTES: String(TAIL_MAX),
       },

@@ -30,7 +30,8 @@ type Reserved = Awaited<ReturnType<Sql['reserve']>>
 
 /** Terminate the backend behind `conn`, and wait until it is gone. */
 async function killBackend(conn: Reserved): Promise<void> {
-  const [{ pid }] = await conn<{ pid: number }[]>`select pg_backend_pid() as pid`
+  const [row] = await conn<{ pid: number }[]>`select pg_backend_pid() as pid`
+  const pid = row!.pid
   await killer`select pg_terminate_backend(${pid})`
   await until(async () => (await killer`select 1 from pg_stat_activity where pid = ${pid}`).length === 0, `backend ${pid} to exit`)
 }

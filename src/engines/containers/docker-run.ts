@@ -25,20 +25,20 @@ export interface JobEngine extends Pick<ContainerEngine, 'checkPlacement' | 'rem
   onLogDropped: (bytes: number) => void
 }
 
-/** A reading pace: how long to wait after each chunk to average `rate` bytes a second. */
+/** A reading pace: how long to wait after each chunk to average `rate` bytes (or lines) a second. */
 class Pace {
   /** Reads may run ahead of the rate by this much (a quarter second's worth), then wait. */
   static readonly BURST_SECONDS = 0.25
   #ahead = 0
   #last = performance.now()
   constructor(readonly rate: number) {
-    if (!(rate > 0)) throw new Error('outputBytesPerSecond must be > 0')
+    if (!(rate > 0)) throw new Error('an output pace must be > 0 a second')
   }
 
-  /** Milliseconds to wait after reading `bytes`. */
-  after(bytes: number): number {
+  /** Milliseconds to wait after reading `amount` (bytes or lines). */
+  after(amount: number): number {
     const now = performance.now()
-    this.#ahead = Math.max(0, this.#ahead - ((now - this.#last) * this.rate) / 1000) + bytes
+    this.#ahead = Math.max(0, this.#ahead - ((now - this.#last) * this.rate) / 1000) + amount
     this.#last = now
     const excess = this.#ahead - this.rate * Pace.BURST_SECONDS
     return excess > 0 ? (excess / this.rate) * 1000 : 0
@@ -125,7 +125,7 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
       opts.signal?.addEventListener('abort', onAbort, { once: true })
       // The job's output comes over an attached stream, not from the engine's log file: the
       // engine hands it on as the job writes it and blocks the job's writes while we do not
-      // read, so pacing the reads (outputBytesPerSecond) paces the job. A fresh container is
+      // read, so pacing the reads (outputBytesPerSecond, outputLinesPerSecond) paces the job. A fresh container is
       // attached before it starts, so nothing it prints is missed. A node that restarted
       // mid-run finds it already started and re-attaches with the output from the beginning
       // (the engine's log) instead of running it twice; one that has finished is read from
@@ -158,11 +158,13 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
           else if (!item.final) opts.onOutputCut?.(item)
         }
       }
-      const pace = opts.outputBytesPerSecond !== undefined ? new Pace(opts.outputBytesPerSecond) : undefined
+      const bytePace = opts.outputBytesPerSecond !== undefined ? new Pace(opts.outputBytesPerSecond) : undefined
+      const linePace = opts.outputLinesPerSecond !== undefined ? new Pace(opts.outputLinesPerSecond) : undefined
       // Read to the end even past the budget (only counting): the stream's end is the job's.
       for await (const chunk of chunks(output, stopReading.signal)) {
+        const lines = decoder.newlines
         deliver(decoder.push(chunk))
-        const wait = pace?.after(chunk.length) ?? 0
+        const wait = Math.max(bytePace?.after(chunk.length) ?? 0, linePace?.after(decoder.newlines - lines) ?? 0)
         if (wait > 0) await pause(wait)
       }
       deliver(decoder.end())

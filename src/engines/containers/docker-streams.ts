@@ -66,6 +66,7 @@ export class LogDecoder {
   readonly #pending: Record<StreamName, Pending> = { stdout: pending(), stderr: pending() }
   #decoded = 0
   #dropped = 0
+  #newlines = 0
   #cut = false
   #maxRetained = 0
 
@@ -80,6 +81,15 @@ export class LogDecoder {
   /** Bytes of output past `maxBytes`, counted and dropped. */
   get droppedBytes(): number {
     return this.#dropped
+  }
+
+  /**
+   * Lines of output read so far, decoded or only counted past `maxBytes` (the newlines in the
+   * payload): what a reader paces by when lines, not bytes, are the cost (the engine's log
+   * driver and this decoder do work per line).
+   */
+  get newlines(): number {
+    return this.#newlines
   }
 
   /** Bytes held now (a partial header, a timestamp, unfinished lines). */
@@ -150,6 +160,7 @@ export class LogDecoder {
   /** Output within the budget is decoded; past it, only counted. */
   #budget(bytes: Buffer, out: Array<LogLine | LogCut>): void {
     if (bytes.length === 0) return
+    for (let at = bytes.indexOf(NEWLINE); at !== -1; at = bytes.indexOf(NEWLINE, at + 1)) this.#newlines++
     if (this.#cut) {
       this.#dropped += bytes.length
       return

@@ -277,6 +277,12 @@ export interface RunOptions {
    */
   outputBytesPerSecond?: number
   /**
+   * Lines of output read at most this fast (lines per second, averaged as above), beside
+   * outputBytesPerSecond: a flood of short lines costs the engine (its log driver handles each
+   * line) and the server per line far more than its bytes say. Default: unpaced.
+   */
+  outputLinesPerSecond?: number
+  /**
    * Abort to stop following the job and leave it running (this node is stopping): the call
    * returns at once with `detached`, the container is neither killed nor removed, and a later
    * run() with the same entityId re-attaches to it.

@@ -158,6 +158,7 @@ async function run(env: StepEnv, ctx: StepRunContext, w: Record<string, unknown>
           onOutputCut: (cut) => output.notice(`output past ${cut.maxBytes} bytes is not kept (TRAINING_LOG_MAX_BYTES): the rest, output lines included, is only counted`),
           maxOutputBytes: env.settings.logMaxBytes,
           outputBytesPerSecond: env.settings.outputBytesPerSecond,
+          outputLinesPerSecond: env.settings.outputLinesPerSecond,
         },
       )
       .catch((err: unknown) => asFailure(err))

@@ -64,6 +64,8 @@ interface StepSettings {
   logMaxBytes: number
   /** TRAINING_OUTPUT_BYTES_PER_SECOND: a container step printing faster is slowed. */
   outputBytesPerSecond: number
+  /** TRAINING_OUTPUT_LINES_PER_SECOND: a container step printing more lines a second is slowed. */
+  outputLinesPerSecond: number
   /** The training settings `model.train` plans a run with (as POST /api/models/:id/train does). */
   models: Config['models']
   /**
