@@ -258,8 +258,8 @@ describe('fair slots', () => {
 
 describe('worker churn', () => {
   /** The interactive pool as the engine makes it at the default limits (DATAKIT_QUERY_CONCURRENCY=2, per user 1). */
-  function queryPool(): WorkerPool {
-    const pool = new WorkerPool({ size: 2, perUser: 1, memoryMb: 512, threads: 1, spareInstance: true, sandbox: true, duckdbMemoryLimit: '1GB', tempDirectory: dir.file(`tmp-pool-${pools.length}`), deadlineFromArrival: true })
+  function queryPool(replacementIntervalMs?: number): WorkerPool {
+    const pool = new WorkerPool({ size: 2, perUser: 1, memoryMb: 512, threads: 1, spareInstance: true, sandbox: true, duckdbMemoryLimit: '1GB', tempDirectory: dir.file(`tmp-pool-${pools.length}`), deadlineFromArrival: true, replacementIntervalMs })
     pools.push(pool)
     return pool
   }
@@ -299,6 +299,29 @@ describe('worker churn', () => {
       // Bounded: DATAKIT_QUERY_CONCURRENCY workers and one spare.
       expect(pool.pids().length).toBeLessThanOrEqual(3)
     }
+  })
+
+  test('replacements are paced per user: past two at once, the next query of a user whose queries keep getting their worker stopped waits for one; no one else waits', async () => {
+    const BOMB = 'SELECT list_sum(range(1000000000)) AS s'
+    // A pace of one a minute: the third replacement is held back for the whole test.
+    const pool = queryPool(60_000)
+    await Promise.all([served(pool, 'abuser', 'SELECT 1'), served(pool, 'light', 'SELECT 1')])
+    for (let i = 0; i < 3; i++) expect((await served(pool, 'abuser', BOMB)).answer).toBe('query_memory_exceeded')
+    const before = pool.pids()
+    // The abuser's next query waits for the held-back start until its time runs out (a 422 that
+    // says it waited to start); the light user's, sent after it, is answered by a warm worker.
+    const held = served(pool, 'abuser', 'SELECT 2 AS two', 300)
+    const light = await served(pool, 'light', 'SELECT 1 AS one')
+    expect({ answer: light.answer, warm: light.warm }).toEqual({ answer: '[{"one":1}]', warm: true })
+    expect((await held).answer).toBe('query_timeout')
+    // Nothing was started for the abuser meanwhile.
+    expect(pool.pids().filter((pid) => !before.includes(pid))).toEqual([])
+
+    // At a pace the test can wait for, the held-back query runs once its replacement has started.
+    const paced = queryPool(200)
+    for (let i = 0; i < 3; i++) expect((await served(paced, 'abuser', BOMB)).answer).toBe('query_memory_exceeded')
+    const next = await served(paced, 'abuser', 'SELECT 2 AS two')
+    expect({ answer: next.answer, warm: next.warm }).toEqual({ answer: '[{"two":2}]', warm: false })
   })
 
   test("worker processes run below the server's scheduling priority, every thread of them", async () => {

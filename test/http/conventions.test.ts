@@ -2,6 +2,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { Elysia } from 'elysia'
 import { testServer, type TestServer } from '../support/app.ts'
 
+const WORDS = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta']
+let hugeAsked = Promise.withResolvers<void>()
+const HUGE_ROWS = Array.from({ length: 60_000 }, (_, i) => ({ id: i, name: `${WORDS[i % 8]}${(i * 7919) % 10007}`, value: Math.sin(i) * 1000, note: Bun.hash(String(i)).toString(36) }))
+
 let t: TestServer
 let limited: TestServer
 beforeAll(async () => {
@@ -11,6 +15,11 @@ beforeAll(async () => {
         throw new Error('secret internal detail')
       })
       .get('/api/test/big', () => ({ success: true, data: 'x'.repeat(5000) }))
+      // About 4 MB of JSON that compresses as real rows do (not one repeated character).
+      .get('/api/test/huge', () => {
+        hugeAsked.resolve()
+        return { success: true, data: HUGE_ROWS }
+      })
   t = await testServer({ CORS_ORIGIN: 'https://app.example.com,http://localhost:5173' }, { modules: [boom()] })
   limited = await testServer({ RATE_LIMIT_MAX_REQUESTS: '3', AUTH_RATE_LIMIT_MAX_REQUESTS: '2', TRUST_PROXY: 'true' })
 })
@@ -95,6 +104,26 @@ describe('headers', () => {
     expect(evil.headers.get('access-control-allow-origin')).toBeNull()
     const evilPre = await t.call('OPTIONS', '/api/auth/login', { headers: { origin: 'https://evil.example.com', 'access-control-request-method': 'POST' } })
     expect(evilPre.status).toBe(403)
+  })
+
+  test('a large body is gzipped off the event loop: a request sent while it compresses is answered first; the bytes are the same', async () => {
+    const order: string[] = []
+    hugeAsked = Promise.withResolvers<void>()
+    const huge = fetch(`${t.url}/api/test/huge`, { headers: { 'accept-encoding': 'gzip' }, decompress: false } as RequestInit).then(async (r) => {
+      order.push('huge')
+      return { encoding: r.headers.get('content-encoding'), bytes: new Uint8Array(await r.arrayBuffer()) }
+    })
+    // Asked once its handler has run: compressing ~8 MB of rows takes the server over 100 ms,
+    // answering this about one, so this answer's headers come first. Gzipped on the event
+    // loop, the big response was compressed and on its way before this request was even read.
+    await hugeAsked.promise
+    const health = await t.call('GET', '/health')
+    order.push('health')
+    expect(health.status).toBe(200)
+    const big = await huge
+    expect(order).toEqual(['health', 'huge'])
+    expect(big.encoding).toBe('gzip')
+    expect(JSON.parse(new TextDecoder().decode(Bun.gunzipSync(big.bytes)))).toEqual({ success: true, data: HUGE_ROWS })
   })
 
   test('responses of 1 KB or more are gzipped when the client accepts it', async () => {

@@ -46,7 +46,7 @@ export class QueryTimeoutError extends LimitError {
     super(
       'query_timeout',
       queued
-        ? `The ${what} did not finish within ${timeoutMs} ms (${setting}): it waited all that time for your other DataKit operations to finish (DATAKIT_QUERY_CONCURRENCY_PER_USER). Run fewer at once.`
+        ? `The ${what} did not finish within ${timeoutMs} ms (${setting}): it waited all that time to start, for your other DataKit operations to finish (DATAKIT_QUERY_CONCURRENCY_PER_USER) or for a fresh worker after your earlier ones had theirs stopped. Run fewer at once.`
         : `The ${what} did not finish within ${timeoutMs} ms (${setting}) and was stopped. ${advice}`,
       422,
       [limitDetail(setting, timeoutMs)],

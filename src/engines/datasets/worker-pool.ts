@@ -39,6 +39,14 @@
  * worker finds a warm one too (interactive pools; a background pool keeps one only below
  * `size`, as before).
  *
+ * Those replacements are paced per user (a token bucket: REPLACEMENT_BURST at once, then one
+ * per `replacementIntervalMs`). Without it a user whose every query is a memory bomb had a
+ * worker started for them as fast as one could start, about 4 a second: a core of the 2 taken
+ * by the starts alone, at the same priority as the worker answering everyone else's queries
+ * (issue 14: the light user's p99 1.9–2.9× quiet while it lasted). Past the bucket, their
+ * replacement starts later and their next operation waits for it (within its time limit);
+ * everyone else's operations do not.
+ *
  * Processes: at most `size` + 1 workers alive in an interactive pool (`size` running, one
  * spare or replacement), `size` in a background one, plus those already SIGKILLed whose exit
  * the kernel is finishing (their memory is on its way back). The workers run at a lower
@@ -59,6 +67,9 @@ import { DUCKDB_OUT_OF_MEMORY, type SandboxOp, type SandboxResults, type WorkerS
 import { duckdbMemoryLimit, WorkerProcess, type WorkerJob } from './worker-process.ts'
 
 const MiB = 1024 * 1024
+
+/** Replacement workers one user's operations may have started at once, before the pace applies. */
+const REPLACEMENT_BURST = 2
 
 export interface WorkerPoolOptions {
   /** Worker processes, i.e. operations running at once. */
@@ -86,6 +97,8 @@ export interface WorkerPoolOptions {
   idleMs?: number
   /** How often a busy worker's memory (and `watch`) is checked, ms (default 20). */
   watchMs?: number
+  /** Past REPLACEMENT_BURST, a user's operations get at most one replacement worker per this long (default 1000 ms). */
+  replacementIntervalMs?: number
   /**
    * Whether an operation's time limit counts from its arrival (waiting for a slot included:
    * interactive work, so no request outlives it) or from its start (background work, which
@@ -133,12 +146,16 @@ export class WorkerPool {
   readonly #busy = new Map<Worker, (err: AppError) => void>()
   /** Workers alive at most (retired ones aside): `size`, plus the spare of an interactive pool. */
   readonly #cap: number
+  /** Replacements each user may still have started now (a token bucket), and when it was counted. */
+  readonly #replacements = new Map<string, { tokens: number; at: number }>()
+  /** Users whose replacement waits for the pace: their operations wait for its start. */
+  readonly #heldBack = new Map<string, Promise<void>>()
   #watch: ReturnType<typeof setInterval> | undefined
   #seq = 0
   #closed = false
 
   constructor(opts: WorkerPoolOptions) {
-    this.#opts = { idleMs: 30_000, watchMs: 20, ...opts }
+    this.#opts = { ...opts, idleMs: opts.idleMs ?? 30_000, watchMs: opts.watchMs ?? 20, replacementIntervalMs: opts.replacementIntervalMs ?? 1000 }
     if (!Number.isInteger(opts.size) || opts.size < 1) throw new Error('size must be an integer >= 1')
     if (!(opts.memoryMb >= 64)) throw new Error('memoryMb must be >= 64')
     this.#slots = new FairSemaphore(opts.size, Math.min(opts.perUser, opts.size))
@@ -167,14 +184,18 @@ export class WorkerPool {
    */
   async run<K extends PoolOp['kind']>(user: string, op: Extract<PoolOp, { kind: K }>, limits: RunLimits): Promise<SandboxResults[K]> {
     const arrived = performance.now()
-    if (this.#opts.deadlineFromArrival) {
-      const deadline = AbortSignal.timeout(limits.timeoutMs)
-      await this.#admit(user, limits.signal ? AbortSignal.any([limits.signal, deadline]) : deadline).catch((err: unknown) => {
-        throw deadline.aborted && !limits.signal?.aborted ? limits.timeoutError(true) : err
-      })
-    } else await this.#admit(user, limits.signal)
+    const deadline = this.#opts.deadlineFromArrival ? AbortSignal.timeout(limits.timeoutMs) : undefined
+    const waiting = deadline && limits.signal ? AbortSignal.any([limits.signal, deadline]) : (deadline ?? limits.signal)
+    const queued = (err: unknown) => (deadline?.aborted && !limits.signal?.aborted ? limits.timeoutError(true) : err)
+    await this.#admit(user, waiting).catch((err: unknown) => {
+      throw queued(err)
+    })
     const scratch = join(this.#opts.tempDirectory, `op-${crypto.randomUUID()}`)
     try {
+      const held = this.#heldBack.get(user)
+      if (held) await untilAborted(held, waiting).catch((err: unknown) => {
+        throw queued(err)
+      })
       limits.signal?.throwIfAborted()
       if (this.#closed) throw new ServiceUnavailableError('The dataset engine is stopping')
       const { worker, warm } = this.#take(user)
@@ -315,7 +336,35 @@ export class WorkerPool {
     clearTimeout(w.idleTimer)
     // Not past #cap: the pool may have started a worker while this one was dying (it no longer
     // counted); one is then free for the user's next operation.
-    if (by !== undefined && !this.#closed && this.#alive() < this.#cap) this.#start(by)
+    if (by !== undefined && !this.#closed) this.#replace(by)
+  }
+
+  /** Start `user`'s replacement now, or once their pace allows (their operations wait for it meanwhile). */
+  #replace(user: string): void {
+    const wait = this.#replacementWait(user)
+    if (wait === 0) {
+      if (this.#alive() < this.#cap) this.#start(user)
+      return
+    }
+    const held: Promise<void> = new Promise<void>((resolve) => setTimeout(resolve, wait).unref?.()).then(() => {
+      if (this.#heldBack.get(user) === held) this.#heldBack.delete(user)
+      if (!this.#closed && this.#alive() < this.#cap) this.#start(user)
+    })
+    this.#heldBack.set(user, held)
+  }
+
+  /** Milliseconds until `user` may have another replacement started (0: now, and it is counted). */
+  #replacementWait(user: string): number {
+    const interval = this.#opts.replacementIntervalMs
+    const now = performance.now()
+    // Buckets that have filled up again are forgotten (the map holds only recent abusers).
+    for (const [u, b] of this.#replacements) if (b.tokens + (now - b.at) / interval >= REPLACEMENT_BURST) this.#replacements.delete(u)
+    const b = this.#replacements.get(user) ?? { tokens: REPLACEMENT_BURST, at: now }
+    b.tokens = Math.min(REPLACEMENT_BURST, b.tokens + (now - b.at) / interval) - 1
+    b.at = now
+    this.#replacements.set(user, b)
+    // Counted now, owed when negative: the start waits until the bucket is back at zero.
+    return b.tokens >= 0 ? 0 : Math.ceil(-b.tokens * interval)
   }
 
   /** Stop `w` for good; once it has exited, #forget starts its replacement if it was retired because of someone. */
@@ -415,4 +464,15 @@ export class WorkerPool {
     if (used === 'used') this.#idle.push(worker)
     else this.#idle.unshift(worker)
   }
+}
+
+/** `p`, or the signal's reason once it aborts first. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p
+  if (signal.aborted) return Promise.reject(signal.reason)
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+  })
 }

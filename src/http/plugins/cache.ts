@@ -6,7 +6,7 @@
  */
 import type { Metrics } from '../../core/metrics.ts'
 import { MemoryCacheStore, type CacheEntry, type CacheStore } from '../../store/response-cache.ts'
-import { encodeBody, headerTemplate, respond } from './request.ts'
+import { encodeBody, headerTemplate, respond, type EncodedBody } from './request.ts'
 
 export interface ServeOptions {
   /** The scope writers invalidate, e.g. `user:<id>`. */
@@ -50,7 +50,7 @@ export class ResponseCache {
     const key = keyOf(opts.viewer, request)
     const store = this.store
     const { entry, generation } = store instanceof MemoryCacheStore ? store.getSync(opts.scope, key) : await store.get(opts.scope, key)
-    let body: string | Uint8Array | null
+    let body: EncodedBody | null
     if (entry) body = this.answer(request, headers, entry, opts.route, true)
     else {
       const text = JSON.stringify(await compute())
@@ -58,7 +58,8 @@ export class ResponseCache {
       await store.set(opts.scope, key, fresh, generation)
       body = this.answer(request, headers, fresh, opts.route, false)
     }
-    // Elysia turns a string or bytes into the Response itself, with the headers set here;
+    // Elysia turns a string, bytes or a stream (a large body gzipped off the event loop) into
+    // the Response itself (the mapResponse hook, plugins/request.ts), with the headers set here;
     // typed as Response because that is what the client receives and it keeps route types honest.
     return body === null ? new Response(null, { status: 304, headers }) : (body as unknown as Response)
   }
@@ -87,7 +88,7 @@ export class ResponseCache {
    * Answer with `entry`: its caching headers written into `headers`, and its body (gzipped
    * when the client accepts it), or null when the client's If-None-Match matches (a 304).
    */
-  private answer(request: Request, headers: Record<string, string>, entry: CacheEntry, route: string, hit: boolean): string | Uint8Array | null {
+  private answer(request: Request, headers: Record<string, string>, entry: CacheEntry, route: string, hit: boolean): EncodedBody | null {
     Object.assign(headers, cachingHeaders(entry, hit))
     return this.notModified(request, entry, route, hit) ? null : encodeBody(request, entry.body, headers)
   }
