@@ -14,8 +14,10 @@
  *   The light user is a process of its own (the bench's own work never delays it), one query at
  *   a time, 50 ms apart, all along; "quiet" pools its queries while it is alone: 60 at the
  *   start and at the end, and 2 s before each abuse (so it follows the machine's background
- *   load as the abuses do). An abuse answered in under 3 s (BENCH_ABUSE_WINDOW_MS) is repeated
- *   (at most 10 a second) until 3 s have passed, as an abuser would, so that p99 has samples;
+ *   load as the abuses do). An abuse answered in under 10 s (BENCH_ABUSE_WINDOW_MS) is repeated
+ *   (at most 10 a second) until 10 s have passed, as an abuser would, so that p99 has samples
+ *   (about 160: over the 3 s windows of earlier versions it was the slowest of ~45 queries,
+ *   and a run with no abuse at all, item 5's reference, read 2× quiet as often as not);
  * - PASS/FAIL per goal: peak under 1.5 GB, answer within the time limit + 1 s, light p99 under
  *   2× quiet (and none of its queries refused).
  *
@@ -68,10 +70,10 @@ const GOAL_LIGHT_RATIO = 2
 const SAMPLE_MS = 10
 /**
  * An abuse that answers sooner is repeated (as an abuser would) until this long has passed, so
- * the light user's p99 has samples; at most one start every REPEAT_MS, which keeps a 3 s window
- * within a default request budget (RATE_LIMIT_MAX_REQUESTS=100 per 15 minutes).
+ * the light user's p99 has samples; at most one start every REPEAT_MS (the server's request
+ * rate limits are raised, as in every benchmark: bench/support/server.ts).
  */
-const WINDOW_MS = Number(process.env.BENCH_ABUSE_WINDOW_MS ?? 3000)
+const WINDOW_MS = Number(process.env.BENCH_ABUSE_WINDOW_MS ?? 10_000)
 const REPEAT_MS = 100
 /** Quiet `select 1` queries before and after the abuses, and the light user alone before each. */
 const QUIET_QUERIES = 60
