@@ -125,11 +125,11 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
       opts.signal?.addEventListener('abort', onAbort, { once: true })
       // The job's output comes over an attached stream, not from the engine's log file: the
       // engine hands it on as the job writes it and blocks the job's writes while we do not
-      // read, so pacing the reads (outputBytesPerSecond, outputLinesPerSecond) paces the job. A fresh container is
-      // attached before it starts, so nothing it prints is missed. A node that restarted
-      // mid-run finds it already started and re-attaches with the output from the beginning
-      // (the engine's log) instead of running it twice; one that has finished is read from
-      // its log.
+      // read, so pacing the reads (outputBytesPerSecond, outputLinesPerSecond) paces the job.
+      // A fresh container is attached before it starts, so nothing it prints is missed. A node
+      // that restarted mid-run finds it already started and re-attaches with the output from
+      // the beginning (the engine's log) instead of running it twice; one that has finished is
+      // read from its log.
       const fresh = existing.State.Status === 'created' && (existing.State.StartedAt ?? NEVER).startsWith('0001-')
       let output: NodeJS.ReadableStream
       let timestamps = false
