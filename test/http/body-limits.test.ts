@@ -19,14 +19,29 @@ beforeAll(async () => {
 })
 afterAll(() => t.stop())
 
-/** A body that never ends: the server must answer from the declared length alone. */
-const endless = () => new ReadableStream<Uint8Array>({ pull: (c) => c.enqueue(new Uint8Array(64 * 1024)) })
+/**
+ * A body that never ends: it stops one byte short of the length it declares and waits there,
+ * so the server must answer from the declared length alone. (It used to go on past it: a fast
+ * client then reached its own declared length first and fetch failed with
+ * ERR_HTTP_CONTENT_LENGTH_MISMATCH before the server's 413 arrived.)
+ */
+function endless(declared: number): ReadableStream<Uint8Array> {
+  let sent = 0
+  return new ReadableStream<Uint8Array>({
+    pull: (c) => {
+      const n = Math.min(64 * 1024, declared - 1 - sent)
+      if (n <= 0) return new Promise<void>(() => {})
+      sent += n
+      c.enqueue(new Uint8Array(n))
+    },
+  })
+}
 
 /** fetch against the listening server with `length` declared and a body that would go on forever. */
 async function declare(method: string, path: string, length: number, type: string, auth = true): Promise<{ status: number; body: unknown; connection: string | null }> {
   const headers: Record<string, string> = { 'content-length': String(length), 'content-type': type }
   if (auth) headers.authorization = `Bearer ${token}`
-  const res = await fetch(t.url + path, { method, headers, body: endless(), duplex: 'half' } as RequestInit)
+  const res = await fetch(t.url + path, { method, headers, body: endless(length), duplex: 'half' } as RequestInit)
   return { status: res.status, body: await res.json().catch(() => 'not JSON'), connection: res.headers.get('connection') }
 }
 
