@@ -160,9 +160,9 @@ export class LogDecoder {
   /** Output within the budget is decoded; past it, only counted. */
   #budget(bytes: Buffer, out: Array<LogLine | LogCut>): void {
     if (bytes.length === 0) return
-    for (let at = bytes.indexOf(NEWLINE); at !== -1; at = bytes.indexOf(NEWLINE, at + 1)) this.#newlines++
     if (this.#cut) {
       this.#dropped += bytes.length
+      this.#countNewlines(bytes)
       return
     }
     const max = this.#maxBytes
@@ -171,6 +171,7 @@ export class LogDecoder {
       this.#lines(bytes.subarray(0, keep), out)
       this.#decoded = max
       this.#dropped += bytes.length - keep
+      this.#countNewlines(bytes.subarray(keep))
       this.#cut = true
       // Unfinished lines end here: what follows them is not decoded.
       for (const stream of ['stdout', 'stderr'] as const) if (this.#pending[stream].size > 0) this.#emit(stream, true, out)
@@ -181,6 +182,12 @@ export class LogDecoder {
     this.#lines(bytes, out)
   }
 
+  /** Lines past the budget: not decoded, but counted (see newlines). */
+  #countNewlines(bytes: Buffer): void {
+    for (let at = bytes.indexOf(NEWLINE); at !== -1; at = bytes.indexOf(NEWLINE, at + 1)) this.#newlines++
+  }
+
+  /** Decode `bytes` into lines (each newline found is counted in #newlines). */
   #lines(bytes: Buffer, out: Array<LogLine | LogCut>): void {
     const stream = this.#stream
     const p = this.#pending[stream]
@@ -188,6 +195,7 @@ export class LogDecoder {
     while (start <= bytes.length) {
       const nl = bytes.indexOf(NEWLINE, start)
       const end = nl === -1 ? bytes.length : nl
+      if (nl !== -1) this.#newlines++
       if (nl !== -1 && p.size === 0 && end - start <= this.#maxLine) {
         // The usual case: a whole line inside this payload, nothing pending (the text decoder
         // holds nothing either, a line's end resets it), decoded in place.
