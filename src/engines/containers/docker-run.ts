@@ -5,6 +5,7 @@
  */
 import type Dockerode from 'dockerode'
 import { ConflictError, UnprocessableError } from '../../core/errors.ts'
+import { Pace } from '../../core/pace.ts'
 import { mapEngineError, oomReason, statusOf } from './docker-errors.ts'
 import type { Readable } from 'node:stream'
 import { awaitCreated, bindMount, chunks, engineCall, inspectRaw, NEVER, pause } from './docker-io.ts'
@@ -25,25 +26,11 @@ export interface JobEngine extends Pick<ContainerEngine, 'checkPlacement' | 'rem
   onLogDropped: (bytes: number) => void
 }
 
-/** A reading pace: how long to wait after each chunk to average `rate` bytes (or lines) a second. */
-class Pace {
-  /** Reads may run ahead of the rate by this much (a quarter second's worth), then wait. */
-  static readonly BURST_SECONDS = 0.25
-  #ahead = 0
-  #last = performance.now()
-  constructor(readonly rate: number) {
-    if (!(rate > 0)) throw new Error('an output pace must be > 0 a second')
-  }
+/** Output reads may run ahead of their pace by this long's worth (a quarter second), then wait. */
+const READ_BURST_SECONDS = 0.25
 
-  /** Milliseconds to wait after reading `amount` (bytes or lines). */
-  after(amount: number): number {
-    const now = performance.now()
-    this.#ahead = Math.max(0, this.#ahead - ((now - this.#last) * this.rate) / 1000) + amount
-    this.#last = now
-    const excess = this.#ahead - this.rate * Pace.BURST_SECONDS
-    return excess > 0 ? (excess / this.rate) * 1000 : 0
-  }
-}
+/** How fast a job's output is read: `rate` bytes (or lines) a second. */
+const readPace = (rate: number) => new Pace(rate, rate * READ_BURST_SECONDS)
 
 export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions = {}): Promise<RunResult> {
   const { docker } = engine
@@ -158,8 +145,8 @@ export async function runJob(engine: JobEngine, spec: RunSpec, opts: RunOptions 
           else if (!item.final) opts.onOutputCut?.(item)
         }
       }
-      const bytePace = opts.outputBytesPerSecond !== undefined ? new Pace(opts.outputBytesPerSecond) : undefined
-      const linePace = opts.outputLinesPerSecond !== undefined ? new Pace(opts.outputLinesPerSecond) : undefined
+      const bytePace = opts.outputBytesPerSecond !== undefined ? readPace(opts.outputBytesPerSecond) : undefined
+      const linePace = opts.outputLinesPerSecond !== undefined ? readPace(opts.outputLinesPerSecond) : undefined
       // Read to the end even past the budget (only counting): the stream's end is the job's.
       for await (const chunk of chunks(output, stopReading.signal)) {
         const lines = decoder.newlines

@@ -39,15 +39,11 @@
  * worker finds a warm one too (interactive pools; a background pool keeps one only below
  * `size`, as before).
  *
- * Those replacements are paced per user (a token bucket: REPLACEMENT_BURST at once, then one
- * per `replacementIntervalMs`). Without it a user whose every query is a memory bomb had a
- * worker started for them as fast as one could start, about 4 a second (11 in bench:abuse's
- * 3 s), about a core of the 2 taken by the starts alone, at the same priority as the workers
- * answering everyone else; with it, 6 in 3 s and one a second after that. Past the bucket,
- * their replacement starts later and their next operation waits for it (within its time
- * limit); everyone else's operations do not. (What the light user of bench:abuse saw did not
- * measurably change with it: its p99 during the bombs stayed 1.6–2.7× quiet over 3 s windows,
- * 1.8× over 10 s; the pace bounds what one user can make the machine spend.)
+ * Those replacements are paced per user (REPLACEMENT_BURST at once, then one per
+ * `replacementIntervalMs`: a Pace each, core/pace.ts): unpaced, a user whose every query is a
+ * memory bomb had workers started for them as fast as they could start, about a core of the 2
+ * (bench:abuse, README). Past it, their next operation waits for their replacement (within its
+ * time limit); no one else's does.
  *
  * Processes: at most `size` + 1 workers alive in an interactive pool (`size` running, one
  * spare or replacement), `size` in a background one, plus those already SIGKILLed whose exit
@@ -62,7 +58,9 @@ import { mkdirSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AppError, ServiceUnavailableError } from '../../core/errors.ts'
+import { untilAborted } from '../../core/abortable.ts'
 import { FairSemaphore } from '../../core/fair-semaphore.ts'
+import { Paces } from '../../core/pace.ts'
 import { QueueFullError } from './errors.ts'
 import type { ToWorker } from './sandbox-protocol.ts'
 import { DUCKDB_OUT_OF_MEMORY, type SandboxOp, type SandboxResults, type WorkerSettings } from './sandbox-ops.ts'
@@ -148,8 +146,8 @@ export class WorkerPool {
   readonly #busy = new Map<Worker, (err: AppError) => void>()
   /** Workers alive at most (retired ones aside): `size`, plus the spare of an interactive pool. */
   readonly #cap: number
-  /** Replacements each user may still have started now (a token bucket), and when it was counted. */
-  readonly #replacements = new Map<string, { tokens: number; at: number }>()
+  /** The pace of each user's replacement workers. */
+  readonly #replacements: Paces
   /** Users whose replacement waits for the pace: their operations wait for its start. */
   readonly #heldBack = new Map<string, Promise<void>>()
   #watch: ReturnType<typeof setInterval> | undefined
@@ -162,6 +160,7 @@ export class WorkerPool {
     if (!(opts.memoryMb >= 64)) throw new Error('memoryMb must be >= 64')
     this.#slots = new FairSemaphore(opts.size, Math.min(opts.perUser, opts.size))
     this.#cap = opts.size + (opts.spareInstance ? 1 : 0)
+    this.#replacements = new Paces(1000 / this.#opts.replacementIntervalMs, REPLACEMENT_BURST)
     this.#settings = {
       threads: opts.threads,
       duckdbMemoryLimit: duckdbMemoryLimit(opts.duckdbMemoryLimit, opts.memoryMb),
@@ -343,7 +342,7 @@ export class WorkerPool {
 
   /** Start `user`'s replacement now, or once their pace allows (their operations wait for it meanwhile). */
   #replace(user: string): void {
-    const wait = this.#replacementWait(user)
+    const wait = this.#replacements.after(user, 1)
     if (wait === 0) {
       if (this.#alive() < this.#cap) this.#start(user)
       return
@@ -353,20 +352,6 @@ export class WorkerPool {
       if (!this.#closed && this.#alive() < this.#cap) this.#start(user)
     })
     this.#heldBack.set(user, held)
-  }
-
-  /** Milliseconds until `user` may have another replacement started (0: now, and it is counted). */
-  #replacementWait(user: string): number {
-    const interval = this.#opts.replacementIntervalMs
-    const now = performance.now()
-    // Buckets that have filled up again are forgotten (the map holds only recent abusers).
-    for (const [u, b] of this.#replacements) if (b.tokens + (now - b.at) / interval >= REPLACEMENT_BURST) this.#replacements.delete(u)
-    const b = this.#replacements.get(user) ?? { tokens: REPLACEMENT_BURST, at: now }
-    b.tokens = Math.min(REPLACEMENT_BURST, b.tokens + (now - b.at) / interval) - 1
-    b.at = now
-    this.#replacements.set(user, b)
-    // Counted now, owed when negative: the start waits until the bucket is back at zero.
-    return b.tokens >= 0 ? 0 : Math.ceil(-b.tokens * interval)
   }
 
   /** Stop `w` for good; once it has exited, #forget starts its replacement if it was retired because of someone. */
@@ -466,15 +451,4 @@ export class WorkerPool {
     if (used === 'used') this.#idle.push(worker)
     else this.#idle.unshift(worker)
   }
-}
-
-/** `p`, or the signal's reason once it aborts first. */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p
-  if (signal.aborted) return Promise.reject(signal.reason)
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
-  })
 }
