@@ -378,7 +378,7 @@ function report(r: { rows: Row[]; quiet: LightSample[]; idle: Memory; load: [num
   console.log(
     `\nbench:abuse — issue 14 items 1–5 against src/main.ts with its default limits: DATAKIT_QUERY_TIMEOUT_MS=${d.queryTimeoutMs}, ` +
       `DATAKIT_QUERY_MEMORY_MB=${d.queryMemoryMb}, DATAKIT_QUERY_MAX_ROWS=${d.queryMaxRows}, DATAKIT_QUERY_MAX_BYTES=${d.queryMaxBytes}, ` +
-      `DATAKIT_EXPORT_MAX_BYTES=${d.exportMaxBytes}, DATAKIT_QUERY_CONCURRENCY=${d.queryConcurrency} (per user ${d.queryConcurrencyPerUser}, queue ${d.queryQueuePerUser}), ` +
+      `DATAKIT_EXPORT_MAX_BYTES=${d.exportMaxBytes}, DATAKIT_QUERY_BYTES_PER_SECOND=${d.queryBytesPerSecond}, DATAKIT_DOWNLOAD_BYTES_PER_SECOND=${d.downloadBytesPerSecond}, DATAKIT_QUERY_CONCURRENCY=${d.queryConcurrency} (per user ${d.queryConcurrencyPerUser}, queue ${d.queryQueuePerUser}), ` +
       `DATAKIT_PROFILE_MEMORY_MB=${d.profileMemoryMb}, DATAKIT_PROFILE_TIMEOUT_MS=${d.profileTimeoutMs}, DATAKIT_MAX_DECOMPRESSED_BYTES=${d.maxDecompressedBytes}, ` +
       `DATAKIT_MAX_ROWS=${d.maxRows}, DATAKIT_MAX_COLUMNS=${d.maxColumns}, TRAINING_LOG_MAX_BYTES=${defaults.models.logMaxBytes}, ` +
       `CONTAINER_LOG_LINE_MAX_BYTES=${defaults.containerLogs.lineMaxBytes}, TRAINING_OUTPUT_BYTES_PER_SECOND=${defaults.models.outputBytesPerSecond}, TRAINING_OUTPUT_LINES_PER_SECOND=${defaults.models.outputLinesPerSecond}` +

@@ -55,6 +55,10 @@ export interface Config {
     queryMemoryMb: number
     profileMemoryMb: number
     queryMaxBytes: number
+    /** Bytes of JSON rows one user's previews and queries may answer with a second (past queryMaxBytes at once, the next waits). */
+    queryBytesPerSecond: number
+    /** Bytes a second one user's DataKit downloads (files, exports) are streamed at, together. */
+    downloadBytesPerSecond: number
     exportMaxBytes: number
     profileTimeoutMs: number
     /** What an uploaded dataset may be: decompressed bytes (gzip), rows, columns. */
@@ -260,6 +264,8 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       queryMemoryMb: e.DATAKIT_QUERY_MEMORY_MB,
       profileMemoryMb: e.DATAKIT_PROFILE_MEMORY_MB,
       queryMaxBytes: parseSize(e.DATAKIT_QUERY_MAX_BYTES),
+      queryBytesPerSecond: e.DATAKIT_QUERY_BYTES_PER_SECOND,
+      downloadBytesPerSecond: e.DATAKIT_DOWNLOAD_BYTES_PER_SECOND,
       exportMaxBytes: parseSize(e.DATAKIT_EXPORT_MAX_BYTES),
       profileTimeoutMs: e.DATAKIT_PROFILE_TIMEOUT_MS,
       maxDecompressedBytes: parseSize(e.DATAKIT_MAX_DECOMPRESSED_BYTES),

@@ -147,6 +147,7 @@ function buildEngines(config: ResolvedConfig, deps: { sql: Sql; logger: Logger; 
     queryMaxRows: d.queryMaxRows,
     queryMaxBytes: d.queryMaxBytes,
     exportMaxBytes: d.exportMaxBytes,
+    queryBytesPerSecond: d.queryBytesPerSecond,
     limits: { maxDecompressedBytes: d.maxDecompressedBytes, maxRows: d.maxRows, maxColumns: d.maxColumns },
     // Absolute (config.ts resolves DATA_DIR): the worker processes run with this as their working directory.
     tempDirectory: join(config.dataDir, 'duckdb-tmp'),

@@ -16,12 +16,14 @@
  * Parquet copies): USER_STORAGE_QUOTA_BYTES, or an admin's override. In a cluster UPLOAD_DIR
  * must be storage every node shares: the node that receives an upload is not necessarily the
  * one whose actor profiles it.
+ *
+ * Downloads (the uploaded file, a dataset export, a query export) are paced per user:
+ * DATAKIT_DOWNLOAD_BYTES_PER_SECOND (./downloads.ts).
  */
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Elysia, t } from 'elysia'
 import { NotFoundError, ValidationError } from '../core/errors.ts'
-import { sendOnce } from '../core/files.ts'
 import { DATAKIT_KIND, type DatakitMessage } from '../actors/datakit.ts'
 import { datakitFiles } from '../actors/datakit-files.ts'
 import type { DatasetEngine, ExportFormat } from '../engines/datasets/engine.ts'
@@ -32,6 +34,7 @@ import * as users from '../store/users.ts'
 import { access } from '../auth/route-access.ts'
 import { documented, Envelope, errors, ok, requireAction, requireOrgRole, requireUser, type HttpDeps } from './context.ts'
 import { datakitAccess, datakitsRead, VersionNotReadyError } from './datakit-access.ts'
+import { Downloads } from './downloads.ts'
 import { contentDisposition, sanitizeFilename } from './upload.ts'
 import { DatakitModel, serializeDatakit, serializeDetail, serializeVersion } from './views/datakit.ts'
 
@@ -50,6 +53,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
   const { config, sql } = deps
   const { engine, dir } = opts
   const exportDir = join(dir, 'exports')
+  const downloads = new Downloads(config.datakits.downloadBytesPerSecond)
   const ask = (id: string, message: DatakitMessage) => deps.actors.ask(DATAKIT_KIND, id, message)
 
   const { readable, writable, deletable, move, invalidate, readyVersion } = datakitAccess(deps)
@@ -240,17 +244,16 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
       .get(
         '/:id/download',
         async ({ request, params, query, set }) => {
-          const { d } = await readable(request, params.id)
+          const { me, d } = await readable(request, params.id)
           const v = await store.findVersion(sql, d.id, query.version ?? d.currentVersion)
           if (!v) throw new NotFoundError('DataKit version')
           const path = datakitFiles(dir, v.fileId).original
-          const file = Bun.file(path)
-          if (!(await file.exists())) throw new NotFoundError('DataKit file')
+          if (!(await Bun.file(path).exists())) throw new NotFoundError('DataKit file')
           const h = set.headers as Record<string, string>
           h['content-type'] = FORMAT_MEDIA_TYPES[v.format as DatasetFormat] ?? 'application/octet-stream'
           h['content-disposition'] = contentDisposition(v.originalName)
           h['x-content-sha256'] = v.sha256
-          return new Response(file, { headers: h })
+          return downloads.file(me.userId, path, h, request.signal)
         },
         {
           params: idParams,
@@ -276,9 +279,8 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
           const res = await engine.exportTo(datakitFiles(dir, v.fileId).parquet, format, join(exportDir, `${crypto.randomUUID()}.${format}`), { user: me.userId, signal: request.signal })
           const h = set.headers as Record<string, string>
           h['content-type'] = res.contentType
-          h['content-length'] = String(res.bytes)
           h['content-disposition'] = contentDisposition(`${sanitizeFilename(d.name.replace(/[\\/]/g, '_'), 'datakit')}-v${v.version}.${format}`)
-          return new Response(await sendOnce(res.path), { headers: h })
+          return downloads.consume(me.userId, res.path, res.bytes, h, request.signal)
         },
         {
           params: idParams,
@@ -352,10 +354,8 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
           })
           const h = set.headers as Record<string, string>
           h['content-type'] = res.contentType
-          h['content-length'] = String(res.bytes)
           h['content-disposition'] = contentDisposition(`${sanitizeFilename(d.name.replace(/[\\/]/g, '_'), 'datakit')}-v${v.version}-query.${format}`)
-          // Sent with sendfile: the kernel paces it to the client (backpressure), no byte passes through JavaScript.
-          return new Response(await sendOnce(res.path), { headers: h })
+          return downloads.consume(me.userId, res.path, res.bytes, h, request.signal)
         },
         {
           params: idParams,

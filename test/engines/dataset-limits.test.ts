@@ -424,6 +424,36 @@ describe('upload-time checks', () => {
   })
 })
 
+describe('answer pace (DATAKIT_QUERY_BYTES_PER_SECOND)', () => {
+  /** Three rows of ~510 bytes of JSON each. */
+  const WIDE = "SELECT i, repeat('x', 500) AS pad FROM range(3) t(i)"
+
+  test("past the burst, a user's next query that could not start within its time limit is a 429 naming the pace; another user's is answered", async () => {
+    // A burst of 2 KB (DATAKIT_QUERY_MAX_BYTES), then one byte a second: never paid back here.
+    const e = engineWith({ queryBytesPerSecond: 1, queryMaxBytes: 2048 })
+    expect((await e.query(parquet, WIDE, { user: 'heavy' })).rowCount).toBe(3)
+    // Previews count too: this one is cut at the 2 KB, which takes the user past the burst.
+    expect((await e.preview(parquet, 1000, 0, { user: 'heavy' })).truncated).toBe(true)
+    const refused = await rejection(e.query(parquet, 'SELECT 1 AS one', { user: 'heavy' }))
+    expect(bound(refused)).toEqual({ status: 429, code: 'answer_rate_exceeded', limit: 'DATAKIT_QUERY_BYTES_PER_SECOND=1' })
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(60)
+    expect((await e.query(parquet, 'SELECT 1 AS one', { user: 'light' })).rowsJson).toBe('[{"one":1}]')
+  })
+
+  test("a paced query waits for the pace, then runs, and holds no slot meanwhile: another user's, sent after it, is answered first", async () => {
+    // One slot: unpaced, the query sent first takes it and the other waits behind it. ~1.5 KB
+    // past a burst of 100 bytes at 500 bytes a second: the paced query waits about 3 s, within
+    // its 10 s time limit.
+    const e = engineWith({ queryBytesPerSecond: 500, queryMaxBytes: 100, interactiveConcurrency: 1 })
+    expect((await e.query(parquet, WIDE, { user: 'heavy', maxBytes: 2048 })).rowCount).toBe(3)
+    const order: string[] = []
+    const heavy = e.query(parquet, 'SELECT 2 AS two', { user: 'heavy' }).then((r) => (order.push('heavy'), r.rowsJson))
+    const light = e.query(parquet, 'SELECT 1 AS one', { user: 'light' }).then((r) => (order.push('light'), r.rowsJson))
+    expect(await Promise.all([heavy, light])).toEqual(['[{"two":2}]', '[{"one":1}]'])
+    expect(order).toEqual(['light', 'heavy'])
+  })
+})
+
 describe('scratch space', () => {
   test('scratch left by a server that died mid-operation is removed at start, once older than any operation may run', async () => {
     const tmp = dir.file('tmp-crashed')

@@ -79,7 +79,7 @@ export async function runOp(settings: WorkerSettings, op: SandboxOp): Promise<Sa
  * Rows `offset … offset+limit` of the Parquet copy, in file order, as JSON-safe values, with the
  * total row count from the Parquet footer; at most `maxBytes` of them.
  */
-async function preview(c: DuckDBConnection, op: Extract<SandboxOp, { kind: 'preview' }>): Promise<DatasetPreview> {
+async function preview(c: DuckDBConnection, op: Extract<SandboxOp, { kind: 'preview' }>): Promise<SandboxResults['preview']> {
   const source = `read_parquet(${lit(op.parquetPath)})`
   await c.run(`SET streaming_buffer_size = ${lit(STREAMING_BUFFER)}`)
   const result = await c.stream(`SELECT * FROM ${source} LIMIT ${op.limit} OFFSET ${op.offset}`)
@@ -93,6 +93,7 @@ async function preview(c: DuckDBConnection, op: Extract<SandboxOp, { kind: 'prev
     limit: op.limit,
     totalRows: await countRows(c, source),
     truncated: read.truncatedBy !== null,
+    bytes: read.bytes,
   }
 }
 
@@ -113,6 +114,7 @@ async function query(c: DuckDBConnection, op: Extract<SandboxOp, { kind: 'query'
     return {
       columns: names.map((name, i) => ({ name, type: String(types[i]!) })),
       rowsJson: `[${read.json.join(',')}]`,
+      bytes: read.bytes,
       rowCount: read.rows.length,
       truncated: read.truncatedBy !== null,
       truncatedBy: read.truncatedBy,

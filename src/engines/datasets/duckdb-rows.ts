@@ -10,17 +10,17 @@ import { jsonSafeConverter, type JsonValue } from './values.ts'
  * Rows of a streamed result as JSON-safe objects, converted one at a time so that reading
  * stops at `maxRows` rows or before the row whose JSON would take the total past `maxBytes`
  * (a row count alone does not bound the answer: one row can hold a 400 MB string). Strings
- * have the paths in `redact` replaced by `data`.
+ * have the paths in `redact` replaced by `data`. `bytes`: those of the rows' JSON array.
  */
 export async function readRows(
   next: () => Promise<DuckDBDataChunk | null>,
   names: string[],
   opts: { maxRows: number; maxBytes: number; redact: string[] },
-): Promise<{ rows: Record<string, JsonValue>[]; json: string[]; truncatedBy: TruncatedBy | null }> {
+): Promise<{ rows: Record<string, JsonValue>[]; json: string[]; bytes: number; truncatedBy: TruncatedBy | null }> {
   const rows: Record<string, JsonValue>[] = []
   const json: string[] = []
   let bytes = 2 // []
-  const stop = (truncatedBy: TruncatedBy | null) => ({ rows, json, truncatedBy })
+  const stop = (truncatedBy: TruncatedBy | null) => ({ rows, json, bytes, truncatedBy })
   for (;;) {
     const chunk = await next()
     if (!chunk || chunk.rowCount === 0) return stop(null)

@@ -80,6 +80,8 @@ export class DuckDBDatasetEngine implements DatasetEngine {
       perUser: o.interactivePerUser,
       queuePerUser: o.interactiveQueuePerUser,
       memoryMb: o.queryMemoryMb,
+      // One answer of the largest size goes at once; past it, the rate.
+      answerPace: { bytesPerSecond: o.queryBytesPerSecond, burstBytes: o.queryMaxBytes },
     })
     void removeStaleScratch(o.tempDirectory, Math.max(o.profileTimeoutMs, o.queryTimeoutMs) + 60_000)
   }
@@ -156,7 +158,8 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     const lim = Math.max(1, Math.min(MAX_PREVIEW_ROWS, Math.floor(limit) || 1))
     const off = Math.max(0, Math.floor(offset) || 0)
     const o = this.options
-    return this.#interactive.run(opts.user, { kind: 'preview', parquetPath, limit: lim, offset: off, maxBytes: o.queryMaxBytes }, this.#queryLimits(o.queryTimeoutMs, opts.signal))
+    const { bytes: _, ...preview } = await this.#interactive.run(opts.user, { kind: 'preview', parquetPath, limit: lim, offset: off, maxBytes: o.queryMaxBytes }, this.#queryLimits(o.queryTimeoutMs, opts.signal))
+    return preview
   }
 
   /**
@@ -173,7 +176,7 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     const maxRows = opts.maxRows ?? o.queryMaxRows
     const maxBytes = opts.maxBytes ?? o.queryMaxBytes
     if (!(timeoutMs > 0) || !Number.isInteger(maxRows) || maxRows < 1 || !(maxBytes > 0)) throw new Error('timeoutMs and maxBytes must be > 0 and maxRows an integer >= 1')
-    const r = await this.#interactive.run(opts.user, { kind: 'query', parquetPath, sql, maxRows, maxBytes }, this.#queryLimits(timeoutMs, opts.signal))
+    const { bytes: _, ...r } = await this.#interactive.run(opts.user, { kind: 'query', parquetPath, sql, maxRows, maxBytes }, this.#queryLimits(timeoutMs, opts.signal))
     let rows: QueryResult['rows'] | undefined
     return {
       ...r,

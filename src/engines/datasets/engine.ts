@@ -61,6 +61,11 @@ export interface DatasetEngineOptions {
   queryMaxBytes: number
   /** Bytes a query's export file may reach (DATAKIT_EXPORT_MAX_BYTES). */
   exportMaxBytes: number
+  /**
+   * Bytes of rows (JSON) one user's previews and queries may answer with a second, on average
+   * (DATAKIT_QUERY_BYTES_PER_SECOND); queryMaxBytes of them at once. Past it, their next one waits.
+   */
+  queryBytesPerSecond: number
   /** Bounds of an uploaded dataset. */
   limits: DatasetLimits
   /** Where profiling and export may spill (a private subdirectory per operation). */
@@ -88,6 +93,7 @@ export const DEFAULT_ENGINE_OPTIONS: Readonly<DatasetEngineOptions> = Object.fre
   queryMaxRows: 10_000,
   queryMaxBytes: 8 * 1024 * 1024,
   exportMaxBytes: 1024 ** 3,
+  queryBytesPerSecond: 16 * 1024 * 1024,
   limits: Object.freeze({ maxDecompressedBytes: 1024 ** 3, maxRows: 20_000_000, maxColumns: 1_000 }),
   tempDirectory: join(tmpdir(), 'quadrax-duckdb'),
 })

@@ -91,6 +91,24 @@ export class QueueFullError extends LimitError {
   }
 }
 
+/**
+ * A preview or query that could not start within its time limit because its user had been
+ * answered with more bytes of rows than DATAKIT_QUERY_BYTES_PER_SECOND allows (worker-pool.ts).
+ */
+export class AnswerRateError extends LimitError {
+  constructor(bytesPerSecond: number, waitMs: number) {
+    const seconds = Math.max(1, Math.ceil(waitMs / 1000))
+    super(
+      'answer_rate_exceeded',
+      `Your DataKit queries and previews have been answered with rows faster than ${bytesPerSecond} bytes a second (DATAKIT_QUERY_BYTES_PER_SECOND), and this one ` +
+        `could not start within its time limit: try again in ${seconds} s, or export the whole result as a file (POST /api/datakits/:id/query/export).`,
+      429,
+      [limitDetail('DATAKIT_QUERY_BYTES_PER_SECOND', bytesPerSecond)],
+      { 'retry-after': String(seconds) },
+    )
+  }
+}
+
 /** Profiling (or conversion) that ran past DATAKIT_PROFILE_TIMEOUT_MS. */
 export class ProfileTimeoutError extends LimitError {
   constructor(timeoutMs: number) {

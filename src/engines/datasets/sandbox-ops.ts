@@ -38,13 +38,25 @@ export type SandboxOp =
   | { kind: 'exportQuery'; inputs: SqlInputs; sql: string; format: ExportFormat; dest: string; scratch: string }
   | { kind: 'export'; parquetPath: string; format: 'csv' | 'json'; dest: string; neutraliseFormulas: boolean; scratch: string }
 
-/** What each operation answers with. */
+/**
+ * What each operation answers with. A preview's and a query's `bytes`: those of their rows' JSON,
+ * which the pool counts against the user's DATAKIT_QUERY_BYTES_PER_SECOND (worker-pool.ts).
+ */
 export interface SandboxResults {
   profile: DatasetProfile
   toParquet: null
-  preview: DatasetPreview
+  preview: DatasetPreview & { bytes: number }
   /** The rows only as JSON text (rowsJson): the server splices it into its answer rather than parse and serialise 8 MB again. */
-  query: Omit<QueryResult, 'rows'>
+  query: Omit<QueryResult, 'rows'> & { bytes: number }
   exportQuery: { bytes: number }
   export: { bytes: number }
+}
+
+/**
+ * Whether an operation answers with rows (a preview, a query): those are counted against, and
+ * wait for, their user's DATAKIT_QUERY_BYTES_PER_SECOND (worker-pool.ts). Exports are files,
+ * streamed at DATAKIT_DOWNLOAD_BYTES_PER_SECOND instead; the rest answer the server itself.
+ */
+export function answersRows(kind: SandboxOp['kind']): kind is 'query' | 'preview' {
+  return kind === 'query' || kind === 'preview'
 }

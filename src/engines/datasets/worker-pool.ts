@@ -45,6 +45,13 @@
  * (bench:abuse, README). Past it, their next operation waits for their replacement (within its
  * time limit); no one else's does.
  *
+ * An interactive pool also paces the bytes of rows each user is answered with (previews and
+ * queries, `answerPace`: a Pace each): once a user owes more than the burst, their next
+ * preview or query waits (within its time limit, counted in their queue) until the rate has paid it
+ * back. Unpaced, one user fetching 8 MB answers back to back took the 2 cores' worth of
+ * worker, IPC, response and gzip work, and another user's `select 1` waited (bench:abuse
+ * item 2, README).
+ *
  * Processes: at most `size` + 1 workers alive in an interactive pool (`size` running, one
  * spare or replacement), `size` in a background one, plus those already SIGKILLed whose exit
  * the kernel is finishing (their memory is on its way back). The workers run at a lower
@@ -61,9 +68,9 @@ import { AppError, ServiceUnavailableError } from '../../core/errors.ts'
 import { untilAborted } from '../../core/abortable.ts'
 import { FairSemaphore } from '../../core/fair-semaphore.ts'
 import { Paces } from '../../core/pace.ts'
-import { QueueFullError } from './errors.ts'
+import { AnswerRateError, QueueFullError } from './errors.ts'
 import type { ToWorker } from './sandbox-protocol.ts'
-import { DUCKDB_OUT_OF_MEMORY, type SandboxOp, type SandboxResults, type WorkerSettings } from './sandbox-ops.ts'
+import { answersRows, DUCKDB_OUT_OF_MEMORY, type SandboxOp, type SandboxResults, type WorkerSettings } from './sandbox-ops.ts'
 import { duckdbMemoryLimit, WorkerProcess, type WorkerJob } from './worker-process.ts'
 
 const MiB = 1024 * 1024
@@ -99,6 +106,8 @@ export interface WorkerPoolOptions {
   watchMs?: number
   /** Past REPLACEMENT_BURST, a user's operations get at most one replacement worker per this long (default 1000 ms). */
   replacementIntervalMs?: number
+  /** Bytes of rows one user's previews and queries may answer with a second, and at once before the pace applies; undefined: unpaced. */
+  answerPace?: { bytesPerSecond: number; burstBytes: number }
   /**
    * Whether an operation's time limit counts from its arrival (waiting for a slot included:
    * interactive work, so no request outlives it) or from its start (background work, which
@@ -131,7 +140,7 @@ interface Job extends WorkerJob {
 type Worker = WorkerProcess<Job>
 
 export class WorkerPool {
-  readonly #opts: Required<Omit<WorkerPoolOptions, 'queuePerUser'>> & Pick<WorkerPoolOptions, 'queuePerUser'>
+  readonly #opts: Required<Omit<WorkerPoolOptions, 'queuePerUser' | 'answerPace'>> & Pick<WorkerPoolOptions, 'queuePerUser' | 'answerPace'>
   readonly #settings: WorkerSettings
   readonly #slots: FairSemaphore
   /** Every worker process not yet exited (retired ones included until they have). */
@@ -150,6 +159,8 @@ export class WorkerPool {
   readonly #replacements: Paces
   /** Users whose replacement waits for the pace: their operations wait for its start. */
   readonly #heldBack = new Map<string, Promise<void>>()
+  /** The pace of the bytes each user is answered with (answerPace). */
+  readonly #answers: Paces | undefined
   #watch: ReturnType<typeof setInterval> | undefined
   #seq = 0
   #closed = false
@@ -161,6 +172,7 @@ export class WorkerPool {
     this.#slots = new FairSemaphore(opts.size, Math.min(opts.perUser, opts.size))
     this.#cap = opts.size + (opts.spareInstance ? 1 : 0)
     this.#replacements = new Paces(1000 / this.#opts.replacementIntervalMs, REPLACEMENT_BURST)
+    if (opts.answerPace) this.#answers = new Paces(opts.answerPace.bytesPerSecond, opts.answerPace.burstBytes)
     this.#settings = {
       threads: opts.threads,
       duckdbMemoryLimit: duckdbMemoryLimit(opts.duckdbMemoryLimit, opts.memoryMb),
@@ -188,7 +200,8 @@ export class WorkerPool {
     const deadline = this.#opts.deadlineFromArrival ? AbortSignal.timeout(limits.timeoutMs) : undefined
     const waiting = deadline && limits.signal ? AbortSignal.any([limits.signal, deadline]) : (deadline ?? limits.signal)
     const queued = (err: unknown) => (deadline?.aborted && !limits.signal?.aborted ? limits.timeoutError(true) : err)
-    await this.#admit(user, waiting).catch((err: unknown) => {
+    const answers = answersRows(op.kind) ? this.#answers : undefined
+    await this.#admit(user, waiting, answers && { answers, deadline: this.#opts.deadlineFromArrival ? arrived + limits.timeoutMs : undefined }).catch((err: unknown) => {
       throw queued(err)
     })
     const scratch = join(this.#opts.tempDirectory, `op-${crypto.randomUUID()}`)
@@ -203,7 +216,9 @@ export class WorkerPool {
       await worker.ready
       limits.onWorker?.(worker.proc.pid, warm)
       const left = this.#opts.deadlineFromArrival ? Math.max(1, limits.timeoutMs - (performance.now() - arrived)) : limits.timeoutMs
-      return (await this.#exec(worker, user, { ...op, scratch } as SandboxOp, { ...limits, timeoutMs: left })) as SandboxResults[K]
+      const result = (await this.#exec(worker, user, { ...op, scratch } as SandboxOp, { ...limits, timeoutMs: left })) as SandboxResults[K]
+      if (answers) answers.after(user, (result as SandboxResults['query' | 'preview']).bytes)
+      return result
     } finally {
       await rm(scratch, { recursive: true, force: true })
       this.#release(user)
@@ -226,18 +241,30 @@ export class WorkerPool {
   }
 
   /**
-   * Wait for a slot for `user`. Refused when they already have `perUser` running and
-   * `queuePerUser` more waiting: counted from admission to release, synchronously (a slot that
-   * is free is granted on a later tick, so counting waiters by the promise would count it).
+   * Wait for a slot for `user` (and, first, for their pace of `answers` when given:
+   * AnswerRateError when that wait would not end before `deadline`, a performance.now() time).
+   * Refused when they already have `perUser` running and `queuePerUser` more waiting: counted
+   * from admission to release, synchronously (a slot that is free is granted on a later tick,
+   * so counting waiters by the promise would count it).
    */
-  async #admit(user: string, signal: AbortSignal | undefined): Promise<void> {
+  async #admit(user: string, signal: AbortSignal | undefined, paced?: { answers: Paces; deadline: number | undefined }): Promise<void> {
     if (this.#closed) throw new ServiceUnavailableError('The dataset engine is stopping')
     const inFlight = this.#inFlight.get(user) ?? 0
     const cap = this.#opts.queuePerUser
     if (cap !== undefined && inFlight >= this.#slots.perKey + cap) throw new QueueFullError(cap)
     this.#inFlight.set(user, inFlight + 1)
     try {
-      await this.#slots.acquire(user, signal)
+      for (;;) {
+        const owed = paced?.answers.owed(user) ?? 0
+        if (paced && owed > 0) {
+          if (paced.deadline !== undefined && performance.now() + owed >= paced.deadline) throw new AnswerRateError(paced.answers.rate, owed)
+          await untilAborted(Bun.sleep(owed), signal)
+        }
+        await this.#slots.acquire(user, signal)
+        // Their operation that held the slot was answered meanwhile: wait for the pace again.
+        if (!paced?.answers.owed(user)) return
+        this.#slots.release(user)
+      }
     } catch (err) {
       this.#done(user)
       throw err
