@@ -46,7 +46,7 @@ export const EnvSchema = T.Object({
   DATAKIT_QUERY_QUEUE_PER_USER: Int({ default: 16, minimum: 1, maximum: 10_000 }),
   DATAKIT_QUERY_MEMORY_MB: Int({ default: 512, minimum: 128 }),
   DATAKIT_QUERY_MAX_BYTES: T.String({ default: '8MB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
-  DATAKIT_QUERY_BYTES_PER_SECOND: Int({ default: 16 * 1024 * 1024, minimum: 64 * 1024 }),
+  DATAKIT_QUERY_BYTES_PER_SECOND: Int({ default: 8 * 1024 * 1024, minimum: 64 * 1024 }),
   DATAKIT_DOWNLOAD_BYTES_PER_SECOND: Int({ default: 64 * 1024 * 1024, minimum: 64 * 1024 }),
   DATAKIT_EXPORT_MAX_BYTES: T.String({ default: '1GB', pattern: '^\\s*\\d+(\\.\\d+)?\\s*(B|KB|MB|GB|TB)?\\s*$' }),
   DATAKIT_PROFILE_CONCURRENCY_PER_USER: Int({ default: 1, minimum: 1, maximum: 64 }),

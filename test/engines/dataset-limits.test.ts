@@ -60,6 +60,8 @@ const dataLimit = (pid: number): number => {
   return v === undefined || v === 'unlimited' ? Infinity : Number(v)
 }
 const MB = 1024 * 1024
+/** A query's rows as the JSON text they are. */
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
 /** A query that runs until it is stopped, in little memory (range() streams; the filter is never true). */
 const ENDLESS = 'SELECT count(*) AS n FROM range(1000000000000000) t(i) WHERE hash(i) = 0 AND i < 0'
 
@@ -170,9 +172,9 @@ describe('result bytes', () => {
     const r = await e.query(parquet, "SELECT i, repeat('x', 10000) AS pad FROM range(1000000) t(i)", { user: 'a' })
     clearInterval(sample)
     expect(r).toMatchObject({ truncated: true, truncatedBy: 'bytes' })
-    expect(r.rowsJson.length).toBeLessThanOrEqual(8 * MB)
+    expect(r.rowsJson.byteLength).toBeLessThanOrEqual(8 * MB)
     expect(r.rowCount).toBeGreaterThan(800)
-    console.log(`wide rows: ${r.rowCount} rows, ${r.rowsJson.length} bytes of JSON, worker peak ${Math.round(peak / MB)} MB (budget 512)`)
+    console.log(`wide rows: ${r.rowCount} rows, ${r.rowsJson.byteLength} bytes of JSON, worker peak ${Math.round(peak / MB)} MB (budget 512)`)
   })
 
   test('a preview is held to the same bytes', async () => {
@@ -273,7 +275,7 @@ describe('worker churn', () => {
       onWorker: (pid, warm) => (worker = { pid, warm }),
     }
     const answer = await pool.run(user, { kind: 'query', parquetPath: parquet, sql, maxRows: 10, maxBytes: MB }, limits).then(
-      (r) => r.rowsJson,
+      (r) => text(r.rowsJson),
       (err: AppError) => err.code,
     )
     return { answer, ...worker! }
@@ -437,7 +439,7 @@ describe('answer pace (DATAKIT_QUERY_BYTES_PER_SECOND)', () => {
     const refused = await rejection(e.query(parquet, 'SELECT 1 AS one', { user: 'heavy' }))
     expect(bound(refused)).toEqual({ status: 429, code: 'answer_rate_exceeded', limit: 'DATAKIT_QUERY_BYTES_PER_SECOND=1' })
     expect(Number(refused.headers['retry-after'])).toBeGreaterThan(60)
-    expect((await e.query(parquet, 'SELECT 1 AS one', { user: 'light' })).rowsJson).toBe('[{"one":1}]')
+    expect(text((await e.query(parquet, 'SELECT 1 AS one', { user: 'light' })).rowsJson)).toBe('[{"one":1}]')
   })
 
   test("a paced query waits for the pace, then runs, and holds no slot meanwhile: another user's, sent after it, is answered first", async () => {
@@ -447,8 +449,8 @@ describe('answer pace (DATAKIT_QUERY_BYTES_PER_SECOND)', () => {
     const e = engineWith({ queryBytesPerSecond: 500, queryMaxBytes: 100, interactiveConcurrency: 1 })
     expect((await e.query(parquet, WIDE, { user: 'heavy', maxBytes: 2048 })).rowCount).toBe(3)
     const order: string[] = []
-    const heavy = e.query(parquet, 'SELECT 2 AS two', { user: 'heavy' }).then((r) => (order.push('heavy'), r.rowsJson))
-    const light = e.query(parquet, 'SELECT 1 AS one', { user: 'light' }).then((r) => (order.push('light'), r.rowsJson))
+    const heavy = e.query(parquet, 'SELECT 2 AS two', { user: 'heavy' }).then((r) => (order.push('heavy'), text(r.rowsJson)))
+    const light = e.query(parquet, 'SELECT 1 AS one', { user: 'light' }).then((r) => (order.push('light'), text(r.rowsJson)))
     expect(await Promise.all([heavy, light])).toEqual(['[{"two":2}]', '[{"one":1}]'])
     expect(order).toEqual(['light', 'heavy'])
   })

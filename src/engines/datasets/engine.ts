@@ -93,7 +93,7 @@ export const DEFAULT_ENGINE_OPTIONS: Readonly<DatasetEngineOptions> = Object.fre
   queryMaxRows: 10_000,
   queryMaxBytes: 8 * 1024 * 1024,
   exportMaxBytes: 1024 ** 3,
-  queryBytesPerSecond: 16 * 1024 * 1024,
+  queryBytesPerSecond: 8 * 1024 * 1024,
   limits: Object.freeze({ maxDecompressedBytes: 1024 ** 3, maxRows: 20_000_000, maxColumns: 1_000 }),
   tempDirectory: join(tmpdir(), 'quadrax-duckdb'),
 })
@@ -145,8 +145,8 @@ export type TruncatedBy = 'rows' | 'bytes'
 export interface QueryResult {
   columns: ResultColumn[]
   rows: Record<string, JsonValue>[]
-  /** `rows` as JSON text, as the worker wrote it (an HTTP answer splices it in; `rows` parses it on first use). */
-  rowsJson: string
+  /** `rows` as JSON text in UTF-8, as the worker wrote it (an HTTP answer splices it in; `rows` parses it on first use). */
+  rowsJson: Uint8Array
   /** Rows returned (at most maxRows, and at most maxBytes of them). */
   rowCount: number
   /** True when the query produced more than was returned and the rest were not read. */

@@ -46,7 +46,7 @@ export interface SandboxResults {
   profile: DatasetProfile
   toParquet: null
   preview: DatasetPreview & { bytes: number }
-  /** The rows only as JSON text (rowsJson): the server splices it into its answer rather than parse and serialise 8 MB again. */
+  /** The rows only as JSON bytes (rowsJson): the server splices them into its answer rather than parse and serialise 8 MB again. */
   query: Omit<QueryResult, 'rows'> & { bytes: number }
   exportQuery: { bytes: number }
   export: { bytes: number }
