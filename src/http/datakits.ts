@@ -236,7 +236,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
               'Rows `offset … offset+limit` (limit 1–1000, default 50) of the newest READY version, or of `version`, in file order, with the columns and `totalRows`; ' +
               'no more rows than fit DATAKIT_QUERY_MAX_BYTES of JSON (`truncated: true` then). Read in a worker process under the query limits ' +
               '(DATAKIT_QUERY_TIMEOUT_MS, DATAKIT_QUERY_MEMORY_MB: 422 naming the one crossed in `details`), in one of your query slots ' +
-              '(429 when you already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting). Cached with an ETag. 404 for an unknown datakit or version, ' +
+              '(429 when you already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting), paced as queries are (DATAKIT_QUERY_BYTES_PER_SECOND). Cached with an ETag. 404 for an unknown datakit or version, ' +
               '409 while the version is PROCESSING or when it FAILED.',
             tags: TAGS,
             ...access.object('datakit', 'read'),
@@ -265,7 +265,8 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
             summary: 'Download the uploaded file of a datakit version',
             description:
               'The file of the latest version, or of `version`, exactly as it was received: streamed, with `Content-Disposition: attachment` and the sanitised original name, ' +
-              'the media type of its detected format and its sha256 in `X-Content-Sha256`. Any version can be downloaded, READY or not. 404 for an unknown datakit or version.',
+              'the media type of its detected format and its sha256 in `X-Content-Sha256`. Any version can be downloaded, READY or not. ' +
+              'Your downloads and exports together are sent at most DATAKIT_DOWNLOAD_BYTES_PER_SECOND (one second’s worth at once, with its Content-Length; a larger file is streamed at that pace, chunked). 404 for an unknown datakit or version.',
             tags: TAGS,
             ...access.object('datakit', 'read'),
             responses: { 200: { description: 'The file', content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } }, ...documented(errors(400, 404)) },
@@ -294,7 +295,7 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
               'The newest READY version, or `version`, as CSV (cells of text columns that a spreadsheet would evaluate as a formula get a leading `\'`), a JSON array of ' +
               'objects, or Parquet; CSV and JSON are written by a worker process in one of your query slots, then streamed and removed. Bounded by ' +
               'DATAKIT_PROFILE_TIMEOUT_MS (it is as big as the dataset) and DATAKIT_QUERY_MEMORY_MB (422 naming the one crossed in `details`); 429 when you ' +
-              'already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting. 404 for an unknown datakit or version, 409 while the version is PROCESSING or when it FAILED.',
+              'already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting. Your downloads and exports together are sent at most DATAKIT_DOWNLOAD_BYTES_PER_SECOND (one second’s worth at once, with its Content-Length; a larger file is streamed at that pace, chunked). 404 for an unknown datakit or version, 409 while the version is PROCESSING or when it FAILED.',
             tags: TAGS,
             ...access.object('datakit', 'read'),
             responses: {
@@ -338,7 +339,9 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
               'than what is left is not even read); POST /query/export gives the whole result as a file. 422 with DuckDB’s message for a refused or failing statement, ' +
               'or naming the bound in `details` (`{field: "limit", message: "NAME=value"}`): DATAKIT_QUERY_TIMEOUT_MS (counted from arrival; the worker is killed) or ' +
               'DATAKIT_QUERY_MEMORY_MB (the worker’s resident memory, also held by the kernel). Your queries run one at a time (DATAKIT_QUERY_CONCURRENCY_PER_USER) and ' +
-              'take turns fairly with other users’; 429 when you already have DATAKIT_QUERY_QUEUE_PER_USER waiting. 404 for an unknown datakit or version, 409 while it is not READY.',
+              'take turns fairly with other users’; 429 when you already have DATAKIT_QUERY_QUEUE_PER_USER waiting. The rows your queries and previews answer with are paced: ' +
+              'past DATAKIT_QUERY_MAX_BYTES at once and DATAKIT_QUERY_BYTES_PER_SECOND on average, your next one waits (holding no slot), or is a 429 `answer_rate_exceeded` ' +
+              'with Retry-After when it could not start within its time limit. 404 for an unknown datakit or version, 409 while it is not READY.',
             tags: TAGS,
             ...access.object('datakit', 'read'),
             responses: documented({ 200: Envelope.data(DatakitModel.queryResult), ...errors(400, 404, 409, 422, 429) }),
@@ -370,7 +373,8 @@ export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
               'The same sandbox and checks as POST /query, without the row and byte caps of a JSON answer: DuckDB writes the whole result as CSV (header; cells that look ' +
               'like formulas neutralised), Parquet or a JSON array, which is then streamed with backpressure and removed. Bounded by DATAKIT_QUERY_TIMEOUT_MS and ' +
               'DATAKIT_QUERY_MEMORY_MB (422) and by DATAKIT_EXPORT_MAX_BYTES of file (413 `export_too_large`: stopped as soon as the file outgrows it); every error comes ' +
-              'before the first byte, in the envelope. 429 when you already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting; 404 for an unknown datakit or version, 409 while it is not READY.',
+              'before the first byte, in the envelope. 429 when you already have DATAKIT_QUERY_QUEUE_PER_USER operations waiting; 404 for an unknown datakit or version, 409 while it is not READY. ' +
+              'Your downloads and exports together are sent at most DATAKIT_DOWNLOAD_BYTES_PER_SECOND (one second’s worth at once, with its Content-Length; a larger file is streamed at that pace, chunked).',
             tags: TAGS,
             ...access.object('datakit', 'read'),
             responses: {
