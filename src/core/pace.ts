@@ -6,7 +6,7 @@
  * Used for a container job's output (bytes and lines read: docker-run.ts) and, one per user,
  * for the DataKit workers started because of a user's operations and the bytes of rows they
  * are answered with (worker-pool.ts: Paces), and for the bytes of their DataKit downloads
- * (pacedStream, http/datakits.ts).
+ * (pacedStream, http/downloads.ts).
  */
 export class Pace {
   /** Used and not yet paid back by the rate, as of #last. */

@@ -48,10 +48,10 @@ export interface DatakitRoutesOptions {
   dir: string
 }
 
-/** The /api/datakits routes over an actor system where the `datakit` kind is registered. */
 /** What follows a query answer's rows: the end of `data`, then of the envelope. */
 const CLOSE_QUERY_ANSWER = Buffer.from('}}')
 
+/** The /api/datakits routes over an actor system where the `datakit` kind is registered. */
 export function datakitRoutes(deps: HttpDeps, opts: DatakitRoutesOptions) {
   const { config, sql } = deps
   const { engine, dir } = opts

@@ -181,7 +181,7 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     return {
       ...r,
       get rows() {
-        return (rows ??= JSON.parse(Buffer.from(r.rowsJson.buffer, r.rowsJson.byteOffset, r.rowsJson.byteLength).toString()) as QueryResult['rows'])
+        return (rows ??= JSON.parse(new TextDecoder().decode(r.rowsJson)) as QueryResult['rows'])
       },
     }
   }
