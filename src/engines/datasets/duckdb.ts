@@ -97,7 +97,7 @@ export class DuckDBDatasetEngine implements DatasetEngine {
 
   #profileLimits(signal: AbortSignal | undefined): RunLimits {
     const o = this.options
-    return { timeoutMs: o.profileTimeoutMs, timeoutError: () => new ProfileTimeoutError(o.profileTimeoutMs), memoryError: () => new ProfileMemoryError(o.profileMemoryMb), signal }
+    return { timeoutMs: o.profileTimeoutMs, timeoutError: () => new ProfileTimeoutError(o.profileTimeoutMs), memoryError: (cause) => new ProfileMemoryError(o.profileMemoryMb, cause), signal }
   }
 
   #queryLimits(timeoutMs: number, signal: AbortSignal | undefined, opts: { watch?: () => AppError | undefined; exporting?: boolean } = {}): RunLimits {
@@ -105,7 +105,7 @@ export class DuckDBDatasetEngine implements DatasetEngine {
     return {
       timeoutMs,
       timeoutError: (queued) => new QueryTimeoutError(timeoutMs, queued, opts.exporting),
-      memoryError: () => new QueryMemoryError(memoryMb),
+      memoryError: (cause) => new QueryMemoryError(memoryMb, cause),
       watch: opts.watch,
       signal,
     }

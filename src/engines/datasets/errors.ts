@@ -28,8 +28,8 @@ function limitDetail(setting: string, value: number | string): ErrorDetail {
  * `too_many_columns`…), `details` the setting and its value (see limitDetail).
  */
 export class LimitError extends AppError {
-  constructor(code: string, message: string, status: 413 | 422 | 429, details: ErrorDetail[], headers?: Record<string, string>) {
-    super(code, message, { status, details, headers })
+  constructor(code: string, message: string, status: 413 | 422 | 429, details: ErrorDetail[], headers?: Record<string, string>, cause?: unknown) {
+    super(code, message, { status, details, headers, cause })
   }
 }
 
@@ -56,12 +56,15 @@ export class QueryTimeoutError extends LimitError {
 
 /** A sandboxed query (or preview, or export) that needed more memory than its process may use. */
 export class QueryMemoryError extends LimitError {
-  constructor(memoryMb: number) {
+  /** `cause`: what ran out (DuckDB's message, or the resident set the pool saw): for the log, never shown. */
+  constructor(memoryMb: number, cause?: unknown) {
     super(
       'query_memory_exceeded',
       `The query needed more than ${memoryMb} MB of memory (DATAKIT_QUERY_MEMORY_MB) and was stopped. Aggregate or filter before returning large values, or add a LIMIT.`,
       422,
       [limitDetail('DATAKIT_QUERY_MEMORY_MB', memoryMb)],
+      undefined,
+      cause,
     )
   }
 }
@@ -123,12 +126,15 @@ export class ProfileTimeoutError extends LimitError {
 
 /** Profiling (or conversion) that needed more memory than DATAKIT_PROFILE_MEMORY_MB. */
 export class ProfileMemoryError extends LimitError {
-  constructor(memoryMb: number) {
+  /** `cause`: as QueryMemoryError's. */
+  constructor(memoryMb: number, cause?: unknown) {
     super(
       'profile_memory_exceeded',
       `Profiling the dataset needed more than ${memoryMb} MB of memory (DATAKIT_PROFILE_MEMORY_MB) and was stopped. Upload a narrower file (fewer columns) or a smaller one.`,
       422,
       [limitDetail('DATAKIT_PROFILE_MEMORY_MB', memoryMb)],
+      undefined,
+      cause,
     )
   }
 }

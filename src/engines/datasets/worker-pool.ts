@@ -121,7 +121,8 @@ export interface RunLimits {
   timeoutMs: number
   /** `queued`: the time ran out while it waited for a slot (see deadlineFromArrival). */
   timeoutError(queued: boolean): AppError
-  memoryError(): AppError
+  /** `cause`: what ran out (DuckDB's error, or the resident set seen over the budget). */
+  memoryError(cause?: unknown): AppError
   /** Checked with the memory; an error stops the operation (an export file past its size). */
   watch?(): AppError | undefined
   signal?: AbortSignal
@@ -410,7 +411,7 @@ export class WorkerPool {
           this.#watch = undefined
         }
         const outOfMemory = !ok && value instanceof AppError && value.code === DUCKDB_OUT_OF_MEMORY
-        const answer = () => (ok ? resolve(value) : reject(outOfMemory ? limits.memoryError() : value))
+        const answer = () => (ok ? resolve(value) : reject(outOfMemory ? limits.memoryError(value) : value))
         // A worker that was killed, or died, has exited by now (its job is rejected from the
         // exit handler, after #forget started its replacement).
         if (stopped || !this.#workers.has(worker)) return answer()
@@ -454,7 +455,7 @@ export class WorkerPool {
       const limits = worker.job?.limits
       if (!limits) continue
       const rss = worker.rss()
-      if (rss !== undefined && rss > budget) stop(limits.memoryError())
+      if (rss !== undefined && rss > budget) stop(limits.memoryError(new Error(`resident set ${rss} bytes, over the budget of ${budget}`)))
       else {
         const err = limits.watch?.()
         if (err) stop(err)
