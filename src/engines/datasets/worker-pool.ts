@@ -87,6 +87,12 @@ export interface WorkerPoolOptions {
   queuePerUser?: number
   /** Resident memory one worker may use, MiB. */
   memoryMb: number
+  /**
+   * Address space a worker may map beyond what it holds once ready (the kernel's RLIMIT_DATA,
+   * rlimit.ts), MiB; default `memoryMb`. Mapped is not resident: see the background pool in
+   * duckdb.ts for a workload that maps four times what it touches.
+   */
+  addressSpaceMb?: number
   /** DuckDB threads per operation. */
   threads: number
   /**
@@ -141,7 +147,7 @@ interface Job extends WorkerJob {
 type Worker = WorkerProcess<Job>
 
 export class WorkerPool {
-  readonly #opts: Required<Omit<WorkerPoolOptions, 'queuePerUser' | 'answerPace'>> & Pick<WorkerPoolOptions, 'queuePerUser' | 'answerPace'>
+  readonly #opts: Required<Omit<WorkerPoolOptions, 'queuePerUser' | 'answerPace' | 'addressSpaceMb'>> & Pick<WorkerPoolOptions, 'queuePerUser' | 'answerPace' | 'addressSpaceMb'>
   readonly #settings: WorkerSettings
   readonly #slots: FairSemaphore
   /** Every worker process not yet exited (retired ones included until they have). */
@@ -179,7 +185,7 @@ export class WorkerPool {
       duckdbMemoryLimit: duckdbMemoryLimit(opts.duckdbMemoryLimit, opts.memoryMb),
       spareInstance: opts.spareInstance,
       sandbox: opts.sandbox,
-      memoryGrowthBytes: opts.memoryMb * MiB,
+      memoryGrowthBytes: (opts.addressSpaceMb ?? opts.memoryMb) * MiB,
     }
     // The workers' working directory (and where each operation's scratch directory goes).
     mkdirSync(opts.tempDirectory, { recursive: true })
