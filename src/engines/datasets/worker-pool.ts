@@ -20,9 +20,9 @@
  * DuckDB's own memory_limit stays set, below the budget, so the operators it governs fail
  * cleanly (or spill) first. A worker whose operation ran out of memory, either way, is retired.
  *
- * Slots are shared fairly between users (FairSemaphore: at most `perUser` each, a freed slot
- * goes to the waiting user holding the fewest), and a user may have at most `queuePerUser`
- * operations waiting beyond those. A worker runs one operation at a time in a fresh DuckDB;
+ * Who may start an operation, and when, is an Admission (admission.ts): slots shared fairly
+ * between users, a per-user queue cap, and (interactive pools) each user's pace of the bytes
+ * of rows they are answered with. A worker runs one operation at a time in a fresh DuckDB;
  * one that ends above half its budget (allocators keep what they freed) is retired, and an
  * idle one exits after `idleMs`, so the memory comes back.
  *
@@ -45,13 +45,6 @@
  * (bench:abuse, README). Past it, their next operation waits for their replacement (within its
  * time limit); no one else's does.
  *
- * An interactive pool also paces the bytes of rows each user is answered with (previews and
- * queries, `answerPace`: a Pace each): once a user owes more than the burst, their next
- * preview or query waits (within its time limit, counted in their queue) until the rate has paid it
- * back. Unpaced, one user fetching 8 MB answers back to back took the 2 cores' worth of
- * worker, IPC, response and gzip work, and another user's `select 1` waited (bench:abuse
- * item 2, README).
- *
  * Processes: at most `size` + 1 workers alive in an interactive pool (`size` running, one
  * spare or replacement), `size` in a background one, plus those already SIGKILLed whose exit
  * the kernel is finishing (their memory is on its way back). The workers run at a lower
@@ -66,9 +59,8 @@ import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AppError, ServiceUnavailableError } from '../../core/errors.ts'
 import { untilAborted } from '../../core/abortable.ts'
-import { FairSemaphore } from '../../core/fair-semaphore.ts'
 import { Paces } from '../../core/pace.ts'
-import { AnswerRateError, QueueFullError } from './errors.ts'
+import { Admission, type AdmissionOptions } from './admission.ts'
 import type { ToWorker } from './sandbox-protocol.ts'
 import { answersRows, DUCKDB_OUT_OF_MEMORY, type SandboxOp, type SandboxResults, type WorkerSettings } from './sandbox-ops.ts'
 import { duckdbMemoryLimit, WorkerProcess, type WorkerJob } from './worker-process.ts'
@@ -78,13 +70,8 @@ const MiB = 1024 * 1024
 /** Replacement workers one user's operations may have started at once, before the pace applies. */
 const REPLACEMENT_BURST = 2
 
-export interface WorkerPoolOptions {
-  /** Worker processes, i.e. operations running at once. */
-  size: number
-  /** Of those, at most this many for one user. */
-  perUser: number
-  /** Operations one user may have waiting beyond `perUser` running (one more is a 429); undefined: no cap. */
-  queuePerUser?: number
+/** `size`: worker processes, i.e. operations running at once; the rest of AdmissionOptions as there. */
+export interface WorkerPoolOptions extends AdmissionOptions {
   /** Resident memory one worker may use, MiB. */
   memoryMb: number
   /**
@@ -112,8 +99,6 @@ export interface WorkerPoolOptions {
   watchMs?: number
   /** Past REPLACEMENT_BURST, a user's operations get at most one replacement worker per this long (default 1000 ms). */
   replacementIntervalMs?: number
-  /** Bytes of rows one user's previews and queries may answer with a second, and at once before the pace applies; undefined: unpaced. */
-  answerPace?: { bytesPerSecond: number; burstBytes: number }
   /**
    * Whether an operation's time limit counts from its arrival (waiting for a slot included:
    * interactive work, so no request outlives it) or from its start (background work, which
@@ -149,15 +134,13 @@ type Worker = WorkerProcess<Job>
 export class WorkerPool {
   readonly #opts: Required<Omit<WorkerPoolOptions, 'queuePerUser' | 'answerPace' | 'addressSpaceMb'>> & Pick<WorkerPoolOptions, 'queuePerUser' | 'answerPace' | 'addressSpaceMb'>
   readonly #settings: WorkerSettings
-  readonly #slots: FairSemaphore
+  readonly #admission: Admission
   /** Every worker process not yet exited (retired ones included until they have). */
   readonly #workers = new Set<Worker>()
   /** Ready and waiting for an operation: spares first, then the others by when they were last used. */
   readonly #idle: Worker[] = []
   /** Started ahead of an operation (a spare, or a user's replacement), not ready yet. */
   readonly #starting = new Set<Worker>()
-  /** Operations admitted (running or waiting for a slot), by user. */
-  readonly #inFlight = new Map<string, number>()
   /** Workers running an operation, with what stops it. */
   readonly #busy = new Map<Worker, (err: AppError) => void>()
   /** Workers alive at most (retired ones aside): `size`, plus the spare of an interactive pool. */
@@ -166,8 +149,6 @@ export class WorkerPool {
   readonly #replacements: Paces
   /** Users whose replacement waits for the pace: their operations wait for its start. */
   readonly #heldBack = new Map<string, Promise<void>>()
-  /** The pace of the bytes each user is answered with (answerPace). */
-  readonly #answers: Paces | undefined
   #watch: ReturnType<typeof setInterval> | undefined
   #seq = 0
   #closed = false
@@ -176,10 +157,9 @@ export class WorkerPool {
     this.#opts = { ...opts, idleMs: opts.idleMs ?? 30_000, watchMs: opts.watchMs ?? 20, replacementIntervalMs: opts.replacementIntervalMs ?? 1000 }
     if (!Number.isInteger(opts.size) || opts.size < 1) throw new Error('size must be an integer >= 1')
     if (!(opts.memoryMb >= 64)) throw new Error('memoryMb must be >= 64')
-    this.#slots = new FairSemaphore(opts.size, Math.min(opts.perUser, opts.size))
+    this.#admission = new Admission(opts)
     this.#cap = opts.size + (opts.spareInstance ? 1 : 0)
     this.#replacements = new Paces(1000 / this.#opts.replacementIntervalMs, REPLACEMENT_BURST)
-    if (opts.answerPace) this.#answers = new Paces(opts.answerPace.bytesPerSecond, opts.answerPace.burstBytes)
     this.#settings = {
       threads: opts.threads,
       duckdbMemoryLimit: duckdbMemoryLimit(opts.duckdbMemoryLimit, opts.memoryMb),
@@ -207,8 +187,8 @@ export class WorkerPool {
     const deadline = this.#opts.deadlineFromArrival ? AbortSignal.timeout(limits.timeoutMs) : undefined
     const waiting = deadline && limits.signal ? AbortSignal.any([limits.signal, deadline]) : (deadline ?? limits.signal)
     const queued = (err: unknown) => (deadline?.aborted && !limits.signal?.aborted ? limits.timeoutError(true) : err)
-    const answers = answersRows(op.kind) ? this.#answers : undefined
-    await this.#admit(user, waiting, answers && { answers, deadline: this.#opts.deadlineFromArrival ? arrived + limits.timeoutMs : undefined }).catch((err: unknown) => {
+    const answering = answersRows(op.kind) ? { deadline: this.#opts.deadlineFromArrival ? arrived + limits.timeoutMs : undefined } : undefined
+    await this.#admit(user, waiting, answering).catch((err: unknown) => {
       throw queued(err)
     })
     const scratch = join(this.#opts.tempDirectory, `op-${crypto.randomUUID()}`)
@@ -224,11 +204,11 @@ export class WorkerPool {
       limits.onWorker?.(worker.proc.pid, warm)
       const left = this.#opts.deadlineFromArrival ? Math.max(1, limits.timeoutMs - (performance.now() - arrived)) : limits.timeoutMs
       const result = (await this.#exec(worker, user, { ...op, scratch } as SandboxOp, { ...limits, timeoutMs: left })) as SandboxResults[K]
-      if (answers) answers.after(user, (result as SandboxResults['query' | 'preview']).bytes)
+      if (answering) this.#admission.answered(user, (result as SandboxResults['query' | 'preview']).bytes)
       return result
     } finally {
       await rm(scratch, { recursive: true, force: true })
-      this.#release(user)
+      this.#admission.release(user)
     }
   }
 
@@ -243,51 +223,14 @@ export class WorkerPool {
       signal?.throwIfAborted()
       return await fn()
     } finally {
-      this.#release(user)
+      this.#admission.release(user)
     }
   }
 
-  /**
-   * Wait for a slot for `user` (and, first, for their pace of `answers` when given:
-   * AnswerRateError when that wait would not end before `deadline`, a performance.now() time).
-   * Refused when they already have `perUser` running and `queuePerUser` more waiting: counted
-   * from admission to release, synchronously (a slot that is free is granted on a later tick,
-   * so counting waiters by the promise would count it).
-   */
-  async #admit(user: string, signal: AbortSignal | undefined, paced?: { answers: Paces; deadline: number | undefined }): Promise<void> {
+  /** Wait for a slot for `user` (Admission.admit), unless the pool is closing. */
+  async #admit(user: string, signal: AbortSignal | undefined, answering?: { deadline: number | undefined }): Promise<void> {
     if (this.#closed) throw new ServiceUnavailableError('The dataset engine is stopping')
-    const inFlight = this.#inFlight.get(user) ?? 0
-    const cap = this.#opts.queuePerUser
-    if (cap !== undefined && inFlight >= this.#slots.perKey + cap) throw new QueueFullError(cap)
-    this.#inFlight.set(user, inFlight + 1)
-    try {
-      for (;;) {
-        const owed = paced?.answers.owed(user) ?? 0
-        if (paced && owed > 0) {
-          if (paced.deadline !== undefined && performance.now() + owed >= paced.deadline) throw new AnswerRateError(paced.answers.rate, owed)
-          await untilAborted(Bun.sleep(owed), signal)
-        }
-        await this.#slots.acquire(user, signal)
-        // Their operation that held the slot was answered meanwhile: wait for the pace again.
-        if (!paced?.answers.owed(user)) return
-        this.#slots.release(user)
-      }
-    } catch (err) {
-      this.#done(user)
-      throw err
-    }
-  }
-
-  /** Give `user`'s slot back (after #admit succeeded). */
-  #release(user: string): void {
-    this.#done(user)
-    this.#slots.release(user)
-  }
-
-  #done(user: string): void {
-    const left = (this.#inFlight.get(user) ?? 1) - 1
-    if (left > 0) this.#inFlight.set(user, left)
-    else this.#inFlight.delete(user)
+    await this.#admission.admit(user, signal, answering)
   }
 
   /** Stop every worker; operations in flight fail with 503. */
