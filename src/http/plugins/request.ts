@@ -318,11 +318,8 @@ export function requestFrame(frame: Frame, opts: RequestFrameOptions = {}) {
         }
         let body: EncodedBody
         const h = set.headers as Record<string, string>
-        if (typeof responseValue === 'string') {
-          // A handler that serialised its own JSON (and said so) is gzipped like any other.
-          body = h['content-type'] === 'application/json' ? encodeBody(request, responseValue, h) : responseValue
-        } else if (responseValue instanceof Uint8Array) {
-          // JSON a handler assembled as bytes (a query's rows): gzipped like any other.
+        if (typeof responseValue === 'string' || responseValue instanceof Uint8Array) {
+          // JSON a handler serialised itself, as text or bytes (a query's rows), and said so: gzipped like any other.
           body = h['content-type'] === 'application/json' ? encodeBody(request, responseValue, h) : responseValue
         } else if (responseValue instanceof ReadableStream) body = responseValue
         else if (responseValue !== null && typeof responseValue === 'object') {
